@@ -1,0 +1,6 @@
+"""GPU kernels (Triton) with a PyTorch reference each, a cost model, and microbenchmarks.
+
+``PLUGIN_MODULES`` lists the modules whose import registers the built-in kernels.
+"""
+
+PLUGIN_MODULES: list[str] = []

@@ -1,0 +1,1 @@
+"""HTML leaderboards: jinja2 templates, matplotlib figures, the static site renderer."""

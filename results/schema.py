@@ -1,0 +1,63 @@
+"""The result schema: one row per cell per metric (long form), plus identity and provenance.
+
+A failed cell is one row with ``status == "failed"``, its ``error`` and no metric. The
+schema version travels in every row, so a reader can adapt to old stores.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Columns that identify a cell and say how it ended.
+CELL_COLUMNS = [
+    "schema_version",
+    "cell_id",
+    "run_id",
+    "method",  # the composition as written, e.g. "nf4+lora"
+    "variant",  # the composition with the arguments the user set, e.g. "lora:r=16"
+    "method_args",  # JSON: list of {"name":..., "args": {...}} with defaults resolved
+    "method_kind",  # kind of the last method: peft | quant | train | baseline
+    "task",  # task family, e.g. "glue"
+    "subtask",  # e.g. "sst2"; "" for tasks without subtasks
+    "model",
+    "seed",
+    "recipe",  # JSON of the resolved recipe
+    "config",  # JSON of the fully resolved cell configuration (what the id hashes)
+    "data_source",  # "hub:nyu-mll/glue", "dir:/data/glue", "synthetic"
+    "synthetic_data",  # True when the data was generated, never real
+    "status",  # "ok" | "failed"
+    "error",
+    "started_at",
+    "finished_at",
+]
+
+# One metric per row.
+METRIC_COLUMNS = [
+    "metric",
+    "value",
+    "split",  # "dev", "dev_mismatched", "test", "train" or "cost" (time, memory, params)
+    "is_primary",
+    "higher_is_better",
+]
+
+# Where and with what the cell ran.
+PROVENANCE_COLUMNS = [
+    "suite_version",
+    "git_commit",
+    "python",
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "device",
+    "cuda",
+    "host",
+]
+
+COLUMNS = CELL_COLUMNS + METRIC_COLUMNS + PROVENANCE_COLUMNS
+
+# Per-example predictions, stored beside the metrics for paired significance tests.
+PREDICTION_COLUMNS = ["cell_id", "split", "example_id", "prediction", "label", "correct"]
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"

@@ -1,0 +1,128 @@
+"""Models: build tiny ones from configs (tests, smoke), load real ones, count and save them.
+
+Model names: ``tiny-bert`` and ``tiny-llama`` are built from a config with random weights
+(no download); a path to a local folder loads that Hugging Face model; anything else is a
+hub id (needs the network or the local cache).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from suite.errors import UserError
+
+TINY_MODELS = ("tiny-bert", "tiny-llama")
+_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"-:;()")
+
+
+def tiny_vocab(extra_words: tuple[str, ...] = ()) -> list[str]:
+    """A WordPiece vocabulary that spells any lowercase English text, plus whole words."""
+    words = [w for w in dict.fromkeys(extra_words) if w not in _CHARS]
+    return _SPECIALS + _CHARS + [f"##{c}" for c in _CHARS if c.isalnum()] + words
+
+
+@lru_cache(maxsize=4)
+def _tiny_tokenizer_dir(extra_words: tuple[str, ...]) -> str:
+    folder = Path(tempfile.mkdtemp(prefix="suite-tiny-tok-"))
+    (folder / "vocab.txt").write_text("\n".join(tiny_vocab(extra_words)) + "\n")
+    return str(folder)
+
+
+def tiny_tokenizer(extra_words: tuple[str, ...] = ()) -> Any:
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(
+        vocab_file=os.path.join(_tiny_tokenizer_dir(tuple(extra_words)), "vocab.txt"),
+        do_lower_case=True,
+    )
+
+
+def tiny_config(name: str, vocab_size: int, **overrides: Any) -> Any:
+    """Small enough to train in seconds on a 2-core CPU; real architectures, random weights."""
+    if name == "tiny-bert":
+        from transformers import BertConfig
+
+        cfg = dict(
+            vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=128, max_position_embeddings=256, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        cfg.update(overrides)
+        return BertConfig(**cfg)
+    if name == "tiny-llama":
+        from transformers import LlamaConfig
+
+        cfg = dict(
+            vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
+            pad_token_id=0,
+        )
+        cfg.update(overrides)
+        return LlamaConfig(**cfg)
+    raise UserError(f"unknown tiny model '{name}'; choose one of: {', '.join(TINY_MODELS)}")
+
+
+def resolve_model_path(name: str) -> str:
+    """A local folder if one exists at ``name`` (with a config.json), else the name itself."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise UserError(
+                f"model folder '{name}' has no config.json; point --models at a Hugging Face "
+                f"model folder (config.json + weights)"
+            )
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")):
+        raise UserError(f"model folder '{name}' does not exist")
+    return name
+
+
+def model_family(model: Any) -> str:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", "") or ""
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters, counting shared tensors once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+def trainable_state_dict(model: Any) -> dict[str, Any]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model: Any, path: str) -> None:
+    """Save the trainable tensors as safetensors: what a method needs to restore its training."""
+    from safetensors.torch import save_file
+
+    os.makedirs(path, exist_ok=True)
+    save_file(trainable_state_dict(model), os.path.join(path, "trainable.safetensors"))
+
+
+def folder_size(path: str | os.PathLike) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def measure_adapter_size(method: Any, model: Any) -> int:
+    """Bytes the method writes to keep its trained state; written to a temp dir, then deleted."""
+    folder = tempfile.mkdtemp(prefix="suite-adapter-")
+    try:
+        method.save_adapter(model, folder)
+        return folder_size(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
