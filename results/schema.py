@@ -61,3 +61,30 @@ PREDICTION_COLUMNS = ["cell_id", "split", "example_id", "prediction", "label", "
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+
+# Kernel microbenchmark rows (table "kernels"): one row per kernel x shape x impl x run.
+KERNEL_COLUMNS = [
+    "schema_version",
+    "run_id",
+    "timestamp",
+    "kernel",  # registered kernel name, e.g. "quantize_mxfp4"
+    "impl",  # "reference", "triton", "torch_compile", "torchao", "torch_mm", ...
+    "shape",  # e.g. "8192x8192"
+    "dtype",
+    "time_ms",  # median over samples
+    "time_ms_p10",
+    "time_ms_p90",
+    "n_samples",
+    "bytes_moved",
+    "flops",
+    "gbps",
+    "tflops",
+    "roofline_fraction",  # of the bandwidth or compute roof measured in the same run
+    "peak_gbps",  # measured in this run (large device-to-device copy)
+    "peak_tflops",  # measured in this run (large bf16 matmul)
+    "normalized_time",  # time / in-run calibration op time (for cross-machine gates)
+    "correct",  # the impl matched the reference on this run's inputs
+    "device",
+    "git_commit",
+    "suite_version",
+]
