@@ -52,6 +52,7 @@ class Method:
     Config: ClassVar[type] = NoConfig
     mergeable: ClassVar[bool] = False
     version: ClassVar[str] = "1"  # bump when results would change: it enters the cell id
+    default_lr: ClassVar[float | None] = None  # recommended learning rate; --lr overrides it
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

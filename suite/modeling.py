@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,25 @@ def tiny_vocab(extra_words: tuple[str, ...] = ()) -> list[str]:
     return _SPECIALS + _CHARS + [f"##{c}" for c in _CHARS if c.isalnum()] + words
 
 
-@lru_cache(maxsize=4)
-def _tiny_tokenizer_dir(extra_words: tuple[str, ...]) -> str:
-    folder = Path(tempfile.mkdtemp(prefix="suite-tiny-tok-"))
-    (folder / "vocab.txt").write_text("\n".join(tiny_vocab(extra_words)) + "\n")
-    return str(folder)
-
-
 def tiny_tokenizer(extra_words: tuple[str, ...] = ()) -> Any:
-    from transformers import BertTokenizerFast
+    """A BERT-style WordPiece tokenizer over ``tiny_vocab``; built in memory, no files."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import PreTrainedTokenizerFast
 
-    return BertTokenizerFast(
-        vocab_file=os.path.join(_tiny_tokenizer_dir(tuple(extra_words)), "vocab.txt"),
-        do_lower_case=True,
+    vocab = {word: i for i, word in enumerate(tiny_vocab(tuple(extra_words)))}
+    core = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    core.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_input_names=["input_ids", "token_type_ids",
+                                                                    "attention_mask"],
     )
 
 
@@ -126,3 +131,24 @@ def measure_adapter_size(method: Any, model: Any) -> int:
         return folder_size(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def guess_family(model_name: str) -> str:
+    """The model family without loading weights: a tiny model's, or config.json's model_type."""
+    import json
+
+    if model_name == "tiny-bert":
+        return "bert"
+    if model_name == "tiny-llama":
+        return "llama"
+    config = Path(model_name).expanduser() / "config.json"
+    if config.is_file():
+        try:
+            return json.loads(config.read_text()).get("model_type", "")
+        except (OSError, ValueError):
+            return ""
+    lowered = model_name.lower()
+    for family in ("roberta", "deberta", "bert", "llama", "qwen", "mistral", "gpt2", "t5", "vit"):
+        if family in lowered:
+            return family
+    return ""

@@ -66,6 +66,9 @@ class Registry:
                     f"({_where(existing.target)} and {_where(target)})"
                 )
             self._entries[name] = Entry(name, self.group, kind, summary, target, source, paper, extra)
+            if isinstance(target, type):  # a plugin class knows its registered name and kind
+                target.name = name
+                target.kind = kind
             return target
 
         return decorate

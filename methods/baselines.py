@@ -1,0 +1,44 @@
+"""Baselines every comparison needs: full fine-tuning and the linear probe (head only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from suite.errors import CellFailure
+from suite.method import Method, MethodContext
+from suite.registry import register_method
+
+
+@register_method("full", kind="peft", summary="full fine-tuning: every parameter trains", source="suite")
+class FullFineTuning(Method):
+    mergeable = True
+
+    def apply(self, model: Any, ctx: MethodContext) -> Any:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+    def merge(self, model: Any) -> Any:
+        return model
+
+
+@register_method("linear-probe", kind="peft", summary="train the task head only, backbone frozen",
+                 source="suite")
+class LinearProbe(Method):
+    mergeable = True
+    default_lr = 1e-3
+
+    def apply(self, model: Any, ctx: MethodContext) -> Any:
+        from suite.methods.heads import head_parameters
+
+        head = head_parameters(model)
+        if not head:
+            raise CellFailure("linear-probe: the model has no task head (classifier/score) to train")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head:
+            p.requires_grad_(True)
+        return model
+
+    def merge(self, model: Any) -> Any:
+        return model

@@ -1,0 +1,1 @@
+"""Kernel microbenchmarks: timing harness, in-run roofline, and the speed-regression gate."""

@@ -1,0 +1,117 @@
+"""``suite bench kernels``: time kernels against the in-run roofline; save or compare baselines.
+
+``--save NAME`` records the run's samples as a baseline; ``--compare NAME`` exits 1 when a
+kernel got slower than the baseline beyond the threshold and the measured noise (see
+``suite.bench.gate``), 0 otherwise. ``--normalized`` compares times divided by the in-run
+calibration op, for baselines taken on another machine of the same kind or a noisy one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_STORE = "suite-results"
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="microbenchmark kernels against the measured roofline; speed-regression gate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", choices=["kernels"], help="what to benchmark")
+    p.add_argument("--kernels", type=_csv, help="comma-separated kernel names (default: all)")
+    p.add_argument("--shapes", type=_csv,
+                   help="comma-separated shapes like 4096x4096 (default: each kernel's own; "
+                   "small ones on a CPU)")
+    p.add_argument("--impls", type=_csv,
+                   help="comma-separated implementations, e.g. reference,triton,torchao "
+                   "(default: all that run on this device)")
+    p.add_argument("--dtype", help="input dtype, e.g. bf16 (default: each kernel's first)")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--rounds", type=int, help="timed samples per case (default 30 GPU, 15 CPU)")
+    p.add_argument("--save", metavar="NAME", help="record this run's samples as baseline NAME")
+    p.add_argument("--compare", metavar="NAME",
+                   help="compare with baseline NAME; exit 1 when a kernel got slower")
+    p.add_argument("--threshold", type=float, default=0.10,
+                   help="relative slowdown that counts as a regression, beyond the noise "
+                   "(default 0.10)")
+    p.add_argument("--normalized", action="store_true",
+                   help="compare times relative to the in-run calibration op")
+    p.add_argument("--store", default=DEFAULT_STORE,
+                   help=f"result store root (default: {DEFAULT_STORE})")
+    p.add_argument("--no-store", action="store_true", help="do not write rows to the store")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from suite.bench.gate import compare_rows, format_table, load_baseline, save_baseline
+    from suite.bench.harness import BenchOptions, print_rows, run_bench
+    from suite.errors import UserError
+    from suite.kernel import parse_shape
+    from suite.results import ResultStore
+    from suite.results.schema import KERNEL_COLUMNS
+
+    if args.threshold < 0:
+        raise UserError(f"--threshold {args.threshold} is negative; give e.g. 0.1 for 10%")
+    if args.rounds is not None and args.rounds < 3:
+        raise UserError("--rounds must be at least 3 for a median and a spread")
+    baseline = load_baseline(args.store, args.compare) if args.compare else None
+    opts = BenchOptions(
+        kernels=args.kernels,
+        shapes=[parse_shape(s) for s in args.shapes] if args.shapes else None,
+        impls=args.impls,
+        dtype=args.dtype,
+        device=args.device,
+        rounds=args.rounds,
+    )
+    result = run_bench(opts, progress=lambda m: print(f"bench: {m}", file=sys.stderr))
+    print(f"device: {result.device}   roofline measured in this run: "
+          f"{result.roofline.peak_gbps:.1f} GB/s copy, {result.roofline.peak_tflops:.2f} "
+          f"TFLOP/s {result.roofline.matmul_dtype} matmul")
+    print_rows(result.rows)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+    if not args.no_store:
+        frame = pd.DataFrame(result.rows, columns=KERNEL_COLUMNS)
+        path = ResultStore(args.store).write_table("kernels", frame, name=result.run_id)
+        print(f"rows written to {path}")
+
+    status = 0
+    if baseline is not None:
+        meta_device = baseline.get("meta", {}).get("device", "")
+        if not args.normalized and meta_device and meta_device != result.device:
+            print(f"warning: baseline '{args.compare}' was taken on '{meta_device}', this run on "
+                  f"'{result.device}': absolute times are not comparable; add --normalized",
+                  file=sys.stderr)
+        selected = {r["kernel"] for r in result.samples}
+        base_rows = [r for r in baseline["rows"] if r["kernel"] in selected]
+        comparisons = compare_rows(base_rows, result.samples, threshold=args.threshold,
+                                   normalized=args.normalized)
+        print()
+        print(f"compared with baseline '{args.compare}' (threshold {args.threshold:.0%} beyond "
+              f"noise{', normalised' if args.normalized else ''}):")
+        print(format_table(comparisons, args.normalized))
+        slower = [c for c in comparisons if c.verdict == "slower"]
+        if slower:
+            print(f"REGRESSION: {len(slower)} case(s) slower than baseline '{args.compare}': "
+                  + ", ".join(f"{c.kernel}/{c.impl}/{c.shape} x{c.ratio:.2f}" for c in slower))
+            status = 1
+        else:
+            print(f"no regression against baseline '{args.compare}'")
+    if args.save:
+        meta = {"device": result.device, "run_id": result.run_id,
+                "roofline": vars(result.roofline),
+                "git_commit": result.rows[0]["git_commit"] if result.rows else ""}
+        path = save_baseline(args.store, args.save, result.samples, meta)
+        print(f"baseline '{args.save}' saved to {path}")
+    return status

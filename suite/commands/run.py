@@ -1,0 +1,196 @@
+"""``suite run``: expand a sweep into cells, run those without an ok record, summarise.
+
+Exit codes: 0 all cells ok, 1 some cell failed (each stored with its error), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from suite.errors import UserError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "methods": "full,lora,pissa",
+        "tasks": "smoke",
+        "models": "tiny-bert",
+        "seeds": "1",
+        # A random-weight tiny model needs a larger step than pretrained ones: one lr for all.
+        "recipe": {"lr": 3e-3, "max_steps": 150},
+        "about": "tiny BERT (random weights, built from a config) on a synthetic task in GLUE format; "
+                 "offline, < 1 min on a CPU; one lr (3e-3) for every method",
+    },
+}
+SWEEP_KEYS = {"methods", "tasks", "models", "seeds", "recipe", "data_dir", "store", "device"}
+RECIPE_FLAGS = {  # CLI flag -> recipe key
+    "lr": "lr", "epochs": "epochs", "max_steps": "max_steps", "batch_size": "batch_size",
+    "grad_accum": "grad_accum", "max_length": "max_length", "limit": "limit",
+    "eval_every": "eval_every", "schedule": "schedule", "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay", "precision": "precision",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run a sweep of methods x tasks x models x seeds",
+        description="Run every cell of the sweep that has no ok result in the store yet.",
+        epilog="examples:\n  suite run --preset smoke\n"
+               "  suite run --methods lora:r=16,alpha=32,pissa --tasks glue:sst2,rte --seeds 3\n"
+               "  suite run -c sweep.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-c", "--config", help="YAML sweep file (keys: methods, tasks, models, seeds, recipe, "
+                   "data_dir, store, device); flags override it")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a ready sweep; 'smoke' runs offline in < 1 min")
+    p.add_argument("--methods", help="comma-separated; arguments as name:key=value,key=value; compose with +")
+    p.add_argument("--tasks", help="comma-separated; glue runs all 8, glue:sst2,rte a subset")
+    p.add_argument("--models", help="comma-separated model names or local model folders")
+    p.add_argument("--seeds", help="a count (3 -> seeds 0,1,2) or a list (0,1,2)")
+    p.add_argument("--data-dir", help="local dataset folder (e.g. the original GLUE layout)")
+    p.add_argument("--store", help="result store folder (default ./suite-results)")
+    p.add_argument("--force", action="store_true", help="re-run cells that already have an ok result")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument("--export-dir", help="save each trained model, merged, as a transformers folder here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("recipe overrides")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--epochs", type=float)
+    g.add_argument("--max-steps", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--grad-accum", type=int)
+    g.add_argument("--max-length", type=int)
+    g.add_argument("--limit", type=int, help="at most this many examples per split")
+    g.add_argument("--eval-every", type=int, help="also evaluate every N steps")
+    g.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    g.add_argument("--warmup-ratio", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.set_defaults(handler=main)
+
+
+def load_sweep_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    from suite.sweep import check_recipe_keys
+
+    if not os.path.isfile(path):
+        raise UserError(f"sweep file '{path}' does not exist")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"sweep file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"sweep file '{path}' must be a mapping (methods:, tasks:, ...)")
+    unknown = sorted(set(data) - SWEEP_KEYS)
+    if unknown:
+        from suite.errors import UnknownNameError
+
+        raise UnknownNameError(f"key in sweep file '{path}'", unknown[0], SWEEP_KEYS)
+    recipe = data.get("recipe") or {}
+    if not isinstance(recipe, dict):
+        raise UserError(f"sweep file '{path}': recipe must be a mapping")
+    check_recipe_keys(recipe, f"sweep file '{path}'")
+    return data
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
+    """Turn flags, sweep file and preset into cells (everything validated before any training)."""
+    from suite.sweep import (
+        build_cells,
+        method_spec_from_yaml,
+        parse_method_spec,
+        parse_seeds,
+        parse_task_list,
+        split_method_list,
+    )
+
+    sweep: dict[str, Any] = {}
+    if args.preset:
+        sweep.update({k: v for k, v in PRESETS[args.preset].items() if k != "about"})
+    if args.config:
+        sweep.update(load_sweep_file(args.config))
+    if args.methods:
+        sweep["methods"] = args.methods
+    if args.tasks:
+        sweep["tasks"] = args.tasks
+    if args.models:
+        sweep["models"] = args.models
+    if args.seeds:
+        sweep["seeds"] = args.seeds
+    for key in ("data_dir", "store", "device"):
+        if getattr(args, key, None):
+            sweep[key] = getattr(args, key)
+    if not sweep.get("methods") or not sweep.get("tasks"):
+        raise UserError("nothing to run: give --methods and --tasks, a sweep file (-c), "
+                        "or --preset smoke")
+
+    methods = sweep["methods"]
+    if isinstance(methods, list):
+        specs = [method_spec_from_yaml(m) for m in methods]
+    else:
+        specs = [parse_method_spec(m) for m in split_method_list(str(methods))]
+    tasks = parse_task_list(_as_text(sweep["tasks"]) or "")
+    models = [m for m in (_as_text(sweep.get("models")) or "").split(",") if m.strip()] or None
+    seeds = parse_seeds(sweep.get("seeds", 1))
+    data_dir = sweep.get("data_dir")
+    if data_dir and not os.path.isdir(data_dir):
+        raise UserError(f"--data-dir '{data_dir}' does not exist")
+    cli_recipe = {key: getattr(args, flag) for flag, key in RECIPE_FLAGS.items()
+                  if getattr(args, flag, None) is not None}
+    cells = build_cells(specs, tasks, models, seeds, [sweep.get("recipe") or {}, cli_recipe], data_dir)
+    return cells, sweep
+
+
+def preflight(cells: list) -> None:
+    """Check every distinct task's data source before any cell trains."""
+    from suite.registry import TASKS
+
+    seen = set()
+    for cell in cells:
+        key = (cell.task, cell.subtask, cell.data_dir)
+        if key not in seen:
+            seen.add(key)
+            TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=cell.data_dir).check_data()
+
+
+def main(args: argparse.Namespace) -> int:
+    cells, sweep = plan(args)
+    preflight(cells)
+
+    from suite.results.store import ResultStore
+    from suite.runner import CellRunner
+    from suite.summary import print_summary
+
+    store = ResultStore(sweep.get("store") or "suite-results")
+    done = set() if args.force else store.ok_cell_ids()
+    todo = [c for c in cells if c.cell_id not in done]
+    print(f"suite run: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run "
+          f"-> {store.root}", file=sys.stderr)
+    if args.preset:
+        print(f"preset {args.preset}: {PRESETS[args.preset]['about']}", file=sys.stderr)
+    runner = CellRunner(store, device=sweep.get("device") or "auto", export_dir=args.export_dir,
+                        progress=not args.no_progress)
+    outcomes = []
+    for i, cell in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {cell.spec.label} on {cell.task_name} ({cell.model}, seed {cell.seed})",
+              file=sys.stderr)
+        outcome = runner.run(cell)
+        if outcome.status != "ok":
+            print(f"  failed: {outcome.error}", file=sys.stderr)
+        elif outcome.primary:
+            print(f"  {outcome.primary[0]} = {outcome.primary[1]:.4f}", file=sys.stderr)
+        outcomes.append(outcome)
+    store.compact()
+    return print_summary(store, cells, outcomes)

@@ -1,0 +1,357 @@
+"""Statistics for honest leaderboards: seed spread, paired tests, aggregation across tasks.
+
+Three questions, kept apart:
+
+- How much does a score move with the seed? ``summarize`` gives mean, standard deviation
+  and a percentile-bootstrap 95% interval of the mean across seeds. With 3 seeds the
+  bootstrap interval is narrow by construction (it never leaves [min, max]); the number
+  of seeds is always shown beside it, and so is the standard deviation.
+- Is a method different from the baseline on the same evaluation examples?
+  ``paired_permutation_test`` is an exact sign-flip permutation test on per-example
+  correctness (averaged over each method's seeds), computed by convolution rather than
+  sampling, so it is deterministic and fast. It measures example-level evidence only;
+  seed-to-seed variation is what the interval across seeds shows. Where no per-example
+  predictions exist, ``seed_permutation_test`` compares the seed scores themselves
+  (with 3 vs 3 seeds its smallest possible p is 0.1: it can never claim significance,
+  which is the honest answer).
+- How does one summarise a family of tasks? ``glue_score`` follows the GLUE benchmark:
+  the unweighted mean over tasks of each task's score, where a task with two metrics
+  (MRPC and QQP: F1 and accuracy; STS-B: Pearson and Spearman) contributes their mean
+  and MNLI contributes the mean of matched and mismatched accuracy (the diagnostic set
+  AX is not part of the score). ``average_rank`` is the mean rank across tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0  # fixed, so the same store renders the same intervals
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, spread and a 95% bootstrap interval of one score across seeds."""
+
+    mean: float
+    std: float  # sample standard deviation (ddof=1); nan with one seed
+    n: int
+    ci_low: float  # nan with fewer than two seeds: one run says nothing about spread
+    ci_high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    confidence: float = 0.95,
+    n_boot: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; (nan, nan) with fewer than two values."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
+    """Mean, std and bootstrap CI of per-seed scores (NaNs, e.g. from a diverged run, dropped)."""
+    x = np.asarray(list(values), dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return Summary(math.nan, math.nan, 0, math.nan, math.nan)
+    std = float(x.std(ddof=1)) if x.size > 1 else math.nan
+    low, high = bootstrap_ci(x, confidence)
+    return Summary(float(x.mean()), std, int(x.size), low, high)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """Outcome of comparing a method with the baseline on one task."""
+
+    delta: float  # method minus baseline (in the compared quantity's units)
+    p_value: float  # two-sided
+    test: str  # "paired-permutation" (per example) | "seed-permutation" | "none"
+    n: int  # examples (paired) or seeds of the method (seed test)
+
+
+def _sign_flip_distribution(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distribution of sum_i s_i * w_i with independent fair signs s_i, for integer w_i >= 0.
+
+    Examples with equal |w| are grouped: a group of c examples of weight a contributes
+    a * (2 * Binomial(c, 1/2) - c), so the distribution is a short chain of convolutions.
+    Returns (support, probabilities).
+    """
+    from scipy.signal import fftconvolve
+    from scipy.stats import binom
+
+    weights = weights[weights > 0]
+    total = int(weights.sum())
+    probs = np.zeros(1)
+    probs[0] = 1.0  # distribution of the sum shifted by +total, over 0..2*total (steps of 1)
+    values, counts = np.unique(weights, return_counts=True)
+    for a, c in zip(values.astype(int), counts, strict=True):
+        k = np.arange(c + 1)
+        group = np.zeros(2 * a * c + 1)
+        group[2 * a * k] = binom.pmf(k, c, 0.5)  # value 2ak - ac, shifted by +ac
+        if probs.size * group.size > 4_000_000:  # large eval sets (QQP): FFT, error ~1e-15
+            probs = np.clip(fftconvolve(probs, group), 0.0, None)
+        else:
+            probs = np.convolve(probs, group)
+    support = np.arange(probs.size) - total
+    return support, probs
+
+
+def paired_permutation_test(
+    method_correct: np.ndarray,
+    baseline_correct: np.ndarray,
+    n_perm: int = 10_000,
+    seed: int = BOOTSTRAP_SEED,
+) -> TestResult:
+    """Two-sided sign-flip permutation test of mean per-example correctness on the same examples.
+
+    ``method_correct`` and ``baseline_correct`` are (seeds x examples) arrays over the same
+    examples in the same order (seed counts may differ). Under the null hypothesis the two
+    methods are exchangeable on each example, so the per-example difference of
+    seed-averaged correctness is symmetric about zero. For 0/1 correctness the null
+    distribution is computed exactly (differences scaled to integers by the product of
+    the seed counts); for graded correctness (e.g. minus the absolute error of a
+    regression) it is sampled with ``n_perm`` fixed-seed sign flips.
+    """
+    a = np.atleast_2d(np.asarray(method_correct, dtype=float))
+    b = np.atleast_2d(np.asarray(baseline_correct, dtype=float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError("paired test needs the same examples for both methods")
+    n = a.shape[1]
+    if n == 0 or np.isnan(a).any() or np.isnan(b).any():
+        return TestResult(math.nan, math.nan, "none", n)
+    ka, kb = a.shape[0], b.shape[0]
+    d = a.mean(axis=0) - b.mean(axis=0)
+    delta = float(d.mean())
+    binary = np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all()
+    if binary:
+        # d_i * ka * kb is an integer because each mean has denominator ka or kb.
+        scaled = np.rint(a.sum(axis=0) * kb - b.sum(axis=0) * ka).astype(np.int64)
+        observed = abs(int(scaled.sum()))
+        if observed == 0:
+            return TestResult(0.0, 1.0, "paired-permutation", n)
+        support, probs = _sign_flip_distribution(np.abs(scaled))
+        p = float(probs[np.abs(support) >= observed].sum())
+        return TestResult(delta, min(1.0, p), "paired-permutation", n)
+    observed = abs(d.sum())
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n_perm, 256):
+        signs = rng.choice((-1.0, 1.0), size=(min(256, n_perm - start), n))
+        hits += int((np.abs(signs @ d) >= observed * (1 - 1e-12)).sum())
+    # (hits + 1) / (n_perm + 1): a sampled p-value is never exactly zero.
+    return TestResult(delta, (hits + 1) / (n_perm + 1), "paired-permutation-mc", n)
+
+
+def paired_bootstrap_ci(
+    method_correct: np.ndarray,
+    baseline_correct: np.ndarray,
+    confidence: float = 0.95,
+    n_boot: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Bootstrap interval (resampling examples) of the difference in mean correctness."""
+    a = np.atleast_2d(np.asarray(method_correct, dtype=float)).mean(axis=0)
+    b = np.atleast_2d(np.asarray(baseline_correct, dtype=float)).mean(axis=0)
+    d = a - b
+    if d.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    # Resample in chunks so a large eval set does not allocate n_boot x n at once.
+    means = np.concatenate(
+        [
+            d[rng.integers(0, d.size, size=(min(256, n_boot - i), d.size))].mean(axis=1)
+            for i in range(0, n_boot, 256)
+        ]
+    )
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def seed_permutation_test(method: Sequence[float], baseline: Sequence[float]) -> TestResult:
+    """Exact two-sided permutation test of the difference of means over seed scores.
+
+    Used where per-example predictions are missing (or not 0/1, e.g. regression). With
+    few seeds it has little power, on purpose: it cannot call a difference significant
+    that the seeds cannot support.
+    """
+    a = np.asarray(method, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if a.size == 0 or b.size == 0:
+        return TestResult(math.nan, math.nan, "none", int(a.size))
+    delta = float(a.mean() - b.mean())
+    pooled = np.concatenate([a, b])
+    observed = abs(delta)
+    hits = total = 0
+    for idx in combinations(range(pooled.size), a.size):
+        mask = np.zeros(pooled.size, dtype=bool)
+        mask[list(idx)] = True
+        d = pooled[mask].mean() - pooled[~mask].mean()
+        hits += abs(d) >= observed - 1e-12
+        total += 1
+    return TestResult(delta, float(hits / total), "seed-permutation", int(a.size))
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaNs stay NaN and do not count as tests).
+
+    A leaderboard makes many comparisons at once; the marks use adjusted p-values so that
+    the chance of any false mark in a table stays at the chosen level.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, math.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = valid.size
+    order = valid[np.argsort(p[valid], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+# -- aggregation across tasks --------------------------------------------------------------
+
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+
+# The metrics that make up each GLUE task's score, as (metric, split kind). A split kind of
+# "mismatched" means MNLI's mismatched dev set; "" means the task's ordinary dev split.
+GLUE_TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "cola": (("mcc", ""),),
+    "sst2": (("accuracy", ""),),
+    "mrpc": (("f1", ""), ("accuracy", "")),
+    "stsb": (("pearson", ""), ("spearman", "")),
+    "qqp": (("f1", ""), ("accuracy", "")),
+    "mnli": (("accuracy", ""), ("accuracy", "mismatched")),
+    "qnli": (("accuracy", ""),),
+    "rte": (("accuracy", ""),),
+    "wnli": (("accuracy", ""),),
+}
+
+_METRIC_ALIASES = {
+    "acc": "accuracy",
+    "matthews_corrcoef": "mcc",
+    "matthews_correlation": "mcc",
+    "matthews": "mcc",
+    "pearsonr": "pearson",
+    "pearson_r": "pearson",
+    "spearmanr": "spearman",
+    "spearman_rho": "spearman",
+    "f1_score": "f1",
+}
+
+_SUBTASK_ALIASES = {"sst-2": "sst2", "sst_2": "sst2", "sts-b": "stsb", "sts_b": "stsb"}
+
+
+def canonical_metric(name: str) -> str:
+    name = str(name).lower()
+    return _METRIC_ALIASES.get(name, name)
+
+
+def _split_kind(split: str) -> str:
+    split = str(split).lower()
+    return "mismatched" if "mismatched" in split or split.endswith("_mm") else ""
+
+
+def glue_task_score(subtask: str, metrics: Mapping[tuple[str, str], float]) -> float | None:
+    """One GLUE task's score from its metrics, keyed by (metric, split); None if incomplete.
+
+    Values are used in the units they come in (fractions stay fractions).
+    """
+    name = _SUBTASK_ALIASES.get(subtask.lower(), subtask.lower())
+    parts = GLUE_TASK_METRICS.get(name)
+    if parts is None:
+        return None
+    found = {}
+    for (metric, split), value in metrics.items():
+        key = (canonical_metric(metric), _split_kind(split))
+        if key in parts and value is not None and not math.isnan(value):
+            found.setdefault(key, value)
+    if any(p not in found for p in parts):
+        return None
+    return float(np.mean([found[p] for p in parts]))
+
+
+def glue_score(task_scores: Mapping[str, float | None]) -> tuple[float, list[str]]:
+    """GLUE score: unweighted mean of the task scores that exist. Returns (score, tasks used).
+
+    The caller reports how many of the nine tasks entered, so a partial score is never
+    mistaken for the benchmark's full one.
+    """
+    used = [
+        t
+        for t, s in task_scores.items()
+        if _SUBTASK_ALIASES.get(t.lower(), t.lower()) in GLUE_TASK_METRICS
+        and s is not None
+        and not math.isnan(s)
+    ]
+    if not used:
+        return math.nan, []
+    return float(np.mean([task_scores[t] for t in used])), used
+
+
+def average_rank(
+    scores: Mapping[str, Mapping[str, float]], higher_is_better: Mapping[str, bool]
+) -> dict[str, float]:
+    """Mean rank (1 = best, ties share the mean rank) of each method over the given tasks.
+
+    ``scores[method][task]``; only tasks that every method has enter, so that ranks compare
+    like with like. Methods with no such task get nan.
+    """
+    methods = list(scores)
+    if not methods:
+        return {}
+    tasks = set.intersection(*(set(k for k, v in scores[m].items() if not _isnan(v)) for m in methods))
+    ranks: dict[str, list[float]] = {m: [] for m in methods}
+    for task in sorted(tasks):
+        values = np.array([scores[m][task] for m in methods], dtype=float)
+        key = -values if higher_is_better.get(task, True) else values
+        for m, r in zip(methods, _average_ranks(key), strict=True):
+            ranks[m].append(r)
+    return {m: float(np.mean(r)) if r else math.nan for m, r in ranks.items()}
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x, method="average")
+
+
+def _isnan(v: float | None) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def pareto_front(costs: Sequence[float], scores: Sequence[float], higher_is_better: bool = True) -> list[bool]:
+    """Which points no other point beats on both axes (lower cost and a better score)."""
+    c = np.asarray(costs, dtype=float)
+    s = np.asarray(scores, dtype=float)
+    if not higher_is_better:
+        s = -s
+    front = []
+    for i in range(c.size):
+        if math.isnan(c[i]) or math.isnan(s[i]):
+            front.append(False)
+            continue
+        dominated = (c <= c[i]) & (s >= s[i]) & ((c < c[i]) | (s > s[i]))
+        front.append(not bool(dominated.any()))
+    return front

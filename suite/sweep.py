@@ -1,0 +1,235 @@
+"""Specs and sweeps: ``--methods lora:r=16,alpha=32,pissa --tasks glue:sst2,rte`` -> cells.
+
+A cell is one (method composition, task, subtask, model, seed, recipe) with a stable id:
+the hash of its fully resolved configuration (method arguments with defaults filled in,
+code versions of the method and task plugins, the resolved recipe, the data source).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from suite import __version__
+from suite.config import build_config, config_to_dict, parse_kv
+from suite.errors import UnknownNameError, UserError
+from suite.recipe import RECIPE_KEYS, Recipe, resolve_recipe
+from suite.registry import METHODS, TASKS
+
+
+@dataclass(frozen=True)
+class MethodPart:
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()  # as the user gave them (strings or YAML values)
+
+    @property
+    def label(self) -> str:
+        if not self.args:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in self.args)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A composition applied left to right, e.g. ``nf4+lora:r=8``."""
+
+    parts: tuple[MethodPart, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(p.name for p in self.parts)
+
+    @property
+    def label(self) -> str:
+        return "+".join(p.label for p in self.parts)
+
+
+def split_method_list(text: str) -> list[str]:
+    """Split on commas; a token with '=' but no ':' continues the previous method's arguments."""
+    specs: list[str] = []
+    for token in [t.strip() for t in text.split(",") if t.strip()]:
+        last_part = token.split("+")[0]
+        if "=" in token and ":" not in last_part and specs:
+            specs[-1] += "," + token
+        elif "=" in token and ":" not in token:
+            raise UserError(f"malformed --methods entry '{token}': arguments follow a method name, "
+                            f"e.g. lora:r=16,alpha=32")
+        else:
+            specs.append(token)
+    return specs
+
+
+def parse_method_spec(text: str) -> MethodSpec:
+    parts = []
+    for piece in text.split("+"):
+        piece = piece.strip()
+        if not piece:
+            raise UserError(f"malformed method composition '{text}': empty part around '+'")
+        name, _, arg_text = piece.partition(":")
+        args = parse_kv(arg_text, f"method '{name}'") if arg_text else {}
+        parts.append(MethodPart(name.strip(), tuple(args.items())))
+    return MethodSpec(tuple(parts))
+
+
+def method_spec_from_yaml(item: Any) -> MethodSpec:
+    """A YAML entry: ``"lora:r=8"`` or ``{name: lora, args: {r: 8}}`` or a list of those (composition)."""
+    if isinstance(item, str):
+        return parse_method_spec(item)
+    if isinstance(item, dict):
+        unknown = set(item) - {"name", "args"}
+        if unknown or "name" not in item:
+            raise UserError(f"malformed method entry {item!r}: use {{name: lora, args: {{r: 8}}}}")
+        args = item.get("args") or {}
+        if not isinstance(args, dict):
+            raise UserError(f"method '{item['name']}': args must be a mapping, got {args!r}")
+        return MethodSpec((MethodPart(str(item["name"]), tuple(args.items())),))
+    if isinstance(item, list):
+        return MethodSpec(tuple(p for sub in item for p in method_spec_from_yaml(sub).parts))
+    raise UserError(f"malformed method entry {item!r}")
+
+
+@dataclass
+class ResolvedMethod:
+    name: str
+    config: Any
+    cls: type
+
+    def instantiate(self) -> Any:
+        return self.cls(self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "args": config_to_dict(self.config), "version": self.cls.version}
+
+
+def resolve_method_spec(spec: MethodSpec) -> list[ResolvedMethod]:
+    resolved = []
+    for part in spec.parts:
+        entry = METHODS.get(part.name)
+        cls = entry.target
+        config = build_config(cls.Config, dict(part.args), f"method '{part.name}'")
+        resolved.append(ResolvedMethod(part.name, config, cls))
+    return resolved
+
+
+def parse_task_list(text: str) -> list[tuple[str, str | None]]:
+    """``glue:sst2,rte,smoke`` -> [("glue","sst2"), ("glue","rte"), ("smoke", None)]."""
+    out: list[tuple[str, str | None]] = []
+    family: str | None = None
+    for token in [t.strip() for t in text.split(",") if t.strip()]:
+        name, _, sub = token.partition(":")
+        if name in TASKS:
+            family = name
+            out.extend(_expand(name, sub or None))
+        elif family and name in TASKS.get(family).target.subtasks:
+            out.append((family, name))
+        else:
+            TASKS.get(name)  # raises UnknownNameError with suggestions
+    return out
+
+
+def _expand(family: str, subtask: str | None) -> list[tuple[str, str | None]]:
+    cls = TASKS.get(family).target
+    if subtask is None:
+        return [(family, s) for s in cls.subtasks] if cls.subtasks else [(family, None)]
+    if not cls.subtasks:
+        raise UserError(f"task '{family}' has no subtasks (got '{family}:{subtask}')")
+    if subtask not in cls.subtasks:
+        raise UnknownNameError(f"{family} subtask", subtask, cls.subtasks)
+    return [(family, subtask)]
+
+
+def parse_seeds(value: Any) -> list[int]:
+    """A count (``3`` -> 0, 1, 2) or an explicit list (``1,5,7`` or a YAML list)."""
+    try:
+        if isinstance(value, list):
+            return [int(v) for v in value]
+        text = str(value).strip()
+        if "," in text:
+            return [int(v) for v in text.split(",") if v.strip()]
+        count = int(text)
+    except ValueError:
+        raise UserError(f"--seeds takes a count (3) or a list (0,1,2), got {value!r}") from None
+    if count <= 0:
+        raise UserError("--seeds count must be positive")
+    return list(range(count))
+
+
+@dataclass
+class Cell:
+    spec: MethodSpec
+    methods: list[ResolvedMethod]
+    task: str
+    subtask: str | None
+    model: str
+    seed: int
+    recipe: Recipe
+    data_dir: str | None
+    data_source: str
+    task_version: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.task}:{self.subtask}" if self.subtask else self.task
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "methods": [m.to_dict() for m in self.methods],
+            "task": self.task,
+            "subtask": self.subtask or "",
+            "task_version": self.task_version,
+            "model": self.model,
+            "seed": self.seed,
+            "recipe": self.recipe.to_dict(),
+            "data_source": self.data_source,
+            "suite_version": __version__,
+        }
+
+    @property
+    def cell_id(self) -> str:
+        blob = json.dumps(self.config(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_cells(
+    method_specs: list[MethodSpec],
+    tasks: list[tuple[str, str | None]],
+    models: list[str] | None,
+    seeds: list[int],
+    recipe_layers: list[dict[str, Any]],
+    data_dir: str | None,
+) -> list[Cell]:
+    """Expand methods x tasks x models x seeds; resolve every recipe; validate everything up front."""
+    from suite.modeling import guess_family
+
+    resolved_specs = [(spec, resolve_method_spec(spec)) for spec in method_specs]
+    cells: list[Cell] = []
+    for family, subtask in tasks:
+        task_cls = TASKS.get(family).target
+        task = task_cls(subtask=subtask, data_dir=data_dir)
+        for model in models or [task_cls.default_model]:
+            if not model:
+                raise UserError(f"task '{family}' has no default model; pass --models")
+            model_family = guess_family(model)
+            for spec, methods in resolved_specs:
+                method_lr = next((m.cls.default_lr for m in reversed(methods) if m.cls.default_lr), None)
+                recipe = resolve_recipe(task.default_recipe(model_family),
+                                        {"lr": method_lr}, *recipe_layers)
+                for seed in seeds:
+                    cells.append(Cell(spec, methods, family, subtask, model, seed, recipe, data_dir,
+                                      task.data_source(), task_cls.version))
+    return cells
+
+
+def check_recipe_keys(mapping: dict[str, Any], where: str) -> None:
+    unknown = [k for k in mapping if k not in RECIPE_KEYS]
+    if unknown:
+        raise UnknownNameError(f"recipe key in {where}", unknown[0], RECIPE_KEYS)

@@ -1,0 +1,131 @@
+"""Sentence and sentence-pair classification/regression: the machinery GLUE and smoke share.
+
+Examples are dicts ``{"id", "text_a", "text_b", "label"}``. Text is tokenised once per
+split and padded per batch, so the training loop spends its time in the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from suite.tasks.metrics import METRIC_FUNCTIONS
+
+from suite.errors import UserError
+from suite.modeling import TINY_MODELS, resolve_model_path
+from suite.task import EvalOutput, Metric, ModelBundle, Task
+
+
+class TextClassificationTask(Task):
+    """A task whose model is an encoder (or decoder) with a sequence-classification head."""
+
+    num_labels: int = 2
+    metric_names: tuple[str, ...] = ("accuracy",)
+    tiny_words: ClassVar[tuple[str, ...]] = ()
+
+    # -- model --------------------------------------------------------------------------------
+    def build_model(self, model_name: str) -> ModelBundle:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from suite.modeling import model_family, tiny_config, tiny_tokenizer
+
+        problem = "regression" if self.head == "regression" else "single_label_classification"
+        num_labels = 1 if self.head == "regression" else self.num_labels
+        if model_name in TINY_MODELS:
+            tokenizer = tiny_tokenizer(self.tiny_words)
+            config = tiny_config(model_name, vocab_size=len(tokenizer), num_labels=num_labels,
+                                 problem_type=problem)
+            model = AutoModelForSequenceClassification.from_config(config)
+        else:
+            path = resolve_model_path(model_name)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path, num_labels=num_labels, problem_type=problem
+                )
+            except OSError as exc:
+                raise UserError(
+                    f"cannot load model '{model_name}': {exc}. Use a local model folder "
+                    f"(--models /path/to/folder) when the Hugging Face hub is not reachable"
+                ) from None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return ModelBundle(model=model, tokenizer=tokenizer, family=model_family(model), name=model_name)
+
+    # -- data ---------------------------------------------------------------------------------
+    def tokenize(self, examples: list[dict], bundle: ModelBundle, max_length: int) -> list[dict]:
+        """Tokenise a split once; each item keeps its id and label."""
+        texts_a = [e["text_a"] for e in examples]
+        pair = any(e.get("text_b") is not None for e in examples)
+        texts_b = [e.get("text_b") or "" for e in examples] if pair else None
+        enc = bundle.tokenizer(texts_a, texts_b, truncation=True, max_length=max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        return [
+            {**{k: enc[k][i] for k in keys}, "labels": e["label"], "example_id": e["id"]}
+            for i, e in enumerate(examples)
+        ]
+
+    def collate(self, items: list[dict], bundle: ModelBundle, max_length: int = 0) -> dict:
+        import torch
+
+        pad_id = bundle.tokenizer.pad_token_id or 0
+        width = max(len(it["input_ids"]) for it in items)
+        batch: dict[str, Any] = {}
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key not in items[0]:
+                continue
+            fill = pad_id if key == "input_ids" else 0
+            batch[key] = torch.tensor([it[key] + [fill] * (width - len(it[key])) for it in items])
+        dtype = torch.float32 if self.head == "regression" else torch.long
+        batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=dtype)
+        return batch
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def score(self, predictions: list, labels: list) -> dict[str, float]:
+        return {name: METRIC_FUNCTIONS[name](predictions, labels) for name in self.metric_names}
+
+    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str, limit: int | None) -> EvalOutput:
+        import pandas as pd
+        import torch
+
+        from suite.train import autocast_context
+
+        model = bundle.model
+        was_training = model.training
+        model.eval()
+        metrics: list[Metric] = []
+        frames = []
+        for split in self.eval_splits:
+            items = self.tokenize(self.load(split, limit), bundle, recipe.max_length)
+            preds: list = []
+            with torch.no_grad(), autocast_context(device, recipe.precision):
+                for start in range(0, len(items), recipe.eval_batch_size):
+                    chunk = items[start : start + recipe.eval_batch_size]
+                    batch = self.collate(chunk, bundle)
+                    batch.pop("labels")
+                    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+                    if self.head == "regression":
+                        preds.extend(logits.squeeze(-1).cpu().tolist())
+                    else:
+                        preds.extend(logits.argmax(-1).cpu().tolist())
+            labels = [it["labels"] for it in items]
+            for name, value in self.score(preds, labels).items():
+                metrics.append(Metric(
+                    name=name, value=float(value), split=split,
+                    is_primary=(name == self.primary_metric and split == self.eval_splits[0]),
+                    higher_is_better=True,
+                ))
+            correct = (
+                [-abs(p - g) for p, g in zip(preds, labels, strict=True)]
+                if self.head == "regression"
+                else [float(p == g) for p, g in zip(preds, labels, strict=True)]
+            )
+            frames.append(pd.DataFrame({
+                "split": split, "example_id": [it["example_id"] for it in items],
+                "prediction": [float(p) for p in preds], "label": [float(g) for g in labels],
+                "correct": correct,
+            }))
+        if was_training:
+            model.train()
+        return EvalOutput(metrics=metrics, predictions=pd.concat(frames, ignore_index=True))
