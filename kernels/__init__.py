@@ -3,4 +3,6 @@
 ``PLUGIN_MODULES`` lists the modules whose import registers the built-in kernels.
 """
 
-PLUGIN_MODULES: list[str] = []
+PLUGIN_MODULES: list[str] = [
+    "suite.kernels.lora",
+]

@@ -1,0 +1,169 @@
+"""The speed-regression gate: statistic, baselines, and the CPU end-to-end check CI relies on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import pytest
+
+from suite.bench.gate import compare_rows, load_baseline, save_baseline
+from suite.commands import bench as bench_cmd
+from suite.errors import UserError
+
+
+def _bench(argv: list[str]) -> int:
+    """Run ``suite bench ...`` in-process; a UserError becomes exit 2 as in the CLI."""
+    parser = argparse.ArgumentParser()
+    bench_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", *argv])
+    try:
+        return args.handler(args)
+    except UserError:
+        return 2
+
+
+def _row(samples, kernel="k", impl="reference", norm=None):
+    return {"kernel": kernel, "impl": impl, "shape": "8x8", "dtype": "float32",
+            "samples_ms": samples, "normalized_samples": norm or samples}
+
+
+def _noisy(rng, median, n=15, rel=0.05, outliers=2):
+    xs = [median * (1 + rng.gauss(0, rel)) for _ in range(n)]
+    for i in range(outliers):  # one-sided spikes: another process took the core
+        xs[i] *= 3
+    return xs
+
+
+def test_identical_distributions_pass():
+    rng = random.Random(0)
+    base = [_row(_noisy(rng, 1.0))]
+    new = [_row(_noisy(rng, 1.0))]
+    (c,) = compare_rows(base, new)
+    assert c.verdict == "ok"
+
+
+def test_doubled_time_is_flagged():
+    rng = random.Random(1)
+    (c,) = compare_rows([_row(_noisy(rng, 1.0))], [_row(_noisy(rng, 2.0))])
+    assert c.verdict == "slower"
+    assert c.ratio == pytest.approx(2.0, rel=0.15)
+
+
+def test_slowdown_within_threshold_is_not_flagged():
+    rng = random.Random(2)
+    (c,) = compare_rows([_row(_noisy(rng, 1.0, rel=0.01))], [_row(_noisy(rng, 1.05, rel=0.01))])
+    assert c.verdict == "ok"
+    (c,) = compare_rows([_row(_noisy(rng, 1.0, rel=0.01))], [_row(_noisy(rng, 1.05, rel=0.01))],
+                        threshold=0.02)
+    assert c.verdict == "slower"
+
+
+def test_wide_noise_band_absorbs_a_moderate_shift():
+    """A 20% shift on samples that scatter by +-40% is not evidence of a regression."""
+    rng = random.Random(3)
+    base = [1.0 * (1 + rng.uniform(-0.6, 0.6)) for _ in range(15)]
+    new = [1.2 * (1 + rng.uniform(-0.6, 0.6)) for _ in range(15)]
+    (c,) = compare_rows([_row(base)], [_row(new)])
+    assert c.band > 0.2
+    assert c.verdict == "ok"
+
+
+def test_faster_missing_and_new_cases_never_fail():
+    rng = random.Random(4)
+    base = [_row(_noisy(rng, 2.0)), _row(_noisy(rng, 1.0), kernel="gone")]
+    new = [_row(_noisy(rng, 1.0)), _row(_noisy(rng, 1.0), kernel="added")]
+    verdicts = {c.kernel: c.verdict for c in compare_rows(base, new)}
+    assert verdicts == {"k": "faster", "gone": "missing", "added": "new"}
+
+
+def test_normalized_mode_uses_normalized_samples():
+    rng = random.Random(5)
+    # Absolute times doubled (a slower machine), but so did the calibration op.
+    base = [_row(_noisy(rng, 1.0), norm=_noisy(rng, 0.5))]
+    new = [_row(_noisy(rng, 2.0), norm=_noisy(rng, 0.5))]
+    assert compare_rows(base, new)[0].verdict == "slower"
+    assert compare_rows(base, new, normalized=True)[0].verdict == "ok"
+
+
+def test_baseline_roundtrip_and_errors(tmp_path):
+    rows = [_row([1.0, 1.1, 0.9])]
+    path = save_baseline(tmp_path, "main", rows, {"device": "cpu"})
+    assert json.loads(path.read_text())["rows"] == rows
+    assert load_baseline(tmp_path, "main")["rows"] == rows
+    with pytest.raises(UserError, match="suite bench kernels --save nope"):
+        load_baseline(tmp_path, "nope")
+    with pytest.raises(UserError, match="plain file name"):
+        save_baseline(tmp_path, "../x", rows, {})
+    path.write_text("{not json")
+    with pytest.raises(UserError, match="unreadable"):
+        load_baseline(tmp_path, "main")
+
+
+GATE_ARGS = ["kernels", "--kernels", "lora_forward", "--impls", "reference", "--rounds", "11"]
+
+
+def test_gate_end_to_end_on_cpu(tmp_path, monkeypatch, capsys):
+    """Save, re-run unchanged (exit 0), plant a slowdown (exit 1): the check CI runs.
+
+    CPU implementations only, normalised and absolute, on whatever load the machine has.
+    """
+    from suite.kernels.lora import LoraForward
+
+    store = str(tmp_path)
+    assert _bench([*GATE_ARGS, "--store", store, "--save", "b", "--device", "cpu"]) == 0
+    assert _bench([*GATE_ARGS, "--store", store, "--compare", "b", "--device", "cpu"]) == 0
+    assert _bench([*GATE_ARGS, "--store", store, "--compare", "b", "--normalized",
+                   "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "no regression against baseline 'b'" in out
+
+    original = LoraForward.reference
+
+    def planted(self, *inputs):  # the planted slowdown: the work done twice
+        original(self, *inputs)
+        return original(self, *inputs)
+
+    monkeypatch.setattr(LoraForward, "reference", planted)
+    assert _bench([*GATE_ARGS, "--store", store, "--compare", "b", "--normalized",
+                   "--device", "cpu"]) == 1
+    assert _bench([*GATE_ARGS, "--store", store, "--compare", "b", "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "SLOWER" in out
+
+    from suite.results import ResultStore
+    from suite.results.schema import KERNEL_COLUMNS
+
+    frame = ResultStore(store).load("kernels")
+    assert list(frame.columns) == KERNEL_COLUMNS
+    assert len(frame) == 5 and frame["correct"].all()
+    assert (frame["time_ms"] > 0).all() and (frame["peak_gbps"] > 0).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["kernels", "--kernels", "nope"], "unknown kernel 'nope'"),
+    (["kernels", "--kernels", "lora_forward", "--shapes", "12xab"], "cannot parse shape"),
+    (["kernels", "--kernels", "lora_forward", "--shapes", "64x64"], "takes shapes of 4 sizes"),
+    (["kernels", "--kernels", "lora_forward", "--dtype", "fp32"], "does not support dtype"),
+    (["kernels", "--kernels", "lora_forward", "--shapes", "64x64x64x256"], "rank R <= 128"),
+    (["kernels", "--kernels", "lora_forward", "--impls", "cuda_magic"], "unknown impl"),
+    (["kernels", "--compare", "never-saved"], "no kernel baseline 'never-saved'"),
+    (["kernels", "--threshold", "-1"], "negative"),
+])
+def test_user_errors_are_one_clear_message(tmp_path, argv, message):
+    parser = argparse.ArgumentParser()
+    bench_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", *argv, "--store", str(tmp_path), "--device", "cpu"])
+    with pytest.raises(UserError, match=message):
+        args.handler(args)
+
+
+def test_gpu_only_impl_named_on_cpu_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    parser = argparse.ArgumentParser()
+    bench_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "kernels", "--kernels", "lora_forward", "--impls", "triton",
+                              "--store", str(tmp_path), "--device", "cpu"])
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        args.handler(args)
