@@ -95,9 +95,6 @@ def _sign_flip_distribution(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray
     a * (2 * Binomial(c, 1/2) - c), so the distribution is a short chain of convolutions.
     Returns (support, probabilities).
     """
-    from scipy.signal import fftconvolve
-    from scipy.stats import binom
-
     weights = weights[weights > 0]
     total = int(weights.sum())
     probs = np.zeros(1)
@@ -106,13 +103,26 @@ def _sign_flip_distribution(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray
     for a, c in zip(values.astype(int), counts, strict=True):
         k = np.arange(c + 1)
         group = np.zeros(2 * a * c + 1)
-        group[2 * a * k] = binom.pmf(k, c, 0.5)  # value 2ak - ac, shifted by +ac
+        group[2 * a * k] = _binomial_half_pmf(int(c))  # value 2ak - ac, shifted by +ac
         if probs.size * group.size > 4_000_000:  # large eval sets (QQP): FFT, error ~1e-15
-            probs = np.clip(fftconvolve(probs, group), 0.0, None)
+            probs = np.clip(_fft_convolve(probs, group), 0.0, None)
         else:
             probs = np.convolve(probs, group)
     support = np.arange(probs.size) - total
     return support, probs
+
+
+def _binomial_half_pmf(c: int) -> np.ndarray:
+    """P(Binomial(c, 1/2) = k) for k = 0..c, in log space so large c does not overflow."""
+    k = np.arange(1, c + 1)
+    log_comb = np.concatenate([[0.0], np.cumsum(np.log(c - k + 1) - np.log(k))])
+    return np.exp(log_comb - c * math.log(2))
+
+
+def _fft_convolve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    n = x.size + y.size - 1
+    size = 1 << (n - 1).bit_length()
+    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(y, size), size)[:n]
 
 
 def paired_permutation_test(

@@ -1,0 +1,376 @@
+"""From a long-form result frame to leaderboards: one shared model for the site and `suite compare`.
+
+A *board* is one task family on one model: rows are method variants, columns are the
+family's tasks (each scored by its primary metric, or by a metric the user names). Every
+entry carries the seed statistics, the test against the baseline and the cells behind it,
+so the site and the terminal table cannot disagree: both render this model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from suite import stats
+from suite.errors import UserError
+
+COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s")
+# Metrics in [0, 1] (or [-1, 1]) that readers expect in points: shown x100.
+POINT_METRICS = {
+    "accuracy", "f1", "mcc", "pearson", "spearman", "exact_match",
+    "f1_accuracy_mean", "pearson_spearman_mean", "accuracy_m_mm_mean", "glue_score",
+}
+
+
+def display_scale(metric: str) -> float:
+    return 100.0 if stats.canonical_metric(metric) in POINT_METRICS else 1.0
+
+
+@dataclass
+class Column:
+    key: tuple[str, str, str]  # (subtask, split, metric)
+    label: str
+    metric: str
+    higher_is_better: bool
+
+
+@dataclass
+class Entry:
+    """One method on one task: seed statistics, test against the baseline, its cells."""
+
+    summary: stats.Summary
+    cell_ids: list[str]
+    seeds: list
+    values: list[float] = field(default_factory=list)
+    n_failed: int = 0
+    costs: dict[str, float] = field(default_factory=dict)
+    test: stats.TestResult | None = None
+    p_adjusted: float = math.nan
+    significant: bool = False
+    better: bool | None = None  # direction of a significant difference (vs the baseline)
+    best: bool = False
+
+
+@dataclass
+class Row:
+    variant: str
+    method: str
+    kind: str
+    entries: dict[tuple[str, str, str], Entry] = field(default_factory=dict)
+    costs: dict[str, float] = field(default_factory=dict)
+    aggregate: float = math.nan  # GLUE score or mean of task scores
+    avg_rank: float = math.nan
+
+
+@dataclass
+class Board:
+    family: str
+    model: str
+    columns: list[Column]
+    rows: list[Row]
+    baseline: str | None
+    aggregate_label: str = ""
+    aggregate_tasks: list[str] = field(default_factory=list)
+    alpha: float = 0.05
+    synthetic: bool = False
+
+    @property
+    def slug(self) -> str:
+        return slugify(f"{self.family}-{self.model}")
+
+
+def slugify(text: str) -> str:
+    """A file-name-safe, collision-resistant name for user-controlled text."""
+    import hashlib
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))[:60].strip("-.")
+    return f"{safe or 'x'}-{hashlib.sha1(str(text).encode()).hexdigest()[:8]}"
+
+
+# -- building ------------------------------------------------------------------------------
+
+
+def _bool(series: pd.Series) -> pd.Series:
+    return series.map(lambda v: bool(v) if v is not None and v == v else False)
+
+
+def select_tasks(frame: pd.DataFrame, tasks: Iterable[str] | None) -> pd.DataFrame:
+    """Keep rows of the named tasks: a family ("glue"), "family:subtask" or a bare subtask."""
+    if not tasks:
+        return frame
+    wanted = [t.strip() for t in tasks if t and t.strip()]
+    mask = pd.Series(False, index=frame.index)
+    for t in wanted:
+        if ":" in t:
+            fam, sub = t.split(":", 1)
+            mask |= (frame["task"] == fam) & (frame["subtask"] == sub)
+        else:
+            mask |= (frame["task"] == t) | (frame["subtask"] == t)
+    if not mask.any():
+        known = sorted(set(frame["task"].dropna()) | {f"{a}:{b}" for a, b in
+                       frame[["task", "subtask"]].dropna().itertuples(index=False) if b})
+        raise UserError(f"no results for tasks {', '.join(wanted)} in this store; "
+                        f"it has: {', '.join(known) or 'none'}")
+    return frame[mask]
+
+
+def ok_and_failed(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a store's rows; an empty store or one with only failures is a UserError."""
+    if frame.empty or "status" not in frame:
+        raise UserError(f"the result store at '{where}' holds no results: run "
+                        f"'suite run --methods ... --tasks ... --store {where}' first")
+    ok = frame[frame["status"] == "ok"]
+    failed = frame[frame["status"] != "ok"]
+    if ok.empty:
+        n = failed["cell_id"].nunique()
+        errors = failed.drop_duplicates("cell_id")["error"].fillna("").astype(str)
+        common = errors.value_counts().index[0] if len(errors) else ""
+        raise UserError(f"all {n} cells in '{where}' failed, nothing to rank; most common "
+                        f"error: {common[:300]!r}. Fix the cause and re-run the failed cells "
+                        f"('suite run ... --store {where}' retries them)")
+    return ok, failed
+
+
+PredictionLoader = Callable[[list[str]], pd.DataFrame]
+
+
+def build_boards(
+    frame: pd.DataFrame,
+    baseline: str | None = None,
+    predictions: PredictionLoader | None = None,
+    metric: str | None = None,
+    alpha: float = 0.05,
+    where: str = "the store",
+) -> list[Board]:
+    """Leaderboards (one per family x model) from a long-form result frame."""
+    ok, failed = ok_and_failed(frame, where)
+    ok = ok.copy()
+    ok["subtask"] = ok["subtask"].fillna("").astype(str)
+    failed = failed.copy()
+    failed["subtask"] = failed["subtask"].fillna("").astype(str)
+    cost_rows = ok[ok["split"] == "cost"]
+    score_rows = ok[ok["split"] != "cost"]
+    if metric:
+        want = stats.canonical_metric(metric)
+        chosen = score_rows[score_rows["metric"].map(stats.canonical_metric) == want]
+        if chosen.empty:
+            known = sorted(score_rows["metric"].dropna().unique())
+            raise UserError(f"no metric '{metric}' in the selected results; they have: "
+                            f"{', '.join(known)}")
+    else:
+        chosen = score_rows[_bool(score_rows["is_primary"])]
+        if chosen.empty:
+            raise UserError("no result in the store marks a primary metric; name one with "
+                            "--metric (e.g. --metric accuracy)")
+    costs = _cost_table(cost_rows)
+    boards = []
+    for (family, model), part in chosen.groupby(["task", "model"], sort=True, dropna=False):
+        boards.append(_build_board(str(family), str(model), part, score_rows, costs,
+                                   failed, baseline, predictions, alpha))
+    return boards
+
+
+def _cost_table(cost_rows: pd.DataFrame) -> pd.DataFrame:
+    if cost_rows.empty:
+        return pd.DataFrame()
+    wide = cost_rows.pivot_table(index="cell_id", columns="metric", values="value", aggfunc="first")
+    return wide
+
+
+def _subtask_order(family: str, subtasks: Iterable[str]) -> list[str]:
+    subtasks = list(subtasks)
+    if family == "glue":
+        order = {t: i for i, t in enumerate(stats.GLUE_TASKS)}
+        return sorted(subtasks, key=lambda s: (order.get(s, len(order)), s))
+    return sorted(subtasks)
+
+
+def _build_board(family, model, part, score_rows, costs, failed, baseline, predictions, alpha) -> Board:
+    # Columns: one per (subtask, split, metric) of the chosen metric.
+    keys = part[["subtask", "split", "metric"]].drop_duplicates()
+    by_sub: dict[str, list[tuple[str, str, str]]] = {}
+    for sub, split, met in keys.itertuples(index=False):
+        by_sub.setdefault(sub, []).append((sub, split, met))
+    columns = []
+    for sub in _subtask_order(family, by_sub):
+        ks = sorted(by_sub[sub])
+        for k in ks:
+            label = sub or family
+            if len(ks) > 1:
+                label += f" ({k[1]}{', ' + k[2] if len({x[2] for x in ks}) > 1 else ''})"
+            hib = part.loc[(part["subtask"] == k[0]) & (part["split"] == k[1]) & (part["metric"] == k[2]),
+                           "higher_is_better"].iloc[0]
+            columns.append(Column(k, label, k[2], True if hib is None or hib != hib else bool(hib)))
+
+    fam_failed = failed[(failed["task"] == family) & (failed["model"] == model)]
+    failed_count = fam_failed.drop_duplicates("cell_id").groupby(["variant", "subtask"]).size().to_dict()
+
+    rows: dict[str, Row] = {}
+    grouped = part.groupby(["variant", "subtask", "split", "metric"], sort=False)
+    for (variant, sub, split, met), g in grouped:
+        g = g.sort_values("seed", kind="stable")
+        row = rows.get(variant)
+        if row is None:
+            row = rows[variant] = Row(str(variant), str(g["method"].iloc[0]), str(g["method_kind"].iloc[0]))
+        ids = g["cell_id"].tolist()
+        entry = Entry(
+            summary=stats.summarize(g["value"].to_numpy(dtype=float)),
+            cell_ids=ids,
+            seeds=g["seed"].tolist(),
+            values=g["value"].astype(float).tolist(),
+            n_failed=int(failed_count.get((variant, sub), 0)),
+        )
+        if not costs.empty:
+            sub_costs = costs.reindex(ids)
+            entry.costs = {c: float(sub_costs[c].mean()) for c in COST_METRICS if c in sub_costs}
+        row.entries[(sub, split, met)] = entry
+    ordered = sorted(rows.values(), key=lambda r: r.variant)
+    for row in ordered:
+        _row_costs(row)
+
+    board = Board(family, model, columns, ordered, baseline if baseline in rows else None, alpha=alpha)
+    synth = part.get("synthetic_data")
+    board.synthetic = bool(synth is not None and _bool(synth).any())
+    _mark_best(board)
+    if board.baseline is not None:
+        _test_against_baseline(board, part, score_rows, predictions)
+    _aggregate(board, score_rows)
+    return board
+
+
+def _row_costs(row: Row) -> None:
+    """Row-level cost: median params, the largest peak memory, total train time over tasks."""
+    per = [e.costs for e in row.entries.values()]
+
+    def vals(name):
+        v = [c[name] for c in per if name in c and not math.isnan(c[name])]
+        return v
+
+    if vals("trainable_params"):
+        row.costs["trainable_params"] = float(np.median(vals("trainable_params")))
+    if vals("peak_memory_mb"):
+        row.costs["peak_memory_mb"] = float(max(vals("peak_memory_mb")))
+    if vals("train_time_s"):
+        row.costs["train_time_s"] = float(sum(vals("train_time_s")))
+
+
+def _mark_best(board: Board) -> None:
+    for col in board.columns:
+        means = [(r.entries[col.key].summary.mean, r) for r in board.rows if col.key in r.entries]
+        means = [(m, r) for m, r in means if not math.isnan(m)]
+        if not means:
+            continue
+        pick = max if col.higher_is_better else min
+        best = pick(m for m, _ in means)
+        for m, r in means:
+            r.entries[col.key].best = m == best
+
+
+def _test_against_baseline(board: Board, part, score_rows, predictions) -> None:
+    base = next(r for r in board.rows if r.variant == board.baseline)
+    all_ids = [cid for r in board.rows for e in r.entries.values() for cid in e.cell_ids]
+    preds = predictions(sorted(set(all_ids))) if predictions else pd.DataFrame()
+    matrices = _correct_matrices(preds)
+    tests: list[tuple[Entry, float]] = []
+    for col in board.columns:
+        b_entry = base.entries.get(col.key)
+        if b_entry is None:
+            continue
+        for row in board.rows:
+            entry = row.entries.get(col.key)
+            if entry is None or row is base:
+                continue
+            entry.test = _paired_or_seed(entry, b_entry, col, matrices)
+            tests.append((entry, entry.test.p_value))
+    adjusted = stats.holm_adjust([p for _, p in tests])
+    for (entry, _), p_adj in zip(tests, adjusted, strict=True):
+        entry.p_adjusted = p_adj
+    for col in board.columns:
+        b_entry = base.entries.get(col.key)
+        if b_entry is None:
+            continue
+        for row in board.rows:
+            entry = row.entries.get(col.key)
+            if entry is None or entry.test is None or math.isnan(entry.p_adjusted):
+                continue
+            diff = entry.summary.mean - b_entry.summary.mean
+            better = diff > 0 if col.higher_is_better else diff < 0
+            # A mark needs the test and the reported scores to agree on the direction.
+            agree = entry.test.delta == 0 or diff == 0 or (
+                (entry.test.delta > 0) == (diff > 0) if col.higher_is_better
+                else (entry.test.delta > 0) == (diff < 0)
+            )
+            if entry.p_adjusted < board.alpha and agree and diff != 0:
+                entry.significant = True
+                entry.better = bool(better)
+
+
+def _correct_matrices(preds: pd.DataFrame) -> dict[str, pd.Series]:
+    """cell_id -> per-example correctness indexed by (split, example_id)."""
+    if preds is None or preds.empty or "correct" not in preds:
+        return {}
+    preds = preds.dropna(subset=["correct"])
+    out = {}
+    for cid, g in preds.groupby("cell_id", sort=False):
+        s = pd.Series(g["correct"].to_numpy(dtype=float),
+                      index=pd.MultiIndex.from_arrays([g["split"].astype(str), g["example_id"]]))
+        out[cid] = s[~s.index.duplicated()]
+    return out
+
+
+def _paired_or_seed(entry: Entry, base: Entry, col: Column, matrices) -> stats.TestResult:
+    """Per-example paired test where every cell of both sides has predictions, else seeds."""
+    cells = entry.cell_ids + base.cell_ids
+    if matrices and all(c in matrices for c in cells):
+        series = [matrices[c] for c in cells]
+        # The column's split if the predictions have it (SST-2 "dev"), else all eval splits of
+        # the task (MNLI's primary metric averages dev_matched and dev_mismatched).
+        splits = {s for s in series[0].index.get_level_values(0)}
+        if col.key[1] in splits:
+            series = [s.xs(col.key[1], level=0, drop_level=False) for s in series]
+        common = series[0].index
+        for s in series[1:]:
+            common = common.intersection(s.index)
+        if len(common):
+            mat = np.vstack([s.reindex(common).to_numpy() for s in series])
+            k = len(entry.cell_ids)
+            return stats.paired_permutation_test(mat[:k], mat[k:])
+    return stats.seed_permutation_test(entry.values, base.values)
+
+
+def _aggregate(board: Board, score_rows: pd.DataFrame) -> None:
+    """GLUE score for GLUE boards (else the mean of task scores when all point the same way),
+    and the average rank. Both need every task: a row missing one gets none, rather than a
+    number over an easier subset that would look comparable and is not."""
+    complete = [r for r in board.rows if all(c.key in r.entries for c in board.columns)]
+    scores = {r.variant: {c.label: r.entries[c.key].summary.mean for c in board.columns} for r in complete}
+    hib = {c.label: c.higher_is_better for c in board.columns}
+    if len(board.columns) > 1 and complete:
+        ranks = stats.average_rank(scores, hib)
+        for r in complete:
+            r.avg_rank = ranks[r.variant]
+    if not complete:
+        return
+    if board.family == "glue":
+        subtasks = list(dict.fromkeys(c.key[0] for c in board.columns))
+        fam = score_rows[(score_rows["task"] == "glue") & (score_rows["model"] == board.model)
+                         & score_rows["variant"].isin([r.variant for r in complete])]
+        task_means = fam.groupby(["variant", "subtask", "metric", "split"])["value"].mean()
+        per_variant: dict[str, dict[str, float | None]] = {}
+        for (variant, sub), g in task_means.groupby(level=[0, 1]):
+            metrics = {(m, s): v for (_, _, m, s), v in g.items()}
+            per_variant.setdefault(variant, {})[sub] = stats.glue_task_score(sub, metrics)
+        if all(per_variant.get(r.variant, {}).get(t) is not None for r in complete for t in subtasks):
+            for r in complete:
+                r.aggregate, _ = stats.glue_score({t: per_variant[r.variant][t] for t in subtasks})
+            board.aggregate_label = "GLUE score"
+            board.aggregate_tasks = subtasks
+    elif len(board.columns) > 1 and len(set(hib.values())) == 1:
+        for r in complete:
+            r.aggregate = float(np.mean(list(scores[r.variant].values())))
+        board.aggregate_label = "Mean score"
+        board.aggregate_tasks = [c.label for c in board.columns]

@@ -1,0 +1,43 @@
+"""``suite report STORE -o SITE``: render a result store into a static leaderboard site."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="render a result store into a static HTML leaderboard site",
+        description="Render STORE into a self-contained static site (no CDN; opens from file:// "
+        "and publishes to any static host, e.g. GitHub Pages). Corrupted result files are named "
+        "and skipped.",
+    )
+    p.add_argument("store", help="result store folder (what 'suite run --store' wrote)")
+    p.add_argument("-o", "--out", default="site", help="output folder for the site (default: site)")
+    p.add_argument("--baseline", default="lora",
+                   help="method variant the others are tested against (default: lora; skipped "
+                   "where a table has no such row)")
+    p.add_argument("--tasks", default=None, help="only these tasks: comma-separated families "
+                   "('glue'), family:subtask ('glue:sst2') or subtasks")
+    p.add_argument("--metric", default=None, help="rank by this metric instead of each task's primary one")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level for the marks, after Holm correction (default: 0.05)")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from suite.errors import UserError
+    from suite.reports.site import render_site
+
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must lie between 0 and 1, got {args.alpha}")
+    tasks = [t for t in (args.tasks or "").split(",") if t.strip()] or None
+    result = render_site(args.store, args.out, baseline=args.baseline, alpha=args.alpha,
+                         metric=args.metric, tasks=tasks)
+    print(f"wrote {result.out / 'index.html'}: {result.n_cells} ok cells, {result.n_failed} failed, "
+          f"{result.n_pages} pages, {result.n_figures} figures in {result.seconds:.1f} s")
+    if result.boards and not any(b.baseline for b in result.boards):
+        print(f"note: no table has the baseline '{args.baseline}'; no significance marks "
+              "(choose one with --baseline)")
+    return 0
