@@ -1,0 +1,262 @@
+"""Element codecs: the scalar number formats that every block format is built from.
+
+Each element type maps a float32 value (already divided by its scale) to an integer code
+and back. The code layout is the one the hardware and the OCP / NVIDIA specifications use,
+so packed tensors can be handed to kernels as they are:
+
+* floating-point elements (FP8 E4M3/E5M2, FP6 E2M3/E3M2, FP4 E2M1): ``sign | exponent |
+  mantissa`` with the sign in the top bit of the element width; FP8 codes are the bit
+  patterns of ``torch.float8_e4m3fn`` / ``torch.float8_e5m2``;
+* NF4: the index (0..15) into the QLoRA code book, sorted ascending;
+* integers: two's complement (signed) or plain unsigned codes.
+
+Rounding is round-to-nearest-even (ties go to the code whose last mantissa bit is 0) or
+stochastic (round up with probability equal to the distance from the lower neighbour,
+so the expectation equals the input). Values beyond the largest finite magnitude saturate
+to it, and +-inf saturates too ("satfinite", what ``cvt.rn.satfinite`` does on GPUs and
+what torchao's reference casts do). NaN maps to the format's NaN code where it has one
+(FP8); FP6/FP4/NF4/integers have none, and the fake-quantisation path keeps NaN in place.
+
+Why a value table and not bit tricks: one routine rounds every format identically (nearest
+and stochastic), and the midpoints between neighbouring values of these small formats are
+exact in float32, so the comparison ``|x| < midpoint`` decides nearest rounding exactly.
+Tests tie the result bit for bit to torch's FP8 casts and torchao's FP6/FP4 casts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+# The NF4 code book of QLoRA (Dettmers et al. 2023, appendix; bitsandbytes' published
+# float32 values): quantiles of N(0, 1), normalised to [-1, 1], with an exact zero.
+NF4_CODEBOOK: tuple[float, ...] = (
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+)
+
+
+@dataclass(frozen=True)
+class FloatElement:
+    """A small IEEE-like float: 1 sign bit, ``ebits`` exponent bits, ``mbits`` mantissa bits.
+
+    ``special`` says which top codes are not finite numbers:
+    ``"fn"`` (E4M3FN: only S.1111.111 is NaN, no inf), ``"ieee"`` (E5M2: exponent all ones
+    is inf/NaN), ``"none"`` (FP6/FP4: every code is a finite number).
+    """
+
+    name: str
+    ebits: int
+    mbits: int
+    special: str
+    torch_dtype: torch.dtype | None = None
+
+    @property
+    def bits(self) -> int:
+        return 1 + self.ebits + self.mbits
+
+    @property
+    def bias(self) -> int:
+        return (1 << (self.ebits - 1)) - 1
+
+    @property
+    def sign_bit(self) -> int:
+        return 1 << (self.ebits + self.mbits)
+
+    @property
+    def nan_code(self) -> int | None:
+        if self.special == "fn":
+            return (1 << (self.ebits + self.mbits)) - 1
+        if self.special == "ieee":
+            return ((1 << self.ebits) - 1) << self.mbits | (1 << (self.mbits - 1))
+        return None
+
+    @property
+    def max(self) -> float:
+        return float(magnitudes(self)[-1])
+
+    @property
+    def emax(self) -> int:
+        """Exponent of the largest power of two the format holds (OCP MX ``emax_elem``)."""
+        return int(math.floor(math.log2(self.max)))
+
+    def magnitude_of(self, code: int) -> float:
+        e, m = code >> self.mbits, code & ((1 << self.mbits) - 1)
+        if e == 0:
+            return m / (1 << self.mbits) * 2.0 ** (1 - self.bias)
+        return (1 + m / (1 << self.mbits)) * 2.0 ** (e - self.bias)
+
+
+FP8_E4M3 = FloatElement("fp8_e4m3", 4, 3, "fn", torch.float8_e4m3fn)
+FP8_E5M2 = FloatElement("fp8_e5m2", 5, 2, "ieee", torch.float8_e5m2)
+FP6_E2M3 = FloatElement("fp6_e2m3", 2, 3, "none")
+FP6_E3M2 = FloatElement("fp6_e3m2", 3, 2, "none")
+FP4_E2M1 = FloatElement("fp4_e2m1", 2, 1, "none")
+FLOAT_ELEMENTS = {e.name: e for e in (FP8_E4M3, FP8_E5M2, FP6_E2M3, FP6_E3M2, FP4_E2M1)}
+
+
+@cache
+def _magnitudes_cpu(elem: FloatElement) -> torch.Tensor:
+    n_codes = 1 << (elem.ebits + elem.mbits)
+    if elem.special == "fn":
+        n_codes -= 1  # S.1111.111 is NaN
+    elif elem.special == "ieee":
+        n_codes -= 1 << elem.mbits  # exponent all ones: inf and NaN
+    return torch.tensor([elem.magnitude_of(c) for c in range(n_codes)], dtype=torch.float32)
+
+
+def magnitudes(elem: FloatElement, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Finite magnitudes of ``elem`` indexed by magnitude code (ascending)."""
+    return _magnitudes_cpu(elem).to(device)
+
+
+@cache
+def _decode_table_cpu(elem: FloatElement) -> torch.Tensor:
+    mags = _magnitudes_cpu(elem)
+    half = 1 << (elem.ebits + elem.mbits)
+    table = torch.full((half,), float("nan"))
+    table[: mags.numel()] = mags
+    if elem.special == "ieee":
+        table[mags.numel()] = float("inf")
+    return torch.cat([table, -table])
+
+
+def decode_table(elem: FloatElement, device: torch.device | str = "cpu") -> torch.Tensor:
+    """float32 value of every code of ``elem`` (NaN/inf where the code means that)."""
+    return _decode_table_cpu(elem).to(device)
+
+
+def _uniform_like(x: torch.Tensor, generator: torch.Generator | None,
+                  noise: torch.Tensor | None) -> torch.Tensor:
+    if noise is not None:
+        if noise.shape != x.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(x.shape)}")
+        return noise.to(device=x.device, dtype=torch.float32)
+    return torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+
+
+def _round_on_grid(a: torch.Tensor, grid: torch.Tensor, rounding: str, *,
+                   tie: str, generator: torch.Generator | None = None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Index into the ascending ``grid`` of the rounded value of ``a`` (``a`` within range).
+
+    ``tie``: ``"even"`` (ties to the even index, IEEE) or ``"low"`` (ties to the lower one).
+    """
+    idx = torch.searchsorted(grid, a.contiguous()).clamp_(max=grid.numel() - 1)
+    lower = (idx - 1).clamp(min=0)
+    hi, lo = grid[idx], grid[lower]
+    exact = a == hi
+    if rounding == "nearest":
+        if tie == "even":
+            mid = (lo + hi) * 0.5  # exact for the formats here (few mantissa bits)
+            take_lo = (a < mid) | ((a == mid) & (lower % 2 == 0))
+        else:  # the comparison torchao's NF4 reference makes: |a - lo| <= |hi - a|
+            take_lo = (a - lo) <= (hi - a)
+    elif rounding == "stochastic":
+        p_up = (a - lo) / (hi - lo)
+        take_lo = _uniform_like(a, generator, noise) >= p_up
+    else:
+        raise ValueError(f"unknown rounding '{rounding}'")
+    return torch.where(exact, idx, torch.where(take_lo, lower, idx))
+
+
+def encode_float(x: torch.Tensor, elem: FloatElement, rounding: str = "nearest", *,
+                 generator: torch.Generator | None = None,
+                 noise: torch.Tensor | None = None, native: bool = True) -> torch.Tensor:
+    """float32 -> uint8 codes of ``elem`` (saturating; NaN -> NaN code or 0 where none).
+
+    FP8 nearest rounding uses torch's own cast (``native``; same result as the table path,
+    which the tests check, only faster)."""
+    x = x.float()
+    if rounding == "nearest" and elem.torch_dtype is not None and native:
+        # torch's own cast is RNE; clamp first so overflow and inf saturate on every version
+        q = x.clamp(-elem.max, elem.max).to(elem.torch_dtype)
+        return q.view(torch.uint8)
+    a = x.abs().clamp(max=elem.max)
+    nan = torch.isnan(x)
+    a = torch.where(nan, torch.zeros_like(a), a)
+    mag = _round_on_grid(a, magnitudes(elem, x.device), rounding, tie="even",
+                         generator=generator, noise=noise)
+    code = torch.where(torch.signbit(x), mag | elem.sign_bit, mag)
+    if elem.nan_code is not None:
+        code = torch.where(nan, torch.full_like(code, elem.nan_code), code)
+    return code.to(torch.uint8)
+
+
+def decode_float(codes: torch.Tensor, elem: FloatElement) -> torch.Tensor:
+    """uint8 codes of ``elem`` -> float32 values."""
+    if elem.torch_dtype is not None:
+        return codes.contiguous().view(elem.torch_dtype).float()
+    return decode_table(elem, codes.device)[codes.long()]
+
+
+def encode_nf4(x: torch.Tensor, rounding: str = "nearest", *,
+               codebook: torch.Tensor | None = None,
+               generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Values in [-1, 1] -> NF4 indices (uint8); ties go to the lower code (as torchao)."""
+    book = codebook if codebook is not None else nf4_codebook(x.device)
+    v = x.float().clamp(-1.0, 1.0)
+    v = torch.where(torch.isnan(v), torch.zeros_like(v), v)
+    return _round_on_grid(v, book.to(x.device, torch.float32), rounding, tie="low",
+                          generator=generator, noise=noise).to(torch.uint8)
+
+
+def nf4_codebook(device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.tensor(NF4_CODEBOOK, dtype=torch.float32, device=device)
+
+
+def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
+    """(qmin, qmax): symmetric uses the restricted range [-(2^(b-1)-1), 2^(b-1)-1] so that
+    zero is the centre and no code is wasted on the asymmetric -2^(b-1); asymmetric is
+    unsigned [0, 2^b - 1] with a zero point."""
+    if symmetric:
+        qmax = (1 << (bits - 1)) - 1
+        return -qmax, qmax
+    return 0, (1 << bits) - 1
+
+
+def round_int(v: torch.Tensor, rounding: str = "nearest", *,
+              generator: torch.Generator | None = None,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Round to integers: half-to-even (``torch.round``) or stochastic ``floor(v + u)``."""
+    if rounding == "nearest":
+        return torch.round(v)
+    if rounding == "stochastic":
+        return torch.floor(v + _uniform_like(v, generator, noise))
+    raise ValueError(f"unknown rounding '{rounding}'")
+
+
+# -- packing ------------------------------------------------------------------------------
+def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """Two 4-bit codes per byte along the last dim; element 2i in the low nibble (the
+    layout of ``torch.float4_e2m1fn_x2`` and of torchao's MX/NVFP4 tensors)."""
+    c = codes.to(torch.uint8) & 0xF
+    return c[..., 0::2] | (c[..., 1::2] << 4)
+
+
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    lo, hi = packed & 0xF, packed >> 4
+    return torch.stack([lo, hi], dim=-1).flatten(-2)
+
+
+def pack_6bit(codes: torch.Tensor) -> torch.Tensor:
+    """Four 6-bit codes in three bytes along the last dim, little-endian: element 4i in bits
+    0-5 of the 24-bit word, 4i+1 in bits 6-11, and so on."""
+    c = codes.to(torch.int32) & 0x3F
+    c = c.unflatten(-1, (-1, 4))
+    word = c[..., 0] | (c[..., 1] << 6) | (c[..., 2] << 12) | (c[..., 3] << 18)
+    out = torch.stack([word & 0xFF, (word >> 8) & 0xFF, (word >> 16) & 0xFF], dim=-1)
+    return out.flatten(-2).to(torch.uint8)
+
+
+def unpack_6bit(packed: torch.Tensor) -> torch.Tensor:
+    b = packed.to(torch.int32).unflatten(-1, (-1, 3))
+    word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+    out = torch.stack([(word >> s) & 0x3F for s in (0, 6, 12, 18)], dim=-1)
+    return out.flatten(-2).to(torch.uint8)
