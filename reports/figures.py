@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from suite import stats  # noqa: E402
 
@@ -66,6 +67,9 @@ def pareto_svg(points: Sequence[Point], ylabel: str, path: Path, higher_is_bette
                 ax.annotate(label[:28], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
             if log and min(xs) > 0:
                 ax.set_xscale("log")
+                # Plain labels: with math text off, the default log labels print as TeX source.
+                ax.xaxis.set_major_formatter(FuncFormatter(_human))
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
@@ -107,3 +111,10 @@ def history_svg(series: dict[str, list[tuple[str, float, bool]]], title: str, pa
 
 def _finite(v: float | None) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _human(v: float, _pos=None) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:g}{unit}"
+    return f"{v:g}"

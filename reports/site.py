@@ -29,8 +29,20 @@ import jinja2
 import numpy as np
 import pandas as pd
 from suite.reports import figures, kernels, summary
+from suite.reports.format import (
+    f_cost,
+    f_duration,
+    f_memory,
+    f_num,
+    f_params,
+    f_pct,
+    f_pval,
+    f_raw,
+    f_score,
+    f_signed,
+    f_sortkey,
+)
 from suite.results.schema import PROVENANCE_COLUMNS
-from suite.results.store import ResultStore
 
 from suite import __version__
 from suite.errors import UserError
@@ -48,86 +60,6 @@ class RenderResult:
     n_figures: int
     seconds: float
     boards: list
-
-
-# -- formatting filters ----------------------------------------------------------------------
-
-
-def _nan(v) -> bool:
-    try:
-        return v is None or math.isnan(float(v))
-    except (TypeError, ValueError):
-        return True
-
-
-def f_score(v, metric: str = "") -> str:
-    if _nan(v):
-        return "–"
-    scale = summary.display_scale(metric)
-    return f"{float(v) * scale:.2f}" if scale != 1 else f"{float(v):.4g}"
-
-
-def f_signed(v, metric: str = "") -> str:
-    if _nan(v):
-        return "–"
-    s = f_score(abs(float(v)), metric)
-    return ("+" if float(v) >= 0 else "−") + s
-
-
-def f_pval(v) -> str:
-    if _nan(v):
-        return "–"
-    v = float(v)
-    return "<0.0001" if v < 1e-4 else f"{v:.2g}" if v < 0.01 else f"{v:.3f}"
-
-
-def f_sortkey(v) -> str:
-    return "" if _nan(v) else repr(float(v))
-
-
-def f_num(v, digits: int = 2) -> str:
-    return "–" if _nan(v) else f"{float(v):,.{digits}f}"
-
-
-def f_pct(v) -> str:
-    return "–" if _nan(v) else f"{float(v) * 100:.1f}%"
-
-
-def f_params(v) -> str:
-    if _nan(v):
-        return "–"
-    v = float(v)
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if v >= size:
-            return f"{v / size:.3g}{unit}"
-    return f"{v:.0f}"
-
-
-def f_memory(v) -> str:
-    if _nan(v):
-        return "–"
-    v = float(v)
-    return f"{v / 1024:.3g} GB" if v >= 1024 else f"{v:.3g} MB"
-
-
-def f_duration(v) -> str:
-    if _nan(v):
-        return "–"
-    v = float(v)
-    if v >= 3600:
-        return f"{v / 3600:.3g} h"
-    if v >= 60:
-        return f"{v / 60:.3g} min"
-    return f"{v:.3g} s"
-
-
-def f_cost(v, key: str) -> str:
-    return {"trainable_params": f_params, "peak_memory_mb": f_memory, "train_time_s": f_duration}.get(
-        key, lambda x: f_num(x, 3))(v)
-
-
-def f_raw(v) -> str:
-    return "–" if _nan(v) else f"{float(v):.6g}"
 
 
 def make_env() -> jinja2.Environment:
@@ -160,20 +92,7 @@ def cell_file(cell_id: str) -> str:
     return f"{cell_id}.html" if _SAFE_ID.match(cell_id) else f"{summary.slugify(cell_id)}.html"
 
 
-def load_store(store_path: str | Path) -> tuple[ResultStore, pd.DataFrame, pd.DataFrame]:
-    """Read cells and kernel rows; a missing or empty store is a UserError (corrupt files are skipped)."""
-    root = Path(store_path)
-    if not root.exists():
-        raise UserError(f"no result store at '{root}': run 'suite run ... --store {root}' first")
-    if not root.is_dir():
-        raise UserError(f"'{root}' is a file, not a result store folder")
-    store = ResultStore(root)
-    cells = store.load()
-    kern = store.load("kernels")
-    if cells.empty and kern.empty:
-        raise UserError(f"the result store at '{root}' holds no results: run "
-                        f"'suite run --methods ... --tasks ... --store {root}' first")
-    return store, cells, kern
+load_store = summary.load_store
 
 
 def render_site(

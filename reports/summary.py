@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from suite.results.store import ResultStore
 
 from suite import stats
 from suite.errors import UserError
@@ -89,6 +91,22 @@ def slugify(text: str) -> str:
 
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))[:60].strip("-.")
     return f"{safe or 'x'}-{hashlib.sha1(str(text).encode()).hexdigest()[:8]}"
+
+
+def load_store(store_path: str | Path) -> tuple[ResultStore, pd.DataFrame, pd.DataFrame]:
+    """Read cells and kernel rows; a missing or empty store is a UserError (corrupt files are skipped)."""
+    root = Path(store_path)
+    if not root.exists():
+        raise UserError(f"no result store at '{root}': run 'suite run ... --store {root}' first")
+    if not root.is_dir():
+        raise UserError(f"'{root}' is a file, not a result store folder")
+    store = ResultStore(root)
+    cells = store.load()
+    kern = store.load("kernels")
+    if cells.empty and kern.empty:
+        raise UserError(f"the result store at '{root}' holds no results: run "
+                        f"'suite run --methods ... --tasks ... --store {root}' first")
+    return store, cells, kern
 
 
 # -- building ------------------------------------------------------------------------------

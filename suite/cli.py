@@ -14,7 +14,7 @@ import sys
 from suite import __version__
 from suite.errors import UserError
 
-COMMANDS = ["run", "list", "bench"]
+COMMANDS = ["run", "list", "bench", "report", "compare"]
 
 
 def build_parser() -> argparse.ArgumentParser:

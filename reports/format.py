@@ -1,0 +1,84 @@
+"""Number formatting shared by the site and the terminal table, so both print the same digits."""
+
+from __future__ import annotations
+
+import math
+
+from suite.reports import summary
+
+
+def _nan(v) -> bool:
+    try:
+        return v is None or math.isnan(float(v))
+    except (TypeError, ValueError):
+        return True
+
+
+def f_score(v, metric: str = "") -> str:
+    if _nan(v):
+        return "–"
+    scale = summary.display_scale(metric)
+    return f"{float(v) * scale:.2f}" if scale != 1 else f"{float(v):.4g}"
+
+
+def f_signed(v, metric: str = "") -> str:
+    if _nan(v):
+        return "–"
+    s = f_score(abs(float(v)), metric)
+    return ("+" if float(v) >= 0 else "−") + s
+
+
+def f_pval(v) -> str:
+    if _nan(v):
+        return "–"
+    v = float(v)
+    return "<0.0001" if v < 1e-4 else f"{v:.2g}" if v < 0.01 else f"{v:.3f}"
+
+
+def f_sortkey(v) -> str:
+    return "" if _nan(v) else repr(float(v))
+
+
+def f_num(v, digits: int = 2) -> str:
+    return "–" if _nan(v) else f"{float(v):,.{digits}f}"
+
+
+def f_pct(v) -> str:
+    return "–" if _nan(v) else f"{float(v) * 100:.1f}%"
+
+
+def f_params(v) -> str:
+    if _nan(v):
+        return "–"
+    v = float(v)
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= size:
+            return f"{v / size:.3g}{unit}"
+    return f"{v:.0f}"
+
+
+def f_memory(v) -> str:
+    if _nan(v):
+        return "–"
+    v = float(v)
+    return f"{v / 1024:.3g} GB" if v >= 1024 else f"{v:.3g} MB"
+
+
+def f_duration(v) -> str:
+    if _nan(v):
+        return "–"
+    v = float(v)
+    if v >= 3600:
+        return f"{v / 3600:.3g} h"
+    if v >= 60:
+        return f"{v / 60:.3g} min"
+    return f"{v:.3g} s"
+
+
+def f_cost(v, key: str) -> str:
+    return {"trainable_params": f_params, "peak_memory_mb": f_memory, "train_time_s": f_duration}.get(
+        key, lambda x: f_num(x, 3))(v)
+
+
+def f_raw(v) -> str:
+    return "–" if _nan(v) else f"{float(v):.6g}"
