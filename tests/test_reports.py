@@ -1,0 +1,230 @@
+"""The leaderboard model, the static site and `suite compare`, on generated stores."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from suite.cli import main as cli_main
+from suite.errors import UserError
+from suite.reports import kernels, summary, synthetic
+from suite.reports.site import render_site
+from suite.results.store import ResultStore
+
+EVIL = "<script>window.__pwned=1</script>"
+EVIL_ERROR = "RuntimeError: <img src=x onerror=alert(1)> CUDA out of memory"
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("store")
+    store = synthetic.write_store(root, subtasks=("sst2", "mrpc", "stsb"), skill={"full": 0.95},
+                                  n_examples=300)
+    rows, preds = synthetic.make_cell(EVIL, "sst2", 0, skill=0.8)
+    store.write_cell(rows)
+    store.write_predictions(rows[0]["cell_id"], preds)
+    rows, _ = synthetic.make_cell("lora", "sst2", 9, failed=EVIL_ERROR)
+    store.write_cell(rows)
+    store.write_table("kernels", synthetic.kernel_rows())
+    return root
+
+
+@pytest.fixture(scope="module")
+def site(store_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    return render_site(store_dir, out, baseline="lora")
+
+
+def _board(result):
+    (board,) = result.boards
+    return board
+
+
+def test_board_means_are_the_seed_means_of_the_store(store_dir, site):
+    frame = ResultStore(store_dir).load()
+    board = _board(site)
+    assert [c.label for c in board.columns] == ["sst2", "mrpc", "stsb"]
+    for row in board.rows:
+        for col in board.columns:
+            entry = row.entries.get(col.key)
+            sel = frame[(frame.variant == row.variant) & (frame.subtask == col.key[0])
+                        & (frame.metric == col.metric) & (frame.status == "ok")]
+            if entry is None:
+                assert sel.empty
+                continue
+            assert entry.summary.mean == pytest.approx(sel.value.mean())
+            assert entry.summary.n == len(sel)
+    full = next(r for r in board.rows if r.variant == "full")
+    assert all(full.entries[c.key].best for c in board.columns)
+
+
+def test_significance_marks_a_real_gap_and_not_noise(store_dir):
+    root = store_dir.parent / "same-skill"
+    synthetic.write_store(root, methods=("lora", "twin"), subtasks=("sst2",), skill={"twin": 0.86},
+                          n_examples=300)
+    store = ResultStore(root)
+    (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    twin = next(r for r in board.rows if r.variant == "twin")
+    entry = next(iter(twin.entries.values()))
+    assert entry.test.test == "paired-permutation" and entry.test.n == 300
+    assert not entry.significant
+
+    (board,) = summary.build_boards(ResultStore(store_dir).load(), "lora", ResultStore(store_dir).load_predictions)
+    full = next(r for r in board.rows if r.variant == "full")
+    sst2 = full.entries[("sst2", "dev", "accuracy")]
+    assert sst2.significant and sst2.better and sst2.p_adjusted < 0.05
+    stsb = full.entries[("stsb", "dev", "pearson_spearman_mean")]
+    assert stsb.test.test == "paired-permutation-mc"  # graded correctness (minus absolute error)
+
+
+def test_missing_predictions_fall_back_to_the_seed_test(store_dir):
+    (board,) = summary.build_boards(ResultStore(store_dir).load(), "lora", predictions=None)
+    full = next(r for r in board.rows if r.variant == "full")
+    assert all(e.test.test == "seed-permutation" for e in full.entries.values())
+    assert not any(e.significant for e in full.entries.values())  # 3 vs 3 seeds: p >= 0.1
+
+
+def test_glue_score_and_rank_only_for_rows_with_every_task(site):
+    board = _board(site)
+    assert board.aggregate_label == "GLUE score"
+    evil = next(r for r in board.rows if r.variant == EVIL)
+    assert np.isnan(evil.aggregate) and np.isnan(evil.avg_rank)
+    full = next(r for r in board.rows if r.variant == "full")
+    means = [full.entries[c.key].summary.mean for c in board.columns]
+    assert full.aggregate == pytest.approx(np.mean(means))  # primary metrics are the task scores
+    assert full.avg_rank == 1.0
+
+
+def test_site_files_and_contents(site):
+    out = site.out
+    index = (out / "index.html").read_text()
+    for name in ("index.html", "tasks.html", "kernels.html", "static/style.css", "static/sort.js"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "cells").glob("*.html"))) == site.n_cells + site.n_failed
+    assert re.search(r'<img src="figures/pareto-[^"]+\.svg"', index)
+    for svg in (out / "figures").glob("*.svg"):
+        assert svg.read_text().lstrip().startswith("<?xml")
+    assert "https://" not in index and "http://" not in index  # nothing from a CDN
+    board = _board(site)
+    for row in board.rows:
+        for col in board.columns:
+            e = row.entries.get(col.key)
+            if e:
+                assert f"{e.summary.mean * 100:.2f}" in index
+    assert "▲" in index and "★" in index
+
+
+def test_user_text_is_escaped_everywhere(site):
+    for page in site.out.rglob("*.html"):
+        text = page.read_text()
+        assert "<script>window" not in text, page
+        assert "<img src=x" not in text, page
+    index = (site.out / "index.html").read_text()
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in index
+    task_pages = [p.read_text() for p in site.out.glob("task-*sst2*.html")]
+    assert any("&lt;img src=x onerror=alert(1)&gt;" in t for t in task_pages)
+
+
+def test_cell_page_has_config_provenance_and_metrics(store_dir, site):
+    frame = ResultStore(store_dir).load()
+    cid = frame[(frame.variant == "pissa") & (frame.subtask == "mrpc")].cell_id.iloc[0]
+    page = (site.out / "cells" / f"{cid}.html").read_text()
+    for text in ("Resolved configuration", "git_commit", "0123abc", "f1_accuracy_mean",
+                 "trainable_params", "&#34;lr&#34;", "synthetic data"):
+        assert text in page, text
+
+
+def test_kernels_page_marks_the_regression(site):
+    page = (site.out / "kernels.html").read_text()
+    assert "quantize_mxfp4" in page and "torchao" in page and "TFLOP/s" in page
+    assert page.count('class="regression"') == 2  # triton got slower at c3, on both kernels
+
+
+def test_regression_rule_needs_a_step_beyond_the_noise():
+    prev = {"time_ms": 1.0, "time_ms_p10": 0.9, "time_ms_p90": 1.2}
+    assert not kernels.is_regression(prev, {"time_ms": 1.1, "time_ms_p10": 1.0, "time_ms_p90": 1.2})
+    assert kernels.is_regression(prev, {"time_ms": 1.4, "time_ms_p10": 1.3, "time_ms_p90": 1.5})
+    assert not kernels.is_regression(prev, {"time_ms": 0.8, "time_ms_p10": 0.7, "time_ms_p90": 0.9})
+
+
+def _numbers(text: str) -> list[str]:
+    return re.findall(r"\d+\.\d\d", text)
+
+
+def test_compare_agrees_with_the_overview(store_dir, site, capsys):
+    assert cli_main(["compare", str(store_dir), "--baseline", "lora"]) == 0
+    out = capsys.readouterr().out
+    board = _board(site)
+    lines: dict[str, str] = {}
+    for line in out.splitlines():  # the first line of a method is its score row
+        if line.strip():
+            lines.setdefault(line.split()[0], line)
+    for row in board.rows:
+        if row.variant == EVIL:
+            continue
+        cells = [row.entries[c.key] for c in board.columns]
+        expected = [f"{e.summary.mean * 100:.2f}" for e in cells]
+        got = _numbers(lines[row.variant])
+        for value in expected:
+            assert value in got, (row.variant, value, lines[row.variant])
+        marks = lines[row.variant].count("▲") + lines[row.variant].count("▼")
+        assert marks == sum(e.significant for e in cells)
+    assert "Δ vs lora" in out
+
+
+def test_compare_filters_tasks_and_metric(store_dir, capsys):
+    assert cli_main(["compare", str(store_dir), "--tasks", "glue:mrpc", "--metric", "f1"]) == 0
+    out = capsys.readouterr().out
+    assert "mrpc (f1)" in out and "sst2" not in out.split("Δ")[0]
+
+
+def test_report_cli(store_dir, tmp_path, capsys):
+    assert cli_main(["report", str(store_dir), "-o", str(tmp_path / "s")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (tmp_path / "s" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_empty_missing_and_failed_stores_end_in_one_message(tmp_path, capsys, command):
+    extra = ["-o", str(tmp_path / "site")] if command == "report" else []
+    assert cli_main([command, str(tmp_path / "nowhere"), *extra]) == 2
+    assert "no result store" in capsys.readouterr().err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main([command, str(empty), *extra]) == 2
+    assert "holds no results" in capsys.readouterr().err
+
+    failed = ResultStore(tmp_path / "failed")
+    for seed in range(2):
+        rows, _ = synthetic.make_cell("lora", "sst2", seed, failed="ValueError: diverged")
+        failed.write_cell(rows)
+    assert cli_main([command, str(failed.root), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "all 2 cells" in err and "diverged" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_corrupted_file_is_named_and_skipped(tmp_path, capsys, command):
+    store = synthetic.write_store(tmp_path / "store", methods=("lora", "full"), subtasks=("sst2",),
+                                  seeds=(0, 1), n_examples=50)
+    bad = store.root / "cells" / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    bad_pred = next((store.root / "predictions").glob("*.parquet"))
+    bad_pred.write_bytes(b"garbage")
+    extra = ["-o", str(tmp_path / "site")] if command == "report" else []
+    assert cli_main([command, str(store.root), *extra]) == 0
+    captured = capsys.readouterr()
+    assert str(bad) in captured.err and str(bad_pred) in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_unknown_metric_and_task_are_user_errors(store_dir):
+    frame = ResultStore(store_dir).load()
+    with pytest.raises(UserError, match="no metric 'bleu'"):
+        summary.build_boards(frame, "lora", metric="bleu")
+    with pytest.raises(UserError, match="no results for tasks"):
+        summary.select_tasks(frame, ["gsm8k"])
