@@ -5,4 +5,6 @@
 
 PLUGIN_MODULES: list[str] = [
     "suite.kernels.lora",
+    "suite.kernels.fp8_gemm",
+    "suite.kernels.quant",
 ]

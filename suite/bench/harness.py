@@ -89,7 +89,7 @@ def _tensor_bytes(obj) -> int:
         return obj.numel() * obj.element_size()
     if isinstance(obj, (tuple, list)):
         return sum(_tensor_bytes(o) for o in obj)
-    return 0
+    return int(getattr(obj, "nbytes", 0) or 0)  # e.g. a formats.QTensor
 
 
 def _cache_bytes(device: str) -> int:
@@ -195,6 +195,12 @@ def _run_bench(opts: BenchOptions, progress=None) -> BenchResult:
                 out = impl.fn(*first)
             except UserError as exc:
                 res.notes.append(f"{name}/{iname} {format_shape(shape)}: {exc}")
+                continue
+            except Exception as exc:  # a peer library's failure must not stop the run
+                if not impl.peer:
+                    raise
+                res.notes.append(f"{name}/{iname} {format_shape(shape)}: peer failed: "
+                                 f"{type(exc).__name__}: {str(exc)[:200]}")
                 continue
             runnable[iname] = impl
             if iname == "reference":

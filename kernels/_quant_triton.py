@@ -1,0 +1,399 @@
+"""Triton quantise / dequantise kernels that match ``suite.methods.quant.formats`` bit for bit.
+
+One kernel body serves every format (a ``tl.constexpr`` picks the arithmetic), so the
+scale rules live in one place here, written after the formats module:
+
+* divisions are IEEE round-to-nearest (``tl.math.div_rn``), as torch's float32 division;
+* round-half-to-even to an integer is ``(v + 1.5 * 2^23) - 1.5 * 2^23`` (exact for
+  |v| < 2^22, which every clamped value here is);
+* FP8 E4M3 codes are the RNE saturating cast after a clamp to +-448;
+* FP4 E2M1 nearest rounding compares with the exact midpoints of its grid, ties to the
+  even code, as the formats module's table search does; stochastic rounding takes the
+  upper neighbour when ``u < (a - lo) / (hi - lo)``, the same rule, fed the same uniforms.
+
+Layout: X is [M, N] row-major; blocks run along N. Programs own [BM, BN] tiles. With
+``DUAL`` the tile is also quantised along M (X^T quantised along its rows, the layout a
+weight-gradient GEMM wants) from the same registers: one read of X for both layouts.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from suite.kernel import triton_interpreted
+
+# Format ids (constexpr switches).
+FP8 = 0  # fp8_e4m3, one float32 scale per row (or a given per-tensor scale)
+MXFP8 = 1  # OCP MX: E4M3 elements, blocks of 32, E8M0 scale
+MXFP4 = 2  # OCP MX: E2M1 elements, blocks of 32, E8M0 scale
+NVFP4 = 3  # E2M1, blocks of 16, E4M3 block scale, float32 tensor scale
+INT8 = 4  # symmetric int8, one float32 scale per row
+INT4 = 5  # symmetric int4, one float32 scale per group, packed two per byte
+
+FORMAT_IDS = {"fp8_e4m3": FP8, "mxfp8_e4m3": MXFP8, "mxfp4": MXFP4, "nvfp4": NVFP4,
+              "int8": INT8, "int4": INT4}
+PACKED = {MXFP4, NVFP4, INT4}
+
+
+@triton.jit
+def _rne(v):
+    return (v + 12582912.0) - 12582912.0
+
+
+@triton.jit
+def _fp4_value(m):
+    """Magnitude code 0..7 of E2M1 -> its value (0, .5, 1, 1.5, 2, 3, 4, 6)."""
+    e = m >> 1
+    mant = (m & 1).to(tl.float32)
+    pow2 = tl.where(e == 3, 4.0, tl.where(e == 2, 2.0, 1.0))
+    return tl.where(e == 0, mant * 0.5, (1.0 + mant * 0.5) * pow2)
+
+
+@triton.jit
+def _e4m3_bits_soft(v):
+    """float32 -> E4M3 bits by integer arithmetic: clamp to +-448, round to nearest even.
+
+    The same result as the hardware's ``cvt.rn.satfinite.e4m3x2.f32``; used where that
+    instruction is not there (the CPU interpreter, whose float8 cast truncates carries).
+    """
+    sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
+    a = tl.minimum(tl.abs(v), 448.0)
+    ab = a.to(tl.int32, bitcast=True)
+    normal = ((ab + 0x7FFFF + ((ab >> 20) & 1)) >> 20) - 960  # drop 20 mantissa bits, rebias
+    sub = _rne(a * 512.0).to(tl.int32)  # multiples of 2^-9 below 2^-6
+    code = tl.where(a < 0.015625, sub, normal)
+    code = tl.where(v != v, 0x7F, code)
+    return code | (sign << 7)
+
+
+@triton.jit
+def _bf16_bits_soft(v):
+    """float32 -> bf16 bits, round to nearest even (the interpreter's own cast truncates)."""
+    b = v.to(tl.int32, bitcast=True)
+    r = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    r = tl.where(v != v, 0x7FC0, r)
+    return r.to(tl.int16)
+
+
+@triton.jit
+def _e4m3_value_soft(c):
+    """E4M3 bits (int32) -> float32, built from bits (exact everywhere)."""
+    e = (c >> 3) & 15
+    m = c & 7
+    normal = (((e + 120) << 23) | (m << 20)).to(tl.float32, bitcast=True)
+    val = tl.where(e == 0, m.to(tl.float32) * 0.001953125, normal)
+    val = tl.where((c & 0x7F) == 0x7F, float("nan"), val)
+    return tl.where((c & 0x80) != 0, -val, val)
+
+
+@triton.jit
+def _fp4_code(v, u, SR: tl.constexpr):
+    """float32 (already scaled) -> E2M1 code (int32, sign in bit 3), saturating."""
+    a = tl.minimum(tl.abs(v), 6.0)
+    a = tl.where(v != v, 0.0, a)
+    if SR:
+        idx = ((a > 0.0).to(tl.int32) + (a > 0.5).to(tl.int32) + (a > 1.0).to(tl.int32)
+               + (a > 1.5).to(tl.int32) + (a > 2.0).to(tl.int32) + (a > 3.0).to(tl.int32)
+               + (a > 4.0).to(tl.int32))
+        lower = tl.maximum(idx - 1, 0)
+        hi = _fp4_value(idx)
+        lo = _fp4_value(lower)
+        p_up = tl.math.div_rn(a - lo, tl.where(hi == lo, 1.0, hi - lo))
+        mag = tl.where(a == hi, idx, tl.where(u >= p_up, lower, idx))
+    else:
+        mag = ((a > 0.25).to(tl.int32) + (a >= 0.75).to(tl.int32) + (a > 1.25).to(tl.int32)
+               + (a >= 1.75).to(tl.int32) + (a > 2.5).to(tl.int32) + (a >= 3.5).to(tl.int32)
+               + (a > 5.0).to(tl.int32))
+    sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
+    return mag | (sign << 3)
+
+
+@triton.jit
+def _fp8_code(v, SOFT: tl.constexpr):
+    """float32 -> E4M3 bit pattern (int32): clamp to +-448, RNE cast."""
+    if SOFT:
+        return _e4m3_bits_soft(v)
+    q = tl.clamp(v, -448.0, 448.0).to(tl.float8e4nv)
+    return q.to(tl.uint8, bitcast=True).to(tl.int32)
+
+
+@triton.jit
+def _finite_abs(x):
+    return tl.where((x == x) & (tl.abs(x) < float("inf")), tl.abs(x), 0.0)
+
+
+@triton.jit
+def _e8m0(amax, EMAX: tl.constexpr):
+    """OCP MX scale code from a block's amax: floor(log2(amax)) - emax, clamped; NaN -> 255."""
+    exp = ((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+    code = tl.minimum(tl.maximum(exp - EMAX, -127), 128) + 127
+    return tl.where(amax != amax, 255, code)
+
+
+@triton.jit
+def _e8m0_value(code):
+    """2^(code - 127) as float32 (code 0 is the subnormal 2^-127); 255 -> +inf divisor."""
+    bits = tl.where(code == 0, 0x00400000, code << 23)
+    val = bits.to(tl.float32, bitcast=True)
+    return tl.where(code == 255, float("inf"), val)
+
+
+@triton.jit
+def _encode(xb, u, ts, FMT: tl.constexpr, SR: tl.constexpr, SOFT: tl.constexpr):
+    """Blocks [R, NB, G] float32 -> (codes [R, NB, G] int32, scale [R, NB] in storage bits).
+
+    Scale bits: float32 for FP8/INT (returned as float32), E8M0 code for MX, E4M3 bits for
+    NVFP4 (both int32).
+    """
+    if FMT == MXFP8:
+        code = _e8m0(tl.max(tl.abs(xb), axis=2), 8)
+        v = tl.math.div_rn(xb, _e8m0_value(code)[:, :, None])
+        return _fp8_code(v, SOFT), code
+    elif FMT == MXFP4:
+        code = _e8m0(tl.max(tl.abs(xb), axis=2), 2)
+        v = tl.math.div_rn(xb, _e8m0_value(code)[:, :, None])
+        return _fp4_code(v, u, SR), code
+    elif FMT == NVFP4:
+        bscale = tl.math.div_rn(tl.max(tl.abs(xb), axis=2), 6.0)
+        s = tl.clamp(tl.math.div_rn(bscale, ts), 0.015625, 448.0)
+        s8 = _fp8_code(s, SOFT)
+        recip = tl.math.div_rn(tl.math.div_rn(1.0, ts), _e4m3_value_soft(s8))
+        v = tl.clamp(xb * recip[:, :, None], -6.0, 6.0)
+        return _fp4_code(v, u, SR), s8
+    elif FMT == FP8:
+        if ts > 0:  # a given per-tensor scale
+            scale = tl.zeros((xb.shape[0], xb.shape[1]), tl.float32) + ts
+        else:
+            scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), 448.0)
+            scale = tl.where(scale > 0, scale, 1.0)
+        return _fp8_code(tl.math.div_rn(xb, scale[:, :, None]), SOFT), scale
+    else:  # INT8 / INT4, symmetric
+        QMAX: tl.constexpr = 127.0 if FMT == INT8 else 7.0
+        scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), QMAX)
+        scale = tl.where(scale > 0, scale, 1.0)
+        v = _rne(tl.math.div_rn(xb, scale[:, :, None]))
+        v = tl.where(xb != xb, 0.0, tl.clamp(v, -QMAX, QMAX))
+        return v.to(tl.int32), scale
+
+
+@triton.jit
+def _store_tile(x, u, ts, q_ptr, s_ptr, row0, col0, R, C,
+                RB: tl.constexpr, CB: tl.constexpr, G: tl.constexpr,
+                FMT: tl.constexpr, SR: tl.constexpr, PACK: tl.constexpr, SOFT: tl.constexpr):
+    """Quantise a [RB, CB] tile of rows (blocks of G along the columns) and store it."""
+    NB: tl.constexpr = CB // G
+    codes, scale = _encode(tl.reshape(x, (RB, NB, G)), tl.reshape(u, (RB, NB, G)), ts, FMT, SR,
+                           SOFT)
+    codes = tl.reshape(codes, (RB, CB))
+    rows = row0 + tl.arange(0, RB)
+    rmask = rows[:, None] < R
+    if PACK:
+        pair = tl.reshape(codes & 0xF, (RB, CB // 2, 2))
+        lo, hi = tl.split(pair)
+        byte = (lo | (hi << 4)).to(tl.uint8)
+        pc = col0 // 2 + tl.arange(0, CB // 2)
+        tl.store(q_ptr + rows[:, None] * (C // 2) + pc[None, :], byte,
+                 mask=rmask & (pc[None, :] < C // 2))
+    else:
+        cc = col0 + tl.arange(0, CB)
+        tl.store(q_ptr + rows[:, None] * C + cc[None, :], codes.to(q_ptr.dtype.element_ty),
+                 mask=rmask & (cc[None, :] < C))
+    n_scales = tl.cdiv(C, G)
+    sc = col0 // G + tl.arange(0, NB)
+    tl.store(s_ptr + rows[:, None] * n_scales + sc[None, :], scale.to(s_ptr.dtype.element_ty),
+             mask=rmask & (sc[None, :] < n_scales))
+
+
+@triton.jit
+def _quant_kernel(x_ptr, q_ptr, s_ptr, qt_ptr, st_ptr, ts_ptr, noise_ptr, seed, M, N,
+                  FMT: tl.constexpr, G: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                  DUAL: tl.constexpr, SR: tl.constexpr, HAS_TS: tl.constexpr,
+                  SOFT: tl.constexpr):
+    """SR: 0 nearest, 1 stochastic with uniforms read from ``noise_ptr`` (shaped like X),
+    2 stochastic with uniforms drawn here (``tl.rand(seed, element index)``)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    offs = rm[:, None] * N + rn[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if SR == 1:
+        u = tl.load(noise_ptr + offs, mask=mask, other=0.0)
+    elif SR == 2:
+        u = tl.rand(seed, offs)
+    else:
+        u = tl.zeros((BM, BN), tl.float32)
+    if HAS_TS:
+        ts = tl.load(ts_ptr)
+    else:
+        ts = 0.0
+    _store_tile(x, u, ts, q_ptr, s_ptr, pid_m * BM, pid_n * BN, M, N, BM, BN, G, FMT, SR > 0,
+                FMT == MXFP4 or FMT == NVFP4 or FMT == INT4, SOFT)
+    if DUAL:
+        if SR == 1:
+            ut = tl.trans(tl.load(noise_ptr + M * N + offs, mask=mask, other=0.0))
+        elif SR == 2:
+            ut = tl.trans(tl.rand(seed + 1, offs))
+        else:
+            ut = tl.zeros((BN, BM), tl.float32)
+        _store_tile(tl.trans(x), ut, ts, qt_ptr, st_ptr, pid_n * BN, pid_m * BM, N, M, BN, BM,
+                    G, FMT, SR > 0, FMT == MXFP4 or FMT == NVFP4 or FMT == INT4, SOFT)
+
+
+@triton.jit
+def _amax_kernel(x_ptr, out_ptr, numel, BLOCK: tl.constexpr):
+    """Per-program finite amax (the first pass of a per-tensor scale)."""
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs, mask=offs < numel, other=0.0).to(tl.float32)
+    tl.store(out_ptr + pid, tl.max(_finite_abs(x), axis=0))
+
+
+def tensor_amax(x: torch.Tensor) -> torch.Tensor:
+    """Finite amax of ``x`` as a 0-dim float32 tensor (Triton partials, then one small max)."""
+    block = 1024 if triton_interpreted() else 8192
+    n = x.numel()
+    partial = torch.empty(triton.cdiv(n, block), device=x.device, dtype=torch.float32)
+    _amax_kernel[(partial.numel(),)](x, partial, n, BLOCK=block, num_warps=8)
+    return partial.max()
+
+
+@triton.jit
+def _dequant_kernel(q_ptr, s_ptr, ts_ptr, y_ptr, M, N,
+                    FMT: tl.constexpr, G: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                    BF16_SOFT: tl.constexpr):
+    """Packed codes + scales -> dense values (formats.dequantize, bit for bit)."""
+    NB: tl.constexpr = BN // G
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rmask = rm[:, None] < M
+    if FMT == MXFP4 or FMT == NVFP4 or FMT == INT4:
+        pc = pid_n * (BN // 2) + tl.arange(0, BN // 2)
+        b = tl.load(q_ptr + rm[:, None] * (N // 2) + pc[None, :],
+                    mask=rmask & (pc[None, :] < N // 2), other=0).to(tl.int32)
+        codes = tl.reshape(tl.join(b & 0xF, b >> 4), (BM, BN))
+    else:
+        cc = pid_n * BN + tl.arange(0, BN)
+        codes = tl.load(q_ptr + rm[:, None] * N + cc[None, :],
+                        mask=rmask & (cc[None, :] < N), other=0)
+    n_scales = tl.cdiv(N, G)
+    sc = pid_n * NB + tl.arange(0, NB)
+    smask = rmask & (sc[None, :] < n_scales)
+    if FMT == MXFP4 or FMT == NVFP4:
+        val = _fp4_value(codes & 7)
+        val = tl.where((codes & 8) != 0, -val, val)
+    elif FMT == INT4:
+        val = tl.where(codes >= 8, codes - 16, codes).to(tl.float32)
+    elif FMT == INT8:
+        val = codes.to(tl.float32)
+    else:  # FP8 / MXFP8: E4M3 bit patterns
+        val = _e4m3_value_soft(codes.to(tl.int32))
+    if FMT == MXFP4 or FMT == MXFP8:
+        code = tl.load(s_ptr + rm[:, None] * n_scales + sc[None, :], mask=smask, other=127)
+        code = code.to(tl.int32)
+        scale = tl.where(code == 255, float("nan"), _e8m0_value(code))
+    elif FMT == NVFP4:
+        s8 = tl.load(s_ptr + rm[:, None] * n_scales + sc[None, :], mask=smask, other=0)
+        scale = tl.load(ts_ptr) * _e4m3_value_soft(s8.to(tl.int32))
+    else:
+        scale = tl.load(s_ptr + rm[:, None] * n_scales + sc[None, :], mask=smask, other=1.0)
+    y = tl.reshape(tl.reshape(val, (BM, NB, G)) * scale[:, :, None], (BM, BN))
+    cc = pid_n * BN + tl.arange(0, BN)
+    if BF16_SOFT:  # y_ptr is an int16 view of the bf16 output
+        yv = _bf16_bits_soft(y)
+    else:
+        yv = y.to(y_ptr.dtype.element_ty)
+    tl.store(y_ptr + rm[:, None] * N + cc[None, :], yv, mask=rmask & (cc[None, :] < N))
+
+
+BLOCK = {MXFP8: 32, MXFP4: 32, NVFP4: 16, INT4: 128}
+
+
+def _tiles(fmt_id: int, N: int, dual: bool) -> tuple[int, int, int, int]:
+    """(G, BM, BN, num_warps) for a format and row length."""
+    if fmt_id in (FP8, INT8) and not dual:
+        bn = triton.next_power_of_2(N)
+        return bn, max(1, min(8, 8192 // bn)), bn, 8
+    g = BLOCK.get(fmt_id, 128)
+    if triton_interpreted():  # few, large programs: the interpreter pays per program
+        return g, max(g, 32) if dual else 32, 128, 4
+    if dual:
+        return g, max(g, 64), max(g, 64), 8
+    return g, 16, max(g, 256), 8
+
+
+def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "nearest",
+             noise: torch.Tensor | None = None, seed: int = 0, per_tensor: bool = False):
+    """Quantise a 2-D contiguous tensor. Returns (data, scale[, tensor_scale]) and, with
+    ``dual``, the same for X^T appended: the storage of ``formats.quantize``."""
+    fmt_id = FORMAT_IDS[fmt]
+    M, N = x.shape
+    x = x.contiguous()
+    G, BM, BN, warps = _tiles(fmt_id, N, dual or per_tensor)
+    dev = x.device
+    sr = 0 if rounding == "nearest" else (1 if noise is not None else 2)
+    ts = None
+    if fmt_id == NVFP4:
+        from suite.methods.quant.formats import nvfp4_tensor_scale
+
+        ts = nvfp4_tensor_scale(tensor_amax(x)).reshape(())
+    elif per_tensor:
+        amax = tensor_amax(x)
+        ts = torch.where(amax / 448.0 > 0, amax / 448.0, torch.ones_like(amax)).reshape(())
+
+    def buffers(rows: int, cols: int):
+        if fmt_id in PACKED:
+            q = torch.empty(rows, cols // 2, device=dev, dtype=torch.uint8)
+        elif fmt_id == INT8:
+            q = torch.empty(rows, cols, device=dev, dtype=torch.int8)
+        else:
+            q = torch.empty(rows, cols, device=dev, dtype=torch.float8_e4m3fn)
+        n_scales = triton.cdiv(cols, G)
+        if fmt_id in (MXFP8, MXFP4):
+            s = torch.empty(rows, n_scales, device=dev, dtype=torch.uint8)
+        elif fmt_id == NVFP4:
+            s = torch.empty(rows, n_scales, device=dev, dtype=torch.float8_e4m3fn)
+        else:
+            s = torch.empty(rows, n_scales, device=dev, dtype=torch.float32)
+        return q, s
+
+    def bits(t):
+        return t.view(torch.uint8) if t.dtype == torch.float8_e4m3fn else t
+
+    q, s = buffers(M, N)
+    qt, st = buffers(N, M) if dual else (q, s)
+    u = noise.contiguous().float() if sr == 1 else x
+    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
+    _quant_kernel[grid](
+        x, bits(q), bits(s), bits(qt), bits(st), ts if ts is not None else x, u, seed, M, N,
+        FMT=fmt_id, G=G, BM=BM, BN=BN, DUAL=dual, SR=sr, HAS_TS=ts is not None,
+        SOFT=triton_interpreted(), num_warps=warps,
+    )
+    if per_tensor:
+        out = (q, ts)
+        return out + (qt, ts) if dual else out
+    out = (q, s) if ts is None else (q, s, ts)
+    if dual:
+        out += (qt, st) if ts is None else (qt, st, ts)
+    return out
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int, int],
+               dtype: torch.dtype, tensor_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Packed storage of a 2-D tensor back to ``dtype`` (the inverse of ``quantize``)."""
+    fmt_id = FORMAT_IDS[fmt]
+    M, N = shape
+    G, BM, BN, warps = _tiles(fmt_id, N, False)
+    y = torch.empty(M, N, device=q.device, dtype=dtype)
+    qb = q.view(torch.uint8) if q.dtype == torch.float8_e4m3fn else q
+    sb = scale.view(torch.uint8) if scale.dtype == torch.float8_e4m3fn else scale
+    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
+    soft = triton_interpreted() and dtype == torch.bfloat16
+    _dequant_kernel[grid](qb, sb, tensor_scale if tensor_scale is not None else sb,
+                          y.view(torch.int16) if soft else y, M, N,
+                          FMT=fmt_id, G=G, BM=BM, BN=BN, BF16_SOFT=soft, num_warps=warps)
+    return y

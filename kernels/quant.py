@@ -1,0 +1,245 @@
+"""Quantise and dequantise kernels for every training/inference number format.
+
+The reference is ``suite.methods.quant.formats`` itself (the single definition of the
+formats); the Triton kernels (``_quant_triton``) must match it bit for bit. ``*_dual``
+kernels also write X^T quantised along its rows (the layout of the weight-gradient GEMM)
+from the same read of X. Peers: ``torch.compile`` of the reference, and torchao's casts
+where torchao has one (its layouts and scale rules differ in corner cases, so their outputs
+are timed, not checked).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from suite.errors import UserError
+from suite.kernel import DTYPE_BYTES, Impl, Kernel, compiled, parse_dtype, randn
+from suite.registry import register_kernel
+
+BLOCKS = {"mxfp8_e4m3": 32, "mxfp4": 32, "nvfp4": 16, "int4": 128}
+CODE_BITS = {"fp8_e4m3": 8, "mxfp8_e4m3": 8, "mxfp4": 4, "nvfp4": 4, "int8": 8, "int4": 4}
+SCALE_BYTES = {"fp8_e4m3": 4, "mxfp8_e4m3": 1, "mxfp4": 1, "nvfp4": 1, "int8": 4, "int4": 4}
+
+
+def _storage(q) -> tuple:
+    """The tensors of a formats.QTensor in the order the Triton wrappers return them."""
+    out = (q.data, q.scale)
+    return out + (q.tensor_scale,) if q.tensor_scale is not None else out
+
+
+class _QuantBase(Kernel):
+    fmt: ClassVar[str] = ""
+    opts: ClassVar[dict[str, Any]] = {}
+    dims = ("M", "N")
+    dtypes = ("bfloat16", "float16", "float32")
+    shapes = ((8192, 8192), (16384, 8192))
+    cpu_shapes = ((256, 1024),)
+    max_row = 0  # row-wise formats keep a whole row in registers
+
+    def check(self, shape, dtype):
+        super().check(shape, dtype)
+        if self.max_row and shape[1] > self.max_row:
+            raise UserError(f"kernel '{self.name}' keeps a row in registers: N={shape[1]} is over "
+                            f"{self.max_row}; quantise with a block format or split the rows")
+
+    def make_inputs(self, shape, dtype, device, generator):
+        return (randn(shape, dtype, device, generator, scale=2.0),)
+
+    def row_scales(self, shape) -> int:
+        M, N = shape
+        block = BLOCKS.get(self.fmt)
+        if self.opts.get("granularity") == "tensor":
+            return 1
+        return M * (N // block if block else 1)
+
+
+class _Quantize(_QuantBase):
+    dual: ClassVar[bool] = False
+    per_tensor: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        block = BLOCKS.get(cls.fmt)
+        if block:
+            cls.divisors = {"N": block, "M": block} if cls.dual else {"N": block}
+        if cls.fmt in ("fp8_e4m3", "int8") and not cls.per_tensor:
+            cls.max_row = 32768
+
+    def reference(self, x):
+        from suite.methods.quant import formats
+
+        out = _storage(formats.quantize(x, self.fmt, **self.opts))
+        if self.dual:
+            out += _storage(formats.quantize(x.t().contiguous(), self.fmt, **self.opts))
+        return out
+
+    def triton(self, x):
+        from suite.kernels._quant_triton import quantize
+
+        return quantize(x, self.fmt, dual=self.dual, per_tensor=self.per_tensor)
+
+    def impls(self):
+        out = {
+            "triton": Impl("triton", self.triton, needs="triton"),
+            "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True,
+                                  default_on_cpu=False),
+        }
+        peer = self.torchao_peer()
+        if peer is not None:
+            out["torchao"] = Impl("torchao", peer, needs="cuda", peer=True, checked=False)
+        return out
+
+    def torchao_peer(self):
+        return None
+
+    def bytes_moved(self, shape, dtype):
+        M, N = shape
+        n = M * N
+        written = n * CODE_BITS[self.fmt] // 8 + self.row_scales(shape) * SCALE_BYTES[self.fmt]
+        if self.fmt == "nvfp4":
+            written += 4
+        if self.dual:
+            written += n * CODE_BITS[self.fmt] // 8 + self.row_scales((N, M)) * SCALE_BYTES[self.fmt]
+        return n * DTYPE_BYTES[parse_dtype(dtype)] + written
+
+
+def _torchao_mxfp8(dual: bool):
+    def run(x):
+        from torchao.prototype.mx_formats.kernels import triton_to_mxfp8_dim0, triton_to_mxfp8_dim1
+
+        out = triton_to_mxfp8_dim0(x, inner_block_size=32, scaling_mode="floor")
+        return out + triton_to_mxfp8_dim1(x, inner_block_size=32, scaling_mode="floor") if dual else out
+
+    return run
+
+
+def _torchao_to_mx(dual: bool):
+    holder: dict = {}
+
+    def run(x):
+        import torch
+
+        if "fn" not in holder:
+            from torchao.prototype.mx_formats.mx_tensor import to_mx
+
+            holder["fn"] = torch.compile(to_mx)
+        out = holder["fn"](x, torch.float4_e2m1fn_x2, 32)
+        return out + holder["fn"](x.t().contiguous(), torch.float4_e2m1fn_x2, 32) if dual else out
+
+    return run
+
+
+def _torchao_nvfp4(dual: bool):
+    holder: dict = {}
+
+    def run(x):
+        import torch
+
+        if "fn" not in holder:
+            from torchao.prototype.mx_formats.nvfp4_tensor import (
+                nvfp4_quantize,
+                per_tensor_amax_to_scale,
+            )
+
+            def cast(t):
+                scale = per_tensor_amax_to_scale(torch.max(torch.abs(t)))
+                return nvfp4_quantize(t, 16, scale)
+
+            holder["fn"] = torch.compile(cast)
+        out = holder["fn"](x)
+        return out + holder["fn"](x.t().contiguous()) if dual else out
+
+    return run
+
+
+def _quant(name: str, fmt: str, summary: str, opts: dict | None = None, **flags):
+    def make(peer=None):
+        attrs = {"name": name, "fmt": fmt, "opts": opts or {}, **flags}
+        if peer is not None:
+            attrs["torchao_peer"] = lambda self: peer(flags.get("dual", False))
+        cls = type(name.title().replace("_", ""), (_Quantize,), attrs)
+        cls.__module__ = __name__
+        return register_kernel(name, kind="quant", summary=summary)(cls)
+
+    return make
+
+
+_quant("quantize_fp8_tensor", "fp8_e4m3", "FP8 E4M3 cast with one amax scale per tensor",
+       {"granularity": "tensor"}, per_tensor=True)()
+_quant("quantize_fp8_tensor_dual", "fp8_e4m3", "FP8 E4M3 per-tensor cast of X and X^T in one pass",
+       {"granularity": "tensor"}, per_tensor=True, dual=True)()
+_quant("quantize_fp8_row", "fp8_e4m3", "FP8 E4M3 cast with one amax scale per row",
+       {"granularity": "row"})()
+_quant("quantize_mxfp8", "mxfp8_e4m3", "MXFP8 (E4M3, blocks of 32, E8M0 scales)")(_torchao_mxfp8)
+_quant("quantize_mxfp8_dual", "mxfp8_e4m3", "MXFP8 of X and X^T in one pass",
+       dual=True)(_torchao_mxfp8)
+_quant("quantize_mxfp4", "mxfp4", "MXFP4 (E2M1, blocks of 32, E8M0 scales), packed")(_torchao_to_mx)
+_quant("quantize_mxfp4_dual", "mxfp4", "MXFP4 of X and X^T in one pass",
+       dual=True)(_torchao_to_mx)
+_quant("quantize_nvfp4", "nvfp4", "NVFP4 (E2M1, blocks of 16, E4M3 + FP32 scales), packed")(
+    _torchao_nvfp4)
+_quant("quantize_nvfp4_dual", "nvfp4", "NVFP4 of X and X^T (one amax pass + one pass for both)",
+       dual=True)(_torchao_nvfp4)
+_quant("quantize_int8_row", "int8", "symmetric INT8, one scale per row",
+       {"granularity": "row"})()
+_quant("quantize_int4_group", "int4", "symmetric INT4, one scale per group of 128, packed",
+       {"granularity": "group", "group_size": 128})()
+
+
+class _Dequantize(_QuantBase):
+    """Inputs: a formats.QTensor; output: the dense tensor in the original dtype."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        block = BLOCKS.get(cls.fmt)
+        if block:
+            cls.divisors = {"N": block}
+        if cls.fmt in ("fp8_e4m3", "int8"):
+            cls.max_row = 32768
+
+    def make_inputs(self, shape, dtype, device, generator):
+        from suite.methods.quant import formats
+
+        x = randn(shape, dtype, device, generator, scale=2.0)
+        return (formats.quantize(x, self.fmt, **self.opts),)
+
+    def reference(self, q):
+        from suite.methods.quant import formats
+
+        return formats.dequantize(q)
+
+    def triton(self, q):
+        from suite.kernels._quant_triton import dequantize
+
+        return dequantize(q.data, q.scale, self.fmt, q.shape, q.dtype, q.tensor_scale)
+
+    def impls(self):
+        return {
+            "triton": Impl("triton", self.triton, needs="triton"),
+            "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True,
+                                  default_on_cpu=False),
+        }
+
+    def bytes_moved(self, shape, dtype):
+        M, N = shape
+        n = M * N
+        read = n * CODE_BITS[self.fmt] // 8 + self.row_scales(shape) * SCALE_BYTES[self.fmt]
+        return read + n * DTYPE_BYTES[parse_dtype(dtype)]
+
+
+def _dequant(name: str, fmt: str, summary: str, opts: dict | None = None) -> None:
+    cls = type(name.title().replace("_", ""), (_Dequantize,),
+               {"name": name, "fmt": fmt, "opts": opts or {}})
+    cls.__module__ = __name__
+    register_kernel(name, kind="quant", summary=summary)(cls)
+
+
+_dequant("dequantize_fp8_row", "fp8_e4m3", "FP8 E4M3 with row scales -> dense",
+         {"granularity": "row"})
+_dequant("dequantize_mxfp8", "mxfp8_e4m3", "MXFP8 -> dense")
+_dequant("dequantize_mxfp4", "mxfp4", "MXFP4 (packed) -> dense")
+_dequant("dequantize_nvfp4", "nvfp4", "NVFP4 (packed) -> dense")
+_dequant("dequantize_int8_row", "int8", "INT8 with row scales -> dense", {"granularity": "row"})
+_dequant("dequantize_int4_group", "int4", "INT4 groups of 128 (packed) -> dense",
+         {"granularity": "group", "group_size": 128})
