@@ -7,4 +7,6 @@ registry imports them on first use. They import torch, transformers and peft laz
 PLUGIN_MODULES = [
     "suite.methods.baselines",
     "suite.methods.peft_lora",
+    "suite.methods.peft_tuners",
+    "suite.methods.quant.methods",
 ]

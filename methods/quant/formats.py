@@ -83,7 +83,8 @@ from suite.errors import UserError
 
 __all__ = [
     "FORMATS", "FormatSpec", "QTensor", "resolve_format", "fake_quantize", "quantize",
-    "dequantize", "effective_bits", "mx_scale_e8m0", "nvfp4_tensor_scale",
+    "dequantize", "effective_bits", "mx_scale_e8m0", "nvfp4_tensor_scale", "int_qparams",
+    "int_codes", "int_dequant",
 ]
 
 
@@ -256,27 +257,47 @@ def _encode(x: torch.Tensor, spec: FormatSpec, o: dict[str, Any]) -> _Enc:
     return _encode_nf4(x32, spec, o, rnd)
 
 
+def int_qparams(xb: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(scale, zero point or None) of the integer formats over the last dim, from the
+    finite values. GPTQ calls this per group so that it quantises with these exact rules."""
+    qmin, qmax = el.int_range(bits, symmetric)
+    finite = torch.isfinite(xb)
+    xf = torch.where(finite, xb, torch.zeros_like(xb))
+    if symmetric:
+        scale = xf.abs().amax(-1, keepdim=True) / qmax
+        return torch.where(scale > 0, scale, torch.ones_like(scale)), None
+    lo = xf.amin(-1, keepdim=True).clamp(max=0)
+    hi = xf.amax(-1, keepdim=True).clamp(min=0)
+    scale = (hi - lo) / qmax
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return scale, torch.round(-lo / scale).clamp(qmin, qmax)
+
+
+def int_codes(xb: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, bits: int,
+              symmetric: bool, rounding: str = "nearest", **rnd: Any) -> torch.Tensor:
+    """Integer codes (as float) of ``xb`` with given scale / zero point; NaN -> 0."""
+    qmin, qmax = el.int_range(bits, symmetric)
+    v = el.round_int(xb / scale, rounding, **rnd)
+    if zp is not None:
+        v = v + zp
+    return torch.where(torch.isnan(xb), torch.zeros_like(v), v).clamp(qmin, qmax)
+
+
+def int_dequant(codes: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None) -> torch.Tensor:
+    q = codes.float()
+    if zp is not None:
+        q = q - zp.float()
+    return q * scale
+
+
 def _encode_int(x, spec, o, rnd) -> _Enc:
     xb = _blocked(x, spec, o["granularity"], o["group_size"])
-    qmin, qmax = el.int_range(spec.bits, o["symmetric"])
-    noise = _noise_blocked(o["noise"], xb)
-    nan = torch.isnan(xb)
-    if o["symmetric"]:
-        scale = _finite_amax(xb) / qmax
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        zp = None
-        v = el.round_int(xb / scale, o["rounding"], noise=noise, **rnd)
-    else:
-        finite = torch.isfinite(xb)
-        lo = torch.where(finite, xb, torch.zeros_like(xb)).amin(-1, keepdim=True).clamp(max=0)
-        hi = torch.where(finite, xb, torch.zeros_like(xb)).amax(-1, keepdim=True).clamp(min=0)
-        scale = (hi - lo) / qmax
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        zp = torch.round(-lo / scale).clamp(qmin, qmax)
-        v = el.round_int(xb / scale, o["rounding"], noise=noise, **rnd) + zp
-        zp = zp.to(torch.uint8 if spec.bits <= 8 else torch.int32)
-    v = torch.where(nan, torch.zeros_like(v), v).clamp(qmin, qmax)
-    return _Enc(v.to(torch.int16), scale, zp, nan_mask=nan)
+    scale, zp = int_qparams(xb, spec.bits, o["symmetric"])
+    v = int_codes(xb, scale, zp, spec.bits, o["symmetric"], o["rounding"],
+                  noise=_noise_blocked(o["noise"], xb), **rnd)
+    if zp is not None:
+        zp = zp.to(torch.uint8)
+    return _Enc(v.to(torch.int16), scale, zp, nan_mask=torch.isnan(xb))
 
 
 def _encode_fp8(x, spec, o, rnd) -> _Enc:
@@ -394,10 +415,7 @@ def _nf4_scales(enc: _Enc, o: dict[str, Any]) -> torch.Tensor:
 def _decode(enc: _Enc, spec: FormatSpec, o: dict[str, Any]) -> torch.Tensor:
     """Unpacked encoding -> float32 blocks ``[rows, n_blocks, block]``."""
     if spec.family == "int":
-        q = enc.codes.float()
-        if enc.zero_point is not None:
-            q = q - enc.zero_point.float()
-        out = q * enc.scale
+        out = int_dequant(enc.codes, enc.scale, enc.zero_point)
     elif spec.family in ("fp8", "mx", "nvfp4"):
         elem = el.FLOAT_ELEMENTS[spec.element]
         vals = el.decode_float(enc.codes, elem)

@@ -1,0 +1,239 @@
+"""The quantisation algorithms, on plain tensors so they can be tested layer by layer.
+
+* ``gptq_quantize``: GPTQ (Frantar et al. 2023, arXiv:2210.17323): quantise the weight
+  column by column and spread each column's error over the not yet quantised columns with
+  the inverse Hessian ``H = 2 X^T X`` (Cholesky form, lazy block updates, dampening).
+* ``smoothquant_scales``: SmoothQuant (Xiao et al. 2023, arXiv:2211.10438):
+  ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``.
+* ``awq_search``: AWQ (Lin et al. 2024, arXiv:2306.00978): ``s = mean|X|^alpha``, the
+  ``alpha`` on a grid that minimises the layer's output error after quantisation.
+* ``hutchinson_traces``: Hessian traces per parameter with Hutchinson's estimator
+  ``tr(H) ~ E[v^T H v]``, v Rademacher (HAWQ-v2, Dong et al. 2020, arXiv:1911.03852).
+* ``allocate_bits``: HAWQ-style mixed precision: lower the bits of the least sensitive
+  layers (trace x quantisation perturbation per bit saved) until the budget holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from suite.methods.quant import formats as F
+from torch import nn
+
+from suite.errors import UserError
+
+
+# -- calibration statistics ------------------------------------------------------------------
+class InputStats:
+    """Accumulates, per linear layer, what the algorithms need from its inputs."""
+
+    def __init__(self, hessian: bool = False, keep_samples: int = 0):
+        self.hessian = hessian
+        self.keep_samples = keep_samples
+        self.xtx: torch.Tensor | None = None
+        self.n = 0
+        self.abs_max: torch.Tensor | None = None
+        self.abs_sum: torch.Tensor | None = None
+        self.samples: list[torch.Tensor] = []
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        amax = x.abs().amax(0)
+        asum = x.abs().sum(0)
+        self.abs_max = amax if self.abs_max is None else torch.maximum(self.abs_max, amax)
+        self.abs_sum = asum if self.abs_sum is None else self.abs_sum + asum
+        if self.hessian:
+            xtx = x.t() @ x
+            self.xtx = xtx if self.xtx is None else self.xtx + xtx
+        self.n += x.shape[0]
+        kept = sum(s.shape[0] for s in self.samples)
+        if kept < self.keep_samples:
+            self.samples.append(x[: self.keep_samples - kept].cpu())
+
+    @property
+    def abs_mean(self) -> torch.Tensor:
+        return self.abs_sum / max(self.n, 1)
+
+    def hessian_matrix(self) -> torch.Tensor:
+        return 2.0 * self.xtx / max(self.n, 1)
+
+
+def collect_input_stats(model: nn.Module, layers: dict[str, nn.Linear], batches: Iterable[dict],
+                        **kwargs) -> dict[str, InputStats]:
+    """One forward pass per batch with hooks that record every target layer's inputs,
+    skipping tokens that are padding (attention_mask == 0)."""
+    stats = {name: InputStats(**kwargs) for name in layers}
+    mask_holder: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def hook(name: str) -> Callable:
+        def fn(module: nn.Module, inputs: tuple) -> None:
+            x = inputs[0]
+            mask = mask_holder["mask"]
+            if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
+                x = x[mask.bool()]
+            stats[name].add(x)
+        return fn
+
+    handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                mask_holder["mask"] = batch.get("attention_mask")
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                model(**inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+# -- integer quantisation with given parameters (GPTQ quantises one column at a time) -------
+def int_qparams(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return F.int_qparams(w, bits, symmetric)
+
+
+def int_fake_quant(w: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, bits: int,
+                   symmetric: bool) -> torch.Tensor:
+    """Quantise and dequantise with given parameters: the formats' integer rules."""
+    return F.int_dequant(F.int_codes(w, scale, zp, bits, symmetric), scale, zp)
+
+
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = 0,
+                  symmetric: bool = True, damp: float = 0.01, block_size: int = 128,
+                  act_order: bool = False) -> torch.Tensor:
+    """GPTQ: the dequantised weight (same shape) that minimises ``||X W^T - X Q^T||``
+    greedily with optimal error feedback. ``group_size`` 0 means one scale per row."""
+    w = w.detach().float().clone()
+    rows, cols = w.shape
+    if group_size and cols % group_size:
+        raise UserError(f"gptq: group size {group_size} does not divide the input dimension {cols}")
+    h = hessian.detach().float().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    perm = None
+    if act_order:
+        perm = torch.argsort(torch.diag(h), descending=True)
+        w, h = w[:, perm], h[perm][:, perm]
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, device=h.device)
+    try:
+        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    except RuntimeError:  # not positive definite even after dampening: damp harder
+        h += 0.1 * torch.mean(torch.diag(h)) * torch.eye(cols, device=h.device)
+        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    if group_size:
+        block_size = max(group_size, (block_size // group_size) * group_size)
+    scale, zp = (None, None) if group_size else int_qparams(w, bits, symmetric)
+    q = torch.zeros_like(w)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            if group_size and (i1 + i) % group_size == 0:
+                scale, zp = int_qparams(w1[:, i:i + group_size], bits, symmetric)
+            col = w1[:, i:i + 1]
+            qcol = int_fake_quant(col, scale, zp, bits, symmetric)
+            q[:, i1 + i] = qcol[:, 0]
+            e = (col - qcol) / hinv1[i, i]
+            w1[:, i:] -= e @ hinv1[i:i + 1, i:]
+            err1[:, i] = e[:, 0]
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    if perm is not None:
+        q = q[:, torch.argsort(perm)]
+    return q
+
+
+# -- scale migration ---------------------------------------------------------------------------
+def smoothquant_scales(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """Per input channel divisor ``s``: ``x / s`` and ``W * s`` balance their ranges."""
+    w_max = weight.detach().abs().amax(0).float().clamp(min=1e-5)
+    a_max = act_absmax.float().clamp(min=1e-5)
+    return (a_max.pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)
+
+
+def awq_search(weight: torch.Tensor, x: torch.Tensor, act_absmean: torch.Tensor,
+               quant: Callable[[torch.Tensor], torch.Tensor], grid: int = 20) -> tuple[torch.Tensor, float]:
+    """Search ``alpha`` in [0, 1): ``s = mean|X|^alpha`` (normalised), minimising the output
+    error ``||X W^T - (X / s) Q(W s)^T||``. Returns (s, best alpha); alpha = 0 is plain RTN."""
+    w = weight.detach().float()
+    x = x.float()
+    ref = x @ w.t()
+    best = (float("inf"), torch.ones_like(act_absmean), 0.0)
+    mean = act_absmean.float().clamp(min=1e-8)
+    for k in range(grid):
+        alpha = k / grid
+        s = mean.pow(alpha)
+        s = s / (s.max() * s.min()).sqrt()
+        out = (x / s) @ quant(w * s).t()
+        loss = (ref - out).pow(2).mean().item()
+        if loss < best[0]:
+            best = (loss, s, alpha)
+    return best[1], best[2]
+
+
+# -- Hessian traces and bit allocation ----------------------------------------------------------
+def hutchinson_traces(loss_fn: Callable[[], torch.Tensor], params: dict[str, torch.Tensor],
+                      n_samples: int = 8, seed: int = 0) -> dict[str, float]:
+    """``tr(d^2 L / dW^2)`` per named parameter, Hutchinson estimator with Rademacher v."""
+    names = list(params)
+    tensors = [params[n] for n in names]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    totals = dict.fromkeys(names, 0.0)
+    for _ in range(n_samples):
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, tensors, create_graph=True)
+        vs = [(torch.randint(0, 2, t.shape, generator=gen) * 2 - 1).to(t.device, t.dtype) for t in tensors]
+        hvs = torch.autograd.grad(grads, tensors, grad_outputs=vs)
+        for n, v, hv in zip(names, vs, hvs, strict=True):
+            totals[n] += float((v * hv).sum())
+    return {n: t / n_samples for n, t in totals.items()}
+
+
+def allocate_bits(sensitivity: dict[str, dict[int, float]], numel: dict[str, int],
+                  budget: float) -> dict[str, int]:
+    """Bits per layer under an average bits-per-weight ``budget`` (weighted by size).
+
+    ``sensitivity[layer][b]`` is the expected loss increase at ``b`` bits (HAWQ-v2:
+    Hessian trace / n x ||Q_b(W) - W||^2). Greedy: start at the most bits, repeatedly drop
+    the layer whose next step down costs the least sensitivity per bit saved."""
+    choices = {n: sorted(s) for n, s in sensitivity.items()}
+    bits = {n: c[-1] for n, c in choices.items()}
+    total = sum(numel.values())
+    lowest = sum(numel[n] * choices[n][0] for n in choices) / total
+    if budget < lowest - 1e-9:
+        raise UserError(f"hawq: a budget of {budget} bits per weight is below the lowest "
+                        f"choice ({lowest:.3g}); raise the budget or add lower bit choices")
+
+    def avg() -> float:
+        return sum(numel[n] * bits[n] for n in bits) / total
+
+    while avg() > budget + 1e-9:
+        best_name, best_cost = None, float("inf")
+        for n, c in choices.items():
+            i = c.index(bits[n])
+            if i == 0:
+                continue
+            lower = c[i - 1]
+            cost = (sensitivity[n][lower] - sensitivity[n][bits[n]]) / (numel[n] * (bits[n] - lower))
+            if cost < best_cost:
+                best_name, best_cost = n, cost
+        if best_name is None:
+            break
+        c = choices[best_name]
+        bits[best_name] = c[c.index(bits[best_name]) - 1]
+    return bits
+
+
+def relative_error(w: torch.Tensor, wq: torch.Tensor) -> float:
+    """``||W - Wq||_F / ||W||_F``: the per-layer quantisation error the results report."""
+    w = w.detach().float()
+    return float((w - wq.detach().float()).norm() / w.norm().clamp(min=1e-30))
+
+
+__all__ = [
+    "InputStats", "collect_input_stats", "int_qparams", "int_fake_quant", "gptq_quantize",
+    "smoothquant_scales", "awq_search", "hutchinson_traces", "allocate_bits", "relative_error",
+]

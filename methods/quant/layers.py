@@ -1,0 +1,174 @@
+"""The quantized linear layer every quantizer installs, and the input transforms they use.
+
+``QuantLinear`` subclasses ``nn.Linear`` on purpose: peft's LoRA wraps any ``nn.Linear``,
+so ``nf4+lora`` (QLoRA) and ``gptq+lora`` need no custom peft dispatch. Its ``weight`` is
+the frozen, dequantised weight (values exactly on the format's grid, as
+``formats.fake_quantize`` gives them); the packed size is kept in ``storage_bytes``.
+
+Forward: ``x -> transform(x) -> fake-quantise activations (optional) -> x W^T + b``. The
+transform is what SmoothQuant and AWQ (divide by a per-channel scale, weights multiplied
+by it) and QuaRot-style rotation (a block Hadamard ``H``, weights rotated by the same
+``H``) apply; they leave the full-precision output unchanged, which the tests check.
+Activation fake-quantisation uses a straight-through estimator, so LoRA on top of a
+W4A4 model still gets gradients for earlier layers.
+
+With ``real_fp8=True`` the matmul runs in FP8 through ``torch._scaled_mm`` (row-wise
+scales: per-token activations, per-channel weights) on GPUs with FP8 tensor cores.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from suite.methods.quant import formats as F
+from torch import nn
+
+from suite.errors import UserError
+
+
+def hadamard_block_size(n: int, max_block: int = 1 << 30) -> int:
+    """The largest power of two that divides ``n`` (block-diagonal Hadamard of that size)."""
+    b = n & -n
+    return min(b, max_block)
+
+
+def hadamard_matrix(n: int, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Orthonormal Sylvester Hadamard matrix of size ``n`` (a power of two)."""
+    if n & (n - 1):
+        raise UserError(f"a Hadamard matrix needs a power-of-two size, got {n}")
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return (h / math.sqrt(n)).to(device=device, dtype=dtype)
+
+
+def apply_block_hadamard(x: torch.Tensor, block: int) -> torch.Tensor:
+    """``x @ diag(H, ..., H)`` along the last dim (H symmetric and orthonormal)."""
+    h = hadamard_matrix(block, x.device, x.dtype)
+    shape = x.shape
+    return (x.reshape(*shape[:-1], shape[-1] // block, block) @ h).reshape(shape)
+
+
+class _STE(torch.autograd.Function):
+    """Straight-through: forward the quantised value, pass the gradient unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, fmt: str, opts: dict) -> torch.Tensor:
+        return F.fake_quantize(x, fmt, **opts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        return grad, None, None
+
+
+def fp8_matmul_supported(device: torch.device | str) -> tuple[bool, str]:
+    """Whether ``torch._scaled_mm`` can run FP8 on ``device`` (CUDA, compute capability 8.9+)."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return False, "FP8 matmuls need a CUDA GPU and this run is on the CPU"
+    major, minor = torch.cuda.get_device_capability(dev)
+    if (major, minor) < (8, 9):
+        return False, f"FP8 tensor cores need compute capability 8.9+ (Ada/Hopper), this GPU is {major}.{minor}"
+    return True, ""
+
+
+class QuantLinear(nn.Linear):
+    """A frozen, quantised ``nn.Linear`` with optional input transform and activation quant."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.weight.requires_grad_(False)
+        self.act_fmt: str | None = None
+        self.act_opts: dict = {}
+        self.hadamard_block = 0
+        self.storage_bytes = 0
+        self.real_fp8 = False
+        self.register_buffer("input_scale", None)  # SmoothQuant / AWQ per-channel divisor
+        self._fp8: tuple | None = None  # (weight codes fp8 [out, in], per-channel scale [out])
+        self._weight_sum = 0.0
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, weight_q: torch.Tensor, *,
+                    input_scale: torch.Tensor | None = None, hadamard_block: int = 0,
+                    act_fmt: str | None = None, act_opts: dict | None = None,
+                    storage_bytes: int = 0) -> QuantLinear:
+        """Build from ``linear``; ``weight_q`` is the dequantised weight IN THE TRANSFORMED
+        basis (already multiplied by ``input_scale`` / rotated by the Hadamard)."""
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(weight_q)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+                layer.bias.requires_grad_(linear.bias.requires_grad)
+        layer.input_scale = None if input_scale is None else input_scale.detach().to(
+            linear.weight.device, torch.float32)
+        layer.hadamard_block = hadamard_block
+        layer.act_fmt = act_fmt
+        layer.act_opts = dict(act_opts or {})
+        layer.storage_bytes = storage_bytes
+        layer._weight_sum = float(weight_q.detach().double().sum())
+        return layer
+
+    def weight_changed_under_transform(self) -> bool:
+        """True when something (a peft merge) changed the weight of a layer whose weight is
+        in a transformed basis: adding an original-basis delta there would be wrong."""
+        if self.input_scale is None and not self.hadamard_block:
+            return False
+        return float(self.weight.detach().double().sum()) != self._weight_sum
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = x / self.input_scale.to(x.dtype)
+        if self.hadamard_block:
+            x = apply_block_hadamard(x, self.hadamard_block)
+        return x
+
+    def enable_real_fp8(self) -> None:
+        """Store the weight as FP8 E4M3 with per-channel scales for ``torch._scaled_mm``."""
+        ok, why = fp8_matmul_supported(self.weight.device)
+        if not ok:
+            raise UserError(f"real=true asks for FP8 matmuls, but {why}; drop real=true to simulate")
+        q = F.quantize(self.weight.detach().float(), "fp8_e4m3", granularity="row")
+        self._fp8 = (q.data, q.scale.reshape(1, -1).float())
+        self.real_fp8 = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.transform_input(x)
+        if self.real_fp8 and self._fp8 is not None:
+            return self._forward_fp8(x)
+        if self.act_fmt is not None:
+            x = _STE.apply(x, self.act_fmt, self.act_opts)
+        return nn.functional.linear(x, self.weight, self.bias)
+
+    def _forward_fp8(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        qx = F.quantize(x2.float(), "fp8_e4m3", granularity="row")
+        w8, w_scale = self._fp8
+        out = torch._scaled_mm(qx.data, w8.t(), scale_a=qx.scale.reshape(-1, 1).float(),
+                               scale_b=w_scale, out_dtype=torch.bfloat16)
+        out = out.to(x.dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight in the ORIGINAL basis: ``x @ W_eff^T`` equals this layer's output
+        without activation quantisation (used to merge into a plain ``nn.Linear``)."""
+        w = self.weight.detach().float()
+        if self.hadamard_block:
+            w = apply_block_hadamard(w, self.hadamard_block)  # (W H) H^T = W; H symmetric
+        if self.input_scale is not None:
+            w = w / self.input_scale
+        return w.to(self.weight.dtype)
+
+    def extra_repr(self) -> str:
+        extra = f", act={self.act_fmt}" if self.act_fmt else ""
+        extra += ", smooth" if self.input_scale is not None else ""
+        extra += f", hadamard={self.hadamard_block}" if self.hadamard_block else ""
+        extra += ", real_fp8" if self.real_fp8 else ""
+        return super().extra_repr() + extra

@@ -1,0 +1,462 @@
+"""The quantizer methods (kind ``quant``), registered for ``--methods``.
+
+Plugin module: torch and the implementation modules are imported inside the methods, so
+``suite list`` stays fast. Every quantizer swaps the model's linear layers (all but the
+task head) for ``QuantLinear`` and reports, through ``measurements``: effective bits per
+weight (scales included), model size in bytes, calibration time, the per-layer relative
+weight error (mean, max and each layer), and whether the matmul ran for real
+(``quant_real_matmul`` 1) or simulated (0). Compose left to right: ``nf4+lora`` is QLoRA.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from suite.errors import UserError
+from suite.method import Method, MethodContext
+from suite.registry import register_method
+
+
+@dataclass
+class QuantBaseConfig:
+    skip: tuple[str, ...] = ()  # layer-name substrings left in full precision
+    per_layer_metrics: bool = True
+
+
+class QuantMethod(Method):
+    """Shared apply(): time the work, collect calibration data, install quantised layers."""
+
+    kind = "quant"
+    mergeable = True
+    needs_calibration = False
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        self.records: list = []
+        self.calibration_s = 0.0
+        self.real_matmul = False
+
+    def apply(self, model: Any, ctx: MethodContext) -> Any:
+        from suite.methods.quant import engine
+
+        self.check(ctx)
+        start = time.perf_counter()
+        layers = engine.target_linears(model, tuple(self.config.skip))
+        batches = None
+        if self.needs_calibration:
+            n = self.config.calib_batches
+            if n < 1:
+                raise UserError(f"{self.name}: calib_batches must be at least 1")
+            batches = ctx.calibration_batches(n)
+        was_training = model.training
+        model.eval()
+        self.quantize(model, layers, batches, ctx)
+        model.train(was_training)
+        self.calibration_s = time.perf_counter() - start
+        ctx.notes[f"{self.name}.matmul"] = "real" if self.real_matmul else "simulated"
+        return model
+
+    def check(self, ctx: MethodContext) -> None:
+        """Refuse impossible requests before any work (e.g. real FP8 on a CPU)."""
+
+    def quantize(self, model: Any, layers: dict, batches: list | None, ctx: MethodContext) -> None:
+        raise NotImplementedError
+
+    def measurements(self, model: Any) -> dict[str, float]:
+        from suite.methods.quant import engine
+
+        return engine.measurements(self.records, model, self.calibration_s, self.real_matmul,
+                                   per_layer=self.config.per_layer_metrics)
+
+    def merge(self, model: Any) -> Any:
+        from suite.methods.quant import engine
+
+        return engine.merge_quant_linears(model)
+
+    def save_adapter(self, model: Any, path: str) -> None:
+        from suite.modeling import save_trainable
+
+        save_trainable(model, path)
+
+
+# -- weight-only: RTN and NF4 -------------------------------------------------------------------
+@dataclass
+class RtnConfig(QuantBaseConfig):
+    bits: int = 4
+    group: int = 128  # 0: one scale per output channel
+    sym: bool = True
+    format: str = ""  # any number format name instead of int<bits> (e.g. fp8_e4m3, mxfp4)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise ValueError("bits must be between 2 and 8")
+
+
+@register_method("rtn", kind="quant", summary="round-to-nearest weight-only (W8A16, W4A16 with groups)",
+                 source="suite", paper="baseline of Frantar et al. 2023 (GPTQ)")
+class Rtn(QuantMethod):
+    Config = RtnConfig
+
+    def weight_format(self, k: int) -> tuple[str, dict]:
+        from suite.methods.quant import engine
+
+        c = self.config
+        if c.format:
+            from suite.methods.quant import formats as F
+
+            spec = F.resolve_format(c.format)
+            if spec.family == "int":
+                return spec.name, engine.int_weight_opts(spec.bits, c.group, k, c.sym)
+            return spec.name, {}
+        return f"int{c.bits}", engine.int_weight_opts(c.bits, c.group, k, c.sym)
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import engine
+
+        for name, lin in layers.items():
+            fmt, opts = self.weight_format(lin.in_features)
+            wq, nbytes = engine.quantize_weight(lin.weight, fmt, opts)
+            engine.install(model, name, lin, wq, nbytes, self.records)
+
+
+@dataclass
+class Nf4Config(QuantBaseConfig):
+    block: int = 64
+    double_quant: bool = True
+
+
+@register_method("nf4", kind="quant", summary="NF4 frozen base with double quantisation (QLoRA base)",
+                 source="suite", paper="Dettmers et al. 2023, QLoRA (arXiv:2305.14314)")
+class Nf4(QuantMethod):
+    Config = Nf4Config
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import engine
+
+        opts = {"block_size": self.config.block, "double_quant": self.config.double_quant}
+        for name, lin in layers.items():
+            wq, nbytes = engine.quantize_weight(lin.weight, "nf4", opts)
+            engine.install(model, name, lin, wq, nbytes, self.records)
+
+
+# -- weights and activations ----------------------------------------------------------------------
+def act_options(fmt: str) -> dict:
+    """Dynamic activation quantisation: per token for INT/FP8, per block for MX/NVFP4."""
+    if fmt.startswith("int"):
+        return {"granularity": "token"}
+    if fmt.startswith("fp8"):
+        return {"granularity": "row"}
+    return {}
+
+
+@dataclass
+class W8A8Config(QuantBaseConfig):
+    format: Literal["int8", "fp8"] = "int8"
+    real: bool = False  # FP8 only: run the matmul through torch._scaled_mm
+
+
+@register_method("w8a8", kind="quant",
+                 summary="8-bit weights (per channel) and activations (dynamic per token), INT8 or FP8",
+                 source="suite", paper="Dettmers et al. 2022 (LLM.int8); Micikevicius et al. 2022 (FP8)")
+class W8A8(QuantMethod):
+    Config = W8A8Config
+
+    def check(self, ctx: MethodContext) -> None:
+        if self.config.real:
+            if self.config.format != "fp8":
+                raise UserError("w8a8: real=true is available for format=fp8 only (torch._scaled_mm); "
+                                "INT8 runs simulated")
+            from suite.methods.quant.layers import fp8_matmul_supported
+
+            ok, why = fp8_matmul_supported(ctx.device)
+            if not ok:
+                raise UserError(f"w8a8: real=true asks for FP8 matmuls, but {why}; "
+                                f"drop real=true to simulate them")
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import engine
+
+        fmt = "int8" if self.config.format == "int8" else "fp8_e4m3"
+        wopts = ({"granularity": "channel", "symmetric": True} if fmt == "int8"
+                 else {"granularity": "row"})
+        for name, lin in layers.items():
+            wq, nbytes = engine.quantize_weight(lin.weight, fmt, wopts)
+            layer = engine.install(model, name, lin, wq, nbytes, self.records,
+                                   act_fmt=fmt, act_opts=act_options(fmt))
+            if self.config.real:
+                layer.enable_real_fp8()
+        self.real_matmul = self.config.real
+
+
+@dataclass
+class MicroscalingConfig(QuantBaseConfig):
+    acts: bool = True  # also quantise activations (W4A4 / W8A8 in the format)
+    element: str = ""  # mxfp8: e4m3 | e5m2; mxfp6: e2m3 | e3m2
+
+
+class _BlockFormat(QuantMethod):
+    Config = MicroscalingConfig
+    base_format = ""
+    elements: tuple[str, ...] = ()
+
+    def format_name(self) -> str:
+        e = self.config.element
+        if not e:
+            return self.base_format if not self.elements else f"{self.base_format}_{self.elements[0]}"
+        if e not in self.elements:
+            raise UserError(f"{self.name}: element {e!r} is not one of {', '.join(self.elements) or '(none)'}")
+        return f"{self.base_format}_{e}"
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import engine
+
+        fmt = self.format_name()
+        for name, lin in layers.items():
+            wq, nbytes = engine.quantize_weight(lin.weight, fmt, {})
+            engine.install(model, name, lin, wq, nbytes, self.records,
+                           act_fmt=fmt if self.config.acts else None, act_opts={})
+
+
+@register_method("mxfp4", kind="quant", summary="OCP MXFP4 (E2M1, blocks of 32, E8M0 scale) weights+activations",
+                 source="suite", paper="OCP Microscaling Formats v1.0 (2023)")
+class Mxfp4(_BlockFormat):
+    base_format = "mxfp4"
+
+
+@register_method("mxfp6", kind="quant", summary="OCP MXFP6 (E2M3 or E3M2) weights+activations",
+                 source="suite", paper="OCP Microscaling Formats v1.0 (2023)")
+class Mxfp6(_BlockFormat):
+    base_format = "mxfp6"
+    elements = ("e2m3", "e3m2")
+
+
+@register_method("mxfp8", kind="quant", summary="OCP MXFP8 (E4M3 or E5M2) weights+activations",
+                 source="suite", paper="OCP Microscaling Formats v1.0 (2023)")
+class Mxfp8(_BlockFormat):
+    base_format = "mxfp8"
+    elements = ("e4m3", "e5m2")
+
+
+@register_method("nvfp4", kind="quant",
+                 summary="NVFP4 (E2M1, blocks of 16, E4M3 + FP32 scales) weights+activations",
+                 source="suite", paper="NVIDIA Blackwell NVFP4 (2025)")
+class Nvfp4(_BlockFormat):
+    base_format = "nvfp4"
+
+
+# -- calibrated: GPTQ, AWQ, SmoothQuant ----------------------------------------------------------
+@dataclass
+class GptqConfig(QuantBaseConfig):
+    bits: int = 4
+    group: int = 128
+    sym: bool = True
+    damp: float = 0.01
+    act_order: bool = False
+    calib_batches: int = 8
+
+
+@register_method("gptq", kind="quant", summary="GPTQ: second-order error feedback, weight-only INT",
+                 source="suite", paper="Frantar et al. 2023, GPTQ (arXiv:2210.17323)")
+class Gptq(QuantMethod):
+    Config = GptqConfig
+    needs_calibration = True
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import algorithms as A
+        from suite.methods.quant import engine
+        from suite.methods.quant import formats as F
+
+        c = self.config
+        stats = A.collect_input_stats(model, layers, batches, hessian=True)
+        for name, lin in layers.items():
+            g = engine.fit_group(c.group, lin.in_features)
+            wq = A.gptq_quantize(lin.weight, stats[name].hessian_matrix(), c.bits, g, c.sym,
+                                 c.damp, act_order=c.act_order).to(lin.weight.dtype)
+            opts = engine.int_weight_opts(c.bits, c.group, lin.in_features, c.sym)
+            bits = F.effective_bits(f"int{c.bits}", tuple(lin.weight.shape), **opts)
+            nbytes = int(round(bits * lin.weight.numel() / 8))
+            engine.install(model, name, lin, wq, nbytes, self.records)
+
+
+@dataclass
+class AwqConfig(QuantBaseConfig):
+    bits: int = 4
+    group: int = 128
+    sym: bool = False
+    grid: int = 20
+    calib_batches: int = 8
+    search_tokens: int = 512
+
+
+@register_method("awq", kind="quant", summary="AWQ: activation-aware per-channel scaling, weight-only INT",
+                 source="suite", paper="Lin et al. 2024, AWQ (arXiv:2306.00978)")
+class Awq(QuantMethod):
+    Config = AwqConfig
+    needs_calibration = True
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        import torch
+        from suite.methods.quant import algorithms as A
+        from suite.methods.quant import engine
+        from suite.methods.quant import formats as F
+
+        c = self.config
+        stats = A.collect_input_stats(model, layers, batches, keep_samples=c.search_tokens)
+        for name, lin in layers.items():
+            fmt = f"int{c.bits}"
+            opts = engine.int_weight_opts(c.bits, c.group, lin.in_features, c.sym)
+            x = torch.cat(stats[name].samples).to(lin.weight.device)
+            s, _alpha = A.awq_search(lin.weight, x, stats[name].abs_mean,
+                                     lambda w, f=fmt, o=opts: F.fake_quantize(w, f, **o), c.grid)
+            # weight-only: fold 1/s back into the dequantised weight, no runtime transform
+            wq_scaled, nbytes = engine.quantize_weight(lin.weight.float() * s, fmt, opts)
+            wq = (wq_scaled.float() / s).to(lin.weight.dtype)
+            engine.install(model, name, lin, wq, nbytes + 4 * s.numel(), self.records)
+
+
+@dataclass
+class SmoothQuantConfig(QuantBaseConfig):
+    alpha: float = 0.5
+    format: Literal["int8", "fp8"] = "int8"
+    calib_batches: int = 8
+
+
+@register_method("smoothquant", kind="quant",
+                 summary="SmoothQuant: migrate activation outliers into weights, then W8A8",
+                 source="suite", paper="Xiao et al. 2023, SmoothQuant (arXiv:2211.10438)")
+class SmoothQuant(QuantMethod):
+    Config = SmoothQuantConfig
+    needs_calibration = True
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import algorithms as A
+        from suite.methods.quant import engine
+
+        c = self.config
+        if not 0 <= c.alpha <= 1:
+            raise UserError("smoothquant: alpha must be in [0, 1]")
+        fmt = "int8" if c.format == "int8" else "fp8_e4m3"
+        wopts = {"granularity": "channel"} if fmt == "int8" else {"granularity": "row"}
+        stats = A.collect_input_stats(model, layers, batches)
+        for name, lin in layers.items():
+            s = A.smoothquant_scales(stats[name].abs_max, lin.weight, c.alpha).to(lin.weight.device)
+            w_s = lin.weight.float() * s
+            wq, nbytes = engine.quantize_weight(w_s, fmt, wopts)
+            engine.install(model, name, lin, wq, nbytes + 4 * s.numel(), self.records,
+                           reference=w_s, input_scale=s, act_fmt=fmt, act_opts=act_options(fmt))
+
+
+# -- rotation ------------------------------------------------------------------------------------------
+@dataclass
+class QuarotConfig(QuantBaseConfig):
+    format: str = "int4"  # int4 | int8 | mxfp4 | nvfp4 | mxfp8 ... (weights and activations)
+    acts: bool = True
+    group: int = 0  # int weights: 0 = per channel
+    max_block: int = 1 << 30  # cap on the Hadamard block size
+
+
+@register_method("quarot", kind="quant",
+                 summary="Hadamard rotation of every linear input before W4A4 / FP4 quantisation",
+                 source="suite", paper="Ashkboos et al. 2024, QuaRot (arXiv:2404.00456)")
+class Quarot(QuantMethod):
+    Config = QuarotConfig
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import engine
+        from suite.methods.quant import formats as F
+        from suite.methods.quant.layers import apply_block_hadamard, hadamard_block_size
+
+        c = self.config
+        spec = F.resolve_format(c.format)
+        for name, lin in layers.items():
+            block = hadamard_block_size(lin.in_features, c.max_block)
+            if block < 2:
+                raise UserError(f"quarot: layer {name} has an odd input dimension {lin.in_features}; "
+                                f"no Hadamard block fits")
+            w_rot = apply_block_hadamard(lin.weight.float(), block)
+            opts = (engine.int_weight_opts(spec.bits, c.group, lin.in_features)
+                    if spec.family == "int" else {})
+            wq, nbytes = engine.quantize_weight(w_rot, spec.name, opts)
+            engine.install(model, name, lin, wq, nbytes, self.records, reference=w_rot,
+                           hadamard_block=block, act_fmt=spec.name if c.acts else None,
+                           act_opts=act_options(spec.name))
+
+
+# -- mixed precision ---------------------------------------------------------------------------------
+@dataclass
+class HawqConfig(QuantBaseConfig):
+    budget: float = 4.0  # average bits per weight (element bits, before scales)
+    choices: tuple[int, ...] = (2, 4, 8)
+    group: int = 128
+    samples: int = 8  # Hutchinson probes per batch
+    calib_batches: int = 2
+
+
+@register_method("hawq", kind="quant",
+                 summary="mixed-precision bits per layer from Hessian traces (Hutchinson) under a budget",
+                 source="suite", paper="Dong et al. 2020, HAWQ-V2 (arXiv:1911.03852)")
+class Hawq(QuantMethod):
+    Config = HawqConfig
+    needs_calibration = True
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        import torch
+        from suite.methods.quant import algorithms as A
+        from suite.methods.quant import engine
+
+        c = self.config
+        if not c.choices or any(not 2 <= b <= 8 for b in c.choices):
+            raise UserError("hawq: choices must be bit widths between 2 and 8, e.g. 2;4;8")
+        params = {name: lin.weight for name, lin in layers.items()}
+        flags = {n: p.requires_grad for n, p in params.items()}
+        for p in params.values():
+            p.requires_grad_(True)
+        traces = dict.fromkeys(params, 0.0)
+        try:
+            for i, batch in enumerate(batches):
+                if "labels" not in batch:
+                    raise UserError("hawq needs labelled calibration batches for the loss")
+
+                def loss_fn(b=batch):
+                    # the math SDPA backend is the one with a double backward (Hv products)
+                    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                    with sdpa_kernel(SDPBackend.MATH):
+                        return model(**b).loss
+
+                for n, t in A.hutchinson_traces(loss_fn, params, c.samples, seed=ctx.seed + i).items():
+                    traces[n] += t / len(batches)
+        finally:
+            for n, p in params.items():
+                p.requires_grad_(flags[n])
+        sens: dict[str, dict[int, float]] = {}
+        numel = {}
+        for name, lin in layers.items():
+            w = lin.weight.detach().float()
+            numel[name] = w.numel()
+            sens[name] = {}
+            for b in c.choices:
+                opts = engine.int_weight_opts(b, c.group, lin.in_features)
+                wq, _ = engine.quantize_weight(w, f"int{b}", opts)
+                sens[name][b] = max(traces[name], 0.0) / w.numel() * float((wq - w).pow(2).sum())
+        self.bits = A.allocate_bits(sens, numel, c.budget)
+        with torch.no_grad():
+            for name, lin in layers.items():
+                b = self.bits[name]
+                opts = engine.int_weight_opts(b, c.group, lin.in_features)
+                wq, nbytes = engine.quantize_weight(lin.weight, f"int{b}", opts)
+                engine.install(model, name, lin, wq, nbytes, self.records)
+        self.traces = traces
+
+    def measurements(self, model: Any) -> dict[str, float]:
+        out = super().measurements(model)
+        bits = getattr(self, "bits", {})
+        if bits:
+            total = sum(r.numel for r in self.records)
+            out["hawq_avg_element_bits"] = sum(bits[r.name] * r.numel for r in self.records) / total
+            if self.config.per_layer_metrics:
+                out.update({f"hawq_bits/{n}": float(b) for n, b in bits.items()})
+                out.update({f"hessian_trace/{n}": t for n, t in self.traces.items()})
+        return out
