@@ -7,4 +7,6 @@ PLUGIN_MODULES: list[str] = [
     "suite.kernels.lora",
     "suite.kernels.fp8_gemm",
     "suite.kernels.quant",
+    "suite.kernels.w4a16",
+    "suite.kernels.hadamard",
 ]

@@ -120,6 +120,38 @@ def _fp8_code(v, SOFT: tl.constexpr):
 
 
 @triton.jit
+def _butterfly(x, R: tl.constexpr, C: tl.constexpr, h: tl.constexpr):
+    """One Walsh-Hadamard stage of stride h: (a, b) -> (a + b, a - b) in blocks of 2h."""
+    y = tl.permute(tl.reshape(x, (R, C // (2 * h), 2, h)), (0, 1, 3, 2))
+    a, b = tl.split(y)
+    return tl.reshape(tl.permute(tl.join(a + b, a - b), (0, 1, 3, 2)), (R, C))
+
+
+@triton.jit
+def _hadamard_rows(x, R: tl.constexpr, C: tl.constexpr, H: tl.constexpr):
+    """Block Walsh-Hadamard along the columns of a [R, C] tile, blocks of H, unnormalised.
+
+    Stages of stride 1, 2, 4, ... H/2: the same float32 additions in the same order as the
+    reference (``hadamard.fwht``), so results match bit for bit; per block it is
+    x @ H_sylvester.
+    """
+    x = _butterfly(x, R, C, 1)
+    if H >= 4:
+        x = _butterfly(x, R, C, 2)
+    if H >= 8:
+        x = _butterfly(x, R, C, 4)
+    if H >= 16:
+        x = _butterfly(x, R, C, 8)
+    if H >= 32:
+        x = _butterfly(x, R, C, 16)
+    if H >= 64:
+        x = _butterfly(x, R, C, 32)
+    if H >= 128:
+        x = _butterfly(x, R, C, 64)
+    return x
+
+
+@triton.jit
 def _finite_abs(x):
     return tl.where((x == x) & (tl.abs(x) < float("inf")), tl.abs(x), 0.0)
 
@@ -210,7 +242,7 @@ def _store_tile(x, u, ts, q_ptr, s_ptr, row0, col0, R, C,
 def _quant_kernel(x_ptr, q_ptr, s_ptr, qt_ptr, st_ptr, ts_ptr, noise_ptr, seed, M, N,
                   FMT: tl.constexpr, G: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                   DUAL: tl.constexpr, SR: tl.constexpr, HAS_TS: tl.constexpr,
-                  SOFT: tl.constexpr):
+                  SOFT: tl.constexpr, HAD: tl.constexpr = 0, had_scale=1.0):
     """SR: 0 nearest, 1 stochastic with uniforms read from ``noise_ptr`` (shaped like X),
     2 stochastic with uniforms drawn here (``tl.rand(seed, element index)``)."""
     pid_m = tl.program_id(0)
@@ -220,6 +252,8 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, qt_ptr, st_ptr, ts_ptr, noise_ptr, seed, 
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     offs = rm[:, None] * N + rn[None, :]
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAD > 0:  # fused block Hadamard (rotation) before quantising: Quartet / HALO
+        x = _hadamard_rows(x, BM, BN, HAD) * had_scale
     if SR == 1:
         u = tl.load(noise_ptr + offs, mask=mask, other=0.0)
     elif SR == 2:
@@ -244,20 +278,26 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, qt_ptr, st_ptr, ts_ptr, noise_ptr, seed, 
 
 
 @triton.jit
-def _amax_kernel(x_ptr, out_ptr, numel, BLOCK: tl.constexpr):
-    """Per-program finite amax (the first pass of a per-tensor scale)."""
+def _amax_kernel(x_ptr, out_ptr, numel, BLOCK: tl.constexpr, HAD: tl.constexpr, had_scale):
+    """Per-program finite amax (the first pass of a per-tensor scale), of the Hadamard
+    transform of x when HAD > 0 (blocks of HAD never straddle rows: N % HAD == 0)."""
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + offs, mask=offs < numel, other=0.0).to(tl.float32)
+    if HAD > 0:
+        x = tl.reshape(_hadamard_rows(tl.reshape(x, (1, BLOCK)), 1, BLOCK, HAD) * had_scale,
+                       (BLOCK,))
     tl.store(out_ptr + pid, tl.max(_finite_abs(x), axis=0))
 
 
-def tensor_amax(x: torch.Tensor) -> torch.Tensor:
-    """Finite amax of ``x`` as a 0-dim float32 tensor (Triton partials, then one small max)."""
+def tensor_amax(x: torch.Tensor, hadamard: int = 0, had_scale: float = 1.0) -> torch.Tensor:
+    """Finite amax of ``x`` (or of its block Hadamard transform) as a 0-dim float32 tensor:
+    Triton partials, then one small max."""
     block = 1024 if triton_interpreted() else 8192
     n = x.numel()
     partial = torch.empty(triton.cdiv(n, block), device=x.device, dtype=torch.float32)
-    _amax_kernel[(partial.numel(),)](x, partial, n, BLOCK=block, num_warps=8)
+    _amax_kernel[(partial.numel(),)](x, partial, n, BLOCK=block, HAD=hadamard,
+                                     had_scale=had_scale, num_warps=8)
     return partial.max()
 
 
@@ -327,9 +367,13 @@ def _tiles(fmt_id: int, N: int, dual: bool) -> tuple[int, int, int, int]:
 
 
 def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "nearest",
-             noise: torch.Tensor | None = None, seed: int = 0, per_tensor: bool = False):
+             noise: torch.Tensor | None = None, seed: int = 0, per_tensor: bool = False,
+             hadamard: int = 0):
     """Quantise a 2-D contiguous tensor. Returns (data, scale[, tensor_scale]) and, with
-    ``dual``, the same for X^T appended: the storage of ``formats.quantize``."""
+    ``dual``, the same for X^T appended: the storage of ``formats.quantize``. With
+    ``hadamard`` = 16/32/128 the rows are first rotated by the normalised block Hadamard
+    transform (``dual`` is then not supported: X^T would need the rotation along columns)."""
+    had_scale = hadamard_scale(hadamard) if hadamard else 1.0
     fmt_id = FORMAT_IDS[fmt]
     M, N = x.shape
     x = x.contiguous()
@@ -340,9 +384,9 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     if fmt_id == NVFP4:
         from suite.methods.quant.formats import nvfp4_tensor_scale
 
-        ts = nvfp4_tensor_scale(tensor_amax(x)).reshape(())
+        ts = nvfp4_tensor_scale(tensor_amax(x, hadamard, had_scale)).reshape(())
     elif per_tensor:
-        amax = tensor_amax(x)
+        amax = tensor_amax(x, hadamard, had_scale)
         ts = torch.where(amax / 448.0 > 0, amax / 448.0, torch.ones_like(amax)).reshape(())
 
     def buffers(rows: int, cols: int):
@@ -371,7 +415,7 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     _quant_kernel[grid](
         x, bits(q), bits(s), bits(qt), bits(st), ts if ts is not None else x, u, seed, M, N,
         FMT=fmt_id, G=G, BM=BM, BN=BN, DUAL=dual, SR=sr, HAS_TS=ts is not None,
-        SOFT=triton_interpreted(), num_warps=warps,
+        SOFT=triton_interpreted(), HAD=hadamard, had_scale=had_scale, num_warps=warps,
     )
     if per_tensor:
         out = (q, ts)
@@ -380,6 +424,11 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     if dual:
         out += (qt, st) if ts is None else (qt, st, ts)
     return out
+
+
+def hadamard_scale(h: int) -> float:
+    """1/sqrt(h) rounded to float32: the normalisation both kernel and reference multiply by."""
+    return float(torch.tensor(h ** -0.5, dtype=torch.float32))
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int, int],

@@ -1,0 +1,134 @@
+"""Fused block Hadamard transform + quantise (MXFP4 / NVFP4 / FP8), optional stochastic rounding.
+
+The rotation spreads outliers across a block before a 4-bit cast (QuaRot, HALO, Quartet
+train with it). Definition used by reference and kernel alike: per block of H (16/32/128)
+along the rows, the Walsh-Hadamard butterflies with strides 1, 2, ..., H/2 in float32
+(``fwht``), times float32(1/sqrt(H)); that equals ``x @ hadamard(H) / sqrt(H)`` up to
+float32 rounding (a test ties the two), and fixes the order of every addition so the
+Triton kernel can match it bit for bit. The result is quantised by
+``suite.methods.quant.formats`` (stochastic rounding: same uniforms -> same bits).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from suite.errors import UserError
+from suite.kernel import DTYPE_BYTES, Impl, Kernel, compiled, parse_dtype, randn
+from suite.registry import register_kernel
+
+FORMATS = {"mxfp4": ("mxfp4", {}), "nvfp4": ("nvfp4", {}),
+           "fp8": ("fp8_e4m3", {"granularity": "row"})}
+HADAMARD_SIZES = (16, 32, 128)
+
+
+def fwht(x, h: int):
+    """Unnormalised block Walsh-Hadamard transform of float32 rows, blocks of ``h``."""
+    import torch
+
+    M, N = x.shape
+    step = 1
+    while step < h:
+        y = x.reshape(M, N // (2 * step), 2, step)
+        a, b = y[:, :, 0], y[:, :, 1]
+        x = torch.stack([a + b, a - b], dim=2).reshape(M, N)
+        step *= 2
+    return x
+
+
+def hadamard_rotate(x, h: int):
+    """float32 rows rotated by the normalised block Hadamard of size ``h``."""
+    import torch
+
+    if h not in HADAMARD_SIZES:
+        raise UserError(f"Hadamard block size {h} is not supported; choose one of {HADAMARD_SIZES}")
+    scale = torch.tensor(h ** -0.5, dtype=torch.float32, device=x.device)
+    return fwht(x.float(), h) * scale
+
+
+def hadamard_quantize_reference(x, h: int, fmt: str, rounding: str = "nearest", noise=None,
+                                generator=None):
+    """The oracle: rotate, then ``formats.quantize``; returns the storage tensors."""
+    from suite.methods.quant import formats
+
+    name, opts = FORMATS[fmt]
+    q = formats.quantize(hadamard_rotate(x, h), name, rounding=rounding, noise=noise,
+                         generator=generator, **opts)
+    out = (q.data, q.scale)
+    return out + (q.tensor_scale,) if q.tensor_scale is not None else out
+
+
+def hadamard_quantize(x, h: int, fmt: str, rounding: str = "nearest", noise=None, seed: int = 0):
+    """The Triton kernel: one pass (two for NVFP4: its tensor amax is of the rotated x)."""
+    from suite.kernels._quant_triton import quantize
+
+    if fmt == "fp8" and rounding != "nearest":
+        raise UserError("stochastic rounding is implemented for mxfp4 and nvfp4; FP8 uses "
+                        "round-to-nearest-even (rounding=nearest)")
+    name, _ = FORMATS[fmt]
+    return quantize(x, name, rounding=rounding, noise=noise, seed=seed, hadamard=h)
+
+
+class _HadamardQuant(Kernel):
+    fmt: ClassVar[str] = "mxfp4"
+    h: ClassVar[int] = 32
+    dims = ("M", "N")
+    dtypes = ("bfloat16", "float16", "float32")
+    shapes = ((8192, 8192), (16384, 8192))
+    cpu_shapes = ((256, 1024),)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        block = {"mxfp4": 32, "nvfp4": 16, "fp8": 1}[cls.fmt]
+        cls.divisors = {"N": max(block, cls.h)}
+
+    def check(self, shape, dtype):
+        super().check(shape, dtype)
+        if self.fmt == "fp8" and shape[1] > 32768:
+            raise UserError(f"kernel '{self.name}' keeps a row in registers: N={shape[1]} is "
+                            "over 32768; use the MXFP4/NVFP4 variant or split the rows")
+
+    def make_inputs(self, shape, dtype, device, generator):
+        return (randn(shape, dtype, device, generator, scale=2.0),)
+
+    def reference(self, x):
+        return hadamard_quantize_reference(x, self.h, self.fmt)
+
+    def impls(self):
+        def triton_impl(x):
+            return hadamard_quantize(x, self.h, self.fmt)
+
+        def triton_sr(x):
+            return hadamard_quantize(x, self.h, self.fmt, rounding="stochastic", seed=1234)
+
+        out = {
+            "triton": Impl("triton", triton_impl, needs="triton"),
+            "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True,
+                                  default_on_cpu=False),
+        }
+        if self.fmt != "fp8":
+            out["triton_sr"] = Impl("triton_sr", triton_sr, needs="triton", checked=False,
+                                    note="stochastic rounding (in-kernel RNG): timed, "
+                                    "checked statistically by the tests")
+        return out
+
+    def bytes_moved(self, shape, dtype):
+        M, N = shape
+        n = M * N
+        codes = n // 2 if self.fmt != "fp8" else n
+        scales = {"mxfp4": n // 32, "nvfp4": n // 16 + 4, "fp8": 4 * M}[self.fmt]
+        return n * DTYPE_BYTES[parse_dtype(dtype)] + codes + scales
+
+    def flops(self, shape, dtype):
+        M, N = shape
+        return M * N * (self.h.bit_length() - 1)  # one add per element per butterfly stage
+
+
+for _fmt in FORMATS:
+    for _h in HADAMARD_SIZES:
+        _name = f"hadamard{_h}_{_fmt}"
+        _cls = type(f"Hadamard{_h}{_fmt.title()}", (_HadamardQuant,),
+                    {"name": _name, "fmt": _fmt, "h": _h, "__module__": __name__})
+        register_kernel(_name, kind="quant",
+                        summary=f"block Hadamard ({_h}) + {_fmt} quantise in one pass",
+                        paper="arXiv:2505.14669")(_cls)
