@@ -446,3 +446,18 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int,
                           y.view(torch.int16) if soft else y, M, N,
                           FMT=fmt_id, G=G, BM=BM, BN=BN, BF16_SOFT=soft, num_warps=warps)
     return y
+
+
+@triton.jit
+def _e4m3_soft_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs, mask=offs < n)
+    tl.store(y_ptr + offs, _e4m3_bits_soft(x).to(tl.uint8), mask=offs < n)
+
+
+def e4m3_soft_encode(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> E4M3 bits (uint8) through the integer encoder (tested against torch)."""
+    x = x.contiguous().float()
+    y = torch.empty(x.numel(), dtype=torch.uint8, device=x.device)
+    _e4m3_soft_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+    return y.reshape(x.shape)
