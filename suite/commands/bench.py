@@ -102,6 +102,10 @@ def main(args: argparse.Namespace) -> int:
               f"noise{', normalised' if args.normalized else ''}):")
         print(format_table(comparisons, args.normalized))
         slower = [c for c in comparisons if c.verdict == "slower"]
+        drift = [c for c in comparisons if c.verdict == "drift"]
+        if drift:
+            print(f"note: {len(drift)} case(s) slower in time but not relative to the in-run "
+                  "calibration op (the machine was slower, not the kernel): not a regression")
         if slower:
             print(f"REGRESSION: {len(slower)} case(s) slower than baseline '{args.compare}': "
                   + ", ".join(f"{c.kernel}/{c.impl}/{c.shape} x{c.ratio:.2f}" for c in slower))
