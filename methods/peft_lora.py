@@ -1,29 +1,21 @@
-"""LoRA and PiSSA through peft (PiSSA is peft's ``init_lora_weights="pissa"``)."""
+"""LoRA and PiSSA through peft (PiSSA is peft's ``init_lora_weights="pissa"``).
+
+LoRA (Hu et al. 2021, eq. 3): h = W0 x + (alpha / r) B A x, with A random and B = 0.
+PiSSA (Meng et al. 2024, eq. 2-4): A, B from the top-r singular triplets of W,
+W_res = W - B A frozen, so adapter + residual reproduce W at initialisation.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from suite.methods.peft_wrapper import PeftMethod
+from suite.methods.peft_wrapper import LoraConfig, PeftMethod
 
 from suite.method import MethodContext
 from suite.registry import register_method
 
-
-@dataclass
-class LoraConfig:
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] | None = None  # None: peft's default for the model family
-    rslora: bool = False
-
-    def __post_init__(self) -> None:
-        if self.r <= 0:
-            raise ValueError("r must be a positive integer")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("dropout must be in [0, 1)")
+__all__ = ["Lora", "LoraConfig", "Pissa", "PissaConfig"]
 
 
 @register_method("lora", kind="peft", summary="low-rank adapters on attention projections",
@@ -35,10 +27,7 @@ class Lora(PeftMethod):
 
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
         c = self.config
-        kwargs = dict(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, use_rslora=c.rslora)
-        if c.target_modules:
-            kwargs["target_modules"] = list(c.target_modules)
-        return kwargs
+        return dict(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, use_rslora=c.rslora)
 
 
 @dataclass

@@ -1,15 +1,21 @@
 """One generic wrapper around the installed peft: a method is a peft config plus defaults.
 
 A subclass names the peft config class and maps its own typed ``Config`` onto peft's
-arguments; the wrapper chooses the peft task type from the model's head, keeps the task
-head trainable, and turns peft's errors about absent target modules into a clear message.
+arguments. The wrapper picks the peft task type from the task's head (the head stays
+trainable: peft's sequence-classification model keeps ``classifier``/``score`` in
+``modules_to_save``), resolves target modules per model family (``suite.methods.targets``),
+runs data-aware initialisation through optional ``prepare``/``finish`` hooks, and turns
+peft's errors about absent target modules into one clear message.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from suite.errors import UserError
+from suite.methods.targets import resolve_targets
+
+from suite.errors import CellFailure, UserError
 from suite.method import Method, MethodContext
 
 
@@ -17,20 +23,59 @@ def peft_task_type(ctx: MethodContext) -> str:
     return "CAUSAL_LM" if ctx.task_kind == "causal-lm" else "SEQ_CLS"
 
 
+@dataclass
+class LoraConfig:
+    """Arguments shared by the LoRA family (lora, rslora, dora, pissa, olora, corda, eva, ...)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | None = None  # None: the family default (attention q, v)
+    rslora: bool = False
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ValueError("r must be a positive integer")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout must be in [0, 1)")
+
+
 class PeftMethod(Method):
     """Base of methods implemented by peft. Subclasses set ``peft_config_class`` and ``peft_kwargs``."""
 
     peft_config_class: ClassVar[str] = ""
     mergeable = True
+    target_kind: ClassVar[str | None] = "attention"  # key of suite.methods.targets tables; None: no targets
+    families: ClassVar[tuple[str, ...]] = ()  # model families the tuner supports; empty: any
 
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
         raise NotImplementedError
 
+    # -- helpers for subclasses --------------------------------------------------------------
+    def targets(self, model: Any, kind: str | None = None, explicit: Any = "config") -> list[str] | None:
+        """Target module keys: the config's ``target_modules`` if set, else the family default."""
+        if explicit == "config":
+            explicit = getattr(self.config, "target_modules", None)
+        return resolve_targets(model, self.name, kind or self.target_kind or "attention", explicit)
+
+    # -- data-aware initialisation hooks ---------------------------------------------------------
+    def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:
+        """Before ``get_peft_model``: e.g. CorDA's covariance, LoRA-GA's gradient estimate."""
+
+    def finish(self, model: Any, ctx: MethodContext) -> Any:
+        """After ``get_peft_model``: e.g. EVA's SVD of layer inputs."""
+        return model
+
+    # -- the verb --------------------------------------------------------------------------------
     def build_peft_config(self, model: Any, ctx: MethodContext) -> Any:
         import peft
 
         config_class = getattr(peft, self.peft_config_class)
         kwargs = self.peft_kwargs(model, ctx)
+        if self.target_kind is not None and "target_modules" not in kwargs:
+            keys = self.targets(model)
+            if keys is not None:
+                kwargs["target_modules"] = keys
         kwargs.setdefault("task_type", peft_task_type(ctx))
         try:
             return config_class(**kwargs)
@@ -39,22 +84,34 @@ class PeftMethod(Method):
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from peft import get_peft_model
+        from suite.methods.targets import adaptable_names, family_of
 
+        family = family_of(model)
+        if self.families and family not in self.families:
+            raise UserError(f"method '{self.name}' cannot apply to model family '{family or 'unknown'}'; "
+                            f"it supports: {', '.join(self.families)}")
         config = self.build_peft_config(model, ctx)
+        self.prepare(model, config, ctx)
         try:
-            return get_peft_model(model, config)
+            peft_model = get_peft_model(model, config)
         except ValueError as exc:
             text = str(exc)
             if "target" in text.lower():
-                present = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
                 raise UserError(
                     f"method '{self.name}' cannot apply to this model: {text}. Set target_modules "
-                    f"to module names it has, e.g. one of: {', '.join(present[:30])}"
+                    f"(separate names with ';') to names it has, e.g. one of: "
+                    f"{', '.join(adaptable_names(model)[:40])}"
                 ) from None
             raise
+        return self.finish(peft_model, ctx)
 
+    # -- cost and export ---------------------------------------------------------------------------
     def save_adapter(self, model: Any, path: str) -> None:
+        """The peft format: adapter_config.json + adapter_model.safetensors (trained head included)."""
         model.save_pretrained(path)
 
     def merge(self, model: Any) -> Any:
+        if not self.mergeable:
+            raise CellFailure(f"method '{self.name}' cannot be merged into the base model "
+                              f"(it changes the input or the architecture); save the adapter instead")
         return model.merge_and_unload()

@@ -1,0 +1,139 @@
+"""Which modules a method adapts, per model family, and a clear error when they are absent.
+
+Every method that adapts "the attention projections" or "all linear layers" asks here,
+so peft-based and written-here methods pick the same modules for the same model, and a
+user-named module that the model lacks ends in one message naming the method, the
+argument and the names the model does have. No torch import at module level: plugin
+modules import this at registration time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from suite.errors import UserError
+
+_BERT = {
+    "attention": ("query", "value"),
+    "all-linear": ("query", "key", "value", "output.dense", "intermediate.dense"),
+    "attn-out": ("attention.output.dense",),
+    "ffn-up": ("intermediate.dense",),
+    "ffn-down": ("output.dense",),
+    "norm": ("LayerNorm",),
+    "ia3": ("key", "value", "output.dense"),
+    "ia3-ff": ("output.dense",),
+}
+_LLAMA = {
+    "attention": ("q_proj", "v_proj"),
+    "all-linear": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "attn-out": ("o_proj",),
+    "ffn-up": ("gate_proj", "up_proj"),
+    "ffn-down": ("down_proj",),
+    "norm": ("input_layernorm", "post_attention_layernorm"),
+    "ia3": ("k_proj", "v_proj", "down_proj"),
+    "ia3-ff": ("down_proj",),
+}
+BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra", "camembert", "mpnet")
+LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "granite")
+FAMILY_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
+    **{f: _BERT for f in BERT_LIKE}, **{f: _LLAMA for f in LLAMA_LIKE},
+}
+
+
+def family_of(model: Any) -> str:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", "") or ""
+
+
+def module_matches(name: str, key: str) -> bool:
+    """peft's rule for a target key: the full name, or a dotted suffix of it."""
+    return name == key or name.endswith("." + key)
+
+
+def adaptable_names(model: Any) -> list[str]:
+    """Suffix names of the modules a user may target (linear, conv, embedding and norm layers)."""
+    import torch
+
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Embedding, torch.nn.LayerNorm)
+    out = set()
+    for name, module in model.named_modules():
+        if name and (isinstance(module, kinds) or "norm" in type(module).__name__.lower()):
+            parts = name.split(".")
+            out.add(parts[-1])
+            if len(parts) > 1 and not parts[-2].isdigit():
+                out.add(".".join(parts[-2:]))
+    return sorted(out)
+
+
+def resolve_targets(model: Any, method: str, kind: str, explicit: tuple[str, ...] | list[str] | None,
+                    argument: str = "target_modules") -> list[str] | None:
+    """The module keys to adapt: the user's (checked) or the family default for ``kind``.
+
+    Returns None when the family is unknown and the user named nothing: the caller then
+    falls back to its library's own default (peft knows many families) or fails clearly.
+    """
+    names = [n for n, _ in model.named_modules() if n]
+    if explicit:
+        missing = [k for k in explicit if not any(module_matches(n, k) for n in names)]
+        if missing:
+            raise UserError(
+                f"method '{method}' cannot apply to this model: argument '{argument}' names "
+                f"{', '.join(repr(m) for m in missing)}, which the model ({family_of(model) or 'unknown'}) "
+                f"does not have. Valid choices: {', '.join(adaptable_names(model)[:60])}"
+            )
+        return list(explicit)
+    family = family_of(model)
+    table = FAMILY_TARGETS.get(family)
+    if table is None or kind not in table:
+        return None
+    keys = [k for k in table[kind] if any(module_matches(n, k) for n in names)]
+    if not keys:
+        raise UserError(
+            f"method '{method}' cannot apply to this model: none of its default modules "
+            f"({', '.join(table[kind])}) exist. Set '{argument}' to names it has: "
+            f"{', '.join(adaptable_names(model)[:60])}"
+        )
+    return keys
+
+
+def require_targets(model: Any, method: str, kind: str, explicit: tuple[str, ...] | None,
+                    argument: str = "target_modules") -> list[str]:
+    """Like ``resolve_targets`` but an unknown family is an error (written-here methods have no fallback)."""
+    keys = resolve_targets(model, method, kind, explicit, argument)
+    if keys is None:
+        raise UserError(
+            f"method '{method}' has no default modules for model family '{family_of(model) or 'unknown'}'. "
+            f"Set '{argument}' (separate names with ';'), e.g. from: {', '.join(adaptable_names(model)[:60])}"
+        )
+    return keys
+
+
+def matching_modules(model: Any, keys: list[str], module_type: Any = None,
+                     exclude: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """(name, module) pairs whose name matches a key, optionally of one type, outside ``exclude`` prefixes."""
+    out = []
+    for name, module in model.named_modules():
+        if not name or any(name == e or name.startswith(e + ".") for e in exclude):
+            continue
+        if module_type is not None and not isinstance(module, module_type):
+            continue
+        if any(module_matches(name, k) for k in keys):
+            out.append((name, module))
+    return out
+
+
+def set_module(model: Any, name: str, new: Any) -> None:
+    """Replace the submodule at dotted ``name``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def transformer_blocks(model: Any) -> Any:
+    """The longest ModuleList of the model: its transformer blocks."""
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise UserError("this model has no list of transformer blocks (nn.ModuleList)")
+    return max(lists, key=len)
