@@ -171,3 +171,24 @@ def test_gpu_only_impl_named_on_cpu_is_a_user_error(tmp_path, monkeypatch):
                               "--store", str(tmp_path), "--device", "cpu"])
     with pytest.raises(UserError, match="needs a CUDA GPU"):
         args.handler(args)
+
+
+def test_cli_exit_codes_through_the_real_command(tmp_path):
+    """`suite bench kernels --save b && suite bench kernels --compare b` as a user runs it."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "suite.cli", "bench", "kernels", *args,
+                               "--store", str(tmp_path), "--device", "cpu"],
+                              capture_output=True, text=True, timeout=300)
+
+    common = ["--kernels", "quantize_int8_row", "--impls", "reference", "--rounds", "7"]
+    saved = run(*common, "--save", "b")
+    assert saved.returncode == 0, saved.stderr
+    compared = run(*common, "--compare", "b")
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "no regression" in compared.stdout
+    bad = run("--kernels", "quantize_mxfp5")
+    assert bad.returncode == 2
+    assert "Did you mean" in bad.stderr and "Traceback" not in bad.stderr
