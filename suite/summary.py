@@ -29,6 +29,7 @@ def print_summary(store, cells: list, outcomes: list) -> int:
         ])
     header = ["method", "task", "primary (mean)", "seeds", "train s", "peak MB", "trainable"]
     _print_table(header, rows)
+    _print_glue_scores(ok)
     if failed:
         print(f"\n{len(failed)} cell(s) failed (stored with their errors):", file=sys.stderr)
         for o in failed:
@@ -44,3 +45,27 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def _print_glue_scores(ok) -> None:
+    """The GLUE score per method (mean over seeds of each task score), naming the tasks it covers."""
+    from suite.stats import glue_score, glue_task_score
+
+    glue = ok[(ok["task"] == "glue") & (ok["split"] != "cost")]
+    if glue.empty:
+        return
+    print()
+    for variant, group in glue.groupby("variant", sort=True):
+        task_scores = {}
+        for subtask, rows in group.groupby("subtask"):
+            per_seed = [glue_task_score(subtask, _metric_map(r)) for _, r in rows.groupby("seed")]
+            per_seed = [v for v in per_seed if v is not None]
+            task_scores[subtask] = sum(per_seed) / len(per_seed) if per_seed else None
+        score, used = glue_score(task_scores)
+        if used:
+            print(f"GLUE score {variant}: {100 * score:.2f} over {len(used)} task(s): {', '.join(sorted(used))}")
+
+
+def _metric_map(rows) -> dict[tuple[str, str], float]:
+    keys = zip(rows["metric"], rows["split"], strict=True)
+    return dict(zip(keys, rows["value"], strict=True))
