@@ -421,8 +421,11 @@ class _CordaMethod(PeftMethod):
         def run_model() -> None:
             was = model.training
             model.eval()
-            for batch in batches:
-                model(**{k: v for k, v in batch.items() if k != "labels"})
+            for batch in batches:  # peft's CorDA hook takes one sequence per forward pass
+                mask = batch.get("attention_mask")
+                for i in range(batch["input_ids"].shape[0]):
+                    length = int(mask[i].sum()) if mask is not None else batch["input_ids"].shape[1]
+                    model(**{k: v[i:i + 1, :length] for k, v in batch.items() if k != "labels"})
             model.train(was)
 
         preprocess_corda(model, peft_config, run_model=run_model)

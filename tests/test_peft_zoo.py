@@ -1,0 +1,312 @@
+"""The PEFT zoo end to end: every registered method runs through the runner, parameter counts
+match their formulas, merged models equal adapted ones, errors name method, argument, choices.
+
+Tiny models from configs, synthetic data, one torch thread (the CPU is shared; thread
+oversubscription makes tiny matmuls 10x slower, not faster).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from suite.config import build_config
+from suite.errors import UserError
+from suite.method import MethodContext
+from suite.registry import METHODS, TASKS
+
+GPU_ONLY = {"loftq"}  # peft's LoftQ quantises with bitsandbytes on CUDA
+LLAMA_ONLY = {"adaption-prompt"}
+NO_BIAS_MODELS = {"bitfit"}  # Llama has no bias terms
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def peft_methods() -> list[str]:
+    return [e.name for e in METHODS.entries() if e.kind == "peft"]
+
+
+def tiny(model_name: str = "tiny-bert", n_items: int = 128):
+    task = TASKS.get("smoke").target(subtask=None, data_dir=None)
+    torch.manual_seed(0)
+    bundle = task.build_model(model_name)
+    items = task.tokenize(task.load("train", n_items), bundle, 32)
+
+    def calibration(n: int, batch_size: int | None = None) -> list[dict]:
+        size = batch_size or 8
+        return [task.collate(items[i * size:(i + 1) * size], bundle) for i in range(n)]
+
+    ctx = MethodContext(seed=0, model_family=bundle.family, task_kind=task.head, tokenizer=bundle.tokenizer,
+                        calibration_source=calibration, recipe=SimpleNamespace(max_steps=10))
+    batch = task.collate(items[:16], bundle)
+    return bundle.model, ctx, batch, items, task, bundle
+
+
+def make(name: str, **args):
+    cls = METHODS.get(name).target
+    return cls(build_config(cls.Config, args, f"method '{name}'"))
+
+
+def run_sweep(tmp_path, methods: list[str], model: str) -> dict[str, tuple[str, str]]:
+    from suite.results.store import ResultStore
+
+    from suite.cli import main
+
+    store = tmp_path / f"store-{model}"
+    main(["run", "--methods", ",".join(methods), "--tasks", "smoke", "--models", model,
+          "--max-steps", "3", "--limit", "32", "--batch-size", "8", "--max-length", "32",
+          "--store", str(store), "--no-progress"])
+    frame = ResultStore(store).load()
+    return {m: (g["status"].iloc[0], str(g["error"].iloc[0])) for m, g in frame.groupby("method")}
+
+
+def test_every_peft_method_runs_the_smoke_task_on_tiny_bert(tmp_path):
+    names = [n for n in peft_methods() if n not in GPU_ONLY | LLAMA_ONLY]
+    assert len(names) >= 50
+    status = run_sweep(tmp_path, names, "tiny-bert")
+    failed = {m: err for m, (s, err) in status.items() if s != "ok"}
+    assert not failed, failed
+    assert set(status) == set(names)
+
+
+def test_causal_lm_family_defaults_on_tiny_llama(tmp_path):
+    names = ["lora", "dora", "pissa", "adalora", "vera", "ia3", "loha", "oft", "ln-tuning", "prefix", "prompt",
+             "adaption-prompt", "eva", "ssf", "s2ft", "lora-xs", "sorsa", "spiel", "lisa", "mezo"]
+    status = run_sweep(tmp_path, names, "tiny-llama")
+    failed = {m: err for m, (s, err) in status.items() if s != "ok"}
+    assert not failed, failed
+    assert set(status) == set(names)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="LoftQ needs CUDA (and bitsandbytes)")
+def test_loftq_on_gpu(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    status = run_sweep(tmp_path, ["loftq"], "tiny-bert")
+    assert status["loftq"][0] == "ok", status
+
+
+def test_loftq_without_gpu_fails_clearly():
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    model, ctx, *_ = tiny()
+    with pytest.raises(Exception, match="CUDA GPU and bitsandbytes"):
+        make("loftq").apply(model, ctx)
+
+
+# -- parameter counts ------------------------------------------------------------------------------
+def _dims(model):
+    c = model.config
+    return c.hidden_size, c.intermediate_size, c.num_hidden_layers
+
+
+def _head(model) -> int:
+    return sum(p.numel() for p in model.classifier.parameters())
+
+
+def _biases(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias") and "classifier" not in n)
+
+
+def expected_trainable(name: str, model) -> int:
+    """Each method's formula on tiny-bert (hidden h, FFN f, L layers; q and v adapted by default)."""
+    h, f, L = _dims(model)
+    n_qv = 2 * L  # adapted matrices (query, value), each h x h
+    heads = model.config.num_attention_heads
+    linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "classifier" not in n]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    formulas = {
+        "lora": n_qv * 8 * (h + h),
+        "rslora": n_qv * 8 * (h + h),
+        "pissa": n_qv * 8 * (h + h),
+        "olora": n_qv * 8 * (h + h),
+        "dora": n_qv * (8 * (h + h) + h),  # + magnitude vector
+        "mica": n_qv * 8 * h,  # B frozen, only A (r x in) trains
+        "adalora": n_qv * (12 * (h + h) + 12),  # init_r: A, B and the singular values E
+        "vera": n_qv * (256 + h),  # lambda_d (r) and lambda_b (out)
+        "loha": n_qv * 2 * 8 * (h + h),
+        "hra": n_qv * 8 * h,
+        "miss": n_qv * 16 * h,
+        "shira": n_qv * 32 * (h + h),
+        "fourierft": n_qv * 1000,
+        "ia3": L * (h + h + h + f),  # key, value (out), attention.output.dense (in h), output.dense (in f)
+        "ln-tuning": sum(2 * m.normalized_shape[0] for m in norms),
+        "prefix": 20 * L * 2 * h,
+        "prompt": 20 * h,
+        "bitfit": _biases(model),
+        "ssf": sum(m.out_features * (1 + (m.bias is not None)) for m in linears)
+        + sum(2 * m.normalized_shape[0] for m in norms),
+        "s2ft": L * (h * (h // heads) * 1 + h * 32),  # one head's O columns + 32 down columns
+        "lora-xs": n_qv * 16 * 16,
+        "svfit": n_qv * 16,
+        "sorsa": n_qv * 8 * (h + h + 1),
+        "spiel": sum(round(0.01 * m.weight.numel()) for n, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear) and "classifier" not in n and "pooler" not in n),
+    }
+    return formulas[name] + _head(model)
+
+
+@pytest.mark.parametrize("name", ["lora", "rslora", "pissa", "olora", "dora", "mica", "adalora", "vera", "loha",
+                                  "hra", "miss", "shira", "fourierft", "ia3", "ln-tuning", "prefix", "prompt",
+                                  "bitfit", "ssf", "s2ft", "lora-xs", "svfit", "sorsa", "spiel"])
+def test_trainable_parameters_match_the_formula(name):
+    from suite.modeling import count_parameters
+
+    model, ctx, *_ = tiny()
+    expected = expected_trainable(name, model)
+    adapted = make(name).apply(model, ctx)
+    assert count_parameters(adapted)[0] == expected
+
+
+def test_vblora_parameter_count_uses_an_auto_vector_length():
+    from suite.modeling import count_parameters
+
+    model, ctx, *_ = tiny()
+    h, _, L = _dims(model)
+    head = _head(model)
+    adapted = make("vblora").apply(model, ctx)
+    length = 64  # largest power of two <= 256 dividing tiny-bert's 64-wide q/v
+    bank = 256 * length
+    logits = 2 * L * 4 * (h // length + h // length) * 256  # r x (in/len + out/len) x num_vectors per matrix
+    assert count_parameters(adapted)[0] == bank + logits + head
+
+
+# -- merging ---------------------------------------------------------------------------------------
+def mergeable_methods() -> list[str]:
+    out = []
+    for e in METHODS.entries():
+        if e.kind == "peft" and e.target.mergeable and e.name not in GPU_ONLY | LLAMA_ONLY:
+            out.append(e.name)
+    return out
+
+
+def test_merged_models_equal_adapted_models():
+    """Perturb every trainable tensor (so adapters are not at their identity init), then merge."""
+    mismatched, failed = {}, {}
+    for name in mergeable_methods():
+        model, ctx, batch, *_ = tiny(n_items=64)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        method = make(name)
+        adapted = method.apply(model, ctx)
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in adapted.parameters():
+                if p.requires_grad and p.is_floating_point():
+                    p.add_(0.02 * torch.randn(p.shape, generator=generator))
+        adapted.eval()
+        with torch.no_grad():
+            want = adapted(**inputs).logits
+        try:
+            merged = method.merge(adapted)
+        except Exception as exc:  # noqa: BLE001 - collect every method's problem in one report
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        merged.eval()
+        assert "Peft" not in type(merged).__name__, name
+        with torch.no_grad():
+            got = merged(**inputs).logits
+        err = (got - want).abs().max().item()
+        if not err <= 1e-4 * max(1.0, want.abs().max().item()):
+            mismatched[name] = err
+    assert not failed, failed
+    assert not mismatched, mismatched
+
+
+def test_non_mergeable_methods_say_so():
+    from suite.errors import CellFailure
+
+    for name in ["prefix", "prompt", "p-tuning", "lily"]:
+        model, ctx, *_ = tiny(n_items=16)
+        method = make(name)
+        adapted = method.apply(model, ctx)
+        with pytest.raises(CellFailure, match=f"method '{name}' cannot be merged"):
+            method.merge(adapted)
+
+
+def test_peft_adapters_save_in_peft_format(tmp_path):
+    import json
+
+    model, ctx, *_ = tiny(n_items=16)
+    method = make("dora")
+    adapted = method.apply(model, ctx)
+    method.save_adapter(adapted, str(tmp_path))
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["use_dora"] is True and config["peft_type"] == "LORA"
+    assert (tmp_path / "adapter_model.safetensors").is_file()
+
+
+# -- AdaLoRA's schedule in the shared loop ------------------------------------------------------------
+def test_adalora_rank_schedule_runs_in_the_shared_loop():
+    from suite.recipe import Recipe
+    from suite.train import Trainer
+
+    model, ctx, _, items, task, bundle = tiny(n_items=64)
+    method = make("adalora", target_r=2, init_r=6, delta_t=1, tinit_ratio=0.1, tfinal_ratio=0.3)
+    bundle.model = method.apply(model, ctx)
+    recipe = Recipe(lr=1e-2, max_steps=12, batch_size=8, warmup_ratio=0.0)
+    trainer = Trainer(bundle.model, items, lambda c: task.collate(c, bundle), recipe, [method], "cpu", 0,
+                      progress=False)
+    trainer.train()
+    config = bundle.model.peft_config["default"]
+    assert config.total_step == 12 and config.tinit == 1 and config.tfinal == 3
+    ranks = [int(sum(bool(x) for x in mask)) for mask in config.rank_pattern.values()]
+    assert ranks and sum(ranks) == 2 * len(ranks)  # pruned from init_r=6 to a total budget of target_r per matrix
+    assert method.measurements(bundle.model)["adalora_mean_rank"] == pytest.approx(2.0)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["lora", "vera", "oft", "s2ft", "mezo", "spiel"])
+def test_unknown_argument_names_method_argument_and_choices(name):
+    cls = METHODS.get(name).target
+    with pytest.raises(UserError) as info:
+        build_config(cls.Config, {"rank_typo": "3"}, f"method '{name}'")
+    text = str(info.value)
+    assert f"method '{name}'" in text and "rank_typo" in text and "Valid arguments" in text
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "vera", "boft", "lora-xs", "spiel", "svfit"])
+def test_absent_target_modules_end_in_a_clear_message(name):
+    model, ctx, *_ = tiny(n_items=16)
+    method = make(name, target_modules=("q_proj",))
+    with pytest.raises(UserError) as info:
+        method.apply(model, ctx)
+    text = str(info.value)
+    assert f"method '{name}'" in text and "target_modules" in text and "q_proj" in text
+    assert "query" in text  # the valid choices name the modules the model has
+
+
+def test_family_restricted_methods_name_the_supported_families():
+    model, ctx, *_ = tiny(n_items=16)
+    with pytest.raises(UserError, match="adaption-prompt.*supports: llama"):
+        make("adaption-prompt").apply(model, ctx)
+
+
+def test_list_shows_kind_source_and_paper(capsys):
+    from suite.cli import main
+
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    for name, source in [("dora", "peft"), ("s2ft", "suite"), ("mezo", "suite"), ("vera", "peft")]:
+        line = next(line for line in out.splitlines() if line.split()[:1] == [name])
+        assert line.split()[1] == "peft" and line.split()[2] == source and "arXiv" in line
+
+
+def test_every_method_config_is_a_typed_dataclass():
+    import dataclasses
+    import typing
+
+    for entry in METHODS.entries():
+        if entry.kind != "peft":
+            continue
+        config = entry.target.Config
+        assert dataclasses.is_dataclass(config), entry.name
+        hints = typing.get_type_hints(config)
+        assert all(f.name in hints for f in dataclasses.fields(config)), entry.name
