@@ -60,6 +60,7 @@ class RenderResult:
     n_figures: int
     seconds: float
     boards: list
+    timings: dict  # seconds per stage: load, statistics, figures, pages, cells
 
 
 def make_env() -> jinja2.Environment:
@@ -104,7 +105,16 @@ def render_site(
     tasks: list[str] | None = None,
 ) -> RenderResult:
     start = time.perf_counter()
+    timings: dict[str, float] = {}
+    clock = [start]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        timings[stage] = timings.get(stage, 0.0) + now - clock[0]
+        clock[0] = now
+
     store, cells, kern = load_store(store_path)
+    lap("load")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output '{out}' is a file; give a folder for the site")
@@ -114,6 +124,7 @@ def render_site(
               if not cells.empty else [])
     if not boards and kern.empty:
         raise UserError("nothing to render")
+    lap("statistics")
 
     (out / "cells").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
@@ -160,6 +171,8 @@ def render_site(
         if figures.pareto_svg(pts, ylabel, out / name, hib):
             fig_paths[b.slug] = name
             n_fig += 1
+
+    lap("figures")
 
     # Per-task pages.
     ok = cells[cells["status"] == "ok"] if not cells.empty else cells
@@ -222,7 +235,9 @@ def render_site(
         title="Tasks", root="", tasks=task_list, **common), encoding="utf-8")
     pages += 2
 
+    lap("pages")
     pages += _render_cells(env, cells, out, cell_task_href, common)
+    lap("cells")
 
     if kernel_groups:
         for g in kernel_groups:
@@ -235,7 +250,8 @@ def render_site(
             threshold_pct=round(kernels.REGRESSION_THRESHOLD * 100), **common), encoding="utf-8")
         pages += 1
 
-    return RenderResult(out, n_ok, n_failed, pages, n_fig, time.perf_counter() - start, boards)
+    lap("kernels")
+    return RenderResult(out, n_ok, n_failed, pages, n_fig, time.perf_counter() - start, boards, timings)
 
 
 def _other_metric_stats(ok: pd.DataFrame) -> dict:

@@ -228,23 +228,35 @@ def _build_board(family, model, part, score_rows, costs, failed, baseline, predi
     failed_count = fam_failed.drop_duplicates("cell_id").groupby(["variant", "subtask"]).size().to_dict()
 
     rows: dict[str, Row] = {}
-    grouped = part.groupby(["variant", "subtask", "split", "metric"], sort=False)
-    for (variant, sub, split, met), g in grouped:
-        g = g.sort_values("seed", kind="stable")
+    # Plain arrays and one groupby.indices: a pandas sub-frame per group is too slow at 10k cells.
+    part = part.sort_values("seed", kind="stable")
+    col_cid = part["cell_id"].to_numpy()
+    col_seed = part["seed"].to_numpy()
+    col_value = part["value"].to_numpy(dtype=float)
+    col_method = part["method"].to_numpy()
+    col_kind = part["method_kind"].to_numpy()
+    cost_names = [c for c in COST_METRICS if c in costs.columns] if not costs.empty else []
+    cost_pos = {cid: i for i, cid in enumerate(costs.index)} if cost_names else {}
+    cost_arr = costs[cost_names].to_numpy(dtype=float) if cost_names else None
+    groups = part.groupby(["variant", "subtask", "split", "metric"], sort=False).indices
+    for (variant, sub, split, met), idx in groups.items():
         row = rows.get(variant)
         if row is None:
-            row = rows[variant] = Row(str(variant), str(g["method"].iloc[0]), str(g["method_kind"].iloc[0]))
-        ids = g["cell_id"].tolist()
+            row = rows[variant] = Row(str(variant), str(col_method[idx[0]]), str(col_kind[idx[0]]))
+        ids = col_cid[idx].tolist()
+        values = col_value[idx]
         entry = Entry(
-            summary=stats.summarize(g["value"].to_numpy(dtype=float)),
+            summary=stats.summarize(values),
             cell_ids=ids,
-            seeds=g["seed"].tolist(),
-            values=g["value"].astype(float).tolist(),
+            seeds=col_seed[idx].tolist(),
+            values=values.tolist(),
             n_failed=int(failed_count.get((variant, sub), 0)),
         )
-        if not costs.empty:
-            sub_costs = costs.reindex(ids)
-            entry.costs = {c: float(sub_costs[c].mean()) for c in COST_METRICS if c in sub_costs}
+        if cost_arr is not None:
+            pos = [cost_pos[c] for c in ids if c in cost_pos]
+            if pos:
+                block = cost_arr[pos]
+                entry.costs = {name: _nanmean(block[:, j]) for j, name in enumerate(cost_names)}
         row.entries[(sub, split, met)] = entry
     ordered = sorted(rows.values(), key=lambda r: r.variant)
     for row in ordered:
@@ -258,6 +270,11 @@ def _build_board(family, model, part, score_rows, costs, failed, baseline, predi
         _test_against_baseline(board, part, score_rows, predictions)
     _aggregate(board, score_rows)
     return board
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else math.nan
 
 
 def _row_costs(row: Row) -> None:
@@ -378,9 +395,11 @@ def _aggregate(board: Board, score_rows: pd.DataFrame) -> None:
         fam = score_rows[(score_rows["task"] == "glue") & (score_rows["model"] == board.model)
                          & score_rows["variant"].isin([r.variant for r in complete])]
         task_means = fam.groupby(["variant", "subtask", "metric", "split"])["value"].mean()
+        found: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+        for (variant, sub, metric, split), v in task_means.items():
+            found.setdefault((variant, sub), {})[(metric, split)] = v
         per_variant: dict[str, dict[str, float | None]] = {}
-        for (variant, sub), g in task_means.groupby(level=[0, 1]):
-            metrics = {(m, s): v for (_, _, m, s), v in g.items()}
+        for (variant, sub), metrics in found.items():
             per_variant.setdefault(variant, {})[sub] = stats.glue_task_score(sub, metrics)
         if all(per_variant.get(r.variant, {}).get(t) is not None for r in complete for t in subtasks):
             for r in complete:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
@@ -60,11 +61,16 @@ def bootstrap_ci(
     x = x[~np.isnan(x)]
     if x.size < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    means = x[_resample_index(x.size, n_boot, seed)].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+@lru_cache(maxsize=64)
+def _resample_index(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap indices, shared by all groups of one size (a leaderboard has thousands)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
 def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
@@ -211,14 +217,15 @@ def seed_permutation_test(method: Sequence[float], baseline: Sequence[float]) ->
         return TestResult(math.nan, math.nan, "none", int(a.size))
     delta = float(a.mean() - b.mean())
     pooled = np.concatenate([a, b])
-    observed = abs(delta)
-    hits = total = 0
-    for idx in combinations(range(pooled.size), a.size):
-        mask = np.zeros(pooled.size, dtype=bool)
-        mask[list(idx)] = True
-        d = pooled[mask].mean() - pooled[~mask].mean()
-        hits += abs(d) >= observed - 1e-12
-        total += 1
+    n, k = pooled.size, a.size
+    if math.comb(n, k) <= 200_000:  # all splits: exact
+        idx = np.array(list(combinations(range(n), k)))
+    else:  # many seeds: a fixed-seed sample of splits
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        idx = np.argsort(rng.random((20_000, n)), axis=1)[:, :k]
+    sums = pooled[idx].sum(axis=1)
+    diffs = sums / k - (pooled.sum() - sums) / (n - k)
+    hits, total = int((np.abs(diffs) >= abs(delta) - 1e-12).sum()), len(idx)
     return TestResult(delta, float(hits / total), "seed-permutation", int(a.size))
 
 
