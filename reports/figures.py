@@ -44,9 +44,18 @@ class Point:
     costs: dict[str, float]
 
 
+def _axes_used(points: Sequence[Point]) -> list[tuple[str, str, bool]]:
+    return [a for a in COST_AXES if any(_finite(p.costs.get(a[0])) and _finite(p.score) for p in points)]
+
+
+def has_data(points: Sequence[Point]) -> bool:
+    """Whether ``pareto_svg`` would draw these points: pages can link a figure before it is drawn."""
+    return bool(_axes_used(points))
+
+
 def pareto_svg(points: Sequence[Point], ylabel: str, path: Path, higher_is_better: bool = True) -> bool:
     """Score against each cost, front highlighted and labelled. False when there is nothing to draw."""
-    axes_used = [a for a in COST_AXES if any(_finite(p.costs.get(a[0])) and _finite(p.score) for p in points)]
+    axes_used = _axes_used(points)
     if not axes_used:
         return False
     with plt.rc_context(RC):
@@ -76,7 +85,7 @@ def pareto_svg(points: Sequence[Point], ylabel: str, path: Path, higher_is_bette
         axes[0][0].legend(loc="best", fontsize=7, frameon=False)
         # Fixed margins: tight_layout measures every text extent and costs more than the plot.
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.17, top=0.95, wspace=0.32)
-        fig.savefig(path, format="svg")
+        fig.savefig(path, format="svg", metadata={"Date": None})  # reproducible files
         plt.close(fig)
     return True
 
@@ -105,7 +114,7 @@ def history_svg(series: dict[str, list[tuple[str, float, bool]]], title: str, pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.subplots_adjust(left=0.08, right=0.62, bottom=0.25, top=0.88)
-        fig.savefig(path, format="svg")
+        fig.savefig(path, format="svg", metadata={"Date": None})  # reproducible files
         plt.close(fig)
     return True
 

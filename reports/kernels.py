@@ -1,19 +1,25 @@
 """The kernels page's model: latest timings with peers side by side, and history across commits.
 
-A step in the history is marked a regression when the kernel got slower than at the
-previous commit by more than ``threshold`` *and* beyond the measured noise: the new
-10th-percentile time is above the old 90th percentile (the sample ranges do not overlap).
-Histories are kept per device, since times from different machines do not compare.
+A step in the history is a regression exactly when ``suite bench kernels --compare`` would
+call it one: the site hands the two runs' timing samples to the gate's own
+``suite.bench.gate.compare_rows`` with the gate's default threshold and test level, so the
+page and the CI gate cannot disagree. Rows without samples (older stores) are shown but not
+judged. Histories are kept per device, since times from different machines do not compare.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-REGRESSION_THRESHOLD = 0.05
+from suite.bench.gate import compare_rows
+
+_GATE_DEFAULTS = inspect.signature(compare_rows).parameters
+REGRESSION_THRESHOLD: float = _GATE_DEFAULTS["threshold"].default
+REGRESSION_ALPHA: float = _GATE_DEFAULTS["alpha"].default
 
 
 @dataclass
@@ -35,17 +41,46 @@ class KernelGroup:
     figure: str = ""
 
 
-def is_regression(prev: dict, cur: dict, threshold: float = REGRESSION_THRESHOLD) -> bool:
-    """Slower by more than ``threshold`` and outside the previous run's p10..p90 noise band."""
-    t0, t1 = prev.get("time_ms"), cur.get("time_ms")
-    if not _num(t0) or not _num(t1) or t0 <= 0:
-        return False
-    if t1 <= t0 * (1 + threshold):
-        return False
-    p90_prev, p10_cur = prev.get("time_ms_p90"), cur.get("time_ms_p10")
-    if _num(p90_prev) and _num(p10_cur):
-        return p10_cur > p90_prev
-    return True
+def gate_settings() -> dict[str, float]:
+    return {"threshold_pct": round(REGRESSION_THRESHOLD * 100), "alpha": REGRESSION_ALPHA}
+
+
+def has_samples(frame: pd.DataFrame | None) -> bool:
+    return frame is not None and "samples_ms" in frame and frame["samples_ms"].map(_samples).map(bool).any()
+
+
+def verdict(prev: dict, cur: dict, threshold: float = REGRESSION_THRESHOLD,
+            alpha: float = REGRESSION_ALPHA) -> str | None:
+    """The gate's verdict on the step prev -> cur ("ok", "slower", "faster", "drift"), or None
+    when either run kept no timing samples (then nothing honest can be said)."""
+    a, b = _gate_row(prev), _gate_row(cur)
+    if a is None or b is None:
+        return None
+    return compare_rows([a], [b], threshold=threshold, alpha=alpha)[0].verdict
+
+
+def is_regression(prev: dict, cur: dict, threshold: float = REGRESSION_THRESHOLD,
+                  alpha: float = REGRESSION_ALPHA) -> bool:
+    """What makes ``suite bench kernels --compare`` exit non-zero: the verdict "slower"."""
+    return verdict(prev, cur, threshold, alpha) == "slower"
+
+
+def _gate_row(row: dict) -> dict | None:
+    """A store row in the shape the gate compares (same key on both sides, the samples as lists)."""
+    samples = _samples(row.get("samples_ms"))
+    if not samples:
+        return None
+    return {"kernel": "k", "impl": "i", "shape": "s", "dtype": "d", "samples_ms": samples,
+            "normalized_samples": _samples(row.get("normalized_samples"))}
+
+
+def _samples(v) -> list[float]:
+    if v is None or isinstance(v, (str, bytes, float, int)):
+        return []
+    try:
+        return [float(x) for x in v]
+    except (TypeError, ValueError):
+        return []
 
 
 def build_kernel_groups(frame: pd.DataFrame) -> list[KernelGroup]:

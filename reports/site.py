@@ -17,11 +17,15 @@ Templates autoescape everything; figures are <img> files, so no user-controlled 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
+import multiprocessing as mp
+import os
 import re
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +81,12 @@ def make_env() -> jinja2.Environment:
     return env
 
 
+@functools.lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
+    """One environment per process: each template is compiled once, and forked workers inherit it."""
+    return make_env()
+
+
 # -- rendering ---------------------------------------------------------------------------------
 
 
@@ -103,7 +113,10 @@ def render_site(
     alpha: float = 0.05,
     metric: str | None = None,
     tasks: list[str] | None = None,
+    workers: int | None = None,
 ) -> RenderResult:
+    """Render the site. ``workers`` processes write cell pages and figures (default: one per
+    CPU, forked so they share the loaded store; 1 renders everything in this process)."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     clock = [start]
@@ -113,14 +126,14 @@ def render_site(
         timings[stage] = timings.get(stage, 0.0) + now - clock[0]
         clock[0] = now
 
-    store, cells, kern = load_store(store_path)
+    store, cells, kern, skipped = summary.load_store_report(store_path)
     lap("load")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output '{out}' is a file; give a folder for the site")
     if not cells.empty and tasks:
         cells = summary.select_tasks(cells, tasks)
-    boards = (summary.build_boards(cells, baseline, store.load_predictions, metric, alpha, str(store_path))
+    boards = (summary.build_boards(cells, baseline, skipped.loader(store), metric, alpha, str(store_path))
               if not cells.empty else [])
     if not boards and kern.empty:
         raise UserError("nothing to render")
@@ -134,7 +147,7 @@ def render_site(
         if f.is_file():
             shutil.copyfile(f, static / f.name)
 
-    env = make_env()
+    env = _env()
     kernel_groups = kernels.build_kernel_groups(kern)
     n_ok = int(cells.loc[cells["status"] == "ok", "cell_id"].nunique()) if not cells.empty else 0
     n_failed = int(cells.loc[cells["status"] != "ok", "cell_id"].nunique()) if not cells.empty else 0
@@ -144,16 +157,21 @@ def render_site(
         "n_cells": n_ok + n_failed,
         "has_kernels": bool(kernel_groups),
     }
-    pages = 0
-    n_fig = 0
+    # Figures are planned first (whether one is drawn is known from its points), drawn later,
+    # possibly in another process, so pages can name them before the files exist.
+    fig_jobs: list[tuple] = []
 
-    # Task pages first: the overview links to them.
+    def plan_figure(pts, ylabel: str, name: str, hib: bool) -> str:
+        if not figures.has_data(pts):
+            return ""
+        fig_jobs.append((figures.pareto_svg, (pts, ylabel, out / name, hib)))
+        return name
+
     task_pages: dict[tuple[str, str], str] = {}
     for b in boards:
         for sub in dict.fromkeys(c.key[0] for c in b.columns):
             task_pages[(b.slug, sub)] = f"task-{summary.slugify(f'{b.slug}-{sub}')}.html"
 
-    # Overview figures.
     fig_paths: dict[str, str] = {}
     for b in boards:
         ylabel = b.aggregate_label or b.columns[0].label
@@ -166,22 +184,23 @@ def render_site(
                 y = e.summary.mean if e else math.nan
             pts.append(figures.Point(r.variant, y * summary.display_scale(
                 "glue_score" if b.family == "glue" else b.columns[0].metric), r.costs))
-        name = f"figures/pareto-{b.slug}.svg"
         hib = True if b.aggregate_label else b.columns[0].higher_is_better
-        if figures.pareto_svg(pts, ylabel, out / name, hib):
+        name = plan_figure(pts, ylabel, f"figures/pareto-{b.slug}.svg", hib)
+        if name:
             fig_paths[b.slug] = name
-            n_fig += 1
 
-    lap("figures")
-
-    # Per-task pages.
     ok = cells[cells["status"] == "ok"] if not cells.empty else cells
     failed = cells[cells["status"] != "ok"].drop_duplicates("cell_id") if not cells.empty else cells
+    if not failed.empty:
+        failed = failed.assign(subtask=failed["subtask"].fillna(""))
+        failed_by = {k: g for k, g in failed.groupby(["task", "model", "subtask"], sort=False, dropna=False)}
+    else:
+        failed_by = {}
     other_stats = _other_metric_stats(ok)
     cell_task_href: dict[str, str] = {}
-    task_list = []
-    tpl_task = env.get_template("task.html")
+    task_list, task_ctx = [], []
     for b in boards:
+        base = next((x for x in b.rows if x.variant == b.baseline), None)
         for sub in dict.fromkeys(c.key[0] for c in b.columns):
             href = task_pages[(b.slug, sub)]
             cols = [c for c in b.columns if c.key[0] == sub]
@@ -190,12 +209,11 @@ def render_site(
             other_keys = sorted({k for per in sub_stats.values() for k in per if k not in chosen})
             other = [{"key": k, "metric": k[1], "label": f"{k[1]} ({k[0]})"} for k in other_keys]
             rows, pts = [], []
+            base_entry = base.entries.get(cols[0].key) if base else None
             for r in b.rows:
                 entry = r.entries.get(cols[0].key)
                 if entry is None:
                     continue
-                base = next((x for x in b.rows if x.variant == b.baseline), None)
-                base_entry = base.entries.get(cols[0].key) if base else None
                 delta = (entry.summary.mean - base_entry.summary.mean) if base_entry else math.nan
                 for cid in entry.cell_ids:
                     cell_task_href[cid] = href
@@ -207,51 +225,81 @@ def render_site(
                 })
                 pts.append(figures.Point(r.variant, entry.summary.mean * summary.display_scale(cols[0].metric),
                                          entry.costs))
-            fig_name = f"figures/pareto-{href[5:-5]}.svg"
-            fig = fig_name if figures.pareto_svg(pts, f"{cols[0].label} ({cols[0].metric})", out / fig_name,
-                                                 cols[0].higher_is_better) else ""
-            n_fig += bool(fig)
-            fails = failed[(failed["task"] == b.family) & (failed["model"] == b.model)
-                           & (failed["subtask"].fillna("") == sub)] if not failed.empty else failed
-            failures = [{"variant": f["variant"], "seed": f["seed"], "error": f["error"],
-                         "href": f"cells/{cell_file(f['cell_id'])}"} for f in fails.to_dict("records")]
-            for f in fails["cell_id"] if not fails.empty else []:
+            fig = plan_figure(pts, f"{cols[0].label} ({cols[0].metric})", f"figures/pareto-{href[5:-5]}.svg",
+                              cols[0].higher_is_better)
+            fails = failed_by.get((b.family, b.model, sub))
+            failures = [] if fails is None else [
+                {"variant": f["variant"], "seed": f["seed"], "error": f["error"],
+                 "href": f"cells/{cell_file(f['cell_id'])}"} for f in fails.to_dict("records")]
+            for f in fails["cell_id"] if fails is not None else []:
                 cell_task_href[f] = href
-            (out / href).write_text(tpl_task.render(
+            task_ctx.append((href, dict(
                 title=f"{b.family}:{sub}" if sub else b.family, root="", board=b, subtask=sub,
                 columns=cols, other_metrics=other, rows=rows, failures=failures, figure=fig,
                 cost_labels=[("trainable_params", "Params"), ("peak_memory_mb", "Peak mem"),
-                             ("train_time_s", "Train time")], **common), encoding="utf-8")
-            pages += 1
+                             ("train_time_s", "Train time")], **common)))
             task_list.append({"href": href, "family": b.family, "subtask": sub, "model": b.model,
                               "n_rows": len(rows), "n_cells": sum(len(r["cells"]) for r in rows),
                               "n_failed": len(failures)})
+    for g in kernel_groups:
+        name = f"figures/kernel-{summary.slugify(g.kernel)}.svg"
+        if g.history:
+            fig_jobs.append((figures.history_svg, (g.history, g.kernel, out / name)))
+            g.figure = name
+    lap("plan")
 
-    (out / "index.html").write_text(env.get_template("index.html").render(
-        title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
-        baseline=next((b.baseline for b in boards if b.baseline), None), alpha=alpha,
-        n_ok=n_ok, n_failed=n_failed, **common), encoding="utf-8")
-    (out / "tasks.html").write_text(env.get_template("tasks.html").render(
-        title="Tasks", root="", tasks=task_list, **common), encoding="utf-8")
-    pages += 2
-
-    lap("pages")
-    pages += _render_cells(env, cells, out, cell_task_href, common)
-    lap("cells")
-
-    if kernel_groups:
-        for g in kernel_groups:
-            name = f"figures/kernel-{summary.slugify(g.kernel)}.svg"
-            if figures.history_svg(g.history, g.kernel, out / name):
-                g.figure = name
-                n_fig += 1
-        (out / "kernels.html").write_text(env.get_template("kernels.html").render(
-            title="Kernels", root="", groups=kernel_groups,
-            threshold_pct=round(kernels.REGRESSION_THRESHOLD * 100), **common), encoding="utf-8")
-        pages += 1
-
-    lap("kernels")
+    # Cell pages and figures go to worker processes while this one writes the other pages.
+    chunks = _cell_chunks(cells, cell_task_href, out, common)
+    pool = _pool(workers, len(chunks) + len(fig_jobs))
+    try:
+        pending = ([pool.submit(fn, *a) for fn, a in fig_jobs]
+                   + [pool.submit(_render_cell_chunk, *c) for c in chunks]) if pool else []
+        tpl_task = env.get_template("task.html")
+        for href, ctx in task_ctx:
+            _write(out / href, tpl_task.render(**ctx))
+        _write(out / "index.html", env.get_template("index.html").render(
+            title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
+            baseline=next((b.baseline for b in boards if b.baseline), None), alpha=alpha,
+            n_ok=n_ok, n_failed=n_failed, skipped=skipped.as_list(), **common))
+        _write(out / "tasks.html", env.get_template("tasks.html").render(
+            title="Tasks", root="", tasks=task_list, **common))
+        pages = len(task_ctx) + 2
+        if kernel_groups:
+            _write(out / "kernels.html", env.get_template("kernels.html").render(
+                title="Kernels", root="", groups=kernel_groups, gate=kernels.gate_settings(),
+                has_samples=kernels.has_samples(kern), **common))
+            pages += 1
+        lap("pages")
+        if pool:
+            results = [f.result() for f in pending]
+            n_fig = sum(bool(r) for r in results[:len(fig_jobs)])
+            pages += sum(results[len(fig_jobs):])
+        else:
+            n_fig = sum(bool(fn(*a)) for fn, a in fig_jobs)
+            lap("figures")
+            pages += sum(_render_cell_chunk(*c) for c in chunks)
+        lap("cells+figures" if pool else "cells")
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return RenderResult(out, n_ok, n_failed, pages, n_fig, time.perf_counter() - start, boards, timings)
+
+
+def _pool(workers: int | None, n_jobs: int):
+    """A forked process pool, or None to render in this process (one CPU, few jobs, no fork)."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(workers, n_jobs)
+    if workers < 2 or "fork" not in mp.get_all_start_methods():
+        return None
+    # Fork: workers start at once with the templates compiled and the modules imported; the
+    # jobs carry plain data and only touch jinja, matplotlib and the file system.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
+
+
+def _write(path: Path, text: str) -> None:
+    with open(path, "wb") as fh:
+        fh.write(text.encode("utf-8"))
 
 
 def _other_metric_stats(ok: pd.DataFrame) -> dict:
@@ -269,30 +317,63 @@ def _other_metric_stats(ok: pd.DataFrame) -> dict:
     return out
 
 
-def _render_cells(env, cells: pd.DataFrame, out: Path, task_href: dict[str, str], common: dict) -> int:
-    """One page per cell. Rows are split by cell with one sort, not a pandas groupby per cell."""
+CELL_CHUNK = 1000
+
+
+def _cell_chunks(cells: pd.DataFrame, task_href: dict[str, str], out: Path, common: dict) -> list[tuple]:
+    """Split the frame by cell with one sort (no pandas groupby per cell) into jobs of plain data."""
     if cells.empty:
-        return 0
-    tpl = env.get_template("cell.html")
+        return []
     frame = cells.sort_values("cell_id", kind="stable")
     ids = frame["cell_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     ends = np.r_[starts[1:], len(ids)]
-    first = frame.iloc[starts].to_dict("records")
-    split = frame["split"].to_numpy()
-    metric = frame["metric"].to_numpy()
-    value = frame["value"].to_numpy()
-    primary = frame["is_primary"].to_numpy()
-    provenance = [c for c in PROVENANCE_COLUMNS if c in frame]
+    keep = [c for c in frame.columns if c not in ("metric", "value", "split", "is_primary", "higher_is_better")]
+    first = frame[keep].iloc[starts].to_dict("records")
+    cols = {k: frame[k].to_numpy(dtype=object).tolist() for k in ("split", "metric", "value", "is_primary")}
+    jobs = []
+    for a in range(0, len(first), CELL_CHUNK):
+        b = min(a + CELL_CHUNK, len(first))
+        lo, hi = int(starts[a]), int(ends[b - 1])
+        recs = first[a:b]
+        jobs.append((recs, (starts[a:b] - lo).tolist(), (ends[a:b] - lo).tolist(),
+                     {k: v[lo:hi] for k, v in cols.items()},
+                     {str(r["cell_id"]): task_href[str(r["cell_id"])] for r in recs
+                      if str(r["cell_id"]) in task_href}, out, common))
+    return jobs
+
+
+def _render_cell_chunk(records: list[dict], starts: list[int], ends: list[int], cols: dict[str, list],
+                       task_href: dict[str, str], out: Path, common: dict) -> int:
+    """Write the pages of a run of cells; returns how many. Runs in a worker or in-process."""
+    tpl = _env().get_template("cell.html")
+    split, metric, value, primary = cols["split"], cols["metric"], cols["value"], cols["is_primary"]
+    provenance = [c for c in PROVENANCE_COLUMNS if records and c in records[0]]
+    pretty = _JsonCache()
     folder = out / "cells"
-    for c, s, e in zip(first, starts, ends, strict=True):
-        metrics = [{"split": split[i], "metric": metric[i], "value": value[i], "is_primary": primary[i] is True
-                    or primary[i] == 1} for i in range(s, e) if isinstance(metric[i], str)]
-        href = task_href.get(c["cell_id"])
+    for c, s, e in zip(records, starts, ends, strict=True):
+        metrics = [{"split": split[i], "metric": metric[i], "value": value[i],
+                    "is_primary": primary[i] is True or primary[i] == 1}
+                   for i in range(s, e) if isinstance(metric[i], str)]
+        cid = str(c["cell_id"])
+        href = task_href.get(cid)
         html = tpl.render(
             title=f"{c['variant']} · {c['task']}", root="../", c=c, metrics=metrics,
-            method_args=_pretty_json(c.get("method_args")), config=_pretty_json(c.get("config")),
-            recipe=_pretty_json(c.get("recipe")), provenance=provenance,
+            method_args=pretty(c.get("method_args")), config=_pretty_json(c.get("config")),
+            recipe=pretty(c.get("recipe")), provenance=[(k, c.get(k, "")) for k in provenance],
             task_href=f"../{href}" if href else "", **common)
-        (folder / cell_file(str(c["cell_id"]))).write_text(html, encoding="utf-8")
-    return len(first)
+        _write(folder / cell_file(cid), html)
+    return len(records)
+
+
+class _JsonCache(dict):
+    """Pretty JSON of values that repeat across cells (method arguments, recipes), made once."""
+
+    def __call__(self, text) -> str:
+        key = text if isinstance(text, str) else None
+        if key is None:
+            return _pretty_json(text)
+        hit = self.get(key)
+        if hit is None:
+            hit = self[key] = _pretty_json(text)
+        return hit

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from suite.results.store import ResultStore
+from suite.results.schema import COLUMNS
+from suite.results.store import CELLS, PREDICTIONS, ResultStore, _read_files
 
 from suite import stats
 from suite.errors import UserError
@@ -93,20 +94,73 @@ def slugify(text: str) -> str:
     return f"{safe or 'x'}-{hashlib.sha1(str(text).encode()).hexdigest()[:8]}"
 
 
+PredictionLoader = Callable[[list[str]], pd.DataFrame]
+
+
+@dataclass
+class Skipped:
+    """Store files that could not be read and were left out, so the site can name them."""
+
+    root: Path
+    paths: list[Path] = field(default_factory=list)
+
+    def loader(self, store: ResultStore) -> PredictionLoader:
+        """``store.load_predictions``, but recording the prediction files it had to skip."""
+
+        def load(cell_ids: list[str]) -> pd.DataFrame:
+            files = [store.root / PREDICTIONS / f"{c}.parquet" for c in cell_ids]
+            frames, bad = _read_files([f for f in files if f.exists()])
+            self.paths.extend(bad)
+            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+        return load
+
+    def as_list(self) -> list[str]:
+        out = []
+        for p in dict.fromkeys(self.paths):
+            try:
+                out.append(str(Path(p).relative_to(self.root)))
+            except ValueError:
+                out.append(str(p))
+        return out
+
+
 def load_store(store_path: str | Path) -> tuple[ResultStore, pd.DataFrame, pd.DataFrame]:
     """Read cells and kernel rows; a missing or empty store is a UserError (corrupt files are skipped)."""
+    store, cells, kern, _ = load_store_report(store_path)
+    return store, cells, kern
+
+
+def load_store_report(store_path: str | Path) -> tuple[ResultStore, pd.DataFrame, pd.DataFrame, Skipped]:
+    """``load_store`` plus the unreadable files it skipped (each also named on stderr)."""
     root = Path(store_path)
     if not root.exists():
         raise UserError(f"no result store at '{root}': run 'suite run ... --store {root}' first")
     if not root.is_dir():
         raise UserError(f"'{root}' is a file, not a result store folder")
     store = ResultStore(root)
-    cells = store.load()
-    kern = store.load("kernels")
+    skipped = Skipped(root)
+    cells = _load_table(store, CELLS, skipped)
+    kern = _load_table(store, "kernels", skipped)
     if cells.empty and kern.empty:
         raise UserError(f"the result store at '{root}' holds no results: run "
                         f"'suite run --methods ... --tasks ... --store {root}' first")
-    return store, cells, kern
+    return store, cells, kern, skipped
+
+
+def _load_table(store: ResultStore, table: str, skipped: Skipped) -> pd.DataFrame:
+    """What ``ResultStore.load`` returns, reading each file once and keeping the unreadable ones'
+    names (the store reports them only on stderr). Same rule: the newest record of a cell wins."""
+    frames, bad = _read_files(store.files(table))
+    skipped.paths.extend(bad)
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS if table == CELLS else None)
+    frame = pd.concat(frames, ignore_index=True)
+    if table == CELLS and "finished_at" in frame:
+        newest = frame.groupby("cell_id")["finished_at"].transform("max")
+        frame = frame[frame["finished_at"] == newest].reset_index(drop=True)
+    return frame
 
 
 # -- building ------------------------------------------------------------------------------
@@ -151,9 +205,6 @@ def ok_and_failed(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, pd.Dat
                         f"error: {common[:300]!r}. Fix the cause and re-run the failed cells "
                         f"('suite run ... --store {where}' retries them)")
     return ok, failed
-
-
-PredictionLoader = Callable[[list[str]], pd.DataFrame]
 
 
 def build_boards(

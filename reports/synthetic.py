@@ -157,8 +157,13 @@ def write_store(
     return store
 
 
-def kernel_rows(commits: Iterable[str] = ("c1", "c2", "c3"), slow_at: str | None = "c3") -> pd.DataFrame:
-    """Kernel timing rows over a few commits; the triton impl gets 30% slower at ``slow_at``."""
+def kernel_rows(commits: Iterable[str] = ("c1", "c2", "c3"), slow_at: str | None = "c3",
+                n_samples: int = 30) -> pd.DataFrame:
+    """Kernel timing rows over a few commits; the triton impl gets 30% slower at ``slow_at``.
+
+    Each row keeps its timing samples (``samples_ms``, and ``normalized_samples``: divided by
+    a calibration op that does not change between commits), as the gate compares them.
+    """
     from suite.results.schema import KERNEL_COLUMNS, SCHEMA_VERSION
 
     rows = []
@@ -167,15 +172,21 @@ def kernel_rows(commits: Iterable[str] = ("c1", "c2", "c3"), slow_at: str | None
         for kernel, shape, nbytes, flops in (("quantize_mxfp4", "4096x4096", 4096 * 4096 * 2.5, 4096 * 4096 * 4.0),
                                              ("matmul_fp8", "4096x4096x4096", 4096 * 4096 * 3.0, 2 * 4096**3)):
             for impl, base_ms in (("reference", 2.0), ("triton", 0.5), ("torchao", 0.6)):
-                t = base_ms * (1.3 if impl == "triton" and commit == slow_at else 1.0) * rng.uniform(0.99, 1.01)
+                mean = base_ms * (1.3 if impl == "triton" and commit == slow_at else 1.0)
+                samples = mean * rng.normal(1.0, 0.01, n_samples)
+                calib = 0.1 * rng.normal(1.0, 0.01, n_samples)
+                t = float(np.median(samples))
                 rows.append({
                     "schema_version": SCHEMA_VERSION, "run_id": f"run-{i}",
                     "timestamp": f"2025-01-0{i + 1}T00:00:00", "kernel": kernel, "impl": impl,
-                    "shape": shape, "dtype": "bfloat16", "time_ms": t, "time_ms_p10": t * 0.98,
-                    "time_ms_p90": t * 1.02, "n_samples": 50, "bytes_moved": nbytes, "flops": flops,
+                    "shape": shape, "dtype": "bfloat16", "time_ms": t,
+                    "time_ms_p10": float(np.quantile(samples, 0.1)),
+                    "time_ms_p90": float(np.quantile(samples, 0.9)), "n_samples": n_samples,
+                    "bytes_moved": nbytes, "flops": flops,
                     "gbps": nbytes / t / 1e6, "tflops": flops / t / 1e9,
                     "roofline_fraction": min(1.0, nbytes / t / 1e6 / 3000.0), "peak_gbps": 3000.0,
-                    "peak_tflops": 900.0, "normalized_time": t / 0.1, "correct": True,
+                    "peak_tflops": 900.0, "normalized_time": float(np.median(samples / calib)), "correct": True,
                     "device": "NVIDIA H100 (synthetic)", "git_commit": commit, "suite_version": "0.1.0",
+                    "samples_ms": samples.tolist(), "normalized_samples": (samples / calib).tolist(),
                 })
-    return pd.DataFrame(rows, columns=KERNEL_COLUMNS)
+    return pd.DataFrame(rows, columns=[*KERNEL_COLUMNS, "samples_ms", "normalized_samples"])

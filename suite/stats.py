@@ -349,9 +349,18 @@ def average_rank(
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(x, method="average")
+    """Ranks 1..n, ties sharing their mean rank (scipy's rankdata "average"), in numpy:
+    importing scipy.stats for this alone costs more than a whole leaderboard."""
+    x = np.asarray(x, dtype=float)
+    if np.isnan(x).any():
+        return np.full(x.shape, math.nan)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], x.size]
+    ranks = np.empty(x.size)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
 
 
 def _isnan(v: float | None) -> bool:

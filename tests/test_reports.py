@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from suite.cli import main as cli_main
-from suite.errors import UserError
 from suite.reports import kernels, summary, synthetic
 from suite.reports.site import render_site
 from suite.results.store import ResultStore
+
+from suite.cli import main as cli_main
+from suite.errors import UserError
 
 EVIL = "<script>window.__pwned=1</script>"
 EVIL_ERROR = "RuntimeError: <img src=x onerror=alert(1)> CUDA out of memory"
@@ -143,11 +143,71 @@ def test_kernels_page_marks_the_regression(site):
     assert page.count('class="regression"') == 2  # triton got slower at c3, on both kernels
 
 
-def test_regression_rule_needs_a_step_beyond_the_noise():
-    prev = {"time_ms": 1.0, "time_ms_p10": 0.9, "time_ms_p90": 1.2}
-    assert not kernels.is_regression(prev, {"time_ms": 1.1, "time_ms_p10": 1.0, "time_ms_p90": 1.2})
-    assert kernels.is_regression(prev, {"time_ms": 1.4, "time_ms_p10": 1.3, "time_ms_p90": 1.5})
-    assert not kernels.is_regression(prev, {"time_ms": 0.8, "time_ms_p10": 0.7, "time_ms_p90": 0.9})
+def _samples(rng, median: float, n: int = 30) -> list[float]:
+    return (median * rng.normal(1.0, 0.02, n)).tolist()
+
+
+@pytest.mark.parametrize("slowdown, expect", [(1.3, "slower"), (1.0, "ok")])
+def test_site_and_gate_agree_on_a_regression(slowdown, expect):
+    """The kernels page asks the gate itself: a planted slowdown is a regression in both, an
+    unchanged re-run (fresh samples of the same distribution) in neither."""
+    from suite.bench.gate import compare_rows
+
+    rng = np.random.default_rng(7)
+    key = {"kernel": "quantize_mxfp4", "impl": "triton", "shape": "4096x4096", "dtype": "bfloat16"}
+    base = dict(key, samples_ms=_samples(rng, 0.5), normalized_samples=_samples(rng, 5.0))
+    new = dict(key, samples_ms=_samples(rng, 0.5 * slowdown), normalized_samples=_samples(rng, 5.0 * slowdown))
+    (gate,) = compare_rows([base], [new])  # what `suite bench kernels --compare` runs, default settings
+    assert gate.verdict == expect
+    assert kernels.verdict(base, new) == gate.verdict
+    assert kernels.is_regression(base, new) == (gate.verdict == "slower")
+
+    # The same two runs as store rows over two commits: the page marks exactly the gate's verdict.
+    frame = synthetic.kernel_rows(commits=("c1", "c2"), slow_at=None)
+    pick = (frame.kernel == key["kernel"]) & (frame.impl == key["impl"])
+    for commit, run in (("c1", base), ("c2", new)):
+        i = frame.index[pick & (frame.git_commit == commit)][0]
+        frame.at[i, "samples_ms"] = run["samples_ms"]
+        frame.at[i, "normalized_samples"] = run["normalized_samples"]
+        frame.at[i, "time_ms"] = float(np.median(run["samples_ms"]))
+    (group,) = [g for g in kernels.build_kernel_groups(frame) if g.kernel == key["kernel"]]
+    marked = [(r["impl"], r["to_commit"]) for r in group.regressions]
+    assert marked == ([("triton", "c2")] if expect == "slower" else [])
+
+
+def test_machine_drift_is_not_a_regression_on_the_page_either():
+    """Slower in time but equally slower relative to the calibration op: the gate says drift."""
+    rng = np.random.default_rng(3)
+    base = {"samples_ms": _samples(rng, 1.0), "normalized_samples": _samples(rng, 10.0)}
+    new = {"samples_ms": _samples(rng, 1.4), "normalized_samples": _samples(rng, 10.0)}
+    assert kernels.verdict(base, new) == "drift"
+    assert not kernels.is_regression(base, new)
+
+
+def test_rows_without_samples_are_not_judged(tmp_path):
+    frame = synthetic.kernel_rows().drop(columns=["samples_ms", "normalized_samples"])
+    assert kernels.verdict({"time_ms": 1.0}, {"time_ms": 9.0}) is None
+    assert all(not g.regressions for g in kernels.build_kernel_groups(frame))
+    synthetic.write_store(tmp_path / "store", methods=("lora",), subtasks=("sst2",), seeds=(0,), n_examples=20)
+    ResultStore(tmp_path / "store").write_table("kernels", frame)
+    render_site(tmp_path / "store", tmp_path / "site", workers=1)
+    assert "no per-sample timings" in (tmp_path / "site" / "kernels.html").read_text()
+
+
+def test_parallel_and_serial_renders_write_the_same_site(store_dir, tmp_path):
+    """Worker processes write cell pages and figures; the site must not depend on that."""
+    a = render_site(store_dir, tmp_path / "serial", baseline="lora", workers=1)
+    b = render_site(store_dir, tmp_path / "parallel", baseline="lora", workers=2)
+    assert (a.n_pages, a.n_figures) == (b.n_pages, b.n_figures)
+    stamp = re.compile(r"at \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+    files_a = sorted(p.relative_to(a.out) for p in a.out.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b.out) for p in b.out.rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) == a.n_pages + a.n_figures + 2  # + css, js
+    for rel in files_a:
+        ta, tb = (a.out / rel).read_bytes(), (b.out / rel).read_bytes()
+        if rel.suffix == ".html":
+            ta, tb = stamp.sub("", ta.decode()), stamp.sub("", tb.decode())
+        assert ta == tb, rel
 
 
 def _numbers(text: str) -> list[str]:
@@ -220,6 +280,14 @@ def test_corrupted_file_is_named_and_skipped(tmp_path, capsys, command):
     captured = capsys.readouterr()
     assert str(bad) in captured.err and str(bad_pred) in captured.err
     assert "Traceback" not in captured.err
+    if command == "report":  # the site names them too, relative to the store
+        index = (tmp_path / "site" / "index.html").read_text()
+        assert "2 unreadable store files skipped" in index
+        assert "cells/broken.parquet" in index and f"predictions/{bad_pred.name}" in index
+
+
+def test_a_clean_store_has_no_skipped_note(site):
+    assert "unreadable store file" not in (site.out / "index.html").read_text()
 
 
 def test_unknown_metric_and_task_are_user_errors(store_dir):
