@@ -5,8 +5,8 @@ class, how the Config maps onto peft's arguments, which modules it targets (per 
 from ``suite.methods.targets``), whether it merges, and its paper. Rows whose
 initialisation needs data (CorDA, EVA, LoRA-GA) draw calibration batches from the task
 through ``ctx.calibration_batches``. AdaLoRA's rank schedule is driven by the shared
-training loop's hooks (``before_optimizer_step`` keeps the step's gradients,
-``on_step_end`` calls peft's ``update_and_allocate``), with ``total_step`` set from
+training loop's hooks (``on_step_end``, which runs before the gradients are cleared,
+calls peft's ``update_and_allocate``), with ``total_step`` set from
 ``trainer.total_steps``.
 
 Not exposed, with the reason: ``xlora`` (mixes already-trained LoRA adapters), ``poly`` and
@@ -499,8 +499,6 @@ _register("lora-ga", peft_class="LoraConfig", config=LoraGaArgs, kwargs=_loraga_
 
 # -- AdaLoRA: the rank schedule runs inside the shared loop --------------------------------------
 class _AdaLora(PeftMethod):
-    _grads: dict | None = None
-
     def on_train_begin(self, model: Any, trainer: Any) -> None:
         total = int(trainer.total_steps)
         config = model.peft_config["default"]
@@ -509,17 +507,10 @@ class _AdaLora(PeftMethod):
         config.tfinal = int(self.config.tfinal_ratio * total)
         model.base_model.rankallocator.set_total_step(total)
 
-    def before_optimizer_step(self, model: Any, step: int, trainer: Any) -> None:
-        # The loop clears gradients before on_step_end; peft's importance scores need them.
-        self._grads = {p: p.grad for n, p in model.named_parameters() if "lora_" in n and p.grad is not None}
-
     def on_step_end(self, model: Any, step: int, trainer: Any) -> None:
-        grads, self._grads = self._grads or {}, None
-        for p, g in grads.items():
-            p.grad = g
+        # The shared loop calls this after optimizer.step() and before clearing gradients,
+        # which is where peft's update_and_allocate expects to run.
         model.base_model.update_and_allocate(step)
-        for p in grads:
-            p.grad = None
 
     def measurements(self, model: Any) -> dict[str, float]:
         pattern = model.peft_config["default"].rank_pattern or {}

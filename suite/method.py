@@ -77,7 +77,11 @@ class Method:
         """After backward and clipping, before ``optimizer.step()`` (e.g. mask gradients)."""
 
     def on_step_end(self, model: torch.nn.Module, step: int, trainer: Any) -> None:
-        """After ``optimizer.step()`` and the scheduler (AdaLoRA, LISA, SpIEL hook in here)."""
+        """After ``optimizer.step()`` and the scheduler, before the gradients are cleared.
+
+        AdaLoRA's rank allocator scores importance from these gradients; LISA and SpIEL
+        hook in here too. ``step`` counts the optimizer steps taken so far.
+        """
 
     # -- cost and export -----------------------------------------------------------------------
     def measurements(self, model: torch.nn.Module) -> dict[str, float]:

@@ -173,10 +173,11 @@ class Trainer:
                         method.before_optimizer_step(self.model, self.step, self)
                     self.optimizer.step()
                     self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                for method in self.methods:
+                for method in self.methods:  # the step's gradients are still there (AdaLoRA scores them)
                     method.on_step_end(self.model, self.step, self)
+                if self.optimizer is not None:
+                    self.optimizer.zero_grad(set_to_none=True)
                 result.losses.append(step_loss)
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
