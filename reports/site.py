@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import jinja2
 import numpy as np
@@ -352,13 +353,15 @@ def _render_cell_chunk(records: list[dict], starts: list[int], ends: list[int], 
     pretty = _JsonCache()
     folder = out / "cells"
     for c, s, e in zip(records, starts, ends, strict=True):
-        metrics = [{"split": split[i], "metric": metric[i], "value": value[i],
-                    "is_primary": primary[i] is True or primary[i] == 1}
+        # Namespaces, not dicts: jinja's ``x.attr`` tries an attribute before an item, and the
+        # failed attribute lookup on a dict costs more than the rest of the page.
+        metrics = [SimpleNamespace(split=split[i], metric=metric[i], value=value[i],
+                                   is_primary=primary[i] is True or primary[i] == 1)
                    for i in range(s, e) if isinstance(metric[i], str)]
         cid = str(c["cell_id"])
         href = task_href.get(cid)
         html = tpl.render(
-            title=f"{c['variant']} · {c['task']}", root="../", c=c, metrics=metrics,
+            title=f"{c['variant']} · {c['task']}", root="../", c=SimpleNamespace(**c), metrics=metrics,
             method_args=pretty(c.get("method_args")), config=_pretty_json(c.get("config")),
             recipe=pretty(c.get("recipe")), provenance=[(k, c.get(k, "")) for k in provenance],
             task_href=f"../{href}" if href else "", **common)

@@ -290,14 +290,15 @@ def _build_board(family, model, part, score_rows, costs, failed, baseline, predi
     cost_pos = {cid: i for i, cid in enumerate(costs.index)} if cost_names else {}
     cost_arr = costs[cost_names].to_numpy(dtype=float) if cost_names else None
     groups = part.groupby(["variant", "subtask", "split", "metric"], sort=False).indices
-    for (variant, sub, split, met), idx in groups.items():
+    summaries = stats.summarize_many([col_value[idx] for idx in groups.values()])
+    for ((variant, sub, split, met), idx), summ in zip(groups.items(), summaries, strict=True):
         row = rows.get(variant)
         if row is None:
             row = rows[variant] = Row(str(variant), str(col_method[idx[0]]), str(col_kind[idx[0]]))
         ids = col_cid[idx].tolist()
         values = col_value[idx]
         entry = Entry(
-            summary=stats.summarize(values),
+            summary=summ,
             cell_ids=ids,
             seeds=col_seed[idx].tolist(),
             values=values.tolist(),

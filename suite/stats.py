@@ -84,6 +84,33 @@ def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
     return Summary(float(x.mean()), std, int(x.size), low, high)
 
 
+def summarize_many(groups: Sequence[Iterable[float]], confidence: float = 0.95) -> list[Summary]:
+    """``[summarize(g) for g in groups]`` with one bootstrap per size class instead of one per
+    group: a 10,000-cell leaderboard has thousands of groups, nearly all of the same size."""
+    clean = []
+    for g in groups:
+        x = np.asarray(list(g) if not isinstance(g, np.ndarray) else g, dtype=float)
+        clean.append(x[~np.isnan(x)])
+    out: list[Summary | None] = [None] * len(clean)
+    by_size: dict[int, list[int]] = {}
+    for i, x in enumerate(clean):
+        if x.size < 2:
+            out[i] = summarize(x, confidence)
+        else:
+            by_size.setdefault(x.size, []).append(i)
+    tail = (1 - confidence) / 2 * 100
+    for n, members in by_size.items():
+        idx = _resample_index(n, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
+        for a in range(0, len(members), 256):  # bounded memory: 256 x 2000 x n floats
+            part = members[a:a + 256]
+            mat = np.stack([clean[i] for i in part])
+            bounds = np.percentile(mat[:, idx].mean(axis=2), [tail, 100 - tail], axis=1)
+            means, stds = mat.mean(axis=1), mat.std(axis=1, ddof=1)
+            for j, i in enumerate(part):
+                out[i] = Summary(float(means[j]), float(stds[j]), n, float(bounds[0, j]), float(bounds[1, j]))
+    return out  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class TestResult:
     """Outcome of comparing a method with the baseline on one task."""

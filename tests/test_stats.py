@@ -158,3 +158,13 @@ def test_average_rank_shares_ties_and_ignores_tasks_not_everyone_has():
 def test_pareto_front():
     front = stats.pareto_front([1, 2, 3, 2, float("nan")], [0.5, 0.7, 0.6, 0.9, 1.0])
     assert front == [True, False, False, True, False]
+
+
+def test_summarize_many_equals_summarize_one_by_one():
+    rng = np.random.default_rng(5)
+    groups = [rng.normal(size=int(rng.integers(0, 6))) for _ in range(400)]
+    groups[3] = np.array([1.0, np.nan, 2.0, 4.0])
+    for got, want in zip(stats.summarize_many(groups), (stats.summarize(g) for g in groups), strict=True):
+        assert got.n == want.n
+        np.testing.assert_array_equal([got.mean, got.std, got.ci_low, got.ci_high],
+                                      [want.mean, want.std, want.ci_low, want.ci_high])
