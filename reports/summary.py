@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from suite.results.schema import COLUMNS
-from suite.results.store import CELLS, PREDICTIONS, ResultStore, _read_files
+from suite.results.store import CELLS, ResultStore
 
 from suite import stats
 from suite.errors import UserError
@@ -108,10 +107,7 @@ class Skipped:
         """``store.load_predictions``, but recording the prediction files it had to skip."""
 
         def load(cell_ids: list[str]) -> pd.DataFrame:
-            files = [store.root / PREDICTIONS / f"{c}.parquet" for c in cell_ids]
-            frames, bad = _read_files([f for f in files if f.exists()])
-            self.paths.extend(bad)
-            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            return store.load_predictions(cell_ids, skipped=self.paths)
 
         return load
 
@@ -149,18 +145,8 @@ def load_store_report(store_path: str | Path) -> tuple[ResultStore, pd.DataFrame
 
 
 def _load_table(store: ResultStore, table: str, skipped: Skipped) -> pd.DataFrame:
-    """What ``ResultStore.load`` returns, reading each file once and keeping the unreadable ones'
-    names (the store reports them only on stderr). Same rule: the newest record of a cell wins."""
-    frames, bad = _read_files(store.files(table))
-    skipped.paths.extend(bad)
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=COLUMNS if table == CELLS else None)
-    frame = pd.concat(frames, ignore_index=True)
-    if table == CELLS and "finished_at" in frame:
-        newest = frame.groupby("cell_id")["finished_at"].transform("max")
-        frame = frame[frame["finished_at"] == newest].reset_index(drop=True)
-    return frame
+    """``ResultStore.load``, keeping the names of unreadable files for the overview page."""
+    return store.load(table, skipped=skipped.paths)
 
 
 # -- building ------------------------------------------------------------------------------

@@ -189,4 +189,4 @@ def kernel_rows(commits: Iterable[str] = ("c1", "c2", "c3"), slow_at: str | None
                     "device": "NVIDIA H100 (synthetic)", "git_commit": commit, "suite_version": "0.1.0",
                     "samples_ms": samples.tolist(), "normalized_samples": (samples / calib).tolist(),
                 })
-    return pd.DataFrame(rows, columns=[*KERNEL_COLUMNS, "samples_ms", "normalized_samples"])
+    return pd.DataFrame(rows, columns=KERNEL_COLUMNS)

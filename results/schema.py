@@ -83,6 +83,8 @@ KERNEL_COLUMNS = [
     "peak_gbps",  # measured in this run (large device-to-device copy)
     "peak_tflops",  # measured in this run (large bf16 matmul)
     "normalized_time",  # time / in-run calibration op time (for cross-machine gates)
+    "samples_ms",  # every timed sample (list): the gate's statistic needs them, not just quantiles
+    "normalized_samples",  # every sample divided by the in-run calibration op (list)
     "correct",  # the impl matched the reference on this run's inputs
     "device",
     "git_commit",

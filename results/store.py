@@ -109,8 +109,11 @@ class ResultStore:
         folder = self.root / table
         return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
-    def load(self, table: str = CELLS, warn: bool = True) -> pd.DataFrame:
-        frames, _ = _read_files(self.files(table), warn=warn)
+    def load(self, table: str = CELLS, warn: bool = True, skipped: list[Path] | None = None) -> pd.DataFrame:
+        """One table as a DataFrame; unreadable files are warned about and appended to ``skipped``."""
+        frames, bad = _read_files(self.files(table), warn=warn)
+        if skipped is not None:
+            skipped.extend(bad)
         frames = [f for f in frames if not f.empty]
         if not frames:
             return pd.DataFrame(columns=COLUMNS if table == CELLS else None)
@@ -127,13 +130,16 @@ class ResultStore:
             return set()
         return set(frame.loc[frame["status"] == STATUS_OK, "cell_id"].unique())
 
-    def load_predictions(self, cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    def load_predictions(self, cell_ids: Iterable[str] | None = None,
+                         skipped: list[Path] | None = None) -> pd.DataFrame:
         if cell_ids is None:
             files = self.files(PREDICTIONS)
         else:
             files = [self.root / PREDICTIONS / f"{c}.parquet" for c in cell_ids]
             files = [f for f in files if f.exists()]
-        frames, _ = _read_files(files)
+        frames, bad = _read_files(files)
+        if skipped is not None:
+            skipped.extend(bad)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

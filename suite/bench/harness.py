@@ -242,6 +242,8 @@ def _run_bench(opts: BenchOptions, progress=None) -> BenchResult:
                 "peak_gbps": roof.peak_gbps,
                 "peak_tflops": roof.peak_tflops,
                 "normalized_time": s.normalized_median if s.normalized else float("nan"),
+                "samples_ms": [x * 1e3 for x in s.times],
+                "normalized_samples": list(s.normalized),
                 "correct": correct.get(iname),
                 "device": res.device,
                 "git_commit": commit,
