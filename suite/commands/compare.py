@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from suite.commands.report import add_comparison_options, comparison_tasks
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,12 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evaluation examples (Holm-adjusted).",
     )
     p.add_argument("store", help="result store folder")
-    p.add_argument("--baseline", default="lora", help="method variant to test against (default: lora)")
-    p.add_argument("--tasks", default=None, help="comma-separated families ('glue'), family:subtask "
-                   "('glue:sst2') or subtasks")
-    p.add_argument("--metric", default=None, help="compare on this metric instead of each task's primary one")
-    p.add_argument("--alpha", type=float, default=0.05,
-                   help="significance level after Holm correction (default: 0.05)")
+    add_comparison_options(p)
     p.set_defaults(handler=main)
 
 
@@ -32,13 +29,11 @@ def main(args: argparse.Namespace) -> int:
     from suite.errors import UserError
     from suite.reports import summary
 
-    if not 0 < args.alpha < 1:
-        raise UserError(f"--alpha must lie between 0 and 1, got {args.alpha}")
+    tasks = comparison_tasks(args)
     store, cells, _ = summary.load_store(args.store)
     if cells.empty:
         raise UserError(f"the store at '{args.store}' holds only kernel timings; "
                         "use 'suite bench kernels --compare' for those")
-    tasks = [t for t in (args.tasks or "").split(",") if t.strip()] or None
     cells = summary.select_tasks(cells, tasks)
     boards = summary.build_boards(cells, args.baseline, store.load_predictions, args.metric,
                                   args.alpha, args.store)

@@ -15,6 +15,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", help="result store folder (what 'suite run --store' wrote)")
     p.add_argument("-o", "--out", default="site", help="output folder for the site (default: site)")
+    add_comparison_options(p)
+    p.set_defaults(handler=main)
+
+
+def add_comparison_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``suite report`` and ``suite compare``, so both read a store alike."""
     p.add_argument("--baseline", default="lora",
                    help="method variant the others are tested against (default: lora; skipped "
                    "where a table has no such row)")
@@ -23,16 +29,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default=None, help="rank by this metric instead of each task's primary one")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="significance level for the marks, after Holm correction (default: 0.05)")
-    p.set_defaults(handler=main)
 
 
-def main(args: argparse.Namespace) -> int:
+def comparison_tasks(args: argparse.Namespace) -> list[str] | None:
+    """Validate the shared options; return the task filter (None: every task)."""
     from suite.errors import UserError
-    from suite.reports.site import render_site
 
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must lie between 0 and 1, got {args.alpha}")
-    tasks = [t for t in (args.tasks or "").split(",") if t.strip()] or None
+    return [t for t in (args.tasks or "").split(",") if t.strip()] or None
+
+
+def main(args: argparse.Namespace) -> int:
+    from suite.reports.site import render_site
+
+    tasks = comparison_tasks(args)
     result = render_site(args.store, args.out, baseline=args.baseline, alpha=args.alpha,
                          metric=args.metric, tasks=tasks)
     print(f"wrote {result.out / 'index.html'}: {result.n_cells} ok cells, {result.n_failed} failed, "
