@@ -1,0 +1,85 @@
+"""Post-training quantisation table: one fine-tuned model, every quantizer, dev metric.
+
+Evaluation only (no training after quantisation), with calibration batches from the task's
+training split, so the rows differ only by the quantizer. Usage:
+
+    python benchmarks/bench_quant_ptq.py --model EXPORTED_FOLDER --task glue:sst2 \
+        --data-dir ../shared/data/glue [--methods rtn:bits=4,...] [--limit N]
+
+(Runs through ``suite run --max-steps 0`` once the recipe accepts 0 steps; this script is
+the same cell without the store, for a quick table.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+DEFAULT = ["fp32", "w8a8", "w8a8:format=fp8", "rtn:bits=8,group=0", "rtn:bits=4,group=128",
+           "gptq:bits=4,group=128", "awq:bits=4,group=128", "smoothquant", "mxfp8", "mxfp4",
+           "nvfp4", "nf4", "quarot:format=int4", "quarot:format=mxfp4", "hawq:budget=4"]
+
+
+def main() -> None:
+    import torch
+
+    from suite.config import build_config, parse_kv
+    from suite.method import MethodContext
+    from suite.recipe import Recipe
+    from suite.registry import METHODS, TASKS
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--task", default="glue:sst2")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--methods", default=";".join(DEFAULT), help="';'-separated method specs")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--calib-batches", type=int, default=8)
+    args = ap.parse_args()
+
+    task_name, _, sub = args.task.partition(":")
+    task = TASKS.get(task_name).target(subtask=sub or None, data_dir=args.data_dir)
+    recipe = Recipe(batch_size=16, max_length=128, limit=args.limit)
+    train = task.load(task.train_split, 2000)
+    rows = []
+    for spec in args.methods.split(";"):
+        torch.manual_seed(0)
+        bundle = task.build_model(args.model)
+        items = task.tokenize(train, bundle, recipe.max_length)
+
+        def calibration(n: int, bs: int | None = None, items=items, bundle=bundle) -> list[dict]:
+            size = bs or recipe.batch_size
+            chosen = random.Random(0).sample(items, min(len(items), n * size))
+            return [task.collate(chosen[i:i + size], bundle) for i in range(0, len(chosen), size)]
+
+        ctx = MethodContext(device="cpu", dtype=torch.float32, seed=0, model_family=bundle.family,
+                            task_kind=task.head, tokenizer=bundle.tokenizer,
+                            calibration_source=calibration, recipe=recipe)
+        measures: dict[str, float] = {}
+        start = time.perf_counter()
+        if spec != "fp32":
+            name, _, raw = spec.partition(":")
+            cls = METHODS.get(name).target
+            method = cls(build_config(cls.Config, parse_kv(raw, name), name))
+            bundle.model = method.apply(bundle.model, ctx)
+            measures = method.measurements(bundle.model)
+        bundle.model.eval()
+        out = task.evaluate(bundle, recipe, "cpu", args.limit)
+        primary = next(m for m in out.metrics if m.is_primary)
+        rows.append((spec, primary.name, primary.value, measures.get("bits_per_weight", 32.0),
+                     measures.get("model_size_bytes", float("nan")),
+                     measures.get("quant_rel_error_mean", 0.0), time.perf_counter() - start))
+        print(f"{spec:28s} {primary.name}={primary.value:.4f}", flush=True)
+    base = rows[0][2] if rows and rows[0][0] == "fp32" else None
+    print("\n| method | dev " + rows[0][1] + " | drop vs FP32 | bits/weight | model MB | "
+          "rel. weight error | time s |")
+    print("|---|---|---|---|---|---|---|")
+    for spec, _, value, bits, size, err, secs in rows:
+        drop = f"{100 * (value - base):+.2f} pt" if base is not None else ""
+        mb = f"{size / 2**20:.1f}" if size == size else "-"
+        print(f"| {spec} | {value:.4f} | {drop} | {bits:.2f} | {mb} | {err:.4f} | {secs:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
