@@ -17,7 +17,7 @@ from suite.config import build_config, config_to_dict
 class Recipe:
     lr: float = 2e-5
     epochs: float = 3.0
-    max_steps: int | None = None  # when set, overrides epochs
+    max_steps: int | None = None  # when set, overrides epochs; 0 evaluates without training
     batch_size: int = 32
     grad_accum: int = 1
     max_length: int = 128
@@ -34,7 +34,7 @@ class Recipe:
         checks = [
             (self.lr > 0, "lr must be positive"),
             (self.epochs > 0, "epochs must be positive"),
-            (self.max_steps is None or self.max_steps > 0, "max_steps must be positive"),
+            (self.max_steps is None or self.max_steps >= 0, "max_steps must be >= 0 (0: evaluate only)"),
             (self.batch_size > 0, "batch_size must be positive"),
             (self.grad_accum > 0, "grad_accum must be positive"),
             (self.max_length > 0, "max_length must be positive"),

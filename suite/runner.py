@@ -169,12 +169,13 @@ class CellRunner:
             "adapter_bytes": measure_adapter_size(methods[-1], bundle.model) if methods else 0,
             "train_loss": result.final_loss,
         }
-        for method in methods:
-            cost.update({k: float(v) for k, v in method.measurements(bundle.model).items()})
         lower_better = {"train_time_s", "peak_memory_mb", "trainable_params", "total_params",
                         "adapter_bytes", "train_loss", "base_params"}
+        for method in methods:
+            cost.update({k: float(v) for k, v in method.measurements(bundle.model).items()})
+            lower_better.update(method.lower_is_better)
         rows += [{"metric": k, "value": float(v), "split": "cost", "is_primary": False,
-                  "higher_is_better": k not in lower_better} for k, v in cost.items()]
+                  "higher_is_better": not _matches(k, lower_better)} for k, v in cost.items()]
         if self.export_dir:
             self._export(cell, methods, bundle)
         predictions = evaluation.predictions
@@ -189,6 +190,11 @@ class CellRunner:
                               f"s{cell.seed}-{cell.cell_id}")
         model.save_pretrained(folder)
         bundle.tokenizer.save_pretrained(folder)
+
+
+def _matches(metric: str, names: set[str]) -> bool:
+    """``metric`` is one of ``names`` or a per-part variant of one (``quant_rel_error/layer.3``)."""
+    return metric in names or metric.split("/", 1)[0] in names
 
 
 def _empty_cuda_cache() -> None:

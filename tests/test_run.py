@@ -121,3 +121,16 @@ def test_sweep_file_runs_the_same_as_flags(tmp_path):
     assert set(frame["variant"]) == {"lora:r=4", "linear-probe"}
     assert set(frame["seed"]) == {3}
     assert json.loads(frame["recipe"].iloc[0])["batch_size"] == 16
+
+
+def test_max_steps_zero_evaluates_only_and_method_metrics_keep_their_direction(store_dir):
+    result = run_suite("run", "--methods", "rtn", "--tasks", "smoke", "--max-steps", "0",
+                       "--store", str(store_dir), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    frame = suite.results.load(store_dir)
+    cost = frame[frame["split"] == "cost"].set_index("metric")
+    assert cost.loc["train_steps", "value"] == 0
+    assert not cost.loc["bits_per_weight", "higher_is_better"]  # declared by the quantizer
+    per_layer = cost[cost.index.str.startswith("quant_rel_error/")]
+    assert len(per_layer) and not per_layer["higher_is_better"].astype(bool).any()
+    assert frame[frame["is_primary"].astype(bool)]["value"].notna().all()

@@ -31,6 +31,8 @@ class QuantMethod(Method):
     kind = "quant"
     mergeable = True
     needs_calibration = False
+    lower_is_better = ("bits_per_weight", "model_size_bytes", "calibration_time_s",
+                       "quant_rel_error_mean", "quant_rel_error_max", "quant_rel_error", "hawq_bits")
 
     def __init__(self, config: Any = None):
         super().__init__(config)
