@@ -10,6 +10,14 @@ from pathlib import Path
 
 import pytest
 
+# Without a GPU, Triton kernels run in the interpreter. Triton reads this when it is first
+# imported (torchao imports it too), so it is set here, before any test module loads.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
 MINILM = None
