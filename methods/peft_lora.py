@@ -46,7 +46,9 @@ class PissaConfig(LoraConfig):
                  source="peft", paper="Meng et al. 2024, PiSSA (arXiv:2404.02948)")
 class Pissa(Lora):
     Config = PissaConfig
-    default_lr = 2e-4
+    # The same step as LoRA, so the two compare at equal budget. At 2e-4 the fresh task head
+    # barely trained in 300 steps (MiniLM, SST-2: 0.56 dev accuracy; 0.80 at 5e-4).
+    default_lr = 5e-4
 
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
         kwargs = super().peft_kwargs(model, ctx)

