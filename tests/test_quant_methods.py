@@ -76,6 +76,63 @@ def test_gptq_reconstruction_error_below_rtn(group):
         assert all(len(row.unique()) <= 15 for row in blk)
 
 
+def test_forward_stages_group_layers_that_share_an_input():
+    model = _tiny_bert()
+    from suite.methods.quant.engine import target_linears
+
+    stages = A.forward_stages(model, target_linears(model), _batches()[0])
+    short = [[n.removeprefix("bert.encoder.layer.") for n in stage] for stage in stages]
+    assert short[:4] == [["0.attention.self.query", "0.attention.self.key", "0.attention.self.value"],
+                         ["0.attention.output.dense"], ["0.intermediate.dense"], ["0.output.dense"]]
+    assert short[4][0] == "1.attention.self.query" and short[-1] == ["bert.pooler.dense"]
+    assert sum(len(s) for s in stages) == 2 * 6 + 1
+
+
+def test_stopping_a_pass_early_keeps_the_stage_statistics():
+    model = _tiny_bert()
+    from suite.methods.quant.engine import target_linears
+
+    layers = target_linears(model)
+    first = {n: layers[n] for n in A.forward_stages(model, layers, _batches()[0])[1]}
+    full = A.collect_input_stats(model, first, _batches(), hessian=True)
+    early = A.collect_input_stats(model, first, _batches(), stop_when_seen=True, hessian=True)
+    for name in first:
+        assert torch.equal(full[name].xtx, early[name].xtx) and full[name].n == early[name].n
+
+
+class _TwoLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(32, 64), nn.Linear(64, 8)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_sequential_gptq_calibrates_each_layer_on_quantized_inputs(sequential, monkeypatch):
+    """The paper's procedure: fc2's Hessian comes from fc1's quantised outputs."""
+    model = _TwoLayer().eval()
+    x = _correlated_inputs(256, 32)
+    fp_hidden = torch.relu(model.fc1(x)).detach()
+    hessians = {}
+    real = A.gptq_quantize
+
+    def spy(w, h, *args, **kwargs):
+        hessians[w.shape] = h.clone()
+        return real(w, h, *args, **kwargs)
+
+    monkeypatch.setattr(A, "gptq_quantize", spy)
+    method = _method(f"gptq:group=16,sequential={str(sequential).lower()}")
+    method.quantize(model, {"fc1": model.fc1, "fc2": model.fc2}, [{"x": x[:128]}, {"x": x[128:]}], _ctx())
+    assert isinstance(model.fc1, QuantLinear) and isinstance(model.fc2, QuantLinear)
+    hidden = torch.relu(model.fc1(x)).detach() if sequential else fp_hidden
+    torch.testing.assert_close(hessians[model.fc2.weight.shape], 2 * hidden.T @ hidden / 256)
+    differs = not torch.allclose(hessians[model.fc2.weight.shape], 2 * fp_hidden.T @ fp_hidden / 256)
+    assert differs == sequential
+
+
 def test_gptq_act_order_also_beats_rtn():
     x = _correlated_inputs(512, 64, seed=2)
     w = torch.randn(16, 64, generator=torch.Generator().manual_seed(3))

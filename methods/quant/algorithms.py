@@ -59,33 +59,90 @@ class InputStats:
         return 2.0 * self.xtx / max(self.n, 1)
 
 
+class _StageComplete(Exception):
+    """Raised by a hook to end a forward pass once the layers of interest have their inputs."""
+
+
+def _model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
 def collect_input_stats(model: nn.Module, layers: dict[str, nn.Linear], batches: Iterable[dict],
-                        **kwargs) -> dict[str, InputStats]:
+                        stop_when_seen: bool = False, **kwargs) -> dict[str, InputStats]:
     """One forward pass per batch with hooks that record every target layer's inputs,
-    skipping tokens that are padding (attention_mask == 0)."""
+    skipping tokens that are padding (attention_mask == 0).
+
+    With ``stop_when_seen`` each pass ends as soon as every layer in ``layers`` has fired:
+    the rest of the network cannot change those inputs, so sequential calibration costs
+    a fraction of a forward pass per stage instead of a whole one.
+    """
     stats = {name: InputStats(**kwargs) for name in layers}
-    mask_holder: dict[str, torch.Tensor | None] = {"mask": None}
+    state: dict = {"mask": None, "seen": set()}
 
     def hook(name: str) -> Callable:
         def fn(module: nn.Module, inputs: tuple) -> None:
             x = inputs[0]
-            mask = mask_holder["mask"]
+            mask = state["mask"]
             if mask is not None and x.dim() == 3 and x.shape[:2] == mask.shape:
                 x = x[mask.bool()]
             stats[name].add(x)
+            state["seen"].add(name)
+            if stop_when_seen and len(state["seen"]) == len(layers):
+                raise _StageComplete
         return fn
 
     handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
     try:
         with torch.no_grad():
             for batch in batches:
-                mask_holder["mask"] = batch.get("attention_mask")
-                inputs = {k: v for k, v in batch.items() if k != "labels"}
-                model(**inputs)
+                state["mask"] = batch.get("attention_mask")
+                state["seen"] = set()
+                try:
+                    model(**_model_inputs(batch))
+                except _StageComplete:
+                    pass
     finally:
         for h in handles:
             h.remove()
     return stats
+
+
+def forward_stages(model: nn.Module, layers: dict[str, nn.Linear], batch: dict) -> list[list[str]]:
+    """The target layers in the order one forward pass reaches them, grouped into stages of
+    consecutive layers that read the same input tensor (q, k and v; gate and up).
+
+    Sequential calibration quantises one stage, then collects the next stage's inputs from
+    the partly quantised model. Layers the pass never reaches form a last stage.
+    """
+    order: list[tuple[str, int]] = []
+    inputs_seen: list[torch.Tensor] = []  # keep the tensors alive so ids stay unique
+
+    def hook(name: str) -> Callable:
+        def fn(module: nn.Module, inputs: tuple) -> None:
+            if all(n != name for n, _ in order):
+                inputs_seen.append(inputs[0])
+                order.append((name, id(inputs[0])))
+        return fn
+
+    handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
+    try:
+        with torch.no_grad():
+            model(**_model_inputs(batch))
+    finally:
+        for h in handles:
+            h.remove()
+    stages: list[list[str]] = []
+    last_input = None
+    for name, input_id in order:
+        if stages and input_id == last_input:
+            stages[-1].append(name)
+        else:
+            stages.append([name])
+        last_input = input_id
+    unreached = [name for name in layers if all(n != name for n, _ in order)]
+    if unreached:
+        stages.append(unreached)
+    return stages
 
 
 # -- integer quantisation with given parameters (GPTQ quantises one column at a time) -------
@@ -234,6 +291,6 @@ def relative_error(w: torch.Tensor, wq: torch.Tensor) -> float:
 
 
 __all__ = [
-    "InputStats", "collect_input_stats", "int_qparams", "int_fake_quant", "gptq_quantize",
+    "InputStats", "collect_input_stats", "forward_stages", "int_qparams", "int_fake_quant", "gptq_quantize",
     "smoothquant_scales", "awq_search", "hutchinson_traces", "allocate_bits", "relative_error",
 ]

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from suite.errors import UserError
+from suite.errors import CellFailure, UserError
 from suite.method import Method, MethodContext
 from suite.registry import register_method
 
@@ -257,22 +257,40 @@ class GptqConfig(QuantBaseConfig):
     damp: float = 0.01
     act_order: bool = False
     calib_batches: int = 8
+    # True: quantise stage by stage, each from the outputs of the quantised layers before
+    # it (the paper's procedure); False: all Hessians from one full-precision pass (faster).
+    sequential: bool = True
 
 
 @register_method("gptq", kind="quant", summary="GPTQ: second-order error feedback, weight-only INT",
                  source="suite", paper="Frantar et al. 2023, GPTQ (arXiv:2210.17323)")
 class Gptq(QuantMethod):
     Config = GptqConfig
+    version = "2"  # 2: sequential calibration by default
     needs_calibration = True
 
     def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import algorithms as A
+
+        if not self.config.sequential:
+            self.quantize_stage(model, layers, A.collect_input_stats(model, layers, batches, hessian=True))
+            return
+        # GPTQ as published: each layer's Hessian comes from inputs that already went
+        # through the quantised layers before it, so later layers correct earlier error.
+        for stage in A.forward_stages(model, layers, batches[0]):
+            stage_layers = {name: layers[name] for name in stage}
+            stats = A.collect_input_stats(model, stage_layers, batches, stop_when_seen=True, hessian=True)
+            self.quantize_stage(model, stage_layers, stats)
+
+    def quantize_stage(self, model, layers, stats) -> None:
         from suite.methods.quant import algorithms as A
         from suite.methods.quant import engine
         from suite.methods.quant import formats as F
 
         c = self.config
-        stats = A.collect_input_stats(model, layers, batches, hessian=True)
         for name, lin in layers.items():
+            if stats[name].xtx is None:
+                raise CellFailure(f"gptq: layer '{name}' saw no calibration input; skip it with skip={name}")
             g = engine.fit_group(c.group, lin.in_features)
             wq = A.gptq_quantize(lin.weight, stats[name].hessian_matrix(), c.bits, g, c.sym,
                                  c.damp, act_order=c.act_order).to(lin.weight.dtype)
