@@ -271,6 +271,30 @@ def test_fp8_scaled_formats(fmt, granularity):
     assert torch.equal(F.dequantize(q), F.fake_quantize(x, fmt, granularity=granularity, block_size=64))
 
 
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+def test_fp8_tile_scaling_keeps_one_scale_per_square_tile(fmt):
+    """DeepSeek-V3-style weights: one float32 scale per block_size x block_size tile."""
+    from torchao.float8.float8_utils import to_fp8_saturated
+
+    x = _random_blocks(128, 192, seed=5)
+    x[3, 9] = 0.5  # NaN handled in its own test; the infinities stay (amax of finite values)
+    elem = el.FLOAT_ELEMENTS[fmt]
+    q = F.quantize(x, fmt, granularity="tile", block_size=64)
+    tiles = x.reshape(2, 64, 3, 64).transpose(1, 2)  # [row tile, col tile, 64, 64]
+    finite = torch.where(torch.isfinite(tiles), tiles, torch.zeros_like(tiles))
+    scale = finite.abs().amax((-1, -2)) / elem.max
+    assert tuple(q.scale.shape) == (2, 3) and torch.equal(q.scale, scale)
+    ref = to_fp8_saturated(tiles / scale[..., None, None], elem.torch_dtype)
+    assert torch.equal(q.data.view(torch.uint8), ref.transpose(1, 2).reshape(128, 192).view(torch.uint8))
+    assert torch.equal(F.dequantize(q), F.fake_quantize(x, fmt, granularity="tile", block_size=64))
+    assert q.nbytes == 128 * 192 + 6 * 4
+    assert F.effective_bits(fmt, (128, 192), granularity="tile", block_size=64) == 8.0 * q.nbytes / x.numel()
+    with pytest.raises(UserError, match="rows"):
+        F.fake_quantize(x[:100], fmt, granularity="tile", block_size=64)
+    with pytest.raises(UserError, match="granularity"):
+        F.fake_quantize(x, "int8", granularity="tile")
+
+
 def test_special_values():
     x = torch.tensor([[0.0, -0.0, 1.0, float("inf"), float("-inf"), float("nan"), 2.0, -3.0]])
     out = F.fake_quantize(x, "int8", granularity="tensor")

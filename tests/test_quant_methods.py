@@ -205,7 +205,7 @@ def test_hutchinson_trace_matches_exact_trace():
 
 
 # -- methods on a tiny BERT ----------------------------------------------------------------------
-ALL = ["rtn", "rtn:bits=8,group=0", "w8a8", "w8a8:format=fp8", "mxfp4", "mxfp6", "mxfp8",
+ALL = ["rtn", "rtn:bits=8,group=0", "w8a8", "w8a8:format=fp8", "w8a8:format=fp8,scaling=block,block=32", "mxfp4", "mxfp6", "mxfp8",
        "nvfp4", "nf4", "gptq:group=32", "awq:group=32", "smoothquant", "quarot",
        "quarot:format=nvfp4", "hawq:budget=5,samples=2"]
 
@@ -315,6 +315,10 @@ def test_unsupported_requests_are_clear_errors():
         _method("mxfp4").apply(_tiny_bert(hidden=48), _ctx())
     with pytest.raises(UserError, match="element 'e9m9'"):
         _method("mxfp8:element=e9m9").apply(_tiny_bert(), _ctx())
+    with pytest.raises(UserError, match="row scaling only"):
+        _method("w8a8:format=fp8,scaling=block,real=true").apply(_tiny_bert(), _ctx())
+    with pytest.raises(UserError, match="tile scaling needs block_size=48 to divide the 64 rows"):
+        _method("w8a8:format=fp8,scaling=block,block=48").apply(_tiny_bert(), _ctx())
 
 
 @pytest.mark.gpu

@@ -27,8 +27,10 @@ along the input dimension, and for activations ``[..., K]`` a "row" is a token.
   (2^b-1), zero point = round(-min/scale)), ``granularity`` ``"tensor" | "channel"``
   (aliases ``"row"``, ``"token"``) ``| "group"``, ``group_size`` (default 128).
 * ``fp8_e4m3``, ``fp8_e5m2``: ``granularity`` ``"none"`` (plain saturating cast, no
-  scale) ``| "tensor" | "row" | "block"`` (1 x ``block_size`` tiles, default 128);
-  scale = amax / max_finite (float32), codes = satfinite_cast(x / scale).
+  scale) ``| "tensor" | "row" | "block"`` (1 x ``block_size`` tiles, default 128)
+  ``| "tile"`` (``block_size`` x ``block_size`` tiles over the last two dimensions, the
+  DeepSeek-V3 weight layout); scale = amax / max_finite (float32), codes =
+  satfinite_cast(x / scale). Packed ``tile`` storage keeps one scale per tile.
 * ``mxfp8_e4m3``, ``mxfp8_e5m2``, ``mxfp6_e2m3``, ``mxfp6_e3m2``, ``mxfp4``: OCP
   Microscaling v1.0, blocks of ``block_size`` = 32 with one E8M0 scale. Scale choice of
   the spec (section 6.3): ``X = 2^(floor(log2(amax)) - emax_elem)``, clamped to the E8M0
@@ -73,6 +75,7 @@ agrees with torchao on every other block.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +144,7 @@ ALIASES = {
 _COMMON = {"rounding": "nearest", "generator": None, "noise": None}
 _GRANULARITY = {
     "none": "none", "tensor": "tensor", "channel": "row", "row": "row", "token": "row",
-    "group": "group", "block": "group",
+    "group": "group", "block": "group", "tile": "tile",
 }
 
 
@@ -174,8 +177,8 @@ def _resolve_opts(spec: FormatSpec, opts: dict[str, Any]) -> dict[str, Any]:
         )
     if "granularity" in out:
         g = _GRANULARITY.get(str(out["granularity"]))
-        if g is None or (g == "none" and spec.family != "fp8"):
-            valid = [k for k in _GRANULARITY if spec.family == "fp8" or k != "none"]
+        if g is None or (g in ("none", "tile") and spec.family != "fp8"):
+            valid = [k for k in _GRANULARITY if spec.family == "fp8" or k not in ("none", "tile")]
             raise UserError(
                 f"format '{spec.name}': granularity {out['granularity']!r} is not one of "
                 f"{', '.join(valid)}"
@@ -203,6 +206,13 @@ def _blocked(x: torch.Tensor, spec: FormatSpec, granularity: str, block: int) ->
     if granularity in ("row", "none"):
         return rows.unsqueeze(1)
     k = rows.shape[-1]
+    if granularity == "tile" and rows.shape[0] % block != 0:
+        raise UserError(
+            f"format '{spec.name}': tile scaling needs block_size={block} to divide the "
+            f"{rows.shape[0]} rows of a tensor of shape {tuple(x.shape)} as well as its last "
+            f"dimension; choose a block_size that divides both (e.g. "
+            f"{_divisor_hint(math.gcd(rows.shape[0], k), block)})"
+        )
     if k % block != 0:
         what = "group_size" if spec.family == "int" else "block_size"
         raise UserError(
@@ -223,6 +233,18 @@ def _divisor_hint(k: int, block: int) -> int:
 def _finite_amax(xb: torch.Tensor) -> torch.Tensor:
     finite = torch.isfinite(xb)
     return torch.where(finite, xb.abs(), torch.zeros_like(xb)).amax(-1, keepdim=True)
+
+
+def _tile_amax(xb: torch.Tensor) -> torch.Tensor:
+    """Finite amax of each ``b x b`` tile of blocked rows ``[R, K/b, b]``: ``[R/b, K/b]``."""
+    rows, n_blocks, b = xb.shape
+    tiles = xb.reshape(rows // b, b, n_blocks, b).transpose(1, 2).reshape(rows // b, n_blocks, b * b)
+    return _finite_amax(tiles).squeeze(-1)
+
+
+def _tile_to_rows(tile_scale: torch.Tensor, block: int) -> torch.Tensor:
+    """One scale per tile ``[R/b, K/b]`` -> the blocked-row layout ``[R, K/b, 1]``."""
+    return tile_scale.repeat_interleave(block, 0).unsqueeze(-1)
 
 
 def _noise_blocked(noise: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -306,7 +328,10 @@ def _encode_fp8(x, spec, o, rnd) -> _Enc:
     noise = _noise_blocked(o["noise"], xb)
     if o["granularity"] == "none":
         return _Enc(el.encode_float(xb, elem, o["rounding"], noise=noise, **rnd))
-    scale = _finite_amax(xb) / elem.max
+    if o["granularity"] == "tile":
+        scale = _tile_to_rows(_tile_amax(xb), o["block_size"]) / elem.max
+    else:
+        scale = _finite_amax(xb) / elem.max
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return _Enc(el.encode_float(xb / scale, elem, o["rounding"], noise=noise, **rnd), scale)
 
@@ -543,6 +568,8 @@ def quantize(x: torch.Tensor, fmt: str, **opts: Any) -> QTensor:
     scale = enc.scale
     if scale is not None and spec.family != "nf4":
         scale = scale.reshape(enc.codes.shape[:2]) if scale.numel() > 1 else scale.reshape(())
+        if o.get("granularity") == "tile":  # one stored scale per tile, not per row
+            scale = scale[:: o["block_size"]].contiguous()
     zp = enc.zero_point
     if zp is not None:
         zp = zp.reshape(enc.codes.shape[:2]) if zp.numel() > 1 else zp.reshape(())
@@ -572,7 +599,12 @@ def dequantize(q: QTensor) -> torch.Tensor:
             gran, block = "group", o["block_size"]
         blocked = _blocked(rows, spec, gran, block)
         codes = codes.reshape(blocked.shape)
-        scale = None if q.scale is None else q.scale.reshape(*blocked.shape[:2], 1)
+        if q.scale is None:
+            scale = None
+        elif gran == "tile":
+            scale = _tile_to_rows(q.scale, block)
+        else:
+            scale = q.scale.reshape(*blocked.shape[:2], 1)
     zp = None if q.zero_point is None else q.zero_point.reshape(*codes.shape[:2], 1)
     enc = _Enc(codes, scale, zp, q.tensor_scale, q.scale_mean)
     return _decode(enc, spec, o).reshape(shape).to(q.dtype)
@@ -593,7 +625,8 @@ def effective_bits(fmt: str, shape: tuple[int, ...], **opts: Any) -> float:
     if spec.family in ("int", "fp8"):
         gran = o["granularity"]
         per = o["group_size"] if spec.family == "int" else o["block_size"]
-        n_scales = {"none": 0, "tensor": 1, "row": rows}.get(gran, rows * (k // per))
+        n_scales = {"none": 0, "tensor": 1, "row": rows,
+                    "tile": (rows // per) * (k // per)}.get(gran, rows * (k // per))
         bits += n_scales * 32
         if spec.family == "int" and not o["symmetric"]:
             bits += n_scales * 8

@@ -157,6 +157,14 @@ def act_options(fmt: str) -> dict:
 class W8A8Config(QuantBaseConfig):
     format: Literal["int8", "fp8"] = "int8"
     real: bool = False  # FP8 only: run the matmul through torch._scaled_mm
+    # FP8 only. row: a scale per weight row and per token; block: DeepSeek-V3 style, a scale
+    # per block x block weight tile and per 1 x block slice of each token
+    scaling: Literal["row", "block"] = "row"
+    block: int = 128
+
+    def __post_init__(self) -> None:
+        if self.block < 1:
+            raise ValueError("block must be a positive integer")
 
 
 @register_method("w8a8", kind="quant",
@@ -170,6 +178,9 @@ class W8A8(QuantMethod):
             if self.config.format != "fp8":
                 raise UserError("w8a8: real=true is available for format=fp8 only (torch._scaled_mm); "
                                 "INT8 runs simulated")
+            if self.config.scaling != "row":
+                raise UserError("w8a8: real=true runs FP8 matmuls with row scaling only; "
+                                "scaling=block runs simulated, drop real=true")
             from suite.methods.quant.layers import fp8_matmul_supported
 
             ok, why = fp8_matmul_supported(ctx.device)
@@ -180,16 +191,23 @@ class W8A8(QuantMethod):
     def quantize(self, model, layers, batches, ctx) -> None:
         from suite.methods.quant import engine
 
-        fmt = "int8" if self.config.format == "int8" else "fp8_e4m3"
+        c = self.config
+        if c.scaling == "block" and c.format != "fp8":
+            raise UserError("w8a8: scaling=block is defined for format=fp8; INT8 uses row scaling")
+        fmt = "int8" if c.format == "int8" else "fp8_e4m3"
         wopts = ({"granularity": "channel", "symmetric": True} if fmt == "int8"
                  else {"granularity": "row"})
+        aopts = act_options(fmt)
+        if c.scaling == "block":
+            wopts = {"granularity": "tile", "block_size": c.block}
+            aopts = {"granularity": "block", "block_size": c.block}
         for name, lin in layers.items():
             wq, nbytes = engine.quantize_weight(lin.weight, fmt, wopts)
             layer = engine.install(model, name, lin, wq, nbytes, self.records,
-                                   act_fmt=fmt, act_opts=act_options(fmt))
-            if self.config.real:
+                                   act_fmt=fmt, act_opts=aopts)
+            if c.real:
                 layer.enable_real_fp8()
-        self.real_matmul = self.config.real
+        self.real_matmul = c.real
 
 
 @dataclass
