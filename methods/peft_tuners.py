@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from suite.methods.peft_wrapper import LoraConfig, PeftMethod
+from suite.methods.targets import DEFAULT_ADAPTER_TARGETS
 
 from suite.errors import CellFailure
 from suite.method import MethodContext
@@ -349,7 +350,7 @@ Kwargs = Callable[[Any, Any, MethodContext, PeftMethod], dict[str, Any]]
 
 
 def _register(name: str, *, peft_class: str, config: type, kwargs: Kwargs, summary: str, paper: str,
-              target_kind: str | None = "attention", mergeable: bool = True, default_lr: float | None = None,
+              target_kind: str | None = DEFAULT_ADAPTER_TARGETS, mergeable: bool = True, default_lr: float | None = None,
               families: tuple[str, ...] = (), base: type = PeftMethod) -> type:
     """Make and register one PeftMethod subclass for a table row."""
 
@@ -599,7 +600,7 @@ _register("waveft", peft_class="WaveFTConfig", config=WaveftArgs, default_lr=5e-
           kwargs=lambda c, m, ctx, s: dict(n_frequency=c.n_frequency, scaling=c.scaling,
                                            wavelet_family=c.wavelet_family, random_loc_seed=ctx.seed),
           summary="trainable sparse wavelet coefficients of the update, inverse wavelet transform",
-          paper="Wavelet Fine-Tuning, WaveFT (see the peft docs)")
+          paper="WaveFT: Wavelet Fine-Tuning (arXiv:2505.12532)")
 
 
 def _vblora_kwargs(c: VbloraArgs, model: Any, ctx: MethodContext, self: PeftMethod) -> dict[str, Any]:
@@ -646,12 +647,12 @@ _register("deft", peft_class="DeftConfig", config=DeftArgs, default_lr=5e-4,
           kwargs=lambda c, m, ctx, s: dict(r=c.r, decomposition_method=c.decomposition_method,
                                            deft_dropout=c.dropout),
           summary="decompositional fine-tuning: residual projection (I - P) W + Q R",
-          paper="DEFT, Decompositional Efficient Fine-Tuning (see the peft docs)")
+          paper="DEFT: Decompositional Efficient Fine-Tuning for Text-to-Image Models, NeurIPS 2025")
 _register("psoft", peft_class="PsoftConfig", config=PsoftArgs, default_lr=1e-3,
           kwargs=lambda c, m, ctx, s: dict(r=c.r, psoft_alpha=c.alpha, psoft_dropout=c.dropout,
                                            random_seed=ctx.seed),
           summary="orthogonal r x r rotation between frozen principal-subspace factors",
-          paper="PSOFT, Efficient Orthogonal Fine-Tuning with Principal Subspace Adaptation (see the peft docs)")
+          paper="PSOFT: Efficient Orthogonal Fine-Tuning with Principal Subspace Adaptation, ICLR 2026")
 _register("tinylora", peft_class="TinyLoraConfig", config=TinyLoraArgs, default_lr=1e-3,
           kwargs=lambda c, m, ctx, s: dict(r=c.r, u=c.u, tinylora_dropout=c.dropout, projection_seed=ctx.seed),
           summary="LoRA through fixed random projections of a tiny trainable vector",
@@ -673,7 +674,8 @@ _register("beft", peft_class="BeftConfig", config=TargetsOnly, default_lr=1e-3,
 _register("osf", peft_class="OSFConfig", config=OsfArgs, default_lr=5e-4,
           kwargs=lambda c, m, ctx, s: ({"effective_rank": c.effective_rank} if c.effective_rank else {}),
           summary="orthogonal subspace fine-tuning: top singular directions frozen, the rest trains",
-          paper="OSF, Orthogonal Subspace Fine-tuning (see the peft docs)")
+          paper="Nayak et al. 2025, Sculpting Subspaces: Constrained Full Fine-Tuning in LLMs for "
+                "Continual Learning (OSF)")
 _register("adamss", peft_class="AdamssConfig", config=AdamssArgs, default_lr=1e-3,
           kwargs=lambda c, m, ctx, s: dict(r=c.r, num_subspaces=c.num_subspaces, subspace_rank=c.subspace_rank,
                                            random_seed=ctx.seed),
