@@ -19,7 +19,7 @@ from suite.registry import register_method
 @dataclass
 class LoraXSConfig:
     r: int = 16
-    target_modules: tuple[str, ...] | None = None  # None: attention query/value for the family
+    target_modules: tuple[str, ...] | None = None  # None: every linear layer of the blocks (targets.DEFAULT_ADAPTER_TARGETS)
     init_std: float = 1e-5
 
     def __post_init__(self) -> None:

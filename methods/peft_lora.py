@@ -18,7 +18,7 @@ from suite.registry import register_method
 __all__ = ["Lora", "LoraConfig", "Pissa", "PissaConfig"]
 
 
-@register_method("lora", kind="peft", summary="low-rank adapters on attention projections",
+@register_method("lora", kind="peft", summary="low-rank adapters on the linear layers",
                  source="peft", paper="Hu et al. 2021, LoRA (arXiv:2106.09685)")
 class Lora(PeftMethod):
     Config = LoraConfig

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from suite.methods.targets import resolve_targets
+from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, resolve_targets
 
 from suite.errors import CellFailure, UserError
 from suite.method import Method, MethodContext
@@ -30,7 +30,7 @@ class LoraConfig:
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    target_modules: tuple[str, ...] | None = None  # None: the family default (attention q, v)
+    target_modules: tuple[str, ...] | None = None  # None: the family default (targets.DEFAULT_ADAPTER_TARGETS)
     rslora: bool = False
 
     def __post_init__(self) -> None:
@@ -45,7 +45,7 @@ class PeftMethod(Method):
 
     peft_config_class: ClassVar[str] = ""
     mergeable = True
-    target_kind: ClassVar[str | None] = "attention"  # key of suite.methods.targets tables; None: no targets
+    target_kind: ClassVar[str | None] = DEFAULT_ADAPTER_TARGETS  # key of the targets tables; None: no targets
     families: ClassVar[tuple[str, ...]] = ()  # model families the tuner supports; empty: any
 
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
@@ -56,7 +56,7 @@ class PeftMethod(Method):
         """Target module keys: the config's ``target_modules`` if set, else the family default."""
         if explicit == "config":
             explicit = getattr(self.config, "target_modules", None)
-        return resolve_targets(model, self.name, kind or self.target_kind or "attention", explicit)
+        return resolve_targets(model, self.name, kind or self.target_kind or DEFAULT_ADAPTER_TARGETS, explicit)
 
     # -- data-aware initialisation hooks ---------------------------------------------------------
     def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:

@@ -24,7 +24,7 @@ from suite.registry import register_method
 class SORSAConfig:
     r: int = 8
     gamma: float = 0.01  # weight of the orthonormality regulariser in the loss
-    target_modules: tuple[str, ...] | None = None  # None: attention query/value for the family
+    target_modules: tuple[str, ...] | None = None  # None: every linear layer of the blocks (targets.DEFAULT_ADAPTER_TARGETS)
 
     def __post_init__(self) -> None:
         if self.r <= 0:

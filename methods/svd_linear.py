@@ -102,11 +102,11 @@ def apply_svd_method(model: Any, method: str, target_modules: Any, r: int,
                      make: Callable[[nn.Linear], nn.Module]) -> Any:
     """Freeze the model, wrap the targeted linears, keep the head trainable."""
     from suite.methods.heads import head_module_names, head_parameters
-    from suite.methods.targets import require_targets
+    from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, require_targets
 
     from suite.errors import UserError
 
-    keys = require_targets(model, method, "attention", target_modules)
+    keys = require_targets(model, method, DEFAULT_ADAPTER_TARGETS, target_modules)
     for p in model.parameters():
         p.requires_grad_(False)
     too_small = [n for n, m in matching_modules(model, keys, nn.Linear)

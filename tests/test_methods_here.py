@@ -54,10 +54,16 @@ def logits(model, batch):
         return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
+def block_linear_weights(model) -> dict:
+    """The weights the adapters target by default: every linear layer of the blocks."""
+    return {n: m.weight.detach().clone() for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and ".encoder.layer." in n}
+
+
 # -- initialisations that reproduce W ------------------------------------------------------------------
 def test_pissa_adapter_plus_residual_reproduces_w():
     model, ctx, *_ = tiny(n_items=16)
-    original = {n: m.weight.detach().clone() for n, m in model.named_modules() if n.endswith(("query", "value"))}
+    original = block_linear_weights(model)
     adapted = make("pissa").apply(model, ctx)
     checked = 0
     for name, module in adapted.named_modules():
@@ -68,7 +74,7 @@ def test_pissa_adapter_plus_residual_reproduces_w():
             torch.testing.assert_close(rebuilt, original[key], atol=1e-5, rtol=1e-5)
             assert (module.base_layer.weight - original[key]).abs().max() > 1e-3  # the residual differs from W
             checked += 1
-    assert checked == len(original) == 4
+    assert checked == len(original) == 2 * 6  # every linear layer of both blocks
 
 
 @pytest.mark.parametrize("name", ["svfit", "sorsa", "lora-xs"])
@@ -77,7 +83,7 @@ def test_svd_methods_reproduce_w_at_init(name):
 
     model, ctx, batch, *_ = tiny(n_items=16)
     before = logits(model, batch)
-    original = {n: m.weight.detach().clone() for n, m in model.named_modules() if n.endswith(("query", "value"))}
+    original = block_linear_weights(model)
     adapted = make(name, **({"init_std": 0.0} if name == "lora-xs" else {})).apply(model, ctx)
     wrapped = {n: m for n, m in adapted.named_modules() if isinstance(m, SVDAdapted)}
     assert set(wrapped) == set(original)

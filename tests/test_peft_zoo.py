@@ -117,26 +117,32 @@ def _biases(model) -> int:
 
 
 def expected_trainable(name: str, model) -> int:
-    """Each method's formula on tiny-bert (hidden h, FFN f, L layers; q and v adapted by default)."""
+    """Each method's formula on tiny-bert (hidden h, FFN f, L layers; by default every
+    linear layer of the blocks is adapted: q, k, v, attention out (h x h), FFN up (h -> f)
+    and down (f -> h), as (in, out) pairs)."""
     h, f, L = _dims(model)
-    n_qv = 2 * L  # adapted matrices (query, value), each h x h
+    mats = L * ([(h, h)] * 4 + [(h, f), (f, h)])
+
+    def per_matrix(fn) -> int:
+        return sum(fn(i, o) for i, o in mats)
+
     heads = model.config.num_attention_heads
     linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "classifier" not in n]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
     formulas = {
-        "lora": n_qv * 8 * (h + h),
-        "rslora": n_qv * 8 * (h + h),
-        "pissa": n_qv * 8 * (h + h),
-        "olora": n_qv * 8 * (h + h),
-        "dora": n_qv * (8 * (h + h) + h),  # + magnitude vector
-        "mica": n_qv * 8 * h,  # B frozen, only A (r x in) trains
-        "adalora": n_qv * (12 * (h + h) + 12),  # init_r: A, B and the singular values E
-        "vera": n_qv * (256 + h),  # lambda_d (r) and lambda_b (out)
-        "loha": n_qv * 2 * 8 * (h + h),
-        "hra": n_qv * 8 * h,
-        "miss": n_qv * 16 * h,
-        "shira": n_qv * 32 * (h + h),
-        "fourierft": n_qv * 1000,
+        "lora": per_matrix(lambda i, o: 8 * (i + o)),
+        "rslora": per_matrix(lambda i, o: 8 * (i + o)),
+        "pissa": per_matrix(lambda i, o: 8 * (i + o)),
+        "olora": per_matrix(lambda i, o: 8 * (i + o)),
+        "dora": per_matrix(lambda i, o: 8 * (i + o) + o),  # + magnitude vector
+        "mica": per_matrix(lambda i, o: 8 * i),  # B frozen, only A (r x in) trains
+        "adalora": per_matrix(lambda i, o: 12 * (i + o) + 12),  # init_r: A, B and the singular values E
+        "vera": per_matrix(lambda i, o: 256 + o),  # lambda_d (r) and lambda_b (out)
+        "loha": per_matrix(lambda i, o: 2 * 8 * (i + o)),
+        "hra": per_matrix(lambda i, o: 8 * i),  # r Householder vectors of the input space
+        "miss": per_matrix(lambda i, o: 16 * o),  # an r x out block
+        "shira": per_matrix(lambda i, o: 32 * (i + o)),
+        "fourierft": len(mats) * 1000,
         "ia3": L * (h + h + h + f),  # key, value (out), attention.output.dense (in h), output.dense (in f)
         "ln-tuning": sum(2 * m.normalized_shape[0] for m in norms),
         "prefix": 20 * L * 2 * h,
@@ -145,9 +151,9 @@ def expected_trainable(name: str, model) -> int:
         "ssf": sum(m.out_features * (1 + (m.bias is not None)) for m in linears)
         + sum(2 * m.normalized_shape[0] for m in norms),
         "s2ft": L * (h * (h // heads) * 1 + h * 32),  # one head's O columns + 32 down columns
-        "lora-xs": n_qv * 16 * 16,
-        "svfit": n_qv * 16,
-        "sorsa": n_qv * 8 * (h + h + 1),
+        "lora-xs": len(mats) * 16 * 16,
+        "svfit": len(mats) * 16,
+        "sorsa": per_matrix(lambda i, o: 8 * (i + o + 1)),
         "spiel": sum(round(0.01 * m.weight.numel()) for n, m in model.named_modules()
                      if isinstance(m, torch.nn.Linear) and "classifier" not in n and "pooler" not in n),
     }
@@ -173,9 +179,11 @@ def test_vblora_parameter_count_uses_an_auto_vector_length():
     h, _, L = _dims(model)
     head = _head(model)
     adapted = make("vblora").apply(model, ctx)
-    length = 64  # largest power of two <= 256 dividing tiny-bert's 64-wide q/v
+    f = model.config.intermediate_size
+    length = 64  # largest power of two <= 256 dividing every adapted dimension (h = 64, f = 128)
     bank = 256 * length
-    logits = 2 * L * 4 * (h // length + h // length) * 256  # r x (in/len + out/len) x num_vectors per matrix
+    mats = L * ([(h, h)] * 4 + [(h, f), (f, h)])
+    logits = sum(4 * (i // length + o // length) * 256 for i, o in mats)  # r x (in/len + out/len) x vectors
     assert count_parameters(adapted)[0] == bank + logits + head
 
 
