@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from suite.methods.peft_wrapper import LoraConfig, PeftMethod
+from suite.methods.peft_wrapper import LORA_FAMILY_LR, LoraConfig, PeftMethod
 from suite.methods.targets import DEFAULT_ADAPTER_TARGETS
 
 from suite.errors import CellFailure
@@ -369,20 +369,20 @@ def _register(name: str, *, peft_class: str, config: type, kwargs: Kwargs, summa
 
 
 # -- LoRA family ---------------------------------------------------------------------------------
-_register("rslora", peft_class="LoraConfig", config=RsLoraConfig, default_lr=5e-4,
+_register("rslora", peft_class="LoraConfig", config=RsLoraConfig, default_lr=LORA_FAMILY_LR,
           kwargs=lambda c, m, ctx, s: _lora(c),
           summary="LoRA with rank-stabilised scaling alpha/sqrt(r)",
           paper="Kalajdzievski 2023, A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA "
                 "(arXiv:2312.03732)")
-_register("dora", peft_class="LoraConfig", config=LoraConfig, default_lr=5e-4,
+_register("dora", peft_class="LoraConfig", config=LoraConfig, default_lr=LORA_FAMILY_LR,
           kwargs=lambda c, m, ctx, s: _lora(c, use_dora=True),
           summary="weight-decomposed LoRA: trainable magnitude, LoRA on the direction",
           paper="Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv:2402.09353)")
-_register("olora", peft_class="LoraConfig", config=LoraConfig, default_lr=5e-4,
+_register("olora", peft_class="LoraConfig", config=LoraConfig, default_lr=LORA_FAMILY_LR,
           kwargs=lambda c, m, ctx, s: _lora(c, init_lora_weights="olora"),
           summary="LoRA initialised from a QR decomposition of W (orthonormal A, B), residual frozen",
           paper="Buyukakyuz 2024, OLoRA: Orthonormal Low-Rank Adaptation (arXiv:2406.01775)")
-_register("mica", peft_class="LoraConfig", config=LoraConfig, default_lr=5e-4,
+_register("mica", peft_class="LoraConfig", config=LoraConfig, default_lr=LORA_FAMILY_LR,
           kwargs=lambda c, m, ctx, s: _lora(c, init_lora_weights="mica"),
           summary="LoRA with B frozen to the minor singular vectors of W, only A trains",
           paper="Minor Component Adaptation, MiCA (arXiv:2604.01694)")
@@ -407,7 +407,7 @@ def _loftq_kwargs(c: LoftqArgs, model: Any, ctx: MethodContext, self: PeftMethod
 
 
 _register("loftq", peft_class="LoraConfig", config=LoftqArgs, kwargs=_loftq_kwargs, base=_LoftQ,
-          default_lr=5e-4, summary="LoRA initialised so quantised W + BA approximates W (needs CUDA + bnb)",
+          default_lr=LORA_FAMILY_LR, summary="LoRA initialised so quantised W + BA approximates W (needs CUDA + bnb)",
           paper="Li et al. 2023, LoftQ: LoRA-Fine-Tuning-Aware Quantization (arXiv:2310.08659)")
 
 
@@ -439,7 +439,7 @@ def _corda_kwargs(c: CordaArgs, model: Any, ctx: MethodContext, self: PeftMethod
 
 
 _register("corda", peft_class="LoraConfig", config=CordaArgs, kwargs=_corda_kwargs, base=_CordaMethod,
-          default_lr=2e-4, summary="LoRA from a context-oriented SVD of W times the input covariance "
+          default_lr=LORA_FAMILY_LR, summary="LoRA from a context-oriented SVD of W times the input covariance "
                                    "(task data calibrates it)",
           paper="Yang et al. 2024, CorDA: Context-Oriented Decomposition Adaptation (arXiv:2406.05223)")
 
@@ -465,7 +465,7 @@ def _eva_kwargs(c: EvaArgs, model: Any, ctx: MethodContext, self: PeftMethod) ->
 
 
 _register("eva", peft_class="LoraConfig", config=EvaArgs, kwargs=_eva_kwargs, base=_EvaMethod,
-          default_lr=5e-4, summary="LoRA A from the SVD of layer inputs on task data, ranks redistributed",
+          default_lr=LORA_FAMILY_LR, summary="LoRA A from the SVD of layer inputs on task data, ranks redistributed",
           paper="Paischer et al. 2024, One Initialization to Rule them All: Explained Variance Adaptation "
                 "(arXiv:2410.07170)")
 
@@ -493,7 +493,7 @@ def _loraga_kwargs(c: LoraGaArgs, model: Any, ctx: MethodContext, self: PeftMeth
 
 
 _register("lora-ga", peft_class="LoraConfig", config=LoraGaArgs, kwargs=_loraga_kwargs, base=_LoraGaMethod,
-          default_lr=2e-4, summary="LoRA initialised from the SVD of the full gradient on task batches",
+          default_lr=LORA_FAMILY_LR, summary="LoRA initialised from the SVD of the full gradient on task batches",
           paper="Wang et al. 2024, LoRA-GA: Low-Rank Adaptation with Gradient Approximation "
                 "(arXiv:2407.05000)")
 

@@ -40,6 +40,13 @@ class LoraConfig:
             raise ValueError("dropout must be in [0, 1)")
 
 
+# One step size for LoRA and every method with LoRA's parameterisation (PiSSA, DoRA, rsLoRA,
+# OLoRA, MiCA, LoftQ, CorDA, EVA, LoRA-GA), so they compare at an equal budget; the fresh
+# task head trains at the same step. MiniLM + SST-2, 300 steps of 32, all linear layers:
+# LoRA 0.826 at 5e-4 and 0.842 at 1e-3; PiSSA 0.836 and 0.838 (one seed each).
+LORA_FAMILY_LR = 1e-3
+
+
 class PeftMethod(Method):
     """Base of methods implemented by peft. Subclasses set ``peft_config_class`` and ``peft_kwargs``."""
 

@@ -84,7 +84,7 @@ def test_cell_ids_are_stable_and_sensitive_to_the_config():
 def test_method_default_lr_applies_unless_user_overrides():
     cells = build_cells([parse_method_spec("lora"), parse_method_spec("full")], [("glue", "sst2")],
                         ["tiny-bert"], [0], [{}], None)
-    assert cells[0].recipe.lr == 5e-4 and cells[1].recipe.lr == 5e-5
+    assert cells[0].recipe.lr == 1e-3 and cells[1].recipe.lr == 5e-5
     cells = build_cells([parse_method_spec("lora")], [("glue", "sst2")], ["tiny-bert"], [0],
                         [{"lr": 1e-4}], None)
     assert cells[0].recipe.lr == 1e-4
