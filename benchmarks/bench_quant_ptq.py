@@ -6,8 +6,9 @@ training split, so the rows differ only by the quantizer. Usage:
     python benchmarks/bench_quant_ptq.py --model EXPORTED_FOLDER --task glue:sst2 \
         --data-dir ../shared/data/glue [--methods rtn:bits=4,...] [--limit N]
 
-(Runs through ``suite run --max-steps 0`` once the recipe accepts 0 steps; this script is
-the same cell without the store, for a quick table.)
+``suite run --models EXPORTED_FOLDER --max-steps 0 --methods ...`` runs the same cells into
+the store; this script is the same evaluation without the store, for a quick table. Compare
+``gptq`` with ``gptq:sequential=false`` to see what sequential calibration buys.
 """
 
 from __future__ import annotations
