@@ -6,7 +6,9 @@ scale rules live in one place here, written after the formats module:
 * divisions are IEEE round-to-nearest (``tl.math.div_rn``), as torch's float32 division;
 * round-half-to-even to an integer is ``(v + 1.5 * 2^23) - 1.5 * 2^23`` (exact for
   |v| < 2^22, which every clamped value here is);
-* FP8 E4M3 codes are the RNE saturating cast after a clamp to +-448;
+* FP8 E4M3 codes are the RNE saturating cast after a clamp to +-448; stochastic rounding
+  truncates to the E4M3 grid by integer arithmetic and takes the next code up with the
+  same rule as FP4 below;
 * FP4 E2M1 nearest rounding compares with the exact midpoints of its grid, ties to the
   even code, as the formats module's table search does; stochastic rounding takes the
   upper neighbour when ``u < (a - lo) / (hi - lo)``, the same rule, fed the same uniforms.
@@ -120,6 +122,34 @@ def _fp8_code(v, SOFT: tl.constexpr):
 
 
 @triton.jit
+def _fp8_code_sr(v, u):
+    """float32 -> E4M3 bits with stochastic rounding: the upper neighbour when
+    ``u < (a - lo) / (hi - lo)``, the formats module's rule; saturating at 448, NaN -> 0x7F.
+
+    ``lo`` is ``a`` truncated to the E4M3 grid by integer arithmetic (drop 20 mantissa bits
+    and rebias for normals, multiples of 2^-9 below 2^-6), ``hi`` the next code up.
+    """
+    a = tl.minimum(tl.abs(v), 448.0)
+    a = tl.where(v != v, 0.0, a)
+    ab = a.to(tl.int32, bitcast=True)
+    lo_code = tl.where(a < 0.015625, (a * 512.0).to(tl.int32), (ab >> 20) - 960)
+    lo = _e4m3_value_soft(lo_code)
+    exact = a == lo
+    hi = _e4m3_value_soft(tl.where(exact, lo_code, lo_code + 1))
+    p_up = tl.math.div_rn(a - lo, tl.where(exact, 1.0, hi - lo))
+    mag = tl.where(exact | (u >= p_up), lo_code, lo_code + 1)
+    sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
+    return tl.where(v != v, 0x7F, mag | (sign << 7))
+
+
+@triton.jit
+def _fp8_encode(v, u, SR: tl.constexpr, SOFT: tl.constexpr):
+    if SR:
+        return _fp8_code_sr(v, u)
+    return _fp8_code(v, SOFT)
+
+
+@triton.jit
 def _butterfly(x, R: tl.constexpr, C: tl.constexpr, h: tl.constexpr):
     """One Walsh-Hadamard stage of stride h: (a, b) -> (a + b, a - b) in blocks of 2h."""
     y = tl.permute(tl.reshape(x, (R, C // (2 * h), 2, h)), (0, 1, 3, 2))
@@ -182,7 +212,7 @@ def _encode(xb, u, ts, FMT: tl.constexpr, SR: tl.constexpr, SOFT: tl.constexpr):
     if FMT == MXFP8:
         code = _e8m0(tl.max(tl.abs(xb), axis=2), 8)
         v = tl.math.div_rn(xb, _e8m0_value(code)[:, :, None])
-        return _fp8_code(v, SOFT), code
+        return _fp8_encode(v, u, SR, SOFT), code
     elif FMT == MXFP4:
         code = _e8m0(tl.max(tl.abs(xb), axis=2), 2)
         v = tl.math.div_rn(xb, _e8m0_value(code)[:, :, None])
@@ -200,7 +230,7 @@ def _encode(xb, u, ts, FMT: tl.constexpr, SR: tl.constexpr, SOFT: tl.constexpr):
         else:
             scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), 448.0)
             scale = tl.where(scale > 0, scale, 1.0)
-        return _fp8_code(tl.math.div_rn(xb, scale[:, :, None]), SOFT), scale
+        return _fp8_encode(tl.math.div_rn(xb, scale[:, :, None]), u, SR, SOFT), scale
     else:  # INT8 / INT4, symmetric
         QMAX: tl.constexpr = 127.0 if FMT == INT8 else 7.0
         scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), QMAX)

@@ -62,9 +62,6 @@ def hadamard_quantize(x, h: int, fmt: str, rounding: str = "nearest", noise=None
     """The Triton kernel: one pass (two for NVFP4: its tensor amax is of the rotated x)."""
     from suite.kernels._quant_triton import quantize
 
-    if fmt == "fp8" and rounding != "nearest":
-        raise UserError("stochastic rounding is implemented for mxfp4 and nvfp4; FP8 uses "
-                        "round-to-nearest-even (rounding=nearest)")
     name, _ = FORMATS[fmt]
     return quantize(x, name, rounding=rounding, noise=noise, seed=seed, hadamard=h)
 
@@ -106,10 +103,9 @@ class _HadamardQuant(Kernel):
             "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True,
                                   default_on_cpu=False),
         }
-        if self.fmt != "fp8":
-            out["triton_sr"] = Impl("triton_sr", triton_sr, needs="triton", checked=False,
-                                    note="stochastic rounding (in-kernel RNG): timed, "
-                                    "checked statistically by the tests")
+        out["triton_sr"] = Impl("triton_sr", triton_sr, needs="triton", checked=False,
+                                note="stochastic rounding (in-kernel RNG): timed, "
+                                "checked statistically by the tests")
         return out
 
     def bytes_moved(self, shape, dtype):

@@ -108,7 +108,27 @@ def test_software_e4m3_matches_torch_cast_everywhere():
     assert torch.equal(y, ref)
 
 
-@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+def test_fp8_stochastic_rounding_on_every_e4m3_interval():
+    """The kernel's E4M3 stochastic rounding against the formats module on the whole grid:
+    exact codes, midpoints, subnormals, saturation, signed zeros. One row holding 448 has
+    scale exactly 1, so the values reach the rounding unchanged."""
+    from suite.kernels._quant_triton import quantize
+    from suite.methods.quant import formats
+
+    grid = torch.arange(0, 127, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
+    mids = (grid[:-1] + grid[1:]) / 2
+    gen = torch.Generator().manual_seed(5)
+    rand = torch.exp2(torch.rand(1500, generator=gen) * 17 - 17) * 448
+    vals = torch.cat([torch.tensor([448.0, 0.0, -0.0, 1e-9, 447.9]), grid, -grid, mids, -mids, rand, -rand])
+    x = torch.nn.functional.pad(vals, (0, 4096 - vals.numel()), value=0.25).reshape(1, -1)
+    noise = torch.rand(x.shape, generator=gen)
+    codes, scale = quantize(x, "fp8_e4m3", rounding="stochastic", noise=noise)
+    ref = formats.quantize(x, "fp8_e4m3", granularity="row", rounding="stochastic", noise=noise)
+    assert scale.item() == 1.0
+    assert torch.equal(codes.view(torch.uint8), ref.data.view(torch.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "fp8"])
 def test_stochastic_rounding_same_uniforms_same_bits(fmt):
     from suite.kernels.hadamard import hadamard_quantize, hadamard_quantize_reference
 
@@ -120,7 +140,7 @@ def test_stochastic_rounding_same_uniforms_same_bits(fmt):
     assert compare_outputs(out, ref, None)[0]
 
 
-@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "fp8"])
 def test_stochastic_rounding_in_kernel_rng_is_unbiased(fmt):
     """Averaged over seeds, the in-kernel stochastic rounding recovers the rotated input;
     round-to-nearest does not (its bias stays), and the draws differ between seeds."""
@@ -130,7 +150,7 @@ def test_stochastic_rounding_in_kernel_rng_is_unbiased(fmt):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(32, 128, generator=gen)
     target = hadamard_rotate(x, 16)
-    name = {"mxfp4": "mxfp4", "nvfp4": "nvfp4"}[fmt]
+    name = {"mxfp4": "mxfp4", "nvfp4": "nvfp4", "fp8": "fp8_e4m3"}[fmt]
 
     def decoded(out):
         return dequantize(out[0], out[1], name, (32, 128), torch.float32,
