@@ -4,7 +4,7 @@ Evaluation only (no training after quantisation), with calibration batches from 
 training split, so the rows differ only by the quantizer. Usage:
 
     python benchmarks/bench_quant_ptq.py --model EXPORTED_FOLDER --task glue:sst2 \
-        --data-dir ../shared/data/glue [--methods rtn:bits=4,...] [--limit N]
+        --data-dir ../shared/data/glue [--methods fp32 rtn:bits=4 "hawq:choices=3;4;8" ...] [--limit N]
 
 ``suite run --models EXPORTED_FOLDER --max-steps 0 --methods ...`` runs the same cells into
 the store; this script is the same evaluation without the store, for a quick table. Compare
@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--task", default="glue:sst2")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--methods", default=";".join(DEFAULT), help="';'-separated method specs")
+    ap.add_argument("--methods", nargs="+", default=DEFAULT,
+                    help="method specs, space-separated (list arguments keep ';': hawq:choices=3;4;8)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--calib-batches", type=int, default=8)
     args = ap.parse_args()
@@ -44,7 +45,7 @@ def main() -> None:
     recipe = Recipe(batch_size=16, max_length=128, limit=args.limit)
     train = task.load(task.train_split, 2000)
     rows = []
-    for spec in args.methods.split(";"):
+    for spec in args.methods:
         torch.manual_seed(0)
         bundle = task.build_model(args.model)
         items = task.tokenize(train, bundle, recipe.max_length)
