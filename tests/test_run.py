@@ -10,6 +10,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 import suite.results
 from suite.results.schema import COLUMNS, PROVENANCE_COLUMNS, SCHEMA_VERSION
 from suite.results.store import ResultStore
@@ -134,3 +135,26 @@ def test_max_steps_zero_evaluates_only_and_method_metrics_keep_their_direction(s
     per_layer = cost[cost.index.str.startswith("quant_rel_error/")]
     assert len(per_layer) and not per_layer["higher_is_better"].astype(bool).any()
     assert frame[frame["is_primary"].astype(bool)]["value"].notna().all()
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # building the CUDA autocast on a CPU
+def test_bf16_autocast_is_chosen_on_a_gpu_and_runs_end_to_end_on_the_cpu(store_dir):
+    """auto -> bf16 on CUDA devices, fp32 elsewhere; --precision bf16 trains under autocast."""
+    import contextlib
+
+    import torch
+
+    from suite.train import autocast_context
+
+    assert isinstance(autocast_context("cpu", "auto"), contextlib.nullcontext)
+    assert isinstance(autocast_context("cuda:0", "fp32"), contextlib.nullcontext)
+    gpu = autocast_context("cuda:0", "auto")
+    assert isinstance(gpu, torch.autocast) and gpu.device == "cuda" and gpu.fast_dtype == torch.bfloat16
+    with autocast_context("cpu", "bf16"):
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
+    result = run_suite("run", "--methods", "lora", "--tasks", "smoke", "--precision", "bf16",
+                       "--store", str(store_dir), *FAST)
+    assert result.returncode == 0, result.stderr
+    frame = suite.results.load(store_dir)
+    cost = frame[frame["split"] == "cost"].set_index("metric")["value"]
+    assert frame["status"].eq("ok").all() and 0 < cost["train_loss"] < 10
