@@ -60,8 +60,11 @@ class CellRunner:
 
     def __init__(self, store: ResultStore, device: str = "auto", run_id: str = "",
                  export_dir: str | None = None, progress: bool = True):
+        from suite.library_noise import quiet_library_noise
+
         self.store = store
         self.device = pick_device(device)
+        quiet_library_noise(self.device)
         self.run_id = run_id or time.strftime("%Y%m%dT%H%M%S")
         self.export_dir = export_dir
         self.progress = progress
