@@ -195,6 +195,20 @@ def test_hawq_allocation_respects_budget_and_sensitivity():
         A.allocate_bits(sens, {"a": 1, "b": 1}, budget=1.0)
 
 
+def test_measured_layer_sensitivity_restores_weights_and_sees_damage():
+    from suite.methods.quant.engine import target_linears
+
+    model = _tiny_bert()
+    layers = target_linears(model)
+    before = {n: lin.weight.detach().clone() for n, lin in layers.items()}
+    hawq = _method("hawq:choices=2;8")
+    sens = A.layer_loss_sensitivity(model, layers, _batches(), hawq.quantized_weight, (2, 8))
+    assert all(torch.equal(lin.weight, before[n]) for n, lin in layers.items())
+    assert set(sens) == set(layers) and all(set(s) == {2, 8} for s in sens.values())
+    # 2-bit weights hurt far more than 8-bit ones, summed over the layers
+    assert sum(abs(s[2]) for s in sens.values()) > 10 * sum(abs(s[8]) for s in sens.values())
+
+
 def test_hutchinson_trace_matches_exact_trace():
     torch.manual_seed(0)
     a = torch.randn(6, 6)
@@ -207,7 +221,7 @@ def test_hutchinson_trace_matches_exact_trace():
 # -- methods on a tiny BERT ----------------------------------------------------------------------
 ALL = ["rtn", "rtn:bits=8,group=0", "w8a8", "w8a8:format=fp8", "w8a8:format=fp8,scaling=block,block=32", "mxfp4", "mxfp6", "mxfp8",
        "nvfp4", "nf4", "gptq:group=32", "awq:group=32", "smoothquant", "quarot",
-       "quarot:format=nvfp4", "hawq:budget=5,samples=2"]
+       "quarot:format=nvfp4", "hawq:budget=5,samples=2", "hawq:budget=5,sensitivity=loss"]
 
 
 @pytest.mark.parametrize("spec", ALL)

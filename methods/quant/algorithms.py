@@ -249,6 +249,65 @@ def hutchinson_traces(loss_fn: Callable[[], torch.Tensor], params: dict[str, tor
     return {n: t / n_samples for n, t in totals.items()}
 
 
+def layer_hessian_traces(model: nn.Module, layers: dict[str, nn.Linear], batches: list[dict],
+                         samples: int, seed: int = 0) -> dict[str, float]:
+    """Hessian trace of the task loss per layer weight, averaged over labelled ``batches``
+    (Hutchinson, ``samples`` probes per batch); the weights' grad flags are restored."""
+    params = {name: lin.weight for name, lin in layers.items()}
+    flags = {n: p.requires_grad for n, p in params.items()}
+    for p in params.values():
+        p.requires_grad_(True)
+    traces = dict.fromkeys(params, 0.0)
+    try:
+        for i, batch in enumerate(batches):
+            if "labels" not in batch:
+                raise UserError("hawq needs labelled calibration batches for the loss")
+
+            def loss_fn(b=batch):
+                # the math SDPA backend is the one with a double backward (Hv products)
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                with sdpa_kernel(SDPBackend.MATH):
+                    return model(**b).loss
+
+            for n, t in hutchinson_traces(loss_fn, params, samples, seed=seed + i).items():
+                traces[n] += t / len(batches)
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(flags[n])
+    return traces
+
+
+def layer_loss_sensitivity(model: nn.Module, layers: dict[str, nn.Linear], batches: list[dict],
+                           quantized: Callable[[str, nn.Linear, int], torch.Tensor],
+                           choices: Iterable[int]) -> dict[str, dict[int, float]]:
+    """Measured loss increase on ``batches`` when only one layer is quantised to ``b`` bits
+    (``quantized(name, layer, b)`` gives its weight), for every layer and bit width; each
+    weight is restored before the next. The ground truth a trace estimate approximates."""
+    if any("labels" not in b for b in batches):
+        raise UserError("hawq needs labelled calibration batches for the loss")
+
+    def loss() -> float:
+        with torch.no_grad():
+            return sum(float(model(**b).loss) for b in batches) / len(batches)
+
+    base = loss()
+    out: dict[str, dict[int, float]] = {}
+    for name, lin in layers.items():
+        original = lin.weight.detach().clone()
+        candidates = {b: quantized(name, lin, b) for b in choices}  # all from the original weight
+        out[name] = {}
+        try:
+            for b, weight in candidates.items():
+                with torch.no_grad():
+                    lin.weight.copy_(weight)
+                out[name][b] = loss() - base
+        finally:
+            with torch.no_grad():
+                lin.weight.copy_(original)
+    return out
+
+
 def allocate_bits(sensitivity: dict[str, dict[int, float]], numel: dict[str, int],
                   budget: float) -> dict[str, int]:
     """Bits per layer under an average bits-per-weight ``budget`` (weighted by size).
@@ -291,6 +350,6 @@ def relative_error(w: torch.Tensor, wq: torch.Tensor) -> float:
 
 
 __all__ = [
-    "InputStats", "collect_input_stats", "forward_stages", "int_qparams", "int_fake_quant", "gptq_quantize",
+    "InputStats", "collect_input_stats", "forward_stages", "layer_hessian_traces", "layer_loss_sensitivity", "int_qparams", "int_fake_quant", "gptq_quantize",
     "smoothquant_scales", "awq_search", "hutchinson_traces", "allocate_bits", "relative_error",
 ]
