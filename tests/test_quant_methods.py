@@ -350,3 +350,76 @@ def test_real_fp8_matmul_close_to_simulated():
     real.enable_real_fp8()
     # same quantised operands; only the accumulation (and bf16 output) differs
     torch.testing.assert_close(real(x), sim(x), rtol=2e-2, atol=2e-2)
+
+
+# -- the real FP8 path, exercised on the CPU where torch's CPU build has _scaled_mm -----------------
+def _cpu_scaled_mm_works() -> bool:
+    try:
+        a = torch.ones(16, 16).to(torch.float8_e4m3fn)
+        torch._scaled_mm(a, a.t(), scale_a=torch.ones(16, 1), scale_b=torch.ones(1, 16),
+                         out_dtype=torch.bfloat16)
+        return True
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return False
+
+
+@pytest.fixture
+def fp8_on_cpu(monkeypatch):
+    """Let the real FP8 path run on the CPU: the device check is the only CUDA-specific part;
+    the operand layout and scale shapes go through torch._scaled_mm as on a GPU. Counts calls."""
+    if not _cpu_scaled_mm_works():
+        pytest.skip("this torch build has no CPU torch._scaled_mm")
+    from suite.methods.quant import layers
+
+    calls = []
+    real_scaled_mm = torch._scaled_mm
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real_scaled_mm(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "fp8_matmul_supported", lambda device: (True, ""))
+    monkeypatch.setattr(torch, "_scaled_mm", counting)
+    return calls
+
+
+def test_real_fp8_layer_runs_scaled_mm_and_matches_the_simulation(fp8_on_cpu):
+    lin = nn.Linear(256, 128)
+    x = torch.randn(3, 21, 256)  # a token count that is no multiple of 16
+    wq = F.fake_quantize(lin.weight, "fp8_e4m3", granularity="row")
+    sim = QuantLinear.from_linear(lin, wq, act_fmt="fp8_e4m3", act_opts={"granularity": "row"})
+    real = QuantLinear.from_linear(lin, wq, act_fmt="fp8_e4m3", act_opts={"granularity": "row"})
+    real.enable_real_fp8()
+    x_real, x_sim = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = real(x_real), sim(x_sim)
+    assert fp8_on_cpu == [(63, 256)]
+    assert got.shape == want.shape and got.dtype == want.dtype
+    # the same quantised operands: only the accumulation order and the bf16 output differ
+    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-2 * float(want.detach().abs().max()))
+    # _scaled_mm has no derivative: the layer supplies the simulated path's gradient
+    upstream = torch.randn(want.shape)
+    got.backward(upstream)
+    want.backward(upstream)
+    assert x_real.grad is not None
+    torch.testing.assert_close(x_real.grad, x_sim.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_w8a8_fp8_real_method_matches_the_simulated_one(fp8_on_cpu):
+    batch = {k: v for k, v in _batches(1)[0].items() if k != "labels"}
+    outputs = {}
+    for spec in ("w8a8:format=fp8", "w8a8:format=fp8,real=true"):
+        method = _method(spec)
+        model = method.apply(_tiny_bert(), _ctx())
+        with torch.no_grad():
+            outputs[spec] = model(**batch).logits
+        assert method.measurements(model)["quant_real_matmul"] == (1.0 if "real" in spec else 0.0)
+    assert len(fp8_on_cpu) == 13  # every quantised linear layer: 2 blocks x 6, and the pooler
+    torch.testing.assert_close(outputs["w8a8:format=fp8,real=true"], outputs["w8a8:format=fp8"],
+                               rtol=2e-2, atol=2e-2)
+
+
+def test_real_fp8_refuses_dimensions_cublaslt_cannot_run(fp8_on_cpu):
+    lin = nn.Linear(40, 128)
+    layer = QuantLinear.from_linear(lin, lin.weight.detach())
+    with pytest.raises(UserError, match="divisible by 16, and a layer is 128 x 40"):
+        layer.enable_real_fp8()

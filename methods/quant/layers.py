@@ -63,6 +63,27 @@ class _STE(torch.autograd.Function):
         return grad, None, None
 
 
+class _Fp8Matmul(torch.autograd.Function):
+    """``x @ W^T`` on FP8 tensor cores: x quantised per token, W stored as FP8 codes with a
+    scale per row. torch._scaled_mm has no derivative, so the backward is the simulated
+    path's (straight-through for x's rounding, the dequantised weight for the product):
+    without it, gradients to earlier layers (e.g. ``+lora`` on a real-FP8 base) vanish."""
+
+    @staticmethod
+    def forward(ctx: Any, x2: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor,
+                weight: torch.Tensor) -> torch.Tensor:
+        qx = F.quantize(x2.detach().float(), "fp8_e4m3", granularity="row")
+        out = torch._scaled_mm(qx.data, w8.t(), scale_a=qx.scale.reshape(-1, 1).float(),
+                               scale_b=w_scale, out_dtype=torch.bfloat16)
+        ctx.save_for_backward(weight)
+        return out.to(x2.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        (weight,) = ctx.saved_tensors
+        return grad @ weight.to(grad.dtype), None, None, None
+
+
 def fp8_matmul_supported(device: torch.device | str) -> tuple[bool, str]:
     """Whether ``torch._scaled_mm`` can run FP8 on ``device`` (CUDA, compute capability 8.9+)."""
     dev = torch.device(device)
@@ -132,6 +153,10 @@ class QuantLinear(nn.Linear):
         ok, why = fp8_matmul_supported(self.weight.device)
         if not ok:
             raise UserError(f"real=true asks for FP8 matmuls, but {why}; drop real=true to simulate")
+        if self.in_features % 16 or self.out_features % 16:
+            raise UserError(f"real=true: FP8 matmuls (cuBLASLt) need both dimensions of every quantised "
+                            f"layer divisible by 16, and a layer is {self.out_features} x "
+                            f"{self.in_features}; skip it (skip=<name>) or drop real=true to simulate")
         q = F.quantize(self.weight.detach().float(), "fp8_e4m3", granularity="row")
         self._fp8 = (q.data, q.scale.reshape(1, -1).float())
         self.real_fp8 = True
@@ -146,12 +171,8 @@ class QuantLinear(nn.Linear):
 
     def _forward_fp8(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        qx = F.quantize(x2.float(), "fp8_e4m3", granularity="row")
         w8, w_scale = self._fp8
-        out = torch._scaled_mm(qx.data, w8.t(), scale_a=qx.scale.reshape(-1, 1).float(),
-                               scale_b=w_scale, out_dtype=torch.bfloat16)
-        out = out.to(x.dtype)
+        out = _Fp8Matmul.apply(x.reshape(-1, shape[-1]), w8, w_scale, self.weight.detach())
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*shape[:-1], self.out_features)
