@@ -3,7 +3,9 @@
 The reference is ``suite.methods.quant.formats`` itself (the single definition of the
 formats); the Triton kernels (``_quant_triton``) must match it bit for bit. ``*_dual``
 kernels also write X^T quantised along its rows (the layout of the weight-gradient GEMM)
-from the same read of X. Peers: ``torch.compile`` of the reference, and torchao's casts
+from the same read of X. Formats whose scale spans the whole tensor (per-tensor FP8,
+NVFP4) read X twice, an amax pass then the quantise pass, and their cost model counts
+both reads (``_Quantize.x_reads``). Peers: ``torch.compile`` of the reference, and torchao's casts
 where torchao has one (its layouts and scale rules differ in corner cases, so their outputs
 are timed, not checked).
 """
@@ -93,15 +95,34 @@ class _Quantize(_QuantBase):
     def torchao_peer(self):
         return None
 
+    def x_reads(self) -> int:
+        """How often the algorithm must read X: twice when the scale depends on the whole
+        tensor (per-tensor FP8, NVFP4's FP32 tensor scale), once otherwise.
+
+        A tensor-wide amax must be complete before the first element can be quantised, so
+        the Triton kernels make an amax pass and then the quantise pass, as torchao's
+        per-tensor float8 cast does. At the benchmark shapes X (128-512 MiB) is far larger
+        than the L2 cache (50 MiB on H100), so the second read comes from device memory;
+        only a given (delayed) scale would avoid it.
+        """
+        return 2 if self.per_tensor or self.fmt == "nvfp4" else 1
+
     def bytes_moved(self, shape, dtype):
+        """Reads of X (``x_reads``) + codes + scales written; for ``*_dual`` both layouts,
+        from one quantise pass. A per-tensor scale (FP8's, NVFP4's FP32 one) is one float32
+        written once, shared by both layouts. The amax pass's per-program partials (4 bytes
+        per 8192 elements) are an implementation detail and not counted."""
         M, N = shape
         n = M * N
-        written = n * CODE_BITS[self.fmt] // 8 + self.row_scales(shape) * SCALE_BYTES[self.fmt]
+        code_bytes = n * CODE_BITS[self.fmt] // 8
+        written = code_bytes + self.row_scales(shape) * SCALE_BYTES[self.fmt]
         if self.fmt == "nvfp4":
-            written += 4
+            written += 4  # the FP32 tensor scale beside the E4M3 block scales
         if self.dual:
-            written += n * CODE_BITS[self.fmt] // 8 + self.row_scales((N, M)) * SCALE_BYTES[self.fmt]
-        return n * DTYPE_BYTES[parse_dtype(dtype)] + written
+            written += code_bytes
+            if not self.per_tensor:  # the per-tensor scale is shared, not written again
+                written += self.row_scales((N, M)) * SCALE_BYTES[self.fmt]
+        return self.x_reads() * n * DTYPE_BYTES[parse_dtype(dtype)] + written
 
 
 def _torchao_mxfp8(dual: bool):
@@ -167,7 +188,7 @@ def _quant(name: str, fmt: str, summary: str, opts: dict | None = None, **flags)
 
 _quant("quantize_fp8_tensor", "fp8_e4m3", "FP8 E4M3 cast with one amax scale per tensor",
        {"granularity": "tensor"}, per_tensor=True)()
-_quant("quantize_fp8_tensor_dual", "fp8_e4m3", "FP8 E4M3 per-tensor cast of X and X^T in one pass",
+_quant("quantize_fp8_tensor_dual", "fp8_e4m3", "FP8 E4M3 per-tensor cast of X and X^T (one amax pass + one pass for both)",
        {"granularity": "tensor"}, per_tensor=True, dual=True)()
 _quant("quantize_fp8_row", "fp8_e4m3", "FP8 E4M3 cast with one amax scale per row",
        {"granularity": "row"})()
@@ -222,9 +243,12 @@ class _Dequantize(_QuantBase):
         }
 
     def bytes_moved(self, shape, dtype):
+        """Codes + scales (+ NVFP4's FP32 tensor scale) read, the dense tensor written."""
         M, N = shape
         n = M * N
         read = n * CODE_BITS[self.fmt] // 8 + self.row_scales(shape) * SCALE_BYTES[self.fmt]
+        if self.fmt == "nvfp4":
+            read += 4
         return read + n * DTYPE_BYTES[parse_dtype(dtype)]
 
 

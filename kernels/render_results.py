@@ -10,6 +10,17 @@ from __future__ import annotations
 
 import sys
 
+# Stated in every rendered file (and in the hand-written one until the first GPU run), so a
+# reader knows what a GB/s figure divides by.
+COST_MODEL_NOTE = (
+    "Cost model: GB/s and roof divide each kernel's `bytes_moved` (the bytes the algorithm "
+    "must move through device memory: inputs read, codes and scales written at their stored "
+    "size) by the median time; quantisers whose scale spans the whole tensor (per-tensor "
+    "FP8, NVFP4, Hadamard + NVFP4) count two reads of X, because the tensor's amax must be "
+    "complete before the first element is quantised and X (128-512 MiB at the full shapes) "
+    "does not fit in L2."
+)
+
 
 def render(store: str) -> str:
     from suite.results import ResultStore
@@ -27,6 +38,8 @@ def render(store: str) -> str:
         f"commit `{first['git_commit'][:12]}`.",
         f"Roofline measured in the same run: {first['peak_gbps']:.0f} GB/s (device copy), "
         f"{first['peak_tflops']:.0f} TFLOP/s (bf16 matmul).",
+        "",
+        COST_MODEL_NOTE,
         "",
         "| kernel | impl | shape | dtype | ms (median) | p10-p90 | GB/s | TFLOP/s | roof | correct |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -73,6 +73,78 @@ def test_every_kernel_has_a_cost_model_and_supported_defaults():
                 assert kernel.flops(shape, kernel.dtypes[0]) > 0
 
 
+# Quantisers whose scale depends on the whole tensor: the amax must be complete before the
+# first element is quantised, so the algorithm reads X twice (amax pass, quantise pass).
+TWO_PASS = {"quantize_fp8_tensor", "quantize_fp8_tensor_dual", "quantize_nvfp4",
+            "quantize_nvfp4_dual", "hadamard16_nvfp4", "hadamard32_nvfp4", "hadamard128_nvfp4"}
+
+
+def _quant_kernels() -> list[str]:
+    return [n for n in KERNELS.names() if KERNELS.get(n).kind == "quant"]
+
+
+def _stored_bytes(tensors) -> int:
+    """Bytes of the storage tensors; a 0-dim per-tensor scale counts once however many
+    layouts return it (the kernel writes it once)."""
+    tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
+    full = sum(t.numel() * t.element_size() for t in tensors if t.dim() > 0)
+    scalars = {t.element_size() for t in tensors if t.dim() == 0}
+    return full + sum(scalars)
+
+
+def test_two_pass_list_names_real_kernels():
+    assert TWO_PASS <= set(_quant_kernels())
+
+
+@pytest.mark.parametrize("name", _quant_kernels())
+def test_quant_bytes_moved_is_what_the_storage_needs(name):
+    """bytes_moved = X read (twice where the scale spans the tensor) + the codes and scales
+    the reference stores, both layouts for ``*_dual``; dequantisers the reverse. Measured
+    on the reference's own outputs, so a miscounted scale or layout fails here."""
+    kernel = KERNELS.get(name).target()
+    for shape in [*kernel.cpu_shapes, (96, 128)]:
+        dtype = "bfloat16"
+        kernel.check(shape, dtype)
+        inputs = kernel.make_inputs(shape, dtype, "cpu", torch.Generator().manual_seed(0))
+        out = kernel.reference(*inputs)
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        if name.startswith("dequantize_"):
+            expected = _stored_bytes(inputs[0].tensors()) + _stored_bytes(outs)
+        else:
+            reads = 2 if name in TWO_PASS else 1
+            expected = reads * inputs[0].numel() * inputs[0].element_size() + _stored_bytes(outs)
+        assert kernel.bytes_moved(shape, dtype) == expected, (name, shape)
+
+
+N8K = 8192 * 8192
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("quantize_fp8_tensor", 2 * 2 * N8K + N8K + 4),
+    ("quantize_fp8_tensor_dual", 2 * 2 * N8K + 2 * N8K + 4),
+    ("quantize_nvfp4", 2 * 2 * N8K + N8K // 2 + N8K // 16 + 4),
+    ("quantize_nvfp4_dual", 2 * 2 * N8K + 2 * (N8K // 2 + N8K // 16) + 4),
+    ("hadamard32_nvfp4", 2 * 2 * N8K + N8K // 2 + N8K // 16 + 4),
+    ("quantize_fp8_row", 2 * N8K + N8K + 4 * 8192),
+    ("quantize_mxfp8_dual", 2 * N8K + 2 * (N8K + N8K // 32)),
+])
+def test_bytes_moved_at_full_size(name, expected):
+    """The formula at 8192x8192 bf16 (128 MiB of X, larger than any L2): two reads of X for
+    a tensor-wide scale, one for row and block scales."""
+    assert KERNELS.get(name).target().bytes_moved((8192, 8192), "bfloat16") == expected
+
+
+def test_results_file_states_the_cost_model():
+    """The hand-written RESULTS.md (before a GPU run) and the rendered one say what GB/s
+    divides by, in the same words."""
+    from pathlib import Path
+
+    from suite.kernels.render_results import COST_MODEL_NOTE
+
+    text = (Path(__file__).resolve().parent.parent / "kernels" / "RESULTS.md").read_text()
+    assert " ".join(COST_MODEL_NOTE.split()) in " ".join(text.split())
+
+
 @pytest.mark.parametrize("name, shape, dtype, message", [
     ("quantize_mxfp4", (64, 100), "bfloat16", "multiple of 32"),
     ("quantize_nvfp4", (64, 24), "bfloat16", "multiple of 16"),
