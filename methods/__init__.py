@@ -18,4 +18,5 @@ PLUGIN_MODULES = [
     "suite.methods.lisa",
     "suite.methods.mezo",
     "suite.methods.quant.methods",
+    "suite.methods.loftq",
 ]

@@ -25,7 +25,6 @@ from typing import Any, Literal
 from suite.methods.peft_wrapper import LORA_FAMILY_LR, LoraConfig, PeftMethod
 from suite.methods.targets import DEFAULT_ADAPTER_TARGETS
 
-from suite.errors import CellFailure
 from suite.method import MethodContext
 from suite.registry import register_method
 
@@ -58,12 +57,6 @@ class LoraGaArgs(LoraConfig):
     scale: Literal["stable", "weight_svd", "gd_scale", "unit"] = "stable"
     stable_gamma: int = 16
     calibration_batches: int = 4
-
-
-@dataclass
-class LoftqArgs(LoraConfig):
-    bits: Literal[4, 8] = 4
-    iters: int = 1
 
 
 @dataclass
@@ -386,29 +379,6 @@ _register("mica", peft_class="LoraConfig", config=LoraConfig, default_lr=LORA_FA
           kwargs=lambda c, m, ctx, s: _lora(c, init_lora_weights="mica"),
           summary="LoRA with B frozen to the minor singular vectors of W, only A trains",
           paper="Minor Component Adaptation, MiCA (arXiv:2604.01694)")
-
-
-class _LoftQ(PeftMethod):
-    def apply(self, model: Any, ctx: MethodContext) -> Any:
-        import importlib.util
-
-        import torch
-
-        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
-            raise CellFailure("loftq needs a CUDA GPU and bitsandbytes: peft quantises the base weights "
-                              "with bitsandbytes NF4/int8 on the GPU while it initialises the adapter")
-        return super().apply(model, ctx)
-
-
-def _loftq_kwargs(c: LoftqArgs, model: Any, ctx: MethodContext, self: PeftMethod) -> dict[str, Any]:
-    from peft import LoftQConfig
-
-    return _lora(c, init_lora_weights="loftq", loftq_config=LoftQConfig(loftq_bits=c.bits, loftq_iter=c.iters))
-
-
-_register("loftq", peft_class="LoraConfig", config=LoftqArgs, kwargs=_loftq_kwargs, base=_LoftQ,
-          default_lr=LORA_FAMILY_LR, summary="LoRA initialised so quantised W + BA approximates W (needs CUDA + bnb)",
-          paper="Li et al. 2023, LoftQ: LoRA-Fine-Tuning-Aware Quantization (arXiv:2310.08659)")
 
 
 class _CordaMethod(PeftMethod):

@@ -77,6 +77,70 @@ def test_pissa_adapter_plus_residual_reproduces_w():
     assert checked == len(original) == 2 * 6  # every linear layer of both blocks
 
 
+def _lora_modules(adapted) -> dict:
+    return {n.replace("base_model.model.", ""): m for n, m in adapted.named_modules()
+            if hasattr(m, "lora_A") and "default" in m.lora_A}
+
+
+def test_loftq_starts_closer_to_w_than_qlora_on_a_quantised_base():
+    """Algorithm 1 at T = 1 (Eckart-Young): ||W - Q - sBA|| < ||W - q(W)|| for every adapted
+    layer, the base holds values on the format's grid, and the measurements report both."""
+    from suite.methods.quant import formats as F
+    from suite.methods.quant.layers import QuantLinear
+
+    model, ctx, *_ = tiny(n_items=16)
+    original = block_linear_weights(model)
+    method = make("loftq", format="int4", block=32)
+    adapted = method.apply(model, ctx)
+    modules = _lora_modules(adapted)
+    assert set(modules) == set(original)
+    for name, module in modules.items():
+        base = module.get_base_layer()
+        assert isinstance(base, QuantLinear) and not base.weight.requires_grad
+        opts = {"granularity": "group", "group_size": 32, "symmetric": True}
+        torch.testing.assert_close(F.fake_quantize(base.weight, "int4", **opts), base.weight, atol=0, rtol=0)
+        a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        start = base.weight + module.scaling["default"] * b @ a
+        w = original[name]
+        qlora = (w - F.fake_quantize(w, "int4", **opts)).norm()
+        assert (w - start).norm() < 0.95 * qlora, name
+    measured = method.measurements(adapted)
+    assert measured["loftq_init_error_mean"] < measured["qlora_init_error_mean"]
+    assert measured["bits_per_weight"] == pytest.approx(4 + 32 / 32)  # int4 codes + a float32 scale per 32
+
+
+def test_loftq_alternates_as_in_algorithm_1():
+    """T = 2 rebuilt by hand from the formats module and a plain SVD: Q_2 = q(W - s B_1 A_1),
+    s B_2 A_2 = SVD_r(W - Q_2)."""
+    from suite.methods.quant import formats as F
+
+    model, ctx, *_ = tiny(n_items=16)
+    name = "bert.encoder.layer.0.intermediate.dense"
+    w = block_linear_weights(model)[name].float()
+    adapted = make("loftq", iters=2, r=4).apply(model, ctx)
+    module = _lora_modules(adapted)[name]
+    opts = {"block_size": 64, "double_quant": True}
+
+    def svd_r(m):
+        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        return u[:, :4] @ torch.diag(s[:4]) @ vh[:4]
+
+    q1 = F.fake_quantize(w, "nf4", **opts)
+    q2 = F.fake_quantize(w - svd_r(w - q1), "nf4", **opts)
+    torch.testing.assert_close(module.get_base_layer().weight, q2, atol=1e-6, rtol=0)
+    a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+    torch.testing.assert_close(module.scaling["default"] * b @ a, svd_r(w - q2), atol=1e-5, rtol=1e-4)
+
+
+def test_loftq_costs_the_same_bits_as_qlora():
+    model, ctx, *_ = tiny(n_items=16)
+    nf4 = make("nf4")
+    nf4_bits = nf4.measurements(nf4.apply(model, ctx))["bits_per_weight"]
+    model, ctx, *_ = tiny(n_items=16)
+    loftq = make("loftq")
+    assert loftq.measurements(loftq.apply(model, ctx))["bits_per_weight"] == pytest.approx(nf4_bits)
+
+
 @pytest.mark.parametrize("name", ["svfit", "sorsa", "lora-xs"])
 def test_svd_methods_reproduce_w_at_init(name):
     from suite.methods.svd_linear import SVDAdapted
