@@ -29,12 +29,14 @@ def _lora_fwd_kernel(
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr,
     GROUP_M: tl.constexpr, DOT_F32: tl.constexpr,
 ):
-    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
+    # int64 indices: row * stride must not wrap for operands above 2**31 - 1 elements
+    # (x [M, K], W [N, K], y [M, N], A [R, K] with a huge K, or a transposed view's stride).
+    pid_m, pid_n = grouped_tile(tl.program_id(0).to(tl.int64), M, N, BM, BN, GROUP_M)
 
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
-    rr = tl.arange(0, BR)
-    rk = tl.arange(0, BK)
+    rr = tl.arange(0, BR).to(tl.int64)
+    rk = tl.arange(0, BK).to(tl.int64)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     xa = tl.zeros((BM, BR), dtype=tl.float32)
     for k0 in range(0, K, BK):

@@ -16,6 +16,10 @@ scale rules live in one place here, written after the formats module:
 Layout: X is [M, N] row-major; blocks run along N. Programs own [BM, BN] tiles. With
 ``DUAL`` the tile is also quantised along M (X^T quantised along its rows, the layout a
 weight-gradient GEMM wants) from the same registers: one read of X for both layouts.
+
+Sizes: every element offset (and the in-kernel RNG's offset) is int64, from an int64
+program id, so tensors above 2**31 - 1 elements index correctly; the launch grid is 1-D
+(CUDA caps grid axes 1 and 2 at 65535 programs, axis 0 at 2**31 - 1).
 """
 
 from __future__ import annotations
@@ -241,10 +245,24 @@ def _encode(xb, u, ts, FMT: tl.constexpr, SR: tl.constexpr, SOFT: tl.constexpr):
 
 
 @triton.jit
+def _tile_ids(M, BM: tl.constexpr):
+    """(tile row, tile column) of this program, int64, from a 1-D grid whose tile rows run
+    fastest (the order a 2-D grid (rows, columns) launches in)."""
+    pid = tl.program_id(0).to(tl.int64)
+    tiles_m = tl.cdiv(M, BM)
+    return pid % tiles_m, pid // tiles_m
+
+
+def _grid(M: int, N: int, BM: int, BN: int) -> tuple[int]:
+    return (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+
+
+@triton.jit
 def _store_tile(x, u, ts, q_ptr, s_ptr, row0, col0, R, C,
                 RB: tl.constexpr, CB: tl.constexpr, G: tl.constexpr,
                 FMT: tl.constexpr, SR: tl.constexpr, PACK: tl.constexpr, SOFT: tl.constexpr):
-    """Quantise a [RB, CB] tile of rows (blocks of G along the columns) and store it."""
+    """Quantise a [RB, CB] tile of rows (blocks of G along the columns) and store it.
+    ``row0`` and ``col0`` are int64, so every offset below is."""
     NB: tl.constexpr = CB // G
     codes, scale = _encode(tl.reshape(x, (RB, NB, G)), tl.reshape(u, (RB, NB, G)), ts, FMT, SR,
                            SOFT)
@@ -274,9 +292,10 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, qt_ptr, st_ptr, ts_ptr, noise_ptr, seed, 
                   DUAL: tl.constexpr, SR: tl.constexpr, HAS_TS: tl.constexpr,
                   SOFT: tl.constexpr, HAD: tl.constexpr = 0, had_scale=1.0):
     """SR: 0 nearest, 1 stochastic with uniforms read from ``noise_ptr`` (shaped like X),
-    2 stochastic with uniforms drawn here (``tl.rand(seed, element index)``)."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    2 stochastic with uniforms drawn here (``tl.rand(seed, element index)``; Triton's
+    Philox takes int64 offsets: the low and high words are two of its counters, so indices
+    below 2**32 draw what int32 offsets drew and larger ones stay distinct)."""
+    pid_m, pid_n = _tile_ids(M, BM)
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     mask = (rm[:, None] < M) & (rn[None, :] < N)
@@ -298,7 +317,8 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, qt_ptr, st_ptr, ts_ptr, noise_ptr, seed, 
                 FMT == MXFP4 or FMT == NVFP4 or FMT == INT4, SOFT)
     if DUAL:
         if SR == 1:
-            ut = tl.trans(tl.load(noise_ptr + M * N + offs, mask=mask, other=0.0))
+            ut = tl.trans(tl.load(noise_ptr + tl.cast(M, tl.int64) * N + offs, mask=mask,
+                                  other=0.0))
         elif SR == 2:
             ut = tl.trans(tl.rand(seed + 1, offs))
         else:
@@ -311,7 +331,7 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, qt_ptr, st_ptr, ts_ptr, noise_ptr, seed, 
 def _amax_kernel(x_ptr, out_ptr, numel, BLOCK: tl.constexpr, HAD: tl.constexpr, had_scale):
     """Per-program finite amax (the first pass of a per-tensor scale), of the Hadamard
     transform of x when HAD > 0 (blocks of HAD never straddle rows: N % HAD == 0)."""
-    pid = tl.program_id(0)
+    pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + offs, mask=offs < numel, other=0.0).to(tl.float32)
     if HAD > 0:
@@ -337,8 +357,7 @@ def _dequant_kernel(q_ptr, s_ptr, ts_ptr, y_ptr, M, N,
                     BF16_SOFT: tl.constexpr):
     """Packed codes + scales -> dense values (formats.dequantize, bit for bit)."""
     NB: tl.constexpr = BN // G
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_m, pid_n = _tile_ids(M, BM)
     rm = pid_m * BM + tl.arange(0, BM)
     rmask = rm[:, None] < M
     if FMT == MXFP4 or FMT == NVFP4 or FMT == INT4:
@@ -441,8 +460,7 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     q, s = buffers(M, N)
     qt, st = buffers(N, M) if dual else (q, s)
     u = noise.contiguous().float() if sr == 1 else x
-    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
-    _quant_kernel[grid](
+    _quant_kernel[_grid(M, N, BM, BN)](
         x, bits(q), bits(s), bits(qt), bits(st), ts if ts is not None else x, u, seed, M, N,
         FMT=fmt_id, G=G, BM=BM, BN=BN, DUAL=dual, SR=sr, HAS_TS=ts is not None,
         SOFT=triton_interpreted(), HAD=hadamard, had_scale=had_scale, num_warps=warps,
@@ -470,9 +488,8 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int,
     y = torch.empty(M, N, device=q.device, dtype=dtype)
     qb = q.view(torch.uint8) if q.dtype == torch.float8_e4m3fn else q
     sb = scale.view(torch.uint8) if scale.dtype == torch.float8_e4m3fn else scale
-    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
     soft = triton_interpreted() and dtype == torch.bfloat16
-    _dequant_kernel[grid](qb, sb, tensor_scale if tensor_scale is not None else sb,
+    _dequant_kernel[_grid(M, N, BM, BN)](qb, sb, tensor_scale if tensor_scale is not None else sb,
                           y.view(torch.int16) if soft else y, M, N,
                           FMT=fmt_id, G=G, BM=BM, BN=BN, BF16_SOFT=soft, num_warps=warps)
     return y
@@ -480,7 +497,7 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int,
 
 @triton.jit
 def _e4m3_soft_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + offs, mask=offs < n)
     tl.store(y_ptr + offs, _e4m3_bits_soft(x).to(tl.uint8), mask=offs < n)
 

@@ -11,7 +11,8 @@ def grouped_tile(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.cons
     """Map a flat program id to a (tile row, tile column) in grouped launch order.
 
     Programs launched next to each other cover GROUP_M tile rows of the same tile columns,
-    so they reuse the same weight tiles while those are still in L2.
+    so they reuse the same weight tiles while those are still in L2. Pass an int64 ``pid``
+    and the tile ids come back int64, so the callers' element offsets cannot wrap.
     """
     num_pid_m = tl.cdiv(M, BM)
     num_pid_n = tl.cdiv(N, BN)

@@ -27,7 +27,8 @@ GROUP = 128
 def _w4a16_kernel(x_ptr, q_ptr, s_ptr, y_ptr, M, N, K,
                   BM: tl.constexpr, BN: tl.constexpr, G: tl.constexpr, GROUP_M: tl.constexpr,
                   DOT_F32: tl.constexpr):
-    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
+    # int64 tile ids: rm * K, rn * K/2 and rm * N must not wrap above 2**31 - 1 elements
+    pid_m, pid_n = grouped_tile(tl.program_id(0).to(tl.int64), M, N, BM, BN, GROUP_M)
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     rk = tl.arange(0, G)

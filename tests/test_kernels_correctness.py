@@ -8,7 +8,11 @@ any kernel module is imported) at small, deliberately ragged shapes; quantisers 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -137,8 +141,6 @@ def test_bytes_moved_at_full_size(name, expected):
 def test_results_file_states_the_cost_model():
     """The hand-written RESULTS.md (before a GPU run) and the rendered one say what GB/s
     divides by, in the same words."""
-    from pathlib import Path
-
     from suite.kernels.render_results import COST_MODEL_NOTE
 
     text = (Path(__file__).resolve().parent.parent / "kernels" / "RESULTS.md").read_text()
@@ -239,6 +241,152 @@ def test_stochastic_rounding_in_kernel_rng_is_unbiased(fmt):
     assert err_sr < 0.5 * err_rn, (err_sr, err_rn)
 
 
+# -- element offsets past 2**31 - 1 -------------------------------------------------------
+# Every kernel indexes with int64 (program id cast before it is multiplied). On the CPU the
+# check runs only the last program of each launch (the one with the largest offsets) on
+# tensors of more than 2**31 elements that torch.empty leaves unallocated except for the
+# pages that program touches: a few MB resident instead of 4 GB each.
+
+HUGE_ROWS = 65536 + 32  # x 32768 columns: 2**31 + 2**20 elements
+
+
+@contextlib.contextmanager
+def _only_last_program():
+    """Run just the last program of every Triton launch (interpreter only)."""
+    from triton.runtime import interpreter as interp
+
+    builder = interp.interpreter_builder
+    real_executor = interp.GridExecutor
+    shift = [0, 0, 0]
+
+    class LastProgram(real_executor):
+        def __init__(self, fn, arg_names, grid, *rest):
+            full = tuple(grid) + (1,) * (3 - len(grid))
+            super().__init__(fn, arg_names, (1, 1, 1), *rest)
+            self.last = [d - 1 for d in full]
+
+        def __call__(self, *args, **kwargs):
+            shift[:] = self.last
+            return super().__call__(*args, **kwargs)
+
+    def set_grid_idx(x, y, z):
+        builder.grid_idx = (x + shift[0], y + shift[1], z + shift[2])
+
+    interp.GridExecutor = LastProgram
+    builder.set_grid_idx = set_grid_idx
+    try:
+        yield
+    finally:
+        interp.GridExecutor = real_executor
+        del builder.set_grid_idx
+
+
+def _bits(t):
+    return t.view(torch.uint8) if t.dtype == torch.float8_e4m3fn else t
+
+
+def _huge_quant_dual(device: str = "cpu") -> None:
+    """MXFP8 of X [2**16 + 32, 2**15] and X^T [2**15, 2**16 + 32]: the last tile of both."""
+    from suite.kernels._quant_triton import quantize
+    from suite.methods.quant import formats
+
+    M, N = HUGE_ROWS, 32768
+    x = torch.empty(M, N, dtype=torch.bfloat16, device=device)
+    tile = torch.randn(32, 128, generator=torch.Generator().manual_seed(0)).bfloat16()
+    x[-32:, -128:] = tile.to(device)
+    q, s, qt, st = (t.cpu() for t in quantize(x, "mxfp8_e4m3", dual=True))
+    ref, ref_t = formats.quantize(tile, "mxfp8_e4m3"), formats.quantize(tile.t().contiguous(), "mxfp8_e4m3")
+    assert torch.equal(_bits(q[-32:, -128:]), _bits(ref.data)), "codes of X"
+    assert torch.equal(s[-32:, -4:], ref.scale), "scales of X"
+    assert torch.equal(_bits(qt[-128:, -32:]), _bits(ref_t.data)), "codes of X^T"
+    assert torch.equal(st[-128:, -1:], ref_t.scale), "scales of X^T"
+
+
+def _huge_dequant(device: str = "cpu") -> None:
+    from suite.kernels._quant_triton import dequantize
+    from suite.methods.quant import formats
+
+    M, N = HUGE_ROWS, 32768
+    tile = formats.quantize(torch.randn(32, 128, generator=torch.Generator().manual_seed(1)),
+                            "mxfp8_e4m3")
+    q = torch.empty(M, N, dtype=torch.uint8, device=device)
+    s = torch.empty(M, N // 32, dtype=torch.uint8, device=device)
+    q[-32:, -128:] = _bits(tile.data).to(device)
+    s[-32:, -4:] = tile.scale.to(device)
+    y = dequantize(q.view(torch.float8_e4m3fn), s, "mxfp8_e4m3", (M, N), torch.bfloat16)
+    assert torch.equal(y[-32:, -128:].cpu(), formats.dequantize(tile).bfloat16()), "dequantised tile"
+
+
+def _huge_amax(device: str = "cpu") -> None:
+    from suite.kernels._quant_triton import _amax_kernel
+
+    n, block = 2**31 + 4096, 1024
+    x = torch.empty(n, dtype=torch.bfloat16, device=device)
+    last = torch.randn(block, generator=torch.Generator().manual_seed(2)).bfloat16()
+    x[-block:] = last.to(device)
+    partial = torch.full((n // block,), -1.0, device=device)
+    _amax_kernel[(partial.numel(),)](x, partial, n, BLOCK=block, HAD=0, had_scale=1.0)
+    assert partial[-1].item() == last.float().abs().max().item(), "amax of the last block"
+
+
+def _huge_gemm(name: str, device: str = "cpu") -> None:
+    """x [2**20 + 32, 2048] and y [2**20 + 32, 2048]: 2**31 + 2**16 elements each."""
+    kernel = KERNELS.get(name).target()
+    M, N, K = 2**20 + 32, 2048, 2048
+    gen = torch.Generator().manual_seed(3)
+    x = torch.empty(M, K, dtype=torch.bfloat16, device=device)
+    rows = torch.randn(32, K, generator=gen).bfloat16()
+    x[-32:] = rows.to(device)
+    if name == "lora_forward":
+        from suite.kernels._lora_triton import lora_forward
+
+        w, a, b = (torch.randn(*shape, generator=gen).bfloat16() * 0.05
+                   for shape in ((N, K), (16, K), (N, 16)))
+        y = lora_forward(x, w.to(device), a.to(device), b.to(device), 2.0)
+        ref = kernel.reference(rows, w, a, b, 2.0)
+    else:
+        from suite.kernels._w4a16_triton import w4a16_matmul
+        from suite.methods.quant import formats
+
+        w = torch.randn(N, K, generator=gen).bfloat16() * 0.05
+        q = formats.quantize(w, "int4", granularity="group", group_size=128)
+        y = w4a16_matmul(x, q.data.to(device), q.scale.to(device))
+        ref = kernel.reference(rows, q, None)
+    ok, err = kernel.matches(y[-32:, -32:].cpu(), ref[:, -32:])
+    assert ok, f"last output tile, error {err}"
+
+
+HUGE_CASES = {"quantize_dual": _huge_quant_dual, "dequantize": _huge_dequant,
+              "amax": _huge_amax,
+              "lora_forward": lambda device="cpu": _huge_gemm("lora_forward", device),
+              "w4a16_gemm": lambda device="cpu": _huge_gemm("w4a16_gemm", device)}
+
+
+def run_huge_offset_cases() -> None:
+    """Entry point of the subprocess below: one line per case, flushed, so a case that
+    crashes (an int32 offset wraps to an address outside the tensor) is named."""
+    with _only_last_program():
+        for case, fn in HUGE_CASES.items():
+            print(f"start {case}", flush=True)
+            fn()
+            print(f"ok {case}", flush=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter check; GPUs run the "
+                    "full-size test below")
+def test_offsets_past_2_31_elements_in_the_interpreter():
+    """A wrapped int32 offset points 4 GB before the tensor: a crash or garbage, hence a
+    subprocess, whose output names the case."""
+    root = Path(__file__).resolve().parent.parent
+    code = "from tests.test_kernels_correctness import run_huge_offset_cases as r; r()"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    done = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")]
+    assert proc.returncode == 0 and done == list(HUGE_CASES), (
+        f"exit {proc.returncode}; passed {done}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+
+
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -266,3 +414,28 @@ def test_scaled_mm_matches_reference_on_gpu(name):
     for impl in ("scaled_mm", "scaled_mm_exact_acc", "torch_mm_bf16"):
         ok, err = kernel.matches(kernel.all_impls()[impl].fn(*inputs), ref)
         assert ok, f"{name}/{impl}: error {err}"
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case", list(HUGE_CASES))
+def test_offsets_past_2_31_elements_on_gpu(case):
+    """The same cases, every program launched, 4-9 GB of real tensors each."""
+    HUGE_CASES[case]("cuda")
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("name, shape", [
+    ("quantize_mxfp8_dual", (64, 64 * 65537)),  # 64-column tiles on a GPU
+    ("dequantize_mxfp8", (16, 256 * 65537)),  # 256-column tiles
+])
+def test_more_than_65535_column_tiles_on_gpu(name, shape):
+    """The launch grid is 1-D: CUDA caps grid axes 1 and 2 at 65535 programs."""
+    kernel = KERNELS.get(name).target()
+    kernel.check(shape, "bfloat16")
+    inputs = kernel.make_inputs(shape, "bfloat16", "cuda", torch.Generator("cuda").manual_seed(0))
+    ok, err = kernel.matches(kernel.all_impls()["triton"].fn(*inputs), kernel.reference(*inputs))
+    assert ok, f"{name} {shape}: error {err}"
+    torch.cuda.empty_cache()
