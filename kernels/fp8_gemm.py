@@ -2,7 +2,9 @@
 
 The peer is a bf16 ``torch.mm`` of the same values (the FP8 operands dequantised), the
 GEMM an FP8 recipe replaces. Inputs are FP8 E4M3 operands with float32 scales; the
-reference dequantises in float32 and multiplies there.
+reference dequantises in float32 and multiplies there. The ``scaled_mm`` impls need a CUDA
+GPU for timing; torch's CPU build runs ``torch._scaled_mm`` too, so the tests check their
+argument conventions (b column-major, scale shapes) on the CPU as well.
 """
 
 from __future__ import annotations

@@ -387,6 +387,62 @@ def test_offsets_past_2_31_elements_in_the_interpreter():
         f"exit {proc.returncode}; passed {done}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
 
 
+# -- FP8 GEMM argument conventions on the CPU -------------------------------------------------
+# The scaled_mm impls are needs="cuda" for timing, but torch's CPU build implements
+# torch._scaled_mm too, so their argument conventions (b8.t() column-major, scale shapes)
+# are checked here against the reference, and against cuBLASLt's layout rules by a spy
+# (the CPU kernel accepts layouts cuBLASLt rejects, so the spy asserts them itself).
+
+
+def _scaled_mm_cpu_problem(fast_accum: bool) -> str | None:
+    """None when torch._scaled_mm runs on the CPU with tensor-wise and row-wise scales."""
+    f8 = torch.float8_e4m3fn
+    a, b = torch.ones(16, 32).to(f8), torch.ones(16, 32).to(f8)
+    try:
+        for sa, sb in ((torch.ones(()), torch.ones(())), (torch.ones(16, 1), torch.ones(1, 16))):
+            torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16,
+                             use_fast_accum=fast_accum)
+    except (AttributeError, NotImplementedError, RuntimeError, TypeError) as exc:
+        what = "with use_fast_accum=True " if fast_accum else ""
+        return f"torch._scaled_mm {what}does not run on this CPU build: {str(exc)[:120]}"
+    return None
+
+
+@pytest.mark.parametrize("name", ["fp8_gemm_tensorwise", "fp8_gemm_rowwise"])
+@pytest.mark.parametrize("impl", ["scaled_mm", "scaled_mm_exact_acc"])
+def test_scaled_mm_impls_on_cpu(name, impl, monkeypatch):
+    """Both accumulation modes where the CPU build takes them (Torch 2.13's does; on the CPU
+    the flag does not change the arithmetic, so this checks arguments, not precision)."""
+    problem = _scaled_mm_cpu_problem(fast_accum=impl == "scaled_mm")
+    if problem:
+        pytest.skip(problem)
+    kernel = KERNELS.get(name).target()
+    real, seen = torch._scaled_mm, []
+
+    def spy(a, b, *, scale_a, scale_b, **kwargs):
+        M, N = a.shape[0], b.shape[1]
+        assert a.dtype == b.dtype == torch.float8_e4m3fn
+        assert a.stride(1) == 1 and b.stride(0) == 1, "cuBLASLt wants a row-major, b column-major"
+        if kernel.rowwise:  # cuBLASLt: [M, 1] and [1, N]; tensor-wise: one element each
+            assert (tuple(scale_a.shape), tuple(scale_b.shape)) == ((M, 1), (1, N))
+        else:
+            assert scale_a.numel() == scale_b.numel() == 1
+        assert scale_a.dtype == scale_b.dtype == torch.float32
+        assert scale_a.is_contiguous() and scale_b.is_contiguous()
+        assert kwargs["out_dtype"] == torch.bfloat16
+        seen.append(kwargs["use_fast_accum"])
+        return real(a, b, scale_a=scale_a, scale_b=scale_b, **kwargs)
+
+    monkeypatch.setattr(torch, "_scaled_mm", spy)
+    fn = kernel.all_impls()[impl].fn
+    for i, shape in enumerate([*kernel.cpu_shapes, (64, 256, 384)]):
+        kernel.check(shape, "bfloat16")
+        inputs = kernel.make_inputs(shape, "bfloat16", "cpu", torch.Generator().manual_seed(10 + i))
+        ok, err = kernel.matches(fn(*inputs), kernel.reference(*inputs))
+        assert ok, f"{name}/{impl} {shape}: error {err}"
+    assert seen == [impl == "scaled_mm"] * (len(kernel.cpu_shapes) + 1)
+
+
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
