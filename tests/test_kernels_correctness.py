@@ -382,6 +382,8 @@ def test_offsets_past_2_31_elements_in_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
+    if "can't allocate memory" in proc.stderr:
+        pytest.skip("this host refuses 4 GB of untouched virtual memory (strict overcommit)")
     done = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")]
     assert proc.returncode == 0 and done == list(HUGE_CASES), (
         f"exit {proc.returncode}; passed {done}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
