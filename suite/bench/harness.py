@@ -263,7 +263,8 @@ def _rotating(impl: Impl, sets: list[tuple]):
     return lambda i: fn(*sets[i % n])
 
 
-def print_rows(rows: list[dict], file=sys.stdout) -> None:
+def print_rows(rows: list[dict], file=None) -> None:
+    file = file or sys.stdout  # looked up per call: sys.stdout may have been replaced since import
     header = ["kernel", "impl", "shape", "dtype", "ms", "p10-p90", "GB/s", "TFLOP/s", "roof", "ok"]
     body = []
     for r in rows:

@@ -4,6 +4,9 @@
 kernel got slower than the baseline beyond the threshold and the measured noise (see
 ``suite.bench.gate``), 0 otherwise. ``--normalized`` compares times divided by the in-run
 calibration op, for baselines taken on another machine of the same kind or a noisy one.
+A case found slower is re-measured ``--confirm`` times (default 2) before it counts: a
+regression must be slower every time, so a burst of load elsewhere on a shared machine
+during one measurement is not reported as a slower kernel.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.10,
                    help="relative slowdown that counts as a regression, beyond the noise "
                    "(default 0.10)")
+    p.add_argument("--confirm", type=int, default=2,
+                   help="re-measure each case found slower this many times; it is a regression "
+                   "only if slower every time (default 2; 0 trusts the first measurement)")
     p.add_argument("--normalized", action="store_true",
                    help="compare times relative to the in-run calibration op")
     p.add_argument("--store", default=DEFAULT_STORE,
@@ -62,6 +68,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.threshold < 0:
         raise UserError(f"--threshold {args.threshold} is negative; give e.g. 0.1 for 10%")
+    if args.confirm < 0:
+        raise UserError(f"--confirm {args.confirm} is negative; give the number of re-measurements, e.g. 2")
     if args.rounds is not None and args.rounds < 3:
         raise UserError("--rounds must be at least 3 for a median and a spread")
     baseline = load_baseline(args.store, args.compare) if args.compare else None
@@ -102,6 +110,8 @@ def main(args: argparse.Namespace) -> int:
               f"noise{', normalised' if args.normalized else ''}):")
         print(format_table(comparisons, args.normalized))
         slower = [c for c in comparisons if c.verdict == "slower"]
+        if slower and args.confirm:
+            slower = _confirm(slower, base_rows, opts, args)
         drift = [c for c in comparisons if c.verdict == "drift"]
         if drift:
             print(f"note: {len(drift)} case(s) slower in time but not relative to the in-run "
@@ -119,3 +129,37 @@ def main(args: argparse.Namespace) -> int:
         path = save_baseline(args.store, args.save, result.samples, meta)
         print(f"baseline '{args.save}' saved to {path}")
     return status
+
+
+def _confirm(slower: list, base_rows: list[dict], opts, args: argparse.Namespace) -> list:
+    """The cases of ``slower`` that stay slower in each of ``args.confirm`` re-measurements
+    (each a fresh run of that case alone, calibration and roofline included)."""
+    from dataclasses import replace
+
+    from suite.bench.gate import compare_rows
+    from suite.bench.harness import run_bench
+    from suite.kernel import parse_shape
+
+    confirmed = []
+    for case in slower:
+        base = [r for r in base_rows if (r["kernel"], r["impl"], r["shape"], r["dtype"])
+                == (case.kernel, case.impl, case.shape, case.dtype)]
+        only = replace(opts, kernels=[case.kernel], impls=[case.impl], shapes=[parse_shape(case.shape)],
+                       dtype=case.dtype)
+        ratios = []
+        for _ in range(args.confirm):
+            again = compare_rows(base, run_bench(only).samples, threshold=args.threshold,
+                                 normalized=args.normalized)[0]
+            ratios.append(again.ratio)
+            if again.verdict != "slower":
+                break
+        label = f"{case.kernel}/{case.impl}/{case.shape}"
+        if len(ratios) == args.confirm and again.verdict == "slower":
+            print(f"confirmed: {label} slower again in {args.confirm} re-measurement(s) "
+                  f"(x{', x'.join(f'{r:.2f}' for r in ratios)})")
+            confirmed.append(case)
+        else:
+            print(f"not confirmed: {label} was x{case.ratio:.2f} slower, but x{ratios[-1]:.2f} "
+                  f"({again.verdict}) on re-measurement {len(ratios)}: load on the machine, "
+                  "not a regression")
+    return confirmed
