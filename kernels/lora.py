@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from suite.kernel import Impl, Kernel, compiled, randn
+from suite.kernel import DTYPE_BYTES, Impl, Kernel, compiled, parse_dtype, randn
 from suite.registry import register_kernel
 
 
@@ -50,16 +50,29 @@ class LoraForward(Kernel):
 
             return lora_forward(x, w, a, b, scale)
 
+        def triton_pair_impl(x, w, a, b, scale):
+            from suite.kernels._lora_triton import lora_forward_pair
+
+            return lora_forward_pair(x, w, a, b, scale)
+
         return {
-            "triton": Impl("triton", triton_impl, needs="triton"),
+            "triton": Impl("triton", triton_impl, needs="triton",
+                           note="one kernel; x@A^T recomputed per N-tile (~BR/BN extra FLOPs)"),
+            "triton_pair": Impl("triton_pair", triton_pair_impl, needs="triton",
+                                note="two kernels: T=s*x@A^T once (fp32), then x@W^T with "
+                                     "T@B^T added in the epilogue"),
             "unfused": Impl("unfused", _unfused, peer=True, note="x@W^T + (x@A^T)s@B^T"),
             "torch_compile": Impl("torch_compile", compiled(_unfused), peer=True,
                                   default_on_cpu=False),
         }
 
+    # The cost model is the operation's minimal work, the same for every impl: each operand
+    # read once and y written once; the three products' FLOPs. The one-kernel Triton impl
+    # executes more FLOPs (x A^T per N-tile), the pair moves more bytes (x read again, T
+    # written and read back); see suite.kernels._lora_triton for how much.
     def bytes_moved(self, shape, dtype):
         M, N, K, R = shape
-        return 2 * (M * K + N * K + R * K + N * R + M * N)
+        return DTYPE_BYTES[parse_dtype(dtype)] * (M * K + N * K + R * K + N * R + M * N)
 
     def flops(self, shape, dtype):
         M, N, K, R = shape

@@ -329,8 +329,10 @@ def _huge_amax(device: str = "cpu") -> None:
     assert partial[-1].item() == last.float().abs().max().item(), "amax of the last block"
 
 
-def _huge_gemm(name: str, device: str = "cpu") -> None:
-    """x [2**20 + 32, 2048] and y [2**20 + 32, 2048]: 2**31 + 2**16 elements each."""
+def _huge_gemm(name: str, device: str = "cpu", impl: str = "triton") -> None:
+    """x [2**20 + 32, 2048] and y [2**20 + 32, 2048]: 2**31 + 2**16 elements each. For the
+    LoRA pair the last program of each kernel covers the same last 32 rows on the CPU (the
+    interpreter's BM of kernel 1 and kernel 2 are both 32), so T holds the rows it needs."""
     kernel = KERNELS.get(name).target()
     M, N, K = 2**20 + 32, 2048, 2048
     gen = torch.Generator().manual_seed(3)
@@ -338,11 +340,10 @@ def _huge_gemm(name: str, device: str = "cpu") -> None:
     rows = torch.randn(32, K, generator=gen).bfloat16()
     x[-32:] = rows.to(device)
     if name == "lora_forward":
-        from suite.kernels._lora_triton import lora_forward
-
+        fn = kernel.all_impls()[impl].fn
         w, a, b = (torch.randn(*shape, generator=gen).bfloat16() * 0.05
                    for shape in ((N, K), (16, K), (N, 16)))
-        y = lora_forward(x, w.to(device), a.to(device), b.to(device), 2.0)
+        y = fn(x, w.to(device), a.to(device), b.to(device), 2.0)
         ref = kernel.reference(rows, w, a, b, 2.0)
     else:
         from suite.kernels._w4a16_triton import w4a16_matmul
@@ -359,6 +360,8 @@ def _huge_gemm(name: str, device: str = "cpu") -> None:
 HUGE_CASES = {"quantize_dual": _huge_quant_dual, "dequantize": _huge_dequant,
               "amax": _huge_amax,
               "lora_forward": lambda device="cpu": _huge_gemm("lora_forward", device),
+              "lora_forward_pair": lambda device="cpu": _huge_gemm("lora_forward", device,
+                                                                   "triton_pair"),
               "w4a16_gemm": lambda device="cpu": _huge_gemm("w4a16_gemm", device)}
 
 
@@ -445,6 +448,99 @@ def test_scaled_mm_impls_on_cpu(name, impl, monkeypatch):
     assert seen == [impl == "scaled_mm"] * (len(kernel.cpu_shapes) + 1)
 
 
+# -- LoRA forward: both Triton variants (one kernel, the well-tiled pair) -------------------
+# Each Triton impl against the reference at the kernel's cpu shapes, the ragged SMALL shapes
+# the generic test uses, and r = 1 and r = 128 (the kernel's maximum) with M, N, K off every
+# tile size; each shape in both dtypes. The pair's two kernels are also checked on their own.
+
+LORA = KERNELS.get("lora_forward").target()
+LORA_AWKWARD = [(45, 67, 99, 1), (37, 50, 70, 128)]
+LORA_CPU_SHAPES = [*LORA.cpu_shapes, *SMALL[LORA.dims], *LORA_AWKWARD]
+
+
+def _shape_id(shape: tuple) -> str:
+    return "x".join(map(str, shape))
+
+
+def _lora_triton_impls() -> list[str]:
+    return [n for n, impl in LORA.all_impls().items() if impl.needs == "triton"]
+
+
+def test_lora_registers_both_triton_variants():
+    assert {"triton", "triton_pair"} <= set(_lora_triton_impls())
+    assert all(LORA.all_impls()[n].note for n in ("triton", "triton_pair"))
+
+
+@pytest.mark.parametrize("impl_name", _lora_triton_impls())
+@pytest.mark.parametrize("shape", LORA_CPU_SHAPES, ids=_shape_id)
+def test_lora_triton_impls_match_reference_on_cpu(impl_name, shape):
+    fn = LORA.all_impls()[impl_name].fn
+    for dtype in LORA.dtypes:
+        LORA.check(shape, dtype)
+        inputs = LORA.make_inputs(shape, dtype, "cpu", torch.Generator().manual_seed(shape[3]))
+        out = _poisoned(lambda inputs=inputs: fn(*inputs))
+        ok, err = LORA.matches(out, LORA.reference(*inputs))
+        assert ok, f"{impl_name} {shape} {dtype}: != reference (error {err})"
+
+
+@pytest.mark.parametrize("shape", [(45, 67, 99, 1), (70, 1, 80, 8), (37, 50, 70, 128)],
+                         ids=_shape_id)
+def test_lora_pair_kernel_1_is_x_a_t_in_float32(shape):
+    """T = s * x A^T, [M, r] float32, checked on its own: the products of 16-bit operands
+    are exact in float32, so only the summation order differs from float32 math."""
+    from suite.kernels._lora_triton import lora_down
+
+    x, _, a, _, scale = LORA.make_inputs(shape, "bfloat16", "cpu", torch.Generator().manual_seed(7))
+    t = _poisoned(lambda: lora_down(x, a, scale))
+    assert t.dtype == torch.float32 and t.shape == (shape[0], shape[3])
+    ok, err = compare_outputs(t, scale * (x.float() @ a.float().T), 1e-5)
+    assert ok, f"error {err}"
+
+
+@pytest.mark.parametrize("shape", [(45, 67, 99, 1), (33, 70, 50, 20)], ids=_shape_id)
+def test_lora_pair_kernel_2_adds_the_given_t_in_its_epilogue(shape):
+    """Kernel 2 takes no A: y = x W^T + T B^T for an arbitrary T, T rounded to the input
+    dtype once (the rounding the one-kernel impl applies to s * x A^T)."""
+    from suite.kernels._lora_triton import matmul_add_lowrank
+
+    M, N, K, R = shape
+    gen = torch.Generator().manual_seed(8)
+    x, w, _, b, _ = LORA.make_inputs(shape, "float16", "cpu", gen)
+    t = torch.randn(M, R, generator=gen) * 3
+    y = _poisoned(lambda: matmul_add_lowrank(x, w, t, b))
+    ref = (x.float() @ w.float().T + t.half().float() @ b.float().T).half()
+    ok, err = LORA.matches(y, ref)
+    assert ok, f"error {err}"
+
+
+@pytest.mark.parametrize("shape", [*LORA.cpu_shapes, *LORA_AWKWARD], ids=_shape_id)
+def test_lora_cost_model_is_the_minimal_work(shape):
+    """bytes_moved = every operand read once + y written once (measured on the tensors);
+    flops = the three products, counted by torch's FLOP counter on the unfused layer. The
+    same for every impl: the one-kernel impl's recompute and the pair's extra pass over x
+    are the impls' overheads, not part of the roofline."""
+    from suite.kernels.lora import _unfused
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for dtype in LORA.dtypes:
+        inputs = LORA.make_inputs(shape, dtype, "cpu", torch.Generator().manual_seed(0))
+        out = LORA.reference(*inputs)
+        tensors = [*inputs[:4], out]
+        assert LORA.bytes_moved(shape, dtype) == sum(t.numel() * t.element_size() for t in tensors)
+        with FlopCounterMode(display=False) as counter:
+            _unfused(*inputs)
+        assert LORA.flops(shape, dtype) == counter.get_total_flops()
+
+
+def test_lora_pair_t_traffic_is_negligible_at_8192_cubed():
+    """The figure the pair's docstring quotes: T in float32 written and read back once is
+    1 MiB, 0.26% of bytes_moved at 8192x8192x8192, r = 16."""
+    shape = (8192, 8192, 8192, 16)
+    moved = LORA.bytes_moved(shape, "bfloat16")
+    assert moved == 2 * (3 * N8K + 2 * 16 * 8192)
+    assert 2 * 8192 * 16 * 4 / moved < 0.0027
+
+
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -496,4 +592,22 @@ def test_more_than_65535_column_tiles_on_gpu(name, shape):
     inputs = kernel.make_inputs(shape, "bfloat16", "cuda", torch.Generator("cuda").manual_seed(0))
     ok, err = kernel.matches(kernel.all_impls()["triton"].fn(*inputs), kernel.reference(*inputs))
     assert ok, f"{name} {shape}: error {err}"
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("impl_name", _lora_triton_impls())
+def test_lora_triton_impls_match_reference_on_gpu_full_size(impl_name):
+    """Every full shape in both dtypes, plus ragged shapes under both tile configs (BN = 128
+    below M*N = 4096^2, BN = 256 above) at r = 1 and r = 128, where the rank tile is largest
+    and shared memory tightest."""
+    fn = LORA.all_impls()[impl_name].fn
+    ragged = [(1000, 1030, 1100, 1), (1000, 1030, 1100, 128), (8191, 4097, 4100, 128)]
+    for shape in [*LORA.shapes, *ragged]:
+        for dtype in LORA.dtypes:
+            LORA.check(shape, dtype)
+            inputs = LORA.make_inputs(shape, dtype, "cuda", torch.Generator("cuda").manual_seed(0))
+            ok, err = LORA.matches(fn(*inputs), LORA.reference(*inputs))
+            assert ok, f"{impl_name} {shape} {dtype}: error {err}"
     torch.cuda.empty_cache()
