@@ -48,6 +48,12 @@ class LoftqConfig(LoraConfig):
             raise ValueError("iters must be at least 1")
         if self.block < 0:
             raise ValueError("block must be 0 or a positive integer")
+        from suite.methods.quant import formats
+
+        try:  # an unknown name fails before any cell runs, naming the method (ValueError)
+            formats.resolve_format(self.format)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def weight_options(config: LoftqConfig, in_features: int) -> tuple[str, dict]:

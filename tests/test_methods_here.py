@@ -375,3 +375,11 @@ def test_training_reduces_the_loss(name, lr, pretrained_state):
     bundle.model = method.apply(model, ctx)
     losses = train(bundle, task, items, [method], steps=30, lr=lr, batch_size=32)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.05, losses
+
+
+@pytest.mark.parametrize("name", ["loftq", "rtn"])
+def test_an_unknown_format_name_fails_at_configuration(name):
+    from suite.errors import UserError
+
+    with pytest.raises(UserError, match=f"method '{name}': unknown number format 'nope'.*nf4"):
+        make(name, format="nope")

@@ -94,6 +94,13 @@ class RtnConfig(QuantBaseConfig):
     def __post_init__(self) -> None:
         if not 2 <= self.bits <= 8:
             raise ValueError("bits must be between 2 and 8")
+        if self.format:
+            from suite.methods.quant import formats
+
+            try:  # an unknown name fails before any cell runs, naming the method (ValueError)
+                formats.resolve_format(self.format)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
 
 
 @register_method("rtn", kind="quant", summary="round-to-nearest weight-only (W8A16, W4A16 with groups)",
