@@ -1,8 +1,9 @@
 """Triton: LoRA forward, y = x W^T + s (x A^T) B^T, as one kernel or as a well-tiled pair.
 
-Both variants share one kernel body (``_lora_fwd_kernel``), the same tiling and the same
-launch configuration, so a GPU run that ranks them side by side measures only where the
-rank-r product x A^T comes from:
+Both variants share one kernel body (``_lora_fwd_kernel``) and the same candidate tile
+configurations (autotuned on a GPU, each variant separately, so each runs at its best
+tile; one fixed configuration elsewhere), so a GPU run that ranks them side by side
+measures where the rank-r product x A^T comes from, not a tiling accident:
 
 ``lora_forward`` (impl ``triton``), one kernel. Each program owns a [BM, BN] tile of y.
 While it streams x and W along K for the main product it also accumulates x A^T ([BM, BR],
@@ -10,15 +11,16 @@ r padded to BR = max(16, next_pow2(r)) with masked zeros), so x is read once for
 products; the low-rank term is added in the epilogue with one more small dot against B.
 The price is that every one of the N/BN column tiles recomputes the same M x K x r
 product: (N/BN - 1) * 2*M*K*BR extra FLOPs, about BR/BN of the main GEMM's 2*M*N*K. At
-the GPU configs below (BN = 256 once M*N >= 4096^2) and 8192x8192x8192: r = 16 -> 31
-extra passes, 66.6 GFLOP on top of the minimal 1103.8 GFLOP (+6.0%); r = 64 -> +24%;
-r = 128 -> +47%. With BN = 128 (smaller M*N) the fractions double (r = 16: about +12%). The
-recompute dots are thin (BR columns), so they also run at a lower tensor-core efficiency
-than the main product.
+BN = 256 (the fixed GPU config once M*N >= 4096^2, and the widest autotune candidate) and
+8192x8192x8192: r = 16 -> 31 extra passes, 66.6 GFLOP on top of the minimal 1103.8 GFLOP
+(+6.0%); r = 64 -> +24%; r = 128 -> +47%. With BN = 128 the fractions double (r = 16:
+about +12%), with BN = 64 they quadruple; the autotuner weighs this against the tile's
+other costs by timing. The recompute dots are thin (BR columns), so they also run at a
+lower tensor-core efficiency than the main product.
 
 ``lora_forward_pair`` (impl ``triton_pair``), two kernels. ``_lora_down_kernel`` computes
-T = s * x A^T ([M, r], float32) exactly once, one program per 64 rows of x (32 in the
-interpreter) streaming K; then ``_lora_fwd_kernel`` with ``RECOMPUTE=False`` runs the
+T = s * x A^T ([M, r], float32) exactly once, one program per BM rows of x (64 without
+autotuning, 32 in the interpreter) streaming K; then ``_lora_fwd_kernel`` with ``RECOMPUTE=False`` runs the
 plain tiled GEMM x W^T and its epilogue adds T[BM rows] @ B[BN cols]^T (a [BM, BR] x [BR,
 BN] dot) before the store. It does the minimal FLOPs; what it adds is traffic. T in
 float32 is written once and read back by every column tile: 8*M*r bytes from DRAM at
@@ -47,7 +49,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from suite.kernels._tiling import grouped_tile
+from suite.kernels._tiling import autotuned, configs, grouped_tile, launch, launch_kwargs
 
 from suite.kernel import triton_interpreted
 
@@ -130,21 +132,43 @@ def _lora_down_kernel(
              mask=(rm[:, None] < M) & (rr[None, :] < R))
 
 
+# Autotune candidates of the main GEMM (GPU only; see kernels/_tiling.py): BM, BN, BK,
+# GROUP_M, num_warps, num_stages. The two fixed GPU configs below are among them. Shared
+# memory per stage is about (BM*BK + BN*BK + BR*BK) * 2 bytes (x, W and, when recomputing,
+# A tiles); at R = 128 some candidates exceed Hopper's 227 KB per block, fail to load with
+# OutOfResources and are skipped by the autotuner (128x128x64 at 4 stages, about 192 KB,
+# fits at every rank).
+MAIN_CANDIDATES = configs(["BM", "BN", "BK", "GROUP_M"], [
+    (128, 256, 64, 8, 8, 3),
+    (256, 128, 64, 8, 8, 3),
+    (128, 128, 64, 8, 4, 4),
+    (128, 128, 128, 8, 8, 3),
+    (64, 256, 64, 8, 4, 4),
+    (64, 128, 64, 8, 4, 4),
+    (128, 64, 64, 8, 4, 4),
+])
+# Kernel 1 of the pair streams x once (memory-bound): rows per program and the K step.
+DOWN_CANDIDATES = configs(["BM", "BK"], [
+    (64, 128, 4, 3), (32, 128, 4, 3), (64, 64, 4, 4), (128, 64, 8, 3), (128, 128, 8, 3),
+])
+# RECOMPUTE tells the one-kernel impl from the pair's kernel 2 (different work per tile).
+_MAIN = autotuned(_lora_fwd_kernel, MAIN_CANDIDATES, key=["M", "N", "K", "R", "RECOMPUTE"])
+_DOWN = autotuned(_lora_down_kernel, DOWN_CANDIDATES, key=["M", "K", "R"])
+
+
 def _config(M: int, N: int, K: int) -> dict:
-    """Main-kernel tiles, shared by both variants (untuned: picked without a GPU)."""
+    """Main-kernel tiles without autotuning, shared by both variants (picked without a GPU)."""
     if triton_interpreted():
         return {"BM": 32, "BN": 32, "BK": 32, "GROUP_M": 4, "num_warps": 4, "num_stages": 1}
-    if M * N >= 4096 * 4096:
-        return {"BM": 128, "BN": 256, "BK": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}
-    return {"BM": 128, "BN": 128, "BK": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4}
+    return launch_kwargs(MAIN_CANDIDATES[0 if M * N >= 4096 * 4096 else 2])
 
 
 def _down_config(M: int) -> dict:
-    """Kernel 1 is a stream over x (memory-bound): 64-row blocks give M/64 programs, enough
-    to keep an H100's 132 SMs loading at M >= 8192 (untuned: picked without a GPU)."""
+    """Kernel 1 without autotuning: 64-row blocks give M/64 programs, enough to keep an
+    H100's 132 SMs loading at M >= 8192 (picked without a GPU)."""
     if triton_interpreted():
         return {"BM": 32, "BK": 32, "num_warps": 4, "num_stages": 1}
-    return {"BM": 64, "BK": 128, "num_warps": 4, "num_stages": 3}
+    return launch_kwargs(DOWN_CANDIDATES[0])
 
 
 def _rank_block(R: int) -> int:
@@ -155,19 +179,17 @@ def _launch_main(x, w, a, b, t, scale: float, recompute: bool) -> torch.Tensor:
     M, K = x.shape
     N, R = w.shape[0], b.shape[1]
     y = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    cfg = _config(M, N, K)
-    grid = (triton.cdiv(M, cfg["BM"]) * triton.cdiv(N, cfg["BN"]),)
     a_strides = (a.stride(0), a.stride(1)) if a is not None else (0, 0)
     t_strides = (t.stride(0), t.stride(1)) if t is not None else (0, 0)
     # An unused pointer argument gets a valid tensor of the right kind (never dereferenced).
-    _lora_fwd_kernel[grid](
+    launch(
+        _MAIN, lambda meta: (triton.cdiv(M, meta["BM"]) * triton.cdiv(N, meta["BN"]),),
+        _config(M, N, K), x.device,
         x, w, a if a is not None else b, b, t if t is not None else y, y, M, N, K, R,
         float(scale),
         x.stride(0), x.stride(1), w.stride(0), w.stride(1), *a_strides,
         b.stride(0), b.stride(1), *t_strides, y.stride(0), y.stride(1),
-        BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"], BR=_rank_block(R), GROUP_M=cfg["GROUP_M"],
-        RECOMPUTE=recompute, DOT_F32=triton_interpreted(),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        BR=_rank_block(R), RECOMPUTE=recompute, DOT_F32=triton_interpreted(),
     )
     return y
 
@@ -184,12 +206,11 @@ def lora_down(x: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:
     M, K = x.shape
     R = a.shape[0]
     t = torch.empty(M, R, device=x.device, dtype=torch.float32)
-    cfg = _down_config(M)
-    _lora_down_kernel[(triton.cdiv(M, cfg["BM"]),)](
+    launch(
+        _DOWN, lambda meta: (triton.cdiv(M, meta["BM"]),), _down_config(M), x.device,
         x, a, t, M, K, R, float(scale),
         x.stride(0), x.stride(1), a.stride(0), a.stride(1), t.stride(0), t.stride(1),
-        BM=cfg["BM"], BK=cfg["BK"], BR=_rank_block(R), DOT_F32=triton_interpreted(),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        BR=_rank_block(R), DOT_F32=triton_interpreted(),
     )
     return t
 

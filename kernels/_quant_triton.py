@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from suite.kernels._tiling import autotuned, autotuning, configs, keep, launch
 
 from suite.kernel import triton_interpreted
 
@@ -253,8 +254,9 @@ def _tile_ids(M, BM: tl.constexpr):
     return pid % tiles_m, pid // tiles_m
 
 
-def _grid(M: int, N: int, BM: int, BN: int) -> tuple[int]:
-    return (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+def _grid(M: int, N: int):
+    """The 1-D launch grid for the [BM, BN] tiles the launch's config chose."""
+    return lambda meta: (triton.cdiv(M, meta["BM"]) * triton.cdiv(N, meta["BN"]),)
 
 
 @triton.jit
@@ -340,14 +342,43 @@ def _amax_kernel(x_ptr, out_ptr, numel, BLOCK: tl.constexpr, HAD: tl.constexpr, 
     tl.store(out_ptr + pid, tl.max(_finite_abs(x), axis=0))
 
 
+# Autotune candidates of the amax pass (GPU only; see kernels/_tiling.py): BLOCK, warps,
+# stages (no loop: stages unused). Every BLOCK is a multiple of every Hadamard size.
+AMAX_CANDIDATES = configs(["BLOCK"], [(4096, 4, 3), (8192, 4, 3), (8192, 8, 3), (16384, 8, 3)])
+
+
+def _prune_amax(candidates, named_args, **kwargs):
+    had = kwargs.get("HAD", 0)
+    return keep(candidates, lambda c: had == 0 or c.kwargs["BLOCK"] % had == 0)
+
+
+# Each program writes its own partial; how many there are depends on BLOCK, so the buffer
+# is sized for the smallest BLOCK and zeroed: slots a larger BLOCK leaves unwritten stay 0,
+# below any amax, and reset_to_zero clears what the timed candidates wrote before the
+# winner runs.
+_AMAX = autotuned(_amax_kernel, AMAX_CANDIDATES, key=["numel", "HAD"], prune=_prune_amax,
+                  reset_to_zero=["out_ptr"])
+
+
+def _amax_fixed() -> dict:
+    """The amax pass's launch without autotuning (the interpreter pays per program)."""
+    return {"BLOCK": 1024 if triton_interpreted() else 8192, "num_warps": 8}
+
+
 def tensor_amax(x: torch.Tensor, hadamard: int = 0, had_scale: float = 1.0) -> torch.Tensor:
     """Finite amax of ``x`` (or of its block Hadamard transform) as a 0-dim float32 tensor:
     Triton partials, then one small max."""
-    block = 1024 if triton_interpreted() else 8192
     n = x.numel()
-    partial = torch.empty(triton.cdiv(n, block), device=x.device, dtype=torch.float32)
-    _amax_kernel[(partial.numel(),)](x, partial, n, BLOCK=block, HAD=hadamard,
-                                     had_scale=had_scale, num_warps=8)
+    fixed = _amax_fixed()
+    pin = getattr(_AMAX, "pinned_config", None)
+    if pin is not None or not autotuning(x.device):
+        block = (pin.kwargs if pin is not None else fixed)["BLOCK"]
+        partial = torch.empty(triton.cdiv(n, block), device=x.device, dtype=torch.float32)
+    else:
+        smallest = min(c.kwargs["BLOCK"] for c in AMAX_CANDIDATES)
+        partial = torch.zeros(triton.cdiv(n, smallest), device=x.device, dtype=torch.float32)
+    launch(_AMAX, lambda meta: (triton.cdiv(n, meta["BLOCK"]),), fixed, x.device,
+           x, partial, n, HAD=hadamard, had_scale=had_scale)
     return partial.max()
 
 
@@ -401,9 +432,67 @@ def _dequant_kernel(q_ptr, s_ptr, ts_ptr, y_ptr, M, N,
 
 BLOCK = {MXFP8: 32, MXFP4: 32, NVFP4: 16, INT4: 128}
 
+# Autotune candidates (GPU only; see kernels/_tiling.py): (tile sizes..., num_warps,
+# num_stages). These kernels have no loop, so num_stages is Triton's default and unused.
+# Row-scaled FP8/INT8: the tile is [BM rows, next_pow2(N)], BN fixed by the caller so a
+# row (one scale) is never split; only rows per program and warps are tuned.
+ROW_CANDIDATES = configs(["BM"], [(1, 4, 3), (1, 8, 3), (2, 8, 3), (4, 8, 3), (8, 8, 3),
+                                  (16, 8, 3)])
+ROW_TILE_MAX = 16384  # elements of a row tile kept in registers (BM = 1 is always allowed)
+# Block formats along N: every BN is a multiple of 128, the largest scale block (INT4
+# groups) and Hadamard block, so no candidate splits a block; the prune re-checks.
+BLOCK_CANDIDATES = configs(["BM", "BN"], [(8, 256, 4, 3), (16, 256, 8, 3), (32, 256, 8, 3),
+                                          (16, 512, 8, 3), (32, 128, 4, 3), (64, 128, 8, 3)])
+# *_dual: blocks run along both axes (X^T is quantised along M), so BM and BN must both
+# hold whole blocks; per-tensor FP8 dual uses G = 128 and keeps only the 128x128 tiles.
+DUAL_CANDIDATES = configs(["BM", "BN"], [(64, 64, 4, 3), (64, 64, 8, 3), (64, 128, 8, 3),
+                                         (128, 64, 8, 3), (128, 128, 4, 3), (128, 128, 8, 3)])
+
+
+def block_fits(config, G: int, had: int = 0, dual: bool = False) -> bool:
+    """Whether a [BM, BN] tile holds whole blocks: scale blocks of G and Hadamard blocks
+    along N, and scale blocks of G along M too when X^T is quantised from the same tile."""
+    bm, bn = config.kwargs["BM"], config.kwargs["BN"]
+    return bn % max(G, had) == 0 and (not dual or bm % G == 0)
+
+
+def _prune_blocks(candidates, named_args, **kwargs):
+    """Drop tiles that would split a block (the prune reads G, HAD, DUAL: all in the key)."""
+    G, had, dual = kwargs["G"], kwargs.get("HAD", 0), kwargs.get("DUAL", False)
+    return keep(candidates, lambda c: block_fits(c, G, had, dual))
+
+
+def _prune_rows(candidates, named_args, **kwargs):
+    """Row tiles of at most ROW_TILE_MAX elements (BN = next_pow2(N) is in the key)."""
+    bn = kwargs["BN"]
+    return keep(candidates,
+                lambda c: c.kwargs["BM"] == 1 or c.kwargs["BM"] * bn <= ROW_TILE_MAX)
+
+
+_QUANT_KEY = ["M", "N", "FMT", "G", "SR", "HAS_TS", "HAD", "DUAL"]
+_QUANT_ROW = autotuned(_quant_kernel, ROW_CANDIDATES, key=[*_QUANT_KEY, "BN"], prune=_prune_rows)
+_QUANT_BLOCK = autotuned(_quant_kernel, BLOCK_CANDIDATES, key=_QUANT_KEY, prune=_prune_blocks)
+_QUANT_DUAL = autotuned(_quant_kernel, DUAL_CANDIDATES, key=_QUANT_KEY, prune=_prune_blocks)
+_DEQUANT_ROW = autotuned(_dequant_kernel, ROW_CANDIDATES, key=["M", "N", "FMT", "G", "BN"],
+                         prune=_prune_rows)
+_DEQUANT_BLOCK = autotuned(_dequant_kernel, BLOCK_CANDIDATES, key=["M", "N", "FMT", "G"],
+                           prune=_prune_blocks)
+
+
+def _plan(fmt_id: int, N: int, dual: bool, per_tensor: bool, dequant: bool = False):
+    """(autotuned kernel, G, arguments the caller fixes, fixed launch config): the fixed
+    config (``_tiles``) is the one every launch used before autotuning and still uses
+    wherever the autotuner does not run."""
+    G, BM, BN, warps = _tiles(fmt_id, N, dual or per_tensor)
+    if fmt_id in (FP8, INT8) and not (dual or per_tensor):
+        kernel = _DEQUANT_ROW if dequant else _QUANT_ROW
+        return kernel, G, {"BN": BN}, {"BM": BM, "num_warps": warps}
+    kernel = _DEQUANT_BLOCK if dequant else (_QUANT_DUAL if dual else _QUANT_BLOCK)
+    return kernel, G, {}, {"BM": BM, "BN": BN, "num_warps": warps}
+
 
 def _tiles(fmt_id: int, N: int, dual: bool) -> tuple[int, int, int, int]:
-    """(G, BM, BN, num_warps) for a format and row length."""
+    """(G, BM, BN, num_warps) for a format and row length, without autotuning."""
     if fmt_id in (FP8, INT8) and not dual:
         bn = triton.next_power_of_2(N)
         return bn, max(1, min(8, 8192 // bn)), bn, 8
@@ -426,7 +515,7 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     fmt_id = FORMAT_IDS[fmt]
     M, N = x.shape
     x = x.contiguous()
-    G, BM, BN, warps = _tiles(fmt_id, N, dual or per_tensor)
+    kernel, G, tile_args, fixed = _plan(fmt_id, N, dual, per_tensor)
     dev = x.device
     sr = 0 if rounding == "nearest" else (1 if noise is not None else 2)
     ts = None
@@ -460,11 +549,10 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     q, s = buffers(M, N)
     qt, st = buffers(N, M) if dual else (q, s)
     u = noise.contiguous().float() if sr == 1 else x
-    _quant_kernel[_grid(M, N, BM, BN)](
-        x, bits(q), bits(s), bits(qt), bits(st), ts if ts is not None else x, u, seed, M, N,
-        FMT=fmt_id, G=G, BM=BM, BN=BN, DUAL=dual, SR=sr, HAS_TS=ts is not None,
-        SOFT=triton_interpreted(), HAD=hadamard, had_scale=had_scale, num_warps=warps,
-    )
+    launch(kernel, _grid(M, N), fixed, dev,
+           x, bits(q), bits(s), bits(qt), bits(st), ts if ts is not None else x, u, seed, M, N,
+           FMT=fmt_id, G=G, DUAL=dual, SR=sr, HAS_TS=ts is not None, SOFT=triton_interpreted(),
+           HAD=hadamard, had_scale=had_scale, **tile_args)
     if per_tensor:
         out = (q, ts)
         return out + (qt, ts) if dual else out
@@ -484,14 +572,15 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int,
     """Packed storage of a 2-D tensor back to ``dtype`` (the inverse of ``quantize``)."""
     fmt_id = FORMAT_IDS[fmt]
     M, N = shape
-    G, BM, BN, warps = _tiles(fmt_id, N, False)
+    kernel, G, tile_args, fixed = _plan(fmt_id, N, False, False, dequant=True)
     y = torch.empty(M, N, device=q.device, dtype=dtype)
     qb = q.view(torch.uint8) if q.dtype == torch.float8_e4m3fn else q
     sb = scale.view(torch.uint8) if scale.dtype == torch.float8_e4m3fn else scale
     soft = triton_interpreted() and dtype == torch.bfloat16
-    _dequant_kernel[_grid(M, N, BM, BN)](qb, sb, tensor_scale if tensor_scale is not None else sb,
-                          y.view(torch.int16) if soft else y, M, N,
-                          FMT=fmt_id, G=G, BM=BM, BN=BN, BF16_SOFT=soft, num_warps=warps)
+    launch(kernel, _grid(M, N), fixed, q.device,
+           qb, sb, tensor_scale if tensor_scale is not None else sb,
+           y.view(torch.int16) if soft else y, M, N,
+           FMT=fmt_id, G=G, BF16_SOFT=soft, **tile_args)
     return y
 
 

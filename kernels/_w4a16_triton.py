@@ -16,7 +16,14 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from suite.kernels._tiling import grouped_tile
+from suite.kernels._tiling import (
+    autotuned,
+    configs,
+    grouped_tile,
+    keep,
+    launch,
+    launch_kwargs,
+)
 
 from suite.kernel import triton_interpreted
 
@@ -52,20 +59,43 @@ def _w4a16_kernel(x_ptr, q_ptr, s_ptr, y_ptr, M, N, K,
              mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
+# Autotune candidates (GPU only; see kernels/_tiling.py): BM, BN, num_warps, num_stages.
+# BK is one INT4 group (G = 128) by construction: each K step reads one scale per column.
+# Short BM for decode-like M (weight streaming), 128-256 for prefill-like M. The two fixed
+# GPU configs below are among them. Shared memory per stage is about BM*128*2 bytes of x
+# plus BN*64 bytes of codes (256x128 at 3 stages: ~216 KB before the dequantised W tile
+# the dot reads; a config over 227 KB fails with OutOfResources and the autotuner skips it).
+CANDIDATES = configs(["BM", "BN"], [
+    (16, 64, 4, 4), (16, 128, 4, 4), (32, 128, 4, 4), (64, 128, 4, 4),
+    (128, 128, 8, 3), (128, 256, 8, 3), (256, 128, 8, 3), (64, 256, 8, 3),
+])
+
+
+def _prune(candidates, named_args, **kwargs):
+    """Drop tiles taller than M padded to 16 (rows of padding only); M is in the key."""
+    rows = max(16, triton.next_power_of_2(named_args["M"]))
+    return keep(candidates, lambda c: c.kwargs["BM"] <= rows)
+
+
+_W4A16 = autotuned(_w4a16_kernel, CANDIDATES, key=["M", "N", "K"], prune=_prune)
+
+
+def _config(M: int) -> dict:
+    """Tiles without autotuning (picked without a GPU)."""
+    if triton_interpreted():
+        return {"BM": 32, "BN": 32, "num_warps": 4, "num_stages": 1}
+    if M <= 64:  # decode-like: few rows, weight streaming dominates
+        return launch_kwargs(CANDIDATES[1])
+    return launch_kwargs(CANDIDATES[4])
+
+
 def w4a16_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """x [M, K] (bf16/fp16) @ dequant(codes [N, K/2], scales [N, K/128]).T -> [M, N]."""
     x = x.contiguous()
     M, K = x.shape
     N = codes.shape[0]
     y = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    if triton_interpreted():
-        BM, BN, warps, stages = 32, 32, 4, 1
-    elif M <= 64:  # decode-like: few rows, weight streaming dominates
-        BM, BN, warps, stages = 16, 128, 4, 4
-    else:
-        BM, BN, warps, stages = 128, 128, 8, 3
-    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
-    _w4a16_kernel[grid](x, codes, scales.contiguous(), y, M, N, K, BM=BM, BN=BN, G=GROUP,
-                        GROUP_M=8, DOT_F32=triton_interpreted(), num_warps=warps,
-                        num_stages=stages)
+    launch(_W4A16, lambda meta: (triton.cdiv(M, meta["BM"]) * triton.cdiv(N, meta["BN"]),),
+           _config(M), x.device, x, codes, scales.contiguous(), y, M, N, K, G=GROUP,
+           GROUP_M=8, DOT_F32=triton_interpreted())
     return y
