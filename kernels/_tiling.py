@@ -105,8 +105,12 @@ def autotuned(fn, candidates: list[triton.Config], key: list[str], prune: Prune 
     it reads has to be in ``key``, or a config chosen for one value would be reused for
     another it is invalid for.
     """
+    # cache_results: the choice is kept on disk (Triton's cache, keyed on the kernel source,
+    # the key values and the candidates), so `--save` and `--compare` runs of the regression
+    # gate on one machine time the same tiles instead of re-tuning to a near-tie each time.
     return triton.autotune(configs=candidates, key=key, reset_to_zero=reset_to_zero,
-                           prune_configs_by={"early_config_prune": prune} if prune else None)(fn)
+                           prune_configs_by={"early_config_prune": prune} if prune else None,
+                           cache_results=True)(fn)
 
 
 def autotuning(device) -> bool:
