@@ -20,11 +20,11 @@ import time
 def main() -> None:
     import torch
     from scipy.stats import spearmanr
+
+    from suite.config import build_config
     from suite.methods.quant import algorithms as A
     from suite.methods.quant import engine
     from suite.methods.quant.methods import Hawq
-
-    from suite.config import build_config
     from suite.recipe import Recipe
     from suite.registry import TASKS
 

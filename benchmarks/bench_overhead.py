@@ -19,10 +19,9 @@ import torch
 
 
 def build(model_name: str, max_length: int, limit: int):
+    from suite.method import MethodContext
     from suite.methods.peft_lora import Lora, LoraConfig
     from suite.tasks.smoke import SmokeTask
-
-    from suite.method import MethodContext
 
     task = SmokeTask()
     bundle = task.build_model(model_name)

@@ -49,9 +49,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from suite.kernels._tiling import autotuned, configs, grouped_tile, launch, launch_kwargs
 
 from suite.kernel import triton_interpreted
+from suite.kernels._tiling import autotuned, configs, grouped_tile, launch, launch_kwargs
 
 
 @triton.jit

@@ -27,9 +27,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from suite.kernels._tiling import autotuned, autotuning, configs, keep, launch
 
 from suite.kernel import triton_interpreted
+from suite.kernels._tiling import autotuned, autotuning, configs, keep, launch
 
 # Format ids (constexpr switches).
 FP8 = 0  # fp8_e4m3, one float32 scale per row (or a given per-tensor scale)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from suite.kernel import triton_interpreted
 from suite.kernels._tiling import (
     autotuned,
     configs,
@@ -24,8 +26,6 @@ from suite.kernels._tiling import (
     launch,
     launch_kwargs,
 )
-
-from suite.kernel import triton_interpreted
 
 GROUP = 128
 

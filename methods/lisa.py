@@ -44,10 +44,9 @@ class LISA(Method):
         self._pending_hook: Any = None
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
+        from suite.errors import UserError
         from suite.methods.heads import head_parameters
         from suite.methods.targets import transformer_blocks
-
-        from suite.errors import UserError
 
         self.blocks = list(transformer_blocks(model))
         if self.config.layers > len(self.blocks):

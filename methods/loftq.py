@@ -25,12 +25,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from suite.errors import UserError
+from suite.method import MethodContext
 from suite.methods.peft_lora import Lora
 from suite.methods.peft_wrapper import LoraConfig
 from suite.methods.quant.methods import QuantMethod
-
-from suite.errors import UserError
-from suite.method import MethodContext
 from suite.registry import register_method
 
 
@@ -74,6 +73,7 @@ def loftq_factors(weight: Any, fmt: str, opts: dict, rank: int, scaling: float,
     """Algorithm 1 on one weight: (dequantised Q, its storage bytes, B, A) with
     ``Q + scaling * B @ A`` the initial weight. A and B share sqrt(S) of the SVD."""
     import torch
+
     from suite.methods.quant import engine
     from suite.methods.svd_linear import top_svd
 
@@ -107,6 +107,7 @@ class LoftQ(Lora):
         """Quantise every linear layer but the head, wrap the targets in LoRA, then write
         the LoftQ factors into the adapters (after wrapping, to read peft's scaling)."""
         import torch
+
         from suite.methods.quant import engine
         from suite.methods.quant.algorithms import relative_error
         from suite.methods.targets import matching_modules

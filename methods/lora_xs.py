@@ -36,6 +36,7 @@ class LoraXS(Method):
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
+
         from suite.methods.svd_linear import LoraXSLinear, apply_svd_method
 
         c = self.config

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from suite.methods.peft_wrapper import LORA_FAMILY_LR, LoraConfig, PeftMethod
-
 from suite.method import MethodContext
+from suite.methods.peft_wrapper import LORA_FAMILY_LR, LoraConfig, PeftMethod
 from suite.registry import register_method
 
 __all__ = ["Lora", "LoraConfig", "Pissa", "PissaConfig"]

@@ -22,10 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from suite.method import MethodContext, MethodTarget
 from suite.methods.peft_wrapper import LORA_FAMILY_LR, LoraConfig, PeftMethod
 from suite.methods.targets import DEFAULT_ADAPTER_TARGETS
-
-from suite.method import MethodContext
 from suite.registry import register_method
 
 Targets = tuple[str, ...] | None
@@ -326,6 +325,7 @@ def _pow2_divisor(model: Any, keys: list[str] | None, cap: int) -> int:
     import math
 
     import torch
+
     from suite.methods.targets import matching_modules
 
     dims = [d for _, m in matching_modules(model, keys or [], torch.nn.Linear)
@@ -679,8 +679,30 @@ _register("trainable-tokens", peft_class="TrainableTokensConfig", config=Trainab
           paper="peft TrainableTokens (no paper)")
 
 # -- prompt learning: not mergeable (they change the input) -----------------------------------------
+class KvPrefixMethod(PeftMethod):
+    """Tuners that write a trainable prefix into every layer's KV cache (prefix tuning, cartridges)."""
+
+    def unsupported(self, target: MethodTarget) -> str | None:
+        reason = super().unsupported(target)
+        if reason or not target.model_type:
+            return reason
+        from suite.methods.peft_compat import backbone_class, library_version, takes_kv_prefix
+
+        backbone = backbone_class(target.model_type)
+        if backbone is not None and not takes_kv_prefix(backbone.forward):
+            return (f"transformers {library_version('transformers')}'s {backbone.__name__} takes no KV cache "
+                    f"(neither past_key_values nor cache), which this method writes its prefix into; "
+                    f"use a model family with a KV cache, or soft prompts ('prompt')")
+        return None
+
+    def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:
+        from suite.methods.peft_compat import accept_past_key_values
+
+        accept_past_key_values(model)
+
+
 _register("prefix", peft_class="PrefixTuningConfig", config=PrefixArgs, target_kind=None, mergeable=False,
-          default_lr=1e-2,
+          default_lr=1e-2, base=KvPrefixMethod,
           kwargs=lambda c, m, ctx, s: dict(num_virtual_tokens=c.num_virtual_tokens,
                                            prefix_projection=c.prefix_projection),
           summary="trainable key/value prefixes in every layer",
@@ -698,7 +720,7 @@ _register("p-tuning", peft_class="PromptEncoderConfig", config=PtuningArgs, targ
           summary="soft prompts produced by a small trainable prompt encoder",
           paper="Liu et al. 2021, GPT Understands, Too (arXiv:2103.10385)")
 _register("cartridge", peft_class="CartridgeConfig", config=VirtualTokenArgs, target_kind=None, mergeable=False,
-          default_lr=1e-2,
+          default_lr=1e-2, base=KvPrefixMethod,
           kwargs=lambda c, m, ctx, s: dict(num_virtual_tokens=c.num_virtual_tokens),
           summary="a trainable KV-cache prefix stored directly as parameters",
           paper="Eyuboglu et al. 2025, Cartridges (arXiv:2506.06266)")

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, resolve_targets
-
 from suite.errors import CellFailure, UserError
-from suite.method import Method, MethodContext
+from suite.method import Method, MethodContext, MethodTarget
+from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, resolve_targets
 
 
 def peft_task_type(ctx: MethodContext) -> str:
@@ -65,6 +64,23 @@ class PeftMethod(Method):
             explicit = getattr(self.config, "target_modules", None)
         return resolve_targets(model, self.name, kind or self.target_kind or DEFAULT_ADAPTER_TARGETS, explicit)
 
+    # -- before any cell runs ----------------------------------------------------------------------
+    def unsupported(self, target: MethodTarget) -> str | None:
+        """A family the tuner does not support, or a peft too old to have the tuner."""
+        if self.families and target.model_type and target.model_type not in self.families:
+            return (f"it applies only to model families {', '.join(self.families)}; "
+                    f"drop it for this model or choose one of those")
+        from suite.methods.peft_compat import library_version
+
+        try:
+            import peft
+        except ImportError:
+            return "peft is not installed: pip install peft (or the project's lock, constraints.txt)"
+        if not hasattr(peft, self.peft_config_class):
+            return (f"the installed peft {library_version('peft')} has no {self.peft_config_class}; "
+                    f"install the tested versions (pip install -c constraints.txt -e .) or a newer peft")
+        return None
+
     # -- data-aware initialisation hooks ---------------------------------------------------------
     def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:
         """Before ``get_peft_model``: e.g. CorDA's covariance, LoRA-GA's gradient estimate."""
@@ -91,12 +107,13 @@ class PeftMethod(Method):
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from peft import get_peft_model
+
         from suite.methods.targets import adaptable_names, family_of
 
         family = family_of(model)
-        if self.families and family not in self.families:
-            raise UserError(f"method '{self.name}' cannot apply to model family '{family or 'unknown'}'; "
-                            f"it supports: {', '.join(self.families)}")
+        reason = self.unsupported(MethodTarget("", family or "?", ctx.task_kind))
+        if reason:
+            raise UserError(f"method '{self.name}' cannot run on model family '{family or 'unknown'}': {reason}")
         config = self.build_peft_config(model, ctx)
         self.prepare(model, config, ctx)
         try:

@@ -128,6 +128,7 @@ class S2FT(Method):
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
+
         from suite.methods.heads import head_parameters
         from suite.methods.targets import family_of, set_module, transformer_blocks
 
@@ -207,6 +208,7 @@ class S2FT(Method):
 
     def merge(self, model: Any) -> Any:
         import torch
+
         from suite.methods.targets import set_module
 
         _, s2ft_linear = s2ft_classes()

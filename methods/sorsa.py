@@ -36,6 +36,7 @@ class SORSAConfig:
 def orthonormality(model: Any) -> Any:
     """Sum over adapted layers of ||U^T U - I||_F + ||Vh Vh^T - I||_F (eq. 6)."""
     import torch
+
     from suite.methods.svd_linear import PrincipalLinear
 
     total = None

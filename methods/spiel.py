@@ -96,10 +96,10 @@ class SpIEL(Method):
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
-        from suite.methods.heads import head_module_names, head_parameters
-        from suite.methods.targets import matching_modules, require_targets, set_module
 
         from suite.errors import UserError
+        from suite.methods.heads import head_module_names, head_parameters
+        from suite.methods.targets import matching_modules, require_targets, set_module
 
         keys = require_targets(model, self.name, "all-linear", self.config.target_modules)
         chosen = matching_modules(model, keys, torch.nn.Linear, tuple(head_module_names(model)))

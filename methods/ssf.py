@@ -84,6 +84,7 @@ class SSF(Method):
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
+
         from suite.methods.heads import head_module_names, head_parameters
         from suite.methods.targets import set_module
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from suite.methods.targets import matching_modules, set_module
 from torch import nn
+
+from suite.methods.targets import matching_modules, set_module
 
 
 def top_svd(weight: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,10 +102,9 @@ def merge_wrapped(model: Any) -> Any:
 def apply_svd_method(model: Any, method: str, target_modules: Any, r: int,
                      make: Callable[[nn.Linear], nn.Module]) -> Any:
     """Freeze the model, wrap the targeted linears, keep the head trainable."""
+    from suite.errors import UserError
     from suite.methods.heads import head_module_names, head_parameters
     from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, require_targets
-
-    from suite.errors import UserError
 
     keys = require_targets(model, method, DEFAULT_ADAPTER_TARGETS, target_modules)
     for p in model.parameters():

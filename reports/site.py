@@ -33,6 +33,9 @@ from types import SimpleNamespace
 import jinja2
 import numpy as np
 import pandas as pd
+
+from suite import __version__
+from suite.errors import UserError
 from suite.reports import figures, kernels, summary
 from suite.reports.format import (
     f_cost,
@@ -48,9 +51,6 @@ from suite.reports.format import (
     f_sortkey,
 )
 from suite.results.schema import PROVENANCE_COLUMNS
-
-from suite import __version__
-from suite.errors import UserError
 
 PACKAGE_DIR = Path(__file__).parent
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")

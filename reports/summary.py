@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from suite.results.store import CELLS, ResultStore
 
 from suite import stats
 from suite.errors import UserError
+from suite.results.store import CELLS, ResultStore
 
 COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s")
 # Metrics in [0, 1] (or [-1, 1]) that readers expect in points: shown x100.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from suite.results.store import ResultStore
 
 # subtask -> (eval splits, metrics, primary metric name, regression?)

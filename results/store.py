@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
-from suite.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 
 from suite.errors import UserError
+from suite.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 
 CELLS = "cells"
 PREDICTIONS = "predictions"

@@ -44,6 +44,19 @@ class MethodContext:
         return self.calibration_source(n_batches, batch_size)
 
 
+@dataclass(frozen=True)
+class MethodTarget:
+    """What a method will be applied to, as known before any cell runs (no weights loaded)."""
+
+    model: str  # the model name or folder as given
+    model_type: str  # config.json's ``model_type`` ("bert", "llama"); "" when unknown without loading
+    task_kind: str  # the task's head: "classification" | "regression" | "causal-lm"
+
+    @property
+    def family_label(self) -> str:
+        return self.model_type or "unknown"
+
+
 class Method:
     """Base class of every method plugin. Subclasses set ``Config`` and implement ``apply``."""
 
@@ -59,6 +72,16 @@ class Method:
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+
+    # -- before any cell runs ----------------------------------------------------------------
+    def unsupported(self, target: MethodTarget) -> str | None:
+        """Why this method cannot run on ``target`` with the installed libraries; None if it can.
+
+        The sweep asks every method of every cell before training anything, so a method that
+        a model family or a library version rules out is refused up front with this reason,
+        never found out as a failed cell hours later. Say what to do in the reason.
+        """
+        return None
 
     # -- the verb ---------------------------------------------------------------------------
     def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:

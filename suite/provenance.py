@@ -11,7 +11,8 @@ from pathlib import Path
 
 from suite import __version__
 
-PACKAGES = ("torch", "transformers", "peft", "datasets")
+# Libraries whose version can move a result; each is a provenance column (lm-eval as lm_eval).
+PACKAGES = ("torch", "transformers", "peft", "datasets", "torchao", "triton", "lm-eval")
 
 
 def _version(package: str) -> str:
@@ -19,6 +20,23 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return ""
+
+
+def package_column(package: str) -> str:
+    return package.replace("-", "_")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of ``PACKAGES`` ("" for one that is not installed)."""
+    return {package: _version(package) for package in PACKAGES}
+
+
+def versions_line() -> str:
+    """One line for the start of a run: what it runs with, and which optional libraries are absent."""
+    versions = library_versions()
+    present = [f"{name} {v}" for name, v in versions.items() if v]
+    absent = [name for name, v in versions.items() if not v]
+    return ", ".join(present) + (f" (not installed: {', '.join(absent)})" if absent else "")
 
 
 def git_commit() -> str:
@@ -58,7 +76,7 @@ def collect(device: str) -> dict[str, str]:
         "suite_version": __version__,
         "git_commit": git_commit(),
         "python": platform.python_version(),
-        **{name: _version(name) for name in PACKAGES},
+        **{package_column(name): v for name, v in library_versions().items()},
         "device": device_name(device),
         "cuda": torch.version.cuda or "" if device.startswith("cuda") else "",
         "host": socket.gethostname(),

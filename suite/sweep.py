@@ -229,6 +229,45 @@ def build_cells(
     return cells
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A method that cannot run on a model for a task with the installed libraries, and why."""
+
+    method: str
+    model: str
+    model_type: str
+    task: str
+    reason: str
+
+    def describe(self) -> str:
+        return (f"method '{self.method}' on model family '{self.model_type or 'unknown'}' "
+                f"({self.model}, task {self.task}): {self.reason}")
+
+
+def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
+    """Split cells into those every method can run and the refusals of the rest (asked once per pair)."""
+    from suite.method import MethodTarget
+    from suite.modeling import guess_family
+
+    reasons: dict[tuple, str | None] = {}
+    refusals: dict[tuple, Refusal] = {}
+    runnable: list[Cell] = []
+    for cell in cells:
+        target = MethodTarget(cell.model, guess_family(cell.model), TASKS.get(cell.task).target.head)
+        refused = False
+        for part, method in zip(cell.spec.parts, cell.methods, strict=True):
+            key = (part.label, target)
+            if key not in reasons:
+                reasons[key] = method.instantiate().unsupported(target)
+            if reasons[key]:
+                refused = True
+                refusals.setdefault((part.label, cell.model, cell.task), Refusal(
+                    part.label, cell.model, target.model_type, cell.task, reasons[key]))
+        if not refused:
+            runnable.append(cell)
+    return runnable, list(refusals.values())
+
+
 def check_recipe_keys(mapping: dict[str, Any], where: str) -> None:
     unknown = [k for k in mapping if k not in RECIPE_KEYS]
     if unknown:

@@ -18,11 +18,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from suite.tasks.text_classification import TextClassificationTask
-
 from suite.errors import UnknownNameError, UserError
 from suite.registry import register_task
 from suite.task import EvalOutput, Metric
+from suite.tasks.text_classification import TextClassificationTask
 
 HUB_DATASET = "nyu-mll/glue"
 NLI_LABELS = {"entailment": 0, "not_entailment": 1}

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from suite.tasks.metrics import METRIC_FUNCTIONS
-
 from suite.errors import UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task
+from suite.tasks.metrics import METRIC_FUNCTIONS
 
 
 class TextClassificationTask(Task):

@@ -149,9 +149,8 @@ def test_gate_end_to_end_on_cpu(tmp_path, monkeypatch, capsys):
 def test_a_slowdown_that_does_not_reproduce_is_not_a_regression(tmp_path, monkeypatch, capsys):
     """Load elsewhere on the machine during one measurement: the case is re-measured
     (``--confirm``) and, no longer slower, is not reported as a regression."""
-    from suite.kernels.lora import LoraForward
-
     from suite.bench import harness
+    from suite.kernels.lora import LoraForward
 
     store = str(tmp_path)
     assert _bench([*GATE_ARGS, "--store", store, "--save", "b", "--device", "cpu"]) == 0

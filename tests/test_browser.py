@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from suite.reports import synthetic
 from suite.reports.site import render_site
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from suite.tasks.glue import LAYOUTS, GlueTask, read_glue_tsv
-from suite.tasks.metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman
 
 from suite.errors import UserError
+from suite.tasks.glue import LAYOUTS, GlueTask, read_glue_tsv
+from suite.tasks.metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman
 from tests.conftest import SHARED_GLUE
 
 

@@ -519,8 +519,9 @@ def test_lora_cost_model_is_the_minimal_work(shape):
     flops = the three products, counted by torch's FLOP counter on the unfused layer. The
     same for every impl: the one-kernel impl's recompute and the pair's extra pass over x
     are the impls' overheads, not part of the roofline."""
-    from suite.kernels.lora import _unfused
     from torch.utils.flop_counter import FlopCounterMode
+
+    from suite.kernels.lora import _unfused
 
     for dtype in LORA.dtypes:
         inputs = LORA.make_inputs(shape, dtype, "cpu", torch.Generator().manual_seed(0))
@@ -629,8 +630,9 @@ def _pow2(v: int) -> bool:
 
 
 def _tuners() -> dict[str, object]:
-    from suite.kernels import _lora_triton, _quant_triton, _w4a16_triton
     from triton.runtime.autotuner import Autotuner
+
+    from suite.kernels import _lora_triton, _quant_triton, _w4a16_triton
 
     return {f"{mod.__name__.rsplit('.', 1)[1]}.{name}": obj
             for mod in (_quant_triton, _lora_triton, _w4a16_triton)
@@ -857,8 +859,9 @@ def test_autotuned_kernels_match_reference_on_gpu(case):
     match the reference (bit for bit for quantisers). A candidate that needs more shared
     memory than the GPU has fails to load with OutOfResources; the tuner skips those, and
     so does this test, but at least one candidate of each kernel must run."""
-    from suite.kernels._tiling import pinned
     from triton.runtime.errors import OutOfResources
+
+    from suite.kernels._tiling import pinned
 
     kernel_name, impl, shape, dtype, names, block, had = GPU_AUTOTUNE_CASES[case]
     kernel = KERNELS.get(kernel_name).target()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from suite.methods.quant import algorithms as A
-from suite.methods.quant import formats as F
-from suite.methods.quant.layers import QuantLinear, apply_block_hadamard, hadamard_matrix
 from torch import nn
 
 from suite.errors import UserError
 from suite.method import MethodContext
+from suite.methods.quant import algorithms as A
+from suite.methods.quant import formats as F
+from suite.methods.quant.layers import QuantLinear, apply_block_hadamard, hadamard_matrix
 from suite.registry import METHODS
 
 

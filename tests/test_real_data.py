@@ -7,9 +7,9 @@ the accuracy (a few steps); the accuracy check is the documented real run in the
 from __future__ import annotations
 
 import pytest
+
 import suite.results
 from suite.results.store import ResultStore
-
 from tests.conftest import MINILM, SHARED_GLUE, run_suite
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from suite.reports import kernels, summary, synthetic
-from suite.reports.site import render_site
-from suite.results.store import ResultStore
 
 from suite.cli import main as cli_main
 from suite.errors import UserError
+from suite.reports import kernels, summary, synthetic
+from suite.reports.site import render_site
+from suite.results.store import ResultStore
 
 EVIL = "<script>window.__pwned=1</script>"
 EVIL_ERROR = "RuntimeError: <img src=x onerror=alert(1)> CUDA out of memory"

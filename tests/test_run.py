@@ -11,10 +11,10 @@ import time
 
 import pandas as pd
 import pytest
+
 import suite.results
 from suite.results.schema import COLUMNS, PROVENANCE_COLUMNS, SCHEMA_VERSION
 from suite.results.store import ResultStore
-
 from tests.conftest import run_suite
 
 FAST = ["--max-steps", "4", "--no-progress"]
@@ -34,9 +34,13 @@ def test_smoke_run_stores_long_form_records_with_provenance(store_dir):
     assert frame["cell_id"].nunique() == 2
     assert (frame["status"] == "ok").all()
     assert frame["synthetic_data"].astype(bool).all() and (frame["data_source"] == "synthetic").all()
+    from suite.provenance import library_versions, package_column
+
+    optional = {package_column(name) for name, version in library_versions().items() if not version}
     for column in PROVENANCE_COLUMNS:
-        if column not in ("cuda", "git_commit"):
+        if column not in {"cuda", "git_commit"} | optional:
             assert frame[column].astype(str).str.len().gt(0).all(), column
+    assert frame["transformers"].eq(library_versions()["transformers"]).all()
     metrics = set(frame["metric"])
     assert {"accuracy", "train_time_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb",
             "trainable_params", "total_params", "adapter_bytes", "train_loss"} <= metrics

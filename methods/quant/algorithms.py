@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-from suite.methods.quant import formats as F
 from torch import nn
 
 from suite.errors import UserError
+from suite.methods.quant import formats as F
 
 
 # -- calibration statistics ------------------------------------------------------------------

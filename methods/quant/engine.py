@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+from suite.errors import CellFailure, UserError
 from suite.methods.heads import head_module_names
 from suite.methods.quant import formats as F
 from suite.methods.quant.algorithms import relative_error
 from suite.methods.quant.layers import QuantLinear
-from torch import nn
-
-from suite.errors import CellFailure, UserError
 
 
 @dataclass

@@ -80,9 +80,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from suite.methods.quant import elements as el
 
 from suite.errors import UserError
+from suite.methods.quant import elements as el
 
 __all__ = [
     "FORMATS", "FormatSpec", "QTensor", "resolve_format", "fake_quantize", "quantize",

@@ -22,10 +22,10 @@ import math
 from typing import Any
 
 import torch
-from suite.methods.quant import formats as F
 from torch import nn
 
 from suite.errors import UserError
+from suite.methods.quant import formats as F
 
 
 def hadamard_block_size(n: int, max_block: int = 1 << 30) -> int:

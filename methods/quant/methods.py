@@ -343,6 +343,7 @@ class Awq(QuantMethod):
 
     def quantize(self, model, layers, batches, ctx) -> None:
         import torch
+
         from suite.methods.quant import algorithms as A
         from suite.methods.quant import engine
         from suite.methods.quant import formats as F
@@ -458,6 +459,7 @@ class Hawq(QuantMethod):
 
     def quantize(self, model, layers, batches, ctx) -> None:
         import torch
+
         from suite.methods.quant import algorithms as A
         from suite.methods.quant import engine
 

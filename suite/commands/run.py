@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--export-dir", help="save each trained model, merged, as a transformers folder here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--skip-unsupported", action="store_true",
+                   help="run the rest of the sweep when a method cannot run on a model with the "
+                        "installed libraries (default: refuse the sweep before any cell runs)")
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--lr", type=float)
     g.add_argument("--epochs", type=float)
@@ -165,13 +168,40 @@ def preflight(cells: list) -> None:
             TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=cell.data_dir).check_data()
 
 
+def drop_unsupported(cells: list, skip: bool) -> list:
+    """Ask every method whether it can run on each model before any cell trains.
+
+    Refused pairs end the sweep with one message naming method, model family, reason and
+    remedy (exit 2), or with ``--skip-unsupported`` are listed and left out.
+    """
+    from suite.sweep import unsupported_cells
+
+    runnable, refusals = unsupported_cells(cells)
+    if not refusals:
+        return cells
+    lines = "\n".join(f"  {r.describe()}" for r in refusals)
+    if not skip:
+        raise UserError(f"{len(refusals)} method/model pair(s) cannot run with the installed libraries; "
+                        f"nothing was run:\n{lines}\nDrop them from --methods, or add --skip-unsupported "
+                        f"to run the rest of the sweep without them.")
+    print(f"suite run: leaving out {len(cells) - len(runnable)} cell(s) that cannot run here:\n{lines}",
+          file=sys.stderr)
+    return runnable
+
+
 def main(args: argparse.Namespace) -> int:
     cells, sweep = plan(args)
     preflight(cells)
-
+    from suite.library_noise import quiet_library_noise
+    from suite.provenance import versions_line
     from suite.results.store import ResultStore
-    from suite.runner import CellRunner
+    from suite.runner import CellRunner, pick_device
     from suite.summary import print_summary
+
+    device = pick_device(sweep.get("device") or "auto")
+    quiet_library_noise(device)  # before the support check below imports peft
+    print(f"suite run with {versions_line()}", file=sys.stderr)
+    cells = drop_unsupported(cells, args.skip_unsupported)
 
     store = ResultStore(sweep.get("store") or "suite-results")
     done = set() if args.force else store.ok_cell_ids()
@@ -180,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
           f"-> {store.root}", file=sys.stderr)
     if args.preset:
         print(f"preset {args.preset}: {PRESETS[args.preset]['about']}", file=sys.stderr)
-    runner = CellRunner(store, device=sweep.get("device") or "auto", export_dir=args.export_dir,
+    runner = CellRunner(store, device=device, export_dir=args.export_dir,
                         progress=not args.no_progress)
     outcomes = []
     for i, cell in enumerate(todo, 1):
