@@ -69,12 +69,13 @@ def install_newest(venv: Path, torch: str) -> Path:
 
 
 def frozen_pins(python: Path) -> dict[str, str]:
-    out = run([str(python), "-m", "pip", "freeze", "--exclude-editable"], check=True,
+    # --all: setuptools is a runtime dependency of torch, so it belongs in the lock too.
+    out = run([str(python), "-m", "pip", "freeze", "--all", "--exclude-editable"], check=True,
               capture_output=True, text=True).stdout
     pins = {}
     for line in out.splitlines():
         match = PIN.match(line.strip())
-        if match and normalise(match.group(1)) not in {"pip", "setuptools", "wheel", "suite"}:
+        if match and normalise(match.group(1)) not in {"pip", "suite"}:
             pins[normalise(match.group(1))] = strip_local_label(match.group(2))
     return pins
 

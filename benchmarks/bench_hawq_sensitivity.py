@@ -18,15 +18,16 @@ import time
 
 
 def main() -> None:
-    import torch
     from scipy.stats import spearmanr
 
     from suite.config import build_config
+    from suite.methods.heads import not_adapted
     from suite.methods.quant import algorithms as A
     from suite.methods.quant import engine
     from suite.methods.quant.methods import Hawq
     from suite.recipe import Recipe
     from suite.registry import TASKS
+    from suite.runner import prepare
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -41,16 +42,15 @@ def main() -> None:
 
     task_name, _, sub = args.task.partition(":")
     task = TASKS.get(task_name).target(subtask=sub or None, data_dir=args.data_dir)
-    recipe = Recipe(batch_size=16, max_length=128)
-    torch.manual_seed(0)
-    bundle = task.build_model(args.model)
+    recipe = Recipe(batch_size=16, max_length=128, limit=4000)
+    prepared = prepare(task, args.model, recipe, "cpu", seed=0)
+    bundle, items = prepared.bundle, prepared.train_data
     model = bundle.model.eval()
-    items = task.tokenize(task.load(task.train_split, 4000), bundle, recipe.max_length)
     chosen = random.Random(0).sample(items, (args.calib_batches + args.eval_batches) * recipe.batch_size)
     batches = [task.collate(chosen[i:i + recipe.batch_size], bundle)
                for i in range(0, len(chosen), recipe.batch_size)]
     calib, held_out = batches[:args.calib_batches], batches[args.calib_batches:]
-    layers = engine.target_linears(model)
+    layers = engine.target_linears(model, not_adapted(model, prepared.ctx))
 
     start = time.perf_counter()
     hawq = Hawq(build_config(Hawq.Config, {"choices": tuple(args.choices), "group": args.group}, "hawq"))

@@ -19,16 +19,15 @@ import torch
 
 
 def build(model_name: str, max_length: int, limit: int):
-    from suite.method import MethodContext
     from suite.methods.peft_lora import Lora, LoraConfig
+    from suite.recipe import Recipe
+    from suite.runner import apply_methods, prepare
     from suite.tasks.smoke import SmokeTask
 
     task = SmokeTask()
-    bundle = task.build_model(model_name)
-    items = task.tokenize(task.load("train", limit), bundle, max_length)
-    torch.manual_seed(0)
-    bundle.model = Lora(LoraConfig(r=8, alpha=16)).apply(bundle.model, MethodContext())
-    return task, bundle, items
+    prepared = prepare(task, model_name, Recipe(limit=limit, max_length=max_length), "cpu", seed=0)
+    apply_methods(prepared, [Lora(LoraConfig(r=8, alpha=16))])
+    return task, prepared.bundle, prepared.train_data
 
 
 def plain_loop(model, items, collate, steps: int, batch_size: int, lr: float, seed: int) -> float:

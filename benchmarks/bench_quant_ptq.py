@@ -14,8 +14,8 @@ the store; this script is the same evaluation without the store, for a quick tab
 from __future__ import annotations
 
 import argparse
-import random
 import time
+from dataclasses import replace
 
 DEFAULT = ["fp32", "w8a8", "w8a8:format=fp8", "rtn:bits=8,group=0", "rtn:bits=4,group=128",
            "gptq:bits=4,group=128", "awq:bits=4,group=128", "smoothquant", "mxfp8", "mxfp4",
@@ -23,12 +23,10 @@ DEFAULT = ["fp32", "w8a8", "w8a8:format=fp8", "rtn:bits=8,group=0", "rtn:bits=4,
 
 
 def main() -> None:
-    import torch
-
     from suite.config import build_config, parse_kv
-    from suite.method import MethodContext
     from suite.recipe import Recipe
     from suite.registry import METHODS, TASKS
+    from suite.runner import apply_methods, prepare
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -43,31 +41,21 @@ def main() -> None:
     task_name, _, sub = args.task.partition(":")
     task = TASKS.get(task_name).target(subtask=sub or None, data_dir=args.data_dir)
     recipe = Recipe(batch_size=16, max_length=128, limit=args.limit)
-    train = task.load(task.train_split, 2000)
     rows = []
     for spec in args.methods:
-        torch.manual_seed(0)
-        bundle = task.build_model(args.model)
-        items = task.tokenize(train, bundle, recipe.max_length)
-
-        def calibration(n: int, bs: int | None = None, items=items, bundle=bundle) -> list[dict]:
-            size = bs or recipe.batch_size
-            chosen = random.Random(0).sample(items, min(len(items), n * size))
-            return [task.collate(chosen[i:i + size], bundle) for i in range(0, len(chosen), size)]
-
-        ctx = MethodContext(device="cpu", dtype=torch.float32, seed=0, model_family=bundle.family,
-                            task_kind=task.head, tokenizer=bundle.tokenizer,
-                            calibration_source=calibration, recipe=recipe)
-        measures: dict[str, float] = {}
-        start = time.perf_counter()
+        methods = []
         if spec != "fp32":
             name, _, raw = spec.partition(":")
             cls = METHODS.get(name).target
-            method = cls(build_config(cls.Config, parse_kv(raw, name), name))
-            bundle.model = method.apply(bundle.model, ctx)
-            measures = method.measurements(bundle.model)
+            methods = [cls(build_config(cls.Config, parse_kv(raw, name), name))]
+        # Calibration draws from the first 2,000 training examples; evaluation honours --limit.
+        prepared = prepare(task, args.model, replace(recipe, limit=2000), "cpu", seed=0, methods=methods)
+        start = time.perf_counter()
+        apply_methods(prepared, methods)
+        bundle = prepared.bundle
+        measures = methods[0].measurements(bundle.model) if methods else {}
         bundle.model.eval()
-        out = task.evaluate(bundle, recipe, "cpu", args.limit)
+        out = task.evaluate(bundle, recipe, "cpu")
         primary = next(m for m in out.metrics if m.is_primary)
         rows.append((spec, primary.name, primary.value, measures.get("bits_per_weight", 32.0),
                      measures.get("model_size_bytes", float("nan")),

@@ -1,12 +1,5 @@
 """GPU kernels (Triton) with a PyTorch reference each, a cost model, and microbenchmarks.
 
-``PLUGIN_MODULES`` lists the modules whose import registers the built-in kernels.
+Every module here that calls ``register_kernel`` is discovered and imported by the registry
+on first use; private ``_*`` modules (the Triton sources) are imported by those.
 """
-
-PLUGIN_MODULES: list[str] = [
-    "suite.kernels.lora",
-    "suite.kernels.fp8_gemm",
-    "suite.kernels.quant",
-    "suite.kernels.w4a16",
-    "suite.kernels.hadamard",
-]

@@ -29,11 +29,10 @@ class LinearProbe(Method):
     default_lr = 1e-3
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import head_parameters
-
-        head = head_parameters(model)
+        head = ctx.new_parameters()
         if not head:
-            raise CellFailure("linear-probe: the model has no task head (classifier/score) to train")
+            raise CellFailure("linear-probe: the task added no module to train (no new head); "
+                              "a linear probe needs one")
         for p in model.parameters():
             p.requires_grad_(False)
         for p in head:

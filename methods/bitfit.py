@@ -29,7 +29,7 @@ class BitFit(Method):
     default_lr = 1e-3
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import head_parameters
+        from suite.methods.heads import train_new_modules
 
         biases = [p for n, p in model.named_parameters() if n.endswith(".bias") or n == "bias"]
         if not biases:
@@ -40,8 +40,7 @@ class BitFit(Method):
         for p in biases:
             p.requires_grad_(True)
         if self.config.train_head:
-            for p in head_parameters(model):
-                p.requires_grad_(True)
+            train_new_modules(ctx)
         return model
 
     def merge(self, model: Any) -> Any:

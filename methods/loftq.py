@@ -108,13 +108,14 @@ class LoftQ(Lora):
         the LoftQ factors into the adapters (after wrapping, to read peft's scaling)."""
         import torch
 
+        from suite.methods.heads import not_adapted
         from suite.methods.quant import engine
         from suite.methods.quant.algorithms import relative_error
         from suite.methods.targets import matching_modules
 
         start = time.perf_counter()
         c = self.config
-        layers = engine.target_linears(model)
+        layers = engine.target_linears(model, not_adapted(model, ctx))
         adapted = {name for name, _ in matching_modules(model, self.targets(model) or [], torch.nn.Linear)}
         originals: dict[str, Any] = {}
         for name, linear in layers.items():

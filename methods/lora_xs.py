@@ -41,7 +41,7 @@ class LoraXS(Method):
 
         c = self.config
         torch.manual_seed(ctx.seed)
-        return apply_svd_method(model, self.name, c.target_modules, c.r,
+        return apply_svd_method(model, ctx, self.name, c.target_modules, c.r,
                                 lambda lin: LoraXSLinear(lin, c.r, c.init_std))
 
     def merge(self, model: Any) -> Any:

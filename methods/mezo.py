@@ -8,20 +8,22 @@ SPSA (eq. 1): with z ~ N(0, I),
 and theta <- theta - lr * g_hat (Algorithm 1). z is never stored: it is regenerated from a
 per-step seed for the +eps, -2eps, +eps (restore) and update passes, and the forward passes
 run without autograd, so memory stays close to inference. Both passes see the same dropout
-mask (the RNG is re-seeded for each). The shared loop's optimizer is not stepped (this
-method replaces the step); the learning-rate schedule is still the loop's.
+mask (the RNG is re-seeded for each). The shared loop builds no optimizer (this method
+replaces the step); the learning rate is the loop's schedule (``state.lr``).
 """
 
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from suite.method import Method, MethodContext
 from suite.registry import register_method
+
+if TYPE_CHECKING:  # pragma: no cover
+    from suite.train import TrainState
 
 
 def perturb(params: list[Any], seed: int, scale: float) -> None:
@@ -87,28 +89,23 @@ class MeZO(Method):
         self._rng = random.Random(ctx.seed)
         return model
 
-    def on_train_begin(self, model: Any, trainer: Any) -> None:
+    def on_train_begin(self, model: Any, state: TrainState) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
 
-    def train_step(self, model: Any, batch: dict, trainer: Any) -> float:
+    def train_step(self, model: Any, batch: dict, state: TrainState) -> float:
         import torch
 
         if not self.params:
-            self.on_train_begin(model, trainer)
+            self.on_train_begin(model, state)
         seed = self._rng.randrange(2**31)
-        scheduler = getattr(trainer, "scheduler", None)
-        lr = scheduler.get_last_lr()[0] if scheduler is not None else trainer.recipe.lr
-        g, plus, minus = projected_gradient(lambda: trainer.loss(batch), self.params, seed, self.config.eps)
+        lr = state.lr
+        g, plus, minus = projected_gradient(lambda: state.loss(batch), self.params, seed, self.config.eps)
         with torch.no_grad():
             if self.config.weight_decay:
                 for p in self.params:
                     if p.ndim >= 2:
                         p.mul_(1 - lr * self.config.weight_decay)
             perturb(self.params, seed, -lr * g)
-        if scheduler is not None:
-            with warnings.catch_warnings():  # the loop's optimizer is deliberately never stepped
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
         self.last_projected_grad = g
         return (plus + minus) / 2
 

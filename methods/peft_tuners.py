@@ -7,7 +7,7 @@ initialisation needs data (CorDA, EVA, LoRA-GA) draw calibration batches from th
 through ``ctx.calibration_batches``. AdaLoRA's rank schedule is driven by the shared
 training loop's hooks (``on_step_end``, which runs before the gradients are cleared,
 calls peft's ``update_and_allocate``), with ``total_step`` set from
-``trainer.total_steps``.
+``state.total_steps``.
 
 Not exposed, with the reason: ``xlora`` (mixes already-trained LoRA adapters), ``poly`` and
 ``multitask-prompt-tuning`` (need a task id per example), ``cpt`` (needs per-token context
@@ -470,15 +470,15 @@ _register("lora-ga", peft_class="LoraConfig", config=LoraGaArgs, kwargs=_loraga_
 
 # -- AdaLoRA: the rank schedule runs inside the shared loop --------------------------------------
 class _AdaLora(PeftMethod):
-    def on_train_begin(self, model: Any, trainer: Any) -> None:
-        total = int(trainer.total_steps)
+    def on_train_begin(self, model: Any, state: Any) -> None:
+        total = int(state.total_steps)
         config = model.peft_config["default"]
         config.total_step = total
         config.tinit = int(self.config.tinit_ratio * total)
         config.tfinal = int(self.config.tfinal_ratio * total)
         model.base_model.rankallocator.set_total_step(total)
 
-    def on_step_end(self, model: Any, step: int, trainer: Any) -> None:
+    def on_step_end(self, model: Any, step: int, state: Any) -> None:
         # The shared loop calls this after optimizer.step() and before clearing gradients,
         # which is where peft's update_and_allocate expects to run.
         model.base_model.update_and_allocate(step)
@@ -679,7 +679,19 @@ _register("trainable-tokens", peft_class="TrainableTokensConfig", config=Trainab
           paper="peft TrainableTokens (no paper)")
 
 # -- prompt learning: not mergeable (they change the input) -----------------------------------------
-class KvPrefixMethod(PeftMethod):
+class PromptLearningMethod(PeftMethod):
+    """Tuners that change the input sequence (soft prompts, prefixes): text tasks only."""
+
+    def unsupported(self, target: MethodTarget) -> str | None:
+        from suite.methods.peft_wrapper import PEFT_TASK_TYPES
+
+        if target.task_kind not in PEFT_TASK_TYPES:
+            return (f"peft's prompt learning needs a text task (sequence classification or causal LM), "
+                    f"not {target.task_kind}")
+        return super().unsupported(target)
+
+
+class KvPrefixMethod(PromptLearningMethod):
     """Tuners that write a trainable prefix into every layer's KV cache (prefix tuning, cartridges)."""
 
     def unsupported(self, target: MethodTarget) -> str | None:
@@ -708,12 +720,12 @@ _register("prefix", peft_class="PrefixTuningConfig", config=PrefixArgs, target_k
           summary="trainable key/value prefixes in every layer",
           paper="Li & Liang 2021, Prefix-Tuning (arXiv:2101.00190)")
 _register("prompt", peft_class="PromptTuningConfig", config=VirtualTokenArgs, target_kind=None, mergeable=False,
-          default_lr=3e-2,
+          base=PromptLearningMethod, default_lr=3e-2,
           kwargs=lambda c, m, ctx, s: dict(num_virtual_tokens=c.num_virtual_tokens),
           summary="trainable soft-prompt embeddings prepended to the input",
           paper="Lester et al. 2021, The Power of Scale for Parameter-Efficient Prompt Tuning (arXiv:2104.08691)")
 _register("p-tuning", peft_class="PromptEncoderConfig", config=PtuningArgs, target_kind=None, mergeable=False,
-          default_lr=1e-2,
+          base=PromptLearningMethod, default_lr=1e-2,
           kwargs=lambda c, m, ctx, s: dict(num_virtual_tokens=c.num_virtual_tokens,
                                            encoder_hidden_size=c.encoder_hidden_size,
                                            encoder_reparameterization_type=c.encoder_type),
@@ -732,6 +744,6 @@ def _adaption_kwargs(c: AdaptionPromptArgs, model: Any, ctx: MethodContext, self
 
 
 _register("adaption-prompt", peft_class="AdaptionPromptConfig", config=AdaptionPromptArgs, target_kind=None,
-          mergeable=False, default_lr=1e-2, kwargs=_adaption_kwargs, families=("llama", "mistral"),
+          base=PromptLearningMethod, mergeable=False, default_lr=1e-2, kwargs=_adaption_kwargs, families=("llama", "mistral"),
           summary="LLaMA-Adapter: zero-gated adaption prompts in the top attention layers",
           paper="Zhang et al. 2023, LLaMA-Adapter (arXiv:2303.16199)")

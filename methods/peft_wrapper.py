@@ -17,9 +17,17 @@ from suite.errors import CellFailure, UserError
 from suite.method import Method, MethodContext, MethodTarget
 from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, resolve_targets
 
+# peft's task type per task objective; objectives without one (image classification) get a
+# plain PeftModel, with the task's new modules in modules_to_save.
+PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "regression": "SEQ_CLS", "causal-lm": "CAUSAL_LM",
+                   "language-modeling": "CAUSAL_LM"}
 
-def peft_task_type(ctx: MethodContext) -> str:
-    return "CAUSAL_LM" if ctx.task_kind == "causal-lm" else "SEQ_CLS"
+
+SEQ_CLS_HEADS = ("classifier", "score")  # what peft's SEQ_CLS task type keeps trainable by itself
+
+
+def peft_task_type(ctx: MethodContext) -> str | None:
+    return PEFT_TASK_TYPES.get(ctx.task_kind)
 
 
 @dataclass
@@ -44,6 +52,12 @@ class LoraConfig:
 # task head trains at the same step. MiniLM + SST-2, 300 steps of 32, all linear layers:
 # LoRA 0.826 at 5e-4 and 0.842 at 1e-3; PiSSA 0.836 and 0.838 (one seed each).
 LORA_FAMILY_LR = 1e-3
+
+
+def _accepts(config_class: type, name: str) -> bool:
+    import dataclasses
+
+    return dataclasses.is_dataclass(config_class) and name in {f.name for f in dataclasses.fields(config_class)}
 
 
 class PeftMethod(Method):
@@ -99,7 +113,15 @@ class PeftMethod(Method):
             keys = self.targets(model)
             if keys is not None:
                 kwargs["target_modules"] = keys
-        kwargs.setdefault("task_type", peft_task_type(ctx))
+        task_type = peft_task_type(ctx)
+        if task_type is not None:
+            kwargs.setdefault("task_type", task_type)
+        # The task's new head trains in full under every tuner. peft adds a sequence-classification
+        # head (classifier / score) to modules_to_save itself; name any other new module.
+        covered = SEQ_CLS_HEADS if task_type == "SEQ_CLS" else ()
+        new = [n for n in ctx.new_module_names(model) if n.rsplit(".", 1)[-1] not in covered]
+        if new and "modules_to_save" not in kwargs and _accepts(config_class, "modules_to_save"):
+            kwargs["modules_to_save"] = new
         try:
             return config_class(**kwargs)
         except (TypeError, ValueError) as exc:

@@ -129,7 +129,7 @@ class S2FT(Method):
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
 
-        from suite.methods.heads import head_parameters
+        from suite.methods.heads import train_new_modules
         from suite.methods.targets import family_of, set_module, transformer_blocks
 
         family = family_of(model)
@@ -176,8 +176,7 @@ class S2FT(Method):
                 down = block.get_submodule(layout["down"])
                 set_module(block, layout["down"], _permuted_s2ft(s2ft_linear, down, perm, c.channels))
             self.selection.append(chosen)
-        for p in head_parameters(model):
-            p.requires_grad_(True)
+        train_new_modules(ctx)
         return model
 
     @staticmethod

@@ -60,7 +60,7 @@ class SORSA(Method):
         from suite.methods.svd_linear import PrincipalLinear, apply_svd_method
 
         c = self.config
-        return apply_svd_method(model, self.name, c.target_modules, c.r,
+        return apply_svd_method(model, ctx, self.name, c.target_modules, c.r,
                                 lambda lin: PrincipalLinear(lin, c.r, train_vectors=True))
 
     def regularizer(self, model: Any) -> Any:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from suite.method import Method, MethodContext
 from suite.registry import register_method
+
+if TYPE_CHECKING:  # pragma: no cover
+    from suite.train import TrainState
 
 
 @cache
@@ -98,11 +101,11 @@ class SpIEL(Method):
         import torch
 
         from suite.errors import UserError
-        from suite.methods.heads import head_module_names, head_parameters
+        from suite.methods.heads import not_adapted, train_new_modules
         from suite.methods.targets import matching_modules, require_targets, set_module
 
         keys = require_targets(model, self.name, "all-linear", self.config.target_modules)
-        chosen = matching_modules(model, keys, torch.nn.Linear, tuple(head_module_names(model)))
+        chosen = matching_modules(model, keys, torch.nn.Linear, not_adapted(model, ctx))
         if not chosen:
             raise UserError(f"method 'spiel' cannot apply to this model: no linear layer matches {keys}")
         for p in model.parameters():
@@ -112,24 +115,23 @@ class SpIEL(Method):
         for name, module in chosen:
             n = max(1, round(self.config.density * module.weight.numel()))
             set_module(model, name, cls(module, n, generator))
-        for p in head_parameters(model):
-            p.requires_grad_(True)
+        train_new_modules(ctx)
         return model
 
-    def _is_update_step(self, step: int, trainer: Any) -> bool:
+    def _is_update_step(self, step: int, state: TrainState) -> bool:
         """``step`` counts finished steps; the update happens while step+1 is a multiple of interval."""
-        return (step + 1) % self.config.interval == 0 and step + 1 < trainer.total_steps
+        return (step + 1) % self.config.interval == 0 and step + 1 < state.total_steps
 
-    def on_train_begin(self, model: Any, trainer: Any) -> None:
+    def on_train_begin(self, model: Any, state: TrainState) -> None:
         for m in self.modules(model):
-            m.capture = self._is_update_step(0, trainer)
+            m.capture = self._is_update_step(0, state)
 
-    def before_optimizer_step(self, model: Any, step: int, trainer: Any) -> None:
-        if not self._is_update_step(step, trainer):
+    def before_optimizer_step(self, model: Any, step: int, state: TrainState) -> None:
+        if not self._is_update_step(step, state):
             return
         import torch
 
-        state = trainer.optimizer.state if trainer.optimizer is not None else {}
+        state = state.optimizer.state if state.optimizer is not None else {}
         for m in self.modules(model):
             grad, m.dense_grad, m.capture = m.dense_grad, None, False
             k = int(self.config.drop_fraction * m.indices.numel())
@@ -150,8 +152,8 @@ class SpIEL(Method):
             self.regrown += k
         self.updates += 1
 
-    def on_step_end(self, model: Any, step: int, trainer: Any) -> None:
-        capture = self._is_update_step(step, trainer)
+    def on_step_end(self, model: Any, step: int, state: TrainState) -> None:
+        capture = self._is_update_step(step, state)
         for m in self.modules(model):
             m.capture = capture
 

@@ -85,14 +85,14 @@ class SSF(Method):
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
 
-        from suite.methods.heads import head_module_names, head_parameters
+        from suite.methods.heads import inside, not_adapted, train_new_modules
         from suite.methods.targets import set_module
 
         wrapped = ssf_module_class()
-        heads = tuple(head_module_names(model))
+        left_alone = not_adapted(model, ctx)
         chosen = []
         for name, module in model.named_modules():
-            if not name or any(name == h or name.startswith(h + ".") for h in heads):
+            if not name or inside(name, left_alone):
                 continue
             if self.config.linear and isinstance(module, torch.nn.Linear):
                 chosen.append((name, module, module.out_features))
@@ -109,8 +109,7 @@ class SSF(Method):
             has_bias = getattr(module, "bias", None) is not None
             set_module(model, name, wrapped(module, dim, has_bias, self.config.init_std))
         torch.random.set_rng_state(generator_state)
-        for p in head_parameters(model):
-            p.requires_grad_(True)
+        train_new_modules(ctx)
         return model
 
     def merge(self, model: Any) -> Any:

@@ -99,11 +99,11 @@ def merge_wrapped(model: Any) -> Any:
     return model
 
 
-def apply_svd_method(model: Any, method: str, target_modules: Any, r: int,
+def apply_svd_method(model: Any, ctx: Any, method: str, target_modules: Any, r: int,
                      make: Callable[[nn.Linear], nn.Module]) -> Any:
-    """Freeze the model, wrap the targeted linears, keep the head trainable."""
+    """Freeze the model, wrap the targeted linears, train the task's new modules in full."""
     from suite.errors import UserError
-    from suite.methods.heads import head_module_names, head_parameters
+    from suite.methods.heads import not_adapted, train_new_modules
     from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, require_targets
 
     keys = require_targets(model, method, DEFAULT_ADAPTER_TARGETS, target_modules)
@@ -114,9 +114,8 @@ def apply_svd_method(model: Any, method: str, target_modules: Any, r: int,
     if too_small:
         raise UserError(f"method '{method}': argument 'r'={r} exceeds the size of {too_small[0]}; "
                         f"choose r <= min(in, out)")
-    if not wrap_linears(model, keys, make, exclude=tuple(head_module_names(model))):
+    if not wrap_linears(model, keys, make, exclude=not_adapted(model, ctx)):
         raise UserError(f"method '{method}' cannot apply to this model: no linear layer matches "
                         f"target_modules {keys}")
-    for p in head_parameters(model):
-        p.requires_grad_(True)
+    train_new_modules(ctx)
     return model

@@ -37,7 +37,7 @@ class SVFit(Method):
         from suite.methods.svd_linear import PrincipalLinear, apply_svd_method
 
         c = self.config
-        return apply_svd_method(model, self.name, c.target_modules, c.r,
+        return apply_svd_method(model, ctx, self.name, c.target_modules, c.r,
                                 lambda lin: PrincipalLinear(lin, c.r, train_vectors=False))
 
     def merge(self, model: Any) -> Any:

@@ -1,9 +1,16 @@
 """The Method contract: a typed config dataclass and one verb, ``apply(model, ctx) -> model``.
 
 Methods compose left to right (``nf4+lora``). The shared training loop calls the optional
-hooks below, so methods that need more than backprop on their parameters (AdaLoRA's rank
-schedule, LISA's layer sampling, SpIEL's regrowth, MeZO's zeroth-order step, SORSA's
-regulariser) plug into the same loop instead of bringing their own.
+hooks below with a typed ``suite.train.TrainState``, so methods that need more than backprop
+on their parameters (AdaLoRA's rank schedule, LISA's layer sampling, SpIEL's regrowth,
+MeZO's zeroth-order step, SORSA's regulariser) plug into the same loop instead of bringing
+their own. Seams instead of reach-ins: a method names the parameters the optimizer holds
+(``optimizer_parameters``), may supply the optimizer (``make_optimizer``) and may set the
+precision policy (``precision_policy``).
+
+What is new in a model (a fresh classification head) is the task's decision, handed over
+in ``ctx.new_modules``: a method keeps those trainable and never decides for itself that,
+say, a causal LM's ``lm_head`` is a head to train.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from suite.errors import CellFailure
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from suite.precision import PrecisionPolicy
+    from suite.train import TrainState
+
 
 @dataclass
 class NoConfig:
@@ -25,17 +35,36 @@ class NoConfig:
 
 @dataclass
 class MethodContext:
-    """What a method may need while applying itself: data for calibration, device, dtype."""
+    """What a method may need while applying itself: what is new, calibration data, device, dtype."""
 
     device: str = "cpu"
-    dtype: Any = None
+    dtype: Any = None  # the parameters' dtype under the cell's precision policy
     seed: int = 0
     model_family: str = ""
-    task_kind: str = "classification"  # "classification" | "regression" | "causal-lm"
-    tokenizer: Any = None
+    task_kind: str = "classification"  # the task's objective (suite.task.Task.objective)
+    processor: Any = None  # tokenizer, image processor, or a mapping of both
+    new_modules: tuple[Any, ...] = ()  # modules the task added (its fresh head): always trained
     calibration_source: Any = None  # callable(n_batches, batch_size) -> list[dict of tensors]
     recipe: Any = None
+    precision: Any = None  # suite.precision.PrecisionPolicy of the cell
     notes: dict[str, Any] = field(default_factory=dict)  # methods report facts here (e.g. "simulated")
+
+    @property
+    def tokenizer(self) -> Any:
+        from collections.abc import Mapping
+
+        if isinstance(self.processor, Mapping):
+            return self.processor.get("tokenizer")
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def new_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters of the task's new modules: every method trains them."""
+        return [p for module in self.new_modules for p in module.parameters()]
+
+    def new_module_names(self, model: torch.nn.Module) -> list[str]:
+        """Where the new modules sit in ``model`` (found by identity, so wrappers do not hide them)."""
+        wanted = {id(m) for m in self.new_modules}
+        return [name for name, module in model.named_modules() if id(module) in wanted]
 
     def calibration_batches(self, n_batches: int = 8, batch_size: int | None = None) -> list[dict]:
         """Batches of the task's training data, on the device, for data-aware initialisation."""
@@ -50,7 +79,7 @@ class MethodTarget:
 
     model: str  # the model name or folder as given
     model_type: str  # config.json's ``model_type`` ("bert", "llama"); "" when unknown without loading
-    task_kind: str  # the task's head: "classification" | "regression" | "causal-lm"
+    task_kind: str  # the task's objective: "classification", "regression", "causal-lm", ...
 
     @property
     def family_label(self) -> str:
@@ -87,22 +116,43 @@ class Method:
     def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
         raise NotImplementedError
 
-    # -- hooks of the shared training loop (all optional) --------------------------------------
-    def on_train_begin(self, model: torch.nn.Module, trainer: Any) -> None:
-        """Called once after the optimizer exists (``trainer.optimizer``, ``trainer.total_steps``)."""
+    # -- seams of the shared training loop (all optional) ----------------------------------------
+    def precision_policy(self, policy: PrecisionPolicy) -> PrecisionPolicy:
+        """The cell's precision policy with this method's changes (a training recipe sets its own)."""
+        return policy
 
-    def train_step(self, model: torch.nn.Module, batch: dict, trainer: Any) -> float | None:
-        """Replace forward+backward+step for one batch; return the loss, or None for the default."""
+    def optimizer_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter] | None:
+        """The parameters the optimizer holds; None: those that require a gradient when training starts.
+
+        A method that switches parameters on and off during training (LISA) names them all
+        here, so the loop builds one optimizer and the method never rebuilds it.
+        """
+        return None
+
+    def make_optimizer(self, model: torch.nn.Module, groups: list[dict], recipe: Any) -> torch.optim.Optimizer | None:
+        """Supply the optimizer over ``groups`` (GaLore, FP8 optimizer states); None: the recipe's."""
+        return None
+
+    # -- hooks of the shared training loop (all optional) --------------------------------------
+    def on_train_begin(self, model: torch.nn.Module, state: TrainState) -> None:
+        """Called once after the optimizer exists (``state.optimizer``, ``state.total_steps``)."""
+
+    def train_step(self, model: torch.nn.Module, batch: dict, state: TrainState) -> float | None:
+        """Replace forward+backward+step for one batch; return the loss, or None for the default.
+
+        ``state.loss(batch)`` is the task loss under the cell's precision; ``state.lr`` the
+        scheduled learning rate. The loop builds no optimizer for a method with its own step.
+        """
         return None
 
     def regularizer(self, model: torch.nn.Module) -> torch.Tensor | None:
         """An extra loss term added to the task loss at every step."""
         return None
 
-    def before_optimizer_step(self, model: torch.nn.Module, step: int, trainer: Any) -> None:
+    def before_optimizer_step(self, model: torch.nn.Module, step: int, state: TrainState) -> None:
         """After backward and clipping, before ``optimizer.step()`` (e.g. mask gradients)."""
 
-    def on_step_end(self, model: torch.nn.Module, step: int, trainer: Any) -> None:
+    def on_step_end(self, model: torch.nn.Module, step: int, state: TrainState) -> None:
         """After ``optimizer.step()`` and the scheduler, before the gradients are cleared.
 
         AdaLoRA's rank allocator scores importance from these gradients; LISA and SpIEL

@@ -1,34 +1,48 @@
-"""The training recipe: one dataclass, resolved from defaults, task, method and the user.
+"""The training recipe: one dataclass, declared once, resolved from defaults, task, method and the user.
 
 Order of precedence (later wins): the dataclass defaults, the task's recommendation for
 the model family, the method's recommended learning rate, the sweep file, the CLI flags.
 The resolved recipe is stored with every result and enters the cell id.
+
+Each field's ``help`` metadata is its documentation: ``suite run``'s flags (``--max-steps``)
+and the sweep file's ``recipe:`` keys are generated from these fields, so a new recipe
+option is one line here. A field marked ``added`` leaves the cell id alone while it holds
+its default, so results stored before the option existed keep their ids.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from suite.config import build_config, config_to_dict
 
 
+def option(default: Any, help: str, added: bool = False) -> Any:  # noqa: A002 - argparse's word
+    return field(default=default, metadata={"help": help, "added": added})
+
+
 @dataclass(frozen=True)
 class Recipe:
-    lr: float = 2e-5
-    epochs: float = 3.0
-    max_steps: int | None = None  # when set, overrides epochs; 0 evaluates without training
-    batch_size: int = 32
-    grad_accum: int = 1
-    max_length: int = 128
-    warmup_ratio: float = 0.06
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    eval_every: int = 0  # evaluate every N optimizer steps as well (0: only at the end)
-    eval_batch_size: int = 64
-    limit: int | None = None  # at most this many examples per split
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a GPU
+    lr: float = option(2e-5, "peak learning rate")
+    epochs: float = option(3.0, "passes over the training data (max_steps overrides it)")
+    max_steps: int | None = option(None, "optimizer steps; overrides epochs; 0 evaluates without training")
+    batch_size: int = option(32, "examples per micro-batch")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    max_length: int = option(128, "tokens per example, longer ones truncated")
+    warmup_ratio: float = option(0.06, "fraction of the steps with linear warm-up")
+    schedule: Literal["linear", "cosine", "constant"] = option("linear", "learning-rate decay after warm-up")
+    weight_decay: float = option(0.01, "decoupled weight decay (not on biases and norms)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
+    eval_every: int = option(0, "also evaluate every N optimizer steps (0: only at the end)")
+    eval_batch_size: int = option(64, "examples per evaluation batch")
+    limit: int | None = option(None, "at most this many examples per split")
+    precision: Literal["auto", "fp32", "bf16"] = option(
+        "auto", "auto: bf16 autocast on a GPU, fp32 elsewhere; training recipes may set their own")
+    optimizer: str = option("adamw", "optimizer by name (suite.optim.OPTIMIZERS), unless a method "
+                                     "supplies its own", added=True)
 
     def __post_init__(self) -> None:
         checks = [
@@ -39,8 +53,11 @@ class Recipe:
             (self.grad_accum > 0, "grad_accum must be positive"),
             (self.max_length > 0, "max_length must be positive"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.max_grad_norm >= 0, "max_grad_norm must be >= 0"),
             (self.eval_every >= 0, "eval_every must be >= 0"),
+            (self.eval_batch_size > 0, "eval_batch_size must be positive"),
             (self.limit is None or self.limit > 0, "limit must be positive"),
+            (bool(self.optimizer), "optimizer must be named"),
         ]
         for ok, message in checks:
             if not ok:
@@ -49,8 +66,45 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """What enters the cell id: every field, except options added later while at their default."""
+        values = self.to_dict()
+        for f in fields(self):
+            if f.metadata.get("added") and values[f.name] == f.default:
+                del values[f.name]
+        return values
+
 
 RECIPE_KEYS = [f.name for f in fields(Recipe)]
+
+
+@dataclass(frozen=True)
+class RecipeFlag:
+    """How one recipe field appears on the command line."""
+
+    key: str
+    flag: str
+    type: Any
+    choices: tuple[str, ...] | None
+    help: str
+
+
+def recipe_flags() -> list[RecipeFlag]:
+    """One command-line flag per recipe field (``max_steps`` -> ``--max-steps``), typed from the field."""
+    hints = typing.get_type_hints(Recipe)
+    flags = []
+    for f in fields(Recipe):
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) is Literal:
+            value_type, choices = str, tuple(typing.get_args(kind))
+        elif args and (typing.get_origin(kind) in (typing.Union, types.UnionType)):
+            value_type, choices = args[0], None
+        else:
+            value_type, choices = kind, None
+        flags.append(RecipeFlag(f.name, "--" + f.name.replace("_", "-"), value_type, choices,
+                                f.metadata.get("help", "")))
+    return flags
 
 
 def resolve_recipe(*layers: dict[str, Any] | None) -> Recipe:

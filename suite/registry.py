@@ -1,17 +1,20 @@
-"""The plugin registry: methods, tasks and kernels register by decorator or entry point.
+"""The plugin registry: methods, tasks, kernels and executors register by decorator or entry point.
 
-The core never imports a plugin by name. Built-in plugins are the modules listed in
-each plugin package's ``PLUGIN_MODULES``; third-party distributions add theirs through
-the entry-point groups ``suite.methods``, ``suite.tasks`` and ``suite.kernels`` (the entry
+The core never imports a plugin by name. Built-in plugins are discovered: every module
+of a plugin package (``suite.methods``, ...) whose source calls a ``register_*``
+function is imported on first lookup, so a new plugin is one new file and no list to
+keep. Third-party distributions add theirs through the entry-point groups
+``suite.methods``, ``suite.tasks``, ``suite.kernels`` and ``suite.executors`` (the entry
 point names a module, whose import registers its plugins, or an object to register).
 
 Plugin modules keep torch, transformers and peft imports inside functions, so that
-``suite list`` and ``suite --help`` answer without loading them.
+``suite list`` and ``suite --help`` answer without loading them (a test holds them to it).
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,8 +81,7 @@ class Registry:
             return
         self._loading = True
         try:
-            package = importlib.import_module(self.builtin_package)
-            for module in getattr(package, "PLUGIN_MODULES", ()):
+            for module in discover_plugin_modules(self.builtin_package):
                 importlib.import_module(module)
             for ep in _entry_points(self.group):
                 try:
@@ -122,6 +124,35 @@ class Registry:
             yield self._entries[name]
 
 
+# A module registers plugins when its source calls one of the registration functions.
+_REGISTERS = re.compile(r"\bregister_(method|task|kernel|executor)\b")
+
+
+def discover_plugin_modules(package_name: str) -> list[str]:
+    """Modules of ``package_name`` (recursively, private ``_*`` ones skipped) that register plugins.
+
+    Found by reading their source, not importing them, so that helper modules which import
+    torch at the top are only imported when a plugin needs them.
+    """
+    from pathlib import Path
+
+    package = importlib.import_module(package_name)
+    found = []
+    for folder in getattr(package, "__path__", []):
+        root = Path(folder)
+        for path in sorted(root.rglob("*.py")):
+            relative = path.relative_to(root).with_suffix("")
+            if any(part.startswith("_") for part in relative.parts):
+                continue
+            try:
+                source = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if _REGISTERS.search(source):
+                found.append(".".join((package_name, *relative.parts)))
+    return found
+
+
 def _where(target: Any) -> str:
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
 
@@ -133,16 +164,18 @@ def _entry_points(group: str) -> list[metadata.EntryPoint]:
 METHODS = Registry("suite.methods", "suite.methods")
 TASKS = Registry("suite.tasks", "suite.tasks")
 KERNELS = Registry("suite.kernels", "suite.kernels")
+EXECUTORS = Registry("suite.executors", "suite.executors")
 
 register_method = METHODS.register
 register_task = TASKS.register
 register_kernel = KERNELS.register
+register_executor = EXECUTORS.register
 
-REGISTRIES = {"methods": METHODS, "tasks": TASKS, "kernels": KERNELS}
+REGISTRIES = {"methods": METHODS, "tasks": TASKS, "kernels": KERNELS, "executors": EXECUTORS}
 
 
 def registry_for(group: str) -> Registry:
     try:
         return REGISTRIES[group]
     except KeyError:
-        raise UserError(f"unknown plugin group '{group}'; choose one of: methods, tasks, kernels") from None
+        raise UserError(f"unknown plugin group '{group}'; choose one of: {', '.join(REGISTRIES)}") from None

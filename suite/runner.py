@@ -1,8 +1,12 @@
-"""Runs one cell: task.load -> build_model -> methods' apply -> train -> evaluate -> one record.
+"""Runs one cell: build the model -> methods' apply -> train -> evaluate -> one record, written nowhere.
 
-A cell that fails (exception, diverged loss, out of memory) becomes a ``failed`` record
-with its error, and the sweep goes on. Errors the user caused (UserError) stop the sweep
-with a clear message; everything finished before is already in the store.
+``run_cell`` is a function of the cell and the run settings that returns its record
+(``CellResult``: the store rows, the per-example records, the outcome); executors call
+it where the cell runs (this process, a Ray worker, a SLURM job) and only the driver
+writes the store. A cell that fails (exception, diverged loss, out of memory) becomes a
+``failed`` record with its error, and the sweep goes on. Errors the user caused
+(UserError) propagate: the sweep stops with a clear message, and everything finished
+before is already in the store.
 """
 
 from __future__ import annotations
@@ -13,23 +17,37 @@ import os
 import random
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from suite.errors import UserError
 from suite.results.schema import STATUS_FAILED, STATUS_OK
-from suite.results.store import ResultStore
 from suite.sweep import Cell
+from suite.task import ModelBundle, Task
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every cell of one sweep shares: where it runs and what it writes besides the record."""
+
+    device: str = "cpu"
+    run_id: str = ""
+    export_dir: str | None = None
+    progress: bool = True
 
 
 @dataclass
-class CellOutcome:
-    cell: Cell
+class CellResult:
+    """A finished cell: its store rows and per-example records, plus what the driver prints."""
+
+    cell_id: str
     status: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    primary: tuple[str, float] | None = None
+    rows: list[dict]
+    records: Any = None  # pandas DataFrame of per-example records, or None
     error: str = ""
-    skipped: bool = False
+    primary: tuple[str, float] | None = None
+    costs: dict[str, float] = field(default_factory=dict)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -51,148 +69,186 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
+def now() -> str:
+    """One clock read, ISO 8601 in UTC with microseconds."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class CellRunner:
-    """Runs cells into a store. One instance per sweep (shares provenance and the device)."""
+@dataclass
+class Prepared:
+    """A task's model and data on the device, with the context methods apply under."""
 
-    def __init__(self, store: ResultStore, device: str = "auto", run_id: str = "",
-                 export_dir: str | None = None, progress: bool = True):
-        from suite.library_noise import quiet_library_noise
+    task: Task
+    bundle: ModelBundle
+    train_data: Sequence | Any
+    ctx: Any  # suite.method.MethodContext
+    base_params: int
 
-        self.store = store
-        self.device = pick_device(device)
-        quiet_library_noise(self.device)
-        self.run_id = run_id or time.strftime("%Y%m%dT%H%M%S")
-        self.export_dir = export_dir
-        self.progress = progress
 
-    def run(self, cell: Cell) -> CellOutcome:
-        from suite import provenance
+def prepare(task: Task, model_name: str, recipe: Any, device: str, seed: int,
+            methods: Sequence[Any] = ()) -> Prepared:
+    """Build the model, move it to the device, load the training data and make the method context.
 
-        started = _now()
-        base = self._identity(cell, started) | provenance.collect(self.device)
-        try:
-            metrics, predictions, synthetic = self._execute(cell)
-        except UserError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the sweep goes on
-            error = f"{type(exc).__name__}: {exc}"
-            tail = "".join(traceback.format_exception(exc)[-3:]).strip()
-            row = base | {"status": STATUS_FAILED, "error": f"{error}\n{tail}"[:4000],
-                          "finished_at": _now(), "metric": None, "value": float("nan")}
-            self.store.write_cell([row])
-            return CellOutcome(cell, STATUS_FAILED, error=error)
-        finally:
-            gc.collect()
-            _empty_cuda_cache()
-        finished = _now()
-        rows = [base | {"status": STATUS_OK, "error": "", "finished_at": finished,
-                        "synthetic_data": synthetic, **m} for m in metrics]
-        if predictions is not None:
-            self.store.write_predictions(cell.cell_id, predictions)
-        self.store.write_cell(rows)
-        primary = next(((m["metric"], m["value"]) for m in metrics if m["is_primary"]), None)
-        return CellOutcome(cell, STATUS_OK, {m["metric"]: m["value"] for m in metrics if m["split"] == "cost"},
-                           primary=primary)
+    The precision policy is the recipe's, changed by ``methods`` (training recipes set theirs).
+    """
+    from suite.method import MethodContext
+    from suite.modeling import count_parameters
+    from suite.precision import resolve_policy
 
-    def _identity(self, cell: Cell, started: str) -> dict[str, Any]:
-        kinds = [m.cls.kind for m in cell.methods]
-        return {
-            "cell_id": cell.cell_id, "run_id": self.run_id, "method": cell.spec.name,
-            "variant": cell.spec.label, "method_args": json.dumps([m.to_dict() for m in cell.methods]),
-            "method_kind": kinds[-1] if kinds else "", "task": cell.task, "subtask": cell.subtask or "",
-            "model": cell.model, "seed": cell.seed, "recipe": json.dumps(cell.recipe.to_dict()),
-            "config": json.dumps(cell.config(), sort_keys=True), "data_source": cell.data_source,
-            "synthetic_data": cell.data_source == "synthetic", "started_at": started,
-        }
+    set_seed(seed)
+    bundle = task.build_model(model_name)
+    base_params = count_parameters(bundle.model)[1]
+    policy = resolve_policy(recipe.precision, device, list(methods))
+    bundle.model.to(device=device, dtype=policy.param_dtype)
+    data = task.train_data(bundle, recipe)
 
-    def _execute(self, cell: Cell) -> tuple[list[dict], Any, bool]:
-        import torch
+    def calibration(n_batches: int, batch_size: int | None = None) -> list[dict]:
+        size = batch_size or recipe.batch_size
+        chosen = _sample_items(data, n_batches * size, seed)
+        return [{k: v.to(device) if hasattr(v, "to") else v
+                 for k, v in task.collate(chosen[i:i + size], bundle).items()}
+                for i in range(0, len(chosen), size)]
 
-        from suite.method import MethodContext
-        from suite.modeling import count_parameters, measure_adapter_size
-        from suite.registry import TASKS
-        from suite.train import Trainer
+    ctx = MethodContext(device=device, dtype=policy.param_dtype, seed=seed, model_family=bundle.family,
+                        task_kind=task.objective, processor=bundle.processor,
+                        new_modules=tuple(bundle.new_modules), calibration_source=calibration,
+                        recipe=recipe, precision=policy)
+    return Prepared(task, bundle, data, ctx, base_params)
 
-        set_seed(cell.seed)
-        task_cls = TASKS.get(cell.task).target
-        task = task_cls(subtask=cell.subtask, data_dir=cell.data_dir)
-        recipe = cell.recipe
-        train_examples = task.load(task.train_split, recipe.limit)
-        bundle = task.build_model(cell.model)
-        total_before = count_parameters(bundle.model)[1]
-        bundle.model.to(self.device)
-        items = task.tokenize(train_examples, bundle, recipe.max_length)
 
-        def calibration(n_batches: int, batch_size: int | None = None) -> list[dict]:
-            size = batch_size or recipe.batch_size
-            rng = random.Random(cell.seed)
-            chosen = rng.sample(items, min(len(items), n_batches * size))
-            return [{k: v.to(self.device) for k, v in task.collate(chosen[i:i + size], bundle).items()}
-                    for i in range(0, len(chosen), size)]
+def _sample_items(data: Any, n: int, seed: int) -> list:
+    """``n`` training items for calibration: a seeded sample of a dataset, the first ``n`` of a stream."""
+    import itertools
 
-        ctx = MethodContext(device=self.device, dtype=torch.float32, seed=cell.seed,
-                            model_family=bundle.family, task_kind=task.head,
-                            tokenizer=bundle.tokenizer, calibration_source=calibration, recipe=recipe)
-        methods = [m.instantiate() for m in cell.methods]
-        for method in methods:
-            set_seed(cell.seed)
-            bundle.model = method.apply(bundle.model, ctx)
-        bundle.model.to(self.device)
-        trainable, total = count_parameters(bundle.model)
+    import torch
 
-        def eval_primary() -> dict[str, float]:
-            out = task.evaluate(bundle, recipe, self.device, recipe.limit)
-            return {m.name: m.value for m in out.metrics if m.is_primary}
+    if isinstance(data, torch.utils.data.IterableDataset):
+        return list(itertools.islice(iter(data), n))
+    rng = random.Random(seed)
+    return [data[i] for i in rng.sample(range(len(data)), min(len(data), n))]
 
-        trainer = Trainer(bundle.model, items, lambda chunk: task.collate(chunk, bundle), recipe,
-                          methods, self.device, cell.seed, eval_fn=eval_primary,
-                          progress=self.progress, description=f"{cell.spec.label} {cell.task_name} s{cell.seed}")
-        result = trainer.train()
-        evaluation = task.evaluate(bundle, recipe, self.device, recipe.limit)
 
-        rows = [{"metric": m.name, "value": m.value, "split": m.split, "is_primary": m.is_primary,
-                 "higher_is_better": m.higher_is_better} for m in evaluation.metrics]
-        for step, values in result.evals:
-            rows += [{"metric": f"{name}@step{step}", "value": v, "split": "dev", "is_primary": False,
-                      "higher_is_better": True} for name, v in values.items()]
-        wall = result.wall_time_s
-        cost = {
-            "train_time_s": wall,
-            "train_steps": result.steps,
-            "train_samples_per_s": result.samples / wall if wall else float("nan"),
-            "train_tokens_per_s": result.tokens / wall if wall else float("nan"),
-            "peak_memory_mb": result.peak_memory_bytes / 2**20 if result.steps else float("nan"),
-            "trainable_params": trainable,
-            "total_params": total,
-            "base_params": total_before,
-            "adapter_bytes": measure_adapter_size(methods[-1], bundle.model) if methods else 0,
-            "train_loss": result.final_loss,
-        }
-        lower_better = {"train_time_s", "peak_memory_mb", "trainable_params", "total_params",
-                        "adapter_bytes", "train_loss", "base_params"}
-        for method in methods:
-            cost.update({k: float(v) for k, v in method.measurements(bundle.model).items()})
-            lower_better.update(method.lower_is_better)
-        rows += [{"metric": k, "value": float(v), "split": "cost", "is_primary": False,
-                  "higher_is_better": not _matches(k, lower_better)} for k, v in cost.items()]
-        if self.export_dir:
-            self._export(cell, methods, bundle)
-        predictions = evaluation.predictions
-        return rows, predictions, bool(task.synthetic)
+def apply_methods(prepared: Prepared, methods: Sequence[Any]) -> None:
+    """Apply each method in order (each from the same seed), leaving the result in the bundle."""
+    bundle = prepared.bundle
+    for method in methods:
+        set_seed(prepared.ctx.seed)
+        bundle.model = method.apply(bundle.model, prepared.ctx)
+    bundle.model.to(prepared.ctx.device)
 
-    def _export(self, cell: Cell, methods: list, bundle: Any) -> None:
-        """Save the trained model, merged into a plain transformers model, with its tokenizer."""
-        model = bundle.model
-        for method in reversed(methods):
-            model = method.merge(model)
-        folder = os.path.join(self.export_dir, f"{cell.spec.name}-{cell.task_name.replace(':', '-')}-"
-                              f"s{cell.seed}-{cell.cell_id}")
-        model.save_pretrained(folder)
-        bundle.tokenizer.save_pretrained(folder)
+
+def run_cell(cell: Cell, settings: RunSettings) -> CellResult:
+    """Run one cell and return its record; nothing is written to the store here."""
+    from suite import provenance
+
+    started = now()
+    base = identity_columns(cell, settings.run_id, started) | provenance.collect(settings.device)
+    try:
+        metrics, records, synthetic = _execute(cell, settings)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the sweep goes on
+        error = f"{type(exc).__name__}: {exc}"
+        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
+        row = base | {"status": STATUS_FAILED, "error": f"{error}\n{tail}"[:4000],
+                      "finished_at": now(), "metric": None, "value": float("nan")}
+        return CellResult(cell.cell_id, STATUS_FAILED, [row], error=error)
+    finally:
+        gc.collect()
+        _empty_cuda_cache()
+    finished = now()
+    rows = [base | {"status": STATUS_OK, "error": "", "finished_at": finished,
+                    "synthetic_data": synthetic, **m} for m in metrics]
+    primary = next(((m["metric"], m["value"]) for m in metrics if m["is_primary"]), None)
+    costs = {m["metric"]: m["value"] for m in metrics if m["split"] == "cost"}
+    return CellResult(cell.cell_id, STATUS_OK, rows, records, primary=primary, costs=costs)
+
+
+def identity_columns(cell: Cell, run_id: str, started: str) -> dict[str, Any]:
+    kinds = [m.cls.kind for m in cell.methods]
+    return {
+        "cell_id": cell.cell_id, "run_id": run_id, "method": cell.spec.name,
+        "variant": cell.spec.label, "method_args": json.dumps([m.to_dict() for m in cell.methods]),
+        "method_kind": kinds[-1] if kinds else "", "task": cell.task, "subtask": cell.subtask or "",
+        "model": cell.model, "seed": cell.seed, "recipe": json.dumps(cell.recipe.to_dict()),
+        "config": json.dumps(cell.config(), sort_keys=True), "data_source": cell.data_source,
+        "synthetic_data": cell.data_source == "synthetic", "started_at": started,
+    }
+
+
+# Cost measurements of every cell where lower is better (the rest of a method's are declared by it).
+LOWER_IS_BETTER = {"train_time_s", "peak_memory_mb", "trainable_params", "total_params",
+                   "adapter_bytes", "train_loss", "base_params"}
+
+
+def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, bool]:
+    from suite.modeling import count_parameters, measure_adapter_size
+    from suite.registry import TASKS
+    from suite.train import Trainer
+
+    device = settings.device
+    task = TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=cell.data_dir)
+    recipe = cell.recipe
+    methods = [m.instantiate() for m in cell.methods]
+    prepared = prepare(task, cell.model, recipe, device, cell.seed, methods)
+    apply_methods(prepared, methods)
+    bundle, policy = prepared.bundle, prepared.ctx.precision
+    trainable, total = count_parameters(bundle.model)
+
+    def evaluate() -> Any:
+        with policy.autocast(device):
+            return task.evaluate(bundle, recipe, device)
+
+    def eval_primary() -> dict[str, float]:
+        return {m.name: m.value for m in evaluate().metrics if m.is_primary}
+
+    trainer = Trainer(bundle.model, prepared.train_data, lambda items: task.collate(items, bundle), recipe,
+                      methods, device, cell.seed, count=task.count, precision=policy, eval_fn=eval_primary,
+                      progress=settings.progress,
+                      description=f"{cell.spec.label} {cell.task_name} s{cell.seed}")
+    result = trainer.train()
+    evaluation = evaluate()
+
+    rows = [{"metric": m.name, "value": m.value, "split": m.split, "is_primary": m.is_primary,
+             "higher_is_better": m.higher_is_better} for m in evaluation.metrics]
+    for step, values in result.evals:
+        rows += [{"metric": f"{name}@step{step}", "value": v, "split": "dev", "is_primary": False,
+                  "higher_is_better": True} for name, v in values.items()]
+    wall = result.wall_time_s
+    cost = {
+        "train_time_s": wall,
+        "train_steps": result.steps,
+        "train_samples_per_s": result.samples / wall if wall else float("nan"),
+        "train_tokens_per_s": result.tokens / wall if wall else float("nan"),
+        "peak_memory_mb": result.peak_memory_bytes / 2**20 if result.steps else float("nan"),
+        "trainable_params": trainable,
+        "total_params": total,
+        "base_params": prepared.base_params,
+        "adapter_bytes": measure_adapter_size(methods[-1], bundle.model) if methods else 0,
+        "train_loss": result.final_loss,
+    }
+    lower_better = set(LOWER_IS_BETTER)
+    for method in methods:
+        cost.update({k: float(v) for k, v in method.measurements(bundle.model).items()})
+        lower_better.update(method.lower_is_better)
+    rows += [{"metric": k, "value": float(v), "split": "cost", "is_primary": False,
+              "higher_is_better": not _matches(k, lower_better)} for k, v in cost.items()]
+    if settings.export_dir:
+        _export(cell, methods, bundle, settings.export_dir)
+    return rows, evaluation.records, bool(task.synthetic)
+
+
+def _export(cell: Cell, methods: list, bundle: ModelBundle, export_dir: str) -> None:
+    """Save the trained model, merged into a plain transformers model, with its processor."""
+    model = bundle.model
+    for method in reversed(methods):
+        model = method.merge(model)
+    folder = os.path.join(export_dir, f"{cell.spec.name}-{cell.task_name.replace(':', '-')}-"
+                          f"s{cell.seed}-{cell.cell_id}")
+    model.save_pretrained(folder)
+    bundle.save_processor(folder)
 
 
 def _matches(metric: str, names: set[str]) -> bool:
@@ -208,3 +264,7 @@ def _empty_cuda_cache() -> None:
             torch.cuda.empty_cache()
     except ImportError:  # pragma: no cover
         pass
+
+
+def timestamp_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S")

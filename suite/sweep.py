@@ -188,7 +188,7 @@ class Cell:
             "task_version": self.task_version,
             "model": self.model,
             "seed": self.seed,
-            "recipe": self.recipe.to_dict(),
+            "recipe": self.recipe.identity(),
             "data_source": self.data_source,
             "suite_version": __version__,
         }
@@ -252,8 +252,12 @@ def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
     reasons: dict[tuple, str | None] = {}
     refusals: dict[tuple, Refusal] = {}
     runnable: list[Cell] = []
+    objectives: dict[tuple, str] = {}
     for cell in cells:
-        target = MethodTarget(cell.model, guess_family(cell.model), TASKS.get(cell.task).target.head)
+        task_key = (cell.task, cell.subtask)
+        if task_key not in objectives:
+            objectives[task_key] = TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=None).objective
+        target = MethodTarget(cell.model, guess_family(cell.model), objectives[task_key])
         refused = False
         for part, method in zip(cell.spec.parts, cell.methods, strict=True):
             key = (part.label, target)

@@ -1,12 +1,30 @@
-"""The Task contract: load data, build the model with the right head, evaluate officially.
+"""The Task contract: exactly what the runner and the training loop call, for every task family.
 
 A registered task is a class; the runner makes one instance per (subtask, data source).
 Families with subtasks (GLUE) list them in ``subtasks``; ``--tasks glue`` expands to all.
+Family bases in ``suite.tasks`` (text classification, causal-LM fine-tuning, image
+classification, language-model loss) implement most of it; a new task family is one new
+file that subclasses ``Task`` (or a base) and registers itself, and touches no core module.
+
+The runner calls, in this order::
+
+    task.check_data()                                  before any cell (fail fast, UserError)
+    bundle = task.build_model(model_name)              model + processor + new_modules
+    data = task.train_data(bundle, recipe)             a map-style or iterable dataset
+    batch = task.collate(items, bundle)                a dict of tensors the model takes
+    samples, tokens = task.count(batch)                for throughput metrics
+    out = task.evaluate(bundle, recipe, device)        metrics + per-example records
+
+and, for the leaderboard, ``type(task).aggregate(scores)`` (the GLUE score, VTAB group
+means) and ``type(task).subtask_order(subtasks)``: core and reports reach benchmark-level
+logic only through these two class methods, found through the registry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,21 +43,82 @@ class Metric:
 
 @dataclass
 class EvalOutput:
-    """Metrics, and per-example predictions kept for paired significance tests."""
+    """Metrics, and per-example records kept for paired significance tests.
+
+    ``records`` has one row per evaluated example: ``split``, ``example_id`` and
+    ``correct`` (a number: 1/0, or a negative error for regression) are what the
+    statistics read; any other column (prediction, label, generated text, extracted
+    answer) is stored as it is.
+    """
 
     metrics: list[Metric]
-    predictions: pd.DataFrame | None = None  # columns: split, example_id, prediction, label, correct
+    records: pd.DataFrame | None = None
 
 
 @dataclass
 class ModelBundle:
-    """A model with what the loop needs to feed it."""
+    """A model, what turns raw examples into its inputs, and what the task added to it.
+
+    ``processor`` is a tokenizer, an image processor, or a mapping of both.
+    ``new_modules`` are the modules the task created for this model and that must train
+    under every method (a fresh classification head): methods read them from here instead
+    of guessing what a "head" is, so every method trains at the same budget. A causal LM's
+    ``lm_head`` and embeddings are pretrained, not new, unless a task says otherwise.
+    """
 
     model: torch.nn.Module
-    tokenizer: Any
-    family: str = ""  # "bert", "llama", ...: chooses default target modules and recipes
+    processor: Any = None
+    new_modules: tuple[torch.nn.Module, ...] = ()
+    family: str = ""  # the model's ``model_type`` ("bert", "llama", "vit"): default targets, recipes
     name: str = ""
-    extras: dict = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The text processor: the processor itself, or its ``tokenizer`` part."""
+        if isinstance(self.processor, Mapping):
+            return self.processor.get("tokenizer")
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def new_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for module in self.new_modules for p in module.parameters()]
+
+    def save_processor(self, folder: str) -> None:
+        """Save whatever processors the bundle has next to an exported model."""
+        parts = self.processor.values() if isinstance(self.processor, Mapping) else [self.processor]
+        for part in parts:
+            if part is not None and hasattr(part, "save_pretrained"):
+                part.save_pretrained(folder)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A benchmark-level score (the GLUE score, a VTAB group mean) and the subtasks it covers."""
+
+    name: str
+    value: float
+    members: tuple[str, ...]  # the subtasks that entered
+    expected: int  # how many subtasks the full benchmark has
+
+    @property
+    def complete(self) -> bool:
+        return len(self.members) == self.expected
+
+
+@dataclass(frozen=True)
+class BatchCount:
+    samples: int
+    tokens: int = 0
+
+
+def count_batch(batch: Mapping[str, Any]) -> BatchCount:
+    """Samples from the first tensor; tokens from the attention mask, else the input ids, else 0."""
+    first = next(v for v in batch.values() if hasattr(v, "shape"))
+    samples = int(first.shape[0])
+    if "attention_mask" in batch:
+        return BatchCount(samples, int(batch["attention_mask"].sum()))
+    if "input_ids" in batch:
+        return BatchCount(samples, int(batch["input_ids"].numel()))
+    return BatchCount(samples, 0)
 
 
 class Task:
@@ -50,10 +129,11 @@ class Task:
     version: ClassVar[str] = "1"  # bump when results would change: it enters the cell id
     synthetic: ClassVar[bool] = False
     default_model: ClassVar[str] = ""
-    head: str = "classification"  # "classification" | "regression" | "causal-lm"
+    # What the model is trained to do; methods read it as ``ctx.task_kind`` (peft's task type):
+    # "classification" | "regression" | "causal-lm" | "image-classification" | "language-modeling"
+    objective: str = "classification"
     primary_metric: str = "accuracy"
     higher_is_better: bool = True
-    train_split: str = "train"
     eval_splits: tuple[str, ...] = ("dev",)
 
     def __init__(self, subtask: str | None = None, data_dir: str | None = None):
@@ -64,24 +144,63 @@ class Task:
     def name(self) -> str:
         return f"{self.family}:{self.subtask}" if self.subtask else self.family
 
+    # -- data ---------------------------------------------------------------------------------
     def data_source(self) -> str:
+        """Where the data comes from ("hub:nyu-mll/glue", "dir:/abs/path", "synthetic"): enters the cell id."""
         raise NotImplementedError
 
     def check_data(self) -> None:
         """Fail fast (UserError) before any training when the data cannot be found."""
 
-    def load(self, split: str, limit: int | None = None) -> list[dict]:
+    def train_data(self, bundle: ModelBundle, recipe: Any) -> Sequence | torch.utils.data.IterableDataset:
+        """The training examples, ready for ``collate``: a map-style dataset (anything with
+        ``len`` and indexing, shuffled by the loop) or an ``IterableDataset`` (streamed in order)."""
         raise NotImplementedError
 
+    def collate(self, items: list, bundle: ModelBundle) -> dict:
+        """A batch the model takes as ``model(**batch)``, with ``labels`` for the loss."""
+        raise NotImplementedError
+
+    def count(self, batch: Mapping[str, Any]) -> BatchCount:
+        """Samples and tokens in a batch (tokens 0 where the inputs are not tokens)."""
+        return count_batch(batch)
+
+    # -- model ----------------------------------------------------------------------------------
     def build_model(self, model_name: str) -> ModelBundle:
         raise NotImplementedError
 
-    def collate(self, examples: list[dict], bundle: ModelBundle, max_length: int) -> dict:
-        raise NotImplementedError
-
-    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str, limit: int | None) -> EvalOutput:
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
+        """The task's official metrics on its evaluation splits (at most ``recipe.limit`` examples)."""
         raise NotImplementedError
 
     def default_recipe(self, model_family: str) -> dict[str, Any]:
         """Recipe values this task recommends for a model family (before user overrides)."""
         return {}
+
+    # -- benchmark level (class methods: reports call them without data or a model) -----------------
+    @classmethod
+    def aggregate(cls, scores: Mapping[str, float]) -> list[Aggregate]:
+        """Benchmark-level scores from per-subtask primary scores (GLUE score, VTAB group means).
+
+        ``scores`` maps subtask -> primary metric (one seed, or a mean over seeds). The
+        first item is the headline aggregate; empty when the family has none. An aggregate
+        over part of its subtasks says so (``members`` vs ``expected``), so a partial score
+        is never mistaken for the benchmark's.
+        """
+        return []
+
+    @classmethod
+    def subtask_order(cls, subtasks: Iterable[str]) -> list[str]:
+        """Display order of subtasks: the family's own order, unknown ones last, by name."""
+        rank = {s: i for i, s in enumerate(cls.subtasks)}
+        return sorted(subtasks, key=lambda s: (rank.get(s, len(rank)), s))
+
+
+def mean_aggregate(name: str, members: Sequence[str], scores: Mapping[str, float]) -> list[Aggregate]:
+    """The unweighted mean over the members that have a score (none: no aggregate)."""
+    present = tuple(s for s in members if scores.get(s) is not None and not math.isnan(scores[s]))
+    if not present:
+        return []
+    return [Aggregate(name, sum(scores[s] for s in present) / len(present), present, len(members))]
+

@@ -1,17 +1,19 @@
 """The one training loop every method and task shares.
 
-AdamW, linear warm-up then linear/cosine/constant decay, gradient clipping, gradient
-accumulation, bf16 autocast on a GPU, optional evaluation every N steps. Methods hook
-in through ``suite.method.Method`` (custom steps, regularisers, gradient masks,
-schedules) instead of bringing loops of their own. Nothing is written to disk.
+Batches come through a DataLoader (map-style datasets reshuffled each epoch by a
+generator seeded from the cell seed; iterable datasets streamed in order), then
+linear warm-up and linear/cosine/constant decay, gradient clipping, gradient
+accumulation, under the cell's precision policy, with optional evaluation every N steps.
+Methods plug in through the hooks of ``suite.method.Method``, which see a typed
+``TrainState``; the optimizer comes from a method that supplies one, else from the
+recipe's ``optimizer`` (``suite.optim``). Nothing is written to disk.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +21,8 @@ import torch
 
 from suite.errors import CellFailure
 from suite.memory import PeakMemory
-
-
-def autocast_context(device: str, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on a GPU (precision auto or bf16); plain fp32 otherwise."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+from suite.precision import FP32, PrecisionPolicy
+from suite.task import BatchCount, count_batch
 
 
 def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -43,16 +39,47 @@ def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW; biases and norm weights get no weight decay (the usual convention)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [g for g in ({"params": decay, "weight_decay": weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    return torch.optim.AdamW(groups, lr=lr)
+@dataclass
+class TrainState:
+    """What the loop's hooks see and may change: the model, the optimizer, the schedule, the step.
+
+    Methods read this instead of reaching into the loop. ``loss(batch)`` is the task loss
+    plus every method's regulariser under the cell's precision policy (a custom step such
+    as MeZO's calls it); ``lr`` is the scheduled learning rate of the current step.
+    """
+
+    model: torch.nn.Module
+    recipe: Any
+    device: str
+    total_steps: int
+    precision: PrecisionPolicy = FP32
+    step: int = 0
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    lr_factor: Callable[[int], float] = lambda step: 1.0
+    loss: Callable[[dict], torch.Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def lr(self) -> float:
+        return self.recipe.lr * self.lr_factor(self.step)
+
+
+class EpochPermutation(torch.utils.data.Sampler):
+    """One seeded permutation of the dataset per epoch, and nothing else drawn from the generator.
+
+    (torch's RandomSampler draws a second permutation at the end of every epoch, so the
+    order of later epochs would depend on the sampler's internals rather than on the seed.)
+    """
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n = n
+        self.generator = generator
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 @dataclass
@@ -69,24 +96,27 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains ``model`` on pre-tokenised ``items``; ``collate`` turns a list of items into a batch."""
+    """Trains ``model`` on ``data`` (a map-style or iterable dataset); ``collate`` makes batches."""
 
     def __init__(
         self,
         model: torch.nn.Module,
-        items: list[dict],
-        collate: Callable[[list[dict]], dict],
+        data: Sequence | torch.utils.data.IterableDataset,
+        collate: Callable[[list], dict],
         recipe: Any,
         methods: list[Any],
         device: str,
         seed: int,
+        count: Callable[[dict], BatchCount] = count_batch,
+        precision: PrecisionPolicy = FP32,
         eval_fn: Callable[[], dict[str, float]] | None = None,
         progress: bool = True,
         description: str = "train",
     ):
         self.model = model
-        self.items = items
+        self.data = data
         self.collate = collate
+        self.count = count
         self.recipe = recipe
         self.methods = methods
         self.device = device
@@ -94,28 +124,50 @@ class Trainer:
         self.eval_fn = eval_fn
         self.progress = progress
         self.description = description
-        per_epoch = math.ceil(len(items) / recipe.batch_size / recipe.grad_accum)
-        self.total_steps = recipe.max_steps if recipe.max_steps is not None else \
-            max(1, math.ceil(per_epoch * recipe.epochs))
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: Any = None
-        self.step = 0
+        self.streaming = isinstance(data, torch.utils.data.IterableDataset)
+        total = recipe.max_steps
+        if total is None:
+            if self.streaming:
+                raise CellFailure("a streamed dataset has no length: set max_steps (or a token budget)")
+            per_epoch = math.ceil(len(data) / recipe.batch_size / recipe.grad_accum)
+            total = max(1, math.ceil(per_epoch * recipe.epochs))
+        warmup = int(recipe.warmup_ratio * total)
+        self.state = TrainState(model, recipe, device, total, precision,
+                                lr_factor=lr_lambda(recipe.schedule, warmup, total), loss=self.loss)
 
-    def batches(self):
-        """Micro-batches forever, reshuffled each epoch by a generator seeded from the cell seed."""
-        generator = torch.Generator().manual_seed(self.seed)
+    @property
+    def total_steps(self) -> int:
+        return self.state.total_steps
+
+    # -- data -------------------------------------------------------------------------------------
+    def batches(self) -> Iterator[dict]:
+        """Micro-batches until the loop stops: epochs of a map-style dataset, or the stream, repeated."""
+        from torch.utils.data import DataLoader
+
         size = self.recipe.batch_size
+        if self.streaming:
+            loader = DataLoader(self.data, batch_size=size, collate_fn=self.collate)
+        else:
+            if len(self.data) == 0:
+                raise CellFailure("the task produced no training examples")
+            sampler = EpochPermutation(len(self.data), torch.Generator().manual_seed(self.seed))
+            # A dataset smaller than one batch still trains, on one batch of everything.
+            loader = DataLoader(self.data, batch_size=size, sampler=sampler, collate_fn=self.collate,
+                                drop_last=len(self.data) >= size)
         while True:
-            order = torch.randperm(len(self.items), generator=generator).tolist()
-            for start in range(0, len(order) - size + 1 if len(order) >= size else 1, size):
-                chunk = [self.items[i] for i in order[start : start + size]]
-                yield self.collate(chunk)
+            produced = False
+            for batch in loader:
+                produced = True
+                yield batch
+            if not produced:
+                raise CellFailure("the training data ran out before the first batch")
 
     def to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(self.device, non_blocking=True) if hasattr(v, "to") else v for k, v in batch.items()}
 
+    # -- loss and optimizer ---------------------------------------------------------------------------
     def loss(self, batch: dict) -> torch.Tensor:
-        with autocast_context(self.device, self.recipe.precision):
+        with self.state.precision.autocast(self.device):
             loss = self.model(**batch).loss
             for method in self.methods:
                 extra = method.regularizer(self.model)
@@ -123,39 +175,60 @@ class Trainer:
                     loss = loss + extra
         return loss
 
+    def make_optimizer(self) -> torch.optim.Optimizer | None:
+        """A method's own optimizer if one supplies it, else the recipe's, over the parameters to train."""
+        from suite.optim import build_optimizer, parameter_groups
+
+        chosen = None
+        for method in self.methods:
+            chosen = method.optimizer_parameters(self.model)
+            if chosen is not None:
+                break
+        wanted = {id(p) for p in chosen} if chosen is not None else None
+        named = [(n, p) for n, p in self.model.named_parameters()
+                 if (p.requires_grad if wanted is None else id(p) in wanted)]
+        if not named:
+            return None
+        groups = parameter_groups(named, self.recipe.weight_decay)
+        for method in self.methods:
+            optimizer = method.make_optimizer(self.model, groups, self.recipe)
+            if optimizer is not None:
+                return optimizer
+        return build_optimizer(self.recipe.optimizer, groups, self.recipe.lr)
+
+    # -- the loop ----------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
         result = TrainResult()
         if self.recipe.max_steps == 0:
             return result
+        state = self.state
         has_custom_step = any(type(m).train_step is not _base_train_step() for m in self.methods)
         if not any(p.requires_grad for p in self.model.parameters()) and not has_custom_step:
             raise CellFailure("nothing to train: no parameter requires a gradient "
                               "(use --max-steps 0 to only evaluate)")
         self.model.train()
-        self.optimizer = build_optimizer(self.model, self.recipe.lr, self.recipe.weight_decay) \
-            if any(p.requires_grad for p in self.model.parameters()) else None
-        warmup = int(self.recipe.warmup_ratio * self.total_steps)
-        if self.optimizer is not None:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, lr_lambda(self.recipe.schedule, warmup, self.total_steps))
+        state.optimizer = None if has_custom_step else self.make_optimizer()
+        if state.optimizer is not None:
+            state.scheduler = torch.optim.lr_scheduler.LambdaLR(state.optimizer, state.lr_factor)
         for method in self.methods:
-            method.on_train_begin(self.model, self)
-        bar = _progress(self.total_steps, self.description, self.progress)
+            method.on_train_begin(self.model, state)
+        bar = _progress(state.total_steps, self.description, self.progress)
         data = self.batches()
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        clipped = [p for group in state.optimizer.param_groups for p in group["params"]] \
+            if state.optimizer is not None else []
         eval_time = 0.0
         with PeakMemory(self.device) as memory:
             start = time.perf_counter()
-            while self.step < self.total_steps:
+            while state.step < state.total_steps:
                 step_loss = 0.0
                 for _ in range(self.recipe.grad_accum):
                     batch = self.to_device(next(data))
-                    result.samples += int(batch["input_ids"].shape[0])
-                    result.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch \
-                        else int(batch["input_ids"].numel())
+                    counted = self.count(batch)
+                    result.samples += counted.samples
+                    result.tokens += counted.tokens
                     custom = None
                     for method in self.methods:
-                        custom = method.train_step(self.model, batch, self)
+                        custom = method.train_step(self.model, batch, state)
                         if custom is not None:
                             break
                     if custom is not None:
@@ -165,33 +238,34 @@ class Trainer:
                     loss.backward()
                     step_loss += float(loss.detach())
                 if not math.isfinite(step_loss):
-                    raise CellFailure(f"training diverged: loss is {step_loss} at step {self.step + 1}")
-                if self.optimizer is not None and not has_custom_step:
+                    raise CellFailure(f"training diverged: loss is {step_loss} at step {state.step + 1}")
+                if state.optimizer is not None:
                     if self.recipe.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(params, self.recipe.max_grad_norm)
+                        torch.nn.utils.clip_grad_norm_([p for p in clipped if p.grad is not None],
+                                                       self.recipe.max_grad_norm)
                     for method in self.methods:
-                        method.before_optimizer_step(self.model, self.step, self)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                self.step += 1
+                        method.before_optimizer_step(self.model, state.step, state)
+                    state.optimizer.step()
+                    state.scheduler.step()
+                state.step += 1
                 for method in self.methods:  # the step's gradients are still there (AdaLoRA scores them)
-                    method.on_step_end(self.model, self.step, self)
-                if self.optimizer is not None:
-                    self.optimizer.zero_grad(set_to_none=True)
+                    method.on_step_end(self.model, state.step, state)
+                if state.optimizer is not None:
+                    state.optimizer.zero_grad(set_to_none=True)
                 result.losses.append(step_loss)
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
-                if self.eval_fn and self.recipe.eval_every and self.step % self.recipe.eval_every == 0 \
-                        and self.step < self.total_steps:
+                if self.eval_fn and self.recipe.eval_every and state.step % self.recipe.eval_every == 0 \
+                        and state.step < state.total_steps:
                     t0 = time.perf_counter()
-                    result.evals.append((self.step, self.eval_fn()))
+                    result.evals.append((state.step, self.eval_fn()))
                     self.model.train()
                     eval_time += time.perf_counter() - t0
             if self.device.startswith("cuda"):
                 torch.cuda.synchronize()
             result.wall_time_s = time.perf_counter() - start - eval_time
         bar.close()
-        result.steps = self.step
+        result.steps = state.step
         tail = result.losses[-max(1, min(20, len(result.losses) // 10 or 1)):]
         result.final_loss = sum(tail) / len(tail)
         result.peak_memory_bytes = memory.peak_bytes

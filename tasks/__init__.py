@@ -1,9 +1,5 @@
-"""Task adapters: GLUE, smoke (synthetic, offline), and later GSM8K, VTAB-1k, LM loss.
+"""Task adapters on family bases: GLUE and smoke (text classification); more families plug in here.
 
-``PLUGIN_MODULES`` lists the modules whose import registers the built-in tasks.
+Every module here that calls ``register_task`` is discovered and imported by the registry on
+first use.
 """
-
-PLUGIN_MODULES = [
-    "suite.tasks.glue",
-    "suite.tasks.smoke",
-]

@@ -15,12 +15,13 @@ from __future__ import annotations
 import csv
 import glob
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from suite.errors import UnknownNameError, UserError
 from suite.registry import register_task
-from suite.task import EvalOutput, Metric
+from suite.task import Aggregate, EvalOutput, Metric, mean_aggregate
 from suite.tasks.text_classification import TextClassificationTask
 
 HUB_DATASET = "nyu-mll/glue"
@@ -145,7 +146,7 @@ class GlueTask(TextClassificationTask):
             raise UnknownNameError("GLUE subtask", str(subtask), LAYOUTS)
         super().__init__(subtask, data_dir)
         self.layout = LAYOUTS[subtask]
-        self.head = "regression" if self.layout.regression else "classification"
+        self.objective = "regression" if self.layout.regression else "classification"
         self.num_labels = self.layout.num_labels
         self.metric_names = self.layout.metrics
         self.primary_metric = self.layout.primary
@@ -219,8 +220,8 @@ class GlueTask(TextClassificationTask):
         return out
 
     # -- scores -------------------------------------------------------------------------------
-    def evaluate(self, bundle, recipe, device, limit) -> EvalOutput:
-        out = super().evaluate(bundle, recipe, device, limit)
+    def evaluate(self, bundle, recipe, device) -> EvalOutput:
+        out = super().evaluate(bundle, recipe, device)
         values = [m.value for m in out.metrics]
         if self.primary_metric not in self.metric_names:
             out.metrics.append(Metric(self.primary_metric, sum(values) / len(values),
@@ -229,6 +230,12 @@ class GlueTask(TextClassificationTask):
             for m in out.metrics[:-1]:
                 m.is_primary = False
         return out
+
+    @classmethod
+    def aggregate(cls, scores: Mapping[str, float]) -> list[Aggregate]:
+        """The GLUE score: the unweighted mean of the eight task scores (each task's primary
+        metric is already its contribution; WNLI is left out, as BERT and most PEFT papers do)."""
+        return mean_aggregate("GLUE score", cls.subtasks, scores)
 
     def default_recipe(self, model_family: str) -> dict[str, Any]:
         # 5e-5 is in BERT's own grid {2e-5, 3e-5, 5e-5}; at short budgets it is clearly the

@@ -1,7 +1,8 @@
-"""Sentence and sentence-pair classification/regression: the machinery GLUE and smoke share.
+"""Sentence and sentence-pair classification/regression: the family base GLUE and smoke share.
 
 Examples are dicts ``{"id", "text_a", "text_b", "label"}``. Text is tokenised once per
-split and padded per batch, so the training loop spends its time in the model.
+split and padded per batch, so the training loop spends its time in the model. The
+classification head is the one module the task adds: it is the bundle's ``new_modules``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,19 @@ from suite.errors import UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task
 from suite.tasks.metrics import METRIC_FUNCTIONS
+
+# Where transformers' *ForSequenceClassification / *ForImageClassification models keep the
+# head they create on top of the backbone (BERT, RoBERTa, ViT: classifier; Llama, GPT-2: score).
+HEAD_ATTRIBUTES = ("classifier", "score")
+
+
+def classification_head(model: Any) -> tuple[Any, ...]:
+    """The freshly created classification head of a transformers model, as the task's new module."""
+    heads = tuple(getattr(model, name) for name in HEAD_ATTRIBUTES if getattr(model, name, None) is not None)
+    if not heads:
+        raise UserError(f"{type(model).__name__} has no classification head ({' or '.join(HEAD_ATTRIBUTES)}); "
+                        f"use a model family with a sequence-classification class in transformers")
+    return heads[:1]
 
 
 class TextClassificationTask(Task):
@@ -27,8 +41,8 @@ class TextClassificationTask(Task):
 
         from suite.modeling import model_family, tiny_config, tiny_tokenizer
 
-        problem = "regression" if self.head == "regression" else "single_label_classification"
-        num_labels = 1 if self.head == "regression" else self.num_labels
+        problem = "regression" if self.objective == "regression" else "single_label_classification"
+        num_labels = 1 if self.objective == "regression" else self.num_labels
         if model_name in TINY_MODELS:
             tokenizer = tiny_tokenizer(self.tiny_words)
             config = tiny_config(model_name, vocab_size=len(tokenizer), num_labels=num_labels,
@@ -50,9 +64,13 @@ class TextClassificationTask(Task):
             tokenizer.pad_token = tokenizer.eos_token
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
-        return ModelBundle(model=model, tokenizer=tokenizer, family=model_family(model), name=model_name)
+        return ModelBundle(model=model, processor=tokenizer, new_modules=classification_head(model),
+                           family=model_family(model), name=model_name)
 
     # -- data ---------------------------------------------------------------------------------
+    def train_data(self, bundle: ModelBundle, recipe: Any) -> list[dict]:
+        return self.tokenize(self.load("train", recipe.limit), bundle, recipe.max_length)
+
     def tokenize(self, examples: list[dict], bundle: ModelBundle, max_length: int) -> list[dict]:
         """Tokenise a split once; each item keeps its id and label."""
         texts_a = [e["text_a"] for e in examples]
@@ -65,7 +83,7 @@ class TextClassificationTask(Task):
             for i, e in enumerate(examples)
         ]
 
-    def collate(self, items: list[dict], bundle: ModelBundle, max_length: int = 0) -> dict:
+    def collate(self, items: list[dict], bundle: ModelBundle) -> dict:
         import torch
 
         pad_id = bundle.tokenizer.pad_token_id or 0
@@ -76,7 +94,7 @@ class TextClassificationTask(Task):
                 continue
             fill = pad_id if key == "input_ids" else 0
             batch[key] = torch.tensor([it[key] + [fill] * (width - len(it[key])) for it in items])
-        dtype = torch.float32 if self.head == "regression" else torch.long
+        dtype = torch.float32 if self.objective == "regression" else torch.long
         batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=dtype)
         return batch
 
@@ -84,11 +102,9 @@ class TextClassificationTask(Task):
     def score(self, predictions: list, labels: list) -> dict[str, float]:
         return {name: METRIC_FUNCTIONS[name](predictions, labels) for name in self.metric_names}
 
-    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str, limit: int | None) -> EvalOutput:
+    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
         import pandas as pd
         import torch
-
-        from suite.train import autocast_context
 
         model = bundle.model
         was_training = model.training
@@ -96,15 +112,15 @@ class TextClassificationTask(Task):
         metrics: list[Metric] = []
         frames = []
         for split in self.eval_splits:
-            items = self.tokenize(self.load(split, limit), bundle, recipe.max_length)
+            items = self.tokenize(self.load(split, recipe.limit), bundle, recipe.max_length)
             preds: list = []
-            with torch.no_grad(), autocast_context(device, recipe.precision):
+            with torch.no_grad():
                 for start in range(0, len(items), recipe.eval_batch_size):
                     chunk = items[start : start + recipe.eval_batch_size]
                     batch = self.collate(chunk, bundle)
                     batch.pop("labels")
                     logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-                    if self.head == "regression":
+                    if self.objective == "regression":
                         preds.extend(logits.squeeze(-1).cpu().tolist())
                     else:
                         preds.extend(logits.argmax(-1).cpu().tolist())
@@ -117,7 +133,7 @@ class TextClassificationTask(Task):
                 ))
             correct = (
                 [-abs(p - g) for p, g in zip(preds, labels, strict=True)]
-                if self.head == "regression"
+                if self.objective == "regression"
                 else [float(p == g) for p, g in zip(preds, labels, strict=True)]
             )
             frames.append(pd.DataFrame({
@@ -127,4 +143,4 @@ class TextClassificationTask(Task):
             }))
         if was_training:
             model.train()
-        return EvalOutput(metrics=metrics, predictions=pd.concat(frames, ignore_index=True))
+        return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))

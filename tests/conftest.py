@@ -29,6 +29,22 @@ except ImportError:
     pass
 
 
+def tiny_setup(model_name: str = "tiny-bert", n_items: int = 256, task_name: str = "smoke",
+               max_length: int = 32, seed: int = 0):
+    """A tiny model of ``task_name`` with its training items and the method context the runner
+    would give it: ``(model, ctx, batch of 16, items, task, bundle)``."""
+    from suite.recipe import Recipe
+    from suite.registry import TASKS
+    from suite.runner import prepare
+
+    task = TASKS.get(task_name).target(subtask=None, data_dir=None)
+    recipe = Recipe(limit=n_items, max_length=max_length, batch_size=8, max_steps=10)
+    prepared = prepare(task, model_name, recipe, "cpu", seed)
+    items = prepared.train_data
+    batch = task.collate(items[:16], prepared.bundle)
+    return prepared.bundle.model, prepared.ctx, batch, items, task, prepared.bundle
+
+
 def run_suite(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the ``suite`` CLI in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

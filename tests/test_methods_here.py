@@ -13,8 +13,9 @@ import torch
 from suite.config import build_config
 from suite.method import MethodContext
 from suite.recipe import Recipe
-from suite.registry import METHODS, TASKS
-from suite.train import Trainer
+from suite.registry import METHODS
+from suite.train import Trainer, TrainState
+from tests.conftest import tiny_setup
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,14 +27,7 @@ def one_thread():
 
 
 def tiny(model_name: str = "tiny-bert", n_items: int = 256):
-    task = TASKS.get("smoke").target(subtask=None, data_dir=None)
-    torch.manual_seed(0)
-    bundle = task.build_model(model_name)
-    items = task.tokenize(task.load("train", n_items), bundle, 32)
-    ctx = MethodContext(seed=0, model_family=bundle.family, task_kind=task.head, tokenizer=bundle.tokenizer,
-                        recipe=SimpleNamespace(max_steps=10))
-    batch = task.collate(items[:16], bundle)
-    return bundle.model, ctx, batch, items, task, bundle
+    return tiny_setup(model_name, n_items)
 
 
 def make(name: str, **args):
@@ -245,7 +239,7 @@ def test_s2ft_trains_far_fewer_bytes_than_full():
         trainer = Trainer(bundle.model, items, lambda c: task.collate(c, bundle), recipe, [method], "cpu", 0,
                           progress=False)
         trainer.train()
-        opt = sum(t.numel() * t.element_size() for s in trainer.optimizer.state.values() for t in s.values()
+        opt = sum(t.numel() * t.element_size() for s in trainer.state.optimizer.state.values() for t in s.values()
                   if torch.is_tensor(t) and t.ndim > 0)
         return opt
 
@@ -284,12 +278,12 @@ def test_mezo_step_follows_algorithm_1_and_reduces_a_loss():
     model = torch.nn.Linear(8, 1, bias=False)
     method = make("mezo", eps=1e-3)
     method.apply(model, MethodContext(seed=0))
-    trainer = SimpleNamespace(loss=lambda b: ((model(b["x"]).squeeze(-1) - b["y"]) ** 2).mean(),
-                              scheduler=None, recipe=SimpleNamespace(lr=0.05))
-    method.on_train_begin(model, trainer)
+    state = TrainState(model, SimpleNamespace(lr=0.05), "cpu", total_steps=300,
+                       loss=lambda b: ((model(b["x"]).squeeze(-1) - b["y"]) ** 2).mean())
+    method.on_train_begin(model, state)
     batch = {"x": x, "y": y}
-    start = float(trainer.loss(batch))
-    losses = [method.train_step(model, batch, trainer) for _ in range(300)]
+    start = float(state.loss(batch))
+    losses = [method.train_step(model, batch, state) for _ in range(300)]
     assert losses[-1] < 0.2 * start
 
 

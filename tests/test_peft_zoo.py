@@ -7,15 +7,13 @@ oversubscription makes tiny matmuls 10x slower, not faster).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from suite.config import build_config
 from suite.errors import UserError
-from suite.method import MethodContext
-from suite.registry import METHODS, TASKS
+from suite.registry import METHODS
+from tests.conftest import tiny_setup
 
 GPU_ONLY: set[str] = set()  # methods that cannot run on a CPU (none at present)
 LLAMA_ONLY = {"adaption-prompt"}
@@ -35,19 +33,7 @@ def peft_methods() -> list[str]:
 
 
 def tiny(model_name: str = "tiny-bert", n_items: int = 128):
-    task = TASKS.get("smoke").target(subtask=None, data_dir=None)
-    torch.manual_seed(0)
-    bundle = task.build_model(model_name)
-    items = task.tokenize(task.load("train", n_items), bundle, 32)
-
-    def calibration(n: int, batch_size: int | None = None) -> list[dict]:
-        size = batch_size or 8
-        return [task.collate(items[i * size:(i + 1) * size], bundle) for i in range(n)]
-
-    ctx = MethodContext(seed=0, model_family=bundle.family, task_kind=task.head, tokenizer=bundle.tokenizer,
-                        calibration_source=calibration, recipe=SimpleNamespace(max_steps=10))
-    batch = task.collate(items[:16], bundle)
-    return bundle.model, ctx, batch, items, task, bundle
+    return tiny_setup(model_name, n_items)
 
 
 def make(name: str, **args):

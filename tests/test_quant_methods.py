@@ -44,10 +44,12 @@ def _batches(n: int = 2, bs: int = 4, seq: int = 12, seed: int = 0) -> list[dict
     return out
 
 
-def _ctx(batches=None) -> MethodContext:
+def _ctx(batches=None, model=None) -> MethodContext:
+    """The runner's context for a sequence classifier: its fresh head is the task's new module."""
     src = (lambda n, bs=None: batches[:n]) if batches is not None else None
+    head = getattr(model, "classifier", None)
     return MethodContext(device="cpu", dtype=torch.float32, seed=0, task_kind="classification",
-                         calibration_source=src)
+                         calibration_source=src, new_modules=(head,) if head is not None else ())
 
 
 def _method(spec: str):
@@ -80,7 +82,7 @@ def test_forward_stages_group_layers_that_share_an_input():
     model = _tiny_bert()
     from suite.methods.quant.engine import target_linears
 
-    stages = A.forward_stages(model, target_linears(model), _batches()[0])
+    stages = A.forward_stages(model, target_linears(model, keep=("classifier",)), _batches()[0])
     short = [[n.removeprefix("bert.encoder.layer.") for n in stage] for stage in stages]
     assert short[:4] == [["0.attention.self.query", "0.attention.self.key", "0.attention.self.value"],
                          ["0.attention.output.dense"], ["0.intermediate.dense"], ["0.output.dense"]]
@@ -92,7 +94,7 @@ def test_stopping_a_pass_early_keeps_the_stage_statistics():
     model = _tiny_bert()
     from suite.methods.quant.engine import target_linears
 
-    layers = target_linears(model)
+    layers = target_linears(model, keep=("classifier",))
     first = {n: layers[n] for n in A.forward_stages(model, layers, _batches()[0])[1]}
     full = A.collect_input_stats(model, first, _batches(), hessian=True)
     early = A.collect_input_stats(model, first, _batches(), stop_when_seen=True, hessian=True)
@@ -199,7 +201,7 @@ def test_measured_layer_sensitivity_restores_weights_and_sees_damage():
     from suite.methods.quant.engine import target_linears
 
     model = _tiny_bert()
-    layers = target_linears(model)
+    layers = target_linears(model, keep=("classifier",))
     before = {n: lin.weight.detach().clone() for n, lin in layers.items()}
     hawq = _method("hawq:choices=2;8")
     sens = A.layer_loss_sensitivity(model, layers, _batches(), hawq.quantized_weight, (2, 8))
@@ -230,7 +232,7 @@ def test_every_quantizer_applies_and_measures(spec):
     batches = _batches()
     ref = model(**{k: v for k, v in batches[0].items() if k != "labels"}).logits
     method = _method(spec)
-    out_model = method.apply(model, _ctx(batches))
+    out_model = method.apply(model, _ctx(batches, model=model))
     n_q = sum(isinstance(m, QuantLinear) for m in out_model.modules())
     assert n_q == 2 * 6 + 1  # 6 linears per layer + pooler; the classifier head stays FP
     assert not isinstance(out_model.classifier, QuantLinear)
@@ -250,12 +252,12 @@ def test_every_quantizer_applies_and_measures(spec):
 def test_bits_per_weight_counts_scales():
     model = _tiny_bert()
     m = _method("rtn:bits=4,group=32")
-    m.apply(model, _ctx())
+    m.apply(model, _ctx(model=model))
     # int4 + one fp32 scale per 32 weights
     assert m.measurements(model)["bits_per_weight"] == pytest.approx(4 + 32 / 32)
     model = _tiny_bert()
     m = _method("mxfp4")
-    m.apply(model, _ctx())
+    m.apply(model, _ctx(model=model))
     assert m.measurements(model)["bits_per_weight"] == pytest.approx(4.25)
 
 
@@ -263,7 +265,7 @@ def test_quantized_model_is_smaller_and_merges_back():
     model = _tiny_bert()
     fp_bytes = sum(p.numel() * 4 for p in model.parameters())
     m = _method("nf4")
-    model = m.apply(model, _ctx())
+    model = m.apply(model, _ctx(model=model))
     assert m.measurements(model)["model_size_bytes"] < fp_bytes
     x = {k: v for k, v in _batches(1)[0].items() if k != "labels"}
     before = model(**x).logits
@@ -279,7 +281,7 @@ def test_qlora_frozen_quantized_base_with_peft_lora(quant):
 
     model = _tiny_bert()
     batches = _batches()
-    model = _method(quant).apply(model, _ctx(batches))
+    model = _method(quant).apply(model, _ctx(batches, model=model))
     q_weights = {n: m.weight.detach().clone() for n, m in model.named_modules()
                  if isinstance(m, QuantLinear)}
     cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
@@ -305,7 +307,7 @@ def test_qlora_frozen_quantized_base_with_peft_lora(quant):
 def test_composition_through_the_runner_spec():
     """``nf4+lora`` applies left to right: peft's LoRA wraps the NF4 layers."""
     model = _tiny_bert()
-    ctx = _ctx(_batches())
+    ctx = _ctx(_batches(), model=model)
     model = _method("nf4").apply(model, ctx)
     model = _method_lora().apply(model, ctx)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -319,20 +321,20 @@ def _method_lora():
 # -- errors --------------------------------------------------------------------------------------
 def test_unsupported_requests_are_clear_errors():
     with pytest.raises(UserError, match="group size 48 does not divide the input dimension 64"):
-        _method("rtn:group=48").apply(_tiny_bert(), _ctx())
+        _method("rtn:group=48").apply(model := _tiny_bert(), _ctx(model=model))
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="real=true asks for FP8 matmuls"):
-            _method("w8a8:format=fp8,real=true").apply(_tiny_bert(), _ctx())
+            _method("w8a8:format=fp8,real=true").apply(model := _tiny_bert(), _ctx(model=model))
     with pytest.raises(UserError, match="format=fp8 only"):
-        _method("w8a8:format=int8,real=true").apply(_tiny_bert(), _ctx())
+        _method("w8a8:format=int8,real=true").apply(model := _tiny_bert(), _ctx(model=model))
     with pytest.raises(UserError, match="block_size=32 does not divide"):
-        _method("mxfp4").apply(_tiny_bert(hidden=48), _ctx())
+        _method("mxfp4").apply(model := _tiny_bert(hidden=48), _ctx(model=model))
     with pytest.raises(UserError, match="element 'e9m9'"):
-        _method("mxfp8:element=e9m9").apply(_tiny_bert(), _ctx())
+        _method("mxfp8:element=e9m9").apply(model := _tiny_bert(), _ctx(model=model))
     with pytest.raises(UserError, match="row scaling only"):
-        _method("w8a8:format=fp8,scaling=block,real=true").apply(_tiny_bert(), _ctx())
+        _method("w8a8:format=fp8,scaling=block,real=true").apply(model := _tiny_bert(), _ctx(model=model))
     with pytest.raises(UserError, match="tile scaling needs block_size=48 to divide the 64 rows"):
-        _method("w8a8:format=fp8,scaling=block,block=48").apply(_tiny_bert(), _ctx())
+        _method("w8a8:format=fp8,scaling=block,block=48").apply(model := _tiny_bert(), _ctx(model=model))
 
 
 @pytest.mark.gpu
@@ -409,7 +411,8 @@ def test_w8a8_fp8_real_method_matches_the_simulated_one(fp8_on_cpu):
     outputs = {}
     for spec in ("w8a8:format=fp8", "w8a8:format=fp8,real=true"):
         method = _method(spec)
-        model = method.apply(_tiny_bert(), _ctx())
+        model = _tiny_bert()
+        model = method.apply(model, _ctx(model=model))
         with torch.no_grad():
             outputs[spec] = model(**batch).logits
         assert method.measurements(model)["quant_real_matmul"] == (1.0 if "real" in spec else 0.0)

@@ -152,13 +152,13 @@ def test_bf16_autocast_is_chosen_on_a_gpu_and_runs_end_to_end_on_the_cpu(store_d
 
     import torch
 
-    from suite.train import autocast_context
+    from suite.precision import policy_for
 
-    assert isinstance(autocast_context("cpu", "auto"), contextlib.nullcontext)
-    assert isinstance(autocast_context("cuda:0", "fp32"), contextlib.nullcontext)
-    gpu = autocast_context("cuda:0", "auto")
+    assert isinstance(policy_for("auto", "cpu").autocast("cpu"), contextlib.nullcontext)
+    assert isinstance(policy_for("fp32", "cuda:0").autocast("cuda:0"), contextlib.nullcontext)
+    gpu = policy_for("auto", "cuda:0").autocast("cuda:0")
     assert isinstance(gpu, torch.autocast) and gpu.device == "cuda" and gpu.fast_dtype == torch.bfloat16
-    with autocast_context("cpu", "bf16"):
+    with policy_for("bf16", "cpu").autocast("cpu"):
         assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
     result = run_suite("run", "--methods", "lora", "--tasks", "smoke", "--precision", "bf16",
                        "--store", str(store_dir), *FAST)

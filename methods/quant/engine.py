@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from suite.errors import CellFailure, UserError
-from suite.methods.heads import head_module_names
+from suite.methods.heads import inside
 from suite.methods.quant import formats as F
 from suite.methods.quant.algorithms import relative_error
 from suite.methods.quant.layers import QuantLinear
@@ -29,15 +29,15 @@ class LayerRecord:
     bits: float
 
 
-def target_linears(model: nn.Module, skip: tuple[str, ...] = ()) -> dict[str, nn.Linear]:
-    """Linear layers to quantise: all but the task head, peft's adapters and ``skip`` names."""
-    heads = tuple(head_module_names(model))
+def target_linears(model: nn.Module, keep: tuple[str, ...], skip: tuple[str, ...] = ()) -> dict[str, nn.Linear]:
+    """Linear layers to quantise: all but those inside ``keep`` (``heads.unquantised_names``),
+    peft's adapters and ``skip`` names."""
     out: dict[str, nn.Linear] = {}
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or isinstance(module, QuantLinear):
             continue
         parts = name.split(".")
-        if parts[0] in heads or any(p.startswith("lora_") for p in parts):
+        if inside(name, keep) or any(p.startswith("lora_") for p in parts):
             continue
         if any(s and s in name for s in skip):
             continue

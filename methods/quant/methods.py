@@ -41,11 +41,12 @@ class QuantMethod(Method):
         self.real_matmul = False
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
+        from suite.methods.heads import not_adapted
         from suite.methods.quant import engine
 
         self.check(ctx)
         start = time.perf_counter()
-        layers = engine.target_linears(model, tuple(self.config.skip))
+        layers = engine.target_linears(model, not_adapted(model, ctx), tuple(self.config.skip))
         batches = None
         if self.needs_calibration:
             n = self.config.calib_batches

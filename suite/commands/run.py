@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from suite.errors import UserError
+from suite.recipe import recipe_flags
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -24,13 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "offline, < 1 min on a CPU; one lr (3e-3) for every method",
     },
 }
-SWEEP_KEYS = {"methods", "tasks", "models", "seeds", "recipe", "data_dir", "store", "device"}
-RECIPE_FLAGS = {  # CLI flag -> recipe key
-    "lr": "lr", "epochs": "epochs", "max_steps": "max_steps", "batch_size": "batch_size",
-    "grad_accum": "grad_accum", "max_length": "max_length", "limit": "limit",
-    "eval_every": "eval_every", "schedule": "schedule", "warmup_ratio": "warmup_ratio",
-    "weight_decay": "weight_decay", "precision": "precision",
-}
+SWEEP_KEYS = {"methods", "tasks", "models", "seeds", "recipe", "data_dir", "store", "device", "executor"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,19 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-unsupported", action="store_true",
                    help="run the rest of the sweep when a method cannot run on a model with the "
                         "installed libraries (default: refuse the sweep before any cell runs)")
-    g = p.add_argument_group("recipe overrides")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--epochs", type=float)
-    g.add_argument("--max-steps", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--grad-accum", type=int)
-    g.add_argument("--max-length", type=int)
-    g.add_argument("--limit", type=int, help="at most this many examples per split")
-    g.add_argument("--eval-every", type=int, help="also evaluate every N steps")
-    g.add_argument("--schedule", choices=["linear", "cosine", "constant"])
-    g.add_argument("--warmup-ratio", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--executor", help="where cells run: local (default), or a registered executor "
+                   "('suite list executors')")
+    g = p.add_argument_group("recipe overrides (also the keys of a sweep file's recipe:)")
+    for flag in recipe_flags():
+        g.add_argument(flag.flag, dest=f"recipe_{flag.key}", metavar=flag.key.upper(),
+                       choices=flag.choices, help=flag.help)
     p.set_defaults(handler=main)
 
 
@@ -132,7 +120,7 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
         sweep["models"] = args.models
     if args.seeds:
         sweep["seeds"] = args.seeds
-    for key in ("data_dir", "store", "device"):
+    for key in ("data_dir", "store", "device", "executor"):
         if getattr(args, key, None):
             sweep[key] = getattr(args, key)
     if not sweep.get("methods") or not sweep.get("tasks"):
@@ -150,14 +138,15 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     data_dir = sweep.get("data_dir")
     if data_dir and not os.path.isdir(data_dir):
         raise UserError(f"--data-dir '{data_dir}' does not exist")
-    cli_recipe = {key: getattr(args, flag) for flag, key in RECIPE_FLAGS.items()
-                  if getattr(args, flag, None) is not None}
+    cli_recipe = {flag.key: getattr(args, f"recipe_{flag.key}") for flag in recipe_flags()
+                  if getattr(args, f"recipe_{flag.key}", None) is not None}
     cells = build_cells(specs, tasks, models, seeds, [sweep.get("recipe") or {}, cli_recipe], data_dir)
     return cells, sweep
 
 
 def preflight(cells: list) -> None:
-    """Check every distinct task's data source before any cell trains."""
+    """Check every distinct task's data source and every recipe's optimizer before any cell trains."""
+    from suite.optim import check_optimizer
     from suite.registry import TASKS
 
     seen = set()
@@ -166,6 +155,8 @@ def preflight(cells: list) -> None:
         if key not in seen:
             seen.add(key)
             TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=cell.data_dir).check_data()
+    for name in sorted({cell.recipe.optimizer for cell in cells}):
+        check_optimizer(name)
 
 
 def drop_unsupported(cells: list, skip: bool) -> list:
@@ -191,15 +182,18 @@ def drop_unsupported(cells: list, skip: bool) -> list:
 
 def main(args: argparse.Namespace) -> int:
     cells, sweep = plan(args)
-    preflight(cells)
+    from suite.driver import run_sweep
     from suite.library_noise import quiet_library_noise
     from suite.provenance import versions_line
+    from suite.registry import EXECUTORS
     from suite.results.store import ResultStore
-    from suite.runner import CellRunner, pick_device
+    from suite.runner import RunSettings, pick_device, timestamp_run_id
     from suite.summary import print_summary
 
+    executor_cls = EXECUTORS.get(str(sweep.get("executor") or "local")).target
     device = pick_device(sweep.get("device") or "auto")
-    quiet_library_noise(device)  # before the support check below imports peft
+    quiet_library_noise(device)  # before the checks below import peft
+    preflight(cells)
     print(f"suite run with {versions_line()}", file=sys.stderr)
     cells = drop_unsupported(cells, args.skip_unsupported)
 
@@ -210,17 +204,8 @@ def main(args: argparse.Namespace) -> int:
           f"-> {store.root}", file=sys.stderr)
     if args.preset:
         print(f"preset {args.preset}: {PRESETS[args.preset]['about']}", file=sys.stderr)
-    runner = CellRunner(store, device=device, export_dir=args.export_dir,
-                        progress=not args.no_progress)
-    outcomes = []
-    for i, cell in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {cell.spec.label} on {cell.task_name} ({cell.model}, seed {cell.seed})",
-              file=sys.stderr)
-        outcome = runner.run(cell)
-        if outcome.status != "ok":
-            print(f"  failed: {outcome.error}", file=sys.stderr)
-        elif outcome.primary:
-            print(f"  {outcome.primary[0]} = {outcome.primary[1]:.4f}", file=sys.stderr)
-        outcomes.append(outcome)
+    settings = RunSettings(device=device, run_id=timestamp_run_id(), export_dir=args.export_dir,
+                           progress=not args.no_progress)
+    outcomes = run_sweep(todo, store, executor_cls(), settings)
     store.compact()
     return print_summary(store, cells, outcomes)

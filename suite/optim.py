@@ -1,0 +1,95 @@
+"""Optimizers by name (``--optimizer``): torch's, and whatever the installed libraries offer.
+
+Every entry takes parameter groups (weight decay already split, see ``parameter_groups``)
+and a learning rate. A method may supply its own optimizer instead (``Method.make_optimizer``:
+GaLore's projected states, COAT's FP8 states); the loop asks the methods first. Entries
+from optional libraries say which extra installs them when it is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from suite.errors import UnknownNameError, UserError
+
+Groups = list[dict]
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    summary: str
+    build: Callable[[Groups, float], torch.optim.Optimizer]
+    library: str = "torch"  # the package that must be importable
+
+
+def _torchao(name: str) -> Callable[[Groups, float], torch.optim.Optimizer]:
+    def build(groups: Groups, lr: float) -> torch.optim.Optimizer:
+        import torchao.optim
+
+        return getattr(torchao.optim, name)(groups, lr=lr)
+
+    return build
+
+
+def _bnb(name: str) -> Callable[[Groups, float], torch.optim.Optimizer]:
+    def build(groups: Groups, lr: float) -> torch.optim.Optimizer:
+        import bitsandbytes
+
+        return getattr(bitsandbytes.optim, name)(groups, lr=lr)
+
+    return build
+
+
+OPTIMIZERS: dict[str, OptimizerEntry] = {
+    "adamw": OptimizerEntry("torch AdamW (default)", lambda g, lr: torch.optim.AdamW(g, lr=lr)),
+    "adam": OptimizerEntry("torch Adam (weight decay as L2)", lambda g, lr: torch.optim.Adam(g, lr=lr)),
+    "sgd": OptimizerEntry("torch SGD with momentum 0.9",
+                          lambda g, lr: torch.optim.SGD(g, lr=lr, momentum=0.9)),
+    "adamw-8bit": OptimizerEntry("torchao AdamW with 8-bit block-quantised states",
+                                 _torchao("AdamW8bit"), "torchao"),
+    "adamw-4bit": OptimizerEntry("torchao AdamW with 4-bit block-quantised states",
+                                 _torchao("AdamW4bit"), "torchao"),
+    "adamw-fp8": OptimizerEntry("torchao AdamW with FP8 (E4M3) states", _torchao("AdamWFp8"), "torchao"),
+    "bnb-adamw-8bit": OptimizerEntry("bitsandbytes 8-bit AdamW (CUDA)", _bnb("AdamW8bit"), "bitsandbytes"),
+}
+
+
+def register_optimizer(name: str, summary: str, build: Callable[[Groups, float], torch.optim.Optimizer],
+                       library: str = "torch") -> None:
+    """Add an optimizer by name from a plugin module (imported with the method plugins)."""
+    if name in OPTIMIZERS and OPTIMIZERS[name].build is not build:
+        raise ValueError(f"optimizer '{name}' is registered twice")
+    OPTIMIZERS[name] = OptimizerEntry(summary, build, library)
+
+
+def parameter_groups(named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> Groups:
+    """Decay matrices; biases and norm weights get none (the usual convention)."""
+    decay, no_decay = [], []
+    for name, p in named:
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def check_optimizer(name: str) -> None:
+    """Before any cell runs: the name is known and its library is installed."""
+    import importlib.util
+
+    if name not in OPTIMIZERS:  # plugins register theirs when they are imported
+        from suite.registry import METHODS
+
+        METHODS.names()
+    entry = OPTIMIZERS.get(name)
+    if entry is None:
+        raise UnknownNameError("optimizer", name, OPTIMIZERS)
+    if entry.library != "torch" and importlib.util.find_spec(entry.library) is None:
+        raise UserError(f"optimizer '{name}' needs {entry.library}, which is not installed "
+                        f"(pip install {entry.library})")
+
+
+def build_optimizer(name: str, groups: Groups, lr: float) -> torch.optim.Optimizer:
+    check_optimizer(name)
+    return OPTIMIZERS[name].build(groups, lr)
