@@ -108,6 +108,16 @@ class ResolvedMethod:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "args": config_to_dict(self.config), "version": self.cls.version}
 
+    def __reduce__(self) -> tuple:
+        """Pickled by registered name and arguments, so a cell travels to another process (a Ray
+        worker, a SLURM job) however its plugin class was made; rebuilt there through the registry."""
+        return (_rebuild_method, (self.name, config_to_dict(self.config)))
+
+
+def _rebuild_method(name: str, args: dict[str, Any]) -> ResolvedMethod:
+    cls = METHODS.get(name).target
+    return ResolvedMethod(name, build_config(cls.Config, args, f"method '{name}'"), cls)
+
 
 def resolve_method_spec(spec: MethodSpec) -> list[ResolvedMethod]:
     resolved = []
