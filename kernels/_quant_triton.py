@@ -1,4 +1,4 @@
-"""Triton quantise / dequantise kernels that match ``suite.methods.quant.formats`` bit for bit.
+"""Triton quantise / dequantise kernels that match ``suite.numerics.formats`` bit for bit.
 
 One kernel body serves every format (a ``tl.constexpr`` picks the arithmetic), so the
 scale rules live in one place here, written after the formats module:
@@ -30,6 +30,7 @@ import triton.language as tl
 
 from suite.kernel import triton_interpreted
 from suite.kernels._tiling import autotuned, autotuning, configs, keep, launch
+from suite.numerics.hadamard import hadamard_scale
 
 # Format ids (constexpr switches).
 FP8 = 0  # fp8_e4m3, one float32 scale per row (or a given per-tensor scale)
@@ -167,8 +168,8 @@ def _hadamard_rows(x, R: tl.constexpr, C: tl.constexpr, H: tl.constexpr):
     """Block Walsh-Hadamard along the columns of a [R, C] tile, blocks of H, unnormalised.
 
     Stages of stride 1, 2, 4, ... H/2: the same float32 additions in the same order as the
-    reference (``hadamard.fwht``), so results match bit for bit; per block it is
-    x @ H_sylvester.
+    reference (``suite.numerics.hadamard.fwht``), so results match bit for bit; per block
+    it is x @ H_sylvester.
     """
     x = _butterfly(x, R, C, 1)
     if H >= 4:
@@ -520,7 +521,7 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     sr = 0 if rounding == "nearest" else (1 if noise is not None else 2)
     ts = None
     if fmt_id == NVFP4:
-        from suite.methods.quant.formats import nvfp4_tensor_scale
+        from suite.numerics.formats import nvfp4_tensor_scale
 
         ts = nvfp4_tensor_scale(tensor_amax(x, hadamard, had_scale)).reshape(())
     elif per_tensor:
@@ -560,11 +561,6 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     if dual:
         out += (qt, st) if ts is None else (qt, st, ts)
     return out
-
-
-def hadamard_scale(h: int) -> float:
-    """1/sqrt(h) rounded to float32: the normalisation both kernel and reference multiply by."""
-    return float(torch.tensor(h ** -0.5, dtype=torch.float32))
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int, int],

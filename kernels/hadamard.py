@@ -1,12 +1,13 @@
 """Fused block Hadamard transform + quantise (MXFP4 / NVFP4 / FP8), optional stochastic rounding.
 
 The rotation spreads outliers across a block before a 4-bit cast (QuaRot, HALO, Quartet
-train with it). Definition used by reference and kernel alike: per block of H (16/32/128)
-along the rows, the Walsh-Hadamard butterflies with strides 1, 2, ..., H/2 in float32
-(``fwht``), times float32(1/sqrt(H)); that equals ``x @ hadamard(H) / sqrt(H)`` up to
-float32 rounding (a test ties the two), and fixes the order of every addition so the
-Triton kernel can match it bit for bit. The result is quantised by
-``suite.methods.quant.formats`` (stochastic rounding: same uniforms -> same bits).
+train with it). Its definition is ``suite.numerics.hadamard``, the one QuaRot's layer
+uses too: per block of H (16/32/128) along the rows, the fast form (Walsh-Hadamard
+butterflies with strides 1, 2, ..., H/2 in float32, then times float32(1/sqrt(H))), which
+equals the dense ``x @ hadamard_matrix(H)`` up to float32 rounding and fixes the order of
+every addition, so the Triton kernel (``_quant_triton``) matches it bit for bit. The
+result is quantised by ``suite.numerics.formats`` (stochastic rounding: same uniforms ->
+same bits).
 """
 
 from __future__ import annotations
@@ -22,34 +23,20 @@ FORMATS = {"mxfp4": ("mxfp4", {}), "nvfp4": ("nvfp4", {}),
 HADAMARD_SIZES = (16, 32, 128)
 
 
-def fwht(x, h: int):
-    """Unnormalised block Walsh-Hadamard transform of float32 rows, blocks of ``h``."""
-    import torch
-
-    M, N = x.shape
-    step = 1
-    while step < h:
-        y = x.reshape(M, N // (2 * step), 2, step)
-        a, b = y[:, :, 0], y[:, :, 1]
-        x = torch.stack([a + b, a - b], dim=2).reshape(M, N)
-        step *= 2
-    return x
-
-
 def hadamard_rotate(x, h: int):
-    """float32 rows rotated by the normalised block Hadamard of size ``h``."""
-    import torch
+    """float32 rows rotated by the normalised block Hadamard of size ``h``: the fast form of
+    ``suite.numerics.hadamard.apply_block_hadamard`` in float32, the kernel's arithmetic."""
+    from suite.numerics.hadamard import apply_block_hadamard
 
     if h not in HADAMARD_SIZES:
         raise UserError(f"Hadamard block size {h} is not supported; choose one of {HADAMARD_SIZES}")
-    scale = torch.tensor(h ** -0.5, dtype=torch.float32, device=x.device)
-    return fwht(x.float(), h) * scale
+    return apply_block_hadamard(x.float(), h, method="fast")
 
 
 def hadamard_quantize_reference(x, h: int, fmt: str, rounding: str = "nearest", noise=None,
                                 generator=None):
     """The oracle: rotate, then ``formats.quantize``; returns the storage tensors."""
-    from suite.methods.quant import formats
+    from suite.numerics import formats
 
     name, opts = FORMATS[fmt]
     q = formats.quantize(hadamard_rotate(x, h), name, rounding=rounding, noise=noise,

@@ -1,6 +1,6 @@
 """Quantise and dequantise kernels for every training/inference number format.
 
-The reference is ``suite.methods.quant.formats`` itself (the single definition of the
+The reference is ``suite.numerics.formats`` itself (the single definition of the
 formats); the Triton kernels (``_quant_triton``) must match it bit for bit. ``*_dual``
 kernels also write X^T quantised along its rows (the layout of the weight-gradient GEMM)
 from the same read of X. Formats whose scale spans the whole tensor (per-tensor FP8,
@@ -69,7 +69,7 @@ class _Quantize(_QuantBase):
             cls.max_row = 32768
 
     def reference(self, x):
-        from suite.methods.quant import formats
+        from suite.numerics import formats
 
         out = _storage(formats.quantize(x, self.fmt, **self.opts))
         if self.dual:
@@ -220,13 +220,13 @@ class _Dequantize(_QuantBase):
             cls.max_row = 32768
 
     def make_inputs(self, shape, dtype, device, generator):
-        from suite.methods.quant import formats
+        from suite.numerics import formats
 
         x = randn(shape, dtype, device, generator, scale=2.0)
         return (formats.quantize(x, self.fmt, **self.opts),)
 
     def reference(self, q):
-        from suite.methods.quant import formats
+        from suite.numerics import formats
 
         return formats.dequantize(q)
 

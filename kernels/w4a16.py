@@ -10,7 +10,7 @@ OPTS = {"granularity": "group", "group_size": 128}
 
 def _dequant_mm(x, q, w16):
     """The unfused peer: dequantise the weight to a dense tensor, then a bf16 GEMM."""
-    from suite.methods.quant import formats
+    from suite.numerics import formats
 
     return x @ formats.dequantize(q).T
 
@@ -28,7 +28,7 @@ class W4A16Gemm(Kernel):
     bound = "compute"
 
     def make_inputs(self, shape, dtype, device, generator):
-        from suite.methods.quant import formats
+        from suite.numerics import formats
 
         M, N, K = shape
         x = randn((M, K), dtype, device, generator)
@@ -37,7 +37,7 @@ class W4A16Gemm(Kernel):
         return x, q, formats.dequantize(q)
 
     def reference(self, x, q, w16):
-        from suite.methods.quant import formats
+        from suite.numerics import formats
 
         return (x.float() @ formats.dequantize(q).float().T).to(x.dtype)
 

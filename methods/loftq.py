@@ -47,7 +47,7 @@ class LoftqConfig(LoraConfig):
             raise ValueError("iters must be at least 1")
         if self.block < 0:
             raise ValueError("block must be 0 or a positive integer")
-        from suite.methods.quant import formats
+        from suite.numerics import formats
 
         try:  # an unknown name fails before any cell runs, naming the method (ValueError)
             formats.resolve_format(self.format)
@@ -58,7 +58,7 @@ class LoftqConfig(LoraConfig):
 def weight_options(config: LoftqConfig, in_features: int) -> tuple[str, dict]:
     """The format name and its options for a weight with ``in_features`` columns."""
     from suite.methods.quant import engine
-    from suite.methods.quant import formats as F
+    from suite.numerics import formats as F
 
     spec = F.resolve_format(config.format)
     if spec.family == "int":

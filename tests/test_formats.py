@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from suite.errors import UserError
-from suite.methods.quant import elements as el
-from suite.methods.quant import formats as F
+from suite.numerics import elements as el
+from suite.numerics import formats as F
 
 mx = pytest.importorskip("torchao.prototype.mx_formats.mx_tensor")
 from torchao.prototype.custom_fp_utils import (  # noqa: E402

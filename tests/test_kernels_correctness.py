@@ -2,7 +2,7 @@
 
 On a CPU the Triton kernels run in the interpreter (``TRITON_INTERPRET=1``, set here before
 any kernel module is imported) at small, deliberately ragged shapes; quantisers must match
-``suite.methods.quant.formats`` bit for bit, GEMMs within bf16 rounding. Tests marked
+``suite.numerics.formats`` bit for bit, GEMMs within bf16 rounding. Tests marked
 ``gpu`` repeat the check at full size on a CUDA device.
 """
 
@@ -187,7 +187,7 @@ def test_fp8_stochastic_rounding_on_every_e4m3_interval():
     exact codes, midpoints, subnormals, saturation, signed zeros. One row holding 448 has
     scale exactly 1, so the values reach the rounding unchanged."""
     from suite.kernels._quant_triton import quantize
-    from suite.methods.quant import formats
+    from suite.numerics import formats
 
     grid = torch.arange(0, 127, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
     mids = (grid[:-1] + grid[1:]) / 2
@@ -288,7 +288,7 @@ def _bits(t):
 def _huge_quant_dual(device: str = "cpu") -> None:
     """MXFP8 of X [2**16 + 32, 2**15] and X^T [2**15, 2**16 + 32]: the last tile of both."""
     from suite.kernels._quant_triton import quantize
-    from suite.methods.quant import formats
+    from suite.numerics import formats
 
     M, N = HUGE_ROWS, 32768
     x = torch.empty(M, N, dtype=torch.bfloat16, device=device)
@@ -304,7 +304,7 @@ def _huge_quant_dual(device: str = "cpu") -> None:
 
 def _huge_dequant(device: str = "cpu") -> None:
     from suite.kernels._quant_triton import dequantize
-    from suite.methods.quant import formats
+    from suite.numerics import formats
 
     M, N = HUGE_ROWS, 32768
     tile = formats.quantize(torch.randn(32, 128, generator=torch.Generator().manual_seed(1)),
@@ -347,7 +347,7 @@ def _huge_gemm(name: str, device: str = "cpu", impl: str = "triton") -> None:
         ref = kernel.reference(rows, w, a, b, 2.0)
     else:
         from suite.kernels._w4a16_triton import w4a16_matmul
-        from suite.methods.quant import formats
+        from suite.numerics import formats
 
         w = torch.randn(N, K, generator=gen).bfloat16() * 0.05
         q = formats.quantize(w, "int4", granularity="group", group_size=128)

@@ -79,8 +79,8 @@ def _lora_modules(adapted) -> dict:
 def test_loftq_starts_closer_to_w_than_qlora_on_a_quantised_base():
     """Algorithm 1 at T = 1 (Eckart-Young): ||W - Q - sBA|| < ||W - q(W)|| for every adapted
     layer, the base holds values on the format's grid, and the measurements report both."""
-    from suite.methods.quant import formats as F
     from suite.methods.quant.layers import QuantLinear
+    from suite.numerics import formats as F
 
     model, ctx, *_ = tiny(n_items=16)
     original = block_linear_weights(model)
@@ -106,7 +106,7 @@ def test_loftq_starts_closer_to_w_than_qlora_on_a_quantised_base():
 def test_loftq_alternates_as_in_algorithm_1():
     """T = 2 rebuilt by hand from the formats module and a plain SVD: Q_2 = q(W - s B_1 A_1),
     s B_2 A_2 = SVD_r(W - Q_2)."""
-    from suite.methods.quant import formats as F
+    from suite.numerics import formats as F
 
     model, ctx, *_ = tiny(n_items=16)
     name = "bert.encoder.layer.0.intermediate.dense"

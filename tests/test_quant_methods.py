@@ -10,8 +10,9 @@ from torch import nn
 from suite.errors import UserError
 from suite.method import MethodContext
 from suite.methods.quant import algorithms as A
-from suite.methods.quant import formats as F
-from suite.methods.quant.layers import QuantLinear, apply_block_hadamard, hadamard_matrix
+from suite.methods.quant.layers import QuantLinear
+from suite.numerics import formats as F
+from suite.numerics.hadamard import apply_block_hadamard, hadamard_matrix
 from suite.registry import METHODS
 
 

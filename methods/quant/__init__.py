@@ -1,6 +1,7 @@
-"""Quantizers and number formats.
+"""Quantizers: RTN, GPTQ, AWQ, SmoothQuant, HAWQ, QuaRot, W8A8 and the MX/NVFP4/NF4 weight formats.
 
-``formats`` is the single definition of every number format (INT, FP8, MX, NVFP4, NF4);
-``elements`` holds the scalar codecs it is built from. ``methods`` (a plugin module)
-registers the quantizer methods; it imports torch lazily so ``suite list`` stays fast.
+The number formats themselves live in the core (``suite.numerics``), shared with the
+kernels and the training recipes. ``methods`` (a plugin module) registers the quantizer
+methods; ``engine``, ``algorithms`` and ``layers`` are its machinery. torch is imported
+lazily by the plugin module so ``suite list`` stays fast.
 """

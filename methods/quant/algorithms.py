@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from suite.errors import UserError
-from suite.methods.quant import formats as F
+from suite.numerics import formats as F
 
 
 # -- calibration statistics ------------------------------------------------------------------

@@ -15,9 +15,9 @@ from torch import nn
 
 from suite.errors import CellFailure, UserError
 from suite.methods.heads import inside
-from suite.methods.quant import formats as F
 from suite.methods.quant.algorithms import relative_error
 from suite.methods.quant.layers import QuantLinear
+from suite.numerics import formats as F
 
 
 @dataclass

@@ -3,12 +3,15 @@
 ``QuantLinear`` subclasses ``nn.Linear`` on purpose: peft's LoRA wraps any ``nn.Linear``,
 so ``nf4+lora`` (QLoRA) and ``gptq+lora`` need no custom peft dispatch. Its ``weight`` is
 the frozen, dequantised weight (values exactly on the format's grid, as
-``formats.fake_quantize`` gives them); the packed size is kept in ``storage_bytes``.
+``suite.numerics.formats.fake_quantize`` gives them); the packed size is kept in
+``storage_bytes``.
 
 Forward: ``x -> transform(x) -> fake-quantise activations (optional) -> x W^T + b``. The
 transform is what SmoothQuant and AWQ (divide by a per-channel scale, weights multiplied
 by it) and QuaRot-style rotation (a block Hadamard ``H``, weights rotated by the same
-``H``) apply; they leave the full-precision output unchanged, which the tests check.
+``H``) apply; they leave the full-precision output unchanged, which the tests check. The
+rotation is ``suite.numerics.hadamard.apply_block_hadamard`` in its dense form: the one
+Hadamard definition, whose fast form is the Hadamard kernels' reference.
 Activation fake-quantisation uses a straight-through estimator, so LoRA on top of a
 W4A4 model still gets gradients for earlier layers.
 
@@ -18,37 +21,14 @@ scales: per-token activations, per-channel weights) on GPUs with FP8 tensor core
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from suite.errors import UserError
-from suite.methods.quant import formats as F
-
-
-def hadamard_block_size(n: int, max_block: int = 1 << 30) -> int:
-    """The largest power of two that divides ``n`` (block-diagonal Hadamard of that size)."""
-    b = n & -n
-    return min(b, max_block)
-
-
-def hadamard_matrix(n: int, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Orthonormal Sylvester Hadamard matrix of size ``n`` (a power of two)."""
-    if n & (n - 1):
-        raise UserError(f"a Hadamard matrix needs a power-of-two size, got {n}")
-    h = torch.ones(1, 1, dtype=torch.float64)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return (h / math.sqrt(n)).to(device=device, dtype=dtype)
-
-
-def apply_block_hadamard(x: torch.Tensor, block: int) -> torch.Tensor:
-    """``x @ diag(H, ..., H)`` along the last dim (H symmetric and orthonormal)."""
-    h = hadamard_matrix(block, x.device, x.dtype)
-    shape = x.shape
-    return (x.reshape(*shape[:-1], shape[-1] // block, block) @ h).reshape(shape)
+from suite.numerics import formats as F
+from suite.numerics.hadamard import apply_block_hadamard
 
 
 class _STE(torch.autograd.Function):

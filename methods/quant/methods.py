@@ -96,7 +96,7 @@ class RtnConfig(QuantBaseConfig):
         if not 2 <= self.bits <= 8:
             raise ValueError("bits must be between 2 and 8")
         if self.format:
-            from suite.methods.quant import formats
+            from suite.numerics import formats
 
             try:  # an unknown name fails before any cell runs, naming the method (ValueError)
                 formats.resolve_format(self.format)
@@ -114,7 +114,7 @@ class Rtn(QuantMethod):
 
         c = self.config
         if c.format:
-            from suite.methods.quant import formats as F
+            from suite.numerics import formats as F
 
             spec = F.resolve_format(c.format)
             if spec.family == "int":
@@ -311,7 +311,7 @@ class Gptq(QuantMethod):
     def quantize_stage(self, model, layers, stats) -> None:
         from suite.methods.quant import algorithms as A
         from suite.methods.quant import engine
-        from suite.methods.quant import formats as F
+        from suite.numerics import formats as F
 
         c = self.config
         for name, lin in layers.items():
@@ -347,7 +347,7 @@ class Awq(QuantMethod):
 
         from suite.methods.quant import algorithms as A
         from suite.methods.quant import engine
-        from suite.methods.quant import formats as F
+        from suite.numerics import formats as F
 
         c = self.config
         stats = A.collect_input_stats(model, layers, batches, keep_samples=c.search_tokens)
@@ -412,8 +412,8 @@ class Quarot(QuantMethod):
 
     def quantize(self, model, layers, batches, ctx) -> None:
         from suite.methods.quant import engine
-        from suite.methods.quant import formats as F
-        from suite.methods.quant.layers import apply_block_hadamard, hadamard_block_size
+        from suite.numerics import formats as F
+        from suite.numerics.hadamard import apply_block_hadamard, hadamard_block_size
 
         c = self.config
         spec = F.resolve_format(c.format)

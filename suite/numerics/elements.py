@@ -12,7 +12,7 @@ so packed tensors can be handed to kernels as they are:
 
 Rounding is round-to-nearest-even (ties go to the code whose last mantissa bit is 0) or
 stochastic (round up with probability equal to the distance from the lower neighbour,
-so the expectation equals the input). Values beyond the largest finite magnitude saturate
+so the expectation equals the input); both live in ``rounding``. Values beyond the largest finite magnitude saturate
 to it, and +-inf saturates too ("satfinite", what ``cvt.rn.satfinite`` does on GPUs and
 what torchao's reference casts do). NaN maps to the format's NaN code where it has one
 (FP8); FP6/FP4/NF4/integers have none, and the fake-quantisation path keeps NaN in place.
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+
+from suite.numerics.rounding import round_on_grid
 
 # The NF4 code book of QLoRA (Dettmers et al. 2023, appendix; bitsandbytes' published
 # float32 values): quantiles of N(0, 1), normalised to [-1, 1], with an exact zero.
@@ -131,40 +133,6 @@ def decode_table(elem: FloatElement, device: torch.device | str = "cpu") -> torc
     return _decode_table_cpu(elem).to(device)
 
 
-def _uniform_like(x: torch.Tensor, generator: torch.Generator | None,
-                  noise: torch.Tensor | None) -> torch.Tensor:
-    if noise is not None:
-        if noise.shape != x.shape:
-            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(x.shape)}")
-        return noise.to(device=x.device, dtype=torch.float32)
-    return torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-
-
-def _round_on_grid(a: torch.Tensor, grid: torch.Tensor, rounding: str, *,
-                   tie: str, generator: torch.Generator | None = None,
-                   noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Index into the ascending ``grid`` of the rounded value of ``a`` (``a`` within range).
-
-    ``tie``: ``"even"`` (ties to the even index, IEEE) or ``"low"`` (ties to the lower one).
-    """
-    idx = torch.searchsorted(grid, a.contiguous()).clamp_(max=grid.numel() - 1)
-    lower = (idx - 1).clamp(min=0)
-    hi, lo = grid[idx], grid[lower]
-    exact = a == hi
-    if rounding == "nearest":
-        if tie == "even":
-            mid = (lo + hi) * 0.5  # exact for the formats here (few mantissa bits)
-            take_lo = (a < mid) | ((a == mid) & (lower % 2 == 0))
-        else:  # the comparison torchao's NF4 reference makes: |a - lo| <= |hi - a|
-            take_lo = (a - lo) <= (hi - a)
-    elif rounding == "stochastic":
-        p_up = (a - lo) / (hi - lo)
-        take_lo = _uniform_like(a, generator, noise) >= p_up
-    else:
-        raise ValueError(f"unknown rounding '{rounding}'")
-    return torch.where(exact, idx, torch.where(take_lo, lower, idx))
-
-
 def encode_float(x: torch.Tensor, elem: FloatElement, rounding: str = "nearest", *,
                  generator: torch.Generator | None = None,
                  noise: torch.Tensor | None = None, native: bool = True) -> torch.Tensor:
@@ -180,8 +148,8 @@ def encode_float(x: torch.Tensor, elem: FloatElement, rounding: str = "nearest",
     a = x.abs().clamp(max=elem.max)
     nan = torch.isnan(x)
     a = torch.where(nan, torch.zeros_like(a), a)
-    mag = _round_on_grid(a, magnitudes(elem, x.device), rounding, tie="even",
-                         generator=generator, noise=noise)
+    mag = round_on_grid(a, magnitudes(elem, x.device), rounding, tie="even",
+                        generator=generator, noise=noise)
     code = torch.where(torch.signbit(x), mag | elem.sign_bit, mag)
     if elem.nan_code is not None:
         code = torch.where(nan, torch.full_like(code, elem.nan_code), code)
@@ -203,8 +171,8 @@ def encode_nf4(x: torch.Tensor, rounding: str = "nearest", *,
     book = codebook if codebook is not None else nf4_codebook(x.device)
     v = x.float().clamp(-1.0, 1.0)
     v = torch.where(torch.isnan(v), torch.zeros_like(v), v)
-    return _round_on_grid(v, book.to(x.device, torch.float32), rounding, tie="low",
-                          generator=generator, noise=noise).to(torch.uint8)
+    return round_on_grid(v, book.to(x.device, torch.float32), rounding, tie="low",
+                         generator=generator, noise=noise).to(torch.uint8)
 
 
 def nf4_codebook(device: torch.device | str = "cpu") -> torch.Tensor:
@@ -219,17 +187,6 @@ def int_range(bits: int, symmetric: bool) -> tuple[int, int]:
         qmax = (1 << (bits - 1)) - 1
         return -qmax, qmax
     return 0, (1 << bits) - 1
-
-
-def round_int(v: torch.Tensor, rounding: str = "nearest", *,
-              generator: torch.Generator | None = None,
-              noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Round to integers: half-to-even (``torch.round``) or stochastic ``floor(v + u)``."""
-    if rounding == "nearest":
-        return torch.round(v)
-    if rounding == "stochastic":
-        return torch.floor(v + _uniform_like(v, generator, noise))
-    raise ValueError(f"unknown rounding '{rounding}'")
 
 
 # -- packing ------------------------------------------------------------------------------

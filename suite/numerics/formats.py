@@ -53,7 +53,7 @@ along the input dimension, and for activations ``[..., K]`` a "row" is a token.
 Common options: ``rounding`` ``"nearest"`` (round half to even; NF4 ties go to the lower
 code) ``| "stochastic"`` (unbiased; ``generator`` a ``torch.Generator``, or ``noise`` a
 tensor of uniforms in [0, 1) shaped like ``x`` so that a kernel can be fed the same
-random numbers).
+random numbers). The rounding rules themselves live in ``suite.numerics.rounding``.
 
 Special values
 --------------
@@ -82,7 +82,8 @@ from typing import Any
 import torch
 
 from suite.errors import UserError
-from suite.methods.quant import elements as el
+from suite.numerics import elements as el
+from suite.numerics.rounding import ROUNDING_MODES, round_int
 
 __all__ = [
     "FORMATS", "FormatSpec", "QTensor", "resolve_format", "fake_quantize", "quantize",
@@ -170,7 +171,7 @@ def _resolve_opts(spec: FormatSpec, opts: dict[str, Any]) -> dict[str, Any]:
             f"valid options: {', '.join(k for k in allowed if not k.startswith('_'))}"
         )
     out = {**allowed, **opts}
-    if out["rounding"] not in ("nearest", "stochastic"):
+    if out["rounding"] not in ROUNDING_MODES:
         raise UserError(
             f"format '{spec.name}': rounding must be 'nearest' or 'stochastic', "
             f"got {out['rounding']!r}"
@@ -299,7 +300,7 @@ def int_codes(xb: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, bi
               symmetric: bool, rounding: str = "nearest", **rnd: Any) -> torch.Tensor:
     """Integer codes (as float) of ``xb`` with given scale / zero point; NaN -> 0."""
     qmin, qmax = el.int_range(bits, symmetric)
-    v = el.round_int(xb / scale, rounding, **rnd)
+    v = round_int(xb / scale, rounding, **rnd)
     if zp is not None:
         v = v + zp
     return torch.where(torch.isnan(xb), torch.zeros_like(v), v).clamp(qmin, qmax)
