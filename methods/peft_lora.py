@@ -1,20 +1,36 @@
-"""LoRA and PiSSA through peft (PiSSA is peft's ``init_lora_weights="pissa"``).
+"""The LoRA family through peft: LoRA, PiSSA, and LoRA's reparameterisations and initialisations.
 
 LoRA (Hu et al. 2021, eq. 3): h = W0 x + (alpha / r) B A x, with A random and B = 0.
 PiSSA (Meng et al. 2024, eq. 2-4): A, B from the top-r singular triplets of W,
-W_res = W - B A frozen, so adapter + residual reproduce W at initialisation.
+W_res = W - B A frozen, so adapter + residual reproduce W at initialisation (peft's
+``init_lora_weights="pissa"``).
+
+The other members are table rows (``suite.methods.peft_table``) that build peft's
+``LoraConfig`` (rsLoRA, DoRA, OLoRA, MiCA, CorDA, EVA, LoRA-GA) or ``AdaLoraConfig``. Rows whose
+initialisation needs data (CorDA, EVA, LoRA-GA) draw calibration batches from the task through
+``ctx.calibration_batches``. AdaLoRA's rank schedule is driven by the shared training loop's
+hooks (``on_step_end``, which runs before the gradients are cleared, calls peft's
+``update_and_allocate``), with ``total_step`` set from ``state.total_steps``.
+
+Not exposed, with the reason: LoRA sub-variants that need a quantised base or extra inputs
+(qalora, alora, arrow, kasa, bdlora, velora, monteclora), and ``xlora`` (mixes already-trained
+LoRA adapters).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from suite.method import MethodContext
+from suite.methods.peft_table import Targets, TunerRow, define_tuners, tuner_lookup
 from suite.methods.peft_wrapper import LORA_FAMILY_LR, LoraConfig, PeftMethod
 from suite.registry import register_method
 
 __all__ = ["Lora", "LoraConfig", "Pissa", "PissaConfig"]
+
+# Our LoRA fields -> peft's LoraConfig arguments, shared by every row that builds a LoraConfig.
+LORA_ARGS = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "rslora": "use_rslora"}
 
 
 @register_method("lora", kind="peft", summary="low-rank adapters on the linear layers",
@@ -26,7 +42,7 @@ class Lora(PeftMethod):
 
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
         c = self.config
-        return dict(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, use_rslora=c.rslora)
+        return {arg: getattr(c, name) for name, arg in LORA_ARGS.items()}
 
 
 @dataclass
@@ -54,3 +70,196 @@ class Pissa(Lora):
         n = self.config.fast_svd_niter
         kwargs["init_lora_weights"] = f"pissa_niter_{n}" if n else "pissa"
         return kwargs
+
+
+# -- typed configs of the rows -------------------------------------------------------------------
+@dataclass
+class RsLoraConfig(LoraConfig):
+    rslora: bool = True  # scaling alpha / sqrt(r) instead of alpha / r
+
+
+@dataclass
+class CordaArgs(LoraConfig):
+    alpha: float = 8.0  # like PiSSA: alpha = r, the adapter carries the chosen components exactly
+    corda_method: Literal["kpm", "ipm"] = "kpm"  # knowledge-preserved or instruction-previewed
+    calibration_batches: int = 8
+
+
+@dataclass
+class EvaArgs(LoraConfig):
+    rho: float = 2.0  # rank redistribution budget factor
+    tau: float = 0.99  # cosine-similarity threshold for convergence of the incremental SVD
+    calibration_batches: int = 8
+
+
+@dataclass
+class LoraGaArgs(LoraConfig):
+    direction: Literal["ArBr", "A2rBr", "ArB2r", "random"] = "ArB2r"
+    scale: Literal["stable", "weight_svd", "gd_scale", "unit"] = "stable"
+    stable_gamma: int = 16
+    calibration_batches: int = 4
+
+
+@dataclass
+class AdaLoraArgs:
+    target_r: int = 8  # average final rank per matrix
+    init_r: int = 12  # initial rank per matrix
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: Targets = None
+    tinit_ratio: float = 0.1  # fraction of steps before pruning starts
+    tfinal_ratio: float = 0.2  # fraction of steps at the end with a fixed budget
+    delta_t: int = 10  # steps between budget re-allocations
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_r <= self.init_r:
+            raise ValueError("need 0 < target_r <= init_r")
+        if not (self.tinit_ratio >= 0 and self.tfinal_ratio >= 0 and self.tinit_ratio + self.tfinal_ratio < 1):
+            raise ValueError("tinit_ratio + tfinal_ratio must be in [0, 1)")
+
+
+# -- special cases: data-aware initialisation and the rank schedule -------------------------------
+class _CordaMethod(PeftMethod):
+    def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:
+        import torch
+        from peft.tuners.lora.corda import preprocess_corda
+
+        batches = ctx.calibration_batches(self.config.calibration_batches)
+
+        @torch.no_grad()
+        def run_model() -> None:
+            was = model.training
+            model.eval()
+            for batch in batches:  # peft's CorDA hook takes one sequence per forward pass
+                mask = batch.get("attention_mask")
+                for i in range(batch["input_ids"].shape[0]):
+                    length = int(mask[i].sum()) if mask is not None else batch["input_ids"].shape[1]
+                    model(**{k: v[i:i + 1, :length] for k, v in batch.items() if k != "labels"})
+            model.train(was)
+
+        preprocess_corda(model, peft_config, run_model=run_model)
+
+
+def _corda_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
+    from peft.tuners.lora.config import CordaConfig
+
+    return {"corda_config": CordaConfig(corda_method=method.config.corda_method)}
+
+
+class _EvaMethod(PeftMethod):
+    def finish(self, model: Any, ctx: MethodContext) -> Any:
+        from peft import initialize_lora_eva_weights
+
+        batches = ctx.calibration_batches(self.config.calibration_batches)
+        was = model.training
+        model.eval()
+        initialize_lora_eva_weights(model, dataloader=batches, show_progress_bar=False)
+        model.train(was)
+        return model
+
+
+def _eva_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
+    from peft import EvaConfig
+
+    c = method.config
+    # Label masking assumes token-level labels (causal LM); a classifier has one label per sequence.
+    return {"eva_config": EvaConfig(rho=c.rho, tau=c.tau, use_label_mask=ctx.task_kind == "causal-lm")}
+
+
+class _LoraGaMethod(PeftMethod):
+    def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:
+        import torch
+        from peft.tuners.lora.loraga import preprocess_loraga
+
+        batches = ctx.calibration_batches(self.config.calibration_batches)
+
+        def train_step() -> None:
+            with torch.enable_grad():
+                for batch in batches:
+                    (model(**batch).loss / len(batches)).backward()
+
+        preprocess_loraga(model, peft_config, train_step)
+
+
+def _loraga_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
+    from peft import LoraGAConfig
+
+    c = method.config
+    return {"lora_ga_config": LoraGAConfig(direction=c.direction, scale=c.scale, stable_gamma=c.stable_gamma)}
+
+
+class _AdaLora(PeftMethod):
+    def on_train_begin(self, model: Any, state: Any) -> None:
+        total = int(state.total_steps)
+        config = model.peft_config["default"]
+        config.total_step = total
+        config.tinit = int(self.config.tinit_ratio * total)
+        config.tfinal = int(self.config.tfinal_ratio * total)
+        model.base_model.rankallocator.set_total_step(total)
+
+    def on_step_end(self, model: Any, step: int, state: Any) -> None:
+        # The shared loop calls this after optimizer.step() and before clearing gradients,
+        # which is where peft's update_and_allocate expects to run.
+        model.base_model.update_and_allocate(step)
+
+    def measurements(self, model: Any) -> dict[str, float]:
+        pattern = model.peft_config["default"].rank_pattern or {}
+        ranks = [int(sum(bool(x) for x in mask)) for mask in pattern.values()]
+        return {"adalora_mean_rank": sum(ranks) / len(ranks)} if ranks else {}
+
+
+def _adalora_schedule(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
+    c = method.config
+    total = getattr(ctx.recipe, "max_steps", None) or 1000  # provisional: on_train_begin sets the real one
+    return dict(tinit=int(c.tinit_ratio * total), tfinal=int(c.tfinal_ratio * total), total_step=total)
+
+
+# -- the rows ----------------------------------------------------------------------------------------
+_CALIBRATION = ("calibration_batches",)  # read by the prepare / finish hooks, not a peft argument
+
+ROWS: tuple[TunerRow, ...] = (
+    TunerRow("rslora", "LoraConfig", RsLoraConfig, renames=LORA_ARGS, default_lr=LORA_FAMILY_LR,
+             summary="LoRA with rank-stabilised scaling alpha/sqrt(r)",
+             paper="Kalajdzievski 2023, A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA "
+                   "(arXiv:2312.03732)"),
+    TunerRow("dora", "LoraConfig", LoraConfig, renames=LORA_ARGS, fixed={"use_dora": True},
+             default_lr=LORA_FAMILY_LR,
+             summary="weight-decomposed LoRA: trainable magnitude, LoRA on the direction",
+             paper="Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv:2402.09353)"),
+    TunerRow("olora", "LoraConfig", LoraConfig, renames=LORA_ARGS, fixed={"init_lora_weights": "olora"},
+             default_lr=LORA_FAMILY_LR,
+             summary="LoRA initialised from a QR decomposition of W (orthonormal A, B), residual frozen",
+             paper="Buyukakyuz 2024, OLoRA: Orthonormal Low-Rank Adaptation (arXiv:2406.01775)"),
+    TunerRow("mica", "LoraConfig", LoraConfig, renames=LORA_ARGS, fixed={"init_lora_weights": "mica"},
+             default_lr=LORA_FAMILY_LR,
+             summary="LoRA with B frozen to the minor singular vectors of W, only A trains",
+             paper="Minor Component Adaptation, MiCA (arXiv:2604.01694)"),
+    TunerRow("corda", "LoraConfig", CordaArgs, renames=LORA_ARGS, fixed={"init_lora_weights": "corda"},
+             skip=("corda_method", *_CALIBRATION), extra=_corda_args, base=_CordaMethod,
+             default_lr=LORA_FAMILY_LR,
+             summary="LoRA from a context-oriented SVD of W times the input covariance (task data calibrates it)",
+             paper="Yang et al. 2024, CorDA: Context-Oriented Decomposition Adaptation (arXiv:2406.05223)"),
+    TunerRow("eva", "LoraConfig", EvaArgs, renames=LORA_ARGS, fixed={"init_lora_weights": "eva"},
+             skip=("rho", "tau", *_CALIBRATION), extra=_eva_args, base=_EvaMethod, default_lr=LORA_FAMILY_LR,
+             summary="LoRA A from the SVD of layer inputs on task data, ranks redistributed",
+             paper="Paischer et al. 2024, One Initialization to Rule them All: Explained Variance Adaptation "
+                   "(arXiv:2410.07170)"),
+    TunerRow("lora-ga", "LoraConfig", LoraGaArgs, renames=LORA_ARGS, fixed={"init_lora_weights": "lora_ga"},
+             skip=("direction", "scale", "stable_gamma", *_CALIBRATION), extra=_loraga_args,
+             base=_LoraGaMethod, default_lr=LORA_FAMILY_LR,
+             summary="LoRA initialised from the SVD of the full gradient on task batches",
+             paper="Wang et al. 2024, LoRA-GA: Low-Rank Adaptation with Gradient Approximation "
+                   "(arXiv:2407.05000)"),
+    TunerRow("adalora", "AdaLoraConfig", AdaLoraArgs,
+             renames={"alpha": "lora_alpha", "dropout": "lora_dropout", "delta_t": "deltaT"},
+             skip=("tinit_ratio", "tfinal_ratio"), extra=_adalora_schedule, base=_AdaLora, default_lr=1e-3,
+             summary="SVD-form LoRA whose rank budget is pruned by importance during training",
+             paper="Zhang et al. 2023, AdaLoRA: Adaptive Budget Allocation for Parameter-Efficient "
+                   "Fine-Tuning (arXiv:2303.10512)"),
+)
+
+TUNERS = define_tuners(ROWS, __name__, register_method)  # class name -> class
+__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft_lora.PeftDora, also for pickle
