@@ -20,9 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from suite.reports import synthetic
 from suite.reports.site import render_site
 from suite.results.store import ResultStore
+
+try:  # imported as benchmarks.bench_report (pytest, from the repository root)
+    from benchmarks import synthetic_store as synthetic
+except ImportError:  # run as a script: its own folder is on the path
+    import synthetic_store as synthetic
 
 SUBTASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 

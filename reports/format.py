@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 
-from suite.reports import summary
+# Words that make a metric a fraction (in [0, 1]; correlations in [-1, 1]) that readers expect
+# in points, shown x100. A metric counts when any word of its name is one of them, so the
+# composites tasks define ("f1_accuracy_mean", "exact_match,strict-match") scale like their
+# parts; losses, perplexities and costs have none and are shown as they are.
+POINT_WORDS = frozenset({
+    "accuracy", "acc", "f1", "mcc", "matthews", "pearson", "spearman", "exact", "top1", "top5",
+    "precision", "recall", "auc", "auroc",
+})
+
+
+def display_scale(metric: str) -> float:
+    """100 for accuracy-like fractions, else 1 (the value is shown as stored)."""
+    words = re.split(r"[^a-z0-9]+", str(metric).lower())
+    return 100.0 if POINT_WORDS.intersection(words) else 1.0
+
+
+def common_scale(metrics: Iterable[str]) -> float:
+    """The scale of an aggregate of these metrics: theirs where they all share one (a mean
+    of accuracies is in points too), else 1, since mixed units have no common scale."""
+    scales = {display_scale(m) for m in metrics}
+    return scales.pop() if len(scales) == 1 else 1.0
 
 
 def _nan(v) -> bool:
@@ -14,17 +36,19 @@ def _nan(v) -> bool:
         return True
 
 
-def f_score(v, metric: str = "") -> str:
+def f_score(v, metric: str = "", scale: float | None = None) -> str:
+    """A score in the metric's display scale (or ``scale``, for aggregates that have no metric)."""
     if _nan(v):
         return "–"
-    scale = summary.display_scale(metric)
+    if scale is None:
+        scale = display_scale(metric)
     return f"{float(v) * scale:.2f}" if scale != 1 else f"{float(v):.4g}"
 
 
-def f_signed(v, metric: str = "") -> str:
+def f_signed(v, metric: str = "", scale: float | None = None) -> str:
     if _nan(v):
         return "–"
-    s = f_score(abs(float(v)), metric)
+    s = f_score(abs(float(v)), metric, scale)
     return ("+" if float(v) >= 0 else "−") + s
 
 

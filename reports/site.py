@@ -38,6 +38,7 @@ from suite import __version__
 from suite.errors import UserError
 from suite.reports import figures, kernels, summary
 from suite.reports.format import (
+    display_scale,
     f_cost,
     f_duration,
     f_memory,
@@ -175,17 +176,18 @@ def render_site(
 
     fig_paths: dict[str, str] = {}
     for b in boards:
-        ylabel = b.aggregate_label or b.columns[0].label
+        # The family's headline aggregate where it has one, else the first task's score.
+        head = b.headline
+        ylabel = head.label if head else b.columns[0].label
         pts = []
         for r in b.rows:
-            if b.aggregate_label:
-                y = r.aggregate
+            if head:
+                y = r.aggregates.get(head.name, math.nan) * head.scale
             else:
                 e = r.entries.get(b.columns[0].key)
-                y = e.summary.mean if e else math.nan
-            pts.append(figures.Point(r.variant, y * summary.display_scale(
-                "glue_score" if b.family == "glue" else b.columns[0].metric), r.costs))
-        hib = True if b.aggregate_label else b.columns[0].higher_is_better
+                y = (e.summary.mean if e else math.nan) * display_scale(b.columns[0].metric)
+            pts.append(figures.Point(r.variant, y, r.costs))
+        hib = True if head else b.columns[0].higher_is_better
         name = plan_figure(pts, ylabel, f"figures/pareto-{b.slug}.svg", hib)
         if name:
             fig_paths[b.slug] = name
@@ -224,7 +226,7 @@ def render_site(
                     "cells": [{"seed": s, "href": f"cells/{cell_file(c)}"}
                               for s, c in zip(entry.seeds, entry.cell_ids, strict=True)],
                 })
-                pts.append(figures.Point(r.variant, entry.summary.mean * summary.display_scale(cols[0].metric),
+                pts.append(figures.Point(r.variant, entry.summary.mean * display_scale(cols[0].metric),
                                          entry.costs))
             fig = plan_figure(pts, f"{cols[0].label} ({cols[0].metric})", f"figures/pareto-{href[5:-5]}.svg",
                               cols[0].higher_is_better)

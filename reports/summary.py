@@ -18,18 +18,10 @@ import pandas as pd
 
 from suite import stats
 from suite.errors import UserError
+from suite.reports.format import common_scale
 from suite.results.store import CELLS, ResultStore
 
 COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s")
-# Metrics in [0, 1] (or [-1, 1]) that readers expect in points: shown x100.
-POINT_METRICS = {
-    "accuracy", "f1", "mcc", "pearson", "spearman", "exact_match",
-    "f1_accuracy_mean", "pearson_spearman_mean", "accuracy_m_mm_mean", "glue_score",
-}
-
-
-def display_scale(metric: str) -> float:
-    return 100.0 if stats.canonical_metric(metric) in POINT_METRICS else 1.0
 
 
 @dataclass
@@ -64,8 +56,33 @@ class Row:
     kind: str
     entries: dict[tuple[str, str, str], Entry] = field(default_factory=dict)
     costs: dict[str, float] = field(default_factory=dict)
-    aggregate: float = math.nan  # GLUE score or mean of task scores
+    aggregates: dict[str, float] = field(default_factory=dict)  # AggregateColumn.name -> value
     avg_rank: float = math.nan
+
+
+@dataclass
+class AggregateColumn:
+    """A benchmark-level score of the board's family (its ``aggregate``), shown beside the tasks.
+
+    ``members`` are the subtasks it covers on this board, ``expected`` how many the full
+    benchmark has; ``label`` says so when they differ, so a partial score is never read as
+    the benchmark's. ``scale`` is the display scale of its members' metrics, and its
+    direction theirs (higher is better unless every member's metric is lower-is-better).
+    """
+
+    name: str
+    members: tuple[str, ...]
+    expected: int
+    scale: float = 1.0
+    higher_is_better: bool = True
+
+    @property
+    def complete(self) -> bool:
+        return len(self.members) >= self.expected
+
+    @property
+    def label(self) -> str:
+        return stats.aggregate_label(self)
 
 
 @dataclass
@@ -75,10 +92,18 @@ class Board:
     columns: list[Column]
     rows: list[Row]
     baseline: str | None
-    aggregate_label: str = ""
-    aggregate_tasks: list[str] = field(default_factory=list)
+    aggregates: list[AggregateColumn] = field(default_factory=list)  # headline first
     alpha: float = 0.05
     synthetic: bool = False
+
+    @property
+    def headline(self) -> AggregateColumn | None:
+        """The family's headline aggregate (the first it returns), if the board has one."""
+        return self.aggregates[0] if self.aggregates else None
+
+    @property
+    def aggregate_label(self) -> str:
+        return self.headline.label if self.headline else ""
 
     @property
     def slug(self) -> str:
@@ -157,7 +182,7 @@ def _bool(series: pd.Series) -> pd.Series:
 
 
 def select_tasks(frame: pd.DataFrame, tasks: Iterable[str] | None) -> pd.DataFrame:
-    """Keep rows of the named tasks: a family ("glue"), "family:subtask" or a bare subtask."""
+    """Keep rows of the named tasks: a family, "family:subtask" or a bare subtask."""
     if not tasks:
         return frame
     wanted = [t.strip() for t in tasks if t and t.strip()]
@@ -210,8 +235,8 @@ def build_boards(
     cost_rows = ok[ok["split"] == "cost"]
     score_rows = ok[ok["split"] != "cost"]
     if metric:
-        want = stats.canonical_metric(metric)
-        chosen = score_rows[score_rows["metric"].map(stats.canonical_metric) == want]
+        want = str(metric).lower()
+        chosen = score_rows[score_rows["metric"].astype(str).str.lower() == want]
         if chosen.empty:
             known = sorted(score_rows["metric"].dropna().unique())
             raise UserError(f"no metric '{metric}' in the selected results; they have: "
@@ -222,11 +247,50 @@ def build_boards(
             raise UserError("no result in the store marks a primary metric; name one with "
                             "--metric (e.g. --metric accuracy)")
     costs = _cost_table(cost_rows)
+    # Aggregates always come from the primary metrics, whatever metric the columns show: the
+    # family defines its benchmark scores over its tasks' primary scores.
+    if metric is None:
+        primary = chosen
+    elif "is_primary" in score_rows:
+        primary = score_rows[_bool(score_rows["is_primary"])]
+    else:
+        primary = score_rows.iloc[0:0]
+    scores = _primary_scores(primary)
     boards = []
     for (family, model), part in chosen.groupby(["task", "model"], sort=True, dropna=False):
-        boards.append(_build_board(str(family), str(model), part, score_rows, costs,
+        boards.append(_build_board(str(family), str(model), part, scores, costs,
                                    failed, baseline, predictions, alpha))
     return boards
+
+
+@dataclass
+class PrimaryScores:
+    """Seed means of the primary metric per subtask, and the primary metrics' names and directions."""
+
+    means: dict[tuple[str, str, str], dict[str, float]]  # (family, model, variant) -> subtask -> mean
+    metrics: dict[tuple[str, str, str], list[str]]  # (family, model, subtask) -> primary metric names
+    lower_is_better: set[tuple[str, str, str]]  # (family, model, subtask) whose primary metric falls
+
+
+def _primary_scores(primary: pd.DataFrame) -> PrimaryScores:
+    """Per subtask, the mean over seeds of each seed's primary score: what ``aggregate`` takes."""
+    out = PrimaryScores({}, {}, set())
+    if primary.empty:
+        return out
+    frame = primary.assign(task=primary["task"].astype(str), model=primary["model"].astype(str),
+                           variant=primary["variant"].astype(str),
+                           subtask=primary["subtask"].fillna("").astype(str))
+    keys = ["task", "model", "variant", "subtask"]
+    per_seed = frame.groupby([*keys, "seed"], dropna=False)["value"].mean()
+    for (family, model, variant, sub), value in per_seed.groupby(level=keys, dropna=False).mean().items():
+        out.means.setdefault((family, model, variant), {})[sub] = float(value)
+    names = frame.groupby(["task", "model", "subtask"], dropna=False)["metric"].unique()
+    for key, metrics in names.items():
+        out.metrics[key] = [str(m) for m in metrics]
+    if "higher_is_better" in frame:
+        falls = frame[frame["higher_is_better"].map(lambda v: v is not None and v == v and not bool(v))]
+        out.lower_is_better = set(falls[["task", "model", "subtask"]].itertuples(index=False, name=None))
+    return out
 
 
 def _cost_table(cost_rows: pd.DataFrame) -> pd.DataFrame:
@@ -236,22 +300,15 @@ def _cost_table(cost_rows: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def _subtask_order(family: str, subtasks: Iterable[str]) -> list[str]:
-    subtasks = list(subtasks)
-    if family == "glue":
-        order = {t: i for i, t in enumerate(stats.GLUE_TASKS)}
-        return sorted(subtasks, key=lambda s: (order.get(s, len(order)), s))
-    return sorted(subtasks)
-
-
-def _build_board(family, model, part, score_rows, costs, failed, baseline, predictions, alpha) -> Board:
+def _build_board(family, model, part, scores: PrimaryScores, costs, failed, baseline, predictions,
+                 alpha) -> Board:
     # Columns: one per (subtask, split, metric) of the chosen metric.
     keys = part[["subtask", "split", "metric"]].drop_duplicates()
     by_sub: dict[str, list[tuple[str, str, str]]] = {}
     for sub, split, met in keys.itertuples(index=False):
         by_sub.setdefault(sub, []).append((sub, split, met))
     columns = []
-    for sub in _subtask_order(family, by_sub):
+    for sub in stats.family_subtask_order(family, by_sub):
         ks = sorted(by_sub[sub])
         for k in ks:
             label = sub or family
@@ -305,8 +362,8 @@ def _build_board(family, model, part, score_rows, costs, failed, baseline, predi
     board.synthetic = bool(synth is not None and _bool(synth).any())
     _mark_best(board)
     if board.baseline is not None:
-        _test_against_baseline(board, part, score_rows, predictions)
-    _aggregate(board, score_rows)
+        _test_against_baseline(board, part, predictions)
+    _aggregate(board, scores)
     return board
 
 
@@ -343,7 +400,7 @@ def _mark_best(board: Board) -> None:
             r.entries[col.key].best = m == best
 
 
-def _test_against_baseline(board: Board, part, score_rows, predictions) -> None:
+def _test_against_baseline(board: Board, part, predictions) -> None:
     base = next(r for r in board.rows if r.variant == board.baseline)
     all_ids = [cid for r in board.rows for e in r.entries.values() for cid in e.cell_ids]
     preds = predictions(sorted(set(all_ids))) if predictions else pd.DataFrame()
@@ -415,37 +472,35 @@ def _paired_or_seed(entry: Entry, base: Entry, col: Column, matrices) -> stats.T
     return stats.seed_permutation_test(entry.values, base.values)
 
 
-def _aggregate(board: Board, score_rows: pd.DataFrame) -> None:
-    """GLUE score for GLUE boards (else the mean of task scores when all point the same way),
-    and the average rank. Both need every task: a row missing one gets none, rather than a
-    number over an easier subset that would look comparable and is not."""
+def _aggregate(board: Board, scores: PrimaryScores) -> None:
+    """The family's aggregates (through the registry) and the average rank. Both need every
+    task: a row missing one gets none, rather than a number over an easier subset that would
+    look comparable and is not."""
     complete = [r for r in board.rows if all(c.key in r.entries for c in board.columns)]
-    scores = {r.variant: {c.label: r.entries[c.key].summary.mean for c in board.columns} for r in complete}
+    means = {r.variant: {c.label: r.entries[c.key].summary.mean for c in board.columns} for r in complete}
     hib = {c.label: c.higher_is_better for c in board.columns}
     if len(board.columns) > 1 and complete:
-        ranks = stats.average_rank(scores, hib)
+        ranks = stats.average_rank(means, hib)
         for r in complete:
             r.avg_rank = ranks[r.variant]
     if not complete:
         return
-    if board.family == "glue":
-        subtasks = list(dict.fromkeys(c.key[0] for c in board.columns))
-        fam = score_rows[(score_rows["task"] == "glue") & (score_rows["model"] == board.model)
-                         & score_rows["variant"].isin([r.variant for r in complete])]
-        task_means = fam.groupby(["variant", "subtask", "metric", "split"])["value"].mean()
-        found: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
-        for (variant, sub, metric, split), v in task_means.items():
-            found.setdefault((variant, sub), {})[(metric, split)] = v
-        per_variant: dict[str, dict[str, float | None]] = {}
-        for (variant, sub), metrics in found.items():
-            per_variant.setdefault(variant, {})[sub] = stats.glue_task_score(sub, metrics)
-        if all(per_variant.get(r.variant, {}).get(t) is not None for r in complete for t in subtasks):
-            for r in complete:
-                r.aggregate, _ = stats.glue_score({t: per_variant[r.variant][t] for t in subtasks})
-            board.aggregate_label = "GLUE score"
-            board.aggregate_tasks = subtasks
-    elif len(board.columns) > 1 and len(set(hib.values())) == 1:
-        for r in complete:
-            r.aggregate = float(np.mean(list(scores[r.variant].values())))
-        board.aggregate_label = "Mean score"
-        board.aggregate_tasks = [c.label for c in board.columns]
+    subtasks = list(dict.fromkeys(c.key[0] for c in board.columns))
+    found: dict[str, list] = {}  # aggregate name -> [(row, Aggregate)], in the family's order
+    for r in complete:
+        primary = scores.means.get((board.family, board.model, r.variant), {})
+        for agg in stats.family_aggregates(board.family, {s: primary.get(s) for s in subtasks}):
+            found.setdefault(agg.name, []).append((r, agg))
+    for name, pairs in found.items():
+        # Rows must cover the same subtasks to compare: the column covers every subtask any
+        # complete row has a score for, and a row with fewer (a diverged run) shows none.
+        members = tuple(stats.family_subtask_order(
+            board.family, {m for _, agg in pairs for m in agg.members}))
+        metrics = [m for sub in members for m in scores.metrics.get((board.family, board.model, sub), [])]
+        falls = [(board.family, board.model, sub) in scores.lower_is_better for sub in members]
+        column = AggregateColumn(name, members, max(agg.expected for _, agg in pairs),
+                                 common_scale(metrics), not all(falls))
+        board.aggregates.append(column)
+        for r, agg in pairs:
+            if set(agg.members) == set(members):
+                r.aggregates[name] = float(agg.value)

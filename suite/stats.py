@@ -14,11 +14,9 @@ Three questions, kept apart:
   predictions exist, ``seed_permutation_test`` compares the seed scores themselves
   (with 3 vs 3 seeds its smallest possible p is 0.1: it can never claim significance,
   which is the honest answer).
-- How does one summarise a family of tasks? ``glue_score`` follows the GLUE benchmark:
-  the unweighted mean over tasks of each task's score, where a task with two metrics
-  (MRPC and QQP: F1 and accuracy; STS-B: Pearson and Spearman) contributes their mean
-  and MNLI contributes the mean of matched and mismatched accuracy (the diagnostic set
-  AX is not part of the score). ``average_rank`` is the mean rank across tasks.
+- How does one summarise a family of tasks? The family defines its benchmark-level
+  scores itself (``Task.aggregate``, found through the registry by ``family_aggregates``),
+  so this module names no benchmark. ``average_rank`` is the mean rank across tasks.
 """
 
 from __future__ import annotations
@@ -28,8 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from suite.task import Aggregate
 
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so the same store renders the same intervals
@@ -275,83 +277,59 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
 
 
 # -- aggregation across tasks --------------------------------------------------------------
-
-GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-
-# The metrics that make up each GLUE task's score, as (metric, split kind). A split kind of
-# "mismatched" means MNLI's mismatched dev set; "" means the task's ordinary dev split.
-GLUE_TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
-    "cola": (("mcc", ""),),
-    "sst2": (("accuracy", ""),),
-    "mrpc": (("f1", ""), ("accuracy", "")),
-    "stsb": (("pearson", ""), ("spearman", "")),
-    "qqp": (("f1", ""), ("accuracy", "")),
-    "mnli": (("accuracy", ""), ("accuracy", "mismatched")),
-    "qnli": (("accuracy", ""),),
-    "rte": (("accuracy", ""),),
-    "wnli": (("accuracy", ""),),
-}
-
-_METRIC_ALIASES = {
-    "acc": "accuracy",
-    "matthews_corrcoef": "mcc",
-    "matthews_correlation": "mcc",
-    "matthews": "mcc",
-    "pearsonr": "pearson",
-    "pearson_r": "pearson",
-    "spearmanr": "spearman",
-    "spearman_rho": "spearman",
-    "f1_score": "f1",
-}
-
-_SUBTASK_ALIASES = {"sst-2": "sst2", "sst_2": "sst2", "sts-b": "stsb", "sts_b": "stsb"}
+# Benchmark-level scores belong to the task family: the core finds the family's class
+# through the registry and calls its ``aggregate`` and ``subtask_order``, so no benchmark is
+# named here and a new family brings its own scores without touching this module.
 
 
-def canonical_metric(name: str) -> str:
-    name = str(name).lower()
-    return _METRIC_ALIASES.get(name, name)
+def task_family(family: object) -> type | None:
+    """The registered class of a task family; None where its plugin is not installed here
+    (a store may hold results of families this installation does not have)."""
+    from suite.registry import TASKS
 
-
-def _split_kind(split: str) -> str:
-    split = str(split).lower()
-    return "mismatched" if "mismatched" in split or split.endswith("_mm") else ""
-
-
-def glue_task_score(subtask: str, metrics: Mapping[tuple[str, str], float]) -> float | None:
-    """One GLUE task's score from its metrics, keyed by (metric, split); None if incomplete.
-
-    Values are used in the units they come in (fractions stay fractions).
-    """
-    name = _SUBTASK_ALIASES.get(subtask.lower(), subtask.lower())
-    parts = GLUE_TASK_METRICS.get(name)
-    if parts is None:
+    if not isinstance(family, str) or not family or family not in TASKS:
         return None
-    found = {}
-    for (metric, split), value in metrics.items():
-        key = (canonical_metric(metric), _split_kind(split))
-        if key in parts and value is not None and not math.isnan(value):
-            found.setdefault(key, value)
-    if any(p not in found for p in parts):
-        return None
-    return float(np.mean([found[p] for p in parts]))
+    target = TASKS.get(family).target
+    return target if isinstance(target, type) else None
 
 
-def glue_score(task_scores: Mapping[str, float | None]) -> tuple[float, list[str]]:
-    """GLUE score: unweighted mean of the task scores that exist. Returns (score, tasks used).
+def family_aggregates(family: object, scores: Mapping[str, float | None]) -> list[Aggregate]:
+    """The family's benchmark-level scores from per-subtask primary scores (headline first).
 
-    The caller reports how many of the nine tasks entered, so a partial score is never
-    mistaken for the benchmark's full one.
+    Missing and NaN scores are dropped before the family sees them, so a partial set comes
+    back as a partial aggregate (``members`` < ``expected``), never as a wrong full one.
+    Empty when the family is unknown here or defines no aggregate.
     """
-    used = [
-        t
-        for t, s in task_scores.items()
-        if _SUBTASK_ALIASES.get(t.lower(), t.lower()) in GLUE_TASK_METRICS
-        and s is not None
-        and not math.isnan(s)
-    ]
-    if not used:
-        return math.nan, []
-    return float(np.mean([task_scores[t] for t in used])), used
+    aggregate = getattr(task_family(family), "aggregate", None)
+    clean = {}
+    for subtask, value in scores.items():
+        if value is not None and not math.isnan(float(value)):
+            clean[str(subtask)] = float(value)
+    if aggregate is None or not clean:
+        return []
+    return list(aggregate(clean))
+
+
+def family_subtask_order(family: object, subtasks: Iterable[str]) -> list[str]:
+    """Subtasks in the family's display order; by name where the family is unknown here."""
+    subtasks = list(subtasks)
+    order = getattr(task_family(family), "subtask_order", None)
+    return list(order(subtasks)) if order is not None else sorted(subtasks)
+
+
+class Covers(Protocol):
+    """What a label needs of an aggregate: ``Aggregate`` and the reports' columns both have it."""
+
+    name: str
+    members: tuple[str, ...]
+    expected: int
+
+
+def aggregate_label(aggregate: Covers) -> str:
+    """The aggregate's name, saying how many subtasks entered when not all of them did."""
+    if len(aggregate.members) >= aggregate.expected:
+        return aggregate.name
+    return f"{aggregate.name} ({len(aggregate.members)}/{aggregate.expected} tasks)"
 
 
 def average_rank(

@@ -17,7 +17,7 @@ def print_summary(store, cells: list, outcomes: list) -> int:
     ok = frame[frame["status"] == "ok"]
     rows = []
     for (variant, task, subtask), group in ok.groupby(["variant", "task", "subtask"], sort=True):
-        primary = group[group["is_primary"].astype(bool)]
+        primary = group[group["is_primary"].map(_is_true)]
         cost = group[group["split"] == "cost"].groupby("metric")["value"].mean()
         rows.append([
             variant, f"{task}:{subtask}" if subtask else task,
@@ -29,7 +29,7 @@ def print_summary(store, cells: list, outcomes: list) -> int:
         ])
     header = ["method", "task", "primary (mean)", "seeds", "train s", "peak MB", "trainable"]
     _print_table(header, rows)
-    _print_glue_scores(ok)
+    _print_aggregates(ok)
     if failed:
         print(f"\n{len(failed)} cell(s) failed (stored with their errors):", file=sys.stderr)
         for o in failed:
@@ -47,25 +47,33 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
-def _print_glue_scores(ok) -> None:
-    """The GLUE score per method (mean over seeds of each task score), naming the tasks it covers."""
-    from suite.stats import glue_score, glue_task_score
+def _print_aggregates(ok) -> None:
+    """Each method's benchmark-level scores, as its task family defines them (found through the
+    registry), from the seed means of each task's primary score; naming the tasks covered."""
+    from suite.reports.format import common_scale, f_score
+    from suite.stats import aggregate_label, family_aggregates, family_subtask_order
 
-    glue = ok[(ok["task"] == "glue") & (ok["split"] != "cost")]
-    if glue.empty:
+    primary = ok[(ok["split"] != "cost") & ok["is_primary"].map(_is_true)]
+    if primary.empty:
         return
-    print()
-    for variant, group in glue.groupby("variant", sort=True):
-        task_scores = {}
-        for subtask, rows in group.groupby("subtask"):
-            per_seed = [glue_task_score(subtask, _metric_map(r)) for _, r in rows.groupby("seed")]
-            per_seed = [v for v in per_seed if v is not None]
-            task_scores[subtask] = sum(per_seed) / len(per_seed) if per_seed else None
-        score, used = glue_score(task_scores)
-        if used:
-            print(f"GLUE score {variant}: {100 * score:.2f} over {len(used)} task(s): {', '.join(sorted(used))}")
+    primary = primary.assign(subtask=primary["subtask"].fillna("").astype(str))
+    lines = []
+    several_models = primary.groupby("task")["model"].nunique().to_dict()
+    for (family, model, variant), group in primary.groupby(["task", "model", "variant"], sort=True):
+        # The seed mean of each seed's primary score per task: what ``aggregate`` takes.
+        per_seed = group.groupby(["subtask", "seed"])["value"].mean()
+        scores = per_seed.groupby(level="subtask").mean().to_dict()
+        who = f"{variant} ({model})" if several_models.get(family, 1) > 1 else str(variant)
+        for agg in family_aggregates(family, scores):
+            metrics = group.loc[group["subtask"].isin(agg.members), "metric"].unique()
+            value = f_score(agg.value, scale=common_scale(metrics))
+            members = ", ".join(family_subtask_order(family, agg.members))
+            lines.append(f"{aggregate_label(agg)} {who}: {value} over {len(agg.members)} task(s): {members}")
+    if lines:
+        print()
+        print("\n".join(lines))
 
 
-def _metric_map(rows) -> dict[tuple[str, str], float]:
-    keys = zip(rows["metric"], rows["split"], strict=True)
-    return dict(zip(keys, rows["value"], strict=True))
+def _is_true(value) -> bool:
+    """A stored flag: None and NaN (a row written without it) are false."""
+    return value is not None and value == value and bool(value)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.reports import synthetic
+from benchmarks import synthetic_store as synthetic
 from suite.reports.site import render_site
 
 EVIL = "<script>window.__pwned=1;console.error('pwned')</script>"

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import synthetic_store as synthetic
 from suite.cli import main as cli_main
 from suite.errors import UserError
-from suite.reports import kernels, summary, synthetic
+from suite.reports import kernels, summary
 from suite.reports.site import render_site
 from suite.results.store import ResultStore
 
@@ -87,15 +88,21 @@ def test_missing_predictions_fall_back_to_the_seed_test(store_dir):
     assert not any(e.significant for e in full.entries.values())  # 3 vs 3 seeds: p >= 0.1
 
 
-def test_glue_score_and_rank_only_for_rows_with_every_task(site):
+def test_family_score_and_rank_only_for_rows_with_every_task(site):
+    """The GLUE board's score is the glue family's own aggregate: three of its eight tasks here,
+    and labelled so."""
     board = _board(site)
-    assert board.aggregate_label == "GLUE score"
+    (score,) = board.aggregates
+    assert score.label == "GLUE score (3/8 tasks)" and score.members == ("sst2", "mrpc", "stsb")
+    assert score.scale == 100
     evil = next(r for r in board.rows if r.variant == EVIL)
-    assert np.isnan(evil.aggregate) and np.isnan(evil.avg_rank)
+    assert evil.aggregates == {} and np.isnan(evil.avg_rank)
     full = next(r for r in board.rows if r.variant == "full")
     means = [full.entries[c.key].summary.mean for c in board.columns]
-    assert full.aggregate == pytest.approx(np.mean(means))  # primary metrics are the task scores
+    assert full.aggregates["GLUE score"] == pytest.approx(np.mean(means))  # primaries are the task scores
     assert full.avg_rank == 1.0
+    index = (site.out / "index.html").read_text()
+    assert "GLUE score (3/8 tasks)" in index and f"{full.aggregates['GLUE score'] * 100:.2f}" in index
 
 
 def test_site_files_and_contents(site):

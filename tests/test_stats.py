@@ -1,4 +1,10 @@
-"""suite.stats: seed statistics, the paired test, Holm, and the GLUE score as the benchmark defines it."""
+"""suite.stats: seed statistics, the paired test, Holm; benchmark-level scores from the task family.
+
+Aggregates (the GLUE score, VTAB-like group means) come only from the family's own
+``aggregate``, found through the registry: a fake family registered here shows that the run
+summary, `suite compare` and the site display whatever a family defines, headline first,
+and label a partial aggregate as partial.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import pytest
 from scipy.stats import binomtest
 
 from suite import stats
+from suite.task import Aggregate, Task, mean_aggregate
 
 
 def test_summarize_mean_std_and_interval_inside_the_range():
@@ -119,34 +126,6 @@ def test_holm_adjustment():
     assert math.isnan(adj[2])
 
 
-def test_glue_task_scores_follow_the_benchmark():
-    assert stats.glue_task_score("mrpc", {("f1", "dev"): 0.9, ("accuracy", "dev"): 0.8}) == pytest.approx(0.85)
-    assert stats.glue_task_score("stsb", {("pearsonr", "dev"): 0.88, ("spearman", "dev"): 0.86}) == pytest.approx(0.87)
-    mnli = {("accuracy", "dev_matched"): 0.84, ("accuracy", "dev_mismatched"): 0.83,
-            ("accuracy_m_mm_mean", "dev"): 0.835}
-    assert stats.glue_task_score("mnli", mnli) == pytest.approx(0.835)
-    assert stats.glue_task_score("cola", {("matthews_correlation", "dev"): 0.6}) == 0.6
-    assert stats.glue_task_score("mrpc", {("f1", "dev"): 0.9}) is None  # incomplete
-    assert stats.glue_task_score("ax", {("mcc", "dev"): 0.3}) is None  # not part of the score
-
-
-def test_glue_score_reproduces_a_published_leaderboard_score():
-    # BERT-large on the GLUE test leaderboard: score 80.5 over the nine tasks.
-    task_scores = {
-        "cola": stats.glue_task_score("cola", {("mcc", "test"): 60.5}),
-        "sst2": 94.9,
-        "mrpc": stats.glue_task_score("mrpc", {("f1", "test"): 89.3, ("accuracy", "test"): 85.4}),
-        "stsb": stats.glue_task_score("stsb", {("pearson", "test"): 87.6, ("spearman", "test"): 86.5}),
-        "qqp": stats.glue_task_score("qqp", {("f1", "test"): 72.1, ("accuracy", "test"): 89.3}),
-        "mnli": stats.glue_task_score("mnli", {("accuracy", "test_matched"): 86.7,
-                                               ("accuracy", "test_mismatched"): 85.9}),
-        "qnli": 92.7, "rte": 70.1, "wnli": 65.1,
-    }
-    score, used = stats.glue_score(task_scores)
-    assert round(score, 1) == 80.5
-    assert len(used) == 9
-
-
 def test_average_rank_shares_ties_and_ignores_tasks_not_everyone_has():
     scores = {"a": {"t1": 0.9, "t2": 0.5, "t3": 0.1}, "b": {"t1": 0.8, "t2": 0.5}, "c": {"t1": 0.7, "t2": 0.6}}
     ranks = stats.average_rank(scores, {"t1": True, "t2": True, "t3": True})
@@ -168,3 +147,180 @@ def test_summarize_many_equals_summarize_one_by_one():
         assert got.n == want.n
         np.testing.assert_array_equal([got.mean, got.std, got.ci_low, got.ci_high],
                                       [want.mean, want.std, want.ci_low, want.ci_high])
+
+
+# -- benchmark-level scores: only through the family's own aggregate ----------------------------
+
+
+def _glue():
+    from suite.registry import TASKS
+
+    return TASKS.get("glue").target  # as the core finds it: through the registry, by name
+
+
+def test_glue_score_is_the_mean_of_the_eight_primary_scores():
+    scores = {"cola": 0.60, "sst2": 0.94, "mrpc": 0.87, "stsb": 0.88, "qqp": 0.80, "mnli": 0.86,
+              "qnli": 0.92, "rte": 0.70}
+    (score,) = _glue().aggregate(scores)
+    assert score.name == "GLUE score" and score.complete and score.expected == 8
+    assert score.value == pytest.approx(sum(scores.values()) / 8)
+    assert stats.aggregate_label(score) == "GLUE score"
+    # The same through the core's entry point; WNLI and the diagnostic set are not members.
+    (same,) = stats.family_aggregates("glue", {**scores, "wnli": 0.1, "ax": 0.2})
+    assert same.value == pytest.approx(score.value) and "wnli" not in same.members
+
+
+def test_a_partial_glue_score_says_so():
+    (score,) = stats.family_aggregates("glue", {"rte": 0.70, "sst2": 0.90, "mrpc": math.nan,
+                                                "cola": 0.50, "qqp": None})
+    assert score.value == pytest.approx(0.70)
+    assert score.members == ("cola", "sst2", "rte") and score.expected == 8 and not score.complete
+    assert stats.aggregate_label(score) == "GLUE score (3/8 tasks)"
+    assert stats.family_aggregates("glue", {"mrpc": math.nan}) == []
+
+
+def test_family_order_and_unknown_families():
+    assert stats.family_subtask_order("glue", ["rte", "cola", "zzz", "sst2"]) == ["cola", "sst2", "rte", "zzz"]
+    # A store may hold a family whose plugin is not installed here: no aggregate, no error.
+    assert stats.family_aggregates("not-installed-here", {"a": 0.5}) == []
+    assert stats.family_aggregates(float("nan"), {"a": 0.5}) == []
+    assert stats.family_subtask_order("not-installed-here", ["b", "a"]) == ["a", "b"]
+
+
+class TinyBench(Task):
+    """A fake task family: four subtasks in two groups, like VTAB's natural / structured
+    groups; its headline is the mean of the group means. It names its subtasks out of
+    alphabetical order, so the family's order is seen to win."""
+
+    family = "tinybench"
+    subtasks = ("d1", "c1", "b2", "a2")
+    GROUPS = {"left": ("d1", "c1"), "right": ("b2", "a2")}
+
+    @classmethod
+    def aggregate(cls, scores):
+        groups = [a for name, members in cls.GROUPS.items() for a in mean_aggregate(name, members, scores)]
+        if not groups:
+            return []
+        overall = sum(g.value for g in groups) / len(groups)
+        members = tuple(m for g in groups for m in g.members)
+        return [Aggregate("Tiny score", overall, members, len(cls.subtasks)), *groups]
+
+
+
+@pytest.fixture
+def tiny_family():
+    from suite.registry import TASKS
+
+    TASKS.names()  # load the built-in plugins first, so the fake one is added to a full registry
+    TASKS.register("tinybench", kind="classification", summary="fake family for tests")(TinyBench)
+    yield TinyBench
+    TASKS._entries.pop("tinybench", None)
+
+
+def _fake_store(root, family: str, subtasks, seeds=(0, 1)):
+    """lora and full on each subtask, in the runner's row shapes, under another family's name."""
+    from benchmarks.synthetic_store import cell_id_for, make_cell
+    from suite.results.store import ResultStore
+
+    store = ResultStore(root)
+    for variant, skill in (("lora", 0.70), ("full", 0.80)):
+        for i, sub in enumerate(subtasks):
+            for seed in seeds:
+                rows, preds = make_cell(variant, "sst2", seed, skill=skill + 0.03 * i, n_examples=60)
+                cid = cell_id_for(family, variant, sub, seed)
+                rows = [dict(r, task=family, subtask=sub, cell_id=cid) for r in rows]
+                store.write_cell(rows)
+                store.write_predictions(cid, preds)
+    return store
+
+
+def _expected(board, variant: str) -> dict[str, float]:
+    row = next(r for r in board.rows if r.variant == variant)
+    mean = {c.key[0]: row.entries[c.key].summary.mean for c in board.columns}
+    out = {name: np.mean([mean[s] for s in members if s in mean])
+           for name, members in TinyBench.GROUPS.items() if any(s in mean for s in members)}
+    out["Tiny score"] = np.mean(list(out.values()))
+    return out
+
+
+def test_a_registered_family_s_aggregates_reach_compare_site_and_run_summary(tiny_family, tmp_path, capsys):
+    from suite.cli import main as cli_main
+    from suite.reports import summary
+    from suite.reports.site import render_site
+    from suite.summary import _print_aggregates
+
+    store = _fake_store(tmp_path / "store", "tinybench", ("a2", "b2", "c1", "d1"))
+    (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    assert [c.key[0] for c in board.columns] == ["d1", "c1", "b2", "a2"]  # the family's order
+    assert [a.label for a in board.aggregates] == ["Tiny score", "left", "right"]  # headline first
+    assert all(a.complete and a.scale == 100 for a in board.aggregates)  # means of accuracies
+    for variant in ("lora", "full"):
+        row = next(r for r in board.rows if r.variant == variant)
+        for name, value in _expected(board, variant).items():
+            assert row.aggregates[name] == pytest.approx(value)
+
+    assert cli_main(["compare", str(store.root), "--baseline", "lora"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.strip().startswith("method"))
+    assert header.index("Tiny score") < header.index("left") < header.index("right") < header.index("d1")
+    full_line = next(line for line in out.splitlines() if line.strip().startswith("full"))
+    expected = _expected(board, "full")
+    shown = [f"{expected[n] * 100:.2f}" for n in ("Tiny score", "left", "right")]
+    assert full_line.split()[1:4] == shown
+
+    site = render_site(store.root, tmp_path / "site", baseline="lora", workers=1)
+    index = (site.out / "index.html").read_text()
+    assert index.index("Tiny score") < index.index(">left<") < index.index(">right<")
+    assert all(v in index for v in shown)
+
+    _print_aggregates(store.load().query("status == 'ok'"))
+    printed = capsys.readouterr().out
+    assert f"Tiny score full: {shown[0]} over 4 task(s): d1, c1, b2, a2" in printed
+    assert f"left full: {shown[1]} over 2 task(s): d1, c1" in printed
+
+
+def test_a_partial_aggregate_is_labelled_wherever_it_is_shown(tiny_family, tmp_path, capsys):
+    from suite.cli import main as cli_main
+    from suite.reports import summary
+    from suite.reports.site import render_site
+    from suite.summary import _print_aggregates
+
+    store = _fake_store(tmp_path / "store", "tinybench", ("d1", "c1", "b2"), seeds=(0,))
+    (board,) = summary.build_boards(store.load(), "lora")
+    assert [a.label for a in board.aggregates] == ["Tiny score (3/4 tasks)", "left", "right (1/2 tasks)"]
+    assert cli_main(["compare", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "Tiny score (3/4 tasks)" in out and "right (1/2 tasks)" in out
+    render_site(store.root, tmp_path / "site", workers=1)
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "Tiny score (3/4 tasks)" in index and "right (1/2 tasks)" in index
+    _print_aggregates(store.load().query("status == 'ok'"))
+    assert "Tiny score (3/4 tasks) lora:" in capsys.readouterr().out
+
+
+def test_a_family_not_installed_here_gets_no_aggregate_and_no_error(tmp_path, capsys):
+    from suite.cli import main as cli_main
+    from suite.reports import summary
+
+    store = _fake_store(tmp_path / "store", "ghostbench", ("x", "y"), seeds=(0,))
+    (board,) = summary.build_boards(store.load(), "lora")
+    assert board.aggregates == [] and [c.key[0] for c in board.columns] == ["x", "y"]
+    assert cli_main(["compare", str(store.root)]) == 0
+    assert "ghostbench" in capsys.readouterr().out
+
+
+def test_a_row_whose_scores_cover_fewer_tasks_gets_no_aggregate(tiny_family, tmp_path):
+    """A diverged run (NaN on every seed of one task) would give a mean over an easier subset:
+    that row shows no aggregate where the others cover more, instead of a number that looks
+    comparable and is not."""
+    from suite.reports import summary
+
+    store = _fake_store(tmp_path / "store", "tinybench", ("d1", "c1", "b2", "a2"))
+    frame = store.load()
+    diverged = (frame.variant == "lora") & (frame.subtask == "a2") & frame.is_primary.astype(bool)
+    frame.loc[diverged, "value"] = math.nan
+    (board,) = summary.build_boards(frame, "lora")
+    assert [a.label for a in board.aggregates] == ["Tiny score", "left", "right"]
+    lora = next(r for r in board.rows if r.variant == "lora")
+    full = next(r for r in board.rows if r.variant == "full")
+    assert set(lora.aggregates) == {"left"} and set(full.aggregates) == {"Tiny score", "left", "right"}

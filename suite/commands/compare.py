@@ -65,9 +65,11 @@ def format_boards(boards, unicode: bool = True) -> str:
         out.append(title)
         if b.baseline is None:
             out.append("  (no baseline rows here: no tests)")
+        for a in b.aggregates:  # the family's benchmark-level scores, headline first
+            partial = "" if a.complete else f" of the benchmark's {a.expected}, so not its full score"
+            out.append(f"  {a.label}: over {len(a.members)} task(s){partial}: {', '.join(a.members)}")
         head = ["method"]
-        if b.aggregate_label:
-            head.append(b.aggregate_label)
+        head += [a.label for a in b.aggregates]
         if len(b.columns) > 1:
             head.append("avg rank")
         head += [f"{c.label} ({c.metric})" for c in b.columns]
@@ -75,8 +77,7 @@ def format_boards(boards, unicode: bool = True) -> str:
         table = [head]
         for r in b.rows:
             line = [r.variant + (" (baseline)" if r.variant == b.baseline else "")]
-            if b.aggregate_label:
-                line.append(f_score(r.aggregate, "glue_score" if b.family == "glue" else b.columns[0].metric))
+            line += [f_score(r.aggregates.get(a.name), scale=a.scale) for a in b.aggregates]
             if len(b.columns) > 1:
                 line.append(f_num(r.avg_rank, 2))
             for c in b.columns:

@@ -1,5 +1,10 @@
 """Generate result stores with the runner's row shapes, for tests, the render benchmark and demos.
 
+The cells are GLUE-shaped (its subtask names, metric names and primary metrics, as data):
+what the site and `suite compare` then show is scored by the task family itself, through the
+registry, exactly as for real results. This lives beside the benchmarks, not in the reports
+package, because nothing that renders a store needs it.
+
 Every row is marked ``synthetic_data=True`` and ``data_source="synthetic"``, so a
 generated store can never pass for real results on a site. Metrics are computed from the
 generated per-example predictions (never typed in), so the paired tests see data that
