@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from suite.errors import CellFailure
-from suite.method import Method, MethodContext
+from suite.method import Method, MethodContext, MethodTarget
 from suite.registry import register_method
 
 
@@ -27,6 +27,11 @@ class FullFineTuning(Method):
 class LinearProbe(Method):
     mergeable = True
     default_lr = 1e-3
+
+    def unsupported(self, target: MethodTarget) -> str | None:
+        if target.task_kind == "causal-lm":
+            return "a causal-LM task adds no new head (lm_head is pretrained), so a linear probe has nothing to train"
+        return None
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         head = ctx.new_parameters()

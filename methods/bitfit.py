@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.errors import UserError
-from suite.method import Method, MethodContext
+from suite.method import Method, MethodContext, MethodTarget
 from suite.registry import register_method
 
 
@@ -27,6 +27,12 @@ class BitFit(Method):
     Config = BitFitConfig
     mergeable = True
     default_lr = 1e-3
+
+    def unsupported(self, target: MethodTarget) -> str | None:
+        skeleton = target.skeleton()
+        if skeleton is not None and not any(n.endswith("bias") for n, _ in skeleton.named_parameters()):
+            return "the model has no bias terms to train (e.g. Llama's linear layers have none)"
+        return None
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from suite.methods.heads import train_new_modules

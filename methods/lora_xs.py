@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.method import Method, MethodContext
+from suite.methods.targets import TargetedMethod
 from suite.registry import register_method
 
 
@@ -29,7 +30,7 @@ class LoraXSConfig:
 
 @register_method("lora-xs", kind="peft", summary="trainable r x r matrix between frozen truncated-SVD factors",
                  source="suite", paper="Balazy et al. 2024, LoRA-XS (arXiv:2405.17604)")
-class LoraXS(Method):
+class LoraXS(TargetedMethod, Method):
     Config = LoraXSConfig
     mergeable = True
     default_lr = 2e-3

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from suite.method import MethodContext
+from suite.method import MethodContext, MethodTarget
 from suite.methods.peft_table import Targets, TunerRow, define_tuners, tuner_lookup
 from suite.methods.peft_wrapper import PeftMethod
 from suite.registry import register_method
@@ -236,7 +236,36 @@ class TrainableTokensArgs:
     token_indices: tuple[int, ...] = ()  # () : the tokenizer's special tokens
 
 
-# -- the one special case: trainable tokens name the embedding and the tokens --------------------
+# -- special cases: trainable tokens name the embedding and the tokens; SHiRA's budget must fit --------
+class _TokenEmbeddingMethod(PeftMethod):
+    def unsupported(self, target: MethodTarget) -> str | None:
+        from suite.methods.peft_wrapper import PEFT_TASK_TYPES
+
+        if target.task_kind not in PEFT_TASK_TYPES:
+            return f"it trains token embeddings, and a {target.task_kind} task's inputs are not tokens"
+        return super().unsupported(target)
+
+
+class _ShiraMethod(PeftMethod):
+    def unsupported(self, target: MethodTarget) -> str | None:
+        """SHiRA trains r * (rows + columns) entries of each adapted matrix: they must fit in it."""
+        reason = super().unsupported(target)
+        skeleton = target.skeleton()
+        if reason or skeleton is None:
+            return reason
+        import torch
+
+        from suite.methods.targets import matching_modules
+
+        r = self.config.r
+        for name, layer in matching_modules(skeleton, self.targets(skeleton) or [], torch.nn.Linear):
+            if r * (layer.in_features + layer.out_features) > layer.in_features * layer.out_features:
+                return (f"r={r} asks for {r * (layer.in_features + layer.out_features)} trainable entries in "
+                        f"{name} ({layer.out_features}x{layer.in_features}), more than it has; choose a smaller r")
+        return None
+
+
+
 def _trainable_tokens_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
     indices = list(method.config.token_indices) or sorted(set(getattr(ctx.tokenizer, "all_special_ids", []) or [0]))
     emb = model.get_input_embeddings()
@@ -245,8 +274,8 @@ def _trainable_tokens_args(method: PeftMethod, model: Any, ctx: MethodContext) -
 
 
 # -- the rows ----------------------------------------------------------------------------------------
-# ``skip=("dropout",)``: the Config inherits a dropout that this peft tuner has no argument for;
-# it is accepted and has no effect.
+# ``inert=("dropout",)``: the Config inherits a dropout that this peft tuner has no argument for;
+# a non-zero value is refused before any cell runs (kept as a field so existing cell ids stay valid).
 _NO_DROPOUT = ("dropout",)
 
 ROWS: tuple[TunerRow, ...] = (
@@ -264,10 +293,10 @@ ROWS: tuple[TunerRow, ...] = (
              summary="learned vectors rescale keys, values and feed-forward activations",
              paper="Liu et al. 2022, Few-Shot PEFT is Better and Cheaper than In-Context Learning, IA3 "
                    "(arXiv:2205.05638)"),
-    TunerRow("loha", "LoHaConfig", LycorisArgs, skip=_NO_DROPOUT, default_lr=5e-4,
+    TunerRow("loha", "LoHaConfig", LycorisArgs, skip=_NO_DROPOUT, inert=_NO_DROPOUT, default_lr=5e-4,
              summary="low-rank Hadamard product update (two LoRA pairs multiplied elementwise)",
              paper="Hyeon-Woo et al. 2021, FedPara: Low-Rank Hadamard Product (arXiv:2108.06098)"),
-    TunerRow("lokr", "LoKrConfig", LokrArgs, skip=_NO_DROPOUT, default_lr=5e-4,
+    TunerRow("lokr", "LoKrConfig", LokrArgs, skip=_NO_DROPOUT, inert=_NO_DROPOUT, default_lr=5e-4,
              summary="Kronecker-product update with a low-rank factor",
              paper="Yeh et al. 2023, Navigating Text-To-Image Customization: LyCORIS, LoKr (arXiv:2309.14859)"),
     TunerRow("oft", "OFTConfig", OftArgs, renames={"block_size": "oft_block_size"},
@@ -283,14 +312,15 @@ ROWS: tuple[TunerRow, ...] = (
              summary="orthogonal fine-tuning with butterfly-factorised rotations",
              paper="Liu et al. 2023, Parameter-Efficient Orthogonal Finetuning via Butterfly Factorization "
                    "(arXiv:2311.06243)"),
-    TunerRow("hra", "HRAConfig", HraArgs, renames={"apply_gs": "apply_GS"}, skip=_NO_DROPOUT, default_lr=1e-3,
+    TunerRow("hra", "HRAConfig", HraArgs, renames={"apply_gs": "apply_GS"}, skip=_NO_DROPOUT, inert=_NO_DROPOUT, default_lr=1e-3,
              summary="chain of r Householder reflections applied to each weight",
              paper="Yuan et al. 2024, Bridging the Gap Between Low-Rank and Orthogonal Adaptation via "
                    "Householder Reflection Adaptation (arXiv:2405.17484)"),
     TunerRow("miss", "MissConfig", MissArgs, renames={"dropout": "miss_dropout"}, default_lr=1e-3,
              summary="MiSS (formerly Bone): a shared trainable shard expanded over the weight matrix",
              paper="Kang 2024, MiSS / Bone: Block-Affine Adaptation (arXiv:2409.15371)"),
-    TunerRow("shira", "ShiraConfig", ShiraArgs, skip=_NO_DROPOUT, seed_arg="random_seed", default_lr=1e-3,
+    TunerRow("shira", "ShiraConfig", ShiraArgs, skip=_NO_DROPOUT, inert=_NO_DROPOUT, seed_arg="random_seed",
+             base=_ShiraMethod, default_lr=1e-3,
              summary="sparse high-rank adapter: a fixed random sparse set of weights trains",
              paper="Bhardwaj et al. 2024, Sparse High Rank Adapters (arXiv:2406.13175)"),
     TunerRow("randlora", "RandLoraConfig", RandLoraArgs,
@@ -329,10 +359,10 @@ ROWS: tuple[TunerRow, ...] = (
              summary="high-rank update: Hadamard product of W with a low-rank matrix",
              paper="Huang et al. 2025, HiRA: Parameter-Efficient Hadamard High-Rank Adaptation (ICLR 2025)"),
     TunerRow("lily", "LilyConfig", LilyArgs, renames={"num_b": "num_B", "stride_a": "stride_A"},
-             skip=_NO_DROPOUT, default_lr=5e-4, mergeable=False,
+             skip=_NO_DROPOUT, inert=_NO_DROPOUT, default_lr=5e-4, mergeable=False,
              summary="low-rank interconnected adapters: local A, shared router-mixed B projectors",
              paper="Zhong et al. 2024, Low-Rank Interconnected Adaptation across Layers, Lily (arXiv:2407.09946)"),
-    TunerRow("glora", "GloraConfig", GloraArgs, skip=_NO_DROPOUT, default_lr=5e-4,
+    TunerRow("glora", "GloraConfig", GloraArgs, skip=_NO_DROPOUT, inert=_NO_DROPOUT, default_lr=5e-4,
              summary="generalised LoRA: W0 + W0*A + B and bias terms, each low-rank or vector",
              paper="Chavan et al. 2023, One-for-All: Generalized LoRA (arXiv:2306.07967)"),
     TunerRow("deft", "DeftConfig", DeftArgs, renames={"dropout": "deft_dropout"}, default_lr=5e-4,
@@ -364,7 +394,7 @@ ROWS: tuple[TunerRow, ...] = (
     TunerRow("adamss", "AdamssConfig", AdamssArgs, seed_arg="random_seed", default_lr=1e-3,
              summary="SVD subspaces clustered into several trainable low-rank subspaces",
              paper="AdaMSS, Adaptive Multi-Subspaces (see the peft docs)"),
-    TunerRow("peanut", "PeanutConfig", PeanutArgs, skip=_NO_DROPOUT, default_lr=5e-4,
+    TunerRow("peanut", "PeanutConfig", PeanutArgs, skip=_NO_DROPOUT, inert=_NO_DROPOUT, default_lr=5e-4,
              summary="non-linear adapter: a small network of the weights produces the update",
              paper="PEANuT (arXiv:2410.01870)"),
     TunerRow("supertuning", "SupertuningConfig", SupertuningArgs, default_lr=1e-3,
@@ -374,6 +404,7 @@ ROWS: tuple[TunerRow, ...] = (
              summary="train only the layer-norm scales and shifts",
              paper="Zhao et al. 2023, Tuning LayerNorm in Attention (arXiv:2312.11420)"),
     TunerRow("trainable-tokens", "TrainableTokensConfig", TrainableTokensArgs, target_kind=None,
+             base=_TokenEmbeddingMethod,
              skip=("token_indices",), extra=_trainable_tokens_args, default_lr=1e-3,
              summary="train the embeddings of a few tokens only (default: the special tokens)",
              paper="peft TrainableTokens (no paper)"),

@@ -42,6 +42,14 @@ def _renaming_forward(original: Any) -> Any:
 
     forward.__doc__ = original.__doc__
     forward.__wrapped_for_peft__ = True
+    # Keep the original parameters visible (transformers' generate() validates its inputs
+    # against forward's signature) and add the one peft looks for.
+    signature = inspect.signature(original)
+    params = list(signature.parameters.values())
+    extra = inspect.Parameter(KV_ARGUMENT, inspect.Parameter.KEYWORD_ONLY, default=None)
+    variadic = [i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD]
+    params.insert(variadic[0] if variadic else len(params), extra)
+    forward.__signature__ = signature.replace(parameters=params)
     return forward
 
 

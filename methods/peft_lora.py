@@ -133,11 +133,15 @@ class _CordaMethod(PeftMethod):
         def run_model() -> None:
             was = model.training
             model.eval()
-            for batch in batches:  # peft's CorDA hook takes one sequence per forward pass
+            for batch in batches:  # peft's CorDA hook takes one example per forward pass
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
                 mask = batch.get("attention_mask")
-                for i in range(batch["input_ids"].shape[0]):
-                    length = int(mask[i].sum()) if mask is not None else batch["input_ids"].shape[1]
-                    model(**{k: v[i:i + 1, :length] for k, v in batch.items() if k != "labels"})
+                for i in range(next(iter(inputs.values())).shape[0]):
+                    if "input_ids" in inputs:  # a sequence without its padding
+                        length = int(mask[i].sum()) if mask is not None else inputs["input_ids"].shape[1]
+                        model(**{k: v[i:i + 1, :length] for k, v in inputs.items()})
+                    else:
+                        model(**{k: v[i:i + 1] for k, v in inputs.items()})
             model.train(was)
 
         preprocess_corda(model, peft_config, run_model=run_model)
@@ -149,16 +153,60 @@ def _corda_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str,
     return {"corda_config": CordaConfig(corda_method=method.config.corda_method)}
 
 
+# peft's EVA cycles its calibration batches until every layer's components converge, with no
+# bound: a cell whose batches hold too few tokens would never end. It is bounded here.
+EVA_MAX_PASSES = 50
+
+
 class _EvaMethod(PeftMethod):
     def finish(self, model: Any, ctx: MethodContext) -> Any:
         from peft import initialize_lora_eva_weights
 
+        from suite.errors import CellFailure
+
         batches = ctx.calibration_batches(self.config.calibration_batches)
+        tokens = "input_ids" in batches[0]
+        needed = int(self.config.r * self.config.rho)  # components EVA computes per layer
+        counted = [_eva_tokens(b, ctx.task_kind == "causal-lm") for b in batches] if tokens else [needed]
+        if min(counted) < needed:
+            raise CellFailure(f"eva needs at least r*rho = {needed} tokens in every calibration batch "
+                              f"(label tokens on a causal LM) and a batch has {min(counted)}; use longer "
+                              f"examples, a larger --batch-size, or a smaller r or rho")
+        calls = 0
+
+        def forward(module: Any, inputs: dict) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls > EVA_MAX_PASSES * len(batches):
+                raise CellFailure(f"eva's components did not converge in {EVA_MAX_PASSES} passes over "
+                                  f"{len(batches)} calibration batches (tau={self.config.tau}); lower tau "
+                                  f"or give more calibration batches")
+            return module(**inputs)
+
         was = model.training
         model.eval()
-        initialize_lora_eva_weights(model, dataloader=batches, show_progress_bar=False)
+        # Token inputs: peft's language-modeling helpers pick the unpadded (label) tokens. Other
+        # inputs (image patches): every position of every example is a row of the SVD.
+        helpers = {} if tokens else {"prepare_model_inputs_fn": None, "prepare_layer_inputs_fn": _all_positions}
+        initialize_lora_eva_weights(model, dataloader=batches, forward_fn=forward, show_progress_bar=False,
+                                    **helpers)
         model.train(was)
         return model
+
+
+def _all_positions(layer_input: Any, model_input: Any, layer_name: str) -> Any:
+    """A layer's input as (positions, features): every example and position enters EVA's SVD."""
+    if isinstance(layer_input, (tuple, list)):
+        layer_input = layer_input[0]
+    return layer_input.reshape(-1, layer_input.shape[-1])
+
+
+def _eva_tokens(batch: dict, label_mask: bool) -> int:
+    """Rows EVA's SVD sees from a batch: unmasked label tokens on a causal LM, else attended tokens."""
+    if label_mask and "labels" in batch:
+        return int((batch["labels"] != -100).sum())
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
 
 def _eva_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:

@@ -57,6 +57,9 @@ class TunerRow:
     # tuners with more than one module list (IA3's feed-forward modules).
     target_args: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     extra: ExtraArgs | None = None  # code for what the mapping cannot say (special rows only)
+    # Config fields peft has no argument for: a value other than the default is refused before any
+    # cell runs rather than silently ignored.
+    inert: tuple[str, ...] = ()
     target_kind: str | None = DEFAULT_ADAPTER_TARGETS  # key of the targets tables; None: no family default (the row, or peft, decides)
     mergeable: bool = True
     default_lr: float | None = None
@@ -135,11 +138,22 @@ def _row_peft_kwargs(self: PeftMethod, model: Any, ctx: MethodContext) -> dict[s
     return self.row.peft_kwargs(self, model, ctx)
 
 
+def _row_unsupported(self: PeftMethod, target: Any) -> str | None:
+    """A value set on an inert field (the tuner has no such argument), then the base class's checks."""
+    defaults = {f.name: f.default for f in dataclasses.fields(self.row.config)}
+    for name in self.row.inert:
+        if getattr(self.config, name) != defaults[name]:
+            return (f"peft's {self.row.peft_config} has no '{name}' argument, so {name}={getattr(self.config, name)} "
+                    f"would have no effect; leave it at {defaults[name]}")
+    return self.row.base.unsupported(self, target)
+
+
 def tuner_class(row: TunerRow, module: str) -> type:
     """The method class of ``row``, named for ``module`` (where ``define_tuners`` makes it findable)."""
     attrs = {"Config": row.config, "peft_config_class": row.peft_config, "mergeable": row.mergeable,
              "target_kind": row.target_kind, "default_lr": row.default_lr, "families": row.families,
              "version": row.version, "row": row, "peft_kwargs": _row_peft_kwargs,
+             "unsupported": _row_unsupported,
              "__module__": module, "__qualname__": row.class_name,
              "__doc__": f"{row.summary} (peft {row.peft_config}). Paper: {row.paper}."}
     return type(row.class_name, (row.base,), attrs)

@@ -54,6 +54,15 @@ class LoraConfig:
 LORA_FAMILY_LR = 1e-3
 
 
+def _peft_has_targets_for(model_type: str) -> bool:
+    """peft's own default LoRA targets cover this family (peft then picks the modules itself)."""
+    try:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
+    except ImportError:  # pragma: no cover - moved in some peft release
+        return False
+    return model_type in known
+
+
 def _accepts(config_class: type, name: str) -> bool:
     import dataclasses
 
@@ -93,6 +102,11 @@ class PeftMethod(Method):
         if not hasattr(peft, self.peft_config_class):
             return (f"the installed peft {library_version('peft')} has no {self.peft_config_class}; "
                     f"install the tested versions (pip install -c constraints.txt -e .) or a newer peft")
+        if self.target_kind is not None:
+            from suite.methods.targets import no_default_targets
+
+            return no_default_targets(self.name, target.model_type, getattr(self.config, "target_modules", None),
+                                      peft_knows=_peft_has_targets_for(target.model_type))
         return None
 
     # -- data-aware initialisation hooks ---------------------------------------------------------

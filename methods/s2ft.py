@@ -27,7 +27,7 @@ from functools import cache
 from typing import Any
 
 from suite.errors import UserError
-from suite.method import Method, MethodContext
+from suite.method import Method, MethodContext, MethodTarget
 from suite.registry import register_method
 
 # Paths inside one transformer block, per family: q, k, v, o, up projections (rows follow
@@ -37,9 +37,11 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                  o="attention.output.dense", up=("intermediate.dense",), down="output.dense"),
     "llama": dict(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj", o="self_attn.o_proj",
                   up=("mlp.gate_proj", "mlp.up_proj"), down="mlp.down_proj"),
+    "vit": dict(q="attention.q_proj", k="attention.k_proj", v="attention.v_proj", o="attention.o_proj",
+                up=("mlp.fc1",), down="mlp.fc2"),
 }
 FAMILY_LAYOUT = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert",
-                 "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama"}
+                 "llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "vit": "vit"}
 
 
 @cache
@@ -125,6 +127,18 @@ class S2FT(Method):
         super().__init__(config)
         self._coupled: list[tuple[Any, Any]] = []  # (frozen linear, row permutation) to undo at merge
         self.selection: list[dict[str, list[int]]] = []
+
+    def unsupported(self, target: MethodTarget) -> str | None:
+        if target.model_type and target.model_type not in FAMILY_LAYOUT:
+            return f"it knows the block layout of model families {', '.join(sorted(FAMILY_LAYOUT))} only"
+        cfg = target.config
+        if cfg is not None:
+            heads, channels = getattr(cfg, "num_attention_heads", None), getattr(cfg, "intermediate_size", None)
+            if heads is not None and self.config.heads > heads:
+                return f"argument 'heads'={self.config.heads} exceeds the model's {heads} attention heads"
+            if channels is not None and self.config.channels > channels:
+                return f"argument 'channels'={self.config.channels} exceeds the model's {channels} FFN channels"
+        return None
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch

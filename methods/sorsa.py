@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.method import Method, MethodContext
+from suite.methods.targets import TargetedMethod
 from suite.registry import register_method
 
 
@@ -51,7 +52,7 @@ def orthonormality(model: Any) -> Any:
 
 @register_method("sorsa", kind="peft", summary="trainable SVD principal part with an orthonormality regulariser",
                  source="suite", paper="Cao 2024, SORSA (arXiv:2409.00055)")
-class SORSA(Method):
+class SORSA(TargetedMethod, Method):
     Config = SORSAConfig
     mergeable = True
     default_lr = 5e-4

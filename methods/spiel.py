@@ -16,6 +16,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from suite.method import Method, MethodContext
+from suite.methods.targets import TargetedMethod
 from suite.registry import register_method
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +84,7 @@ class SpIELConfig:
 @register_method("spiel", kind="peft", summary="sparse fine-tuning at fixed density with drop and regrow",
                  source="suite", paper="Ansell et al. 2024, Scaling Sparse Fine-Tuning to LLMs, SpIEL "
                                        "(arXiv:2401.16405)")
-class SpIEL(Method):
+class SpIEL(TargetedMethod, Method):
     Config = SpIELConfig
     mergeable = True
     default_lr = 5e-3

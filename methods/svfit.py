@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.method import Method, MethodContext
+from suite.methods.targets import TargetedMethod
 from suite.registry import register_method
 
 
@@ -28,7 +29,7 @@ class SVFitConfig:
 
 @register_method("svfit", kind="peft", summary="train only the top-r singular values of each weight",
                  source="suite", paper="Sun et al. 2024, SVFit (arXiv:2409.05926)")
-class SVFit(Method):
+class SVFit(TargetedMethod, Method):
     Config = SVFitConfig
     mergeable = True
     default_lr = 5e-3

@@ -33,6 +33,16 @@ _LLAMA = {
     "ia3": ("k_proj", "v_proj", "down_proj"),
     "ia3-ff": ("down_proj",),
 }
+_VIT = {  # transformers 5's ViT: Llama-style attention projections, fc1/fc2 MLP, pre-norms
+    "attention": ("q_proj", "v_proj"),
+    "all-linear": ("q_proj", "k_proj", "v_proj", "o_proj", "mlp.fc1", "mlp.fc2"),
+    "attn-out": ("o_proj",),
+    "ffn-up": ("mlp.fc1",),
+    "ffn-down": ("mlp.fc2",),
+    "norm": ("layernorm_before", "layernorm_after"),
+    "ia3": ("k_proj", "v_proj", "mlp.fc2"),
+    "ia3-ff": ("mlp.fc2",),
+}
 # Where adapters go unless told: every linear layer of the transformer blocks, for every
 # adapter method alike, so a comparison between them is at equal placement. All linear
 # layers rather than LoRA's original (query, value): QLoRA (Dettmers et al. 2023) and
@@ -41,9 +51,18 @@ _LLAMA = {
 DEFAULT_ADAPTER_TARGETS = "all-linear"
 BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra", "camembert", "mpnet")
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "granite")
+VIT_LIKE = ("vit",)
 FAMILY_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
-    **{f: _BERT for f in BERT_LIKE}, **{f: _LLAMA for f in LLAMA_LIKE},
+    **{f: _BERT for f in BERT_LIKE}, **{f: _LLAMA for f in LLAMA_LIKE}, **{f: _VIT for f in VIT_LIKE},
 }
+
+
+def no_default_targets(method: str, model_type: str, explicit: Any, peft_knows: bool = False) -> str | None:
+    """Why ``method`` cannot pick its modules on ``model_type`` by itself (None: it can, or the user named them)."""
+    if explicit or not model_type or model_type in FAMILY_TARGETS or peft_knows:
+        return None
+    return (f"there are no default target modules for model family '{model_type}'; name them with "
+            f"{method}:target_modules=name1;name2 (module names of the model)")
 
 
 def family_of(model: Any) -> str:
@@ -143,3 +162,14 @@ def transformer_blocks(model: Any) -> Any:
     if not lists:
         raise UserError("this model has no list of transformer blocks (nn.ModuleList)")
     return max(lists, key=len)
+
+
+class TargetedMethod:
+    """Mixin of written-here adapters that place themselves on ``target_modules`` (or the family
+    default): an unknown family without named modules is refused before any cell runs."""
+
+    name: str
+    config: Any
+
+    def unsupported(self, target: Any) -> str | None:
+        return no_default_targets(self.name, target.model_type, getattr(self.config, "target_modules", None))

@@ -80,10 +80,17 @@ class MethodTarget:
     model: str  # the model name or folder as given
     model_type: str  # config.json's ``model_type`` ("bert", "llama"); "" when unknown without loading
     task_kind: str  # the task's objective: "classification", "regression", "causal-lm", ...
+    config: Any = field(default=None, compare=False, hash=False)  # transformers config, None if unknown
 
     @property
     def family_label(self) -> str:
         return self.model_type or "unknown"
+
+    def skeleton(self) -> Any:
+        """The model's backbone on the meta device (structure only), or None when unknown offline."""
+        from suite.modeling import model_skeleton
+
+        return model_skeleton(self.model) if self.model else None
 
 
 class Method:

@@ -1,8 +1,8 @@
 """Models: build tiny ones from configs (tests, smoke), load real ones, count and save them.
 
-Model names: ``tiny-bert`` and ``tiny-llama`` are built from a config with random weights
-(no download); a path to a local folder loads that Hugging Face model; anything else is a
-hub id (needs the network or the local cache).
+Model names: ``tiny-bert``, ``tiny-llama`` and ``tiny-vit`` are built from a config with
+random weights (no download); a path to a local folder loads that Hugging Face model;
+anything else is a hub id (needs the network or the local cache).
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from suite.errors import UserError
 
-TINY_MODELS = ("tiny-bert", "tiny-llama")
+TINY_MODELS = ("tiny-bert", "tiny-llama", "tiny-vit")
+TINY_FAMILIES = {"tiny-bert": "bert", "tiny-llama": "llama", "tiny-vit": "vit"}
+TINY_IMAGE_SIZE = 16
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"-:;()")
 
@@ -70,7 +73,55 @@ def tiny_config(name: str, vocab_size: int, **overrides: Any) -> Any:
         )
         cfg.update(overrides)
         return LlamaConfig(**cfg)
+    if name == "tiny-vit":
+        from transformers import ViTConfig
+
+        cfg = dict(
+            image_size=TINY_IMAGE_SIZE, patch_size=4, num_channels=3, hidden_size=64, num_hidden_layers=2,
+            num_attention_heads=4, intermediate_size=128, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        cfg.update(overrides)
+        return ViTConfig(**cfg)
     raise UserError(f"unknown tiny model '{name}'; choose one of: {', '.join(TINY_MODELS)}")
+
+
+def tiny_image_processor() -> Any:
+    """A ViT image processor for ``tiny-vit``: resize to its input size, scale to [-1, 1]."""
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+                             image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+
+def model_config(model_name: str) -> Any:
+    """The transformers config of a model without loading weights; None when it cannot be had offline."""
+    if model_name in TINY_MODELS:
+        return tiny_config(model_name, vocab_size=len(tiny_vocab()))
+    try:
+        from transformers import AutoConfig
+
+        path = resolve_model_path(model_name)
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - unknown here (offline hub id): the cell itself will tell
+        return None
+
+
+@lru_cache(maxsize=8)
+def model_skeleton(model_name: str) -> Any:
+    """The model's backbone on the meta device (no memory, no weights): its structure, for checks
+    made before any cell runs (does it have bias terms, which modules). None when unknown offline."""
+    config = model_config(model_name)
+    if config is None:
+        return None
+    try:
+        import torch
+        from transformers import AutoModel
+
+        with torch.device("meta"):
+            return AutoModel.from_config(config)
+    except Exception:  # noqa: BLE001 - a family transformers cannot build bare: no structural checks
+        return None
 
 
 def resolve_model_path(name: str) -> str:
@@ -137,10 +188,8 @@ def guess_family(model_name: str) -> str:
     """The model family without loading weights: a tiny model's, or config.json's model_type."""
     import json
 
-    if model_name == "tiny-bert":
-        return "bert"
-    if model_name == "tiny-llama":
-        return "llama"
+    if model_name in TINY_FAMILIES:
+        return TINY_FAMILIES[model_name]
     config = Path(model_name).expanduser() / "config.json"
     if config.is_file():
         try:

@@ -257,9 +257,10 @@ class Refusal:
 def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
     """Split cells into those every method can run and the refusals of the rest (asked once per pair)."""
     from suite.method import MethodTarget
-    from suite.modeling import guess_family
+    from suite.modeling import guess_family, model_config
 
     reasons: dict[tuple, str | None] = {}
+    configs: dict[str, Any] = {}
     refusals: dict[tuple, Refusal] = {}
     runnable: list[Cell] = []
     objectives: dict[tuple, str] = {}
@@ -267,7 +268,9 @@ def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
         task_key = (cell.task, cell.subtask)
         if task_key not in objectives:
             objectives[task_key] = TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=None).objective
-        target = MethodTarget(cell.model, guess_family(cell.model), objectives[task_key])
+        if cell.model not in configs:
+            configs[cell.model] = model_config(cell.model)
+        target = MethodTarget(cell.model, guess_family(cell.model), objectives[task_key], configs[cell.model])
         refused = False
         for part, method in zip(cell.spec.parts, cell.methods, strict=True):
             key = (part.label, target)

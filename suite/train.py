@@ -145,15 +145,18 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         size = self.recipe.batch_size
+        # Each pass over a DataLoader draws a worker seed from its generator; a private one keeps
+        # the global RNG (dropout masks, methods' sampling) exactly as the seed left it.
+        private = torch.Generator().manual_seed(self.seed)
         if self.streaming:
-            loader = DataLoader(self.data, batch_size=size, collate_fn=self.collate)
+            loader = DataLoader(self.data, batch_size=size, collate_fn=self.collate, generator=private)
         else:
             if len(self.data) == 0:
                 raise CellFailure("the task produced no training examples")
             sampler = EpochPermutation(len(self.data), torch.Generator().manual_seed(self.seed))
             # A dataset smaller than one batch still trains, on one batch of everything.
             loader = DataLoader(self.data, batch_size=size, sampler=sampler, collate_fn=self.collate,
-                                drop_last=len(self.data) >= size)
+                                drop_last=len(self.data) >= size, generator=private)
         while True:
             produced = False
             for batch in loader:
@@ -214,8 +217,10 @@ class Trainer:
             method.on_train_begin(self.model, state)
         bar = _progress(state.total_steps, self.description, self.progress)
         data = self.batches()
-        clipped = [p for group in state.optimizer.param_groups for p in group["params"]] \
-            if state.optimizer is not None else []
+        # Clipped in the model's parameter order (the norm's summation order is part of the result).
+        held = {id(p) for group in state.optimizer.param_groups for p in group["params"]} \
+            if state.optimizer is not None else set()
+        clipped = [p for p in self.model.parameters() if id(p) in held]
         eval_time = 0.0
         with PeakMemory(self.device) as memory:
             start = time.perf_counter()

@@ -12,20 +12,8 @@ from typing import Any, ClassVar
 from suite.errors import UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task
+from suite.tasks.heads import classification_head
 from suite.tasks.metrics import METRIC_FUNCTIONS
-
-# Where transformers' *ForSequenceClassification / *ForImageClassification models keep the
-# head they create on top of the backbone (BERT, RoBERTa, ViT: classifier; Llama, GPT-2: score).
-HEAD_ATTRIBUTES = ("classifier", "score")
-
-
-def classification_head(model: Any) -> tuple[Any, ...]:
-    """The freshly created classification head of a transformers model, as the task's new module."""
-    heads = tuple(getattr(model, name) for name in HEAD_ATTRIBUTES if getattr(model, name, None) is not None)
-    if not heads:
-        raise UserError(f"{type(model).__name__} has no classification head ({' or '.join(HEAD_ATTRIBUTES)}); "
-                        f"use a model family with a sequence-classification class in transformers")
-    return heads[:1]
 
 
 class TextClassificationTask(Task):

@@ -31,6 +31,7 @@ class QuantMethod(Method):
     kind = "quant"
     mergeable = True
     needs_calibration = False
+    version = "2"  # 2: the quantised base is frozen; alone, only the task's new head trains
     lower_is_better = ("bits_per_weight", "model_size_bytes", "calibration_time_s",
                        "quant_rel_error_mean", "quant_rel_error_max", "quant_rel_error", "hawq_bits")
 
@@ -41,7 +42,7 @@ class QuantMethod(Method):
         self.real_matmul = False
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import not_adapted
+        from suite.methods.heads import not_adapted, train_new_modules
         from suite.methods.quant import engine
 
         self.check(ctx)
@@ -57,6 +58,11 @@ class QuantMethod(Method):
         model.eval()
         self.quantize(model, layers, batches, ctx)
         model.train(was_training)
+        # A quantised model is a frozen base: only the task's new modules train after it (a method
+        # composed to its right, such as LoRA in nf4+lora, chooses its own parameters).
+        for p in model.parameters():
+            p.requires_grad_(False)
+        train_new_modules(ctx)
         self.calibration_s = time.perf_counter() - start
         ctx.notes[f"{self.name}.matmul"] = "real" if self.real_matmul else "simulated"
         return model
@@ -292,7 +298,7 @@ class GptqConfig(QuantBaseConfig):
                  source="suite", paper="Frantar et al. 2023, GPTQ (arXiv:2210.17323)")
 class Gptq(QuantMethod):
     Config = GptqConfig
-    version = "2"  # 2: sequential calibration by default
+    version = "3"  # 2: sequential calibration by default; 3: frozen base (QuantMethod 2)
     needs_calibration = True
 
     def quantize(self, model, layers, batches, ctx) -> None:
@@ -455,7 +461,7 @@ class HawqConfig(QuantBaseConfig):
                  source="suite", paper="Dong et al. 2020, HAWQ-V2 (arXiv:1911.03852)")
 class Hawq(QuantMethod):
     Config = HawqConfig
-    version = "2"  # 2: defaults 3;4;8 bits, 8 batches x 16 probes
+    version = "3"  # 2: defaults 3;4;8 bits, 8 batches x 16 probes; 3: frozen base (QuantMethod 2)
     needs_calibration = True
 
     def quantize(self, model, layers, batches, ctx) -> None:

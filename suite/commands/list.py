@@ -1,4 +1,4 @@
-"""``suite list [methods|tasks|kernels]``: name, kind, source and a one-line summary."""
+"""``suite list [methods|tasks|kernels|executors]``: name, kind, source and a one-line summary."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from suite.registry import REGISTRIES, registry_for
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list registered methods, tasks and kernels")
+    p = sub.add_parser("list", help="list registered methods, tasks, kernels and executors")
     p.add_argument("group", nargs="?", choices=sorted(REGISTRIES), help="only this group")
     p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    groups = [args.group] if args.group else ["methods", "tasks", "kernels"]
+    groups = [args.group] if args.group else list(REGISTRIES)
     for i, group in enumerate(groups):
         entries = list(registry_for(group).entries())
         if i:

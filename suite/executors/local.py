@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from suite.executor import Executor
 from suite.registry import register_executor
-from suite.runner import CellResult, RunSettings, run_cell
-from suite.sweep import Cell
+
+if TYPE_CHECKING:  # pragma: no cover
+    from suite.runner import CellResult, RunSettings
+    from suite.sweep import Cell
 
 
 @register_executor("local", kind="executor", summary="run cells one after the other in this process")
 class LocalExecutor(Executor):
     def run(self, cells: Sequence[Cell], settings: RunSettings) -> Iterator[CellResult]:
+        from suite.runner import run_cell  # lazily: listing executors must not load pandas or torch
+
         for cell in cells:
             yield run_cell(cell, settings)

@@ -1,0 +1,147 @@
+"""Language-model loss: the family base of pretraining and continued-pretraining tasks.
+
+A subclass yields raw texts per split (``texts``). Training text is tokenised, joined with
+EOS between documents and packed into fixed-length blocks of ``max_length`` tokens,
+streamed (an ``IterableDataset``), so corpora larger than memory train; the loop needs
+``max_steps`` for a stream. Evaluation is the mean token cross-entropy on the held-out
+split's blocks (``val_loss``, lower is better) and its perplexity.
+
+A model built from a config trains from scratch: every module is new, so the bundle's
+``new_modules`` is the whole model and every method trains all of it. A pretrained model
+(continued pretraining) has nothing new.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import Any
+
+from suite.errors import UserError
+from suite.modeling import TINY_MODELS, resolve_model_path
+from suite.task import EvalOutput, Metric, ModelBundle, Task
+
+
+@cache
+def _packed_blocks_class() -> type:
+    import torch
+
+    class PackedBlocks(torch.utils.data.IterableDataset):
+        """Texts tokenised, separated by EOS, and cut into blocks of exactly ``block`` tokens."""
+
+        def __init__(self, texts: Callable[[], Iterator[str]], tokenizer: Any, block: int,
+                     limit: int | None = None):
+            self.texts = texts  # returns a fresh iterator of documents each time
+            self.tokenizer = tokenizer
+            self.block = block
+            self.limit = limit
+
+        def __iter__(self) -> Iterator[dict]:
+            buffer: list[int] = []
+            produced = 0
+            eos = self.tokenizer.eos_token_id
+            for text in self.texts():
+                buffer += self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+                while len(buffer) >= self.block:
+                    yield {"input_ids": buffer[:self.block]}
+                    buffer = buffer[self.block:]
+                    produced += 1
+                    if self.limit and produced >= self.limit:
+                        return
+
+    return PackedBlocks
+
+
+def packed_blocks(texts: Callable[[], Iterator[str]], tokenizer: Any, block: int, limit: int | None = None) -> Any:
+    """A stream of fixed-length token blocks (a torch IterableDataset); torch is imported on first use."""
+    return _packed_blocks_class()(texts, tokenizer, block, limit)
+
+
+class LanguageModelingTask(Task):
+    """A task whose model is a causal LM judged by its loss on held-out text."""
+
+    objective = "language-modeling"
+    primary_metric = "val_loss"
+    higher_is_better = False
+    eval_splits = ("valid",)
+
+    # -- model --------------------------------------------------------------------------------
+    def build_model(self, model_name: str) -> ModelBundle:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from suite.modeling import model_family, tiny_config, tiny_tokenizer
+
+        if model_name in TINY_MODELS:
+            tokenizer = tiny_tokenizer()
+            tokenizer.eos_token = "[SEP]"
+            config = tiny_config(model_name, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+            try:
+                model = AutoModelForCausalLM.from_config(config)
+            except ValueError:
+                raise UserError(f"'{model_name}' has no causal-LM form; use tiny-llama for task "
+                                f"'{self.name}'") from None
+            new: tuple = (model,)  # from scratch: all of it is new
+        else:
+            path = resolve_model_path(model_name)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot load '{model_name}' as a causal LM: {exc}") from None
+            new = ()
+        if tokenizer.eos_token_id is None:
+            raise UserError(f"the tokenizer of '{model_name}' has no EOS token to separate documents")
+        return ModelBundle(model=model, processor=tokenizer, new_modules=new, family=model_family(model),
+                           name=model_name)
+
+    # -- data ---------------------------------------------------------------------------------
+    def texts(self, split: str) -> Iterator[str]:
+        """The raw documents of a split, in a fixed order."""
+        raise NotImplementedError
+
+    def train_data(self, bundle: ModelBundle, recipe: Any) -> Any:
+        return packed_blocks(lambda: self.texts("train"), bundle.tokenizer, recipe.max_length, recipe.limit)
+
+    def collate(self, items: list[dict], bundle: ModelBundle) -> dict:
+        import torch
+
+        ids = torch.tensor([it["input_ids"] for it in items])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
+        import pandas as pd
+        import torch
+
+        model = bundle.model
+        was_training = model.training
+        model.eval()
+        metrics: list[Metric] = []
+        frames = []
+        for split in self.eval_splits:
+            blocks = list(packed_blocks(lambda split=split: self.texts(split), bundle.tokenizer,
+                                        recipe.max_length, recipe.limit))
+            if not blocks:
+                raise UserError(f"task '{self.name}': split '{split}' holds less text than one block of "
+                                f"{recipe.max_length} tokens")
+            losses: list[float] = []
+            with torch.no_grad():
+                for start in range(0, len(blocks), recipe.eval_batch_size):
+                    batch = self.collate(blocks[start:start + recipe.eval_batch_size], bundle)
+                    logits = model(input_ids=batch["input_ids"].to(device)).logits.float()
+                    per_token = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1).to(device),
+                        reduction="none").view(len(batch["input_ids"]), -1)
+                    losses += per_token.mean(dim=1).cpu().tolist()
+            loss = sum(losses) / len(losses)  # blocks have equal length: the mean over tokens
+            metrics += [Metric("val_loss", loss, split=split, is_primary=split == self.eval_splits[0],
+                               higher_is_better=False),
+                        Metric("perplexity", math.exp(min(loss, 50.0)), split=split, higher_is_better=False)]
+            frames.append(pd.DataFrame({"split": split, "example_id": list(range(len(losses))),
+                                        "prediction": losses, "label": float("nan"),
+                                        "correct": [-v for v in losses]}))
+        if was_training:
+            model.train()
+        return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))

@@ -1,0 +1,246 @@
+"""The core's seams, each exercised by a plugin defined here: executors, optimizers, precision
+policies, streamed language-model data, recipe flags declared once, plugin discovery, and
+cells that return their record without writing it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+import torch
+
+import suite.results
+from suite.cli import main
+from suite.executor import Executor
+from suite.method import Method
+from suite.precision import BF16_AUTOCAST
+from suite.recipe import RECIPE_KEYS, Recipe, recipe_flags
+from suite.registry import (
+    EXECUTORS,
+    METHODS,
+    TASKS,
+    discover_plugin_modules,
+    register_executor,
+    register_method,
+    register_task,
+)
+from suite.runner import RunSettings, run_cell
+from suite.sweep import build_cells, parse_method_spec, parse_task_list
+from suite.tasks.language_modeling import LanguageModelingTask
+
+FAST = ["--max-steps", "3", "--limit", "32", "--batch-size", "8", "--no-progress"]
+
+
+# -- plugins of this test module ----------------------------------------------------------------------
+if "reversed-local" not in EXECUTORS:
+    @register_executor("reversed-local", kind="executor", summary="local, last cell first (tests)", source="tests")
+    class ReversedLocal(Executor):
+        seen: ClassVar[list[str]] = []
+
+        def run(self, cells, settings):
+            for cell in reversed(list(cells)):
+                ReversedLocal.seen.append(cell.cell_id)
+                yield run_cell(cell, settings)
+
+
+SEEN: dict[str, object] = {}
+
+if "test-sgd-head" not in METHODS:
+    @register_method("test-sgd-head", kind="peft", summary="head only, with its own SGD and bf16 (tests)",
+                     source="tests")
+    class SgdHead(Method):
+        default_lr = 1e-2
+
+        def apply(self, model, ctx):
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for p in ctx.new_parameters():
+                p.requires_grad_(True)
+            return model
+
+        def precision_policy(self, policy):
+            return BF16_AUTOCAST
+
+        def make_optimizer(self, model, groups, recipe):
+            return torch.optim.SGD(groups, lr=recipe.lr)
+
+        def on_train_begin(self, model, state):
+            SEEN["optimizer"] = type(state.optimizer).__name__
+            SEEN["precision"] = state.precision.name
+
+        def regularizer(self, model):  # called inside the loss's autocast region
+            SEEN["autocast"] = torch.is_autocast_enabled("cpu")
+            return None
+
+
+WORDS = ("the", "cat", "sat", "on", "a", "mat", "dog", "ran")
+
+
+class TinyCorpus(LanguageModelingTask):
+    """Generated sentences, streamed and packed into blocks."""
+
+    family = "test-lm"
+    synthetic = True
+    default_model = "tiny-llama"
+    texts_read: ClassVar[int] = 0
+
+    def data_source(self) -> str:
+        return "synthetic"
+
+    def texts(self, split: str) -> Iterator[str]:
+        import random
+
+        rng = random.Random(split)
+        for _ in range(200 if split == "train" else 40):
+            TinyCorpus.texts_read += 1
+            yield " ".join(rng.choices(WORDS, k=rng.randint(4, 9)))
+
+    def default_recipe(self, model_family: str) -> dict:
+        return {"lr": 3e-3, "max_steps": 20, "batch_size": 8, "max_length": 16}
+
+
+if "test-lm" not in TASKS:
+    register_task("test-lm", kind="language-modeling", summary=TinyCorpus.__doc__, source="tests")(TinyCorpus)
+
+
+# -- executors and the driver ----------------------------------------------------------------------------
+def test_a_registered_executor_runs_the_sweep_and_the_driver_writes_the_same_records(tmp_path):
+    args = ["--methods", "lora,full", "--tasks", "smoke", "--seeds", "2", *FAST]
+    assert main(["run", *args, "--store", str(tmp_path / "local")]) == 0
+    ReversedLocal.seen.clear()
+    assert main(["run", *args, "--executor", "reversed-local", "--store", str(tmp_path / "other")]) == 0
+    assert len(ReversedLocal.seen) == 4
+    local, other = suite.results.load(tmp_path / "local"), suite.results.load(tmp_path / "other")
+    keep = ~local["metric"].str.contains("time|per_s|memory", na=False)
+    a = local[keep].set_index(["cell_id", "metric"])["value"].sort_index()
+    b = other[~other["metric"].str.contains("time|per_s|memory", na=False)].set_index(
+        ["cell_id", "metric"])["value"].sort_index()
+    assert a.index.equals(b.index) and (a == b).all()  # same cells, same metrics, either executor
+
+
+def test_an_unknown_executor_is_refused_before_any_cell(tmp_path, capsys):
+    assert main(["run", "--methods", "lora", "--tasks", "smoke", "--executor", "reversed-locl",
+                 "--store", str(tmp_path / "s"), *FAST]) == 2
+    assert "reversed-local" in capsys.readouterr().err  # suggested
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_cell_returns_its_record_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (cell,) = build_cells([parse_method_spec("lora")], parse_task_list("smoke"), None, [0],
+                          [{"max_steps": 2, "limit": 16, "batch_size": 8}], None)
+    result = run_cell(cell, RunSettings(device="cpu", progress=False))
+    assert result.status == "ok" and result.cell_id == cell.cell_id
+    assert {r["metric"] for r in result.rows} >= {"accuracy", "train_loss", "trainable_params"}
+    assert result.records is not None and len(result.records) > 0
+    assert list(tmp_path.iterdir()) == []  # no store, no file
+
+
+# -- optimizer and precision seams ---------------------------------------------------------------------
+def test_a_method_supplies_its_optimizer_and_precision_and_hooks_see_them(tmp_path):
+    SEEN.clear()
+    assert main(["run", "--methods", "test-sgd-head", "--tasks", "smoke", "--store", str(tmp_path), *FAST]) == 0
+    assert SEEN == {"optimizer": "SGD", "precision": "bf16-autocast", "autocast": True}
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw-fp8"])
+def test_the_recipe_chooses_an_optimizer_by_name(tmp_path, name):
+    assert main(["run", "--methods", "lora", "--tasks", "smoke", "--optimizer", name,
+                 "--store", str(tmp_path), *FAST]) == 0
+    frame = suite.results.load(tmp_path)
+    assert frame["recipe"].str.contains(f'"optimizer": "{name}"').all()
+
+
+def test_an_unknown_optimizer_is_refused_with_suggestions(tmp_path, capsys):
+    assert main(["run", "--methods", "lora", "--tasks", "smoke", "--optimizer", "adamw8bit",
+                 "--store", str(tmp_path / "s"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "unknown optimizer 'adamw8bit'" in err and "adamw-8bit" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_option_added_to_the_recipe_leaves_old_cell_ids_alone():
+    def cell_id(**recipe):
+        (cell,) = build_cells([parse_method_spec("lora")], parse_task_list("smoke"), None, [0], [recipe], None)
+        return cell.cell_id
+
+    default = cell_id()
+    assert cell_id(optimizer="adamw") == default  # at its default: the id of a cell stored before it existed
+    assert "optimizer" not in Recipe().identity() and "optimizer" in Recipe().to_dict()
+    assert cell_id(optimizer="sgd") != default
+
+
+# -- streamed language-model data --------------------------------------------------------------------------
+def test_a_language_model_trains_from_a_stream_and_reports_validation_loss(tmp_path):
+    TinyCorpus.texts_read = 0
+    assert main(["run", "--methods", "full", "--tasks", "test-lm", "--models", "tiny-llama",
+                 "--store", str(tmp_path), "--no-progress"]) == 0
+    frame = suite.results.load(tmp_path)
+    metrics = frame.set_index("metric")
+    assert metrics.loc["val_loss", "is_primary"] and not metrics.loc["val_loss", "higher_is_better"]
+    assert 0 < metrics.loc["val_loss", "value"] < metrics.loc["train_loss", "value"] + 3
+    assert metrics.loc["perplexity", "value"] > 1
+    assert metrics.loc["train_tokens_per_s", "value"] > 0
+    assert TinyCorpus.texts_read > 0
+
+
+def test_a_stream_needs_a_step_budget():
+    from suite.errors import CellFailure
+    from suite.runner import prepare
+    from suite.train import Trainer
+
+    task = TASKS.get("test-lm").target()
+    recipe = Recipe(max_length=16, batch_size=4)
+    prepared = prepare(task, "tiny-llama", recipe, "cpu", 0)
+    with pytest.raises(CellFailure, match="set max_steps"):
+        Trainer(prepared.bundle.model, prepared.train_data, lambda it: task.collate(it, prepared.bundle),
+                recipe, [], "cpu", 0)
+
+
+# -- the recipe, declared once ---------------------------------------------------------------------------
+def test_every_recipe_field_is_a_flag_and_a_sweep_file_key(tmp_path):
+    from suite.cli import build_parser
+
+    flags = {f.key: f.flag for f in recipe_flags()}
+    assert set(flags) == set(RECIPE_KEYS)
+    parser = build_parser()
+    run = next(a for a in parser._subparsers._group_actions[0].choices["run"]._actions if a.dest == "recipe_schedule")
+    assert run.choices == ("linear", "cosine", "constant")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("methods: [lora]\ntasks: [smoke]\nrecipe: {max_steps: 2, eval_batch_size: 16, limit: 16}\n")
+    assert main(["run", "-c", str(sweep), "--store", str(tmp_path / "s"), "--no-progress",
+                 "--max-grad-norm", "0.5"]) == 0
+    recipe = suite.results.load(tmp_path / "s")["recipe"].iloc[0]
+    assert '"eval_batch_size": 16' in recipe and '"max_grad_norm": 0.5' in recipe
+
+
+def test_a_bad_recipe_flag_value_names_the_key(tmp_path, capsys):
+    assert main(["run", "--methods", "lora", "--tasks", "smoke", "--max-grad-norm", "-1",
+                 "--store", str(tmp_path)]) == 2
+    assert "max_grad_norm" in capsys.readouterr().err
+
+
+# -- plugin discovery ---------------------------------------------------------------------------------------
+def test_discovery_imports_only_modules_that_register(tmp_path, monkeypatch):
+    package = tmp_path / "demo_plugins"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "one.py").write_text("from suite.registry import register_method\n")
+    (package / "sub" / "two.py").write_text("from suite.registry import register_task\n")
+    (package / "helper.py").write_text("import a_module_that_does_not_exist\n")
+    (package / "_private.py").write_text("register_method = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert discover_plugin_modules("demo_plugins") == ["demo_plugins.one", "demo_plugins.sub.two"]
+
+
+def test_list_and_help_import_no_torch():
+    code = ("import sys; from suite.cli import main; main(['list']); main(['list', 'executors']); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+    assert "local" in out.stdout
