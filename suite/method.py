@@ -166,6 +166,12 @@ class Method:
         hook in here too. ``step`` counts the optimizer steps taken so far.
         """
 
+    def after_training(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
+        """Once after the last step, before the evaluation: e.g. compress the trained update
+        (ComPEFT) or convert fake quantisation into real low-bit layers (QAT). Also runs for
+        evaluation-only cells (``--max-steps 0``)."""
+        return model
+
     # -- cost and export -----------------------------------------------------------------------
     def measurements(self, model: torch.nn.Module) -> dict[str, float]:
         """Method-specific metrics stored with the cell (bits per weight, sparsity, ...)."""

@@ -12,6 +12,7 @@ its default, so results stored before the option existed keep their ids.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -43,8 +44,14 @@ class Recipe:
         "auto", "auto: bf16 autocast on a GPU, fp32 elsewhere; training recipes may set their own")
     optimizer: str = option("adamw", "optimizer by name (suite.optim.OPTIMIZERS), unless a method "
                                      "supplies its own", added=True)
+    diverge_factor: float = option(10.0, "fail a cell as diverged when its running loss exceeds this multiple "
+                                         "of its starting loss (0: only non-finite losses)", added=True)
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
         checks = [
             (self.lr > 0, "lr must be positive"),
             (self.epochs > 0, "epochs must be positive"),
@@ -58,6 +65,7 @@ class Recipe:
             (self.eval_batch_size > 0, "eval_batch_size must be positive"),
             (self.limit is None or self.limit > 0, "limit must be positive"),
             (bool(self.optimizer), "optimizer must be named"),
+            (self.diverge_factor == 0 or self.diverge_factor > 1, "diverge_factor must be 0 (off) or above 1"),
         ]
         for ok, message in checks:
             if not ok:

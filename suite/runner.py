@@ -209,6 +209,8 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, bool]:
                       progress=settings.progress,
                       description=f"{cell.spec.label} {cell.task_name} s{cell.seed}")
     result = trainer.train()
+    for method in methods:
+        bundle.model = method.after_training(bundle.model, prepared.ctx)
     evaluation = evaluate()
 
     rows = [{"metric": m.name, "value": m.value, "split": m.split, "is_primary": m.is_primary,

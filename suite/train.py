@@ -64,6 +64,45 @@ class TrainState:
         return self.recipe.lr * self.lr_factor(self.step)
 
 
+class DivergenceGuard:
+    """Ends a cell as failed (with the step) when training has blown up, in every task family.
+
+    Diverged means: a non-finite loss; a running mean of the loss (over the last ``WINDOW``
+    steps) above ``factor`` times the first step's loss, the loss of the untrained model;
+    or a non-finite trainable parameter (checked every ``PARAMETER_EVERY`` steps and at the
+    last). A finite but exploded run would otherwise be stored as ok with a number that
+    means nothing.
+    """
+
+    WINDOW = 10
+    PARAMETER_EVERY = 50
+
+    def __init__(self, factor: float, total_steps: int):
+        self.factor = factor
+        self.total_steps = total_steps
+        self.losses: list[float] = []
+
+    def check_loss(self, loss: float, step: int) -> None:
+        if not math.isfinite(loss):
+            raise CellFailure(f"training diverged: loss is {loss} at step {step}")
+        self.losses.append(loss)
+        if not self.factor or len(self.losses) < self.WINDOW:
+            return
+        start = self.losses[0]
+        recent = sum(self.losses[-self.WINDOW:]) / self.WINDOW
+        if start > 0 and recent > self.factor * start:
+            raise CellFailure(f"training diverged: the loss rose to {recent:.4g} (mean of the last {self.WINDOW} "
+                              f"steps) from {start:.4g} at the first step, above diverge_factor="
+                              f"{self.factor:g}, at step {step}")
+
+    def check_parameters(self, model: torch.nn.Module, step: int) -> None:
+        if step % self.PARAMETER_EVERY and step != self.total_steps:
+            return
+        for name, p in model.named_parameters():
+            if p.requires_grad and not bool(torch.isfinite(p).all()):
+                raise CellFailure(f"training diverged: parameter {name} is no longer finite at step {step}")
+
+
 class EpochPermutation(torch.utils.data.Sampler):
     """One seeded permutation of the dataset per epoch, and nothing else drawn from the generator.
 
@@ -221,6 +260,7 @@ class Trainer:
         held = {id(p) for group in state.optimizer.param_groups for p in group["params"]} \
             if state.optimizer is not None else set()
         clipped = [p for p in self.model.parameters() if id(p) in held]
+        divergence = DivergenceGuard(self.recipe.diverge_factor, state.total_steps)
         eval_time = 0.0
         with PeakMemory(self.device) as memory:
             start = time.perf_counter()
@@ -242,8 +282,7 @@ class Trainer:
                     loss = self.loss(batch) / self.recipe.grad_accum
                     loss.backward()
                     step_loss += float(loss.detach())
-                if not math.isfinite(step_loss):
-                    raise CellFailure(f"training diverged: loss is {step_loss} at step {state.step + 1}")
+                divergence.check_loss(step_loss, state.step + 1)
                 if state.optimizer is not None:
                     if self.recipe.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_([p for p in clipped if p.grad is not None],
@@ -258,6 +297,7 @@ class Trainer:
                 if state.optimizer is not None:
                     state.optimizer.zero_grad(set_to_none=True)
                 result.losses.append(step_loss)
+                divergence.check_parameters(self.model, state.step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
                 if self.eval_fn and self.recipe.eval_every and state.step % self.recipe.eval_every == 0 \

@@ -244,3 +244,38 @@ def test_list_and_help_import_no_torch():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False False"
     assert "local" in out.stdout
+
+
+# -- divergence ---------------------------------------------------------------------------------------------
+def test_an_exploding_run_is_recorded_as_diverged_with_its_step(tmp_path, capsys):
+    assert main(["run", "--methods", "full", "--tasks", "smoke", "--lr", "30", "--max-steps", "60",
+                 "--batch-size", "32",
+                 "--warmup-ratio", "0", "--schedule", "constant", "--store", str(tmp_path), "--no-progress"]) == 1
+    frame = suite.results.load(tmp_path)
+    assert (frame["status"] == "failed").all()
+    error = frame["error"].iloc[0]
+    assert "training diverged" in error and "at step" in error
+
+
+def test_the_divergence_guard_on_hand_made_losses():
+    from suite.errors import CellFailure
+    from suite.train import DivergenceGuard
+
+    steady = DivergenceGuard(10.0, 100)
+    for step, loss in enumerate([0.7] * 10 + [0.5] * 30 + [5.0] * 5, 1):  # a spike, not a trend
+        steady.check_loss(loss, step)
+    exploding = DivergenceGuard(10.0, 100)
+    with pytest.raises(CellFailure, match="at step 11"):  # mean of steps 2-11 = 10.63 > 10 x 0.7
+        for step, loss in enumerate([0.7] * 10 + [100.0] * 20, 1):
+            exploding.check_loss(loss, step)
+    with pytest.raises(CellFailure, match="loss is nan at step 3"):
+        DivergenceGuard(0.0, 10).check_loss(float("nan"), 3)
+    off = DivergenceGuard(0.0, 100)
+    for step, loss in enumerate([0.7] * 10 + [1e6] * 10, 1):
+        off.check_loss(loss, step)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_non_finite_recipe_values_are_refused(tmp_path, capsys, value):
+    assert main(["run", "--methods", "lora", "--tasks", "smoke", "--lr", value, "--store", str(tmp_path)]) == 2
+    assert "lr must be a finite number" in capsys.readouterr().err
