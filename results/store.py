@@ -5,6 +5,7 @@ Layout under the store root::
     cells/<cell_id>.parquet        one file per finished cell (ok or failed)
     cells/part-<hash>.parquet      compacted cells (many cells per file, see ``compact``)
     predictions/<cell_id>.parquet  per-example predictions of a cell
+    curves/<cell_id>.parquet       a cell's training curve (step, metric, value, split)
     <table>/<name>.parquet         other tables (e.g. ``kernels``)
 
 Every file is written to a temporary name in the same folder and renamed into place, so
@@ -28,6 +29,7 @@ from suite.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 
 CELLS = "cells"
 PREDICTIONS = "predictions"
+CURVES = "curves"
 
 
 def _atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
@@ -77,10 +79,22 @@ class ResultStore:
         frame.insert(0, "cell_id", cell_id)
         return _atomic_write_parquet(frame, self.root / PREDICTIONS / f"{cell_id}.parquet")
 
+    def write_curve(self, cell_id: str, frame: pd.DataFrame) -> Path:
+        frame = frame.copy()
+        frame.insert(0, "cell_id", cell_id)
+        return _atomic_write_parquet(frame, self.root / CURVES / f"{cell_id}.parquet")
+
+    def load_curves(self, cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Training curves of the given cells (all when None), long form with a cell_id column."""
+        files = self.files(CURVES) if cell_ids is None else \
+            [f for f in (self.root / CURVES / f"{c}.parquet" for c in cell_ids) if f.exists()]
+        frames, _ = _read_files(files)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def write_table(self, table: str, frame: pd.DataFrame, name: str | None = None) -> Path:
         """Append a batch of rows to another table (e.g. kernel timings) as one new file."""
-        if table in (CELLS, PREDICTIONS):
-            raise ValueError(f"use write_cell / write_predictions for '{table}'")
+        if table in (CELLS, PREDICTIONS, CURVES):
+            raise ValueError(f"use write_cell / write_predictions / write_curve for '{table}'")
         name = name or f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         return _atomic_write_parquet(frame, self.root / table / f"{name}.parquet")
 

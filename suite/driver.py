@@ -30,9 +30,11 @@ class CellOutcome:
 
 
 def store_result(store: ResultStore, result: CellResult) -> None:
-    """Write a cell's records: per-example records first, so an ok row never lacks them."""
+    """Write a cell's records: per-example records and its curve first, so an ok row never lacks them."""
     if result.records is not None:
         store.write_predictions(result.cell_id, result.records)
+    if result.curve is not None:
+        store.write_curve(result.cell_id, result.curve)
     store.write_cell(result.rows)
 
 

@@ -45,6 +45,7 @@ class CellResult:
     status: str
     rows: list[dict]
     records: Any = None  # pandas DataFrame of per-example records, or None
+    curve: Any = None  # pandas DataFrame of the training curve (step, metric, value, split), or None
     error: str = ""
     primary: tuple[str, float] | None = None
     costs: dict[str, float] = field(default_factory=dict)
@@ -146,7 +147,7 @@ def run_cell(cell: Cell, settings: RunSettings) -> CellResult:
     started = now()
     base = identity_columns(cell, settings.run_id, started) | provenance.collect(settings.device)
     try:
-        metrics, records, synthetic = _execute(cell, settings)
+        metrics, records, curve, synthetic = _execute(cell, settings)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the sweep goes on
@@ -163,7 +164,7 @@ def run_cell(cell: Cell, settings: RunSettings) -> CellResult:
                     "synthetic_data": synthetic, **m} for m in metrics]
     primary = next(((m["metric"], m["value"]) for m in metrics if m["is_primary"]), None)
     costs = {m["metric"]: m["value"] for m in metrics if m["split"] == "cost"}
-    return CellResult(cell.cell_id, STATUS_OK, rows, records, primary=primary, costs=costs)
+    return CellResult(cell.cell_id, STATUS_OK, rows, records, curve, primary=primary, costs=costs)
 
 
 def identity_columns(cell: Cell, run_id: str, started: str) -> dict[str, Any]:
@@ -183,7 +184,7 @@ LOWER_IS_BETTER = {"train_time_s", "peak_memory_mb", "trainable_params", "total_
                    "adapter_bytes", "train_loss", "base_params"}
 
 
-def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, bool]:
+def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, bool]:
     from suite.modeling import count_parameters, measure_adapter_size
     from suite.registry import TASKS
     from suite.train import Trainer
@@ -239,7 +240,18 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, bool]:
               "higher_is_better": not _matches(k, lower_better)} for k, v in cost.items()]
     if settings.export_dir:
         _export(cell, methods, bundle, settings.export_dir)
-    return rows, evaluation.records, bool(task.synthetic)
+    return rows, evaluation.records, training_curve(result), bool(task.synthetic)
+
+
+def training_curve(result: Any) -> Any:
+    """The loss at every optimizer step and the evaluations made during training, in long form."""
+    import pandas as pd
+
+    rows = [{"step": step, "metric": "train_loss", "value": loss, "split": "train"}
+            for step, loss in enumerate(result.losses, 1)]
+    rows += [{"step": step, "metric": name, "value": value, "split": "dev"}
+             for step, values in result.evals for name, value in values.items()]
+    return pd.DataFrame(rows, columns=["step", "metric", "value", "split"]) if rows else None
 
 
 def _export(cell: Cell, methods: list, bundle: ModelBundle, export_dir: str) -> None:

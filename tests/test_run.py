@@ -166,3 +166,17 @@ def test_bf16_autocast_is_chosen_on_a_gpu_and_runs_end_to_end_on_the_cpu(store_d
     frame = suite.results.load(store_dir)
     cost = frame[frame["split"] == "cost"].set_index("metric")["value"]
     assert frame["status"].eq("ok").all() and 0 < cost["train_loss"] < 10
+
+
+def test_each_cell_stores_its_training_curve(store_dir):
+    result = run_suite("run", "--methods", "lora", "--tasks", "smoke", "--eval-every", "2", "--store", str(store_dir),
+                       *FAST)
+    assert result.returncode == 0, result.stderr
+    store = ResultStore(store_dir)
+    (cell_id,) = store.ok_cell_ids()
+    curve = store.load_curves([cell_id])
+    train = curve[curve["metric"] == "train_loss"]
+    assert list(train["step"]) == [1, 2, 3, 4] and train["value"].notna().all()
+    assert set(curve.loc[curve["split"] == "dev", "step"]) == {2}  # evaluated every 2 steps, not at the end
+    cost = suite.results.load(store_dir).set_index("metric")["value"]
+    assert train["value"].iloc[-1] == pytest.approx(cost["train_loss"])  # the final loss is the curve's tail
