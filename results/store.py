@@ -1,26 +1,44 @@
-"""The parquet result store: atomic writes, tolerant reads, resume by cell id.
+"""The parquet result store: atomic writes, tolerant reads, resume by cell id, any filesystem.
 
 Layout under the store root::
 
-    cells/<cell_id>.parquet        one file per finished cell (ok or failed)
-    cells/part-<hash>.parquet      compacted cells (many cells per file, see ``compact``)
-    predictions/<cell_id>.parquet  per-example predictions of a cell
-    curves/<cell_id>.parquet       a cell's training curve (step, metric, value, split)
-    <table>/<name>.parquet         other tables (e.g. ``kernels``)
+    cells/<cell_id>.<attempt>.parquet  one file per finished cell attempt (ok or failed)
+    cells/part-<hash>.parquet          compacted cells (many cells per file, see ``compact``)
+    predictions/<cell_id>.parquet      per-example predictions of a cell
+    curves/<cell_id>.parquet           a cell's training curve (step, metric, value, split)
+    sweeps/<run_id>.json               what a sweep set out to run (``suite status`` reads it)
+    <table>/<name>.parquet             other tables (e.g. ``kernels``)
 
-Every file is written to a temporary name in the same folder and renamed into place, so
-a process killed at any moment leaves complete files or ignorable ``.tmp`` files. A
-corrupted file is named in a warning and skipped; the rest of the store still reads.
+The root is a local folder (a shared POSIX path works for every node that mounts it) or a
+URI of any filesystem pyarrow opens (``s3://bucket/prefix``, ``gs://...``, ``file:///...``),
+or that fsspec opens (``memory://`` in tests, ``az://`` with adlfs), so workers need no
+shared disk.
+
+Writes are atomic: a file is written to a hidden temporary name in its folder and renamed
+into place (on object stores one put is atomic already, so it is written directly). A
+process killed at any moment leaves complete files or ignorable temporary ones. Reads skip
+a file that cannot be read and name it in a warning; it is never deleted.
+
+Concurrent writers (the workers of a cluster executor, two drivers on one store) never
+lose or duplicate a cell. A record's identity is its cell id plus an attempt id; every
+attempt is its own file, written once and never overwritten, so no two writers ever touch
+the same cell file. The reader keeps one record per cell, the newest attempt (by
+``finished_at``, then attempt id), taken whole from one file. ``compact`` deletes only the
+files it folded into its part file, so a record written while it runs survives.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -30,112 +48,362 @@ from suite.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 CELLS = "cells"
 PREDICTIONS = "predictions"
 CURVES = "curves"
+SWEEPS = "sweeps"
+# Which attempt of a cell a record is: one id per written record, so two records of one cell
+# (a re-run, a second driver) are told apart and the reader keeps exactly one.
+ATTEMPT = "attempt_id"
+# How often a reader lists a table again when a file vanished under it (compacted meanwhile).
+_READ_TRIES = 5
+# Protocols whose single put is atomic (objects appear whole or not at all).
+_OBJECT_STORES = {"s3", "s3a", "gcs", "gs", "abfs", "abfss", "az", "memory", "mock"}
 
 
-def _atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+def new_attempt_id() -> str:
+    """A fresh attempt id: a time prefix (for people reading the files) and random bits."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
 
 
-def _read_files(files: Iterable[Path], warn: bool = True) -> tuple[list[pd.DataFrame], list[Path]]:
-    frames, bad = [], []
-    for file in files:
+# -- filesystems ----------------------------------------------------------------------------------
+class _LocalFiles:
+    """A local (or mounted shared) folder: temp file, fsync, os.replace."""
+
+    remote = False
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def list(self, folder: str) -> list[Path]:
+        where = self.root / folder
+        return sorted(where.glob("*.parquet")) if where.is_dir() else []
+
+    def list_names(self, folder: str, suffix: str) -> list[Path]:
+        where = self.root / folder
+        return sorted(p for p in where.glob(f"*{suffix}") if not p.name.startswith(".")) \
+            if where.is_dir() else []
+
+    def write(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def read_frame(self, path: Path) -> pd.DataFrame:
+        return pd.read_parquet(path)
+
+    def read_bytes(self, path: Path) -> bytes:
+        return path.read_bytes()
+
+    def delete(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def exists(self, path: Path | None = None) -> bool:
+        return (path or self.root).exists()
+
+
+class _ArrowFiles:
+    """A pyarrow filesystem (native, or fsspec's through pyarrow's handler) under a base path."""
+
+    remote = True
+
+    def __init__(self, uri: str, fs: Any, base: str, protocol: str):
+        self.uri = uri.rstrip("/")
+        self.fs = fs
+        self.base = base.rstrip("/")
+        self.scheme = uri.split("://", 1)[0]
+        self.direct_put = protocol in _OBJECT_STORES
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base, *parts])
+
+    def name(self, path: str) -> str:
+        """The user-facing name of a file: the store's URI and the path under it."""
+        return self.uri + path[len(self.base):] if path.startswith(self.base) else path
+
+    def _infos(self, folder: str) -> list[Any]:
+        from pyarrow import fs as pafs
+
+        return self.fs.get_file_info(pafs.FileSelector(self.path(folder), allow_not_found=True))
+
+    def list(self, folder: str) -> list[str]:
+        return self.list_names(folder, ".parquet")
+
+    def list_names(self, folder: str, suffix: str) -> list[str]:
+        from pyarrow import fs as pafs
+
+        found = [i.path for i in self._infos(folder) if i.type == pafs.FileType.File
+                 and i.base_name.endswith(suffix) and not i.base_name.startswith(".")]
+        return sorted(found)
+
+    def write(self, path: str, data: bytes) -> str:
+        folder = path.rsplit("/", 1)[0]
+        self.fs.create_dir(folder, recursive=True)
+        if self.direct_put:  # one put: the object appears whole or not at all
+            with self.fs.open_output_stream(path) as out:
+                out.write(data)
+            return path
+        tmp = f"{folder}/.{path.rsplit('/', 1)[1]}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self.fs.move(tmp, path)
+        return path
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as src:
+            return src.read()
+
+    def read_frame(self, path: str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self.read_bytes(path)))
+
+    def delete(self, path: str) -> None:
         try:
-            frames.append(pd.read_parquet(file))
-        except Exception as exc:  # a corrupted file must not hide the rest of the store
-            bad.append(file)
-            if warn:
-                print(f"warning: skipping unreadable result file {file}: {exc}", file=sys.stderr)
-    return frames, bad
+            self.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+
+    def exists(self, path: str | None = None) -> bool:
+        from pyarrow import fs as pafs
+
+        info = self.fs.get_file_info(path or self.base)
+        return info.type != pafs.FileType.NotFound
+
+
+def is_uri(root: str | os.PathLike) -> bool:
+    return isinstance(root, str) and "://" in root
+
+
+def _open_filesystem(root: str | os.PathLike) -> _LocalFiles | _ArrowFiles:
+    """A local folder, or the pyarrow (or fsspec) filesystem a URI names."""
+    if not is_uri(root):
+        return _LocalFiles(Path(root))
+    uri = str(root)
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme == "file":
+        from urllib.parse import unquote, urlparse
+
+        return _LocalFiles(Path(unquote(urlparse(uri).path)))
+    import pyarrow as pa
+    from pyarrow import fs as pafs
+
+    try:
+        fs, base = pafs.FileSystem.from_uri(uri)
+        return _ArrowFiles(uri, fs, base, scheme)
+    except pa.ArrowInvalid:  # a scheme pyarrow has no filesystem for: try fsspec's
+        pass
+    except OSError as exc:
+        raise UserError(f"cannot open the result store '{uri}': {exc}") from None
+    try:
+        import fsspec
+
+        fs, base = fsspec.core.url_to_fs(uri)
+    except ImportError:
+        raise UserError(f"the result store '{uri}' needs a filesystem for '{scheme}://': pyarrow has "
+                        f"none, and fsspec is not installed (pip install fsspec)") from None
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot open the result store '{uri}': {exc} (pyarrow opens file://, s3://, "
+                        f"gs://, hdfs://; fsspec's plugins add others, e.g. adlfs for az://)") from None
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return _ArrowFiles(uri, pafs.PyFileSystem(pafs.FSSpecHandler(fs)), base, str(protocol))
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _newest_records(frame: pd.DataFrame, source: pd.Series) -> pd.Series:
+    """A row mask keeping one record per cell: its newest attempt, taken from one file.
+
+    ``source`` numbers the file each row came from, so a record present in two files (a
+    compaction killed or racing before it removed the singles) is kept once.
+    """
+    finished = frame["finished_at"].fillna("").astype(str) if "finished_at" in frame \
+        else pd.Series("", index=frame.index)
+    attempt = frame[ATTEMPT].fillna("").astype(str) if ATTEMPT in frame \
+        else pd.Series("", index=frame.index)
+    key = pd.DataFrame({"cell_id": frame["cell_id"].astype(str), "finished": finished,
+                        "attempt": attempt, "source": source.to_numpy()}, index=frame.index)
+    winners = key.sort_values(["cell_id", "finished", "attempt", "source"], kind="stable") \
+        .drop_duplicates("cell_id", keep="last")
+    chosen = pd.MultiIndex.from_frame(winners[["cell_id", "attempt", "source"]])
+    return pd.MultiIndex.from_frame(key[["cell_id", "attempt", "source"]]).isin(chosen)
 
 
 class ResultStore:
-    """A folder of parquet files holding results; safe against kills and concurrent readers."""
+    """A folder (or object-store prefix) of parquet files holding results; safe against kills
+    and concurrent writers."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self._fs = _open_filesystem(root)
+        # A local store's root is a Path (callers join paths onto it); a remote one its URI.
+        self.root: Path | str = self._fs.root if isinstance(self._fs, _LocalFiles) else self._fs.uri
+
+    @property
+    def uri(self) -> str:
+        """Where every process (a worker, a SLURM job) finds this store: an absolute path or a URI."""
+        return os.path.abspath(self.root) if isinstance(self.root, Path) else str(self.root)
+
+    @property
+    def remote(self) -> bool:
+        return self._fs.remote
+
+    def shared_with_other_processes(self) -> bool:
+        """False for a store that lives in this process only (``memory://``, ``mock://``)."""
+        return not (isinstance(self._fs, _ArrowFiles) and self._fs.scheme in {"memory", "mock"})
+
+    def exists(self) -> bool:
+        return self._fs.exists()
+
+    def _name(self, path: Any) -> Any:
+        return self._fs.name(path) if isinstance(self._fs, _ArrowFiles) else path
 
     # -- writing --------------------------------------------------------------------------
-    def write_cell(self, rows: list[dict]) -> Path:
-        """Write all rows of one cell (same ``cell_id``) atomically, replacing an older record."""
+    def write_cell(self, rows: list[dict], attempt: str | None = None) -> Path | str:
+        """Write all rows of one cell (same ``cell_id``) as one new record, atomically.
+
+        Every call writes a new file (``<cell_id>.<attempt>.parquet``) and overwrites none: a
+        re-run of the cell supersedes the older record when read, and two writers of one
+        cell never touch the same file.
+        """
         if not rows:
             raise ValueError("a cell record needs at least one row")
         cell_id = rows[0]["cell_id"]
+        attempt = attempt or rows[0].get(ATTEMPT) or new_attempt_id()
         frame = pd.DataFrame(rows)
         for column in COLUMNS:
             if column not in frame:
                 frame[column] = None
         frame["schema_version"] = SCHEMA_VERSION
+        frame[ATTEMPT] = attempt
         frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
-        return _atomic_write_parquet(frame, self.root / CELLS / f"{cell_id}.parquet")
+        return self._fs.write(self._fs.path(CELLS, f"{cell_id}.{attempt}.parquet"), _parquet_bytes(frame))
 
-    def write_predictions(self, cell_id: str, frame: pd.DataFrame) -> Path:
+    def write_predictions(self, cell_id: str, frame: pd.DataFrame) -> Path | str:
         frame = frame.copy()
         frame.insert(0, "cell_id", cell_id)
-        return _atomic_write_parquet(frame, self.root / PREDICTIONS / f"{cell_id}.parquet")
+        return self._fs.write(self._fs.path(PREDICTIONS, f"{cell_id}.parquet"), _parquet_bytes(frame))
 
-    def write_curve(self, cell_id: str, frame: pd.DataFrame) -> Path:
+    def write_curve(self, cell_id: str, frame: pd.DataFrame) -> Path | str:
         frame = frame.copy()
         frame.insert(0, "cell_id", cell_id)
-        return _atomic_write_parquet(frame, self.root / CURVES / f"{cell_id}.parquet")
+        return self._fs.write(self._fs.path(CURVES, f"{cell_id}.parquet"), _parquet_bytes(frame))
 
     def load_curves(self, cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Training curves of the given cells (all when None), long form with a cell_id column."""
-        files = self.files(CURVES) if cell_ids is None else \
-            [f for f in (self.root / CURVES / f"{c}.parquet" for c in cell_ids) if f.exists()]
-        frames, _ = _read_files(files)
+        frames, _, _ = self._read(self._by_cell(CURVES, cell_ids))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-    def write_table(self, table: str, frame: pd.DataFrame, name: str | None = None) -> Path:
+    def write_table(self, table: str, frame: pd.DataFrame, name: str | None = None) -> Path | str:
         """Append a batch of rows to another table (e.g. kernel timings) as one new file."""
-        if table in (CELLS, PREDICTIONS, CURVES):
-            raise ValueError(f"use write_cell / write_predictions / write_curve for '{table}'")
+        if table in (CELLS, PREDICTIONS, CURVES, SWEEPS):
+            raise ValueError(f"use write_cell / write_predictions / write_curve / write_sweep for '{table}'")
         name = name or f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        return _atomic_write_parquet(frame, self.root / table / f"{name}.parquet")
+        return self._fs.write(self._fs.path(table, f"{name}.parquet"), _parquet_bytes(frame))
+
+    def write_sweep(self, run_id: str, manifest: dict[str, Any]) -> Path | str:
+        """Record what a sweep set out to run (its cells, executor, options) for ``suite status``."""
+        data = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
+        return self._fs.write(self._fs.path(SWEEPS, f"{run_id}.json"), data)
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep manifest in the store, oldest first; unreadable ones are named and skipped."""
+        out = []
+        for path in self._fs.list_names(SWEEPS, ".json"):
+            try:
+                out.append(json.loads(self._fs.read_bytes(path)))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                print(f"warning: skipping unreadable sweep file {self._name(path)}: {exc}", file=sys.stderr)
+        return sorted(out, key=lambda m: (str(m.get("started_at", "")), str(m.get("run_id", ""))))
 
     def compact(self) -> int:
-        """Merge single-cell files into one part file, so large stores read fast. Returns cells merged.
+        """Fold single-cell files into one part file, so large stores read fast. Returns files folded.
 
-        The part file is renamed into place before the single files are removed; a kill in
-        between leaves duplicates, which ``load`` resolves (newest record of a cell wins).
+        Safe beside other writers and other compactions: the part file holds exactly the
+        files that were read (the newest record of each cell among them) and is in place
+        before those files, and only those, are removed. A file written meanwhile is not in
+        the fold and stays; a file that cannot be read stays too (named, never deleted). A
+        kill or a racing compaction can leave a record in two files; the reader keeps one.
         """
-        folder = self.root / CELLS
-        singles = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("part-"))
+        singles = [p for p in self._fs.list(CELLS) if not _basename(p).startswith("part-")]
         if len(singles) < 2:
             return 0
-        frames, _ = _read_files(singles)
-        if not frames:
+        frames, folded = [], []
+        for path in singles:
+            try:
+                frames.append(self._fs.read_frame(path))
+                folded.append(path)
+            except FileNotFoundError:  # folded by another compaction meanwhile
+                continue
+            except Exception as exc:  # noqa: BLE001 - a corrupted file stays where it is, named
+                print(f"warning: not compacting unreadable result file {self._name(path)}: {exc}",
+                      file=sys.stderr)
+        if len(folded) < 2:
             return 0
         merged = pd.concat(frames, ignore_index=True)
-        digest = hashlib.sha1("".join(p.name for p in singles).encode()).hexdigest()[:12]
-        _atomic_write_parquet(merged, folder / f"part-{digest}.parquet")
-        for p in singles:
-            p.unlink(missing_ok=True)
-        return len(singles)
+        source = pd.Series([i for i, f in enumerate(frames) for _ in range(len(f))], index=merged.index)
+        merged = merged[_newest_records(merged, source)].reset_index(drop=True)
+        digest = hashlib.sha1("".join(_basename(p) for p in folded).encode()).hexdigest()[:12]
+        self._fs.write(self._fs.path(CELLS, f"part-{digest}.parquet"), _parquet_bytes(merged))
+        for path in folded:
+            self._fs.delete(path)
+        return len(folded)
 
     # -- reading --------------------------------------------------------------------------
-    def files(self, table: str = CELLS) -> list[Path]:
-        folder = self.root / table
-        return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    def files(self, table: str = CELLS) -> list[Path] | list[str]:
+        return self._fs.list(table)
+
+    def _read(self, files: Iterable[Any], warn: bool = True) -> tuple[list[pd.DataFrame], list[Any], bool]:
+        """Read ``files``: (frames, unreadable files, whether some file vanished meanwhile)."""
+        frames, bad, vanished = [], [], False
+        for path in files:
+            try:
+                frames.append(self._fs.read_frame(path))
+            except FileNotFoundError:  # removed by a compaction after it was listed
+                vanished = True
+            except Exception as exc:  # a corrupted file must not hide the rest of the store
+                bad.append(self._name(path))
+                if warn:
+                    print(f"warning: skipping unreadable result file {self._name(path)}: {exc}",
+                          file=sys.stderr)
+        return frames, bad, vanished
+
+    def _by_cell(self, table: str, cell_ids: Iterable[str] | None) -> list[Any]:
+        if cell_ids is None:
+            return self._fs.list(table)
+        paths = [self._fs.path(table, f"{c}.parquet") for c in cell_ids]
+        return [p for p in paths if self._fs.exists(p)]
 
     def load(self, table: str = CELLS, warn: bool = True, skipped: list[Path] | None = None) -> pd.DataFrame:
-        """One table as a DataFrame; unreadable files are warned about and appended to ``skipped``."""
-        frames, bad = _read_files(self.files(table), warn=warn)
+        """One table as a DataFrame; unreadable files are warned about and appended to ``skipped``.
+
+        For cells, one record per cell: its newest attempt. A file that vanished between
+        listing and reading was folded into a part file by a compaction; the table is listed
+        and read again, so a reader racing a compaction never misses a cell.
+        """
+        for _ in range(_READ_TRIES):
+            frames, bad, vanished = self._read(self.files(table), warn=warn)
+            if not vanished:
+                break
         if skipped is not None:
             skipped.extend(bad)
         frames = [f for f in frames if not f.empty]
         if not frames:
             return pd.DataFrame(columns=COLUMNS if table == CELLS else None)
         frame = pd.concat(frames, ignore_index=True)
-        if table == CELLS and "finished_at" in frame:
-            # The newest record of each cell wins (a --force re-run, or a half-done compaction).
-            newest = frame.groupby("cell_id")["finished_at"].transform("max")
-            frame = frame[frame["finished_at"] == newest].reset_index(drop=True)
+        if table == CELLS and "cell_id" in frame:
+            # One record per cell: the newest attempt (a --force re-run, a second driver), from
+            # one file (a half-done compaction leaves a record in two).
+            source = pd.Series([i for i, f in enumerate(frames) for _ in range(len(f))], index=frame.index)
+            frame = frame[_newest_records(frame, source)].reset_index(drop=True)
         return frame
 
     def ok_cell_ids(self) -> set[str]:
@@ -146,20 +414,19 @@ class ResultStore:
 
     def load_predictions(self, cell_ids: Iterable[str] | None = None,
                          skipped: list[Path] | None = None) -> pd.DataFrame:
-        if cell_ids is None:
-            files = self.files(PREDICTIONS)
-        else:
-            files = [self.root / PREDICTIONS / f"{c}.parquet" for c in cell_ids]
-            files = [f for f in files if f.exists()]
-        frames, bad = _read_files(files)
+        frames, bad, _ = self._read(self._by_cell(PREDICTIONS, cell_ids))
         if skipped is not None:
             skipped.extend(bad)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _basename(path: Any) -> str:
+    return path.name if isinstance(path, Path) else str(path).rsplit("/", 1)[-1]
+
+
 def load(path: str | os.PathLike, table: str = CELLS) -> pd.DataFrame:
     """Read a result store into a long-form DataFrame (one row per cell per metric)."""
-    root = Path(path)
-    if not root.exists():
-        raise UserError(f"no result store at '{root}': run 'suite run ... --store {root}' first")
-    return ResultStore(root).load(table)
+    store = ResultStore(path)
+    if not store.exists():
+        raise UserError(f"no result store at '{store.root}': run 'suite run ... --store {store.root}' first")
+    return store.load(table)

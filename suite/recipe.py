@@ -44,6 +44,8 @@ class Recipe:
         "auto", "auto: bf16 autocast on a GPU, fp32 elsewhere; training recipes may set their own")
     optimizer: str = option("adamw", "optimizer by name (suite.optim.OPTIMIZERS), unless a method "
                                      "supplies its own", added=True)
+    grad_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory, "
+                                             "more time)", added=True)
     diverge_factor: float = option(10.0, "fail a cell as diverged when its running loss exceeds this multiple "
                                          "of its starting loss (0: only non-finite losses)", added=True)
 

@@ -186,11 +186,10 @@ LOWER_IS_BETTER = {"train_time_s", "peak_memory_mb", "trainable_params", "total_
 
 def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, bool]:
     from suite.modeling import count_parameters, measure_adapter_size
-    from suite.registry import TASKS
     from suite.train import Trainer
 
     device = settings.device
-    task = TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=cell.data_dir)
+    task = cell.make_task()
     recipe = cell.recipe
     methods = [m.instantiate() for m in cell.methods]
     prepared = prepare(task, cell.model, recipe, device, cell.seed, methods)
@@ -203,7 +202,13 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
             return task.evaluate(bundle, recipe, device)
 
     def eval_primary() -> dict[str, float]:
-        return {m.name: m.value for m in evaluate().metrics if m.is_primary}
+        with policy.autocast(device):
+            return task.validate(bundle, recipe, device)
+
+    if recipe.grad_checkpointing:
+        enable_gradient_checkpointing(bundle.model)
+    with policy.autocast(device):
+        task.before_training(bundle, recipe, device)
 
     trainer = Trainer(bundle.model, prepared.train_data, lambda items: task.collate(items, bundle), recipe,
                       methods, device, cell.seed, count=task.count, precision=policy, eval_fn=eval_primary,
@@ -252,6 +257,16 @@ def training_curve(result: Any) -> Any:
     rows += [{"step": step, "metric": name, "value": value, "split": "dev"}
              for step, values in result.evals for name, value in values.items()]
     return pd.DataFrame(rows, columns=["step", "metric", "value", "split"]) if rows else None
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute activations in the backward pass (non-reentrant: frozen inputs need no gradient)."""
+    from suite.errors import CellFailure
+
+    enable = getattr(model, "gradient_checkpointing_enable", None)
+    if enable is None:
+        raise CellFailure(f"{type(model).__name__} has no gradient checkpointing (recipe grad_checkpointing)")
+    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _export(cell: Cell, methods: list, bundle: ModelBundle, export_dir: str) -> None:

@@ -185,10 +185,16 @@ class Cell:
     data_source: str
     task_version: str
     extra: dict[str, Any] = field(default_factory=dict)
+    task_options: Any = None  # the task family's Options instance (None: its defaults)
+    task_identity: dict[str, Any] = field(default_factory=dict)  # Task.identity(): options, scorer versions
 
     @property
     def task_name(self) -> str:
         return f"{self.task}:{self.subtask}" if self.subtask else self.task
+
+    def make_task(self) -> Any:
+        """The task instance this cell runs (its subtask, data source and options)."""
+        return TASKS.get(self.task).target(subtask=self.subtask, data_dir=self.data_dir, options=self.task_options)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -201,6 +207,8 @@ class Cell:
             "recipe": self.recipe.identity(),
             "data_source": self.data_source,
             "suite_version": __version__,
+            # Only where a task has options or an external scorer, so earlier cells keep their ids.
+            **({"task_identity": self.task_identity} if self.task_identity else {}),
         }
 
     @property
@@ -216,15 +224,22 @@ def build_cells(
     seeds: list[int],
     recipe_layers: list[dict[str, Any]],
     data_dir: str | None,
+    task_options: dict[str, dict[str, Any]] | None = None,
 ) -> list[Cell]:
-    """Expand methods x tasks x models x seeds; resolve every recipe; validate everything up front."""
+    """Expand methods x tasks x models x seeds; resolve every recipe; validate everything up front.
+
+    ``task_options`` maps a task family to its raw options (from flags or a sweep file),
+    validated against the family's ``Options`` dataclass.
+    """
     from suite.modeling import guess_family
 
     resolved_specs = [(spec, resolve_method_spec(spec)) for spec in method_specs]
+    options = {family: build_config(TASKS.get(family).target.Options, raw, f"options of task '{family}'")
+               for family, raw in (task_options or {}).items()}
     cells: list[Cell] = []
     for family, subtask in tasks:
         task_cls = TASKS.get(family).target
-        task = task_cls(subtask=subtask, data_dir=data_dir)
+        task = task_cls(subtask=subtask, data_dir=data_dir, options=options.get(family))
         for model in models or [task_cls.default_model]:
             if not model:
                 raise UserError(f"task '{family}' has no default model; pass --models")
@@ -235,7 +250,8 @@ def build_cells(
                                         {"lr": method_lr}, *recipe_layers)
                 for seed in seeds:
                     cells.append(Cell(spec, methods, family, subtask, model, seed, recipe, data_dir,
-                                      task.data_source(), task_cls.version))
+                                      task.data_source(), task_cls.version, task_options=task.options,
+                                      task_identity=task.identity()))
     return cells
 
 
@@ -267,7 +283,7 @@ def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
     for cell in cells:
         task_key = (cell.task, cell.subtask)
         if task_key not in objectives:
-            objectives[task_key] = TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=None).objective
+            objectives[task_key] = cell.make_task().objective
         if cell.model not in configs:
             configs[cell.model] = model_config(cell.model)
         target = MethodTarget(cell.model, guess_family(cell.model), objectives[task_key], configs[cell.model])

@@ -11,8 +11,11 @@ The runner calls, in this order::
     task.check_data()                                  before any cell (fail fast, UserError)
     bundle = task.build_model(model_name)              model + processor + new_modules
     data = task.train_data(bundle, recipe)             a map-style or iterable dataset
+    (methods apply)
+    task.before_training(bundle, recipe, device)       measure what needs the untrained model
     batch = task.collate(items, bundle)                a dict of tensors the model takes
     samples, tokens = task.count(batch)                for throughput metrics
+    task.validate(bundle, recipe, device)              during training (--eval-every): a cheap score
     out = task.evaluate(bundle, recipe, device)        metrics + per-example records
 
 and, for the leaderboard, ``type(task).aggregate(scores)`` (the GLUE score, VTAB group
@@ -91,6 +94,11 @@ class ModelBundle:
 
 
 @dataclass(frozen=True)
+class NoOptions:
+    """Options of a task that takes none."""
+
+
+@dataclass(frozen=True)
 class Aggregate:
     """A benchmark-level score (the GLUE score, a VTAB group mean) and the subtasks it covers."""
 
@@ -136,9 +144,19 @@ class Task:
     higher_is_better: bool = True
     eval_splits: tuple[str, ...] = ("dev",)
 
-    def __init__(self, subtask: str | None = None, data_dir: str | None = None):
+    Options: ClassVar[type] = NoOptions  # typed task options (``--train-data metamath``), stored with results
+
+    def __init__(self, subtask: str | None = None, data_dir: str | None = None, options: Any = None):
         self.subtask = subtask or ""
         self.data_dir = data_dir
+        self.options = options if options is not None else self.Options()
+
+    def identity(self) -> dict[str, Any]:
+        """What besides family, subtask, version and data source decides this task's results (its
+        options, the version of an external scorer); enters the cell id. Empty keeps old ids."""
+        from suite.config import config_to_dict
+
+        return config_to_dict(self.options)
 
     @property
     def name(self) -> str:
@@ -170,9 +188,17 @@ class Task:
         raise NotImplementedError
 
     # -- evaluation -------------------------------------------------------------------------------
+    def before_training(self, bundle: ModelBundle, recipe: Any, device: str) -> None:
+        """Once after the methods applied and before the first step (e.g. a forgetting baseline)."""
+
     def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
         """The task's official metrics on its evaluation splits (at most ``recipe.limit`` examples)."""
         raise NotImplementedError
+
+    def validate(self, bundle: ModelBundle, recipe: Any, device: str) -> dict[str, float]:
+        """Scores during training (``--eval-every``): by default the primary metrics of ``evaluate``.
+        A task whose evaluation is costly (generation on a test set) scores a validation slice here."""
+        return {m.name: m.value for m in self.evaluate(bundle, recipe, device).metrics if m.is_primary}
 
     def default_recipe(self, model_family: str) -> dict[str, Any]:
         """Recipe values this task recommends for a model family (before user overrides)."""

@@ -15,11 +15,19 @@ paired tests and error analysis work on the stored predictions.
 
 Nothing is new in a causal LM: its ``lm_head`` and embeddings are pretrained, so the
 bundle's ``new_modules`` is empty and no method but full fine-tuning trains them.
+
+Options every causal-LM task has (``CausalLMOptions``): the tokenizer's chat template
+(``auto``: used where the tokenizer has one), forgetting (cross-entropy on general text
+before and after training) and further lm-eval tasks scored on the trained model.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from suite.errors import UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
@@ -28,13 +36,60 @@ from suite.task import EvalOutput, Metric, ModelBundle, Task
 IGNORE_INDEX = -100  # labels the loss skips (transformers' convention)
 
 
+@dataclass(frozen=True)
+class CausalLMOptions:
+    chat_template: Literal["auto", "off"] = "auto"  # auto: wrap prompts in the tokenizer's chat template, if any
+    max_new_tokens: int = 0  # generation budget per answer; 0: the task's default
+    forgetting: str | None = None  # general text (.txt / .jsonl / .parquet file, or hub id[:config])
+    forgetting_rows: int = 100  # rows of that text to measure
+    eval_tasks: tuple[str, ...] = ()  # lm-eval tasks scored after training: lm-eval:arc_easy,hellaswag
+    lm_eval_include: str | None = None  # a folder of lm-eval task YAMLs (local data for eval_tasks)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        if self.forgetting_rows < 1:
+            raise ValueError("forgetting_rows must be at least 1")
+        names = []
+        for item in self.eval_tasks:  # "lm-eval:arc_easy,hellaswag" arrives as one item
+            for name in str(item).split(","):
+                name = name.strip().removeprefix("lm-eval:").strip()
+                if name:
+                    names.append(name)
+        object.__setattr__(self, "eval_tasks", tuple(names))
+        if self.lm_eval_include and not Path(self.lm_eval_include).is_dir():
+            raise ValueError(f"lm_eval_include '{self.lm_eval_include}' is not a folder")
+
+
 class CausalLMTask(Task):
     """A task whose model is a causal LM that answers prompts by generating text."""
 
     objective = "causal-lm"
     primary_metric = "exact_match"
-    max_new_tokens: ClassVar[int] = 32
+    max_new_tokens: ClassVar[int] = 32  # default generation budget (options.max_new_tokens overrides)
     tiny_words: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type] = CausalLMOptions
+
+    @property
+    def new_tokens(self) -> int:
+        return self.options.max_new_tokens or self.max_new_tokens
+
+    def check_data(self) -> None:
+        if self.options.eval_tasks:
+            from suite.tasks.lmeval import require_lm_eval
+
+            require_lm_eval()
+        if self.options.forgetting and not Path(self.options.forgetting).exists() and \
+                self.options.forgetting.startswith((".", "/", "~")):
+            raise UserError(f"forgetting text '{self.options.forgetting}' does not exist")
+
+    def identity(self) -> dict[str, Any]:
+        identity = super().identity()
+        if self.options.eval_tasks:
+            from suite.tasks.lmeval import lm_eval_version
+
+            identity["lm_eval"] = lm_eval_version()
+        return identity
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, model_name: str) -> ModelBundle:
@@ -86,7 +141,14 @@ class CausalLMTask(Task):
     def is_correct(self, extracted: str, example: dict) -> bool:
         return extracted == str(example["target"]).strip()
 
+    def uses_chat_template(self, tokenizer: Any) -> bool:
+        return self.options.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+
     def _prompt_ids(self, tokenizer: Any, prompt: str) -> list[int]:
+        if self.uses_chat_template(tokenizer):  # the template places its own special tokens
+            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                 add_generation_prompt=True)
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
 
@@ -127,11 +189,16 @@ class CausalLMTask(Task):
         input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in encoded], device=device)
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
         output = bundle.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
-                                       max_new_tokens=self.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                       max_new_tokens=self.new_tokens, pad_token_id=tokenizer.pad_token_id,
                                        eos_token_id=tokenizer.eos_token_id)
         return tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
 
     def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
+        out = self.generation_metrics(bundle, recipe, device)
+        return self.with_general_metrics(out, bundle, recipe, device)
+
+    def generation_metrics(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
+        """Greedy generation on the evaluation splits, exact match after ``extract``."""
         import pandas as pd
         import torch
 
@@ -158,3 +225,101 @@ class CausalLMTask(Task):
         if was_training:
             model.train()
         return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))
+
+    # -- general abilities: forgetting and further lm-eval tasks ---------------------------------------
+    def before_training(self, bundle: ModelBundle, recipe: Any, device: str) -> None:
+        """The forgetting baseline: general-text loss of the model as the methods left it, untrained
+        (for LoRA-like methods and full fine-tuning this is the base model's own loss)."""
+        self._forgetting_before = None
+        if self.options.forgetting:
+            self._forgetting_before = self.general_text_loss(bundle, recipe, device)
+
+    def with_general_metrics(self, out: EvalOutput, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
+        """Add forgetting (before, after, increase; lower is better) and the lm-eval tasks' metrics."""
+        before = getattr(self, "_forgetting_before", None)
+        if self.options.forgetting and before is not None:
+            after = self.general_text_loss(bundle, recipe, device)
+            out.metrics += [Metric("forgetting_ce_before", before, split="general", higher_is_better=False),
+                            Metric("forgetting_ce_after", after, split="general", higher_is_better=False),
+                            Metric("forgetting_ce_increase", after - before, split="general",
+                                   higher_is_better=False)]
+        if self.options.eval_tasks:
+            out.metrics += self.harness_metrics(bundle, recipe, device)
+        return out
+
+    def general_text_loss(self, bundle: ModelBundle, recipe: Any, device: str) -> float:
+        """Mean token cross-entropy on the forgetting text (each row cut at ``max_length`` tokens)."""
+        import torch
+
+        tokenizer = bundle.tokenizer
+        model = bundle.model
+        was_training = model.training
+        model.eval()
+        total, tokens = 0.0, 0
+        with torch.no_grad():
+            for text in general_text(self.options.forgetting, self.options.forgetting_rows):
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+                ids = torch.tensor([ids[:recipe.max_length]], device=device)
+                if ids.shape[1] < 2:
+                    continue
+                loss = model(input_ids=ids, labels=ids).loss.float()
+                total += float(loss) * (ids.shape[1] - 1)
+                tokens += ids.shape[1] - 1
+        if was_training:
+            model.train()
+        if not tokens:
+            raise UserError(f"forgetting text '{self.options.forgetting}' holds no text to measure")
+        return total / tokens
+
+    def harness_metrics(self, bundle: ModelBundle, recipe: Any, device: str) -> list[Metric]:
+        """Every metric of every ``eval_tasks`` lm-eval task, named ``<task>:<metric>,<filter>``."""
+        from suite.tasks.lmeval import evaluate_in_memory
+
+        results = evaluate_in_memory(bundle.model, bundle.tokenizer, self.options.eval_tasks, device,
+                                     batch_size=recipe.eval_batch_size, max_length=recipe.max_length,
+                                     limit=recipe.limit, apply_chat_template=self.uses_chat_template(bundle.tokenizer),
+                                     include_path=self.options.lm_eval_include)
+        lower = ("perplexity", "bits_per_byte", "loss")
+        return [Metric(f"{r.task}:{name}", value, split="lm-eval",
+                       higher_is_better=not any(word in name for word in lower))
+                for r in results for name, value in r.metrics.items() if math.isfinite(value)]
+
+
+def general_text(source: str, rows: int) -> list[str]:
+    """The first ``rows`` non-empty documents of a local file (.txt: one per line; .jsonl / .json /
+    .parquet: the ``text`` field) or of a hub dataset ``name[:config]`` (its test split)."""
+    path = Path(source).expanduser()
+    texts: list[str] = []
+    if path.exists():
+        if path.suffix == ".parquet":
+            import pandas as pd
+
+            texts = [str(t) for t in pd.read_parquet(path)["text"]]
+        elif path.suffix in (".jsonl", ".json"):
+            with open(path, encoding="utf-8") as fh:
+                for number, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            texts.append(str(json.loads(line)["text"]))
+                        except (ValueError, KeyError):
+                            raise UserError(f"{path}, line {number}: expected a json object with a 'text' "
+                                            f"field") from None
+                    if len(texts) >= rows:
+                        break
+        else:
+            texts = path.read_text(encoding="utf-8").splitlines()
+    else:
+        name, _, config = source.partition(":")
+        try:
+            from datasets import load_dataset
+
+            dataset = load_dataset(name, config or None, split="test")
+            texts = [str(row["text"]) for row in dataset.select(range(min(len(dataset), 20 * rows)))]
+        except Exception as exc:
+            raise UserError(f"cannot load forgetting text '{source}' ({type(exc).__name__}: {exc}); give a "
+                            f"local .txt/.jsonl/.parquet file when the hub is not reachable") from None
+    texts = [t for t in texts if t.strip()][:rows]
+    if not texts:
+        raise UserError(f"forgetting text '{source}' holds no non-empty rows")
+    return texts

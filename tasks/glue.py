@@ -141,10 +141,10 @@ class GlueTask(TextClassificationTask):
     subtasks: ClassVar[tuple[str, ...]] = tuple(LAYOUTS)
     default_model = "bert-base-uncased"
 
-    def __init__(self, subtask: str | None = None, data_dir: str | None = None):
+    def __init__(self, subtask: str | None = None, data_dir: str | None = None, options: Any = None):
         if subtask not in LAYOUTS:
             raise UnknownNameError("GLUE subtask", str(subtask), LAYOUTS)
-        super().__init__(subtask, data_dir)
+        super().__init__(subtask, data_dir, options)
         self.layout = LAYOUTS[subtask]
         self.objective = "regression" if self.layout.regression else "classification"
         self.num_labels = self.layout.num_labels

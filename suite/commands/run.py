@@ -25,7 +25,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "offline, < 1 min on a CPU; one lr (3e-3) for every method",
     },
 }
-SWEEP_KEYS = {"methods", "tasks", "models", "seeds", "recipe", "data_dir", "store", "device", "executor"}
+SWEEP_KEYS = {"methods", "tasks", "models", "seeds", "recipe", "data_dir", "store", "device", "executor",
+              "task_options"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,8 +58,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "('suite list executors')")
     g = p.add_argument_group("recipe overrides (also the keys of a sweep file's recipe:)")
     for flag in recipe_flags():
+        switch = {"nargs": "?", "const": "true"} if flag.type is bool else {}  # --grad-checkpointing [false]
         g.add_argument(flag.flag, dest=f"recipe_{flag.key}", metavar=flag.key.upper(),
-                       choices=flag.choices, help=flag.help)
+                       choices=flag.choices, help=flag.help, **switch)
+    t = p.add_argument_group("task options (also a sweep file's task_options: {family: {key: value}})")
+    taken = {option for action in p._actions for option in action.option_strings}
+    for name, families in task_option_fields().items():
+        flag = "--" + name.replace("_", "-")
+        if flag not in taken:
+            t.add_argument(flag, dest=f"task_{name}", metavar=name.upper(),
+                           help=f"option of task {', '.join(families)}")
     p.set_defaults(handler=main)
 
 
@@ -94,6 +103,47 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     return str(value)
+
+
+def task_option_fields() -> dict[str, list[str]]:
+    """Option name -> the registered task families whose ``Options`` have it (flags come from these)."""
+    import dataclasses
+
+    from suite.registry import TASKS
+
+    fields: dict[str, list[str]] = {}
+    for entry in TASKS.entries():
+        options = getattr(entry.target, "Options", None)
+        if options is not None and dataclasses.is_dataclass(options):
+            for f in dataclasses.fields(options):
+                fields.setdefault(f.name, []).append(entry.name)
+    return fields
+
+
+def task_options_for(args: argparse.Namespace, sweep: dict[str, Any],
+                     tasks: list[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
+    """Raw options per task family of the sweep: the sweep file's, then the flags (for every family
+    of the sweep that has the option); a flag no task of the sweep takes is an error."""
+    families = sorted({family for family, _ in tasks})
+    raw = sweep.get("task_options") or {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise UserError("task_options in a sweep file maps a task family to its options, e.g. "
+                        "task_options: {gsm8k: {train_data: metamath}}")
+    out = {family: dict(raw.get(family) or {}) for family in families}
+    strays = sorted(set(raw) - set(families))
+    if strays:
+        raise UserError(f"task_options name task(s) {', '.join(strays)}, which the sweep does not run")
+    for name, owners in task_option_fields().items():
+        value = getattr(args, f"task_{name}", None)
+        if value is None:
+            continue
+        takers = [family for family in families if family in owners]
+        if not takers:
+            raise UserError(f"--{name.replace('_', '-')} is an option of task {', '.join(owners)}, which this "
+                            f"sweep does not run")
+        for family in takers:
+            out[family][name] = value
+    return {family: options for family, options in out.items() if options}
 
 
 def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
@@ -140,7 +190,8 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
         raise UserError(f"--data-dir '{data_dir}' does not exist")
     cli_recipe = {flag.key: getattr(args, f"recipe_{flag.key}") for flag in recipe_flags()
                   if getattr(args, f"recipe_{flag.key}", None) is not None}
-    cells = build_cells(specs, tasks, models, seeds, [sweep.get("recipe") or {}, cli_recipe], data_dir)
+    cells = build_cells(specs, tasks, models, seeds, [sweep.get("recipe") or {}, cli_recipe], data_dir,
+                        task_options_for(args, sweep, tasks))
     return cells, sweep
 
 
