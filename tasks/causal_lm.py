@@ -34,6 +34,9 @@ from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task
 
 IGNORE_INDEX = -100  # labels the loss skips (transformers' convention)
+# Encoder families transformers can still fit with an LM head; they do not generate left to right.
+ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "electra", "deberta", "deberta-v2", "distilbert", "albert",
+                "mpnet", "camembert", "vit")
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,10 @@ class CausalLMTask(Task):
             tokenizer.eos_token = "[SEP]"
             config = tiny_config(model_name, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
-            try:
-                model = AutoModelForCausalLM.from_config(config)
-            except ValueError:
-                raise UserError(f"'{model_name}' has no causal-LM form; use tiny-llama or a causal LM "
-                                f"for task '{self.name}'") from None
+            if model_name != "tiny-llama":
+                raise UserError(f"'{model_name}' is not a causal LM; use tiny-llama or a causal LM for task "
+                                f"'{self.name}'")
+            model = AutoModelForCausalLM.from_config(config)
         else:
             path = resolve_model_path(model_name)
             try:
@@ -118,6 +120,9 @@ class CausalLMTask(Task):
             except OSError as exc:
                 raise UserError(f"cannot load model '{model_name}': {exc}. Use a local model folder "
                                 f"(--models /path/to/folder) when the Hugging Face hub is not reachable") from None
+        if getattr(model.config, "model_type", "") in ENCODER_ONLY:
+            raise UserError(f"model '{model_name}' ({model.config.model_type}) is an encoder, not a causal LM; "
+                            f"task '{self.name}' needs a decoder (Llama, Qwen, Mistral, GPT-2, ...)")
         if tokenizer.eos_token_id is None:
             raise UserError(f"the tokenizer of '{model_name}' has no EOS token; task '{self.name}' needs one "
                             f"to end answers")
