@@ -185,7 +185,12 @@ def test_a_slowdown_that_does_not_reproduce_is_not_a_regression(tmp_path, monkey
     (["kernels", "--kernels", "lora_forward", "--shapes", "64x64x64x256"], "rank R <= 128"),
     (["kernels", "--kernels", "lora_forward", "--impls", "cuda_magic"], "unknown impl"),
     (["kernels", "--compare", "never-saved"], "no kernel baseline 'never-saved'"),
-    (["kernels", "--threshold", "-1"], "negative"),
+    (["kernels", "--threshold", "-1"], "must be a finite relative slowdown"),
+    (["kernels", "--threshold", "nan"], "must be a finite relative slowdown"),
+    (["kernels", "--threshold", "inf"], "must be a finite relative slowdown"),
+    (["kernels", "--alpha", "0"], "must be a probability"),
+    (["kernels", "--alpha", "nan"], "must be a probability"),
+    (["kernels", "--compare", "x", "--rounds", "4"], "only with 5 samples per run"),
     (["kernels", "--confirm", "-1"], "--confirm -1 is negative"),
 ])
 def test_user_errors_are_one_clear_message(tmp_path, argv, message):
@@ -225,3 +230,25 @@ def test_cli_exit_codes_through_the_real_command(tmp_path):
     bad = run("--kernels", "quantize_mxfp5")
     assert bad.returncode == 2
     assert "Did you mean" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_test_can_always_reach_alpha_or_the_gate_refuses():
+    """The smallest one-sided Mann-Whitney p of n vs m samples is 1/C(n+m, n); too few samples
+    could never flag a slowdown, which the gate refuses instead of silently passing."""
+    from suite.bench.gate import min_rounds, smallest_p
+
+    assert smallest_p(3, 3) == pytest.approx(1 / 20) and smallest_p(5, 5) == pytest.approx(1 / 252)
+    assert min_rounds(0.01) == 5 and min_rounds(0.05) == 4 and min_rounds(0.001) == 7
+    from scipy.stats import mannwhitneyu
+
+    assert mannwhitneyu([2.0] * 5, [1.0] * 5, alternative="greater", method="exact").pvalue == \
+        pytest.approx(smallest_p(5, 5))
+    base = [_row([1.0, 1.1, 0.9])]
+    new = [_row([103.0, 104.0, 102.0])]
+    with pytest.raises(UserError, match="can never show a slowdown at alpha=0.01"):
+        compare_rows(base, new, alpha=0.01)
+    (verdict,) = compare_rows([_row([1.0, 1.1, 0.9, 1.05, 0.95])],
+                              [_row([103.0, 104.0, 102.0, 103.5, 102.5])], alpha=0.01)
+    assert verdict.verdict == "slower"
+    with pytest.raises(UserError, match="finite"):
+        compare_rows(base, new, threshold=float("nan"))

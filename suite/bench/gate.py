@@ -19,6 +19,7 @@ is the machine (load, clocks), reported as ``drift``, not a regression of the ke
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -84,10 +85,32 @@ def _rel_band(samples: list[float]) -> float:
     return (quantile(samples, 0.75) - quantile(samples, 0.25)) / 2 / med
 
 
+def smallest_p(n_base: int, n_new: int) -> float:
+    """The smallest one-sided Mann-Whitney p-value samples of these sizes can give (every new
+    sample above every baseline sample): 1 / C(n_base + n_new, n_new)."""
+    return 1.0 / math.comb(n_base + n_new, n_new)
+
+
+def min_rounds(alpha: float) -> int:
+    """The fewest samples per run (both runs alike) with which a slowdown can reach ``alpha``."""
+    n = 2
+    while smallest_p(n, n) >= alpha:
+        n += 1
+    return n
+
+
+def check_alpha(alpha: float) -> None:
+    if not (math.isfinite(alpha) and 0 < alpha <= 0.5):
+        raise UserError(f"--alpha {alpha} must be a probability in (0, 0.5], e.g. 0.01")
+
+
+def check_threshold(threshold: float) -> None:
+    if not (math.isfinite(threshold) and 0 <= threshold <= 10):
+        raise UserError(f"--threshold {threshold} must be a finite relative slowdown in [0, 10], e.g. 0.1 for 10%")
+
+
 def _p_slower(base: list[float], new: list[float]) -> float:
     """One-sided p-value that ``new`` tends to be larger than ``base``."""
-    if len(base) < 3 or len(new) < 3:
-        return 0.0  # too few samples for a test: the ratio and band decide alone
     from scipy.stats import mannwhitneyu
 
     return float(mannwhitneyu(new, base, alternative="greater").pvalue)
@@ -116,6 +139,8 @@ def compare_rows(
     alpha: float = 0.01,
 ) -> list[Comparison]:
     """Compare each case of a new run with the baseline; see the module docstring."""
+    check_threshold(threshold)
+    check_alpha(alpha)
     field = "normalized_samples" if normalized else "samples_ms"
     base = {tuple(r[k] for k in KEY): r for r in base_rows}
     new = {tuple(r[k] for k in KEY): r for r in new_rows}
@@ -136,6 +161,12 @@ def compare_rows(
                 f"{'/'.join(key)}: the {'baseline' if not bs else 'new run'} has no "
                 f"{'normalised ' if normalized else ''}samples; record the baseline again "
                 "with this version of the suite"
+            )
+        if smallest_p(len(bs), len(ns)) >= alpha:
+            raise UserError(
+                f"{'/'.join(key)}: {len(bs)} baseline and {len(ns)} new samples can never show a slowdown at "
+                f"alpha={alpha} (the smallest possible p is {smallest_p(len(bs), len(ns)):.3g}); time at least "
+                f"{min_rounds(alpha)} rounds per run (--rounds), recording the baseline again if it has fewer"
             )
         bm, nm, ratio, band, p, verdict = _judge(bs, ns, threshold, alpha)
         if verdict == "slower" and not normalized:

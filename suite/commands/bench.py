@@ -45,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.10,
                    help="relative slowdown that counts as a regression, beyond the noise "
                    "(default 0.10)")
+    p.add_argument("--alpha", type=float, default=0.01,
+                   help="significance level of the rank test a slowdown must pass (default 0.01)")
     p.add_argument("--confirm", type=int, default=2,
                    help="re-measure each case found slower this many times; it is a regression "
                    "only if slower every time (default 2; 0 trusts the first measurement)")
@@ -59,19 +61,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from suite.bench.gate import compare_rows, format_table, load_baseline, save_baseline
+    from suite.bench.gate import (
+        check_alpha,
+        check_threshold,
+        compare_rows,
+        format_table,
+        load_baseline,
+        min_rounds,
+        save_baseline,
+    )
     from suite.bench.harness import BenchOptions, print_rows, run_bench
     from suite.errors import UserError
     from suite.kernel import parse_shape
     from suite.results import ResultStore
     from suite.results.schema import KERNEL_COLUMNS
 
-    if args.threshold < 0:
-        raise UserError(f"--threshold {args.threshold} is negative; give e.g. 0.1 for 10%")
+    check_threshold(args.threshold)
+    check_alpha(args.alpha)
     if args.confirm < 0:
         raise UserError(f"--confirm {args.confirm} is negative; give the number of re-measurements, e.g. 2")
-    if args.rounds is not None and args.rounds < 3:
-        raise UserError("--rounds must be at least 3 for a median and a spread")
+    needed = max(3, min_rounds(args.alpha)) if (args.compare or args.save) else 3
+    if args.rounds is not None and args.rounds < needed:
+        raise UserError(f"--rounds {args.rounds} is too few: a median and a spread need 3, and a slowdown can "
+                        f"reach alpha={args.alpha} only with {min_rounds(args.alpha)} samples per run")
     baseline = load_baseline(args.store, args.compare) if args.compare else None
     opts = BenchOptions(
         kernels=args.kernels,
@@ -104,10 +116,10 @@ def main(args: argparse.Namespace) -> int:
         selected = {r["kernel"] for r in result.samples}
         base_rows = [r for r in baseline["rows"] if r["kernel"] in selected]
         comparisons = compare_rows(base_rows, result.samples, threshold=args.threshold,
-                                   normalized=args.normalized)
+                                   normalized=args.normalized, alpha=args.alpha)
         print()
         print(f"compared with baseline '{args.compare}' (threshold {args.threshold:.0%} beyond "
-              f"noise{', normalised' if args.normalized else ''}):")
+              f"noise, alpha {args.alpha:g}{', normalised' if args.normalized else ''}):")
         print(format_table(comparisons, args.normalized))
         slower = [c for c in comparisons if c.verdict == "slower"]
         if slower and args.confirm:
@@ -149,7 +161,7 @@ def _confirm(slower: list, base_rows: list[dict], opts, args: argparse.Namespace
         ratios = []
         for _ in range(args.confirm):
             again = compare_rows(base, run_bench(only).samples, threshold=args.threshold,
-                                 normalized=args.normalized)[0]
+                                 normalized=args.normalized, alpha=args.alpha)[0]
             ratios.append(again.ratio)
             if again.verdict != "slower":
                 break
