@@ -14,7 +14,7 @@ import sys
 from suite import __version__
 from suite.errors import UserError
 
-COMMANDS = ["run", "list", "bench", "report", "compare"]
+COMMANDS = ["run", "status", "list", "bench", "report", "compare", "plan"]
 
 
 def build_parser() -> argparse.ArgumentParser:
