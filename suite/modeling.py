@@ -201,3 +201,4 @@ def guess_family(model_name: str) -> str:
         if family in lowered:
             return family
     return ""
+

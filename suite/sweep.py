@@ -130,7 +130,12 @@ def resolve_method_spec(spec: MethodSpec) -> list[ResolvedMethod]:
 
 
 def parse_task_list(text: str) -> list[tuple[str, str | None]]:
-    """``glue:sst2,rte,smoke`` -> [("glue","sst2"), ("glue","rte"), ("smoke", None)]."""
+    """``glue:sst2,rte,smoke`` -> [("glue","sst2"), ("glue","rte"), ("smoke", None)].
+
+    A family that overrides ``Task.resolve_subtask`` names its subtasks itself (aliases,
+    variants such as ``vtab:cifar@val200``, free-form ones such as ``images:<dir>``); a token
+    after it that is no task name is then its subtask too.
+    """
     out: list[tuple[str, str | None]] = []
     family: str | None = None
     for token in [t.strip() for t in text.split(",") if t.strip()]:
@@ -140,6 +145,8 @@ def parse_task_list(text: str) -> list[tuple[str, str | None]]:
             out.extend(_expand(name, sub or None))
         elif family and name in TASKS.get(family).target.subtasks:
             out.append((family, name))
+        elif family and TASKS.get(family).target.names_subtasks_itself():
+            out.append((family, TASKS.get(family).target.resolve_subtask(token)))
         else:
             TASKS.get(name)  # raises UnknownNameError with suggestions
     return out
@@ -149,11 +156,7 @@ def _expand(family: str, subtask: str | None) -> list[tuple[str, str | None]]:
     cls = TASKS.get(family).target
     if subtask is None:
         return [(family, s) for s in cls.subtasks] if cls.subtasks else [(family, None)]
-    if not cls.subtasks:
-        raise UserError(f"task '{family}' has no subtasks (got '{family}:{subtask}')")
-    if subtask not in cls.subtasks:
-        raise UnknownNameError(f"{family} subtask", subtask, cls.subtasks)
-    return [(family, subtask)]
+    return [(family, cls.resolve_subtask(subtask))]
 
 
 def parse_seeds(value: Any) -> list[int]:

@@ -217,6 +217,23 @@ class Task:
         return []
 
     @classmethod
+    def resolve_subtask(cls, text: str) -> str:
+        """The subtask ``family:text`` names. By default one of ``subtasks``; a family may accept
+        aliases, variants (``vtab:cifar@val200``) or free-form names (``images:<dir>``)."""
+        from suite.errors import UnknownNameError, UserError
+
+        if not cls.subtasks:
+            raise UserError(f"task '{cls.family}' has no subtasks (got '{cls.family}:{text}')")
+        if text not in cls.subtasks:
+            raise UnknownNameError(f"{cls.family} subtask", text, cls.subtasks)
+        return text
+
+    @classmethod
+    def names_subtasks_itself(cls) -> bool:
+        """Whether the family overrides ``resolve_subtask`` (then any token after it is its subtask)."""
+        return cls.resolve_subtask.__func__ is not Task.resolve_subtask.__func__
+
+    @classmethod
     def subtask_order(cls, subtasks: Iterable[str]) -> list[str]:
         """Display order of subtasks: the family's own order, unknown ones last, by name."""
         rank = {s: i for i, s in enumerate(cls.subtasks)}
