@@ -12,6 +12,7 @@ SCHEMA_VERSION = 1
 CELL_COLUMNS = [
     "schema_version",
     "cell_id",
+    "attempt_id",  # unique per attempt: a record's identity is (cell_id, attempt_id)
     "run_id",
     "method",  # the composition as written, e.g. "nf4+lora"
     "variant",  # the composition with the arguments the user set, e.g. "lora:r=16"

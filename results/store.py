@@ -412,6 +412,12 @@ class ResultStore:
             return set()
         return set(frame.loc[frame["status"] == STATUS_OK, "cell_id"].unique())
 
+    def cell_records(self, cell_id: str) -> pd.DataFrame:
+        """Every record of one cell still in its own files (not yet compacted), all attempts."""
+        files = [p for p in self._fs.list(CELLS) if _basename(p).startswith(f"{cell_id}.")]
+        frames, _, _ = self._read(files, warn=False)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
     def load_predictions(self, cell_ids: Iterable[str] | None = None,
                          skipped: list[Path] | None = None) -> pd.DataFrame:
         frames, bad, _ = self._read(self._by_cell(PREDICTIONS, cell_ids))

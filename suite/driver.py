@@ -2,19 +2,28 @@
 
 Only the driver writes the store, so every executor (local, Ray, SLURM) gets the same
 resume and failure semantics: a record is written the moment its cell finishes, and an
-interrupted or failed sweep keeps every record that arrived before.
+interrupted or failed sweep keeps every record that arrived before. The one exception is
+declared by the executor: a result that arrives without rows was written where its cell
+ran (a SLURM job writes its own record so that the driver need not stay alive), and the
+driver reports it without writing it again.
+
+The driver also records the sweep (its cells, executor, options and job ids) in the
+store's ``sweeps`` table, so ``suite status STORE`` can tell later what is done, failed or
+outstanding, even for a sweep submitted with ``--no-wait``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from suite.executor import Executor
 from suite.results.schema import STATUS_OK
 from suite.results.store import ResultStore
-from suite.runner import CellResult, RunSettings
+from suite.runner import CellResult, RunSettings, now
 from suite.sweep import Cell
 
 
@@ -38,21 +47,58 @@ def store_result(store: ResultStore, result: CellResult) -> None:
     store.write_cell(result.rows)
 
 
+def sweep_manifest(cells: Sequence[Cell], executor: Executor, settings: RunSettings,
+                   started_at: str) -> dict[str, Any]:
+    """What ``suite status`` needs to know about a sweep: its cells and where they went."""
+    options = executor.options
+    return {
+        "run_id": settings.run_id,
+        "started_at": started_at,
+        "executor": executor.name or type(executor).__name__,
+        "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {},
+        "waits": executor.waits,
+        "cells": [{"cell_id": c.cell_id, "label": c.spec.label, "task": c.task_name, "model": c.model,
+                   "seed": c.seed} for c in cells],
+        "engine": executor.describe(),
+    }
+
+
 def run_sweep(cells: Sequence[Cell], store: ResultStore, executor: Executor,
               settings: RunSettings) -> list[CellOutcome]:
-    """Run ``cells`` on ``executor``; write and report each result as it arrives."""
+    """Run ``cells`` on ``executor``; write and report each result as it arrives.
+
+    On Ctrl-C (or any error) the executor's generator is closed, which cancels the cells
+    still outstanding; every record that arrived before is already in the store. The
+    sweep's manifest is written with its first result and again at the end (with the job
+    ids the executor learnt); a sweep that stopped before any result (an executor that
+    refused to start) leaves none, so ``suite status`` never reports cells nobody ran.
+    """
     by_id = {cell.cell_id: cell for cell in cells}
     outcomes: list[CellOutcome] = []
-    for done, result in enumerate(executor.run(list(cells), settings), 1):
-        store_result(store, result)
-        cell = by_id[result.cell_id]
-        outcome = CellOutcome(cell, result.status, result.error, result.primary, result.costs)
-        outcomes.append(outcome)
-        where = f"[{done}/{len(cells)}] {cell.spec.label} on {cell.task_name} ({cell.model}, seed {cell.seed})"
-        if result.status != STATUS_OK:
-            print(f"{where}: failed: {result.error}", file=sys.stderr)
-        elif result.primary:
-            print(f"{where}: {result.primary[0]} = {result.primary[1]:.4f}", file=sys.stderr)
-        else:
-            print(f"{where}: ok", file=sys.stderr)
+    manifest = sweep_manifest(cells, executor, settings, now())
+    results = executor.run(list(cells), settings)
+    finished = False
+    try:
+        for done, result in enumerate(results, 1):
+            if done == 1:
+                store.write_sweep(settings.run_id, manifest | {"engine": executor.describe()})
+            if result.rows:  # no rows: the cell's own job wrote its record (see the module doc)
+                store_result(store, result)
+            cell = by_id[result.cell_id]
+            outcome = CellOutcome(cell, result.status, result.error, result.primary, result.costs)
+            outcomes.append(outcome)
+            where = f"[{done}/{len(cells)}] {cell.spec.label} on {cell.task_name} ({cell.model}, seed {cell.seed})"
+            if result.status != STATUS_OK:
+                print(f"{where}: failed: {result.error}", file=sys.stderr)
+            elif result.primary:
+                print(f"{where}: {result.primary[0]} = {result.primary[1]:.4f}", file=sys.stderr)
+            else:
+                print(f"{where}: ok", file=sys.stderr)
+        finished = True
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:  # a generator: its cleanup cancels what is still outstanding
+            close()
+        if cells and (finished or outcomes):  # with the job ids: status can ask the cluster about them
+            store.write_sweep(settings.run_id, manifest | {"engine": executor.describe()})
     return outcomes

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from suite.errors import UserError
+from suite.executor import executor_flags
 from suite.recipe import recipe_flags
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -23,6 +24,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "recipe": {"lr": 3e-3, "max_steps": 150},
         "about": "tiny BERT (random weights, built from a config) on a synthetic task in GLUE format; "
                  "offline, < 1 min on a CPU; one lr (3e-3) for every method",
+    },
+    # peft's method_comparison protocol (MetaMathQA -> GSM8K): a GPU run comparable with its table.
+    "peft-metamath": {
+        "methods": "lora:r=32",
+        "tasks": "gsm8k",
+        "seeds": "1",
+        "recipe": {"lr": 1e-4, "schedule": "cosine", "max_steps": 5000, "batch_size": 4, "max_length": 768},
+        "task_options": {"gsm8k": {"train_data": "metamath", "max_chars": 1300, "validation_rows": 50,
+                                   "few_shot": 0, "max_new_tokens": 300}},
+        "about": "peft's method_comparison: MetaMathQA rows <= 1,300 characters, 5,000 steps of 4, AdamW 1e-4 "
+                 "cosine, max length 768, greedy decoding of 300 tokens, zero-shot GSM8K test; give the model "
+                 "with --models (default meta-llama/Llama-3.2-3B) and the methods with --methods",
     },
 }
 SWEEP_KEYS = {"methods", "tasks", "models", "seeds", "recipe", "data_dir", "store", "device", "executor",
@@ -61,6 +74,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         switch = {"nargs": "?", "const": "true"} if flag.type is bool else {}  # --grad-checkpointing [false]
         g.add_argument(flag.flag, dest=f"recipe_{flag.key}", metavar=flag.key.upper(),
                        choices=flag.choices, help=flag.help, **switch)
+    e = p.add_argument_group("executor options (each names the executors that take it)")
+    for eflag in executor_flags():
+        owners = f" [{', '.join(eflag.owners)}]"
+        if eflag.is_bool:
+            e.add_argument(eflag.flag, dest=f"executor_{eflag.key}", action="store_true", default=None,
+                           help=eflag.help + owners)
+        else:
+            e.add_argument(eflag.flag, dest=f"executor_{eflag.key}", metavar=eflag.key.upper(),
+                           help=eflag.help + owners)
     t = p.add_argument_group("task options (also a sweep file's task_options: {family: {key: value}})")
     taken = {option for action in p._actions for option in action.option_strings}
     for name, families in task_option_fields().items():
@@ -69,6 +91,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             t.add_argument(flag, dest=f"task_{name}", metavar=name.upper(),
                            help=f"option of task {', '.join(families)}")
     p.set_defaults(handler=main)
+
+
+def executor_options_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor flags the user gave (name -> raw value); the chosen executor checks them."""
+    return {flag.key: value for flag in executor_flags()
+            if (value := getattr(args, f"executor_{flag.key}", None)) is not None}
 
 
 def load_sweep_file(path: str) -> dict[str, Any]:
@@ -234,21 +262,22 @@ def drop_unsupported(cells: list, skip: bool) -> list:
 def main(args: argparse.Namespace) -> int:
     cells, sweep = plan(args)
     from suite.driver import run_sweep
+    from suite.executor import make_executor
     from suite.library_noise import quiet_library_noise
     from suite.provenance import versions_line
-    from suite.registry import EXECUTORS
     from suite.results.store import ResultStore
     from suite.runner import RunSettings, pick_device, timestamp_run_id
     from suite.summary import print_summary
 
-    executor_cls = EXECUTORS.get(str(sweep.get("executor") or "local")).target
+    store = ResultStore(sweep.get("store") or "suite-results")
+    # The executor and its options are checked first: a wrong flag costs no data check.
+    executor = make_executor(str(sweep.get("executor") or "local"), executor_options_given(args), store.uri)
     device = pick_device(sweep.get("device") or "auto")
     quiet_library_noise(device)  # before the checks below import peft
     preflight(cells)
     print(f"suite run with {versions_line()}", file=sys.stderr)
     cells = drop_unsupported(cells, args.skip_unsupported)
 
-    store = ResultStore(sweep.get("store") or "suite-results")
     done = set() if args.force else store.ok_cell_ids()
     todo = [c for c in cells if c.cell_id not in done]
     print(f"suite run: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run "
@@ -257,6 +286,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"preset {args.preset}: {PRESETS[args.preset]['about']}", file=sys.stderr)
     settings = RunSettings(device=device, run_id=timestamp_run_id(), export_dir=args.export_dir,
                            progress=not args.no_progress)
-    outcomes = run_sweep(todo, store, executor_cls(), settings)
+    outcomes = run_sweep(todo, store, executor, settings)
+    if not executor.waits:  # --no-wait: the cells' jobs write their records; status looks later
+        if todo:
+            print(f"suite run: {len(todo)} cell(s) submitted; each writes its record to {store.root} "
+                  f"when it finishes. See how far they got: suite status {store.root}", file=sys.stderr)
+        return 0
     store.compact()
     return print_summary(store, cells, outcomes)
