@@ -26,6 +26,10 @@ CELL_COLUMNS = [
     "config",  # JSON of the fully resolved cell configuration (what the id hashes)
     "data_source",  # "hub:nyu-mll/glue", "dir:/data/glue", "synthetic"
     "synthetic_data",  # True when the data was generated, never real
+    "stage",  # "" (a plain cell), "trial" (a search trial, scored on held-out training data) or "tuned"
+    "search_id",  # the hyperparameter search a trial or tuned cell belongs to ("" otherwise)
+    "trial",  # the trial's index within its search (-1 otherwise)
+    "tuned",  # JSON of the hyperparameters the search selected, on tuned cells
     "status",  # "ok" | "failed"
     "error",
     "started_at",

@@ -57,7 +57,7 @@ def sweep_manifest(cells: Sequence[Cell], executor: Executor, settings: RunSetti
         "executor": executor.name or type(executor).__name__,
         "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {},
         "waits": executor.waits,
-        "cells": [{"cell_id": c.cell_id, "label": c.spec.label, "task": c.task_name, "model": c.model,
+        "cells": [{"cell_id": c.cell_id, "label": c.label, "task": c.task_name, "model": c.model,
                    "seed": c.seed} for c in cells],
         "engine": executor.describe(),
     }
@@ -87,7 +87,8 @@ def run_sweep(cells: Sequence[Cell], store: ResultStore, executor: Executor,
             cell = by_id[result.cell_id]
             outcome = CellOutcome(cell, result.status, result.error, result.primary, result.costs)
             outcomes.append(outcome)
-            where = f"[{done}/{len(cells)}] {cell.spec.label} on {cell.task_name} ({cell.model}, seed {cell.seed})"
+            trial = f", trial {cell.trial} on held-out training data" if cell.stage == "trial" else ""
+            where = f"[{done}/{len(cells)}] {cell.label} on {cell.task_name} ({cell.model}, seed {cell.seed}{trial})"
             if result.status != STATUS_OK:
                 print(f"{where}: failed: {result.error}", file=sys.stderr)
             elif result.primary:

@@ -109,6 +109,16 @@ class Method:
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
+    # -- hyperparameter search (suite.tuning) -------------------------------------------------
+    @classmethod
+    def search_space(cls, config: Any) -> dict[str, tuple]:
+        """What ``--tune-trials`` draws besides the learning rate: name -> ("log" | "uniform" | "int",
+        low, high) or ("choice", values). By default a rank argument ``r`` around the configured one."""
+        r = getattr(config, "r", None)
+        if isinstance(r, int) and not isinstance(r, bool) and r > 0:
+            return {"r": ("choice", tuple(sorted({max(1, r // 2), r, 2 * r})))}
+        return {}
+
     # -- before any cell runs ----------------------------------------------------------------
     def unsupported(self, target: MethodTarget) -> str | None:
         """Why this method cannot run on ``target`` with the installed libraries; None if it can.

@@ -171,7 +171,9 @@ def identity_columns(cell: Cell, run_id: str, started: str) -> dict[str, Any]:
     kinds = [m.cls.kind for m in cell.methods]
     return {
         "cell_id": cell.cell_id, "run_id": run_id, "method": cell.spec.name,
-        "variant": cell.spec.label, "method_args": json.dumps([m.to_dict() for m in cell.methods]),
+        "variant": cell.label, "method_args": json.dumps([m.to_dict() for m in cell.methods]),
+        "stage": cell.stage, "search_id": cell.search_id, "trial": cell.trial,
+        "tuned": json.dumps(cell.tuned, sort_keys=True) if cell.tuned else "",
         "method_kind": kinds[-1] if kinds else "", "task": cell.task, "subtask": cell.subtask or "",
         "model": cell.model, "seed": cell.seed, "recipe": json.dumps(cell.recipe.to_dict()),
         "config": json.dumps(cell.config(), sort_keys=True), "data_source": cell.data_source,

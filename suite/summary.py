@@ -33,7 +33,7 @@ def print_summary(store, cells: list, outcomes: list) -> int:
     if failed:
         print(f"\n{len(failed)} cell(s) failed (stored with their errors):", file=sys.stderr)
         for o in failed:
-            print(f"  {o.cell.spec.label} on {o.cell.task_name} seed {o.cell.seed}: {o.error}", file=sys.stderr)
+            print(f"  {o.cell.label} on {o.cell.task_name} seed {o.cell.seed}: {o.error}", file=sys.stderr)
         return 1
     return 0
 

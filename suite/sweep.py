@@ -190,14 +190,27 @@ class Cell:
     extra: dict[str, Any] = field(default_factory=dict)
     task_options: Any = None  # the task family's Options instance (None: its defaults)
     task_identity: dict[str, Any] = field(default_factory=dict)  # Task.identity(): options, scorer versions
+    # Hyperparameter search (suite.tuning): "trial" cells train on the training split minus a held-out
+    # part and score that part; "tuned" cells run the selected configuration as any cell does.
+    stage: str = ""  # "" | "trial" | "tuned"
+    search_id: str = ""  # the search a trial or tuned cell belongs to
+    trial: int = -1  # the trial's index within its search
+    tuned: dict[str, Any] = field(default_factory=dict)  # the hyperparameters the search set
 
     @property
     def task_name(self) -> str:
         return f"{self.task}:{self.subtask}" if self.subtask else self.task
 
     def make_task(self) -> Any:
-        """The task instance this cell runs (its subtask, data source and options)."""
-        return TASKS.get(self.task).target(subtask=self.subtask, data_dir=self.data_dir, options=self.task_options)
+        """The task instance this cell runs (its subtask, data source and options); a trial sees the
+        task's selection view (never the split the leaderboard reports)."""
+        task = TASKS.get(self.task).target(subtask=self.subtask, data_dir=self.data_dir, options=self.task_options)
+        return task.for_selection() if self.stage == "trial" else task
+
+    @property
+    def label(self) -> str:
+        """The method as reports show it: the composition with its arguments, marked when tuned."""
+        return self.spec.label + (" (tuned)" if self.stage == "tuned" else "")
 
     def config(self) -> dict[str, Any]:
         return {
@@ -212,6 +225,7 @@ class Cell:
             "suite_version": __version__,
             # Only where a task has options or an external scorer, so earlier cells keep their ids.
             **({"task_identity": self.task_identity} if self.task_identity else {}),
+            **({"stage": self.stage, "search_id": self.search_id, "trial": self.trial} if self.stage else {}),
         }
 
     @property

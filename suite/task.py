@@ -145,6 +145,12 @@ class Task:
     eval_splits: tuple[str, ...] = ("dev",)
 
     Options: ClassVar[type] = NoOptions  # typed task options (``--train-data metamath``), stored with results
+    # Families whose train_data and evaluate read their examples through ``examples`` can hold
+    # out part of the training split for tuning (``for_selection``); others say how they select.
+    carves_validation: ClassVar[bool] = False
+    validation_fraction: ClassVar[float] = 0.1  # of the training split, held out in a selection view
+    min_validation: ClassVar[int] = 16  # fewest held-out examples a selection view accepts
+    selection: bool = False  # True in the view ``for_selection`` returns
 
     def __init__(self, subtask: str | None = None, data_dir: str | None = None, options: Any = None):
         self.subtask = subtask or ""
@@ -188,6 +194,47 @@ class Task:
         raise NotImplementedError
 
     # -- evaluation -------------------------------------------------------------------------------
+    def load(self, split: str, limit: int | None = None) -> list:
+        """The examples of a split, at most ``limit`` (load-based families implement this)."""
+        raise NotImplementedError
+
+    def for_selection(self) -> Task:
+        """This task as hyperparameter search sees it: training on the training split minus a held-out
+        part and scored on that part, never on the split the leaderboard reports. Families that read
+        their examples through ``examples`` get it here; others (a fixed validation split, VTAB's
+        val200) override it."""
+        import copy
+
+        from suite.errors import UserError
+
+        if not self.carves_validation:
+            raise UserError(f"task '{self.name}' has no validation split to tune on; its family does not "
+                            f"carve one from its training data")
+        view = copy.copy(self)
+        view.selection = True
+        view.eval_splits = ("val",)
+        return view
+
+    def examples(self, split: str, limit: int | None = None) -> list:
+        """``load(split)``, or in a selection view the training split cut in two by a fixed seed:
+        ``train`` is what remains, every evaluation split is the held-out part (``val``)."""
+        if not self.selection:
+            return self.load(split, limit)
+        import random
+
+        from suite.errors import UserError
+
+        train = self.load("train", None)
+        held = max(self.min_validation, round(self.validation_fraction * len(train)))
+        if len(train) < 2 * held:
+            raise UserError(f"task '{self.name}' has {len(train)} training examples, too few to hold out "
+                            f"{held} for tuning and train on the rest")
+        order = list(range(len(train)))
+        random.Random(0).shuffle(order)  # the same held-out part for every method, trial and seed
+        chosen = order[held:] if split == "train" else order[:held]
+        items = [train[i] for i in chosen]
+        return items[:limit] if limit else items
+
     def before_training(self, bundle: ModelBundle, recipe: Any, device: str) -> None:
         """Once after the methods applied and before the first step (e.g. a forgetting baseline)."""
 

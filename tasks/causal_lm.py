@@ -69,6 +69,7 @@ class CausalLMTask(Task):
 
     objective = "causal-lm"
     primary_metric = "exact_match"
+    carves_validation = True
     max_new_tokens: ClassVar[int] = 32  # default generation budget (options.max_new_tokens overrides)
     tiny_words: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type] = CausalLMOptions
@@ -169,7 +170,7 @@ class CausalLMTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
     def train_data(self, bundle: ModelBundle, recipe: Any) -> list[dict]:
-        return [self.encode(e, bundle.tokenizer, recipe.max_length) for e in self.load("train", recipe.limit)]
+        return [self.encode(e, bundle.tokenizer, recipe.max_length) for e in self.examples("train", recipe.limit)]
 
     def collate(self, items: list[dict], bundle: ModelBundle) -> dict:
         import torch
@@ -213,7 +214,7 @@ class CausalLMTask(Task):
         metrics: list[Metric] = []
         frames = []
         for split in self.eval_splits:
-            examples = self.load(split, recipe.limit)
+            examples = self.examples(split, recipe.limit)
             generated: list[str] = []
             with torch.no_grad():
                 for start in range(0, len(examples), recipe.eval_batch_size):

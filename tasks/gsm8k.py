@@ -120,6 +120,19 @@ class Gsm8kTask(CausalLMTask):
         return [{"id": i, "prompt": PROMPT.format(question=r["question"]), "answer": " " + r["answer"].strip(),
                  "target": final_answer(r["answer"])} for i, r in enumerate(rows)]
 
+    def examples(self, split: str, limit: int | None = None) -> list[dict]:
+        """The training split never holds the validation rows, so a selection view needs no carving."""
+        return self.load(split, limit)
+
+    def for_selection(self) -> Gsm8kTask:
+        """Tuning scores the validation rows carved from GSM8K train, never the test set."""
+        import copy
+
+        view = copy.copy(self)
+        view.selection = True
+        view.eval_splits = ("valid",)
+        return view
+
     def _metamath_rows(self) -> list[dict]:
         if self.data_dir:
             try:
@@ -179,22 +192,30 @@ class Gsm8kTask(CausalLMTask):
         return metrics, records
 
     def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
-        metrics, records = self._score(bundle, recipe, device, self._harness_config(), recipe.limit)
-        records.insert(0, "split", "test")
-        out = EvalOutput([Metric(name, value, split="test", is_primary=name == self.primary_metric)
+        if self.selection:  # tuning: the validation rows, never the test set
+            metrics, records = self._score_validation(bundle, recipe, device)
+            split = "valid"
+        else:
+            metrics, records = self._score(bundle, recipe, device, self._harness_config(), recipe.limit)
+            split = "test"
+        records.insert(0, "split", split)
+        out = EvalOutput([Metric(name, value, split=split, is_primary=name == self.primary_metric)
                           for name, value in metrics.items()], records)
         return self.with_general_metrics(out, bundle, recipe, device)
 
     def validate(self, bundle: ModelBundle, recipe: Any, device: str) -> dict[str, float]:
         """Exact match on the validation rows carved from train (the test set is never looked at)."""
+        metrics, _ = self._score_validation(bundle, recipe, device)
+        return {f"valid_{name}": value for name, value in metrics.items()}
+
+    def _score_validation(self, bundle: ModelBundle, recipe: Any, device: str) -> tuple[dict[str, float], Any]:
         rows = self._train_and_validation()[1]
         with tempfile.TemporaryDirectory(prefix="suite-gsm8k-") as folder:
             path = os.path.join(folder, "valid.jsonl")
             with open(path, "w", encoding="utf-8") as fh:
                 for row in rows:
                     fh.write(json.dumps({"question": row["question"], "answer": row["answer"]}) + "\n")
-            metrics, _ = self._score(bundle, recipe, device, self._harness_config(test_file=path), None)
-        return {f"valid_{name}": value for name, value in metrics.items()}
+            return self._score(bundle, recipe, device, self._harness_config(test_file=path), None)
 
     def default_recipe(self, model_family: str) -> dict[str, Any]:
         # peft method_comparison: AdamW 1e-4, cosine, batch 4, max length 768.

@@ -92,6 +92,7 @@ class ImageClassificationTask(Task):
     objective = "image-classification"
     primary_metric = "accuracy"
     num_labels: int = 2
+    carves_validation = True
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, model_name: str) -> ModelBundle:
@@ -159,7 +160,7 @@ class ImageClassificationTask(Task):
         """
         skipped: list[str] = []
         out = []
-        examples = self.load("train", recipe.limit)
+        examples = self.examples("train", recipe.limit)
         for start in range(0, len(examples), PROCESS_CHUNK):
             kept, images = [], []
             for example in examples[start:start + PROCESS_CHUNK]:
@@ -201,7 +202,7 @@ class ImageClassificationTask(Task):
             skipped: list[str] = []
             kept: list[dict] = []
             predictions: list[int] = []
-            examples = self.load(split, recipe.limit)
+            examples = self.examples(split, recipe.limit)
             with torch.no_grad():
                 for start in range(0, len(examples), recipe.eval_batch_size):
                     items = []
@@ -274,6 +275,13 @@ class OneKProtocolTask(ImageClassificationTask):
         """The subtask that trains on train800 and scores val200: where hyperparameters are selected
         (VTAB's rule), never on the test split the leaderboard reports."""
         return str(replace(Variant.parse(subtask), stage=SELECTION_STAGE))
+
+    def for_selection(self) -> Task:
+        """The protocol's own selection stage: train800, scored on val200."""
+        view = type(self)(subtask=self.selection_subtask(self.subtask), data_dir=self.data_dir,
+                          options=self.options)
+        view.selection = True
+        return view
 
     @classmethod
     def subtask_order(cls, subtasks: Any) -> list[str]:

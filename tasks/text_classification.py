@@ -19,6 +19,8 @@ from suite.tasks.metrics import METRIC_FUNCTIONS
 class TextClassificationTask(Task):
     """A task whose model is an encoder (or decoder) with a sequence-classification head."""
 
+    carves_validation = True
+
     num_labels: int = 2
     metric_names: tuple[str, ...] = ("accuracy",)
     tiny_words: ClassVar[tuple[str, ...]] = ()
@@ -57,7 +59,7 @@ class TextClassificationTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
     def train_data(self, bundle: ModelBundle, recipe: Any) -> list[dict]:
-        return self.tokenize(self.load("train", recipe.limit), bundle, recipe.max_length)
+        return self.tokenize(self.examples("train", recipe.limit), bundle, recipe.max_length)
 
     def tokenize(self, examples: list[dict], bundle: ModelBundle, max_length: int) -> list[dict]:
         """Tokenise a split once; each item keeps its id and label."""
@@ -100,7 +102,7 @@ class TextClassificationTask(Task):
         metrics: list[Metric] = []
         frames = []
         for split in self.eval_splits:
-            items = self.tokenize(self.load(split, recipe.limit), bundle, recipe.max_length)
+            items = self.tokenize(self.examples(split, recipe.limit), bundle, recipe.max_length)
             preds: list = []
             with torch.no_grad():
                 for start in range(0, len(items), recipe.eval_batch_size):

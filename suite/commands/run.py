@@ -61,6 +61,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="local dataset folder (e.g. the original GLUE layout)")
     p.add_argument("--store", help="result store folder (default ./suite-results)")
     p.add_argument("--force", action="store_true", help="re-run cells that already have an ok result")
+    tune = p.add_argument_group("hyperparameter search (the same budget for every method; selection on data "
+                                "held out from training, never the reported split)")
+    tune.add_argument("--tune", metavar="GRID", help='a grid searched for every method, e.g. "lr=1e-4,3e-4;r=8,16"')
+    tune.add_argument("--tune-trials", type=int, metavar="N",
+                      help="N trials per method drawn from its declared search space (learning rate, rank)")
+    tune.add_argument("--tune-sampler", default="random", help="random (default, seeded) or tpe (Optuna)")
+    tune.add_argument("--tune-seed", type=int, default=0, help="seed of the trial sampler (default 0)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--export-dir", help="save each trained model, merged, as a transformers folder here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -260,6 +267,10 @@ def drop_unsupported(cells: list, skip: bool) -> list:
 
 
 def main(args: argparse.Namespace) -> int:
+    from suite.tuning import parse_tune
+
+    search = parse_tune(getattr(args, "tune", None), getattr(args, "tune_trials", None),
+                        getattr(args, "tune_sampler", "random"), getattr(args, "tune_seed", 0))
     cells, sweep = plan(args)
     from suite.driver import run_sweep
     from suite.executor import make_executor
@@ -272,6 +283,12 @@ def main(args: argparse.Namespace) -> int:
     store = ResultStore(sweep.get("store") or "suite-results")
     # The executor and its options are checked first: a wrong flag costs no data check.
     executor = make_executor(str(sweep.get("executor") or "local"), executor_options_given(args), store.uri)
+    if search is not None:
+        from suite.tuning import validate
+
+        if not executor.waits:
+            raise UserError("--tune needs each trial's result before it selects: drop --no-wait")
+        validate(cells, search)
     device = pick_device(sweep.get("device") or "auto")
     quiet_library_noise(device)  # before the checks below import peft
     preflight(cells)
@@ -287,10 +304,19 @@ def main(args: argparse.Namespace) -> int:
     settings = RunSettings(device=device, run_id=timestamp_run_id(), export_dir=args.export_dir,
                            progress=not args.no_progress)
     outcomes = run_sweep(todo, store, executor, settings)
+    if search is not None:
+        from suite.tuning import run_search
+
+        def run_more(more: list) -> None:
+            finished = set() if args.force else store.ok_cell_ids()
+            outcomes.extend(run_sweep([c for c in more if c.cell_id not in finished], store, executor, settings))
+            cells.extend(more)
+
+        run_search(list(cells), search, store, run_more, lambda line: print(line, file=sys.stderr))
     if not executor.waits:  # --no-wait: the cells' jobs write their records; status looks later
         if todo:
             print(f"suite run: {len(todo)} cell(s) submitted; each writes its record to {store.root} "
                   f"when it finishes. See how far they got: suite status {store.root}", file=sys.stderr)
         return 0
     store.compact()
-    return print_summary(store, cells, outcomes)
+    return print_summary(store, [c for c in cells if c.stage != "trial"], outcomes)

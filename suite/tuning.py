@@ -1,0 +1,314 @@
+"""Hyperparameter search inside a sweep, at an equal budget for every method, never on reported data.
+
+``--tune "lr=1e-4,3e-4,1e-3;r=8,16"`` searches a grid, the same one for every method;
+``--tune-trials N`` draws N trials per method from each method's declared search space
+(``Method.search_space``, plus the learning rate around the cell's own), with a seeded random
+sampler or Optuna's TPE (``--tune-sampler tpe``). Every trial is a cell of its own (stage
+``trial``): it trains on the task's training split minus a held-out part and is scored on
+that part (``Task.for_selection``), one seed, so selection never reads the split the
+leaderboard reports. Per method x task x model the best trial's configuration is then run
+with every requested seed as ``tuned`` cells, next to the default configuration's cells.
+
+A search has an id (a hash of the group and the search definition), so trials resume like
+any cell and a tuned cell says which search chose it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from suite.errors import UserError
+from suite.recipe import RECIPE_KEYS, resolve_recipe
+from suite.sweep import Cell, MethodPart, MethodSpec, resolve_method_spec
+
+SAMPLERS = ("random", "tpe")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched hyperparameter: a log- or linear-uniform range, an integer range, or choices."""
+
+    name: str
+    kind: str  # "log" | "uniform" | "int" | "choice"
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[Any, ...] = ()
+
+    def sample(self, rng: random.Random) -> Any:
+        if self.kind == "choice":
+            return rng.choice(self.choices)
+        if self.kind == "int":
+            return rng.randint(int(self.low), int(self.high))
+        if self.kind == "log":
+            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        return rng.uniform(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Search:
+    """What to search: a grid (``--tune``) or ``trials`` draws from declared spaces (``--tune-trials``)."""
+
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    trials: int = 0
+    sampler: str = "random"
+    seed: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"grid": [[k, list(v)] for k, v in self.grid], "trials": self.trials, "sampler": self.sampler,
+                "seed": self.seed}
+
+
+def parse_tune(text: str | None, trials: int | None, sampler: str, seed: int) -> Search | None:
+    """``lr=1e-4,3e-4;r=8,16`` (a grid) or a trial count; None when no search was asked for."""
+    if sampler not in SAMPLERS:
+        raise UserError(f"--tune-sampler '{sampler}' is not one of: {', '.join(SAMPLERS)}")
+    if text and trials:
+        raise UserError("--tune (a grid) and --tune-trials (draws from declared spaces) exclude each other")
+    if trials is not None and trials < 1:
+        raise UserError("--tune-trials must be at least 1")
+    if trials:
+        if sampler == "tpe":
+            require_optuna()
+        return Search(trials=trials, sampler=sampler, seed=seed)
+    if not text:
+        return None
+    grid = []
+    for part in [p for p in text.split(";") if p.strip()]:
+        name, _, values = part.partition("=")
+        items = tuple(v.strip() for v in values.split(",") if v.strip())
+        if not name.strip() or not items:
+            raise UserError(f"--tune: '{part}' names no values; write name=v1,v2 and separate names with ';', "
+                            f"e.g. --tune \"lr=1e-4,3e-4;r=8,16\"")
+        grid.append((name.strip().replace("-", "_"), items))
+    if not grid:
+        raise UserError("--tune holds no hyperparameter: write e.g. --tune \"lr=1e-4,3e-4,1e-3\"")
+    names = [n for n, _ in grid]
+    if len(set(names)) != len(names):
+        raise UserError(f"--tune names a hyperparameter twice: {', '.join(names)}")
+    return Search(grid=tuple(grid), sampler=sampler, seed=seed)
+
+
+def require_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("--tune-sampler tpe uses Optuna's TPE sampler: pip install optuna "
+                        "(or --tune-sampler random)") from None
+    return optuna
+
+
+# -- where a hyperparameter goes --------------------------------------------------------------------
+def place(spec: MethodSpec, name: str) -> int | None:
+    """Index of the method part that takes argument ``name`` (the last such), or None for a recipe key."""
+    if name in RECIPE_KEYS:
+        return None
+    import dataclasses
+
+    for index in reversed(range(len(spec.parts))):
+        config = resolve_method_spec(MethodSpec((spec.parts[index],)))[0].cls.Config
+        if name in {f.name for f in dataclasses.fields(config)}:
+            return index
+    arguments = sorted({f.name for part in spec.parts
+                        for f in dataclasses.fields(resolve_method_spec(MethodSpec((part,)))[0].cls.Config)})
+    raise UserError(f"--tune: method '{spec.label}' has no argument '{name}' and it is no recipe key. Its "
+                    f"arguments: {', '.join(arguments) or '(none)'}; recipe keys: {', '.join(RECIPE_KEYS)}")
+
+
+def space(cell: Cell) -> list[Dimension]:
+    """A cell's search space: its methods' declared dimensions, and the learning rate around its own."""
+    dimensions: dict[str, Dimension] = {"lr": Dimension("lr", "log", cell.recipe.lr / 10, cell.recipe.lr * 10)}
+    for method in cell.methods:
+        for name, spec in method.cls.search_space(method.config).items():
+            dimensions[name] = dimension(name, spec)
+    return list(dimensions.values())
+
+
+def dimension(name: str, spec: tuple) -> Dimension:
+    kind, *rest = spec
+    if kind == "choice":
+        return Dimension(name, "choice", choices=tuple(rest[0]))
+    return Dimension(name, kind, float(rest[0]), float(rest[1]))
+
+
+# -- building trial and tuned cells ------------------------------------------------------------------
+def with_values(cell: Cell, values: dict[str, Any], stage: str, search_id: str, trial: int,
+                seed: int | None = None) -> Cell:
+    """``cell`` with hyperparameters set (method arguments on the part that takes them, recipe keys
+    on the recipe), as a trial or tuned cell of search ``search_id``."""
+    parts = list(cell.spec.parts)
+    recipe_values = {}
+    for name, value in values.items():
+        index = place(cell.spec, name)
+        if index is None:
+            recipe_values[name] = value
+            continue
+        args = dict(parts[index].args)
+        args[name] = value
+        parts[index] = MethodPart(parts[index].name, tuple(args.items()))
+    spec = MethodSpec(tuple(parts))
+    recipe = resolve_recipe(cell.recipe.to_dict(), recipe_values)
+    return replace(cell, spec=spec, methods=resolve_method_spec(spec), recipe=recipe,
+                   seed=cell.seed if seed is None else seed, stage=stage, search_id=search_id, trial=trial,
+                   tuned=dict(values))
+
+
+def validate(cells: Sequence[Cell], search: Search) -> None:
+    """Before any cell runs: every grid name is a recipe key or an argument of each method, and every
+    task can hold out data for tuning."""
+    seen_specs: set[str] = set()
+    seen_tasks: set[tuple] = set()
+    for cell in cells:
+        if cell.spec.label not in seen_specs:
+            seen_specs.add(cell.spec.label)
+            for name, _ in search.grid:
+                place(cell.spec, name)
+        key = (cell.task, cell.subtask, cell.data_dir)
+        if key not in seen_tasks:
+            seen_tasks.add(key)
+            view = cell.make_task().for_selection()  # a family that cannot hold out data says so here
+            view.examples("train", 1)  # and one with too little training data to hold out, too
+
+
+def group_key(cell: Cell) -> tuple:
+    return (cell.spec.label, cell.task, cell.subtask or "", cell.model, cell.data_source)
+
+
+def search_id(cell: Cell, search: Search) -> str:
+    blob = json.dumps({"group": list(group_key(cell)), "recipe": cell.recipe.identity(),
+                       "task_identity": cell.task_identity, "search": search.describe()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Group:
+    """One method x task x model under search: its default cell (first seed), its trials, its choice."""
+
+    base: Cell
+    seeds: list[int]
+    search_id: str
+    trials: list[Cell] = field(default_factory=list)
+    chosen: dict[str, Any] | None = None
+
+
+def groups(cells: Sequence[Cell], search: Search) -> list[Group]:
+    """The default cells grouped per method x task x model, each with the trials of an equal budget."""
+    by_key: dict[tuple, Group] = {}
+    for cell in cells:
+        key = group_key(cell)
+        if key not in by_key:
+            by_key[key] = Group(cell, [], search_id(cell, search))
+        by_key[key].seeds.append(cell.seed)
+    out = list(by_key.values())
+    for g in out:
+        for name, _ in search.grid:  # every tuned name must be the method's or the recipe's, up front
+            place(g.base.spec, name)
+        if search.grid:
+            names = [n for n, _ in search.grid]
+            combos = itertools.product(*(values for _, values in search.grid))
+            g.trials = [with_values(g.base, dict(zip(names, combo, strict=True)), "trial", g.search_id, i,
+                                    seed=g.seeds[0]) for i, combo in enumerate(combos)]
+        elif search.sampler == "random":
+            rng = random.Random(f"{search.seed}:{g.search_id}")
+            dims = space(g.base)
+            g.trials = [with_values(g.base, {d.name: d.sample(rng) for d in dims}, "trial", g.search_id, i,
+                                    seed=g.seeds[0]) for i in range(search.trials)]
+    return out
+
+
+def select(group: Group, results: Callable[[Cell], tuple[float, bool] | None]) -> dict[str, Any]:
+    """The best trial's hyperparameters by its held-out primary score (ties: the earlier trial)."""
+    scored = [(trial, results(trial)) for trial in group.trials]
+    scored = [(t, r) for t, r in scored if r is not None and math.isfinite(r[0])]
+    if not scored:
+        raise UserError(f"every trial of '{group.base.label}' on {group.base.task_name} failed; nothing to "
+                        f"select (see the failed trial cells in the store)")
+    higher = scored[0][1][1]
+    best = max(scored, key=lambda item: (item[1][0] if higher else -item[1][0], -item[0].trial))
+    return dict(best[0].tuned)
+
+
+def tuned_cells(group: Group) -> list[Cell]:
+    """The chosen configuration with every requested seed."""
+    return [with_values(group.base, group.chosen or {}, "tuned", group.search_id, -1, seed=seed)
+            for seed in group.seeds]
+
+
+def primary_of(store: Any) -> Callable[[Cell], tuple[float, bool] | None]:
+    """Reads a finished cell's primary score (value, higher is better) from the store."""
+    frame = store.load(warn=False)
+    if frame.empty:
+        return lambda cell: None
+    primary = frame[(frame["status"] == "ok") & frame["is_primary"].fillna(False).astype(bool)]
+    scores = {row.cell_id: (float(row.value), bool(row.higher_is_better)) for row in primary.itertuples()}
+    return lambda cell: scores.get(cell.cell_id)
+
+
+def tpe_trials(group: Group, search: Search, run: Callable[[list[Cell]], None],
+               results: Callable[[], Callable[[Cell], tuple[float, bool] | None]]) -> None:
+    """Optuna's TPE, one trial after the other (each proposal depends on the results so far)."""
+    optuna = require_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dims = space(group.base)
+    sampler = optuna.samplers.TPESampler(seed=search.seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for index in range(search.trials):
+        trial = study.ask()
+        values = {}
+        for d in dims:
+            if d.kind == "choice":
+                values[d.name] = trial.suggest_categorical(d.name, list(d.choices))
+            elif d.kind == "int":
+                values[d.name] = trial.suggest_int(d.name, int(d.low), int(d.high))
+            else:
+                values[d.name] = trial.suggest_float(d.name, d.low, d.high, log=d.kind == "log")
+        cell = with_values(group.base, values, "trial", group.search_id, index, seed=group.seeds[0])
+        group.trials.append(cell)
+        run([cell])
+        score = results()(cell)
+        if score is None or not math.isfinite(score[0]):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, score[0] if score[1] else -score[0])
+
+
+def budget(trials: Iterable[Cell], store: Any) -> dict[str, float]:
+    """Trials run and their training time, for the report of what tuning cost."""
+    ids = {t.cell_id for t in trials}
+    frame = store.load(warn=False)
+    if frame.empty:
+        return {"trials": 0, "train_time_s": 0.0}
+    mine = frame[frame["cell_id"].isin(ids)]
+    time_rows = mine[mine["metric"] == "train_time_s"]
+    return {"trials": mine["cell_id"].nunique(), "train_time_s": float(time_rows["value"].sum())}
+
+
+
+def run_search(cells: Sequence[Cell], search: Search, store: Any, run: Callable[[list[Cell]], None],
+               say: Callable[[str], None]) -> list[Group]:
+    """Trials for every group (skipping finished ones), the selection, and the tuned cells run."""
+    found = groups(cells, search)
+    if search.sampler == "tpe" and search.trials:
+        for group in found:
+            tpe_trials(group, search, run, lambda: primary_of(store))
+    else:
+        run([t for g in found for t in g.trials])
+    scores = primary_of(store)
+    for group in found:
+        group.chosen = select(group, scores)
+        spent = budget(group.trials, store)
+        say(f"tuned {group.base.label} on {group.base.task_name} ({group.base.model}): "
+            f"{', '.join(f'{k}={_short(v)}' for k, v in group.chosen.items())} after {spent['trials']} trial(s), "
+            f"{spent['train_time_s']:.0f} s of training")
+    run([cell for group in found for cell in tuned_cells(group)])
+    return found
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
