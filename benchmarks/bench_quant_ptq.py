@@ -1,4 +1,5 @@
-"""Post-training quantisation table: one fine-tuned model, every quantizer, dev metric.
+"""Post-training compression table: one fine-tuned model, every quantizer and pruner (and
+their library peers), dev metric.
 
 Evaluation only (no training after quantisation), with calibration batches from the task's
 training split, so the rows differ only by the quantizer. Usage:
@@ -8,7 +9,10 @@ training split, so the rows differ only by the quantizer. Usage:
 
 ``suite run --models EXPORTED_FOLDER --max-steps 0 --methods ...`` runs the same cells into
 the store; this script is the same evaluation without the store, for a quick table. Compare
-``gptq`` with ``gptq:sequential=false`` to see what sequential calibration buys.
+``gptq`` with ``gptq:sequential=false`` to see what sequential calibration buys, ``gptq``
+with ``llmc-gptq`` and ``smoothquant`` with ``llmc-smoothquant`` for llm-compressor's (a row
+says why when a peer cannot run here), and ``sparsegpt`` / ``wanda`` / ``magnitude`` at
+``sparsity=0.5`` and ``2:4``.
 """
 
 from __future__ import annotations
@@ -19,11 +23,17 @@ from dataclasses import replace
 
 DEFAULT = ["fp32", "w8a8", "w8a8:format=fp8", "rtn:bits=8,group=0", "rtn:bits=4,group=128",
            "gptq:bits=4,group=128", "awq:bits=4,group=128", "smoothquant", "mxfp8", "mxfp4",
-           "nvfp4", "nf4", "quarot:format=int4", "quarot:format=mxfp4", "hawq:budget=4"]
+           "nvfp4", "nf4", "quarot:format=int4", "quarot:format=mxfp4", "hawq:budget=4",
+           "rtn:format=fp6_e3m2,group=128", "rtn:format=mxfp5_e2m2", "llmc-gptq", "llmc-smoothquant",
+           "torchao:config=intx-weight,bits=4,group=128", "torchao:config=int8-dyn-int8",
+           "magnitude:sparsity=0.5", "wanda:sparsity=0.5", "sparsegpt:sparsity=0.5",
+           "magnitude:sparsity=2:4", "wanda:sparsity=2:4", "sparsegpt:sparsity=2:4"]
 
 
 def main() -> None:
     from suite.config import build_config, parse_kv
+    from suite.method import MethodTarget
+    from suite.modeling import model_config
     from suite.recipe import Recipe
     from suite.registry import METHODS, TASKS
     from suite.runner import apply_methods, prepare
@@ -42,33 +52,46 @@ def main() -> None:
     task = TASKS.get(task_name).target(subtask=sub or None, data_dir=args.data_dir)
     recipe = Recipe(batch_size=16, max_length=128, limit=args.limit)
     rows = []
+    config = model_config(args.model)
+    target = MethodTarget(args.model, getattr(config, "model_type", "") or "", task.objective, config)
+    refused = []
     for spec in args.methods:
         methods = []
         if spec != "fp32":
             name, _, raw = spec.partition(":")
             cls = METHODS.get(name).target
             methods = [cls(build_config(cls.Config, parse_kv(raw, name), name))]
+            why = methods[0].unsupported(target)
+            if why:  # refused before anything runs, as suite run does
+                refused.append((spec, why))
+                print(f"{spec:28s} refused: {why}", flush=True)
+                continue
         # Calibration draws from the first 2,000 training examples; evaluation honours --limit.
         prepared = prepare(task, args.model, replace(recipe, limit=2000), "cpu", seed=0, methods=methods)
         start = time.perf_counter()
         apply_methods(prepared, methods)
         bundle = prepared.bundle
+        for method in methods:  # what suite run does after the last (here: no) step
+            bundle.model = method.after_training(bundle.model, prepared.ctx)
         measures = methods[0].measurements(bundle.model) if methods else {}
         bundle.model.eval()
         out = task.evaluate(bundle, recipe, "cpu")
         primary = next(m for m in out.metrics if m.is_primary)
+        err = measures.get("quant_rel_error_mean", measures.get("prune_rel_error_mean", 0.0))
         rows.append((spec, primary.name, primary.value, measures.get("bits_per_weight", 32.0),
-                     measures.get("model_size_bytes", float("nan")),
-                     measures.get("quant_rel_error_mean", 0.0), time.perf_counter() - start))
+                     measures.get("sparsity", 0.0), measures.get("model_size_bytes", float("nan")),
+                     err, time.perf_counter() - start))
         print(f"{spec:28s} {primary.name}={primary.value:.4f}", flush=True)
     base = rows[0][2] if rows and rows[0][0] == "fp32" else None
-    print("\n| method | dev " + rows[0][1] + " | drop vs FP32 | bits/weight | model MB | "
+    print("\n| method | dev " + rows[0][1] + " | drop vs FP32 | bits/weight | sparsity | model MB | "
           "rel. weight error | time s |")
-    print("|---|---|---|---|---|---|---|")
-    for spec, _, value, bits, size, err, secs in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    for spec, _, value, bits, sparsity, size, err, secs in rows:
         drop = f"{100 * (value - base):+.2f} pt" if base is not None else ""
         mb = f"{size / 2**20:.1f}" if size == size else "-"
-        print(f"| {spec} | {value:.4f} | {drop} | {bits:.2f} | {mb} | {err:.4f} | {secs:.0f} |")
+        print(f"| {spec} | {value:.4f} | {drop} | {bits:.2f} | {sparsity:.3f} | {mb} | {err:.4f} | {secs:.0f} |")
+    for spec, why in refused:
+        print(f"| {spec} | refused: {why} | | | | | | |")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,53 @@ def test_every_quantizer_applies_and_measures(spec):
     assert any(k.startswith("quant_rel_error/bert.encoder.layer.0") for k in m)
 
 
+PACKED = ALL + ["gptq:group=32,act_order=true", "gptq:group=0,sym=false,act_order=true", "awq:group=32,bits=3",
+                "rtn:format=fp6_e3m2,group=32", "rtn:format=mxfp5_e2m2", "rtn:bits=3,group=32,sym=false",
+                "quarot:format=fp5_e2m2"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("spec", PACKED)
+def test_packed_and_fake_quantised_paths_agree(spec, dtype):
+    """Every quantizer keeps its weight in real low-bit storage, built apart from the
+    dequantised weight it computes with; both give the same weight and the same outputs
+    (GPTQ's codes and scales stored as chosen, act_order's column order kept)."""
+    model = _tiny_bert().to(dtype)
+    batches = _batches()
+    x = {k: v for k, v in batches[0].items() if k != "labels"}
+    model = _method(spec).apply(model, _ctx(batches, model=model))
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert len(layers) == 13
+    for layer in layers:
+        assert layer.packed is not None, spec
+        deq = layer.packed.dequantize()
+        assert deq.dtype == dtype and torch.equal(deq, layer.weight), spec
+        assert layer.packed.nbytes < layer.weight.numel() * 4
+    with torch.no_grad():
+        fake = model(**x).logits
+        for layer in layers:
+            layer.run_packed = True
+        packed = model(**x).logits
+    assert torch.equal(packed, fake)
+
+
+def test_gptq_packed_codes_are_integers_of_the_format():
+    from suite.methods.quant import engine
+
+    x = _correlated_inputs(512, 64, seed=8)
+    w = torch.randn(16, 64, generator=torch.Generator().manual_seed(9))
+    h = 2 * x.t() @ x / x.shape[0]
+    q, codes = A.gptq_quantize(w, h, bits=4, group_size=16, act_order=True, return_codes=True)
+    assert torch.equal(q, A.gptq_quantize(w, h, bits=4, group_size=16, act_order=True))
+    assert codes.codes.abs().max() <= 7 and torch.equal(codes.codes, codes.codes.round())
+    assert codes.scales.shape == (16, 4) and codes.perm is not None
+    # the bug class the packed path avoids: re-quantising GPTQ's weight with the format's
+    # own groups (natural column order, scales from the result) does not give it back
+    assert not torch.equal(F.fake_quantize(q, "int4", granularity="group", group_size=16), q)
+    packed = engine.pack_gptq(codes, 4, 16, True, torch.float32)
+    assert torch.equal(packed.dequantize(), q)
+
+
 def test_bits_per_weight_counts_scales():
     model = _tiny_bert()
     m = _method("rtn:bits=4,group=32")

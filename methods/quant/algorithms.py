@@ -7,6 +7,10 @@
   ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``.
 * ``awq_search``: AWQ (Lin et al. 2024, arXiv:2306.00978): ``s = mean|X|^alpha``, the
   ``alpha`` on a grid that minimises the layer's output error after quantisation.
+* ``sparsegpt_prune``: SparseGPT (Frantar & Alistarh 2023, arXiv:2301.00774, Algorithm 1):
+  GPTQ's column sweep with the same inverse-Hessian Cholesky factor (``inverse_hessian_factor``),
+  pruning instead of rounding: the mask is chosen block by block from ``w^2 / [H^-1]_cc^2``
+  (the OBS saliency), and each pruned column's error is spread over the later columns.
 * ``hutchinson_traces``: Hessian traces per parameter with Hutchinson's estimator
   ``tr(H) ~ E[v^T H v]``, v Rademacher (HAWQ-v2, Dong et al. 2020, arXiv:1911.03852).
 * ``allocate_bits``: HAWQ-style mixed precision: lower the bits of the least sensitive
@@ -35,6 +39,7 @@ class InputStats:
         self.n = 0
         self.abs_max: torch.Tensor | None = None
         self.abs_sum: torch.Tensor | None = None
+        self.sq_sum: torch.Tensor | None = None  # sum of x_j^2 per input channel (Wanda's norms)
         self.samples: list[torch.Tensor] = []
 
     def add(self, x: torch.Tensor) -> None:
@@ -43,6 +48,8 @@ class InputStats:
         asum = x.abs().sum(0)
         self.abs_max = amax if self.abs_max is None else torch.maximum(self.abs_max, amax)
         self.abs_sum = asum if self.abs_sum is None else self.abs_sum + asum
+        sq = x.pow(2).sum(0)
+        self.sq_sum = sq if self.sq_sum is None else self.sq_sum + sq
         if self.hessian:
             xtx = x.t() @ x
             self.xtx = xtx if self.xtx is None else self.xtx + xtx
@@ -156,33 +163,62 @@ def int_fake_quant(w: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None
     return F.int_dequant(F.int_codes(w, scale, zp, bits, symmetric), scale, zp)
 
 
-def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = 0,
-                  symmetric: bool = True, damp: float = 0.01, block_size: int = 128,
-                  act_order: bool = False) -> torch.Tensor:
-    """GPTQ: the dequantised weight (same shape) that minimises ``||X W^T - X Q^T||``
-    greedily with optimal error feedback. ``group_size`` 0 means one scale per row."""
+def inverse_hessian_factor(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + damp * mean(diag H) I)^-1``: the rows GPTQ and SparseGPT
+    read their error feedback from (GPTQ section 3.3 "Cholesky reformulation"). ``h`` is
+    changed in place (dampened); not positive definite even then: damp harder."""
+    cols = h.shape[0]
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, device=h.device)
+    try:
+        return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    except RuntimeError:
+        h += 0.1 * torch.mean(torch.diag(h)) * torch.eye(cols, device=h.device)
+        return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+
+
+def _prepare_hessian(w: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 copies of W and H with dead inputs (never non-zero in calibration) zeroed in W
+    and given a unit diagonal in H, as the GPTQ and SparseGPT reference code do."""
     w = w.detach().float().clone()
-    rows, cols = w.shape
-    if group_size and cols % group_size:
-        raise UserError(f"gptq: group size {group_size} does not divide the input dimension {cols}")
     h = hessian.detach().float().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
+    return w, h
+
+
+class GptqCodes:
+    """What GPTQ chose, for packed storage: integer codes ``[rows, cols]`` (columns in the
+    order GPTQ visited them), one scale (and zero point) per row and group of those columns,
+    and the visiting order ``perm`` (act_order) or None."""
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                 perm: torch.Tensor | None):
+        self.codes, self.scales, self.zeros, self.perm = codes, scales, zeros, perm
+
+
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = 0,
+                  symmetric: bool = True, damp: float = 0.01, block_size: int = 128,
+                  act_order: bool = False, return_codes: bool = False
+                  ) -> torch.Tensor | tuple[torch.Tensor, GptqCodes]:
+    """GPTQ: the dequantised weight (same shape) that minimises ``||X W^T - X Q^T||``
+    greedily with optimal error feedback. ``group_size`` 0 means one scale per row.
+    ``return_codes``: also the codes and scales it chose (``GptqCodes``), for packing."""
+    w, h = _prepare_hessian(w, hessian)
+    rows, cols = w.shape
+    if group_size and cols % group_size:
+        raise UserError(f"gptq: group size {group_size} does not divide the input dimension {cols}")
     perm = None
     if act_order:
         perm = torch.argsort(torch.diag(h), descending=True)
         w, h = w[:, perm], h[perm][:, perm]
-    h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, device=h.device)
-    try:
-        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    except RuntimeError:  # not positive definite even after dampening: damp harder
-        h += 0.1 * torch.mean(torch.diag(h)) * torch.eye(cols, device=h.device)
-        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    hinv = inverse_hessian_factor(h, damp)
     if group_size:
         block_size = max(group_size, (block_size // group_size) * group_size)
     scale, zp = (None, None) if group_size else int_qparams(w, bits, symmetric)
+    scales, zeros = ([], []) if group_size else ([scale], [zp])
     q = torch.zeros_like(w)
+    codes = torch.zeros_like(w) if return_codes else None
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         w1 = w[:, i1:i2].clone()
@@ -191,16 +227,76 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_s
         for i in range(i2 - i1):
             if group_size and (i1 + i) % group_size == 0:
                 scale, zp = int_qparams(w1[:, i:i + group_size], bits, symmetric)
+                scales.append(scale)
+                zeros.append(zp)
             col = w1[:, i:i + 1]
-            qcol = int_fake_quant(col, scale, zp, bits, symmetric)
+            # int_fake_quant, with the codes kept: the same two operations
+            ccol = F.int_codes(col, scale, zp, bits, symmetric)
+            qcol = F.int_dequant(ccol, scale, zp)
             q[:, i1 + i] = qcol[:, 0]
+            if codes is not None:
+                codes[:, i1 + i] = ccol[:, 0]
             e = (col - qcol) / hinv1[i, i]
             w1[:, i:] -= e @ hinv1[i:i + 1, i:]
             err1[:, i] = e[:, 0]
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     if perm is not None:
         q = q[:, torch.argsort(perm)]
-    return q
+    if not return_codes:
+        return q
+    zero_t = None if symmetric else torch.cat(zeros, dim=1)
+    return q, GptqCodes(codes, torch.cat(scales, dim=1), zero_t, perm)
+
+
+def sparsegpt_prune(w: torch.Tensor, hessian: torch.Tensor, sparsity: float = 0.5,
+                    n: int = 0, m: int = 0, damp: float = 0.01,
+                    block_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT (Frantar & Alistarh 2023, Algorithm 1): (pruned weight, keep mask).
+
+    Unstructured (``n = m = 0``): for each block of ``block_size`` columns, the
+    ``round(sparsity * rows * block)`` weights of lowest saliency ``w^2 / [H^-1]_cc^2``
+    (eq. 3, with the Cholesky rows of ``H^-1`` as in GPTQ) are pruned; the reference code
+    takes a threshold instead, which prunes one more weight per block on ties. N:M: in
+    each run of ``m`` columns, each row keeps the ``n`` most salient weights (section 3.4).
+    Then the column sweep: each column's pruning error ``(w - q) / [H^-1]_cc`` is spread over
+    the later columns (eq. 4, the OBS update), exactly GPTQ's loop with pruning as the
+    quantiser. ``damp`` as GPTQ (1% of the mean diagonal)."""
+    w, h = _prepare_hessian(w, hessian)
+    rows, cols = w.shape
+    structured = m > 0
+    if structured:
+        block_size = max(m, (block_size // m) * m)
+    hinv = inverse_hessian_factor(h, damp)
+    keep = torch.ones_like(w, dtype=torch.bool)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        w1 = w[:, i1:i2].clone()
+        q1 = torch.zeros_like(w1)
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        d = torch.diag(hinv1).reshape(1, -1)
+        prune1 = torch.zeros_like(w1, dtype=torch.bool)
+        if not structured:
+            score = w1.pow(2) / d.pow(2)
+            k = int(round(sparsity * score.numel()))
+            if k:
+                idx = torch.topk(score.flatten(), k, largest=False).indices
+                prune1.view(-1)[idx] = True
+        for i in range(i2 - i1):
+            if structured and i % m == 0:
+                score = w1[:, i:i + m].pow(2) / d[:, i:i + m].pow(2)
+                drop = torch.topk(score, m - n, dim=1, largest=False).indices
+                prune1.scatter_(1, i + drop, True)
+            col = w1[:, i]
+            qcol = torch.where(prune1[:, i], torch.zeros_like(col), col)
+            q1[:, i] = qcol
+            e = (col - qcol) / hinv1[i, i]
+            w1[:, i:] -= e.unsqueeze(1) @ hinv1[i:i + 1, i:]
+            err1[:, i] = e
+        w[:, i1:i2] = q1
+        keep[:, i1:i2] = ~prune1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w, keep
 
 
 # -- scale migration ---------------------------------------------------------------------------
@@ -352,4 +448,5 @@ def relative_error(w: torch.Tensor, wq: torch.Tensor) -> float:
 __all__ = [
     "InputStats", "collect_input_stats", "forward_stages", "layer_hessian_traces", "layer_loss_sensitivity", "int_qparams", "int_fake_quant", "gptq_quantize",
     "smoothquant_scales", "awq_search", "hutchinson_traces", "allocate_bits", "relative_error",
+    "inverse_hessian_factor", "GptqCodes", "sparsegpt_prune",
 ]

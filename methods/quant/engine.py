@@ -16,7 +16,7 @@ from torch import nn
 from suite.errors import CellFailure, UserError
 from suite.methods.heads import inside
 from suite.methods.quant.algorithms import relative_error
-from suite.methods.quant.layers import QuantLinear
+from suite.methods.quant.layers import PackedWeight, QuantLinear
 from suite.numerics import formats as F
 
 
@@ -74,6 +74,30 @@ def int_weight_opts(bits: int, group: int, k: int, symmetric: bool = True) -> di
     return opts
 
 
+def weight_format_options(fmt: str, group: int, k: int, symmetric: bool = True) -> tuple[str, dict]:
+    """(format name, options) of a weight with ``k`` inputs in ``fmt``: integers with a scale
+    per ``group`` inputs (or per channel), any minifloat likewise (a float32 scale per block
+    or per row), every other format with its own scaling (MX, NVFP4, NF4, FP8 per tensor)."""
+    spec = F.resolve_format(fmt)
+    if spec.family == "int":
+        return spec.name, int_weight_opts(spec.bits, group, k, symmetric)
+    if spec.family == "float":
+        g = fit_group(group, k)
+        return spec.name, ({"granularity": "block", "block_size": g} if g else {"granularity": "row"})
+    return spec.name, {}
+
+
+def activation_options(fmt: str) -> dict:
+    """Dynamic activation quantisation: per token for INT/FP8/minifloats, per block for MX/NVFP4."""
+    if fmt.startswith("int"):
+        return {"granularity": "token"}
+    if fmt.startswith("fp8"):
+        return {"granularity": "row"}
+    if fmt.startswith("fp") and F.resolve_format(fmt).family == "float":  # "fp4" alone is NVFP4
+        return {"granularity": "row"}
+    return {}
+
+
 def quantize_weight(w: torch.Tensor, fmt: str, opts: dict) -> tuple[torch.Tensor, int]:
     """(dequantised weight, storage bytes with ideal bit packing, scales included:
     ``formats.effective_bits``; equal to ``QTensor.nbytes`` except int2/3/5/6/7, which
@@ -84,13 +108,42 @@ def quantize_weight(w: torch.Tensor, fmt: str, opts: dict) -> tuple[torch.Tensor
     return deq.to(w.dtype), nbytes
 
 
+def pack_weight(w: torch.Tensor, fmt: str, opts: dict, *, col_divisor: torch.Tensor | None = None,
+                dtype: torch.dtype | None = None) -> PackedWeight | None:
+    """The packed path: ``formats.quantize`` of the float32 weight, kept as real storage.
+    It must dequantise to what ``quantize_weight`` (the fake-quantised path) installs.
+    None where the layout cannot pack this shape (e.g. 4-bit codes need an even row
+    length): the layer still runs on its dequantised weight, as before packing existed."""
+    try:
+        qt = F.quantize(w.detach().float(), fmt, **opts)
+    except UserError:
+        return None
+    return PackedWeight(qt, dtype or w.dtype, col_divisor=col_divisor)
+
+
+def pack_gptq(codes, bits: int, group: int, symmetric: bool, dtype: torch.dtype) -> PackedWeight | None:
+    """GPTQ's own codes and scales (``algorithms.GptqCodes``), packed as chosen, in the
+    column order GPTQ visited (with that order kept for act_order)."""
+    rows, cols = codes.codes.shape
+    opts = {"symmetric": symmetric, "granularity": "group" if group else "channel"}
+    if group:
+        opts["group_size"] = group
+    try:
+        qt = F.int_qtensor(codes.codes, codes.scales, codes.zeros, f"int{bits}", torch.float32, **opts)
+    except UserError:  # a shape the nibble layout cannot pack (odd row length)
+        return None
+    return PackedWeight(qt, dtype, perm=codes.perm)
+
+
 def install(model: nn.Module, name: str, linear: nn.Linear, weight_q: torch.Tensor,
             storage_bytes: int, records: list[LayerRecord], *, reference: torch.Tensor | None = None,
-            **kwargs) -> QuantLinear:
+            packed: PackedWeight | None = None, **kwargs) -> QuantLinear:
     """Swap ``linear`` for a QuantLinear and record its error against ``reference`` (the
-    original weight in the same basis as ``weight_q``; default the layer's weight)."""
+    original weight in the same basis as ``weight_q``; default the layer's weight).
+    ``packed``: the weight's real low-bit storage (``pack_weight``), kept on the layer."""
     ref = linear.weight if reference is None else reference
     layer = QuantLinear.from_linear(linear, weight_q, storage_bytes=storage_bytes, **kwargs)
+    layer.packed = packed
     set_module(model, name, layer)
     numel = linear.weight.numel()
     records.append(LayerRecord(name, numel, storage_bytes, relative_error(ref, weight_q),

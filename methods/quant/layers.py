@@ -15,6 +15,12 @@ Hadamard definition, whose fast form is the Hadamard kernels' reference.
 Activation fake-quantisation uses a straight-through estimator, so LoRA on top of a
 W4A4 model still gets gradients for earlier layers.
 
+Packed storage: every quantizer also keeps the weight as the format stores it
+(``PackedWeight``: packed codes and scales, ``suite.numerics.formats.QTensor``), built by
+a separate path from the dequantised ``weight``; ``run_packed = True`` makes the forward
+dequantise from that storage instead (what a weight-only low-bit kernel does), and the
+tests require both paths to give the same weight and the same outputs.
+
 With ``real_fp8=True`` the matmul runs in FP8 through ``torch._scaled_mm`` (row-wise
 scales: per-token activations, per-channel weights) on GPUs with FP8 tensor cores.
 """
@@ -75,6 +81,31 @@ def fp8_matmul_supported(device: torch.device | str) -> tuple[bool, str]:
     return True, ""
 
 
+class PackedWeight:
+    """A layer weight in real low-bit storage: ``qtensor`` (packed codes and scales), the
+    column order it was quantised in (``perm``: GPTQ's act_order) and a per-input-channel
+    divisor folded in after dequantisation (``col_divisor``: weight-only AWQ)."""
+
+    def __init__(self, qtensor: F.QTensor, dtype: torch.dtype, perm: torch.Tensor | None = None,
+                 col_divisor: torch.Tensor | None = None):
+        self.qtensor, self.dtype, self.perm, self.col_divisor = qtensor, dtype, perm, col_divisor
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes really stored: packed codes, scales, zero points, permutation, divisors."""
+        extra = sum(t.numel() * t.element_size() for t in (self.perm, self.col_divisor) if t is not None)
+        return self.qtensor.nbytes + extra
+
+    def dequantize(self) -> torch.Tensor:
+        """The weight in the layer's basis and dtype, the operations of the fake path in order."""
+        w = F.dequantize(self.qtensor)
+        if self.perm is not None:
+            w = w[:, torch.argsort(self.perm)]
+        if self.col_divisor is not None:
+            w = w.float() / self.col_divisor
+        return w.to(self.dtype)
+
+
 class QuantLinear(nn.Linear):
     """A frozen, quantised ``nn.Linear`` with optional input transform and activation quant."""
 
@@ -90,6 +121,8 @@ class QuantLinear(nn.Linear):
         self.register_buffer("input_scale", None)  # SmoothQuant / AWQ per-channel divisor
         self._fp8: tuple | None = None  # (weight codes fp8 [out, in], per-channel scale [out])
         self._weight_sum = 0.0
+        self.packed: PackedWeight | None = None  # real low-bit storage of the weight
+        self.run_packed = False  # forward from ``packed`` (dequantised per call) instead of ``weight``
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, weight_q: torch.Tensor, *,
@@ -147,7 +180,10 @@ class QuantLinear(nn.Linear):
             return self._forward_fp8(x)
         if self.act_fmt is not None:
             x = _STE.apply(x, self.act_fmt, self.act_opts)
-        return nn.functional.linear(x, self.weight, self.bias)
+        weight = self.weight
+        if self.run_packed and self.packed is not None:
+            weight = self.packed.dequantize().to(self.weight.device)
+        return nn.functional.linear(x, weight, self.bias)
 
     def _forward_fp8(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

@@ -119,13 +119,8 @@ class Rtn(QuantMethod):
         from suite.methods.quant import engine
 
         c = self.config
-        if c.format:
-            from suite.numerics import formats as F
-
-            spec = F.resolve_format(c.format)
-            if spec.family == "int":
-                return spec.name, engine.int_weight_opts(spec.bits, c.group, k, c.sym)
-            return spec.name, {}
+        if c.format:  # any minifloat: a float32 scale per group (or row), as int<b>
+            return engine.weight_format_options(c.format, c.group, k, c.sym)
         return f"int{c.bits}", engine.int_weight_opts(c.bits, c.group, k, c.sym)
 
     def quantize(self, model, layers, batches, ctx) -> None:
@@ -134,7 +129,8 @@ class Rtn(QuantMethod):
         for name, lin in layers.items():
             fmt, opts = self.weight_format(lin.in_features)
             wq, nbytes = engine.quantize_weight(lin.weight, fmt, opts)
-            engine.install(model, name, lin, wq, nbytes, self.records)
+            engine.install(model, name, lin, wq, nbytes, self.records,
+                           packed=engine.pack_weight(lin.weight, fmt, opts))
 
 
 @dataclass
@@ -154,17 +150,16 @@ class Nf4(QuantMethod):
         opts = {"block_size": self.config.block, "double_quant": self.config.double_quant}
         for name, lin in layers.items():
             wq, nbytes = engine.quantize_weight(lin.weight, "nf4", opts)
-            engine.install(model, name, lin, wq, nbytes, self.records)
+            engine.install(model, name, lin, wq, nbytes, self.records,
+                           packed=engine.pack_weight(lin.weight, "nf4", opts))
 
 
 # -- weights and activations ----------------------------------------------------------------------
 def act_options(fmt: str) -> dict:
-    """Dynamic activation quantisation: per token for INT/FP8, per block for MX/NVFP4."""
-    if fmt.startswith("int"):
-        return {"granularity": "token"}
-    if fmt.startswith("fp8"):
-        return {"granularity": "row"}
-    return {}
+    """Dynamic activation quantisation: per token for INT/FP8/minifloats, per block for MX/NVFP4."""
+    from suite.methods.quant import engine
+
+    return engine.activation_options(fmt)
 
 
 @dataclass
@@ -218,7 +213,8 @@ class W8A8(QuantMethod):
         for name, lin in layers.items():
             wq, nbytes = engine.quantize_weight(lin.weight, fmt, wopts)
             layer = engine.install(model, name, lin, wq, nbytes, self.records,
-                                   act_fmt=fmt, act_opts=aopts)
+                                   act_fmt=fmt, act_opts=aopts,
+                                   packed=engine.pack_weight(lin.weight, fmt, wopts))
             if c.real:
                 layer.enable_real_fp8()
         self.real_matmul = c.real
@@ -250,7 +246,8 @@ class _BlockFormat(QuantMethod):
         for name, lin in layers.items():
             wq, nbytes = engine.quantize_weight(lin.weight, fmt, {})
             engine.install(model, name, lin, wq, nbytes, self.records,
-                           act_fmt=fmt if self.config.acts else None, act_opts={})
+                           act_fmt=fmt if self.config.acts else None, act_opts={},
+                           packed=engine.pack_weight(lin.weight, fmt, {}))
 
 
 @register_method("mxfp4", kind="quant", summary="OCP MXFP4 (E2M1, blocks of 32, E8M0 scale) weights+activations",
@@ -324,12 +321,14 @@ class Gptq(QuantMethod):
             if stats[name].xtx is None:
                 raise CellFailure(f"gptq: layer '{name}' saw no calibration input; skip it with skip={name}")
             g = engine.fit_group(c.group, lin.in_features)
-            wq = A.gptq_quantize(lin.weight, stats[name].hessian_matrix(), c.bits, g, c.sym,
-                                 c.damp, act_order=c.act_order).to(lin.weight.dtype)
+            wq, codes = A.gptq_quantize(lin.weight, stats[name].hessian_matrix(), c.bits, g, c.sym,
+                                        c.damp, act_order=c.act_order, return_codes=True)
+            wq = wq.to(lin.weight.dtype)
             opts = engine.int_weight_opts(c.bits, c.group, lin.in_features, c.sym)
             bits = F.effective_bits(f"int{c.bits}", tuple(lin.weight.shape), **opts)
             nbytes = int(round(bits * lin.weight.numel() / 8))
-            engine.install(model, name, lin, wq, nbytes, self.records)
+            engine.install(model, name, lin, wq, nbytes, self.records,
+                           packed=engine.pack_gptq(codes, c.bits, g, c.sym, lin.weight.dtype))
 
 
 @dataclass
@@ -366,7 +365,9 @@ class Awq(QuantMethod):
             # weight-only: fold 1/s back into the dequantised weight, no runtime transform
             wq_scaled, nbytes = engine.quantize_weight(lin.weight.float() * s, fmt, opts)
             wq = (wq_scaled.float() / s).to(lin.weight.dtype)
-            engine.install(model, name, lin, wq, nbytes + 4 * s.numel(), self.records)
+            packed = engine.pack_weight(lin.weight.float() * s, fmt, opts, col_divisor=s,
+                                        dtype=lin.weight.dtype)
+            engine.install(model, name, lin, wq, nbytes + 4 * s.numel(), self.records, packed=packed)
 
 
 @dataclass
@@ -398,7 +399,8 @@ class SmoothQuant(QuantMethod):
             w_s = lin.weight.float() * s
             wq, nbytes = engine.quantize_weight(w_s, fmt, wopts)
             engine.install(model, name, lin, wq, nbytes + 4 * s.numel(), self.records,
-                           reference=w_s, input_scale=s, act_fmt=fmt, act_opts=act_options(fmt))
+                           reference=w_s, input_scale=s, act_fmt=fmt, act_opts=act_options(fmt),
+                           packed=engine.pack_weight(w_s, fmt, wopts, dtype=lin.weight.dtype))
 
 
 # -- rotation ------------------------------------------------------------------------------------------
@@ -430,11 +432,12 @@ class Quarot(QuantMethod):
                                 f"no Hadamard block fits")
             w_rot = apply_block_hadamard(lin.weight.float(), block)
             opts = (engine.int_weight_opts(spec.bits, c.group, lin.in_features)
-                    if spec.family == "int" else {})
+                    if spec.family == "int" else {"granularity": "row"} if spec.family == "float" else {})
             wq, nbytes = engine.quantize_weight(w_rot, spec.name, opts)
             engine.install(model, name, lin, wq, nbytes, self.records, reference=w_rot,
                            hadamard_block=block, act_fmt=spec.name if c.acts else None,
-                           act_opts=act_options(spec.name))
+                           act_opts=act_options(spec.name),
+                           packed=engine.pack_weight(w_rot, spec.name, opts, dtype=lin.weight.dtype))
 
 
 # -- mixed precision ---------------------------------------------------------------------------------
@@ -486,7 +489,8 @@ class Hawq(QuantMethod):
                 b = self.bits[name]
                 opts = engine.int_weight_opts(b, c.group, lin.in_features)
                 wq, nbytes = engine.quantize_weight(lin.weight, f"int{b}", opts)
-                engine.install(model, name, lin, wq, nbytes, self.records)
+                engine.install(model, name, lin, wq, nbytes, self.records,
+                               packed=engine.pack_weight(lin.weight, f"int{b}", opts))
         self.traces = traces
 
     def sensitivities(self, layers: dict, traces: dict[str, float]) -> dict[str, dict[int, float]]:

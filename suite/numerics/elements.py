@@ -57,6 +57,7 @@ class FloatElement:
     mbits: int
     special: str
     torch_dtype: torch.dtype | None = None
+    exp_bias: int | None = None  # None: the IEEE bias 2^(ebits-1) - 1
 
     @property
     def bits(self) -> int:
@@ -64,6 +65,8 @@ class FloatElement:
 
     @property
     def bias(self) -> int:
+        if self.exp_bias is not None:
+            return self.exp_bias
         return (1 << (self.ebits - 1)) - 1
 
     @property
@@ -100,6 +103,117 @@ FP6_E2M3 = FloatElement("fp6_e2m3", 2, 3, "none")
 FP6_E3M2 = FloatElement("fp6_e3m2", 3, 2, "none")
 FP4_E2M1 = FloatElement("fp4_e2m1", 2, 1, "none")
 FLOAT_ELEMENTS = {e.name: e for e in (FP8_E4M3, FP8_E5M2, FP6_E2M3, FP6_E3M2, FP4_E2M1)}
+
+# -- any minifloat ------------------------------------------------------------------------------
+MINIFLOAT_GRAMMAR = "fp<bits>_e<E>m<M>[_ieee|_fn][_b<bias>]"
+_SPECIAL_SUFFIX = {"ieee": "ieee", "fn": "fn"}
+
+
+def minifloat_name(ebits: int, mbits: int, special: str = "none", bias: int | None = None) -> str:
+    """The canonical name of a minifloat: ``fp6_e3m2``, ``fp8_e4m3_fn``, ``fp5_e2m2_b1``."""
+    name = f"fp{1 + ebits + mbits}_e{ebits}m{mbits}"
+    if special != "none":
+        name += f"_{special}"
+    if bias is not None and bias != (1 << (ebits - 1)) - 1:
+        name += f"_b{bias}"
+    return name
+
+
+@cache
+def parse_float_element(name: str) -> FloatElement:
+    """The element a minifloat name describes (grammar ``MINIFLOAT_GRAMMAR``).
+
+    Why a grammar and not a list: "Post-Training Quantization with Low-precision Minifloats
+    and Integers on FPGAs" (Aggarwal et al. 2024) sweeps every exponent/mantissa split of 3
+    to 8 bits, with and without IEEE special values and with a configurable exponent bias.
+    Without a suffix every code is a finite number (as OCP FP6/FP4); ``_ieee`` reserves the
+    all-ones exponent for inf and NaN (IEEE 754); ``_fn`` reserves only the all-ones code
+    for NaN (as E4M3FN); ``_b<bias>`` replaces the bias 2^(E-1)-1. Subnormals are kept
+    (exponent field 0). The registered names (``fp8_e4m3``: NaN only, ``fp8_e5m2``: IEEE,
+    ``fp6_e2m3``, ``fp6_e3m2``, ``fp4_e2m1``) keep their OCP meaning; a parsed name whose
+    values equal a registered element returns that element (with its torch dtype).
+
+    A malformed name raises ValueError saying which part is wrong.
+    """
+    if name in FLOAT_ELEMENTS:
+        return FLOAT_ELEMENTS[name]
+    import re
+
+    head = re.fullmatch(r"fp(\d+)_(.*)", name)
+    if head is None:
+        raise ValueError(f"'{name}' is not a minifloat name: write {MINIFLOAT_GRAMMAR}, e.g. fp6_e3m2")
+    bits, parts = int(head.group(1)), head.group(2).split("_")
+    em = re.fullmatch(r"e(\d+)m(\d+)", parts[0])
+    if em is None:
+        raise ValueError(f"'{name}': the exponent/mantissa part '{parts[0]}' must read e<E>m<M> "
+                         f"(e.g. e3m2); grammar {MINIFLOAT_GRAMMAR}")
+    ebits, mbits = int(em.group(1)), int(em.group(2))
+    if not 3 <= bits <= 8:
+        raise ValueError(f"'{name}': the bit width 'fp{bits}' must be 3 to 8")
+    if 1 + ebits + mbits != bits:
+        raise ValueError(f"'{name}': the bit width 'fp{bits}' does not match the split '{parts[0]}': "
+                         f"1 sign + {ebits} exponent + {mbits} mantissa bits = {1 + ebits + mbits}")
+    if ebits < 1:
+        raise ValueError(f"'{name}': the exponent part 'e{ebits}' needs at least 1 exponent bit "
+                         f"(without one the format is an integer: use int<bits>)")
+    special, bias = "none", None
+    for part in parts[1:]:
+        if part in _SPECIAL_SUFFIX:
+            if special != "none":
+                raise ValueError(f"'{name}': the special-values suffix appears twice ('_{special}', '_{part}')")
+            special = _SPECIAL_SUFFIX[part]
+        elif re.fullmatch(r"b-?\d+", part):
+            if bias is not None:
+                raise ValueError(f"'{name}': the bias suffix appears twice")
+            bias = int(part[1:])
+        else:
+            raise ValueError(f"'{name}': unknown suffix '_{part}'; expected _ieee (inf and NaN), "
+                             f"_fn (NaN only) or _b<bias> (exponent bias); grammar {MINIFLOAT_GRAMMAR}")
+    if special == "ieee" and (mbits < 1 or ebits < 2):
+        raise ValueError(f"'{name}': the suffix '_ieee' needs at least 2 exponent bits and 1 mantissa "
+                         f"bit (an all-ones exponent with a non-zero mantissa is NaN); drop '_ieee'")
+    default_bias = (1 << (ebits - 1)) - 1
+    b = default_bias if bias is None else bias
+    # every value and every midpoint between neighbours exact in float32 (the codec's premise)
+    if 1 - b - mbits - 1 < -149 or ((1 << ebits) - 1) - b > 127:
+        raise ValueError(f"'{name}': the bias {b} puts values outside float32 (the smallest "
+                         f"step 2^{1 - b - mbits}, the top binade 2^{(1 << ebits) - 1 - b}); "
+                         f"choose a bias between {(1 << ebits) - 1 - 127} and {148 - mbits}")
+    canonical = minifloat_name(ebits, mbits, special, bias)
+    elem = FloatElement(canonical, ebits, mbits, special,
+                        exp_bias=None if bias is None or bias == default_bias else bias)
+    for known in FLOAT_ELEMENTS.values():  # same values as a registered element: use it
+        if (known.ebits, known.mbits, known.special, known.bias) == (ebits, mbits, special, elem.bias):
+            return known
+    if magnitudes(elem).numel() < 2:
+        raise ValueError(f"'{name}' has no positive finite value; use fewer special codes")
+    return elem
+
+
+def float_element(name: str) -> FloatElement:
+    """A registered element by name, or any minifloat name (``parse_float_element``)."""
+    elem = FLOAT_ELEMENTS.get(name)
+    return elem if elem is not None else parse_float_element(name)
+
+
+def enumerate_values(elem: FloatElement) -> list[float]:
+    """Every finite value of ``elem`` by brute force over all its bit patterns, from the
+    definition alone (``(-1)^s 2^(e - bias) (1 + m / 2^M)``, subnormal at e = 0), with the
+    special codes left out: the oracle the tests hold the codecs to."""
+    out = []
+    top_e = (1 << elem.ebits) - 1
+    for code in range(1 << elem.bits):
+        s = code >> (elem.ebits + elem.mbits)
+        e = (code >> elem.mbits) & top_e
+        m = code & ((1 << elem.mbits) - 1)
+        if elem.special == "ieee" and e == top_e:
+            continue
+        if elem.special == "fn" and e == top_e and m == (1 << elem.mbits) - 1:
+            continue
+        frac = m / (1 << elem.mbits)
+        mag = frac * 2.0 ** (1 - elem.bias) if e == 0 else (1 + frac) * 2.0 ** (e - elem.bias)
+        out.append(-mag if s else mag)
+    return out
 
 
 @cache
@@ -209,6 +323,29 @@ def pack_6bit(codes: torch.Tensor) -> torch.Tensor:
     c = c.unflatten(-1, (-1, 4))
     word = c[..., 0] | (c[..., 1] << 6) | (c[..., 2] << 12) | (c[..., 3] << 18)
     out = torch.stack([word & 0xFF, (word >> 8) & 0xFF, (word >> 16) & 0xFF], dim=-1)
+    return out.flatten(-2).to(torch.uint8)
+
+
+def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Any width of 1 to 8 bits, densely along the last dim (a multiple of 8): each run of 8
+    codes fills ``bits`` bytes little-endian, element i of the run in bits ``i*bits`` on.
+    For 4 and 6 bits this is the layout of ``pack_nibbles`` and ``pack_6bit``."""
+    mask = (1 << bits) - 1
+    c = (codes.to(torch.int64) & mask).unflatten(-1, (-1, 8))
+    word = torch.zeros(c.shape[:-1], dtype=torch.int64, device=codes.device)
+    for i in range(8):
+        word |= c[..., i] << (i * bits)
+    out = torch.stack([(word >> (8 * j)) & 0xFF for j in range(bits)], dim=-1)
+    return out.flatten(-2).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    b = packed.to(torch.int64).unflatten(-1, (-1, bits))
+    word = torch.zeros(b.shape[:-1], dtype=torch.int64, device=packed.device)
+    for j in range(bits):
+        word |= b[..., j] << (8 * j)
+    mask = (1 << bits) - 1
+    out = torch.stack([(word >> (i * bits)) & mask for i in range(8)], dim=-1)
     return out.flatten(-2).to(torch.uint8)
 
 

@@ -37,6 +37,15 @@ along the input dimension, and for activations ``[..., K]`` a "row" is a token.
   range [2^-127, 2^127]; code 255 (NaN) when the block holds a NaN, which turns the whole
   block to NaN on decode. ``floor(log2(amax))`` is the float32 exponent field of amax
   (0 and float32 subnormals give -127). Elements: ``x / X``, saturated, rounded.
+* any minifloat ``fp<bits>_e<E>m<M>[_ieee|_fn][_b<bias>]`` (3 to 8 bits; see
+  ``elements.parse_float_element``; e.g. ``fp6_e3m2``, ``fp5_e2m2``, ``fp8_e3m4_ieee``,
+  ``fp4_e2m1_b0``): the options and scale rule of ``fp8_*`` (default ``"tensor"``); without a
+  suffix the element has no NaN, so ``fake_quantize`` keeps NaN in place and ``quantize``
+  refuses it. Packed: 8 bits one byte, 6 and 4 bits as above, 3/5/7 bits densely
+  (``elements.pack_bits``, last dimension a multiple of 8).
+* ``mx`` + any minifloat name (``mxfp5_e2m2``, ``mxfp8_e3m4``): OCP MX block scaling of that
+  element, exactly the rules of the registered MX formats (its ``emax_elem`` is
+  ``floor(log2(max finite))``).
 * ``nvfp4``: E2M1 elements in blocks of 16; block scale in E4M3 and an FP32 per-tensor
   scale (``tensor_scale=True``): ``s_t = amax_tensor / (448 * 6)`` (amax over finite
   values, or ``tensor_amax`` when calibrated); ``s_b = e4m3(clamp(amax_block / 6 / s_t,
@@ -88,7 +97,7 @@ from suite.numerics.rounding import ROUNDING_MODES, round_int
 __all__ = [
     "FORMATS", "FormatSpec", "QTensor", "resolve_format", "fake_quantize", "quantize",
     "dequantize", "effective_bits", "mx_scale_e8m0", "nvfp4_tensor_scale", "int_qparams",
-    "int_codes", "int_dequant",
+    "int_codes", "int_dequant", "int_qtensor", "quantize_with_scale", "MINIFLOAT_FORMATS",
 ]
 
 
@@ -97,7 +106,7 @@ class FormatSpec:
     """What a format name means: its family (scaling scheme) and element type."""
 
     name: str
-    family: str  # "int" | "fp8" | "mx" | "nvfp4" | "nf4"
+    family: str  # "int" | "fp8" | "float" (any parsed minifloat) | "mx" | "nvfp4" | "nf4"
     element: str  # an element name of elements.FLOAT_ELEMENTS, "int<b>" or "nf4"
     bits: int  # bits per element
     defaults: dict = field(default_factory=dict)
@@ -150,13 +159,61 @@ _GRANULARITY = {
 
 
 def resolve_format(fmt: str) -> FormatSpec:
-    """The spec of ``fmt`` (aliases accepted); an unknown name is a UserError."""
-    name = ALIASES.get(fmt, fmt)
-    if name not in FORMATS:
-        from suite.errors import UnknownNameError
+    """The spec of ``fmt`` (aliases accepted); an unknown name is a UserError.
 
-        raise UnknownNameError("number format", fmt, list(FORMATS) + list(ALIASES))
-    return FORMATS[name]
+    Besides the registered names, any minifloat parses (``MINIFLOAT_FORMATS``):
+    ``fp<bits>_e<E>m<M>[_ieee|_fn][_b<bias>]`` with a float32 scale per tensor / row / block
+    (the ``fp8_*`` options), and ``mx`` + that name for OCP-MX block scaling (E8M0 scale per
+    32) of that element. A name of that shape that does not parse says which part is wrong.
+    """
+    name = ALIASES.get(fmt, fmt)
+    if name in FORMATS:
+        return FORMATS[name]
+    if _looks_like_minifloat(name):
+        return _parse_minifloat_format(name)
+    from suite.errors import UnknownNameError
+
+    raise UnknownNameError("number format", fmt, list(FORMATS) + list(ALIASES),
+                           hint=f"Any minifloat too: {MINIFLOAT_FORMATS}.")
+
+
+MINIFLOAT_FORMATS = (f"{el.MINIFLOAT_GRAMMAR} (scale per tensor, row, block or tile as fp8_*), "
+                     f"mx{el.MINIFLOAT_GRAMMAR} (OCP MX blocks of 32, E8M0 scale)")
+
+
+def _looks_like_minifloat(name: str) -> bool:
+    import re
+
+    return re.match(r"(mx)?fp\d+_", name) is not None
+
+
+_PARSED: dict[str, FormatSpec] = {}
+
+
+def _parse_minifloat_format(name: str) -> FormatSpec:
+    """A FormatSpec for any minifloat name (cached); UserError naming the wrong part."""
+    if name in _PARSED:
+        return _PARSED[name]
+    mx = name.startswith("mx")
+    try:
+        elem = el.parse_float_element(name[2:] if mx else name)
+    except ValueError as exc:
+        where = f"number format '{name}' (its element " if mx else "number format "
+        raise UserError(f"{where}{exc}{')' if mx else ''}") from None
+    if mx:
+        spec = FormatSpec(name, "mx", elem.name, elem.bits, {"block_size": 32},
+                          f"OCP MX-style: {elem.name} elements, blocks of 32, E8M0 shared scale")
+    else:
+        spec = FormatSpec(name, "float", elem.name, elem.bits,
+                          {"granularity": "tensor", "block_size": 128},
+                          f"minifloat {elem.name} with an amax float32 scale per tensor/row/block")
+    _PARSED[name] = spec
+    return spec
+
+
+def _scaled_float(spec: FormatSpec) -> bool:
+    """FP8 and every parsed minifloat: one float32 amax scale per tensor / row / block / tile."""
+    return spec.family in ("fp8", "float")
 
 
 def _resolve_opts(spec: FormatSpec, opts: dict[str, Any]) -> dict[str, Any]:
@@ -178,8 +235,8 @@ def _resolve_opts(spec: FormatSpec, opts: dict[str, Any]) -> dict[str, Any]:
         )
     if "granularity" in out:
         g = _GRANULARITY.get(str(out["granularity"]))
-        if g is None or (g in ("none", "tile") and spec.family != "fp8"):
-            valid = [k for k in _GRANULARITY if spec.family == "fp8" or k not in ("none", "tile")]
+        if g is None or (g in ("none", "tile") and not _scaled_float(spec)):
+            valid = [k for k in _GRANULARITY if _scaled_float(spec) or k not in ("none", "tile")]
             raise UserError(
                 f"format '{spec.name}': granularity {out['granularity']!r} is not one of "
                 f"{', '.join(valid)}"
@@ -271,7 +328,7 @@ def _encode(x: torch.Tensor, spec: FormatSpec, o: dict[str, Any]) -> _Enc:
     rnd = {"generator": o["generator"]}
     if spec.family == "int":
         return _encode_int(x32, spec, o, rnd)
-    if spec.family == "fp8":
+    if _scaled_float(spec):
         return _encode_fp8(x32, spec, o, rnd)
     if spec.family == "mx":
         return _encode_mx(x32, spec, o, rnd)
@@ -324,17 +381,20 @@ def _encode_int(x, spec, o, rnd) -> _Enc:
 
 
 def _encode_fp8(x, spec, o, rnd) -> _Enc:
-    elem = el.FLOAT_ELEMENTS[spec.element]
+    elem = el.float_element(spec.element)
     xb = _blocked(x, spec, o["granularity"], o["block_size"])
     noise = _noise_blocked(o["noise"], xb)
+    # an element without a NaN code (parsed minifloats): fake quantisation keeps NaN in place
+    nan = torch.isnan(xb) if elem.nan_code is None else None
     if o["granularity"] == "none":
-        return _Enc(el.encode_float(xb, elem, o["rounding"], noise=noise, **rnd))
+        return _Enc(el.encode_float(xb, elem, o["rounding"], noise=noise, **rnd), nan_mask=nan)
     if o["granularity"] == "tile":
         scale = _tile_to_rows(_tile_amax(xb), o["block_size"]) / elem.max
     else:
         scale = _finite_amax(xb) / elem.max
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return _Enc(el.encode_float(xb / scale, elem, o["rounding"], noise=noise, **rnd), scale)
+    return _Enc(el.encode_float(xb / scale, elem, o["rounding"], noise=noise, **rnd), scale,
+                nan_mask=nan)
 
 
 def mx_scale_e8m0(amax: torch.Tensor, elem: el.FloatElement) -> torch.Tensor:
@@ -355,7 +415,7 @@ def _e8m0_to_float(code: torch.Tensor) -> torch.Tensor:
 
 
 def _encode_mx(x, spec, o, rnd) -> _Enc:
-    elem = el.FLOAT_ELEMENTS[spec.element]
+    elem = el.float_element(spec.element)
     xb = _blocked(x, spec, "group", o["block_size"])
     amax = xb.abs().amax(-1, keepdim=True)  # NaN propagates: a NaN block gets scale 255
     code = mx_scale_e8m0(amax, elem)
@@ -442,10 +502,10 @@ def _decode(enc: _Enc, spec: FormatSpec, o: dict[str, Any]) -> torch.Tensor:
     """Unpacked encoding -> float32 blocks ``[rows, n_blocks, block]``."""
     if spec.family == "int":
         out = int_dequant(enc.codes, enc.scale, enc.zero_point)
-    elif spec.family in ("fp8", "mx", "nvfp4"):
-        elem = el.FLOAT_ELEMENTS[spec.element]
+    elif spec.family in ("fp8", "float", "mx", "nvfp4"):
+        elem = el.float_element(spec.element)
         vals = el.decode_float(enc.codes, elem)
-        if spec.family == "fp8":
+        if _scaled_float(spec):
             out = vals if enc.scale is None else vals * enc.scale
         elif spec.family == "mx":
             out = vals * _e8m0_to_float(enc.scale)
@@ -518,14 +578,18 @@ def _pack(codes: torch.Tensor, spec: FormatSpec, shape: tuple, o: dict[str, Any]
         flat = c.reshape(-1)
         _need_multiple(flat, 2, spec)
         return el.pack_nibbles(flat)
-    elem = el.FLOAT_ELEMENTS[spec.element]
+    elem = el.float_element(spec.element)
     if elem.bits == 8:
-        return c.contiguous().view(elem.torch_dtype)
+        c = c.contiguous()
+        return c.view(elem.torch_dtype) if elem.torch_dtype is not None else c.to(torch.uint8)
     if elem.bits == 6:
         _need_multiple(c, 4, spec)
         return el.pack_6bit(c)
-    _need_multiple(c, 2, spec)
-    return el.pack_nibbles(c)
+    if elem.bits == 4:
+        _need_multiple(c, 2, spec)
+        return el.pack_nibbles(c)
+    _need_multiple(c, 8, spec)  # 3, 5, 7 bits: runs of 8 codes in `bits` bytes
+    return el.pack_bits(c, elem.bits)
 
 
 def _need_multiple(c: torch.Tensor, m: int, spec: FormatSpec) -> None:
@@ -547,12 +611,14 @@ def _unpack(q: QTensor, spec: FormatSpec) -> torch.Tensor:
         return d.to(torch.int16)
     if spec.family == "nf4":
         return el.unpack_nibbles(d)
-    elem = el.FLOAT_ELEMENTS[spec.element]
+    elem = el.float_element(spec.element)
     if elem.bits == 8:
         return d.view(torch.uint8)
     if elem.bits == 6:
         return el.unpack_6bit(d)
-    return el.unpack_nibbles(d)
+    if elem.bits == 4:
+        return el.unpack_nibbles(d)
+    return el.unpack_bits(d, elem.bits)
 
 
 def quantize(x: torch.Tensor, fmt: str, **opts: Any) -> QTensor:
@@ -563,6 +629,12 @@ def quantize(x: torch.Tensor, fmt: str, **opts: Any) -> QTensor:
         raise UserError(
             f"format '{spec.name}' has no code for NaN or inf, and the tensor holds one; "
             f"fix the non-finite values first (fake_quantize keeps NaN in place)"
+        )
+    if (spec.family == "float" and el.float_element(spec.element).nan_code is None
+            and bool(torch.isnan(x).any())):
+        raise UserError(
+            f"format '{spec.name}' has no code for NaN, and the tensor holds one; fix the NaN "
+            f"first or use a name with _ieee or _fn (fake_quantize keeps NaN in place)"
         )
     enc = _encode(x, spec, o)
     shape = tuple(x.shape)
@@ -581,6 +653,59 @@ def quantize(x: torch.Tensor, fmt: str, **opts: Any) -> QTensor:
                    enc.tensor_scale, enc.scale_mean)
 
 
+def int_qtensor(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, fmt: str,
+                dtype: torch.dtype = torch.float32, **opts: Any) -> QTensor:
+    """Packed storage of integer codes chosen elsewhere, with the scales they were chosen with.
+
+    Why: GPTQ picks each column's codes after error feedback and L4Q learns its scales, so
+    neither is ``quantize(x)`` of a tensor; storing their codes and scales as they are is
+    what makes the packed weight equal the weight they computed (recomputing the scales from
+    the final weight is the classic GPTQ-port bug). ``codes`` has the weight's shape (float
+    or int, within the format's range), ``scale`` / ``zero_point`` one entry per row-block
+    of ``opts``' granularity. ``dequantize`` gives ``(codes - zero_point) * scale``.
+    """
+    spec = resolve_format(fmt)
+    if spec.family != "int":
+        raise UserError(f"int_qtensor packs integer formats, not '{spec.name}'")
+    o = _resolve_opts(spec, opts)
+    shape = tuple(codes.shape)
+    blocked = _blocked(_as_rows(codes), spec, o["granularity"], o["group_size"])
+    qmin, qmax = el.int_range(spec.bits, o["symmetric"])
+    c = blocked.float()
+    if bool(((c < qmin) | (c > qmax) | (c != c.round())).any()):
+        raise ValueError(f"int_qtensor: codes outside the integers {qmin}..{qmax} of {spec.name}")
+    n_blocks = blocked.shape[:2]
+    scale = scale.float().reshape(n_blocks) if scale.numel() > 1 else scale.float().reshape(())
+    zp = None
+    if not o["symmetric"]:
+        if zero_point is None:
+            raise ValueError("int_qtensor: an asymmetric format needs its zero points")
+        zp = zero_point.reshape(n_blocks) if zero_point.numel() > 1 else zero_point.reshape(())
+        zp = zp.to(torch.uint8)
+    stored = {k: v for k, v in o.items() if k not in ("generator", "noise", "_codebook")}
+    return QTensor(spec.name, stored, shape, dtype, _pack(blocked.to(torch.int16), spec, shape, o),
+                   scale, zp)
+
+
+def quantize_with_scale(x: torch.Tensor, fmt: str, scale: torch.Tensor,
+                        zero_point: torch.Tensor | None = None, **opts: Any) -> QTensor:
+    """``quantize`` of an integer format with given (e.g. learned) scales instead of the
+    format's amax rule: codes ``clamp(round(x / scale) + zp)``, packed as ``int_qtensor``."""
+    spec = resolve_format(fmt)
+    if spec.family != "int":
+        raise UserError(f"quantize_with_scale takes integer formats, not '{spec.name}'")
+    o = _resolve_opts(spec, opts)
+    xb = _blocked(x.detach().float(), spec, o["granularity"], o["group_size"])
+    s = scale.float().reshape(*xb.shape[:2], 1) if scale.numel() > 1 else scale.float().reshape(1, 1, 1)
+    zp = None
+    if zero_point is not None:
+        zp = (zero_point.float().reshape(*xb.shape[:2], 1) if zero_point.numel() > 1
+              else zero_point.float().reshape(1, 1, 1))
+    codes = int_codes(xb, s, zp, spec.bits, o["symmetric"])
+    public = {k: v for k, v in opts.items() if k not in ("rounding", "generator", "noise")}
+    return int_qtensor(codes.reshape(x.shape), s, zp, spec.name, x.dtype, **public)
+
+
 def dequantize(q: QTensor) -> torch.Tensor:
     """Packed storage back to a dense tensor of the original shape and dtype."""
     spec = resolve_format(q.fmt)
@@ -594,7 +719,7 @@ def dequantize(q: QTensor) -> torch.Tensor:
         rows = _as_rows(torch.empty(shape, device="meta"))
         if spec.family == "int":
             gran, block = o["granularity"], o["group_size"]
-        elif spec.family == "fp8":
+        elif _scaled_float(spec):
             gran, block = o["granularity"], o["block_size"]
         else:
             gran, block = "group", o["block_size"]
@@ -623,7 +748,7 @@ def effective_bits(fmt: str, shape: tuple[int, ...], **opts: Any) -> float:
     k = shape[-1] if shape else 1
     rows = max(numel // max(k, 1), 1)
     bits = spec.bits * numel
-    if spec.family in ("int", "fp8"):
+    if spec.family == "int" or _scaled_float(spec):
         gran = o["granularity"]
         per = o["group_size"] if spec.family == "int" else o["block_size"]
         n_scales = {"none": 0, "tensor": 1, "row": rows,
