@@ -1,0 +1,331 @@
+"""ComPEFT: compress a trained update to its top-k signs times one scalar, then evaluate that.
+
+Yadav et al. 2023, ComPEFT: Compression for Communicating Parameter Efficient Updates via
+Sparsification and Quantization (arXiv:2311.13171). With the task vector tau = theta_trained
+- theta_init of everything the earlier methods trained (LoRA's A and B, full fine-tuning's
+weights, ...), flattened into one vector:
+
+    tau_hat = alpha * sigma(tau) * sign(top_k(tau))
+
+top_k keeps the ``density`` fraction of entries with the largest |tau| (the rest become 0) and
+sigma(tau) is the standard deviation of the uncompressed tau, so the update becomes a ternary
+vector and one scalar. The paper tunes alpha on validation data; with ``alpha`` unset the
+scalar is instead the mean |tau| of the kept entries (the least-squares scalar for those
+signs), which needs no dev-set search. ``quantize=false`` keeps the kept values themselves
+(sparsification only, the paper's ablation); with ``density=1`` that is the identity.
+
+Composes after any method (``lora+compeft:density=0.05``, ``full+compeft``): it records the
+trained parameters when training begins and compresses in ``after_training``, so the cell's
+evaluation scores the compressed model. Alone it compresses what the model trains by itself
+(every parameter: full fine-tuning's task vector). The task's new head is kept in full, not
+compressed: it has no pretrained value and every method trains it in full.
+
+What it stores is what a receiver needs besides the base model and the seed of the earlier
+method's initialisation: the positions of the kept entries, Golomb-coded (gaps between kept
+positions, Rice parameter from the density, as the sparse ternary compression the paper builds
+on), one sign bit per kept entry, the scalar, and the head in full. ``adapter_bytes`` is that
+file's size. The runner hands ``after_training`` the task's evaluation (``ctx.evaluate``), so the
+primary metrics of the uncompressed model are stored as ``compeft_before/<metric>`` beside the
+cell's own (after compression). Also stored: the task loss on a few training batches before and
+after compression, and the relative error ||tau - tau_hat|| / ||tau||.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from suite.method import Method, MethodContext
+from suite.registry import register_method
+
+if TYPE_CHECKING:  # pragma: no cover
+    from suite.train import TrainState
+
+GOLDEN = (1 + math.sqrt(5)) / 2
+
+
+@dataclass
+class ComPEFTConfig:
+    density: float = 0.1  # k: fraction of the update's entries kept
+    alpha: float | None = None  # None: scalar = mean |kept tau|; a number: alpha * std(tau), as in the paper
+    quantize: bool = True  # false: keep the kept values (sparsification only)
+    loss_batches: int = 4  # training batches on which the loss before and after compression is measured
+
+    def __post_init__(self) -> None:
+        if not 0 < self.density <= 1:
+            raise ValueError("density must be in (0, 1]: the fraction of the update's entries kept")
+        if self.alpha is not None and (not math.isfinite(self.alpha) or self.alpha <= 0):
+            raise ValueError("alpha must be a positive number (or unset for the least-squares scalar)")
+        if self.loss_batches < 0:
+            raise ValueError("loss_batches must be >= 0")
+
+
+@dataclass
+class Compressed:
+    """A compressed flat update: sorted kept positions, their signs (or values), and the scalar."""
+
+    n: int
+    indices: Any  # int64, sorted
+    signs: Any  # bool, True where tau > 0
+    scale: float  # the one scalar (nan when not quantized)
+    values: Any = None  # the kept values themselves when not quantized
+    std: float = float("nan")  # sigma(tau) of the uncompressed update
+
+    def dense(self) -> Any:
+        """tau_hat as a dense float32 vector."""
+        import torch
+
+        out = torch.zeros(self.n, dtype=torch.float32)
+        if self.values is not None:
+            out[self.indices] = self.values
+        else:
+            out[self.indices] = torch.where(self.signs, self.scale, -self.scale)
+        return out
+
+    @property
+    def kept(self) -> int:
+        return int(self.indices.numel())
+
+
+def compress(tau: Any, density: float, alpha: float | None = None, quantize: bool = True) -> Compressed:
+    """ComPEFT on a flat update: keep the top ``density`` of |tau|, then sign times one scalar."""
+    import torch
+
+    flat = tau.detach().float().reshape(-1).cpu()
+    n = flat.numel()
+    k = max(1, min(n, round(density * n)))
+    indices = torch.topk(flat.abs(), k, sorted=False).indices
+    indices = indices[flat[indices] != 0]  # an exact zero has no sign: it stays zero
+    indices, _ = torch.sort(indices)
+    kept = flat[indices]
+    std = float(flat.std(correction=0)) if n > 1 else 0.0
+    if not quantize:
+        return Compressed(n, indices, kept > 0, float("nan"), values=kept.clone(), std=std)
+    if alpha is None:
+        scale = float(kept.abs().mean()) if kept.numel() else 0.0
+    else:
+        scale = alpha * std
+    return Compressed(n, indices, kept > 0, scale, std=std)
+
+
+def rice_parameter(kept: int, n: int) -> int:
+    """b of the Golomb-Rice code (M = 2^b) for gaps between kept positions at density kept / n
+    (Sattler et al. 2019's choice for geometric gaps: b = 1 + floor(log2(log(phi - 1) / log(1 - p))))."""
+    p = kept / n if n else 1.0
+    if p >= 1 or p <= 0:
+        return 0
+    return max(0, 1 + math.floor(math.log2(math.log(GOLDEN - 1) / math.log(1 - p))))
+
+
+def golomb_encode(indices: Any, b: int) -> bytes:
+    """Rice code of the gaps before each kept position: q = gap >> b ones, a zero, b remainder bits."""
+    import numpy as np
+
+    idx = np.asarray(indices, dtype=np.int64)
+    gaps = np.diff(np.concatenate([[-1], idx])) - 1
+    q = gaps >> b
+    rem = gaps & ((1 << b) - 1)
+    lengths = q + 1 + b
+    starts = np.cumsum(lengths) - lengths
+    bits = np.zeros(int(lengths.sum()), dtype=np.uint8)
+    ones = np.repeat(starts, q) + (np.arange(int(q.sum())) - np.repeat(np.cumsum(q) - q, q))
+    bits[ones] = 1
+    for j in range(b):
+        bits[starts + q + 1 + j] = (rem >> (b - 1 - j)) & 1
+    return np.packbits(bits).tobytes()
+
+
+def golomb_decode(data: bytes, count: int, b: int) -> list[int]:
+    """The kept positions back from ``golomb_encode`` (a plain reference decoder)."""
+    import numpy as np
+
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+    out, pos, previous = [], 0, -1
+    for _ in range(count):
+        q = 0
+        while bits[pos]:
+            q += 1
+            pos += 1
+        pos += 1
+        rem = 0
+        for _ in range(b):
+            rem = (rem << 1) | int(bits[pos])
+            pos += 1
+        previous = previous + 1 + (q << b) + rem
+        out.append(previous)
+    return out
+
+
+def pack_signs(signs: Any) -> bytes:
+    import numpy as np
+
+    return np.packbits(np.asarray(signs, dtype=np.uint8)).tobytes()
+
+
+def head_module_ids(model: Any, ctx: MethodContext) -> set[int]:
+    """Parameters of the task's new modules, including the trained copy a peft wrapper keeps of them
+    (peft's modules_to_save holds the original as ``original_module`` beside a trained copy)."""
+    wanted = {id(m) for m in ctx.new_modules}
+    out: set[int] = set()
+    for module in model.modules():
+        if id(module) in wanted or id(getattr(module, "original_module", None)) in wanted:
+            out.update(id(p) for p in module.parameters())
+    return out
+
+
+@register_method("compeft", kind="peft",
+                 summary="compress the trained update to top-k signs times one scalar, then evaluate",
+                 source="suite", paper="Yadav et al. 2023, ComPEFT (arXiv:2311.13171)")
+class ComPEFT(Method):
+    Config = ComPEFTConfig
+    mergeable = True
+    lower_is_better = ("compeft_compressed_bytes", "compeft_original_bytes", "compeft_rel_error",
+                       "compeft_loss_before", "compeft_loss_after")
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        self.ctx: MethodContext | None = None
+        self.tracked: list[tuple[str, Any, Any]] = []  # (name, parameter, value when training began, on the CPU)
+        self.head: list[tuple[str, Any]] = []
+        self.result: Compressed | None = None
+        self.facts: dict[str, float] = {}
+
+    def apply(self, model: Any, ctx: MethodContext) -> Any:
+        self.ctx = ctx  # compression happens after training; nothing changes now
+        return model
+
+    def on_train_begin(self, model: Any, state: TrainState) -> None:
+        """Record theta_init of what trains: what requires a gradient or the optimizer holds."""
+        held = {id(p) for g in state.optimizer.param_groups for p in g["params"]} \
+            if state.optimizer is not None else set()
+        head = head_module_ids(model, self.ctx) if self.ctx is not None else set()
+        seen: set[int] = set()
+        self.tracked, self.head = [], []
+        for name, p in model.named_parameters():
+            if id(p) in seen or not (p.requires_grad or id(p) in held):
+                continue
+            seen.add(id(p))
+            if id(p) in head:
+                self.head.append((name, p))
+            else:
+                self.tracked.append((name, p, p.detach().to("cpu", copy=True)))
+
+    def task_vector(self) -> Any:
+        import torch
+
+        if not self.tracked:
+            return torch.zeros(0)
+        return torch.cat([(p.detach().float().cpu() - init.float()).reshape(-1) for _, p, init in self.tracked])
+
+    def after_training(self, model: Any, ctx: MethodContext) -> Any:
+        import torch
+
+        if not self.tracked:  # nothing trained (an evaluation-only cell): nothing to compress
+            self.facts = {"compeft_compressed_params": 0.0}
+            return model
+        evaluate = getattr(ctx, "evaluate", None)  # the task's scores of the uncompressed model
+        before = evaluate() if callable(evaluate) else {}
+        loss_before = self._train_loss(model, ctx)
+        tau = self.task_vector()
+        c = self.config
+        self.result = compress(tau, c.density, c.alpha, c.quantize)
+        tau_hat = self.result.dense()
+        with torch.no_grad():
+            offset = 0
+            kept = torch.zeros(tau.numel(), dtype=torch.bool)
+            kept[self.result.indices] = True
+            for _, p, init in self.tracked:
+                size = init.numel()
+                piece = tau_hat[offset:offset + size].view(init.shape)
+                mask = kept[offset:offset + size].view(init.shape)
+                if c.quantize:
+                    new = init.float() + piece
+                else:  # kept entries keep their trained value exactly, the rest return to theta_init
+                    new = torch.where(mask, p.detach().float().cpu(), init.float())
+                p.copy_(new.to(device=p.device, dtype=p.dtype))
+                offset += size
+        loss_after = self._train_loss(model, ctx)
+        norm = float(tau.norm())
+        self.facts = {
+            "compeft_compressed_params": float(tau.numel()),
+            "compeft_kept": float(self.result.kept),
+            "compeft_density": self.result.kept / tau.numel(),
+            "compeft_scale": self.result.scale,
+            "compeft_alpha": self.result.scale / self.result.std if self.result.std else float("nan"),
+            "compeft_rel_error": float((tau - tau_hat).norm()) / norm if norm else 0.0,
+            "compeft_original_bytes": float(sum(init.numel() * init.element_size() for _, _, init in self.tracked)
+                                            + self._head_bytes()),
+            "compeft_compressed_bytes": float(self._payload_bytes()),
+            **({"compeft_loss_before": loss_before, "compeft_loss_after": loss_after}
+               if not math.isnan(loss_before) else {}),
+            **{f"compeft_before/{k}": float(v) for k, v in before.items()},
+        }
+        return model
+
+    def _train_loss(self, model: Any, ctx: MethodContext) -> float:
+        """Mean task loss on ``loss_batches`` seeded training batches, in eval mode."""
+        import contextlib
+
+        import torch
+
+        if not self.config.loss_batches or ctx.calibration_source is None:
+            return float("nan")
+        batches = ctx.calibration_batches(self.config.loss_batches)
+        autocast = ctx.precision.autocast(ctx.device) if ctx.precision is not None else contextlib.nullcontext()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), autocast:
+                losses = [float(model(**batch).loss) for batch in batches]
+        finally:
+            model.train(was_training)
+        return sum(losses) / len(losses) if losses else float("nan")
+
+    def _head_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for _, p in self.head)
+
+    def _payload(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The tensors and metadata written by ``save_adapter``."""
+        import numpy as np
+        import torch
+
+        r = self.result
+        b = rice_parameter(r.kept, r.n)
+        tensors: dict[str, Any] = {
+            "compeft.positions": torch.from_numpy(np.frombuffer(golomb_encode(r.indices.numpy(), b),
+                                                                dtype=np.uint8).copy()),
+        }
+        if r.values is None:
+            tensors["compeft.signs"] = torch.from_numpy(np.frombuffer(pack_signs(r.signs.numpy()),
+                                                                      dtype=np.uint8).copy())
+            tensors["compeft.scale"] = torch.tensor([r.scale], dtype=torch.float32)
+        else:
+            tensors["compeft.values"] = r.values.to(torch.float32)
+        for name, p in self.head:
+            tensors[f"head.{name}"] = p.detach().contiguous().cpu()
+        meta = {"rice_b": str(b), "kept": str(r.kept), "n": str(r.n),
+                "parameters": json.dumps([[name, list(init.shape)] for name, _, init in self.tracked])}
+        return tensors, meta
+
+    def _payload_bytes(self) -> int:
+        tensors, _ = self._payload()
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+
+    def save_adapter(self, model: Any, path: str) -> None:
+        """The compressed update (Golomb-coded positions, sign bits, the scalar) and the head in full."""
+        if self.result is None:
+            return super().save_adapter(model, path)
+        from safetensors.torch import save_file
+
+        os.makedirs(path, exist_ok=True)
+        tensors, meta = self._payload()
+        save_file(tensors, os.path.join(path, "compeft.safetensors"), metadata=meta)
+
+    def measurements(self, model: Any) -> dict[str, float]:
+        return dict(self.facts)
+
+    def merge(self, model: Any) -> Any:
+        return model  # the compressed update is already in the parameters; earlier methods merge it
