@@ -31,6 +31,7 @@ class LoraXSConfig:
 @register_method("lora-xs", kind="peft", summary="trainable r x r matrix between frozen truncated-SVD factors",
                  source="suite", paper="Balazy et al. 2024, LoRA-XS (arXiv:2405.17604)")
 class LoraXS(TargetedMethod, Method):
+    rank_bounded = True  # built from the top-r singular vectors of each adapted weight
     Config = LoraXSConfig
     mergeable = True
     default_lr = 2e-3

@@ -60,6 +60,7 @@ class PissaConfig(LoraConfig):
                  summary="LoRA initialised from the principal singular vectors, residual frozen",
                  source="peft", paper="Meng et al. 2024, PiSSA (arXiv:2404.02948)")
 class Pissa(Lora):
+    rank_bounded = True  # its A, B come from the top-r SVD of each weight
     Config = PissaConfig
     # The same step as LoRA, so the two compare at equal budget. At 2e-4 the fresh task head
     # barely trained in 300 steps (MiniLM, SST-2, query/value: 0.56 dev accuracy; 0.80 at 5e-4).
@@ -277,7 +278,7 @@ ROWS: tuple[TunerRow, ...] = (
              default_lr=LORA_FAMILY_LR,
              summary="weight-decomposed LoRA: trainable magnitude, LoRA on the direction",
              paper="Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv:2402.09353)"),
-    TunerRow("olora", "LoraConfig", LoraConfig, renames=LORA_ARGS, fixed={"init_lora_weights": "olora"},
+    TunerRow("olora", "LoraConfig", LoraConfig, renames=LORA_ARGS, rank_bounded=True, fixed={"init_lora_weights": "olora"},
              default_lr=LORA_FAMILY_LR,
              summary="LoRA initialised from a QR decomposition of W (orthonormal A, B), residual frozen",
              paper="Buyukakyuz 2024, OLoRA: Orthonormal Low-Rank Adaptation (arXiv:2406.01775)"),
@@ -285,7 +286,7 @@ ROWS: tuple[TunerRow, ...] = (
              default_lr=LORA_FAMILY_LR,
              summary="LoRA with B frozen to the minor singular vectors of W, only A trains",
              paper="Minor Component Adaptation, MiCA (arXiv:2604.01694)"),
-    TunerRow("corda", "LoraConfig", CordaArgs, renames=LORA_ARGS, fixed={"init_lora_weights": "corda"},
+    TunerRow("corda", "LoraConfig", CordaArgs, renames=LORA_ARGS, rank_bounded=True, fixed={"init_lora_weights": "corda"},
              skip=("corda_method", *_CALIBRATION), extra=_corda_args, base=_CordaMethod,
              default_lr=LORA_FAMILY_LR,
              summary="LoRA from a context-oriented SVD of W times the input covariance (task data calibrates it)",
@@ -295,7 +296,7 @@ ROWS: tuple[TunerRow, ...] = (
              summary="LoRA A from the SVD of layer inputs on task data, ranks redistributed",
              paper="Paischer et al. 2024, One Initialization to Rule them All: Explained Variance Adaptation "
                    "(arXiv:2410.07170)"),
-    TunerRow("lora-ga", "LoraConfig", LoraGaArgs, renames=LORA_ARGS, fixed={"init_lora_weights": "lora_ga"},
+    TunerRow("lora-ga", "LoraConfig", LoraGaArgs, renames=LORA_ARGS, rank_bounded=True, fixed={"init_lora_weights": "lora_ga"},
              skip=("direction", "scale", "stable_gamma", *_CALIBRATION), extra=_loraga_args,
              base=_LoraGaMethod, default_lr=LORA_FAMILY_LR,
              summary="LoRA initialised from the SVD of the full gradient on task batches",

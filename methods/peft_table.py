@@ -66,6 +66,7 @@ class TunerRow:
     families: tuple[str, ...] = ()  # model families the tuner supports; empty: any
     base: type = PeftMethod  # hooks beyond argument mapping (calibration, rank schedule, KV prefix)
     version: str = "1"  # bump when results would change: it enters the cell id
+    rank_bounded: bool = False  # SVD-initialised adapters: r above a layer's rank is refused up front
 
     def __post_init__(self) -> None:
         # Read-only copies: rows are shared by every instance of their class.
@@ -153,7 +154,7 @@ def tuner_class(row: TunerRow, module: str) -> type:
     attrs = {"Config": row.config, "peft_config_class": row.peft_config, "mergeable": row.mergeable,
              "target_kind": row.target_kind, "default_lr": row.default_lr, "families": row.families,
              "version": row.version, "row": row, "peft_kwargs": _row_peft_kwargs,
-             "unsupported": _row_unsupported,
+             "unsupported": _row_unsupported, "rank_bounded": row.rank_bounded,
              "__module__": module, "__qualname__": row.class_name,
              "__doc__": f"{row.summary} (peft {row.peft_config}). Paper: {row.paper}."}
     return type(row.class_name, (row.base,), attrs)

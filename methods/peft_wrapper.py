@@ -76,6 +76,7 @@ class PeftMethod(Method):
     mergeable = True
     target_kind: ClassVar[str | None] = DEFAULT_ADAPTER_TARGETS  # key of the targets tables; None: no targets
     families: ClassVar[tuple[str, ...]] = ()  # model families the tuner supports; empty: any
+    rank_bounded: ClassVar[bool] = False  # SVD-initialised: r above a layer's rank is refused up front
 
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
         raise NotImplementedError
@@ -103,10 +104,15 @@ class PeftMethod(Method):
             return (f"the installed peft {library_version('peft')} has no {self.peft_config_class}; "
                     f"install the tested versions (pip install -c constraints.txt -e .) or a newer peft")
         if self.target_kind is not None:
-            from suite.methods.targets import no_default_targets
+            from suite.methods.targets import no_default_targets, placement_refusal
 
-            return no_default_targets(self.name, target.model_type, getattr(self.config, "target_modules", None),
-                                      peft_knows=_peft_has_targets_for(target.model_type))
+            explicit = getattr(self.config, "target_modules", None)
+            reason = no_default_targets(self.name, target.model_type, explicit,
+                                        peft_knows=_peft_has_targets_for(target.model_type))
+            if reason:
+                return reason
+            rank = getattr(self.config, "r", None) if self.rank_bounded else None
+            return placement_refusal(self.name, target, self.target_kind, explicit, rank)
         return None
 
     # -- data-aware initialisation hooks ---------------------------------------------------------

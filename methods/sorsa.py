@@ -53,6 +53,7 @@ def orthonormality(model: Any) -> Any:
 @register_method("sorsa", kind="peft", summary="trainable SVD principal part with an orthonormality regulariser",
                  source="suite", paper="Cao 2024, SORSA (arXiv:2409.00055)")
 class SORSA(TargetedMethod, Method):
+    rank_bounded = True  # built from the top-r singular vectors of each adapted weight
     Config = SORSAConfig
     mergeable = True
     default_lr = 5e-4

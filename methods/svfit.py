@@ -30,6 +30,7 @@ class SVFitConfig:
 @register_method("svfit", kind="peft", summary="train only the top-r singular values of each weight",
                  source="suite", paper="Sun et al. 2024, SVFit (arXiv:2409.05926)")
 class SVFit(TargetedMethod, Method):
+    rank_bounded = True  # built from the top-r singular vectors of each adapted weight
     Config = SVFitConfig
     mergeable = True
     default_lr = 5e-3

@@ -164,12 +164,50 @@ def transformer_blocks(model: Any) -> Any:
     return max(lists, key=len)
 
 
+HEAD_NAMES = ("classifier", "score", "lm_head")  # a task's head, absent from a bare backbone skeleton
+
+
+def placement_refusal(method: str, target: Any, kind: str, explicit: Any, rank: int | None = None) -> str | None:
+    """Checked on the model's structure before any cell runs: every ``target_modules`` name exists,
+    and (for SVD-initialised adapters, ``rank``) the rank fits every adapted layer. None when it
+    fits or the structure is unknown offline."""
+    skeleton = target.skeleton()
+    if skeleton is None:
+        return None
+    names = [n for n, _ in skeleton.named_modules() if n]
+    if explicit:
+        missing = [k for k in explicit if k not in HEAD_NAMES and not any(module_matches(n, k) for n in names)]
+        if missing:
+            return (f"target_modules names {', '.join(repr(m) for m in missing)}, which the model "
+                    f"({target.model_type or 'unknown'}) does not have; valid: {', '.join(adaptable_names(skeleton)[:40])}")
+    if rank:
+        import torch
+
+        table = FAMILY_TARGETS.get(target.model_type, {})
+        keys = list(explicit) if explicit else list(table.get(kind, ()))
+        layers = [(n, m) for n, m in matching_modules(skeleton, keys, torch.nn.Linear)]
+        if layers:
+            name, layer = min(layers, key=lambda item: min(item[1].in_features, item[1].out_features))
+            limit = min(layer.in_features, layer.out_features)
+            if rank > limit:
+                return (f"r={rank} exceeds the rank of {name} ({layer.out_features}x{layer.in_features}), so its "
+                        f"SVD initialisation would silently stop at {limit}; choose r <= {limit}")
+    return None
+
+
 class TargetedMethod:
     """Mixin of written-here adapters that place themselves on ``target_modules`` (or the family
-    default): an unknown family without named modules is refused before any cell runs."""
+    default): an unknown family without named modules, a module name the model lacks, or (for
+    SVD-initialised ones, ``rank_bounded``) a rank above a layer's are refused before any cell runs."""
 
     name: str
     config: Any
+    rank_bounded: bool = False
 
     def unsupported(self, target: Any) -> str | None:
-        return no_default_targets(self.name, target.model_type, getattr(self.config, "target_modules", None))
+        explicit = getattr(self.config, "target_modules", None)
+        reason = no_default_targets(self.name, target.model_type, explicit)
+        if reason:
+            return reason
+        rank = getattr(self.config, "r", None) if self.rank_bounded else None
+        return placement_refusal(self.name, target, DEFAULT_ADAPTER_TARGETS, explicit, rank)

@@ -43,12 +43,14 @@ from typing import Any
 import pandas as pd
 
 from suite.errors import UserError
+from suite.faults import checkpoint
 from suite.results.schema import COLUMNS, SCHEMA_VERSION, STATUS_OK
 
 CELLS = "cells"
 PREDICTIONS = "predictions"
 CURVES = "curves"
 SWEEPS = "sweeps"
+QUARANTINE = "quarantine"  # unreadable files are moved here, named, never deleted
 # Which attempt of a cell a record is: one id per written record, so two records of one cell
 # (a re-run, a second driver) are told apart and the reader keeps exactly one.
 ATTEMPT = "attempt_id"
@@ -87,12 +89,23 @@ class _LocalFiles:
     def write(self, path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            checkpoint("store.write.tmp_written")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no temporary file behind
+            raise
         return path
+
+    def move(self, path: Path, folder: str) -> Path:
+        target = self.root / folder / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        return target
 
     def read_frame(self, path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
@@ -149,10 +162,21 @@ class _ArrowFiles:
                 out.write(data)
             return path
         tmp = f"{folder}/.{path.rsplit('/', 1)[1]}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(data)
-        self.fs.move(tmp, path)
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            checkpoint("store.write.tmp_written")
+            self.fs.move(tmp, path)
+        except BaseException:
+            self.delete(tmp)
+            raise
         return path
+
+    def move(self, path: str, folder: str) -> str:
+        target = f"{self.base}/{folder}/{path.rsplit('/', 1)[1]}"
+        self.fs.create_dir(f"{self.base}/{folder}", recursive=True)
+        self.fs.move(path, target)
+        return target
 
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path) as src:
@@ -172,6 +196,16 @@ class _ArrowFiles:
 
         info = self.fs.get_file_info(path or self.base)
         return info.type != pafs.FileType.NotFound
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def is_uri(root: str | os.PathLike) -> bool:
@@ -353,6 +387,7 @@ class ResultStore:
         merged = merged[_newest_records(merged, source)].reset_index(drop=True)
         digest = hashlib.sha1("".join(_basename(p) for p in folded).encode()).hexdigest()[:12]
         self._fs.write(self._fs.path(CELLS, f"part-{digest}.parquet"), _parquet_bytes(merged))
+        checkpoint("store.compact.part_written")
         for path in folded:
             self._fs.delete(path)
         return len(folded)
@@ -361,20 +396,63 @@ class ResultStore:
     def files(self, table: str = CELLS) -> list[Path] | list[str]:
         return self._fs.list(table)
 
-    def _read(self, files: Iterable[Any], warn: bool = True) -> tuple[list[pd.DataFrame], list[Any], bool]:
-        """Read ``files``: (frames, unreadable files, whether some file vanished meanwhile)."""
+    def _read(self, files: Iterable[Any], warn: bool = True,
+              required: str | None = None) -> tuple[list[pd.DataFrame], list[Any], bool]:
+        """Read ``files``: (frames, unreadable files, whether some file vanished meanwhile). A file
+        without the ``required`` column is no table of this store's (foreign parquet): unreadable."""
         frames, bad, vanished = [], [], False
         for path in files:
             try:
-                frames.append(self._fs.read_frame(path))
+                frame = self._fs.read_frame(path)
+                if required and required not in frame.columns:
+                    raise ValueError(f"not a suite result file (no '{required}' column)")
+                frames.append(frame)
             except FileNotFoundError:  # removed by a compaction after it was listed
                 vanished = True
-            except Exception as exc:  # a corrupted file must not hide the rest of the store
+            except Exception as exc:  # a corrupted or foreign file must not hide the rest of the store
                 bad.append(self._name(path))
-                if warn:
-                    print(f"warning: skipping unreadable result file {self._name(path)}: {exc}",
-                          file=sys.stderr)
+                self._quarantine(path, exc, warn)
         return frames, bad, vanished
+
+    def _quarantine(self, path: Any, reason: Exception, warn: bool) -> None:
+        """Move an unreadable file out of the tables into ``quarantine/``, and name it; never delete it."""
+        try:
+            moved = self._fs.move(path, QUARANTINE)
+            where = f"moved to {self._name(moved)}"
+        except FileNotFoundError:
+            return  # gone meanwhile (compacted or quarantined by another reader)
+        except OSError as exc:  # a read-only store: leave the file where it is
+            where = f"left in place ({exc})"
+        print(f"warning: unreadable result file {self._name(path)} ({type(reason).__name__}: {reason}); "
+              f"{where}", file=sys.stderr)
+
+    def clean_stale_temporaries(self) -> list[str]:
+        """Remove temporary files a killed writer left behind (local stores; a live writer's stay).
+
+        A temporary file is named ``.<file>.<pid>.<random>.tmp``; it is stale when no process
+        with that pid runs on this machine. Readers never see temporary files either way.
+        """
+        if not isinstance(self._fs, _LocalFiles) or not self._fs.root.is_dir():
+            return []
+        removed = []
+        for tmp in self._fs.root.rglob(".*.tmp"):
+            parts = tmp.name.split(".")
+            pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+            if pid is None or pid == os.getpid() or _alive(pid):
+                continue
+            tmp.unlink(missing_ok=True)
+            removed.append(str(tmp))
+        return removed
+
+    def check_writable(self) -> None:
+        """Fail before any training when the store cannot be written (read-only, a file, no space)."""
+        probe = self._fs.path(f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            self._fs.write(probe, b"suite")
+            self._fs.delete(probe)
+        except OSError as exc:
+            raise UserError(f"cannot write to the result store {self.uri}: {exc.strerror or exc}. Choose a "
+                            f"writable --store (and check free space)") from None
 
     def _by_cell(self, table: str, cell_ids: Iterable[str] | None) -> list[Any]:
         if cell_ids is None:
@@ -390,7 +468,8 @@ class ResultStore:
         and read again, so a reader racing a compaction never misses a cell.
         """
         for _ in range(_READ_TRIES):
-            frames, bad, vanished = self._read(self.files(table), warn=warn)
+            required = "cell_id" if table in (CELLS, PREDICTIONS, CURVES) else None
+            frames, bad, vanished = self._read(self.files(table), warn=warn, required=required)
             if not vanished:
                 break
         if skipped is not None:

@@ -8,12 +8,14 @@ the key and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin
 
 from suite.errors import UserError
 
+MAX_INT = 2**31 - 1  # beyond this an integer argument (a rank, a count) is a typo, not a setting
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -69,6 +71,8 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise UserError(f"{where}: expected an integer, got {value!r}")
         if isinstance(value, int):
+            if abs(value) > MAX_INT:
+                raise UserError(f"{where}: {value!r} is out of range (at most {MAX_INT:,} in magnitude)")
             return value
         try:
             as_float = float(str(value).strip())
@@ -76,14 +80,19 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
             raise UserError(f"{where}: expected an integer, got {value!r}") from None
         if not as_float.is_integer():
             raise UserError(f"{where}: expected an integer, got {value!r}")
+        if abs(as_float) > MAX_INT:
+            raise UserError(f"{where}: {value!r} is out of range (at most {MAX_INT:,} in magnitude)")
         return int(as_float)
     if annotation is float:
         if isinstance(value, bool):
             raise UserError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(str(value).strip()) if isinstance(value, str) else float(value)
+            number = float(str(value).strip()) if isinstance(value, str) else float(value)
         except (TypeError, ValueError):
             raise UserError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         return str(value)
     if annotation is dict or origin is dict:

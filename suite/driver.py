@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from suite.errors import UserError
 from suite.executor import Executor
+from suite.faults import checkpoint
 from suite.results.schema import STATUS_OK
 from suite.results.store import ResultStore
 from suite.runner import CellResult, RunSettings, now
@@ -39,12 +42,47 @@ class CellOutcome:
 
 
 def store_result(store: ResultStore, result: CellResult) -> None:
-    """Write a cell's records: per-example records and its curve first, so an ok row never lacks them."""
+    """Write a cell's records: per-example records and its curve first, so an ok row never lacks them.
+
+    A write that fails (a full disk, a store gone read-only) is tried once more; if it fails again
+    the computed result is saved to a fallback folder, named, and the sweep stops with one
+    message (exit 2): what was computed is never lost, and nothing runs into the same wall.
+    """
+    try:
+        _write_all(store, result)
+    except OSError as first:
+        time.sleep(RETRY_PAUSE_S)
+        try:
+            _write_all(store, result)
+        except OSError:
+            kept = keep_unsaved(store, result)
+            raise UserError(f"cannot write to the result store {store.uri} ({first.strerror or first}); "
+                            f"the finished cell {result.cell_id} is kept in {kept}. Free space or fix the "
+                            f"store's permissions, then copy that folder's files into the store (or run the "
+                            f"sweep again)") from None
+
+
+RETRY_PAUSE_S = 1.0
+
+
+def _write_all(store: ResultStore, result: CellResult) -> None:
     if result.records is not None:
         store.write_predictions(result.cell_id, result.records)
     if result.curve is not None:
         store.write_curve(result.cell_id, result.curve)
+    checkpoint("driver.records_written")
     store.write_cell(result.rows)
+
+
+def keep_unsaved(store: ResultStore, result: CellResult) -> str:
+    """Save a result the store would not take to a fallback folder (same layout as a store)."""
+    import os
+    import tempfile
+
+    base = os.environ.get("SUITE_UNSAVED_DIR") or os.path.join(tempfile.gettempdir(), "suite-unsaved")
+    fallback = ResultStore(os.path.join(base, f"{result.cell_id}-{now().replace(':', '')}"))
+    _write_all(fallback, result)
+    return str(fallback.root)
 
 
 def sweep_manifest(cells: Sequence[Cell], executor: Executor, settings: RunSettings,
@@ -84,6 +122,7 @@ def run_sweep(cells: Sequence[Cell], store: ResultStore, executor: Executor,
                 store.write_sweep(settings.run_id, manifest | {"engine": executor.describe()})
             if result.rows:  # no rows: the cell's own job wrote its record (see the module doc)
                 store_result(store, result)
+                checkpoint("driver.cell_written")
             cell = by_id[result.cell_id]
             outcome = CellOutcome(cell, result.status, result.error, result.primary, result.costs)
             outcomes.append(outcome)

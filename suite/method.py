@@ -47,6 +47,9 @@ class MethodContext:
     calibration_source: Any = None  # callable(n_batches, batch_size) -> list[dict of tensors]
     recipe: Any = None
     precision: Any = None  # suite.precision.PrecisionPolicy of the cell
+    # The task's primary scores of the model as it stands (set by the runner before after_training),
+    # so a method that changes the trained model (ComPEFT) can record the score before its change.
+    evaluate: Any = None
     notes: dict[str, Any] = field(default_factory=dict)  # methods report facts here (e.g. "simulated")
 
     @property

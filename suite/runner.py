@@ -52,12 +52,18 @@ class CellResult:
 
 
 def pick_device(requested: str = "auto") -> str:
+    import re
+
     import torch
 
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", requested):
+        raise UserError(f"--device '{requested}' is not a device; use auto, cpu, cuda, cuda:N or mps")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {requested} asked for, but no CUDA GPU is available here")
+    if requested.startswith("cuda:") and int(requested[5:]) >= torch.cuda.device_count():
+        raise UserError(f"--device {requested}: this machine has {torch.cuda.device_count()} GPU(s)")
     return requested
 
 
@@ -217,6 +223,7 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
                       progress=settings.progress,
                       description=f"{cell.spec.label} {cell.task_name} s{cell.seed}")
     result = trainer.train()
+    prepared.ctx.evaluate = eval_primary
     for method in methods:
         bundle.model = method.after_training(bundle.model, prepared.ctx)
     evaluation = evaluate()

@@ -53,13 +53,15 @@ class MethodSpec:
 
 
 def split_method_list(text: str) -> list[str]:
-    """Split on commas; a token with '=' but no ':' continues the previous method's arguments."""
+    """Split on commas; a token whose first '+'-part is ``key=value`` (no method name) continues the
+    previous method's arguments: ``nf4:bits=4,group=64+lora`` is one spec, ``lora,lora+compeft:density=0.1``
+    two."""
     specs: list[str] = []
     for token in [t.strip() for t in text.split(",") if t.strip()]:
-        last_part = token.split("+")[0]
-        if "=" in token and ":" not in last_part and specs:
+        first = token.split("+")[0]
+        if "=" in first and ":" not in first and specs:
             specs[-1] += "," + token
-        elif "=" in token and ":" not in token:
+        elif "=" in first and ":" not in first:
             raise UserError(f"malformed --methods entry '{token}': arguments follow a method name, "
                             f"e.g. lora:r=16,alpha=32")
         else:
@@ -68,6 +70,8 @@ def split_method_list(text: str) -> list[str]:
 
 
 def parse_method_spec(text: str) -> MethodSpec:
+    if not str(text).strip():
+        raise UserError("an empty method name; write e.g. --methods lora,full")
     parts = []
     for piece in text.split("+"):
         piece = piece.strip()
@@ -92,6 +96,8 @@ def method_spec_from_yaml(item: Any) -> MethodSpec:
             raise UserError(f"method '{item['name']}': args must be a mapping, got {args!r}")
         return MethodSpec((MethodPart(str(item["name"]), tuple(args.items())),))
     if isinstance(item, list):
+        if not item:
+            raise UserError("an empty method composition [] in the sweep file; name its methods")
         return MethodSpec(tuple(p for sub in item for p in method_spec_from_yaml(sub).parts))
     raise UserError(f"malformed method entry {item!r}")
 
@@ -160,19 +166,30 @@ def _expand(family: str, subtask: str | None) -> list[tuple[str, str | None]]:
 
 
 def parse_seeds(value: Any) -> list[int]:
-    """A count (``3`` -> 0, 1, 2) or an explicit list (``1,5,7`` or a YAML list)."""
+    """A count (``3`` -> 0, 1, 2) or an explicit list (``1,5,7`` or a YAML list) of distinct seeds >= 0."""
     try:
         if isinstance(value, list):
-            return [int(v) for v in value]
-        text = str(value).strip()
-        if "," in text:
-            return [int(v) for v in text.split(",") if v.strip()]
-        count = int(text)
-    except ValueError:
+            seeds = [_seed(v) for v in value]
+        elif "," in str(value):
+            seeds = [_seed(v) for v in str(value).split(",") if v.strip()]
+        else:
+            count = _seed(value)
+            if count <= 0:
+                raise UserError("--seeds count must be positive")
+            seeds = list(range(count))
+    except (TypeError, ValueError):
         raise UserError(f"--seeds takes a count (3) or a list (0,1,2), got {value!r}") from None
-    if count <= 0:
-        raise UserError("--seeds count must be positive")
-    return list(range(count))
+    if not seeds:
+        raise UserError(f"--seeds {value!r} names no seed")
+    if any(s < 0 for s in seeds):
+        raise UserError(f"seeds must be >= 0, got {', '.join(str(s) for s in seeds if s < 0)}")
+    return list(dict.fromkeys(seeds))  # a seed given twice would train the same cell twice
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(str(value).strip()) if isinstance(value, str) else int(value)
 
 
 @dataclass
@@ -269,7 +286,8 @@ def build_cells(
                     cells.append(Cell(spec, methods, family, subtask, model, seed, recipe, data_dir,
                                       task.data_source(), task_cls.version, task_options=task.options,
                                       task_identity=task.identity()))
-    return cells
+    # A method, task or model named twice yields the same cell twice: it runs once.
+    return list({cell.cell_id: cell for cell in cells}.values())
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,14 @@ def read_glue_tsv(path: str, layout: GlueLayout, limit: int | None = None) -> li
     if not os.path.isfile(path):
         raise UserError(f"GLUE file not found: {path}. Expected the original GLUE layout "
                         f"(<data-dir>/{layout.folder}/train.tsv, {', '.join(layout.dev_files)})")
+    try:
+        return _read_rows(path, layout, limit)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); GLUE's files are "
+                        f"UTF-8") from None
+
+
+def _read_rows(path: str, layout: GlueLayout, limit: int | None) -> list[dict]:
     examples: list[dict] = []
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -126,9 +134,13 @@ def _parse_label(raw: str, layout: GlueLayout, path: str, line: int) -> int | fl
             return float(raw)
         if layout.label_map is not None:
             return layout.label_map[raw]
-        return int(raw)
+        label = int(raw)
+        if not 0 <= label < layout.num_labels:
+            raise ValueError(label)
+        return label
     except (KeyError, ValueError):
-        expected = ", ".join(layout.label_map) if layout.label_map else "an integer class id"
+        expected = ", ".join(layout.label_map) if layout.label_map else \
+            f"a class id from 0 to {layout.num_labels - 1}"
         if layout.regression:
             expected = "a number"
         raise UserError(f"{path}, line {line}: label '{raw}' is not valid; expected {expected}") from None

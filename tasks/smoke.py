@@ -8,8 +8,10 @@ exercises the real data path. Every result of this task is marked ``synthetic_da
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -38,8 +40,10 @@ def synthetic_sentences(n: int, seed: int) -> list[tuple[str, int]]:
 
 @lru_cache(maxsize=1)
 def smoke_data_dir() -> str:
-    """Write the synthetic SST-2-format files once per process (fixed seed: same data everywhere)."""
+    """Write the synthetic SST-2-format files once per process (fixed seed: same data everywhere);
+    the folder is removed when the process exits."""
     root = tempfile.mkdtemp(prefix="suite-smoke-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     folder = os.path.join(root, "SST-2")
     os.makedirs(folder)
     for i, (split, n) in enumerate(SIZES.items()):

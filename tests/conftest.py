@@ -105,3 +105,10 @@ def glue_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def store_dir(tmp_path: Path) -> Path:
     return tmp_path / "store"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault-injection suite's counts, when it ran (tests/test_faults.py)."""
+    faults = sys.modules.get("tests.test_faults")
+    if faults is not None and faults.COUNTS["faults injected"]:
+        terminalreporter.write_line("fault injection: " + ", ".join(f"{k} {v}" for k, v in faults.COUNTS.items()))

@@ -146,9 +146,10 @@ def test_every_method_runs_or_is_refused_up_front(tmp_path, capsys, task, model,
     assert len(status) >= len(refused)  # most methods apply to every family
 
 
-# Methods whose definition trains pretrained input/output layers: full fine-tuning, MeZO (a
-# full-parameter zeroth-order method) and trainable-tokens (it trains chosen rows of the embedding).
-TRAINS_EMBEDDINGS = {"full", "mezo", "trainable-tokens"}
+# Methods whose definition trains pretrained input/output layers: full fine-tuning and the other
+# full-parameter methods (MeZO and Sparse MeZO, zeroth-order; GaLore, projected gradients; ComPEFT
+# alone, which compresses full fine-tuning's update), and trainable-tokens (rows of the embedding).
+TRAINS_EMBEDDINGS = {"full", "mezo", "sparse-mezo", "galore", "compeft", "trainable-tokens"}
 
 
 def test_no_method_but_full_trains_a_causal_lms_embeddings_or_lm_head():

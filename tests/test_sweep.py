@@ -95,3 +95,11 @@ def test_build_config_types():
 
     config = build_config(LoraConfig, {"r": "4", "alpha": "8", "rslora": "true"}, "method 'lora'")
     assert (config.r, config.alpha, config.rslora) == (4, 8.0, True)
+
+
+def test_a_composition_after_another_method_is_its_own_spec():
+    from suite.sweep import split_method_list
+
+    assert split_method_list("lora,lora+compeft:density=0.1") == ["lora", "lora+compeft:density=0.1"]
+    assert split_method_list("nf4:bits=4,group=64+lora,full") == ["nf4:bits=4,group=64+lora", "full"]
+    assert split_method_list("lora:r=16,alpha=32,pissa") == ["lora:r=16,alpha=32", "pissa"]

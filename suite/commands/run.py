@@ -38,6 +38,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "with --models (default meta-llama/Llama-3.2-3B) and the methods with --methods",
     },
 }
+MAX_SWEEP_FILE_BYTES = 1_000_000
+MAX_CELLS_WITHOUT_YES = 1_000  # a larger sweep asks for --yes: small input, unbounded work
 SWEEP_KEYS = {"methods", "tasks", "models", "seeds", "recipe", "data_dir", "store", "device", "executor",
               "task_options"}
 
@@ -61,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="local dataset folder (e.g. the original GLUE layout)")
     p.add_argument("--store", help="result store folder (default ./suite-results)")
     p.add_argument("--force", action="store_true", help="re-run cells that already have an ok result")
+    p.add_argument("--yes", action="store_true",
+                   help=f"run a sweep of more than {MAX_CELLS_WITHOUT_YES:,} cells without asking")
     tune = p.add_argument_group("hyperparameter search (the same budget for every method; selection on data "
                                 "held out from training, never the reported split)")
     tune.add_argument("--tune", metavar="GRID", help='a grid searched for every method, e.g. "lr=1e-4,3e-4;r=8,16"')
@@ -113,9 +117,19 @@ def load_sweep_file(path: str) -> dict[str, Any]:
 
     if not os.path.isfile(path):
         raise UserError(f"sweep file '{path}' does not exist")
+    if os.path.getsize(path) > MAX_SWEEP_FILE_BYTES:
+        raise UserError(f"sweep file '{path}' is {os.path.getsize(path):,} bytes; a sweep file is a few lines "
+                        f"(the limit is {MAX_SWEEP_FILE_BYTES:,})")
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"sweep file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        # Anchors and aliases (&a / *a) are refused: nested aliases expand without bound ("billion laughs").
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise UserError(f"sweep file '{path}' uses YAML aliases (*name); write the values out instead")
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"sweep file '{path}' is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -208,6 +222,9 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     for key in ("data_dir", "store", "device", "executor"):
         if getattr(args, key, None):
             sweep[key] = getattr(args, key)
+    if getattr(args, "store", None) == "":
+        raise UserError("--store '' names no folder; give a path (default ./suite-results)")
+    check_sweep_types(sweep)
     if not sweep.get("methods") or not sweep.get("tasks"):
         raise UserError("nothing to run: give --methods and --tasks, a sweep file (-c), "
                         "or --preset smoke")
@@ -217,7 +234,11 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
         specs = [method_spec_from_yaml(m) for m in methods]
     else:
         specs = [parse_method_spec(m) for m in split_method_list(str(methods))]
+    if not specs:
+        raise UserError(f"no method to run in {sweep['methods']!r}: name at least one, e.g. --methods lora")
     tasks = parse_task_list(_as_text(sweep["tasks"]) or "")
+    if not tasks:
+        raise UserError(f"no task to run in {sweep['tasks']!r}: name at least one, e.g. --tasks smoke")
     models = [m for m in (_as_text(sweep.get("models")) or "").split(",") if m.strip()] or None
     seeds = parse_seeds(sweep.get("seeds", 1))
     data_dir = sweep.get("data_dir")
@@ -227,7 +248,42 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
                   if getattr(args, f"recipe_{flag.key}", None) is not None}
     cells = build_cells(specs, tasks, models, seeds, [sweep.get("recipe") or {}, cli_recipe], data_dir,
                         task_options_for(args, sweep, tasks))
+    if len(cells) > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
+        raise UserError(f"this sweep has {len(cells):,} cells; check --methods, --tasks, --models and --seeds, "
+                        f"or add --yes to run them all")
+    if args.export_dir:
+        check_output_folder(args.export_dir, "--export-dir")
     return cells, sweep
+
+
+# What each sweep-file key may hold (YAML gives numbers, lists and mappings where text was meant).
+SWEEP_TYPES: dict[str, tuple[type, ...]] = {
+    "methods": (str, list), "tasks": (str, list), "models": (str, list), "seeds": (int, str, list),
+    "recipe": (dict,), "data_dir": (str,), "store": (str,), "device": (str,), "executor": (str,),
+    "task_options": (dict,),
+}
+
+
+def check_sweep_types(sweep: dict[str, Any]) -> None:
+    for key, allowed in SWEEP_TYPES.items():
+        value = sweep.get(key)
+        if value is not None and (not isinstance(value, allowed) or isinstance(value, bool)):
+            names = " or ".join({str: "text", list: "a list", int: "a number", dict: "a mapping"}[t] for t in allowed)
+            raise UserError(f"sweep key '{key}' must be {names}, got {type(value).__name__}: {value!r}")
+
+
+def check_output_folder(path: str, flag: str) -> None:
+    """A folder a run will write into exists (or can be made) and is writable, before any training."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} '{path}' is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-probe-{os.getpid()}")
+        with open(probe, "w") as fh:
+            fh.write("suite")
+        os.remove(probe)
+    except OSError as exc:
+        raise UserError(f"{flag} '{path}' is not writable: {exc.strerror or exc}") from None
 
 
 def preflight(cells: list) -> None:
@@ -290,6 +346,10 @@ def main(args: argparse.Namespace) -> int:
             raise UserError("--tune needs each trial's result before it selects: drop --no-wait")
         validate(cells, search)
     device = pick_device(sweep.get("device") or "auto")
+    if not store.remote:
+        store.check_writable()
+        for stale in store.clean_stale_temporaries():
+            print(f"suite run: removed {stale}, a temporary file a killed run left behind", file=sys.stderr)
     quiet_library_noise(device)  # before the checks below import peft
     preflight(cells)
     print(f"suite run with {versions_line()}", file=sys.stderr)
