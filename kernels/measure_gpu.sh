@@ -18,12 +18,22 @@ python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch
 # 1. correctness at full shapes (tests marked gpu)
 python -m pytest tests/test_kernels_correctness.py -q -m gpu 2>&1 | tee "$OUT/correctness.txt"
 
-# 2. benchmark every kernel x impl at its full shapes; rows go to the store, a baseline is saved
+# 2. FP8 vs BF16 training step time where GEMMs dominate (a 2-layer Llama of width 4096, 8192
+#    tokens a step): fp8-train with real FP8 GEMMs (torch._scaled_mm), tensor and row scales,
+#    beside torchao's float8 training, all as a ratio to bf16-train in one interleaved run.
+#    Bounded (timeout) and non-fatal, so the kernel measurements below always run.
+timeout 300 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \
+  --steps 10 --warmup 3 --recipes bf16-train,fp8-train,fp8-train:scaling=row,torchao-float8 \
+  --json "$OUT/train_step.json" 2>&1 | tee "$OUT/train_step.txt" || echo "train step measurement failed" | tee -a "$OUT/train_step.txt"
+
+# 3. benchmark every kernel x impl at its full shapes; rows go to the store, a baseline is saved
 suite bench kernels --store "$OUT/store" --save "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/bench.txt"
 
-# 3. the same run twice more, compared with the first (noise check of the gate on a GPU)
+# 4. the same run twice more, compared with the first (noise check of the gate on a GPU)
 suite bench kernels --store "$OUT/store" --compare "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/gate.txt" || true
 
-# 4. RESULTS.md from the stored rows
+# 5. RESULTS.md from the stored rows, with the training step times of step 2 appended
 python kernels/render_results.py "$OUT/store" > kernels/RESULTS.md
+{ echo; echo "## FP8 vs BF16 training step (benchmarks/bench_train_recipes.py)"; echo; echo '```';
+  cat "$OUT/train_step.txt"; echo '```'; } >> kernels/RESULTS.md
 echo "wrote kernels/RESULTS.md"

@@ -213,6 +213,7 @@ def render_site(
             other = [{"key": k, "metric": k[1], "label": f"{k[1]} ({k[0]})"} for k in other_keys]
             rows, pts = [], []
             base_entry = base.entries.get(cols[0].key) if base else None
+            gap_keys = {c.key for c in b.gap_columns}
             for r in b.rows:
                 entry = r.entries.get(cols[0].key)
                 if entry is None:
@@ -221,7 +222,8 @@ def render_site(
                 for cid in entry.cell_ids:
                     cell_task_href[cid] = href
                 rows.append({
-                    "row": r, "entry": entry, "delta": delta, "costs": entry.costs,
+                    "row": r, "entry": entry, "delta": delta, "costs": entry.costs, "gap": entry.gap,
+                    "step_ms": entry.step_time_s * 1000,
                     "other": sub_stats.get(r.variant, {}),
                     "cells": [{"seed": s, "href": f"cells/{cell_file(c)}"}
                               for s, c in zip(entry.seeds, entry.cell_ids, strict=True)],
@@ -230,6 +232,12 @@ def render_site(
                                          entry.costs))
             fig = plan_figure(pts, f"{cols[0].label} ({cols[0].metric})", f"figures/pareto-{href[5:-5]}.svg",
                               cols[0].higher_is_better)
+            curve = ""
+            if cols[0].key in gap_keys:  # training curves of the judged metric, where the cells stored them
+                series = _curve_series(store, cols[0], [(r["row"].variant, r["entry"]) for r in rows])
+                if series:
+                    curve = f"figures/curve-{href[5:-5]}.svg"
+                    fig_jobs.append((_curve_svg, (series, f"{cols[0].metric}", out / curve)))
             fails = failed_by.get((b.family, b.model, sub))
             failures = [] if fails is None else [
                 {"variant": f["variant"], "seed": f["seed"], "error": f["error"],
@@ -239,6 +247,7 @@ def render_site(
             task_ctx.append((href, dict(
                 title=f"{b.family}:{sub}" if sub else b.family, root="", board=b, subtask=sub,
                 columns=cols, other_metrics=other, rows=rows, failures=failures, figure=fig,
+                show_gap=cols[0].key in gap_keys, curve=curve,
                 cost_labels=[("trainable_params", "Params"), ("peak_memory_mb", "Peak mem"),
                              ("train_time_s", "Train time")], **common)))
             task_list.append({"href": href, "family": b.family, "subtask": sub, "model": b.model,
@@ -286,6 +295,51 @@ def render_site(
         if pool:
             pool.shutdown(cancel_futures=True)
     return RenderResult(out, n_ok, n_failed, pages, n_fig, time.perf_counter() - start, boards, timings)
+
+
+def _curve_series(store, column, entries: list) -> dict[str, list[tuple[float, float]]]:
+    """Per method: (step, mean over seeds) of ``column``'s metric during training, then its final
+    value at the last step. Empty when no cell stored evaluations during training."""
+    ids = [cid for _, e in entries for cid in e.cell_ids]
+    try:
+        curves = store.load_curves(ids)
+    except Exception:  # noqa: BLE001 - an unreadable curve file leaves the page without the figure
+        return {}
+    if curves is None or curves.empty:
+        return {}
+    curves = curves[curves["metric"] == column.metric]
+    out: dict[str, list[tuple[float, float]]] = {}
+    for variant, entry in entries:
+        mine = curves[curves["cell_id"].isin(entry.cell_ids)]
+        if mine.empty:
+            continue
+        points = [(float(step), float(v)) for step, v in mine.groupby("step")["value"].mean().items()]
+        last = entry.costs.get("train_steps")
+        if last is not None and last == last and not math.isnan(entry.summary.mean):
+            points.append((float(last), float(entry.summary.mean)))
+        out[str(variant)] = points
+    return out
+
+
+def _curve_svg(series: dict[str, list[tuple[float, float]]], ylabel: str, path: Path) -> bool:
+    """One line per method: the judged metric against optimizer steps (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for variant, points in sorted(series.items()):
+        xs, ys = zip(*sorted(points), strict=True)
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=variant)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return True
 
 
 def _pool(workers: int | None, n_jobs: int):

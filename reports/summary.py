@@ -21,7 +21,9 @@ from suite.errors import UserError
 from suite.reports.format import common_scale
 from suite.results.store import CELLS, ResultStore
 
-COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s")
+COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "train_steps", "train_tokens_per_s")
+# Cells pair with the baseline's on these identity columns (where the store has them) and the seed.
+PAIRING_COLUMNS = ("data_source", "recipe")
 
 
 @dataclass
@@ -30,6 +32,33 @@ class Column:
     label: str
     metric: str
     higher_is_better: bool
+
+
+@dataclass
+class Gap:
+    """A method's score minus the baseline's, paired cell by cell: the same subtask, seed, data
+    and recipe (so the same model, tokens and data order), averaged over the pairs.
+
+    A seed fixes initialisation and data order for both methods, so each pair's difference
+    is free of that seed's own luck, and the spread of the differences is the seed noise of
+    the gap. ``low``/``high``: the 95% Student-t interval of the mean gap over the pairs (nan
+    with one pair); ``distinguishable``: the interval excludes zero, i.e. the gap is larger
+    than the seeds make it vary (None with one pair: one run says nothing about noise).
+    ``noise``: the baseline's own seed-to-seed standard deviation, for scale; ``relative``:
+    the mean gap over the baseline's mean magnitude.
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    noise: float
+    relative: float
+    distinguishable: bool | None
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
 
 
 @dataclass
@@ -47,6 +76,14 @@ class Entry:
     significant: bool = False
     better: bool | None = None  # direction of a significant difference (vs the baseline)
     best: bool = False
+    gap: Gap | None = None  # minus the baseline, paired by seed, data and recipe
+    keys: list = field(default_factory=list)  # each cell's pairing key (seed, data, recipe)
+
+    @property
+    def step_time_s(self) -> float:
+        """Mean training time per optimizer step (nan where the costs lack it)."""
+        steps = self.costs.get("train_steps", math.nan)
+        return self.costs.get("train_time_s", math.nan) / steps if steps else math.nan
 
 
 @dataclass
@@ -108,6 +145,15 @@ class Board:
     @property
     def slug(self) -> str:
         return slugify(f"{self.family}-{self.model}")
+
+    @property
+    def gap_columns(self) -> list[Column]:
+        """Columns judged by the gap to the baseline over seeds: lower-is-better scores (losses,
+        errors, perplexities), where the papers report a method as its gap to the baseline."""
+        if self.baseline is None:
+            return []
+        return [c for c in self.columns if not c.higher_is_better
+                and any(r.entries.get(c.key) is not None and r.entries[c.key].gap is not None for r in self.rows)]
 
 
 def slugify(text: str) -> str:
@@ -329,6 +375,8 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
     col_value = part["value"].to_numpy(dtype=float)
     col_method = part["method"].to_numpy()
     col_kind = part["method_kind"].to_numpy()
+    pairing = [c for c in PAIRING_COLUMNS if c in part.columns]
+    col_key = list(zip(part["seed"].astype(str), *(part[c].astype(str) for c in pairing), strict=True))
     cost_names = [c for c in COST_METRICS if c in costs.columns] if not costs.empty else []
     cost_pos = {cid: i for i, cid in enumerate(costs.index)} if cost_names else {}
     cost_arr = costs[cost_names].to_numpy(dtype=float) if cost_names else None
@@ -346,6 +394,7 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
             seeds=col_seed[idx].tolist(),
             values=values.tolist(),
             n_failed=int(failed_count.get((variant, sub), 0)),
+            keys=[col_key[i] for i in idx],
         )
         if cost_arr is not None:
             pos = [cost_pos[c] for c in ids if c in cost_pos]
@@ -363,8 +412,44 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
     _mark_best(board)
     if board.baseline is not None:
         _test_against_baseline(board, part, predictions)
+        _seed_paired_gaps(board)
     _aggregate(board, scores)
     return board
+
+
+def _seed_paired_gaps(board: Board) -> None:
+    """Every entry's ``Gap`` to the baseline entry of its column, paired by seed, data and recipe."""
+    base = next(r for r in board.rows if r.variant == board.baseline)
+    for col in board.columns:
+        b_entry = base.entries.get(col.key)
+        if b_entry is None:
+            continue
+        by_key = dict(zip(b_entry.keys, b_entry.values, strict=True))
+        for row in board.rows:
+            entry = row.entries.get(col.key)
+            if entry is None or row is base:
+                continue
+            diffs = [v - by_key[k] for k, v in zip(entry.keys, entry.values, strict=True)
+                     if k in by_key and not (math.isnan(v) or math.isnan(by_key[k]))]
+            if diffs:
+                entry.gap = paired_gap(diffs, b_entry.values)
+
+
+def paired_gap(diffs: list[float], baseline: list[float], confidence: float = 0.95) -> Gap:
+    """The mean of per-pair differences, its Student-t interval and whether that excludes zero."""
+    d = np.asarray(diffs, dtype=float)
+    base = np.asarray([v for v in baseline if not math.isnan(v)], dtype=float)
+    mean = float(d.mean())
+    noise = float(base.std(ddof=1)) if base.size > 1 else math.nan
+    scale = float(abs(base.mean())) if base.size else math.nan
+    relative = mean / scale if scale else math.nan
+    if d.size < 2:
+        return Gap(mean, math.nan, math.nan, int(d.size), noise, relative, None)
+    from scipy import stats as scipy_stats
+
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    low, high = mean - half, mean + half
+    return Gap(mean, low, high, int(d.size), noise, relative, bool(low > 0 or high < 0))
 
 
 def _nanmean(x: np.ndarray) -> float:

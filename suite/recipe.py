@@ -48,6 +48,13 @@ class Recipe:
                                              "more time)", added=True)
     diverge_factor: float = option(10.0, "fail a cell as diverged when its running loss exceeds this multiple "
                                          "of its starting loss (0: only non-finite losses)", added=True)
+    tokens_per_param: float | None = option(None, "token-budget tasks (lm): train on this many tokens per "
+                                                  "non-embedding parameter unless max_steps or train_tokens "
+                                                  "is set (lm's default: 20)", added=True)
+    train_tokens: int | None = option(None, "token-budget tasks (lm): train on this many tokens (overrides "
+                                            "tokens_per_param; max_steps overrides both)", added=True)
+    eval_tokens: int | None = option(None, "language-model tasks: evaluate on the first N held-out tokens "
+                                           "(lm's default: 262144; unset: the whole split)", added=True)
 
     def __post_init__(self) -> None:
         for f in fields(self):

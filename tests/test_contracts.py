@@ -278,4 +278,4 @@ def test_the_divergence_guard_on_hand_made_losses():
 @pytest.mark.parametrize("value", ["inf", "nan"])
 def test_non_finite_recipe_values_are_refused(tmp_path, capsys, value):
     assert main(["run", "--methods", "lora", "--tasks", "smoke", "--lr", value, "--store", str(tmp_path)]) == 2
-    assert "lr must be a finite number" in capsys.readouterr().err
+    assert "argument 'lr': expected a finite number" in capsys.readouterr().err

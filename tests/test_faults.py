@@ -115,7 +115,7 @@ def small_disk(tmp_path):
         pass  # full
     os.truncate(filler, max(0, filler.stat().st_size - 8192))  # leave 8 KiB
     yield where
-    subprocess.run(["umount", str(where)], capture_output=True)
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def test_a_full_disk_keeps_the_record_elsewhere_and_leaves_no_temporary_file(small_disk, tmp_path):
@@ -142,7 +142,7 @@ def read_only_disk(tmp_path):
     if not _mount_tmpfs(where, "ro,size=64k"):
         pytest.skip("cannot mount a read-only tmpfs here (needs root and mount rights)")
     yield where
-    subprocess.run(["umount", str(where)], capture_output=True)
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def test_an_unwritable_store_or_export_folder_is_refused_before_training(read_only_disk, tmp_path):

@@ -117,11 +117,61 @@ def format_boards(boards, unicode: bool = True) -> str:
             if not unicode:
                 dtable = [[x.replace("–", "-").replace("−", "-") for x in r] for r in dtable]
             out += _align(dtable, indent="    ")
+            out += _gap_table(b, unicode)
         out.append("")
     out.append(f"scores: mean {pm} half-width of the 95% bootstrap CI over n seeds (points x100 for "
                "accuracy/F1/MCC/correlations); tests: paired sign-flip permutation on per-example "
                "correctness, '(seeds)' where predictions are missing.")
     return "\n".join(out)
+
+
+def _gap_table(b, unicode: bool) -> list[str]:
+    """Lower-is-better columns (losses): each method's gap to the baseline, paired by seed, data
+    and recipe, with its 95% t-interval over the pairs and whether it exceeds the seed noise;
+    beside it the costs a training recipe is judged by (step time, tokens/s, peak memory)."""
+    from suite.reports.format import f_memory, f_num, f_score, f_signed
+
+    columns = b.gap_columns
+    if not columns:
+        return []
+    base = next(r for r in b.rows if r.variant == b.baseline)
+    head = ["method"]
+    for c in columns:
+        head += [f"{c.label} {c.metric}", "gap", "95% CI (seeds)", "vs seed noise"]
+    head += ["step ms", "tokens/s", "peak mem"]
+    table = [head]
+    for r in [base] + [r for r in b.rows if r is not base]:
+        line = [r.variant + (" (baseline)" if r is base else "")]
+        first = None
+        for c in columns:
+            e = r.entries.get(c.key)
+            first = first or e
+            if e is None:
+                line += ["-", "-", "-", "-"]
+                continue
+            line.append(f_score(e.summary.mean, c.metric))
+            g = e.gap
+            if r is base or g is None:
+                line += ["", "", f"std {f_score(e.summary.std, c.metric)}" if r is base and e.summary.n > 1 else ""]
+                continue
+            rel = f" ({g.relative * 100:+.1f}%)" if g.relative == g.relative else ""
+            line.append(f"{f_signed(g.mean, c.metric)}{rel}")
+            if g.n > 1:
+                line.append(f"[{f_signed(g.low, c.metric)}, {f_signed(g.high, c.metric)}] n={g.n}")
+                line.append("beyond" if g.distinguishable else "within")
+            else:
+                line += [f"n={g.n}", "one seed: unknown"]
+        costs = first.costs if first is not None else {}
+        step = first.step_time_s if first is not None else float("nan")
+        line += [f_num(step * 1000, 0), f_num(costs.get("train_tokens_per_s"), 0),
+                 f_memory(costs.get("peak_memory_mb"))]
+        table.append(line)
+    if not unicode:
+        table = [[x.replace("–", "-").replace("−", "-") for x in row] for row in table]
+    delta = "Δ" if unicode else "d"
+    out = [f"  {delta} gap to {b.baseline} over seeds (pairs: same seed, data and recipe; 95% Student-t "
+           f"interval of the mean gap; 'beyond': it excludes 0, the gap exceeds the seed noise):"]
+    return out + _align(table, indent="    ")
 
 
 def _align(rows: list[list[str]], indent: str = "  ") -> list[str]:

@@ -251,8 +251,6 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     if len(cells) > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
         raise UserError(f"this sweep has {len(cells):,} cells; check --methods, --tasks, --models and --seeds, "
                         f"or add --yes to run them all")
-    if args.export_dir:
-        check_output_folder(args.export_dir, "--export-dir")
     return cells, sweep
 
 
@@ -346,14 +344,17 @@ def main(args: argparse.Namespace) -> int:
             raise UserError("--tune needs each trial's result before it selects: drop --no-wait")
         validate(cells, search)
     device = pick_device(sweep.get("device") or "auto")
-    if not store.remote:
-        store.check_writable()
-        for stale in store.clean_stale_temporaries():
-            print(f"suite run: removed {stale}, a temporary file a killed run left behind", file=sys.stderr)
     quiet_library_noise(device)  # before the checks below import peft
     preflight(cells)
     print(f"suite run with {versions_line()}", file=sys.stderr)
     cells = drop_unsupported(cells, args.skip_unsupported)
+    # The store is made only once every other check has passed: a refused run leaves no folder.
+    if not store.remote:
+        store.check_writable()
+        for stale in store.clean_stale_temporaries():
+            print(f"suite run: removed {stale}, a temporary file a killed run left behind", file=sys.stderr)
+    if args.export_dir:
+        check_output_folder(args.export_dir, "--export-dir")
 
     done = set() if args.force else store.ok_cell_ids()
     todo = [c for c in cells if c.cell_id not in done]

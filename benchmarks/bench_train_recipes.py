@@ -1,0 +1,147 @@
+"""Training step time of every low-precision recipe as a ratio to BF16, side by side in one run.
+
+Each recipe (and peer) gets its own copy of the same Llama (same initial weights), applied
+through the registry exactly as a cell applies it, trained under the recipe's precision
+policy with AdamW. The steps are interleaved round by round (one step of each model in
+turn), so a change in machine load moves every recipe alike; the median over the timed
+rounds is reported with its ratio to ``bf16-train``, tokens per second, and whether the
+recipe's GEMMs ran emulated. Off an FP8 GPU every recipe but ``bf16-train`` is emulated:
+the ratio is the cost of the emulation on this machine, not a speed-up.
+
+    python benchmarks/bench_train_recipes.py                      # CPU: llama-tiny, every recipe
+    python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \\
+        --recipes bf16-train,fp8-train,fp8-train:scaling=row,torchao-float8 --json out.json
+
+``--size hidden,layers,heads,intermediate`` builds a Llama of that shape instead of a named
+size (GEMMs dominate a step at widths of a few thousand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+DEFAULT_RECIPES = ("bf16-train,fp8-train,fp8-train:scaling=row,fp8-train:scaling=delayed,mxfp8-train,mxfp4-train,"
+                   "nvfp4-train,quartet-train,halo-train,coat-train,torchao-float8,torchao-mxfp8")
+
+
+def build(args: argparse.Namespace) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    from suite.tasks.lm import LLAMA_SIZES, LlamaSize, byte_tokenizer, llama_config
+
+    if args.size:
+        hidden, layers, heads, inter = (int(v) for v in args.size.split(","))
+        size = LlamaSize(hidden, layers, heads, inter)
+    else:
+        size = LLAMA_SIZES[args.model]
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(llama_config(size, byte_tokenizer()))
+
+
+def prepare(spec: str, template: torch.nn.Module, device: str) -> dict:
+    """The model under one recipe, its optimizer and precision policy, as a cell would set them."""
+    import copy
+
+    from suite.method import MethodContext
+    from suite.precision import FP32
+    from suite.sweep import parse_method_spec, resolve_method_spec
+
+    methods = [m.instantiate() for m in resolve_method_spec(parse_method_spec(spec))]
+    model = copy.deepcopy(template).to(device)
+    policy = FP32
+    for m in methods:
+        policy = m.precision_policy(policy)
+    ctx = MethodContext(device=device, new_modules=(model,), precision=policy)
+    for m in methods:
+        model = m.apply(model, ctx)
+    model.to(device).train()
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    optimizer = None
+    for m in methods:
+        optimizer = optimizer or m.make_optimizer(model, groups, argparse.Namespace(lr=1e-4, optimizer="adamw"))
+    optimizer = optimizer or torch.optim.AdamW(groups, lr=1e-4)
+    return {"spec": spec, "model": model, "methods": methods, "policy": policy, "optimizer": optimizer, "times": []}
+
+
+def step(entry: dict, ids: torch.Tensor, device: str) -> float:
+    model, optimizer = entry["model"], entry["optimizer"]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with entry["policy"].autocast(device):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="llama-tiny", help="a named size of the lm task")
+    p.add_argument("--size", default="", help="hidden,layers,heads,intermediate instead of --model")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5, help="timed rounds")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--recipes", default=DEFAULT_RECIPES)
+    p.add_argument("--json", default="", help="also write the rows here")
+    args = p.parse_args()
+
+    from suite.library_noise import quiet_library_noise
+
+    quiet_library_noise(args.device)
+    template = build(args)
+    ids = torch.randint(0, 256, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(args.device)
+    entries = []
+    for spec in [s for s in args.recipes.split(",") if s]:
+        try:
+            entries.append(prepare(spec, template, args.device))
+        except Exception as exc:  # noqa: BLE001 - a recipe that cannot run here is reported, the rest run
+            print(f"{spec}: not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
+    for round_ in range(args.warmup + args.steps):
+        for entry in list(entries):
+            try:
+                seconds = step(entry, ids, args.device)
+            except Exception as exc:  # noqa: BLE001 - e.g. a GEMM this GPU lacks: report it, time the rest
+                print(f"{entry['spec']}: failed at round {round_} ({type(exc).__name__}: {exc})", file=sys.stderr)
+                entries.remove(entry)
+                continue
+            if round_ >= args.warmup:
+                entry["times"].append(seconds)
+    base = next((statistics.median(e["times"]) for e in entries if e["spec"] == "bf16-train"), float("nan"))
+    tokens = args.batch * args.seq
+    rows = []
+    for e in entries:
+        median = statistics.median(e["times"])
+        measured = {}
+        for m in e["methods"]:
+            measured.update(m.measurements(e["model"]))
+        rows.append({"recipe": e["spec"], "step_ms": median * 1000, "ratio_to_bf16": median / base,
+                     "tokens_per_s": tokens / median, "emulated": measured.get("train_gemm_emulated", float("nan")),
+                     "real_fraction": measured.get("train_gemm_real_fraction", float("nan"))})
+    shape = args.size or args.model
+    print(f"step time per recipe, {shape}, batch {args.batch} x {args.seq} tokens, {args.device}, "
+          f"median of {args.steps} interleaved rounds after {args.warmup} warm-up:")
+    print(f"  {'recipe':28s} {'step ms':>9s} {'x bf16':>7s} {'tokens/s':>10s}  GEMMs")
+    for r in rows:
+        how = "emulated" if r["emulated"] == 1.0 else f"real ({r['real_fraction']:.0%})"
+        print(f"  {r['recipe']:28s} {r['step_ms']:9.1f} {r['ratio_to_bf16']:7.2f} {r['tokens_per_s']:10.0f}  {how}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"device": args.device, "shape": shape, "batch": args.batch, "seq": args.seq,
+                       "torch": torch.__version__, "rows": rows}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

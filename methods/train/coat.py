@@ -1,0 +1,173 @@
+"""COAT's memory savings: FP8 optimizer states with dynamic range expansion, FP8-stored activations.
+
+Optimizer states (Xi et al. 2025, COAT, section 4; NVlabs/COAT's FP8 AdamW): both AdamW
+moments are kept as FP8 E4M3 codes in groups of 128 consecutive values, each group with an
+FP32 scale and its expansion. Dynamic range expansion maps a group ``x`` with
+``R = max|x| / min|x|`` to ``sign(x) (|x| / c)^k`` with ``c = sqrt(max|x| min|x|)`` and
+``k = floor(16 log2(R_E4M3) / log2(R)) / 16``, ``R_E4M3 = 448^2 / 2``, so that the group's
+range fills E4M3's before the cast; decoding inverts it. The update itself is AdamW in
+FP32 on the decoded moments. The codes and scales come from ``suite.numerics.formats``
+(E4M3 with one amax scale per group): real FP8 storage, on any device.
+
+Activations (section 5): the inputs that norm layers and activation functions keep for
+their backward are stored as FP8 E4M3 with one scale per group of 16 values along the
+hidden dimension ("per group" of COAT's mixed granularity; its linear layers' inputs are
+FP8 per tensor, see ``gemm.LinearRecipe.store_fp8_input``). The backward recomputes the
+layer from the decoded input.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+from suite.numerics import formats as F
+
+GROUP = 128
+EXPAND_STEPS = 16  # k is a multiple of 1/16
+E4M3_RANGE = 448.0 * 448.0 / 2
+
+
+class ExpandedFp8:
+    """One moment tensor in FP8 E4M3 with dynamic range expansion, groups of ``GROUP`` values."""
+
+    def __init__(self, like: torch.Tensor):
+        self.shape = like.shape
+        self.numel = like.numel()
+        self.encode(torch.zeros_like(like, dtype=torch.float32))
+
+    def encode(self, x: torch.Tensor) -> None:
+        flat = x.detach().float().reshape(-1)
+        pad = (-flat.numel()) % GROUP
+        valid = torch.ones(flat.numel() + pad, dtype=torch.bool, device=flat.device)
+        if pad:
+            valid[flat.numel():] = False
+            flat = torch.nn.functional.pad(flat, (0, pad))
+        groups, valid = flat.reshape(-1, GROUP), valid.reshape(-1, GROUP)
+        mag = groups.abs()
+        hi = torch.where(valid, mag, torch.zeros_like(mag)).amax(-1, keepdim=True) + 1e-20
+        lo = torch.where(valid, mag, torch.full_like(mag, float("inf"))).amin(-1, keepdim=True) + 1e-20
+        ratio = hi / lo
+        k = torch.floor(math.log2(E4M3_RANGE) / torch.log2(ratio) * EXPAND_STEPS) / EXPAND_STEPS
+        k = torch.where(ratio > 1, k, torch.ones_like(k)).clamp(min=1.0 / EXPAND_STEPS)
+        centre = torch.sqrt(hi * lo)
+        expanded = torch.sign(groups) * (mag / centre) ** k
+        expanded = torch.where(valid, expanded, torch.zeros_like(expanded))
+        self.q = F.quantize(expanded, "fp8_e4m3", granularity="row")
+        self.k, self.centre = k, centre
+
+    def decode(self) -> torch.Tensor:
+        y = F.dequantize(self.q).float()
+        x = torch.sign(y) * y.abs() ** (1.0 / self.k) * self.centre
+        return x.reshape(-1)[: self.numel].reshape(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.q.nbytes + (self.k.numel() + self.centre.numel()) * 4
+
+
+class CoatAdamW(torch.optim.Optimizer):
+    """AdamW (decoupled weight decay, bias correction) whose moments live as ``ExpandedFp8``."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = ExpandedFp8(p)
+                    state["exp_avg_sq"] = ExpandedFp8(p)
+                state["step"] += 1
+                step = state["step"]
+                grad = p.grad.float()
+                m = state["exp_avg"].decode().mul_(beta1).add_(grad, alpha=1 - beta1)
+                v = state["exp_avg_sq"].decode().mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                denom = (v.sqrt() / math.sqrt(1 - beta2 ** step)).add_(group["eps"])
+                p.addcdiv_(m.to(p.dtype), denom.to(p.dtype), value=-group["lr"] / (1 - beta1 ** step))
+                state["exp_avg"].encode(m)
+                state["exp_avg_sq"].encode(v)
+        return loss
+
+    def state_bytes(self) -> int:
+        return sum(s[k].nbytes for s in self.state.values() for k in ("exp_avg", "exp_avg_sq") if k in s)
+
+
+# -- FP8-stored activations of non-linear layers ----------------------------------------------------
+class _RecomputeFromFp8(torch.autograd.Function):
+    """Run ``fn(x)``, keep ``x`` for the backward as FP8 E4M3 codes (one scale per group of the
+    last dimension), and in the backward recompute ``fn`` from the decoded input."""
+
+    @staticmethod
+    def forward(ctx: Any, fn: Any, group: int, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            y = fn(x)
+        rows = x.detach().float().reshape(-1, x.shape[-1])
+        if x.shape[-1] % group == 0:
+            ctx.q = F.quantize(rows, "fp8_e4m3", granularity="block", block_size=group)
+        else:  # a hidden size the group does not divide: one scale per row
+            ctx.q = F.quantize(rows, "fp8_e4m3", granularity="row")
+        ctx.fn, ctx.shape, ctx.dtype = fn, x.shape, x.dtype
+        ctx.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
+        ctx.save_for_backward(*params)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        params = ctx.saved_tensors
+        x = F.dequantize(ctx.q).reshape(ctx.shape).to(ctx.dtype).requires_grad_(True)
+        enabled, dtype = ctx.autocast
+        wanted = [x] + [p for p in params if p.requires_grad]
+        with torch.enable_grad(), torch.autocast(grad.device.type, dtype=dtype, enabled=enabled):
+            y = ctx.fn(x)
+        grads = iter(torch.autograd.grad(y, wanted, grad, allow_unused=True))
+        dx = next(grads)
+        dparams = [next(grads) if p.requires_grad else None for p in params]
+        return (None, None, dx, *dparams)
+
+
+def is_nonlinear_layer(module: nn.Module) -> bool:
+    """Norm layers and activation functions: what COAT stores FP8 activations for."""
+    name = type(module).__name__
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.SiLU, nn.GELU, nn.ReLU, nn.Tanh, nn.Sigmoid)):
+        return True
+    return name.endswith(("RMSNorm", "LayerNorm", "Activation")) and not list(module.children())
+
+
+def store_fp8_activations(model: nn.Module, group: int = 16) -> int:
+    """Patch every norm and activation module's forward (in place, state dict unchanged) so it
+    keeps its input as FP8 for the backward; returns how many were patched."""
+    count = 0
+    for module in model.modules():
+        if not is_nonlinear_layer(module) or getattr(module, "_coat_fp8", False):
+            continue
+        original = module.forward
+        params = tuple(module.parameters())
+
+        def forward(self: nn.Module, x: torch.Tensor, *args: Any, _orig: Any = original,
+                    _params: tuple = params, **kwargs: Any) -> torch.Tensor:
+            if args or kwargs or not torch.is_grad_enabled() or not x.requires_grad:
+                return _orig(x, *args, **kwargs)
+            return _RecomputeFromFp8.apply(_orig, group, x, *_params)
+
+        module.forward = types.MethodType(forward, module)
+        module._coat_fp8 = True
+        count += 1
+    return count

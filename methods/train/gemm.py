@@ -1,0 +1,568 @@
+"""The quantised GEMMs of a linear layer's training step, on the shared numerics.
+
+A linear layer trains with three GEMMs, each ``C = A @ B^T`` over the last dimension of
+both operands (the contraction)::
+
+    forward  Y  = X @ W^T      A = X     [M, K]   B = W     [N, K]   contract K (in_features)
+    dgrad    dX = dY @ W       A = dY    [M, N]   B = W^T   [K, N]   contract N (out_features)
+    wgrad    dW = dY^T @ X     A = dY^T  [N, M]   B = X^T   [K, M]   contract M (tokens)
+
+A ``LinearRecipe`` says, per GEMM, how each operand is quantised (an ``Operand``: a
+``suite.numerics`` format with its scales along the contraction, which is what scaled GEMM
+hardware takes) and which Hadamard rotations surround the product: along the contraction
+(applied to both operands, so it cancels in the product) or, HALO's, along the rows of
+``A`` (undone on the output). ``LowPrecisionLinear`` runs the three GEMMs through one
+custom autograd function, ``_LowPrecisionLinearFn``.
+
+Emulated (everywhere): each operand is fake-quantised (``suite.numerics.formats``: values
+exactly on the format's grid, float32), and the product is a float32 matmul, the
+accumulation precision of the hardware's scaled GEMMs. Real (FP8 on GPUs that have it):
+both operands FP8 with tensor or row scales go through ``torch._scaled_mm``; nothing else
+has a real kernel here. The layer counts which of its GEMMs ran how.
+
+The backward quantises the saved high-precision ``X`` and ``W`` along their new contraction
+dimension (what torchao and TransformerEngine do), except for recipes marked
+``from_forward`` (Quartet): they re-quantise the forward's quantised, rotated operands, get
+gradients in the rotated basis, mask them with the forward's clip masks and rotate back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from suite.numerics import elements as el
+from suite.numerics import formats as F
+from suite.numerics.hadamard import apply_block_hadamard, hadamard_block_size, random_signs
+
+# Short operand format names -> suite.numerics format names.
+FORMAT_NAMES = {"e4m3": "fp8_e4m3", "e5m2": "fp8_e5m2", "int8": "int8", "mxfp8": "mxfp8_e4m3",
+                "mxfp8_e5m2": "mxfp8_e5m2", "mxfp4": "mxfp4", "nvfp4": "nvfp4"}
+FP8_ELEMENTS = {"e4m3": el.FP8_E4M3, "e5m2": el.FP8_E5M2}
+BLOCK_OF = {"mxfp8": 32, "mxfp8_e5m2": 32, "mxfp4": 32, "nvfp4": 16}
+QUEST_GAUSSIAN_SCALE = 2.92247856 / 6.0  # QuEST's RMS multiple for a Gaussian, over FP4's largest value
+FAST_HADAMARD_ABOVE = 64  # larger blocks rotate with the butterflies, O(n log n)
+
+
+@dataclass(frozen=True)
+class Operand:
+    """How one GEMM operand is quantised; scales always run along the contraction dimension.
+
+    ``fmt``: ``fp32`` (unchanged), ``bf16``, ``e4m3``, ``e5m2``, ``int8``, ``mxfp8``, ``mxfp4``,
+    ``nvfp4``. ``scaling``: ``tensor`` / ``row`` (FP8, INT8: one amax scale per tensor or per
+    row of the operand), ``delayed`` (FP8 per tensor from the amax history of earlier steps,
+    TransformerEngine's DelayedScaling), ``block`` (MX and NVFP4: the format's own 1 x 32 or
+    1 x 16 blocks), ``tile`` (NVFP4 16 x 16 tiles: the same scale for W and W^T), ``quest``
+    (MXFP4 with QuEST's RMS-based power-of-two scale; values beyond the clip range saturate
+    and their gradient is zeroed), ``sr34`` (MXFP4 whose OCP scale is divided by 3/4, so that
+    stochastic rounding never saturates: Tseng et al. 2025, Quartet's backward).
+    """
+
+    fmt: str = "fp32"
+    scaling: str = "tensor"
+    rounding: str = "nearest"
+
+    def describe(self) -> str:
+        name = {"fp32": "FP32", "bf16": "BF16", "e4m3": "E4M3", "e5m2": "E5M2", "int8": "INT8",
+                "mxfp8": "MXFP8 E4M3", "mxfp8_e5m2": "MXFP8 E5M2", "mxfp4": "MXFP4",
+                "nvfp4": "NVFP4"}[self.fmt]
+        how = {"tensor": "per tensor", "row": "per row", "delayed": "per tensor, delayed",
+               "block": "(OCP floor scale)", "rceil": "(scale rounded up)", "tile": "16x16 tiles",
+               "quest": "QuEST RMS scale + clip mask", "sr34": "3/4 scale"}[self.scaling]
+        if self.fmt in ("fp32", "bf16"):
+            how = ""
+        sr = ", stochastic rounding" if self.rounding == "stochastic" else ""
+        return f"{name}{' ' + how if how else ''}{sr}"
+
+    @property
+    def real_capable(self) -> bool:
+        """FP8 with tensor, delayed or row scales: what ``torch._scaled_mm`` takes."""
+        return self.fmt in FP8_ELEMENTS and self.scaling in ("tensor", "row", "delayed") \
+            and self.rounding == "nearest"
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One of the three GEMMs: its operands and the rotations around it.
+
+    ``hadamard``: block size of a rotation along the contraction applied to both operands
+    (0: none; -1: the largest power of two dividing the contraction). ``signs``: ``none``,
+    ``layer`` (one random sign vector per layer, drawn once, NVIDIA's NVFP4 recipe) or
+    ``step`` (fresh signs at every call, Quartet's backward). ``outer_hadamard``: rotate the
+    rows of ``A`` (HALO's rotation of the output gradient along the tokens) and undo it on
+    the product.
+    """
+
+    a: Operand
+    b: Operand
+    hadamard: int = 0
+    signs: str = "none"
+    outer_hadamard: bool = False
+
+    def describe(self, a: str, b: str) -> str:
+        text = f"{a} {self.a.describe()} x {b} {self.b.describe()}"
+        if self.hadamard:
+            size = "largest power-of-two" if self.hadamard < 0 else f"{self.hadamard}-point"
+            rand = {"none": "", "layer": " random-sign", "step": " re-randomised"}[self.signs]
+            text += f", after a{rand} {size} Hadamard on the contraction"
+        if self.outer_hadamard:
+            text += f", {a} rotated along its rows"
+        return text
+
+
+@dataclass(frozen=True)
+class LinearRecipe:
+    """How a linear layer's three GEMMs run in training (see the module docstring)."""
+
+    forward: Gemm
+    dgrad: Gemm
+    wgrad: Gemm
+    from_forward: bool = False  # Quartet: backward from the forward's quantised rotated operands
+    store_fp8_input: bool = False  # COAT: keep X for the backward as FP8 codes (per tensor)
+
+    def describe(self) -> str:
+        return (f"forward Y = X W^T: {self.forward.describe('X', 'W')}; "
+                f"dgrad dX = dY W: {self.dgrad.describe('dY', 'W')}; "
+                f"wgrad dW = dY^T X: {self.wgrad.describe('dY', 'X')}")
+
+    def operands(self) -> list[Operand]:
+        return [g.a for g in (self.forward, self.dgrad, self.wgrad)] + \
+            [g.b for g in (self.forward, self.dgrad, self.wgrad)]
+
+
+@dataclass
+class Quantized:
+    """An operand after quantisation: float32 values on the grid, and what else the GEMM needs."""
+
+    values: torch.Tensor
+    mask: torch.Tensor | None = None  # QuEST: True where the value was not clipped
+    codes: torch.Tensor | None = None  # real FP8 codes (torch.float8_*) for torch._scaled_mm
+    scale: torch.Tensor | None = None  # their dequantisation scale: a scalar or one per row
+
+
+@dataclass
+class LayerState:
+    """Per-layer state of a recipe: RNG for stochastic rounding and signs, amax histories, counts."""
+
+    name: str
+    recipe: LinearRecipe
+    seed: int
+    real: bool = False  # FP8 GEMMs through torch._scaled_mm where both operands allow it
+    amax_history: int = 16
+    histories: dict[str, deque] = field(default_factory=dict)
+    real_gemms: int = 0
+    emulated_gemms: int = 0
+    _generators: dict[str, torch.Generator] = field(default_factory=dict)
+    _signs: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
+
+    def signs(self, block: int, kind: str, device: torch.device) -> torch.Tensor | None:
+        """A +-1 vector of ``block`` entries: fixed per layer, or fresh from the layer's generator."""
+        if kind == "none":
+            return None
+        if kind == "layer":
+            if block not in self._signs:
+                self._signs[block] = random_signs(block, torch.Generator().manual_seed(self.seed + block))
+            return self._signs[block].to(device)
+        return random_signs(block, self.generator(torch.device("cpu")), device=device)
+
+    def delayed_amax(self, role: str, t: torch.Tensor) -> torch.Tensor:
+        """The amax to scale ``t`` with: the largest of the earlier steps' (this step's at the
+        first step, which has no history), then this step's amax joins the history."""
+        current = t.detach().abs().amax().float()
+        history = self.histories.setdefault(role, deque(maxlen=self.amax_history))
+        used = torch.stack(list(history)).amax() if history else current
+        history.append(current)
+        return used
+
+    # -- quantisation ------------------------------------------------------------------------------
+    def quantize(self, t: torch.Tensor, op: Operand, amax: torch.Tensor | None = None,
+                 real: bool = False) -> Quantized:
+        """``t`` (float32, [rows, contraction]) quantised as ``op`` says, scales along the last dim."""
+        rnd: dict[str, Any] = {"rounding": op.rounding}
+        if op.rounding == "stochastic":
+            rnd["generator"] = self.generator(t.device)
+        if op.fmt == "fp32":
+            return Quantized(t)
+        if op.fmt == "bf16":
+            return Quantized(t.to(torch.bfloat16).float())
+        if op.scaling == "quest":
+            return quest_mxfp4(t)
+        if op.scaling == "sr34":
+            return mxfp4_sr34(t, op.rounding, rnd.get("generator"))
+        if op.scaling == "tile":
+            return Quantized(nvfp4_tiles(t, **rnd))
+        if op.scaling == "rceil":
+            return Quantized(mx_rceil(t, op.fmt, op.rounding, rnd.get("generator")))
+        if op.fmt == "mxfp4":
+            return Quantized(mxfp4_fast(t, op.rounding, rnd.get("generator")))
+        if op.fmt == "nvfp4":
+            return Quantized(nvfp4_fast(t, 16, op.rounding, rnd.get("generator")))
+        if op.scaling == "delayed":
+            if amax is None:
+                raise ValueError("delayed scaling needs the amax to use")
+            return fp8_given_amax(t, FP8_ELEMENTS[op.fmt], amax)
+        name = FORMAT_NAMES[op.fmt]
+        if op.fmt in FP8_ELEMENTS or op.fmt == "int8":
+            rnd["granularity"] = op.scaling
+        if real and op.real_capable:
+            q = F.quantize(t, name, granularity=op.scaling)
+            return Quantized(F.dequantize(q), codes=q.data, scale=q.scale.float())
+        return Quantized(F.fake_quantize(t, name, **rnd))
+
+    # -- one GEMM --------------------------------------------------------------------------------------
+    def gemm(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None)) -> torch.Tensor:
+        """``a @ b^T`` (float32) with ``g``'s rotations and quantisation; returns [rows(a), rows(b)]."""
+        rows = a.shape[0]
+        outer = 0
+        if g.outer_hadamard:
+            outer = hadamard_block_size(rows)
+            a = rotate(a.t(), outer).t() if outer > 1 else a
+        a, b, block = self.rotate_pair(a, b, g)
+        use_real = self.real and g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
+        qa = self.quantize(a, g.a, amax[0], real=use_real)
+        qb = self.quantize(b, g.b, amax[1], real=use_real)
+        c = self.matmul(qa, qb, use_real)
+        if outer > 1:
+            c = rotate(c.t(), outer).t()
+        return c
+
+    def rotate_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Pad the contraction for the block formats and rotate both operands along it."""
+        k = a.shape[-1]
+        block = 0
+        if g.hadamard:
+            block = g.hadamard if g.hadamard > 0 else hadamard_block_size(k)
+        need = math.lcm(block or 1, BLOCK_OF.get(g.a.fmt, 1), BLOCK_OF.get(g.b.fmt, 1),
+                        16 if "tile" in (g.a.scaling, g.b.scaling) else 1)
+        a, b = pad_last(a, need), pad_last(b, need)
+        if block > 1:
+            s = self.signs(block, g.signs, a.device)
+            full = None if s is None else s.repeat(a.shape[-1] // block)
+            a, b = rotate(a, block, full), rotate(b, block, full)
+        return a, b, block
+
+    def matmul(self, qa: Quantized, qb: Quantized, use_real: bool) -> torch.Tensor:
+        if use_real and qa.codes is not None and qb.codes is not None:
+            self.real_gemms += 1
+            return scaled_mm(qa, qb)
+        self.emulated_gemms += 1
+        return qa.values @ qb.values.t()
+
+
+# -- numerics the formats module does not have as one call ---------------------------------------------
+def pad_last(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the last dimension to a multiple (zeros leave amax and every product unchanged)."""
+    extra = (-t.shape[-1]) % multiple
+    return torch.nn.functional.pad(t, (0, extra)) if extra else t
+
+
+def pad_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    extra = (-t.shape[0]) % multiple
+    return torch.nn.functional.pad(t, (0, 0, 0, extra)) if extra else t
+
+
+def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
+    """The normalised block Hadamard of ``suite.numerics.hadamard`` along the last dimension."""
+    method = "fast" if block > FAST_HADAMARD_ABOVE else "dense"
+    return apply_block_hadamard(t.contiguous(), block, signs=signs, inverse=inverse, method=method)
+
+
+def fp8_given_amax(t: torch.Tensor, elem: el.FloatElement, amax: torch.Tensor) -> Quantized:
+    """FP8 per tensor with a given amax (delayed scaling): the arithmetic of the formats
+    module's tensor scaling (scale = amax / max, saturating cast), with the amax supplied."""
+    scale = (amax.float() / elem.max).to(t.device)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    codes = el.encode_float(t / scale, elem)
+    return Quantized(el.decode_float(codes, elem) * scale, codes=codes.view(elem.torch_dtype),
+                     scale=scale.reshape(()))
+
+
+def nvfp4_tiles(t: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None) -> torch.Tensor:
+    """NVFP4 with one E4M3 scale per 16 x 16 tile (NVIDIA's weight layout) and the tensor's FP32
+    scale: each tile is quantised as one NVFP4 block of 256 values by ``formats.fake_quantize``
+    (same scale rule and element rounding, as ``nvfp4_fast``), so ``W`` and ``W^T`` get the
+    same values."""
+    rows, cols = t.shape
+    tp = pad_last(pad_rows(t, 16), 16)
+    r, c = tp.shape
+    tiles = tp.reshape(r // 16, 16, c // 16, 16).permute(0, 2, 1, 3).reshape(-1, 256)
+    q = nvfp4_fast(tiles, 256, rounding, generator, tensor_amax=t.abs().amax())
+    back = q.reshape(r // 16, c // 16, 16, 16).permute(0, 2, 1, 3).reshape(r, c)
+    return back[:rows, :cols]
+
+
+def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None) -> torch.Tensor:
+    """``v`` rounded onto the FP4 E2M1 values (saturating at 6): the same values as
+    ``elements.decode_float(elements.encode_float(v, FP4_E2M1, rounding), FP4_E2M1)``, which
+    the tests check bit for bit (stochastic: with the same generator, the same uniforms), in a
+    few elementwise operations instead of a search over the value table.
+
+    Within each binade of E2M1 the values are evenly spaced (``0.5`` below 2, then ``1`` up to 4,
+    then ``2``), so rounding is ``round(|v| / step) * step`` with that binade's power-of-two step:
+    ``torch.round`` rounds half to even, and an even quotient is the even mantissa.
+    """
+    m = v.abs().clamp(max=el.FP4_E2M1.max)
+    step = torch.exp2(torch.floor(torch.log2(m)).clamp(0, 2) - 1)
+    q = m / step
+    if rounding == "nearest":
+        q = torch.round(q)
+    else:
+        u = torch.rand(m.shape, generator=generator, device=m.device, dtype=torch.float32)
+        low = torch.floor(q)
+        q = low + (u < q - low).to(q.dtype)
+    return torch.copysign(q * step, v)
+
+
+def mxfp4_fast(t: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None) -> torch.Tensor:
+    """``formats.fake_quantize(t, "mxfp4", rounding=...)`` (blocks of 32 along the last dim, the
+    OCP scale ``formats.mx_scale_e8m0``), with ``fp4_round`` for the elements."""
+    rows, k = t.shape
+    blocks = t.reshape(rows, k // 32, 32)
+    scale = _e8m0(F.mx_scale_e8m0(blocks.abs().amax(-1, keepdim=True), el.FP4_E2M1))
+    return (fp4_round(blocks / scale, rounding, generator) * scale).reshape(rows, k)
+
+
+def nvfp4_fast(t: torch.Tensor, block: int = 16, rounding: str = "nearest",
+               generator: torch.Generator | None = None, tensor_amax: torch.Tensor | None = None) -> torch.Tensor:
+    """``formats.fake_quantize(t, "nvfp4", block_size=block, ...)``: the formats module's NVFP4
+    arithmetic (FP32 tensor scale ``nvfp4_tensor_scale``, E4M3 block scale, the same operation
+    order), with ``fp4_round`` for the elements."""
+    rows, k = t.shape
+    blocks = t.reshape(rows, k // block, block)
+    amax = t.abs().amax() if tensor_amax is None else tensor_amax
+    ts = F.nvfp4_tensor_scale(amax).to(t.device)
+    e4m3 = torch.float8_e4m3fn
+    s8 = torch.clamp(blocks.abs().amax(-1, keepdim=True) / el.FP4_E2M1.max / ts, min=torch.finfo(e4m3).tiny,
+                     max=el.FP8_E4M3.max).to(e4m3).float()
+    scaled = torch.clamp(blocks * ((1.0 / ts) / s8), -el.FP4_E2M1.max, el.FP4_E2M1.max)
+    return (fp4_round(scaled, rounding, generator) * (ts * s8)).reshape(rows, k)
+
+
+def _e8m0(code: torch.Tensor) -> torch.Tensor:
+    return torch.ldexp(torch.ones_like(code, dtype=torch.float32), code.to(torch.int32) - 127)
+
+
+def mxfp4_sr34(t: torch.Tensor, rounding: str = "stochastic", generator: torch.Generator | None = None) -> Quantized:
+    """MXFP4 (blocks of 32) with the OCP scale divided by 3/4: block maxima land at or below 6,
+    so stochastic rounding is unbiased and never saturates (Tseng et al. 2025; Quartet's
+    gradient quantiser). Scale: ``formats.mx_scale_e8m0``; elements: the FP4 element codec."""
+    rows, k = t.shape
+    blocks = t.reshape(rows, k // 32, 32)
+    amax = blocks.abs().amax(-1, keepdim=True)
+    scale = _e8m0(F.mx_scale_e8m0(amax, el.FP4_E2M1)) / 0.75
+    return Quantized((fp4_round(blocks / scale, rounding, generator) * scale).reshape(rows, k))
+
+
+MX_ELEMENTS = {"mxfp8": el.FP8_E4M3, "mxfp8_e5m2": el.FP8_E5M2, "mxfp4": el.FP4_E2M1}
+
+
+def mx_rceil(t: torch.Tensor, fmt: str, rounding: str = "nearest",
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """MX blocks of 32 with the power-of-two scale rounded up, ``2^ceil(log2(amax / max))``
+    (clamped to E8M0's range), so the block maximum never exceeds the element's largest value:
+    the rule TransformerEngine and torchao (RCEIL) train MXFP8 with. Elements: the codec of
+    ``suite.numerics.elements``."""
+    elem = MX_ELEMENTS[fmt]
+    rows, k = t.shape
+    blocks = t.reshape(rows, k // 32, 32)
+    amax = blocks.abs().amax(-1, keepdim=True)
+    exponent = torch.ceil(torch.log2(amax / elem.max)).clamp(-127, 127)
+    scale = torch.where(amax > 0, torch.exp2(exponent), torch.full_like(amax, 2.0 ** -127))
+    if elem is el.FP4_E2M1:
+        return (fp4_round(blocks / scale, rounding, generator) * scale).reshape(rows, k)
+    codes = el.encode_float(blocks / scale, elem, rounding, generator=generator)
+    return (el.decode_float(codes, elem) * scale).reshape(rows, k)
+
+
+def quest_mxfp4(t: torch.Tensor) -> Quantized:
+    """QuEST's MXFP4 forward quantiser (Quartet): per block of 32, the power-of-two scale
+    ``2^floor(log2(c * std))`` with ``c = 2.92247856 / 6`` (the RMS multiple that minimises a
+    Gaussian's error, over FP4's largest value), elements rounded to nearest (ties to even)
+    and saturated at 6; the mask marks the values inside the range, whose gradient passes."""
+    rows, k = t.shape
+    blocks = t.reshape(rows, k // 32, 32)
+    mean = blocks.mean(-1, keepdim=True)
+    var = (blocks * blocks).mean(-1, keepdim=True) - mean * mean
+    std = torch.where(var >= 0, var.clamp(min=0).sqrt(), torch.ones_like(var))
+    scale = torch.exp2(torch.floor(torch.log2(QUEST_GAUSSIAN_SCALE * std + 1e-8)))
+    scaled = blocks / scale
+    values = (fp4_round(scaled) * scale).reshape(rows, k)
+    return Quantized(values, mask=(scaled.abs() < el.FP4_E2M1.max).reshape(rows, k))
+
+
+def scaled_mm(qa: Quantized, qb: Quantized) -> torch.Tensor:
+    """``A @ B^T`` on FP8 tensor cores: ``torch._scaled_mm`` with tensor or row scales, every
+    dimension zero-padded to a multiple of 16 (cuBLASLt's requirement); float32 result."""
+    a, b = qa.codes, qb.codes
+    rows_a, rows_b = a.shape[0], b.shape[0]
+    a = pad_rows(_pad_codes(a), 16)
+    b = pad_rows(_pad_codes(b), 16)
+    sa, sb = qa.scale, qb.scale
+    if sa.numel() > 1:  # row scales: one per row of each operand, padded rows scaled by 1
+        sa = torch.nn.functional.pad(sa.reshape(-1), (0, a.shape[0] - rows_a), value=1.0).reshape(-1, 1)
+        sb = torch.nn.functional.pad(sb.reshape(-1), (0, b.shape[0] - rows_b), value=1.0).reshape(1, -1)
+    else:
+        sa, sb = sa.reshape(()), sb.reshape(())
+    out = torch._scaled_mm(a, b.t(), scale_a=sa.float(), scale_b=sb.float(), out_dtype=torch.bfloat16)
+    return out[:rows_a, :rows_b].float()
+
+
+def _pad_codes(codes: torch.Tensor) -> torch.Tensor:
+    extra = (-codes.shape[-1]) % 16
+    if not extra:
+        return codes.contiguous()
+    padded = torch.zeros(codes.shape[0], codes.shape[1] + extra, dtype=torch.uint8, device=codes.device)
+    padded[:, :codes.shape[1]] = codes.view(torch.uint8)
+    return padded.view(codes.dtype)  # code 0 is +0.0 in both FP8 formats
+
+
+@contextlib.contextmanager
+def no_autocast(device_type: str):
+    """The quantised GEMMs compute in float32 whatever autocast the model runs under."""
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield
+
+
+# -- the autograd function ------------------------------------------------------------------------------
+class _LowPrecisionLinearFn(torch.autograd.Function):
+    """``Y = X W^T`` with the recipe's quantised forward, dgrad and wgrad GEMMs (float32 out)."""
+
+    @staticmethod
+    def forward(ctx: Any, x2: torch.Tensor, weight: torch.Tensor, state: LayerState) -> torch.Tensor:
+        recipe = state.recipe
+        g = recipe.forward
+        with no_autocast(x2.device.type):
+            x, w = x2.detach().float(), weight.detach().float()
+            amax = (None, None)
+            if g.a.scaling == "delayed":
+                amax = (state.delayed_amax("x", x), state.delayed_amax("w", w))
+            ctx.amax_x, ctx.amax_w = amax
+            if recipe.from_forward:
+                # the rotation is undone in the backward by the plain (sign-free) Hadamard
+                assert g.signs == "none", "a from_forward recipe rotates its forward without signs"
+                xr, wr, block = state.rotate_pair(x, w, g)
+                qx, qw = state.quantize(xr, g.a), state.quantize(wr, g.b)
+                state.emulated_gemms += 1
+                y = qx.values @ qw.values.t()
+                ctx.block = block
+                ctx.save_for_backward(qx.values, qw.values,
+                                      qx.mask if qx.mask is not None else torch.empty(0),
+                                      qw.mask if qw.mask is not None else torch.empty(0))
+            else:
+                y = state.gemm(x, w, g, amax)
+                if recipe.store_fp8_input:
+                    ctx.x_fp8 = F.quantize(x, "fp8_e4m3", granularity="tensor")
+                    ctx.save_for_backward(weight)
+                else:
+                    ctx.x_fp8 = None
+                    ctx.save_for_backward(x2, weight)
+        ctx.state = state
+        ctx.k = x.shape[-1]
+        ctx.x_dtype, ctx.w_dtype = x2.dtype, weight.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        state: LayerState = ctx.state
+        recipe = state.recipe
+        dx = dw = None
+        with no_autocast(grad.device.type):
+            dy = grad.float()
+            if recipe.from_forward:
+                xq, wq, mask_x, mask_w = ctx.saved_tensors
+                if ctx.needs_input_grad[0]:
+                    dx = _back_to_input_basis(state.gemm(dy, wq.t().contiguous(), recipe.dgrad),
+                                              mask_x, ctx.block, ctx.k)
+                if ctx.needs_input_grad[1]:
+                    dw = _back_to_input_basis(state.gemm(dy.t().contiguous(), xq.t().contiguous(), recipe.wgrad),
+                                              mask_w, ctx.block, ctx.k)
+            else:
+                if ctx.x_fp8 is not None:
+                    (weight,) = ctx.saved_tensors
+                    x = F.dequantize(ctx.x_fp8).float()
+                else:
+                    x2, weight = ctx.saved_tensors
+                    x = x2.float()
+                w = weight.detach().float()
+                amax_dy = state.delayed_amax("dy", dy) if recipe.dgrad.a.scaling == "delayed" else None
+                if ctx.needs_input_grad[0]:
+                    dx = state.gemm(dy, w.t().contiguous(), recipe.dgrad, (amax_dy, ctx.amax_w))
+                    dx = dx[:, :ctx.k]
+                if ctx.needs_input_grad[1]:
+                    dw = state.gemm(dy.t().contiguous(), x.t().contiguous(), recipe.wgrad, (amax_dy, ctx.amax_x))
+                    dw = dw[:, :ctx.k]
+        return (dx.to(ctx.x_dtype) if dx is not None else None,
+                dw.to(ctx.w_dtype) if dw is not None else None, None)
+
+
+def _back_to_input_basis(grad: torch.Tensor, mask: torch.Tensor, block: int, k: int) -> torch.Tensor:
+    """Quartet: a gradient w.r.t. the rotated, quantised operand -> w.r.t. the original one:
+    zero where the forward clipped (QuEST's trust mask), rotate back, drop the padding."""
+    if mask.numel():
+        grad = grad * mask.to(grad.dtype)
+    if block > 1:
+        grad = rotate(grad, block)  # the plain block Hadamard is symmetric: its own inverse
+    return grad[:, :k]
+
+
+class LowPrecisionLinear(nn.Linear):
+    """An ``nn.Linear`` (same parameters) whose three training GEMMs follow a ``LinearRecipe``.
+
+    It subclasses ``nn.Linear`` so that peft's adapters wrap it as they wrap any linear layer
+    (``fp8-train+lora``). The output has the autocast dtype where autocast is on (as a real
+    FP8 GEMM returns BF16), else the input's dtype; the bias is added in that dtype.
+    """
+
+    state: LayerState
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, state: LayerState) -> LowPrecisionLinear:
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features, layer.out_features = linear.in_features, linear.out_features
+        layer.weight = linear.weight
+        layer.bias = linear.bias
+        layer.state = state
+        layer.train(linear.training)
+        return layer
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with the same parameters (merge, export)."""
+        plain = nn.Linear.__new__(nn.Linear)
+        nn.Module.__init__(plain)
+        plain.in_features, plain.out_features = self.in_features, self.out_features
+        plain.weight, plain.bias = self.weight, self.bias
+        plain.train(self.training)
+        return plain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device_type = x.device.type
+        out_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        shape = x.shape
+        y = _LowPrecisionLinearFn.apply(x.reshape(-1, shape[-1]), self.weight, self.state)
+        y = y.to(out_dtype).reshape(*shape[:-1], self.out_features)
+        if self.bias is not None:
+            y = y + self.bias.to(out_dtype)
+        return y
+
+    def extra_repr(self) -> str:
+        mode = "real FP8" if self.state.real else "emulated"
+        return super().extra_repr() + f", {mode}"
+
+
+def check_real_shapes(layers: dict[str, nn.Linear]) -> list[str]:
+    """Layers whose dimensions ``torch._scaled_mm`` cannot take (both must be multiples of 16)."""
+    return [f"{name} ({lin.out_features} x {lin.in_features})" for name, lin in layers.items()
+            if lin.in_features % 16 or lin.out_features % 16]

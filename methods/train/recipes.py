@@ -1,0 +1,480 @@
+"""The low-precision training recipes (kind ``train``), registered for ``--methods``.
+
+Every recipe name ends in ``-train`` (``fp8-train``, ``mxfp8-train``, ...), so it is never
+confused with the post-training quantizers that own ``mxfp8``, ``nvfp4`` and ``w8a8``.
+Each replaces the model's linear layers (``layers.target_linears``) by ``LowPrecisionLinear``,
+whose forward, grad-input (dgrad) and grad-weight (wgrad) GEMMs are quantised as the
+recipe's ``LinearRecipe`` says (``gemm``), and trains under BF16 autocast with FP32 master
+weights, like its baseline ``bf16-train``: only the linear layers' GEMMs differ.
+
+Emulated or real: FP8 recipes with tensor or row scales (``fp8-train``, ``halo-train``
+with ``format=fp8``, ``coat-train``) take ``real=auto|true|false``: ``auto`` (default)
+runs the GEMMs on FP8 tensor cores (``torch._scaled_mm``) where the GPU has them and
+emulates them elsewhere, saying so on a GPU; ``true`` refuses to run without them (and
+refuses layers whose shapes the FP8 GEMM cannot take); ``false`` always emulates. The
+MX, NVFP4 and INT8 recipes are always emulated here. Every cell stores
+``train_gemm_emulated`` (1: some GEMM ran emulated) and ``train_gemm_real_fraction``.
+
+Plugin module: torch and the machinery are imported inside the methods.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from suite.errors import UserError
+from suite.method import Method, MethodContext, NoConfig
+from suite.registry import register_method
+
+REAL_CHOICES = {"auto": "auto", "true": "true", "yes": "true", "1": "true", "on": "true",
+                "false": "false", "no": "false", "0": "false", "off": "false"}
+
+
+@dataclass
+class RecipeConfig:
+    skip: tuple[str, ...] = ()  # layer-name substrings kept in BF16 (e.g. NVIDIA's last blocks)
+
+
+@dataclass
+class RealConfig(RecipeConfig):
+    # auto: FP8 tensor cores where the GPU has them, emulated elsewhere; true: refuse without
+    # them; false: always emulate
+    real: str = "auto"
+
+    def __post_init__(self) -> None:
+        value = str(self.real).strip().lower()
+        if value not in REAL_CHOICES:
+            raise ValueError(f"real must be auto, true or false, got {self.real!r}")
+        self.real = REAL_CHOICES[value]
+
+
+def _bf16_policy(policy: Any) -> Any:
+    """BF16 autocast with FP32 master weights: the baseline's policy, shared by every recipe."""
+    from suite.precision import BF16_AUTOCAST
+
+    return BF16_AUTOCAST
+
+
+class TrainRecipe(Method):
+    """Shared ``apply``: swap the linear layers, decide real or emulated, leave the rest to train."""
+
+    kind = "train"
+    mergeable = True  # the trained weights are plain linear weights
+    version = "1"
+    Config = RecipeConfig
+
+    def linear_recipe(self) -> Any:
+        raise NotImplementedError
+
+    def precision_policy(self, policy: Any) -> Any:
+        return _bf16_policy(policy)
+
+    def apply(self, model: Any, ctx: MethodContext) -> Any:
+        from suite.methods.train.gemm import LayerState, LowPrecisionLinear, check_real_shapes
+        from suite.methods.train.layers import (
+            freeze_pretrained_embeddings,
+            set_module,
+            target_linears,
+        )
+
+        recipe = self.linear_recipe()
+        layers = target_linears(model, ctx, tuple(self.config.skip))
+        real = self.use_real(ctx, layers, recipe)
+        bad = {entry.split(" ")[0] for entry in check_real_shapes(layers)}
+        history = getattr(self.config, "amax_history", 16)
+        for index, (name, linear) in enumerate(layers.items()):
+            state = LayerState(name, recipe, seed=ctx.seed * 1_000_003 + index,
+                               real=real and name not in bad, amax_history=history)
+            set_module(model, name, LowPrecisionLinear.from_linear(linear, state))
+        freeze_pretrained_embeddings(model, ctx)
+        self.after_apply(model, ctx)
+        ctx.notes[f"{self.name}.gemm"] = "real FP8" if real else "emulated"
+        return model
+
+    def after_apply(self, model: Any, ctx: MethodContext) -> None:
+        """Recipe-specific changes beyond the linear layers (COAT's FP8 activations)."""
+
+    def use_real(self, ctx: MethodContext, layers: dict, recipe: Any) -> bool:
+        """Whether the FP8 GEMMs run on tensor cores: ``real`` against the device and shapes."""
+        mode = getattr(self.config, "real", "false")
+        if mode == "false":
+            return False
+        from suite.methods.quant.layers import fp8_matmul_supported
+        from suite.methods.train.gemm import check_real_shapes
+
+        if not all(op.real_capable for op in recipe.operands()):
+            if mode == "true":
+                raise UserError(f"{self.name}: real=true needs every GEMM operand in FP8 with tensor or "
+                                f"row scales; this configuration has others, which run emulated here. "
+                                f"Drop real=true")
+            return False
+        ok, why = fp8_matmul_supported(ctx.device)
+        if not ok:
+            if mode == "true":
+                raise UserError(f"{self.name}: real=true asks for FP8 GEMMs (torch._scaled_mm), but {why}; "
+                                f"use real=auto or real=false to emulate them (stored as "
+                                f"train_gemm_emulated=1)")
+            if str(ctx.device).startswith("cuda"):
+                print(f"{self.name}: {why}; the GEMMs run emulated (stored as train_gemm_emulated=1; "
+                      f"real=true refuses instead)", file=sys.stderr)
+            return False
+        bad = check_real_shapes(layers)
+        if bad and mode == "true":
+            raise UserError(f"{self.name}: real=true: FP8 GEMMs (cuBLASLt) need both dimensions of a layer "
+                            f"divisible by 16, and {len(bad)} layer(s) are not: {', '.join(bad[:6])}"
+                            f"{' ...' if len(bad) > 6 else ''}. Keep them in BF16 with skip=<name>, or use "
+                            f"real=auto (emulates those layers)")
+        return True
+
+    def measurements(self, model: Any) -> dict[str, float]:
+        from suite.methods.train.gemm import LowPrecisionLinear
+
+        states = [m.state for m in model.modules() if isinstance(m, LowPrecisionLinear)]
+        real = sum(s.real_gemms for s in states)
+        emulated = sum(s.emulated_gemms for s in states)
+        total = real + emulated
+        if total:
+            any_emulated = emulated > 0
+        else:  # nothing ran (no step, no evaluation): what the layers were set up to do
+            any_emulated = not all(s.real for s in states)
+        return {"train_lowp_layers": float(len(states)),
+                "train_gemm_emulated": 1.0 if any_emulated else 0.0,
+                "train_gemm_real_fraction": real / total if total else 0.0}
+
+    def merge(self, model: Any) -> Any:
+        from suite.methods.train.gemm import LowPrecisionLinear
+        from suite.methods.train.layers import replace_back
+
+        return replace_back(model, LowPrecisionLinear, lambda m: m.to_linear())
+
+
+@register_method("bf16-train", kind="train", source="suite",
+                 summary="BF16 baseline of the training recipes: forward, dgrad and wgrad GEMMs with BF16 "
+                         "operands (autocast), FP32 accumulation and master weights; real on every device",
+                 paper="Kalamkar et al. 2019, A Study of BFLOAT16 for Deep Learning Training (arXiv:1905.12322)")
+class Bf16Train(TrainRecipe):
+    """The baseline: plain training under BF16 autocast with FP32 master weights.
+
+    All three GEMMs (forward ``X W^T``, dgrad ``dY W``, wgrad ``dY^T X``) take BF16 operands
+    (autocast rounds them), accumulate in FP32 and return BF16, on the device's own BF16
+    kernels (real, not emulated). Nothing else changes: this recipe trains exactly like any
+    method under ``--precision bf16``, and every other recipe differs from it only in its
+    linear layers' GEMMs.
+    """
+
+    Config = NoConfig
+
+    def apply(self, model: Any, ctx: MethodContext) -> Any:
+        from suite.methods.train.layers import freeze_pretrained_embeddings
+
+        freeze_pretrained_embeddings(model, ctx)
+        return model
+
+    def measurements(self, model: Any) -> dict[str, float]:
+        return {"train_gemm_emulated": 0.0, "train_gemm_real_fraction": 1.0}
+
+    def merge(self, model: Any) -> Any:
+        return model
+
+
+@dataclass
+class Fp8Config(RealConfig):
+    scaling: Literal["tensor", "row", "delayed"] = "tensor"
+    amax_history: int = 16  # delayed scaling: steps of amax history (TransformerEngine: 1024)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.amax_history < 1:
+            raise ValueError("amax_history must be at least 1")
+
+
+@register_method("fp8-train", kind="train", source="suite",
+                 summary="FP8 training (HYBRID): forward X,W E4M3; dgrad dY E5M2 x W E4M3; wgrad dY E5M2 x "
+                         "X E4M3; scaling=tensor|row|delayed; torch._scaled_mm on FP8 GPUs, else emulated",
+                 paper="Micikevicius et al. 2022, FP8 Formats for Deep Learning (arXiv:2209.05433)")
+class Fp8Train(TrainRecipe):
+    """FP8 training with TransformerEngine's HYBRID format.
+
+    ============  ===========================  ==========================
+    GEMM          A                            B
+    ============  ===========================  ==========================
+    forward       X   E4M3                     W   E4M3
+    dgrad         dY  E5M2                     W^T E4M3
+    wgrad         dY^T E5M2                    X^T E4M3
+    ============  ===========================  ==========================
+
+    Scales run along each GEMM's contraction: ``scaling=tensor`` (one amax scale per tensor,
+    torchao's tensorwise and TransformerEngine's Float8CurrentScaling), ``row`` (one per
+    row of the operand as the GEMM reads it: per token for X and dY in the forward and dgrad,
+    per output channel for W, per input feature for X^T in the wgrad) or ``delayed`` (per
+    tensor, from the largest amax of the last ``amax_history`` steps: TransformerEngine's
+    DelayedScaling; values above the range saturate). Rounding to nearest, saturating.
+    """
+
+    Config = Fp8Config
+
+    def linear_recipe(self) -> Any:
+        from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+        s = self.config.scaling
+        e4, e5 = Operand("e4m3", s), Operand("e5m2", s)
+        return LinearRecipe(Gemm(e4, e4), Gemm(e5, e4), Gemm(e5, e4))
+
+
+@dataclass
+class Mxfp8Config(RecipeConfig):
+    grad_element: Literal["e4m3", "e5m2"] = "e4m3"  # the gradient's element type
+    # E8M0 scale: rceil rounds up (no saturation; TransformerEngine's and torchao's training
+    # rule), floor is the OCP spec's (the block maximum may saturate)
+    scale: Literal["rceil", "floor"] = "rceil"
+
+
+@dataclass
+class Mxfp4Config(RecipeConfig):
+    scale: Literal["floor", "rceil"] = "floor"  # floor: the OCP spec's rule, the plain baseline
+
+
+@register_method("mxfp8-train", kind="train", source="suite",
+                 summary="MXFP8 training: all six GEMM operands (X,W fwd; dY,W dgrad; dY,X wgrad) MXFP8 E4M3, "
+                         "1x32 blocks along the contraction, E8M0 scales rounded up (scale=floor: OCP); emulated",
+                 paper="Rouhani et al. 2023, Microscaling Data Formats for Deep Learning (arXiv:2310.10537)")
+class Mxfp8Train(TrainRecipe):
+    """MXFP8 training (OCP Microscaling; TransformerEngine's MXFP8BlockScaling, torchao's mxfp8).
+
+    Every operand of every GEMM (X, W forward; dY, W^T dgrad; dY^T, X^T wgrad) is MXFP8:
+    E4M3 elements (dY: ``grad_element``), one E8M0 scale per block of 32 consecutive values
+    along the GEMM's contraction, so X and W are quantised again along the other axis for
+    the backward. Scale: ``2^ceil(log2(amax / max))`` (``scale=rceil``, no saturation, what
+    TransformerEngine and torchao train with) or the OCP spec's ``2^(floor(log2 amax) -
+    emax)`` (``scale=floor``); rounding to nearest. Emulated: real MX GEMMs need Blackwell
+    and are not implemented here.
+    """
+
+    Config = Mxfp8Config
+
+    def linear_recipe(self) -> Any:
+        from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+        rule = "rceil" if self.config.scale == "rceil" else "block"
+        mx = Operand("mxfp8", rule)
+        grad = Operand("mxfp8" if self.config.grad_element == "e4m3" else "mxfp8_e5m2", rule)
+        return LinearRecipe(Gemm(mx, mx), Gemm(grad, mx), Gemm(grad, mx))
+
+
+@register_method("mxfp4-train", kind="train", source="suite",
+                 summary="MXFP4 round-to-nearest training: all six GEMM operands MXFP4 (E2M1, 1x32 blocks "
+                         "along the contraction, E8M0 scales), no rotation, no stochastic rounding; emulated",
+                 paper="Rouhani et al. 2023, Microscaling Data Formats for Deep Learning (arXiv:2310.10537)")
+class Mxfp4Train(TrainRecipe):
+    """Plain MXFP4 training, the baseline Quartet improves on.
+
+    Every operand of every GEMM (X, W forward; dY, W^T dgrad; dY^T, X^T wgrad) is MXFP4:
+    E2M1 elements, one E8M0 scale per 32 values along the contraction (the OCP spec's floor
+    rule, or ``scale=rceil``), rounded to nearest; no Hadamard rotation, no stochastic
+    rounding. Emulated.
+    """
+
+    Config = Mxfp4Config
+
+    def linear_recipe(self) -> Any:
+        from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+        mx = Operand("mxfp4", "rceil" if self.config.scale == "rceil" else "block")
+        return LinearRecipe(Gemm(mx, mx), Gemm(mx, mx), Gemm(mx, mx))
+
+
+@dataclass
+class Nvfp4Config(RecipeConfig):
+    rht: bool = True  # random Hadamard (16-point) on the wgrad GEMM's operands
+    stochastic: bool = True  # stochastic rounding of the output gradient dY
+    tiles: bool = True  # weights in 16x16 tiles (one scale for W and W^T); false: 1x16 like the rest
+
+
+@register_method("nvfp4-train", kind="train", source="suite",
+                 summary="NVIDIA's NVFP4 recipe: fwd X NVFP4 1x16, W 16x16 tiles; dgrad dY 1x16 stochastic "
+                         "x W tiles; wgrad dY^T (stochastic), X^T 1x16 after a random 16-pt Hadamard; emulated",
+                 paper="NVIDIA 2025, Pretraining Large Language Models with NVFP4 (arXiv:2509.25149)")
+class Nvfp4Train(TrainRecipe):
+    """NVIDIA's NVFP4 pretraining recipe (TransformerEngine's NVFP4BlockScaling).
+
+    ============  =====================================  =====================================
+    GEMM          A                                      B
+    ============  =====================================  =====================================
+    forward       X    NVFP4 1x16, nearest               W    NVFP4 16x16 tiles, nearest
+    dgrad         dY   NVFP4 1x16, stochastic            W^T  NVFP4 16x16 tiles (= forward's W)
+    wgrad         dY^T NVFP4 1x16, stochastic, RHT       X^T  NVFP4 1x16, nearest, RHT
+    ============  =====================================  =====================================
+
+    NVFP4: E2M1 elements, an E4M3 scale per block and an FP32 scale per tensor. RHT: a 16 x 16
+    Hadamard with one random sign vector per layer (drawn once from the seed) on the wgrad
+    GEMM's contraction (the tokens), which cancels in the product. ``rht``, ``stochastic``
+    and ``tiles`` switch the three parts off for ablations; ``skip`` keeps layers in BF16
+    (the paper keeps a few final blocks there). Emulated.
+    """
+
+    Config = Nvfp4Config
+
+    def linear_recipe(self) -> Any:
+        from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+        c = self.config
+        block = Operand("nvfp4", "block")
+        weight = Operand("nvfp4", "tile") if c.tiles else block
+        grad = Operand("nvfp4", "block", "stochastic" if c.stochastic else "nearest")
+        return LinearRecipe(Gemm(block, weight), Gemm(grad, weight),
+                            Gemm(grad, block, hadamard=16 if c.rht else 0, signs="layer" if c.rht else "none"))
+
+
+@register_method("quartet-train", kind="train", source="suite",
+                 summary="Quartet FP4: fwd X,W MXFP4 after a 32-pt Hadamard with QuEST RMS scale + clip mask; "
+                         "dgrad dY x W and wgrad dY^T x X MXFP4 stochastic after random re-rotation; emulated",
+                 paper="Castro et al. 2025, Quartet: Native FP4 Training (arXiv:2505.14669)")
+class QuartetTrain(TrainRecipe):
+    """Quartet: all three GEMMs in MXFP4.
+
+    Forward: X and W rotated by the 32-point Hadamard H along K, then MXFP4 with QuEST's
+    scale (per block of 32, the power of two below 2.92 / 6 times the block's RMS about its
+    mean), rounded to nearest and clipped at the format's range; the clip masks are kept.
+    Backward, from the forward's quantised rotated operands: a fresh random-sign 32-point
+    Hadamard on each GEMM's contraction, MXFP4 with stochastic rounding and the OCP scale
+    divided by 3/4 (no saturation):
+
+    ============  =====================================  =====================================
+    GEMM          A                                      B
+    ============  =====================================  =====================================
+    forward       X H   MXFP4 QuEST, nearest             W H   MXFP4 QuEST, nearest
+    dgrad         dY    MXFP4 SR (re-rotated along N)    (W H)_q^T  MXFP4 SR (re-rotated)
+    wgrad         dY^T  MXFP4 SR (re-rotated along M)    (X H)_q^T  MXFP4 SR (re-rotated)
+    ============  =====================================  =====================================
+
+    Each gradient (w.r.t. X H and W H) is zeroed where the forward clipped (QuEST's trust
+    mask) and rotated back by H. Rounding ties go to even (the hardware rule; Quartet's
+    emulation sends exact ties down). Emulated.
+    """
+
+    def linear_recipe(self) -> Any:
+        from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+        quest = Operand("mxfp4", "quest")
+        sr = Operand("mxfp4", "sr34", "stochastic")
+        return LinearRecipe(Gemm(quest, quest, hadamard=32), Gemm(sr, sr, hadamard=32, signs="step"),
+                            Gemm(sr, sr, hadamard=32, signs="step"), from_forward=True)
+
+
+@dataclass
+class HaloConfig(RealConfig):
+    format: Literal["int8", "fp8"] = "int8"
+    level: int = 2  # 0: no rotation; 1: forward X H, W H; 2: and dY rotated along the tokens in dgrad
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.level not in (0, 1, 2):
+            raise ValueError("level must be 0, 1 or 2")
+
+
+@register_method("halo-train", kind="train", source="suite",
+                 summary="HALO: per-tensor INT8|FP8 E4M3 for all six operands; fwd X H x W H (Hadamard on K), "
+                         "dgrad dY rotated along tokens x W (level 2), wgrad dY^T x X^T; emulated (fp8: real)",
+                 paper="Ashkboos et al. 2025, HALO: Hadamard-Assisted Lower-Precision Optimization "
+                       "(arXiv:2501.02625)")
+class HaloTrain(TrainRecipe):
+    """HALO's Hadamard placements for INT8 and FP8 training and fine-tuning.
+
+    Every operand is quantised per tensor to ``format`` (INT8 symmetric, or FP8 E4M3 for
+    gradients too, as HALO does):
+
+    ============  ==========================================  ===========================
+    GEMM          A                                           B
+    ============  ==========================================  ===========================
+    forward       X H (level >= 1)                            W H (level >= 1)
+    dgrad         H_M dY (level 2: rotated along the tokens)  W^T
+    wgrad         dY^T                                        X^T
+    ============  ==========================================  ===========================
+
+    H: the Hadamard of the largest power-of-two block dividing K, on both forward operands
+    (it cancels); H_M: the same along the tokens of dY, undone on dX. The backward reads the
+    saved high-precision X and W. ``real`` applies to ``format=fp8`` (INT8 is emulated).
+    """
+
+    Config = HaloConfig
+
+    def linear_recipe(self) -> Any:
+        from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+        c = self.config
+        op = Operand("int8", "tensor") if c.format == "int8" else Operand("e4m3", "tensor")
+        return LinearRecipe(Gemm(op, op, hadamard=-1 if c.level >= 1 else 0),
+                            Gemm(op, op, outer_hadamard=c.level >= 2), Gemm(op, op))
+
+
+@dataclass
+class CoatConfig(RealConfig):
+    optimizer_states: Literal["fp8", "recipe"] = "fp8"  # recipe: the --optimizer's own states
+    fp8_activations: bool = True  # norms' and activation functions' inputs kept as FP8 per group
+    group: int = 16  # values per scale of those activations
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group < 1:
+            raise ValueError("group must be a positive integer")
+
+
+@register_method("coat-train", kind="train", source="suite",
+                 summary="COAT: all six GEMM operands FP8 E4M3 per tensor, X kept as FP8; FP8 AdamW states with "
+                         "dynamic range expansion (groups of 128); norm/activation inputs FP8 per group of 16",
+                 paper="Xi et al. 2025, COAT: Compressing Optimizer states and Activations for FP8 Training "
+                       "(arXiv:2410.19313)")
+class CoatTrain(TrainRecipe):
+    """COAT: FP8 GEMMs plus FP8 optimizer states and FP8 activations.
+
+    ============  =====================  =====================
+    GEMM          A                      B
+    ============  =====================  =====================
+    forward       X    E4M3 per tensor   W    E4M3 per tensor
+    dgrad         dY   E4M3 per tensor   W^T  E4M3 per tensor
+    wgrad         dY^T E4M3 per tensor   X^T  E4M3 per tensor
+    ============  =====================  =====================
+
+    The linear layers keep X for the backward as FP8 codes (per tensor). Through the
+    optimizer seam, AdamW's two moments are stored as FP8 E4M3 with dynamic range expansion
+    (``coat.CoatAdamW``; ``optimizer_states=recipe`` uses the ``--optimizer`` instead), and
+    the inputs of norm layers and activation functions are kept as FP8 with one scale per
+    ``group`` values (``coat.store_fp8_activations``). The storage is real FP8 on any device;
+    the GEMMs are emulated unless ``real`` finds FP8 tensor cores.
+    """
+
+    Config = CoatConfig
+    lower_is_better = ("optimizer_state_bytes",)
+
+    def linear_recipe(self) -> Any:
+        from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+        op = Operand("e4m3", "tensor")
+        return LinearRecipe(Gemm(op, op), Gemm(op, op), Gemm(op, op), store_fp8_input=True)
+
+    def after_apply(self, model: Any, ctx: MethodContext) -> None:
+        if self.config.fp8_activations:
+            from suite.methods.train.coat import store_fp8_activations
+
+            self.patched = store_fp8_activations(model, self.config.group)
+
+    def make_optimizer(self, model: Any, groups: list[dict], recipe: Any) -> Any:
+        if self.config.optimizer_states != "fp8":
+            return None
+        if recipe.optimizer != "adamw":
+            raise UserError(f"coat-train keeps AdamW's states in FP8 and replaces --optimizer "
+                            f"{recipe.optimizer}; use optimizer_states=recipe to train with it instead")
+        from suite.methods.train.coat import CoatAdamW
+
+        self.optimizer = CoatAdamW(groups, lr=recipe.lr)
+        return self.optimizer
+
+    def measurements(self, model: Any) -> dict[str, float]:
+        out = super().measurements(model)
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None:
+            out["optimizer_state_bytes"] = float(optimizer.state_bytes())
+        out["fp8_activation_layers"] = float(getattr(self, "patched", 0))
+        return out

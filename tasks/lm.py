@@ -1,0 +1,436 @@
+"""lm: language-model pretraining from scratch (or continued), judged by held-out loss.
+
+Models
+------
+Named Llama-style sizes built from a config with random weights: ``llama-tiny`` (~1M
+parameters, for tests), ``llama-10m``, ``llama-30m``, ``llama-125m``. The number is the
+count of non-embedding parameters (transformer blocks and the final norm; Kaplan et al.
+2020 count the same way), which does not depend on the tokenizer: the embeddings of a
+byte-level vocabulary are tiny, those of a 32k vocabulary are not. ``--models`` takes these
+names like any other; ``llama-30m@<tokenizer>`` trains the named size from scratch with a
+real tokenizer (a local tokenizer folder, or a hub id when online), and a pretrained
+model (a folder or hub id) continues pretraining with its own tokenizer.
+
+Tokenizer
+---------
+The named sizes use a byte-level tokenizer built in memory (256 byte tokens plus EOS, PAD
+and BOS): a real tokenizer needs the hub or a folder, and tests and air-gapped runs have
+neither. Bytes spell any UTF-8 text without an unknown token, need no training on the
+corpus (so the vocabulary cannot leak the validation split), and keep the same ids
+everywhere; the price is about four tokens per English word, which the token budget counts.
+
+Data
+----
+From the hub, streamed (``datasets``): ``lm`` is FineWeb-Edu (``sample-10BT``; it has no
+validation split, so every 100th document is held out and training skips it),
+``lm-c4`` is C4 English (its validation split) and ``lm-wikitext`` WikiText-103 raw (its
+validation split). With ``--data-dir`` the files of a local folder, read as they come:
+``train*`` and ``valid*`` / ``validation*`` / ``val*`` files, each plain text (documents
+separated by blank lines), jsonl with a ``text`` field, or parquet with a ``text`` column;
+without a validation file every 100th training document is held out. Documents are
+tokenised, joined with EOS and packed into blocks of ``--max-length`` tokens.
+
+Budget
+------
+``--tokens-per-param`` (default 20, Chinchilla's ratio) times the non-embedding
+parameters, or ``--train-tokens``, sets the number of training tokens; ``--max-steps``
+overrides both. The loop needs a step count for a stream, so the budget becomes a dataset
+of exactly that many blocks (see ``TokenBudget``); ``--epochs`` multiplies it.
+
+Evaluation
+----------
+Mean token cross-entropy (``val_loss``, the primary metric, lower is better) and
+perplexity on the first ``--eval-tokens`` tokens of the held-out split (default 2^18; the
+same tokens for every cell), at the end and every ``--eval-every`` optimizer steps: a
+fixed number of tokens per step, so these are fixed token intervals. Those evaluations are
+stored as the cell's curve (the store's ``curves`` table) beside the training loss.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import Any, ClassVar
+
+from suite.errors import UserError
+from suite.registry import register_task
+from suite.task import EvalOutput, ModelBundle
+from suite.tasks.language_modeling import LanguageModelingTask, packed_blocks
+
+HOLDOUT_EVERY = 100  # without a validation split, every 100th document is held out
+TEXT_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class LlamaSize:
+    """A Llama-style architecture: SwiGLU MLP, RMSNorm, RoPE, tied input/output embeddings."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+
+    def non_embedding_params(self) -> int:
+        """Blocks (4 d^2 attention + 3 d i MLP + 2 norms each) plus the final norm."""
+        d, i = self.hidden, self.intermediate
+        return self.layers * (4 * d * d + 3 * d * i + 2 * d) + d
+
+
+# Widths and MLP sizes are multiples of 32, so every block format (MX: 32, NVFP4: 16) and
+# FP8 GEMM (multiples of 16) takes every linear layer without padding.
+LLAMA_SIZES: dict[str, LlamaSize] = {
+    "llama-tiny": LlamaSize(hidden=128, layers=5, heads=4, intermediate=352),     # 1.0M
+    "llama-10m": LlamaSize(hidden=256, layers=12, heads=4, intermediate=704),     # 9.6M
+    "llama-30m": LlamaSize(hidden=512, layers=10, heads=8, intermediate=1376),    # 31.6M
+    "llama-125m": LlamaSize(hidden=768, layers=18, heads=12, intermediate=2048),  # 127M
+}
+
+
+def split_model_name(name: str) -> tuple[str, str | None]:
+    """``llama-30m@path/to/tokenizer`` -> ("llama-30m", "path/to/tokenizer")."""
+    size, sep, tokenizer = name.partition("@")
+    return size, (tokenizer or None) if sep else None
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The printable stand-in of every byte that byte-level BPE tokenizers use (GPT-2's map)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    chars = list(keep)
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, map(chr, chars), strict=True))
+
+
+BYTE_SPECIALS = ("<|eos|>", "<|pad|>", "<|bos|>")  # ids 256, 257, 258
+
+
+def byte_tokenizer() -> Any:
+    """A byte-level tokenizer built in memory: token id = byte value (0..255), then specials.
+
+    A ``PreTrainedTokenizerFast`` over a BPE model with no merges, so every byte of the UTF-8
+    text is one token; it saves, loads and decodes like any Hugging Face tokenizer.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {char: byte for byte, char in _bytes_to_unicode().items()}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, model_input_names=["input_ids", "attention_mask"])
+    tokenizer.add_special_tokens({"eos_token": BYTE_SPECIALS[0], "pad_token": BYTE_SPECIALS[1],
+                                  "bos_token": BYTE_SPECIALS[2]})
+    return tokenizer
+
+
+def llama_config(size: LlamaSize, tokenizer: Any) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,
+        num_attention_heads=size.heads, num_key_value_heads=size.heads,
+        intermediate_size=size.intermediate, max_position_embeddings=4096, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, attention_bias=False, mlp_bias=False,
+    )
+
+
+def non_embedding_parameters(model: Any) -> int:
+    """Parameters outside the input and output embeddings (tied ones counted once)."""
+    skip = set()
+    for get in ("get_input_embeddings", "get_output_embeddings"):
+        module = getattr(model, get, lambda: None)()
+        if module is not None:
+            skip.update(id(p) for p in module.parameters())
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or id(p) in skip:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+# -- reading documents ------------------------------------------------------------------------
+def read_documents(path: str) -> Iterator[str]:
+    """Documents of one local file, streamed: plain text (blank-line separated), jsonl, parquet."""
+    lower = path.lower()
+    if lower.endswith(".parquet"):
+        yield from _parquet_documents(path)
+    elif lower.endswith((".jsonl", ".json")):
+        yield from _jsonl_documents(path)
+    else:
+        yield from _text_documents(path)
+
+
+def _jsonl_documents(path: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}, line {line_no}: not valid JSON; each line must be one "
+                                f'{{"text": ...}} object') from None
+            text = row.get("text") if isinstance(row, dict) else None
+            if not isinstance(text, str):
+                raise UserError(f"{path}, line {line_no}: no string field 'text' (found: "
+                                f"{', '.join(row) if isinstance(row, dict) else type(row).__name__})")
+            if text:
+                yield text
+
+
+def _text_documents(path: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as fh:
+        lines: list[str] = []
+        for line in fh:
+            if line.strip():
+                lines.append(line)
+            elif lines:
+                yield "".join(lines).strip("\n")
+                lines = []
+        if lines:
+            yield "".join(lines).strip("\n")
+
+
+def _parquet_documents(path: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a broken file
+        raise UserError(f"{path}: cannot read as parquet ({exc})") from None
+    if "text" not in handle.schema_arrow.names:
+        raise UserError(f"{path}: no column 'text' (columns: {', '.join(handle.schema_arrow.names)})")
+    for group in range(handle.num_row_groups):
+        for text in handle.read_row_group(group, columns=["text"]).column("text").to_pylist():
+            if text:
+                yield text
+
+
+def local_split_files(folder: str, split: str) -> list[str]:
+    """Files of a split in ``folder``: ``train*`` or ``valid*`` / ``validation*`` / ``val*``."""
+    stems = ("train",) if split == "train" else ("valid", "validation", "val")
+    found: list[str] = []
+    for stem in stems:
+        for path in sorted(glob.glob(os.path.join(folder, f"{stem}*"))):
+            rest = os.path.basename(path)[len(stem):]
+            if stem == "val" and rest.startswith(("id", "idation")):
+                continue  # valid*/validation* were matched already
+            if os.path.isfile(path) and path.lower().endswith(TEXT_SUFFIXES) and path not in found:
+                found.append(path)
+    return found
+
+
+def holdout(documents: Iterator[str], split: str) -> Iterator[str]:
+    """Every ``HOLDOUT_EVERY``-th document is validation; training gets the others."""
+    for i, doc in enumerate(documents):
+        if (i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) == (split != "train"):
+            yield doc
+
+
+# -- the token budget ---------------------------------------------------------------------------
+@cache
+def _token_budget_class() -> type:
+    import torch
+
+    class TokenBudget(torch.utils.data.Dataset):
+        """Exactly ``n`` packed blocks of a stream, as a map-style dataset so the loop derives its
+        step count from the length; the stream restarts when the corpus runs out.
+
+        The index is not used: a packed stream has no random access, so items come in stream
+        order (as from the ``IterableDataset`` the base class streams), whichever index the
+        loop's sampler asks for. ``n`` is a whole number of optimizer steps of blocks.
+        """
+
+        def __init__(self, blocks: Any, n: int):
+            self.blocks = blocks  # an iterable of blocks, re-iterable (a PackedBlocks)
+            self.n = n
+            self._it: Iterator[dict] | None = None
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, index: int) -> dict:
+            for _ in range(2):
+                if self._it is None:
+                    self._it = iter(self.blocks)
+                try:
+                    return next(self._it)
+                except StopIteration:
+                    self._it = None
+            raise UserError("the training corpus holds less text than one block of the chosen "
+                            "--max-length; use a shorter --max-length or more text")
+
+    return TokenBudget
+
+
+def budget_tokens(recipe: Any, model: Any) -> tuple[int, str]:
+    """The number of training tokens the recipe asks for, and how it was set."""
+    if recipe.train_tokens is not None:
+        if recipe.train_tokens <= 0:
+            raise UserError("--train-tokens must be positive")
+        return int(recipe.train_tokens), f"train_tokens={recipe.train_tokens}"
+    ratio = recipe.tokens_per_param if recipe.tokens_per_param is not None else 20.0
+    if ratio <= 0:
+        raise UserError("--tokens-per-param must be positive")
+    params = non_embedding_parameters(model)
+    return int(math.ceil(ratio * params)), f"{ratio:g} tokens x {params:,} non-embedding parameters"
+
+
+# -- the tasks -----------------------------------------------------------------------------------
+class PretrainingTask(LanguageModelingTask):
+    """Causal-LM pretraining on a corpus from the hub or a local folder (see the module docstring)."""
+
+    default_model = "llama-tiny"
+    version = "1"
+    # (dataset path, config name, train split, validation split or None to hold out)
+    hub: ClassVar[tuple[str, str | None, str, str | None]] = ("", None, "train", None)
+    eval_splits = ("valid",)
+
+    # -- data --------------------------------------------------------------------------------
+    def data_source(self) -> str:
+        if self.data_dir:
+            return f"dir:{os.path.abspath(self.data_dir)}"
+        path, name, _, _ = self.hub
+        return f"hub:{path}" + (f"/{name}" if name else "")
+
+    def check_data(self) -> None:
+        if self.data_dir:
+            if not local_split_files(self.data_dir, "train"):
+                raise UserError(f"task '{self.name}': no training file in '{self.data_dir}'; expected "
+                                f"train.txt, train.jsonl (a 'text' field per line) or train*.parquet "
+                                f"(a 'text' column), and optionally valid.* / validation.*")
+            return
+        import importlib.util
+
+        if importlib.util.find_spec("datasets") is None:
+            raise UserError(f"task '{self.name}' streams {self.hub[0]} from the hub with the "
+                            f"'datasets' package, which is not installed; pip install datasets, or "
+                            f"point --data-dir at local files")
+
+    def texts(self, split: str) -> Iterator[str]:
+        if self.data_dir:
+            files = local_split_files(self.data_dir, split)
+            if split != "train" and not files:  # no validation file: hold out part of train
+                return holdout(self._files(local_split_files(self.data_dir, "train")), split)
+            if split == "train" and not local_split_files(self.data_dir, "valid"):
+                return holdout(self._files(files), split)
+            return self._files(files)
+        return self._hub_texts(split)
+
+    @staticmethod
+    def _files(files: list[str]) -> Iterator[str]:
+        for path in files:
+            yield from read_documents(path)
+
+    def _hub_texts(self, split: str) -> Iterator[str]:
+        path, name, train_split, valid_split = self.hub
+        try:
+            from datasets import load_dataset
+
+            wanted = train_split if split == "train" or valid_split is None else valid_split
+            stream = load_dataset(path, name, split=wanted, streaming=True)
+        except Exception as exc:  # noqa: BLE001 - offline, missing dataset, auth: one message
+            raise UserError(f"task '{self.name}': cannot stream {path} ({name or 'default'}) from the hub: "
+                            f"{type(exc).__name__}: {exc}. Offline, download it and use --data-dir") from None
+        docs = (row["text"] for row in stream if row.get("text"))
+        return holdout(docs, split) if valid_split is None else docs
+
+    def train_data(self, bundle: ModelBundle, recipe: Any) -> Any:
+        blocks = packed_blocks(lambda: self.texts("train"), bundle.tokenizer, recipe.max_length, recipe.limit)
+        if recipe.max_steps is not None:
+            return blocks
+        steps, _, _ = token_budget_of(bundle, recipe)
+        return _token_budget_class()(blocks, steps * recipe.batch_size * recipe.grad_accum)
+
+    # -- model ---------------------------------------------------------------------------------
+    def build_model(self, model_name: str) -> ModelBundle:
+        size_name, tokenizer_name = split_model_name(model_name)
+        if size_name not in LLAMA_SIZES:
+            if tokenizer_name is not None:
+                raise UserError(f"'{model_name}': a tokenizer after '@' goes with a named size "
+                                f"({', '.join(LLAMA_SIZES)})")
+            return super().build_model(model_name)
+        from transformers import AutoModelForCausalLM
+
+        tokenizer = byte_tokenizer() if tokenizer_name is None else _load_tokenizer(tokenizer_name)
+        model = AutoModelForCausalLM.from_config(llama_config(LLAMA_SIZES[size_name], tokenizer))
+        return ModelBundle(model=model, processor=tokenizer, new_modules=(model,), family="llama",
+                           name=model_name)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
+        """The base class's loss and perplexity on the first ``eval_tokens`` held-out tokens."""
+        cap = recipe.eval_tokens
+        if cap is not None:
+            blocks = max(1, cap // recipe.max_length)
+            recipe = replace(recipe, limit=min(recipe.limit or blocks, blocks))
+        return super().evaluate(bundle, recipe, device)
+
+    def default_recipe(self, model_family: str) -> dict[str, Any]:
+        # From-scratch pretraining of small Llamas: AdamW at 1e-3 with warm-up and cosine decay,
+        # weight decay 0.1, one pass over a Chinchilla budget of 20 tokens per parameter.
+        return {"lr": 1e-3, "schedule": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.1,
+                "batch_size": 32, "max_length": 256, "eval_batch_size": 32, "epochs": 1.0,
+                "tokens_per_param": 20.0, "eval_tokens": 2**18}
+
+
+def _load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load tokenizer '{name}': {exc}") from None
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"tokenizer '{name}' has no EOS token to separate documents")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@register_task("lm", kind="language-modeling",
+               summary="pretraining loss: FineWeb-Edu streamed (or --data-dir text/jsonl/parquet), "
+                       "Llama sizes llama-tiny/10m/30m/125m, token budget, val loss + perplexity",
+               paper="Penedo et al. 2024, FineWeb (arXiv:2406.17557)")
+class LmTask(PretrainingTask):
+    family = "lm"
+    hub = ("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", None)
+
+
+@register_task("lm-c4", kind="language-modeling",
+               summary="pretraining loss on C4 English (streamed; validation split), as task 'lm'",
+               paper="Raffel et al. 2020, T5 / C4 (arXiv:1910.10683)")
+class LmC4Task(PretrainingTask):
+    family = "lm-c4"
+    hub = ("allenai/c4", "en", "train", "validation")
+
+
+@register_task("lm-wikitext", kind="language-modeling",
+               summary="pretraining loss on WikiText-103 raw (validation split), as task 'lm'",
+               paper="Merity et al. 2016, WikiText (arXiv:1609.07843)")
+class LmWikiTextTask(PretrainingTask):
+    family = "lm-wikitext"
+    hub = ("Salesforce/wikitext", "wikitext-103-raw-v1", "train", "validation")
+
+
+def token_budget_of(bundle: ModelBundle, recipe: Any) -> tuple[int, int, str]:
+    """(optimizer steps, tokens, how) that ``train_data`` derives from ``recipe`` for ``bundle``."""
+    tokens, how = budget_tokens(recipe, bundle.model)
+    per_step = recipe.batch_size * recipe.grad_accum
+    steps = max(1, round(tokens / (per_step * recipe.max_length)))
+    return steps, steps * per_step * recipe.max_length, how
+
