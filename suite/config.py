@@ -20,6 +20,12 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def option(default: Any, help: str, added: bool = False) -> Any:  # noqa: A002 - argparse's word
+    """A config field with its ``--help`` text; ``added``: a field added later, left out of the
+    cell id while at its default so earlier results keep their ids."""
+    return dataclasses.field(default=default, metadata={"help": help, "added": added})
+
+
 def field_names(config_cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(config_cls) if not f.name.startswith("_")]
 

@@ -15,14 +15,10 @@ from __future__ import annotations
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from suite.config import build_config, config_to_dict
-
-
-def option(default: Any, help: str, added: bool = False) -> Any:  # noqa: A002 - argparse's word
-    return field(default=default, metadata={"help": help, "added": added})
+from suite.config import build_config, config_to_dict, option
 
 
 @dataclass(frozen=True)
@@ -48,6 +44,8 @@ class Recipe:
                                              "more time)", added=True)
     diverge_factor: float = option(10.0, "fail a cell as diverged when its running loss exceeds this multiple "
                                          "of its starting loss (0: only non-finite losses)", added=True)
+    group_by_length: bool = option(False, "batch examples of similar length together (less padding); the "
+                                          "order of the batches stays seeded and random", added=True)
     tokens_per_param: float | None = option(None, "token-budget tasks (lm): train on this many tokens per "
                                                   "non-embedding parameter unless max_steps or train_tokens "
                                                   "is set (lm's default: 20)", added=True)

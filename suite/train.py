@@ -121,6 +121,53 @@ class EpochPermutation(torch.utils.data.Sampler):
         return self.n
 
 
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Batches of examples of similar length, in a seeded random order (less padding per batch).
+
+    Each epoch draws one seeded permutation (as ``EpochPermutation``), cuts it into windows of
+    ``window`` batches, sorts each window by length (longest first) and cuts it into batches;
+    the batches are then shuffled with the same generator. Examples stay random across
+    windows, so a batch's content is not fixed by the data's order, as in transformers'
+    ``group_by_length``; the one draw per step keeps the order a function of the seed alone.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                 drop_last: bool, window: int = 50):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.generator = generator
+        self.drop_last = drop_last
+        self.window = window * batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.window):
+            chunk = sorted(order[start:start + self.window], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        shuffle = torch.randperm(len(batches), generator=self.generator).tolist()
+        return iter([batches[i] for i in shuffle])
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+
+def example_lengths(data: Sequence) -> list[int]:
+    """Each example's token count (``input_ids``), for ``group_by_length``."""
+    lengths = []
+    for i in range(len(data)):
+        item = data[i]
+        ids = item.get("input_ids") if isinstance(item, dict) else None
+        if ids is None:
+            raise CellFailure("group_by_length needs examples with input_ids (a tokenised text task); this "
+                              "task's examples have none: drop group_by_length")
+        lengths.append(len(ids))
+    return lengths
+
+
 @dataclass
 class TrainResult:
     steps: int = 0
@@ -192,10 +239,15 @@ class Trainer:
         else:
             if len(self.data) == 0:
                 raise CellFailure("the task produced no training examples")
-            sampler = EpochPermutation(len(self.data), torch.Generator().manual_seed(self.seed))
+            order = torch.Generator().manual_seed(self.seed)
             # A dataset smaller than one batch still trains, on one batch of everything.
-            loader = DataLoader(self.data, batch_size=size, sampler=sampler, collate_fn=self.collate,
-                                drop_last=len(self.data) >= size, generator=private)
+            drop_last = len(self.data) >= size
+            if getattr(self.recipe, "group_by_length", False):
+                grouped = LengthGroupedBatches(example_lengths(self.data), size, order, drop_last)
+                loader = DataLoader(self.data, batch_sampler=grouped, collate_fn=self.collate, generator=private)
+            else:
+                loader = DataLoader(self.data, batch_size=size, sampler=EpochPermutation(len(self.data), order),
+                                    collate_fn=self.collate, drop_last=drop_last, generator=private)
         while True:
             produced = False
             for batch in loader:

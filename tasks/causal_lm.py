@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from suite.config import option
 from suite.errors import UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task
@@ -41,12 +42,15 @@ ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "electra", "deberta", "deberta
 
 @dataclass(frozen=True)
 class CausalLMOptions:
-    chat_template: Literal["auto", "off"] = "auto"  # auto: wrap prompts in the tokenizer's chat template, if any
-    max_new_tokens: int = 0  # generation budget per answer; 0: the task's default
-    forgetting: str | None = None  # general text (.txt / .jsonl / .parquet file, or hub id[:config])
-    forgetting_rows: int = 100  # rows of that text to measure
-    eval_tasks: tuple[str, ...] = ()  # lm-eval tasks scored after training: lm-eval:arc_easy,hellaswag
-    lm_eval_include: str | None = None  # a folder of lm-eval task YAMLs (local data for eval_tasks)
+    chat_template: Literal["auto", "off"] = option("auto", "auto: wrap prompts in the tokenizer's chat template, "
+                                                           "where it has one; off: plain prompts")
+    max_new_tokens: int = option(0, "tokens generated per answer (greedy); 0: the task's default")
+    forgetting: str | None = option(None, "general text (.txt, .jsonl or .parquet file, or hub id[:config]) whose "
+                                          "cross-entropy is measured before and after training")
+    forgetting_rows: int = option(100, "rows of the --forgetting text to measure")
+    eval_tasks: tuple[str, ...] = option((), "lm-eval tasks also scored after training, e.g. "
+                                             "lm-eval:arc_easy,hellaswag")
+    lm_eval_include: str | None = option(None, "a folder of lm-eval task YAMLs (local data for --eval-tasks)")
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:

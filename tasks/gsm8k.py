@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from suite.config import option
 from suite.errors import UserError
 from suite.registry import register_task
 from suite.task import EvalOutput, Metric, ModelBundle
@@ -40,10 +41,11 @@ STRICT, FLEXIBLE = "strict-match", "flexible-extract"
 
 @dataclass(frozen=True)
 class Gsm8kOptions(CausalLMOptions):
-    train_data: Literal["gsm8k", "metamath"] = "gsm8k"
-    few_shot: int = 0  # in-context examples at scoring (peft: 0 for fine-tuned models)
-    validation_rows: int = 50  # carved from GSM8K train (never trained on) for --eval-every
-    max_chars: int = 1300  # MetaMathQA rows longer than this (query + response) are left out, as peft does
+    train_data: Literal["gsm8k", "metamath"] = option("gsm8k", "train on GSM8K train or on MetaMathQA")
+    few_shot: int = option(0, "in-context examples at scoring (peft's benchmark: 0 for fine-tuned models)")
+    validation_rows: int = option(50, "rows carved from GSM8K train (never trained on) for --eval-every")
+    max_chars: int = option(1300, "MetaMathQA rows longer than this (query + response) are left out, as "
+                                  "peft's benchmark does")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
+from suite.config import option
 from suite.errors import UnknownNameError, UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task
@@ -47,7 +48,8 @@ PROCESS_CHUNK = 64  # images decoded and processed at a time when the training s
 class ImageOptions:
     """Task options of the image tasks (``--bad-images skip``); they enter the cell id."""
 
-    bad_images: Literal["fail", "skip"] = "fail"  # an image that does not decode: stop, or leave it out and count it
+    bad_images: Literal["fail", "skip"] = option("fail", "an image that does not decode: stop the cell (fail), "
+                                                         "or leave it out and count it (skip)")
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,63 @@ def test_the_peft_metamath_preset_runs_with_a_model_and_overrides(tmp_path):
     recipe = json.loads(frame["recipe"].iloc[0])
     assert recipe["lr"] == 1e-4 and recipe["schedule"] == "cosine" and recipe["max_steps"] == 2
     assert frame["variant"].iloc[0] == "lora:r=32"
+
+
+def test_length_grouped_batches_cover_every_example_once_with_less_padding():
+    import torch
+
+    from suite.train import EpochPermutation, LengthGroupedBatches
+
+    lengths = [int(v) for v in torch.randint(5, 300, (1000,), generator=torch.Generator().manual_seed(3))]
+
+    def padding(batches) -> int:
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    grouped = list(LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(0), drop_last=False, window=10))
+    assert sorted(i for b in grouped for i in b) == list(range(1000))  # one epoch: every example once
+    assert all(len(b) == 8 for b in grouped) and len(grouped) == 125
+    plain = list(EpochPermutation(1000, torch.Generator().manual_seed(0)))
+    plain_batches = [plain[i:i + 8] for i in range(0, 1000, 8)]
+    assert padding(grouped) < padding(plain_batches) / 3
+    again = list(LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(0), drop_last=False, window=10))
+    other = list(LengthGroupedBatches(lengths, 8, torch.Generator().manual_seed(1), drop_last=False, window=10))
+    assert grouped == again and grouped != other  # a function of the seed alone
+    dropped = LengthGroupedBatches(lengths[:1003], 8, torch.Generator().manual_seed(0), drop_last=True)
+    assert len(list(dropped)) == len(dropped) == 125
+
+
+def test_group_by_length_trains_gsm8k_and_enters_the_cell_id(tmp_path):
+    data = write_gsm8k(tmp_path / "g", n_train=12)
+    store = tmp_path / "store"
+    common = ["--methods", "lora", "--tasks", "gsm8k", "--models", "tiny-llama", "--data-dir", str(data),
+              "--limit", "6", "--max-steps", "3", "--batch-size", "2", "--max-length", "64",
+              "--max-new-tokens", "4", "--validation-rows", "2", "--store", str(store), "--no-progress"]
+    assert run_suite("run", *common).returncode == 0
+    result = run_suite("run", *common, "--group-by-length")
+    assert result.returncode == 0, result.stderr
+    frame = suite.results.load(store)
+    assert (frame["status"] == "ok").all() and frame["cell_id"].nunique() == 2
+    recipes = {json.loads(c)["recipe"].get("group_by_length") for c in frame["config"]}
+    assert recipes == {None, True}
+
+
+def test_the_trainer_batches_by_length_when_the_recipe_asks():
+    import torch
+
+    from suite.recipe import Recipe
+    from suite.train import Trainer
+
+    data = [{"input_ids": [1] * n} for n in [3, 90, 4, 88, 5, 91, 6, 87] * 8]
+
+    def widest_spread(recipe: Recipe) -> int:
+        trainer = Trainer(torch.nn.Linear(2, 2), data, lambda items: {"items": items}, recipe, [], "cpu", seed=0,
+                          progress=False)
+        batches = trainer.batches()
+        spreads = []
+        for _ in range(8):
+            lengths = [len(it["input_ids"]) for it in next(batches)["items"]]
+            spreads.append(max(lengths) - min(lengths))
+        return max(spreads)
+
+    assert widest_spread(Recipe(batch_size=4, max_steps=8, group_by_length=True)) <= 6
+    assert widest_spread(Recipe(batch_size=4, max_steps=8)) > 50

@@ -96,11 +96,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            help=eflag.help + owners)
     t = p.add_argument_group("task options (also a sweep file's task_options: {family: {key: value}})")
     taken = {option for action in p._actions for option in action.option_strings}
-    for name, families in task_option_fields().items():
+    for name, (families, text) in task_option_help().items():
         flag = "--" + name.replace("_", "-")
         if flag not in taken:
+            owners = f"[task {', '.join(families)}]"
             t.add_argument(flag, dest=f"task_{name}", metavar=name.upper(),
-                           help=f"option of task {', '.join(families)}")
+                           help=f"{text} {owners}" if text else owners)
     p.set_defaults(handler=main)
 
 
@@ -156,16 +157,22 @@ def _as_text(value: Any) -> str | None:
 
 def task_option_fields() -> dict[str, list[str]]:
     """Option name -> the registered task families whose ``Options`` have it (flags come from these)."""
+    return {name: families for name, (families, _) in task_option_help().items()}
+
+
+def task_option_help() -> dict[str, tuple[list[str], str]]:
+    """Option name -> (the task families that take it, its help text from the field's metadata)."""
     import dataclasses
 
     from suite.registry import TASKS
 
-    fields: dict[str, list[str]] = {}
+    fields: dict[str, tuple[list[str], str]] = {}
     for entry in TASKS.entries():
         options = getattr(entry.target, "Options", None)
         if options is not None and dataclasses.is_dataclass(options):
             for f in dataclasses.fields(options):
-                fields.setdefault(f.name, []).append(entry.name)
+                families, text = fields.setdefault(f.name, ([], f.metadata.get("help", "")))
+                families.append(entry.name)
     return fields
 
 
