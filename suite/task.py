@@ -26,7 +26,8 @@ logic only through these two class methods, found through the registry.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -42,6 +43,19 @@ class Metric:
     split: str = "dev"
     is_primary: bool = False
     higher_is_better: bool = True
+
+
+@contextmanager
+def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
+    """The model in eval mode (dropout off) for the block, then back in the mode it was in,
+    also when evaluation raises, so a later evaluation or training step is not left in the wrong mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 from suite.config import option
 from suite.errors import UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
-from suite.task import EvalOutput, Metric, ModelBundle, Task
+from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
 
 IGNORE_INDEX = -100  # labels the loss skips (transformers' convention)
 # Encoder families transformers can still fit with an LM head; they do not generate left to right.
@@ -213,27 +213,24 @@ class CausalLMTask(Task):
         import torch
 
         model = bundle.model
-        was_training = model.training
-        model.eval()
-        metrics: list[Metric] = []
-        frames = []
-        for split in self.eval_splits:
-            examples = self.examples(split, recipe.limit)
-            generated: list[str] = []
-            with torch.no_grad():
-                for start in range(0, len(examples), recipe.eval_batch_size):
-                    chunk = examples[start:start + recipe.eval_batch_size]
-                    generated += self.generate(bundle, [e["prompt"] for e in chunk], device, recipe.max_length)
-            extracted = [self.extract(g) for g in generated]
-            correct = [float(self.is_correct(x, e)) for x, e in zip(extracted, examples, strict=True)]
-            metrics.append(Metric(self.primary_metric, sum(correct) / len(correct), split=split,
-                                  is_primary=split == self.eval_splits[0]))
-            frames.append(pd.DataFrame({
-                "split": split, "example_id": [e["id"] for e in examples], "prediction": extracted,
-                "label": [str(e["target"]) for e in examples], "correct": correct, "generated": generated,
-            }))
-        if was_training:
-            model.train()
+        with evaluation_mode(model):
+            metrics: list[Metric] = []
+            frames = []
+            for split in self.eval_splits:
+                examples = self.examples(split, recipe.limit)
+                generated: list[str] = []
+                with torch.no_grad():
+                    for start in range(0, len(examples), recipe.eval_batch_size):
+                        chunk = examples[start:start + recipe.eval_batch_size]
+                        generated += self.generate(bundle, [e["prompt"] for e in chunk], device, recipe.max_length)
+                extracted = [self.extract(g) for g in generated]
+                correct = [float(self.is_correct(x, e)) for x, e in zip(extracted, examples, strict=True)]
+                metrics.append(Metric(self.primary_metric, sum(correct) / len(correct), split=split,
+                                      is_primary=split == self.eval_splits[0]))
+                frames.append(pd.DataFrame({
+                    "split": split, "example_id": [e["id"] for e in examples], "prediction": extracted,
+                    "label": [str(e["target"]) for e in examples], "correct": correct, "generated": generated,
+                }))
         return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))
 
     # -- general abilities: forgetting and further lm-eval tasks ---------------------------------------
@@ -263,21 +260,18 @@ class CausalLMTask(Task):
 
         tokenizer = bundle.tokenizer
         model = bundle.model
-        was_training = model.training
-        model.eval()
-        total, tokens = 0.0, 0
-        with torch.no_grad():
-            for text in general_text(self.options.forgetting, self.options.forgetting_rows):
-                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-                ids = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
-                ids = torch.tensor([ids[:recipe.max_length]], device=device)
-                if ids.shape[1] < 2:
-                    continue
-                loss = model(input_ids=ids, labels=ids).loss.float()
-                total += float(loss) * (ids.shape[1] - 1)
-                tokens += ids.shape[1] - 1
-        if was_training:
-            model.train()
+        with evaluation_mode(model):
+            total, tokens = 0.0, 0
+            with torch.no_grad():
+                for text in general_text(self.options.forgetting, self.options.forgetting_rows):
+                    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                    ids = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+                    ids = torch.tensor([ids[:recipe.max_length]], device=device)
+                    if ids.shape[1] < 2:
+                        continue
+                    loss = model(input_ids=ids, labels=ids).loss.float()
+                    total += float(loss) * (ids.shape[1] - 1)
+                    tokens += ids.shape[1] - 1
         if not tokens:
             raise UserError(f"forgetting text '{self.options.forgetting}' holds no text to measure")
         return total / tokens

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from suite.config import option
 from suite.errors import UserError
 from suite.registry import register_task
-from suite.task import EvalOutput, Metric, ModelBundle
+from suite.task import EvalOutput, Metric, ModelBundle, evaluation_mode
 from suite.tasks.causal_lm import CausalLMOptions, CausalLMTask
 
 HUB_GSM8K = "openai/gsm8k"
@@ -168,16 +168,13 @@ class Gsm8kTask(CausalLMTask):
         from suite.tasks.lmeval import evaluate_in_memory
 
         model = bundle.model
-        was_training = model.training
-        model.eval()
-        (result,) = evaluate_in_memory(model, bundle.tokenizer, [config], device, batch_size=recipe.eval_batch_size,
-                                       max_length=recipe.max_length + self.new_tokens,
-                                       num_fewshot=self.options.few_shot, limit=limit,
-                                       max_new_tokens=self.new_tokens,
-                                       apply_chat_template=self.uses_chat_template(bundle.tokenizer),
-                                       builtin_folder="gsm8k")
-        if was_training:
-            model.train()
+        with evaluation_mode(model):
+            (result,) = evaluate_in_memory(model, bundle.tokenizer, [config], device, batch_size=recipe.eval_batch_size,
+                                           max_length=recipe.max_length + self.new_tokens,
+                                           num_fewshot=self.options.few_shot, limit=limit,
+                                           max_new_tokens=self.new_tokens,
+                                           apply_chat_template=self.uses_chat_template(bundle.tokenizer),
+                                           builtin_folder="gsm8k")
         by_doc: dict[int, dict] = {}
         for sample in result.samples:
             row = by_doc.setdefault(int(sample["doc_id"]), {"example_id": int(sample["doc_id"]),

@@ -20,7 +20,7 @@ from typing import Any
 
 from suite.errors import UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
-from suite.task import EvalOutput, Metric, ModelBundle, Task
+from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
 
 
 @cache
@@ -116,32 +116,29 @@ class LanguageModelingTask(Task):
         import torch
 
         model = bundle.model
-        was_training = model.training
-        model.eval()
-        metrics: list[Metric] = []
-        frames = []
-        for split in self.eval_splits:
-            blocks = list(packed_blocks(lambda split=split: self.texts(split), bundle.tokenizer,
-                                        recipe.max_length, recipe.limit))
-            if not blocks:
-                raise UserError(f"task '{self.name}': split '{split}' holds less text than one block of "
-                                f"{recipe.max_length} tokens")
-            losses: list[float] = []
-            with torch.no_grad():
-                for start in range(0, len(blocks), recipe.eval_batch_size):
-                    batch = self.collate(blocks[start:start + recipe.eval_batch_size], bundle)
-                    logits = model(input_ids=batch["input_ids"].to(device)).logits.float()
-                    per_token = torch.nn.functional.cross_entropy(
-                        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1).to(device),
-                        reduction="none").view(len(batch["input_ids"]), -1)
-                    losses += per_token.mean(dim=1).cpu().tolist()
-            loss = sum(losses) / len(losses)  # blocks have equal length: the mean over tokens
-            metrics += [Metric("val_loss", loss, split=split, is_primary=split == self.eval_splits[0],
-                               higher_is_better=False),
-                        Metric("perplexity", math.exp(min(loss, 50.0)), split=split, higher_is_better=False)]
-            frames.append(pd.DataFrame({"split": split, "example_id": list(range(len(losses))),
-                                        "prediction": losses, "label": float("nan"),
-                                        "correct": [-v for v in losses]}))
-        if was_training:
-            model.train()
+        with evaluation_mode(model):
+            metrics: list[Metric] = []
+            frames = []
+            for split in self.eval_splits:
+                blocks = list(packed_blocks(lambda split=split: self.texts(split), bundle.tokenizer,
+                                            recipe.max_length, recipe.limit))
+                if not blocks:
+                    raise UserError(f"task '{self.name}': split '{split}' holds less text than one block of "
+                                    f"{recipe.max_length} tokens")
+                losses: list[float] = []
+                with torch.no_grad():
+                    for start in range(0, len(blocks), recipe.eval_batch_size):
+                        batch = self.collate(blocks[start:start + recipe.eval_batch_size], bundle)
+                        logits = model(input_ids=batch["input_ids"].to(device)).logits.float()
+                        per_token = torch.nn.functional.cross_entropy(
+                            logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1).to(device),
+                            reduction="none").view(len(batch["input_ids"]), -1)
+                        losses += per_token.mean(dim=1).cpu().tolist()
+                loss = sum(losses) / len(losses)  # blocks have equal length: the mean over tokens
+                metrics += [Metric("val_loss", loss, split=split, is_primary=split == self.eval_splits[0],
+                                   higher_is_better=False),
+                            Metric("perplexity", math.exp(min(loss, 50.0)), split=split, higher_is_better=False)]
+                frames.append(pd.DataFrame({"split": split, "example_id": list(range(len(losses))),
+                                            "prediction": losses, "label": float("nan"),
+                                            "correct": [-v for v in losses]}))
         return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))

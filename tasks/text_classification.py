@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from suite.errors import UserError
 from suite.modeling import TINY_MODELS, resolve_model_path
-from suite.task import EvalOutput, Metric, ModelBundle, Task
+from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
 from suite.tasks.heads import classification_head
 from suite.tasks.metrics import METRIC_FUNCTIONS
 
@@ -97,40 +97,37 @@ class TextClassificationTask(Task):
         import torch
 
         model = bundle.model
-        was_training = model.training
-        model.eval()
-        metrics: list[Metric] = []
-        frames = []
-        for split in self.eval_splits:
-            items = self.tokenize(self.examples(split, recipe.limit), bundle, recipe.max_length)
-            preds: list = []
-            with torch.no_grad():
-                for start in range(0, len(items), recipe.eval_batch_size):
-                    chunk = items[start : start + recipe.eval_batch_size]
-                    batch = self.collate(chunk, bundle)
-                    batch.pop("labels")
-                    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-                    if self.objective == "regression":
-                        preds.extend(logits.squeeze(-1).cpu().tolist())
-                    else:
-                        preds.extend(logits.argmax(-1).cpu().tolist())
-            labels = [it["labels"] for it in items]
-            for name, value in self.score(preds, labels).items():
-                metrics.append(Metric(
-                    name=name, value=float(value), split=split,
-                    is_primary=(name == self.primary_metric and split == self.eval_splits[0]),
-                    higher_is_better=True,
-                ))
-            correct = (
-                [-abs(p - g) for p, g in zip(preds, labels, strict=True)]
-                if self.objective == "regression"
-                else [float(p == g) for p, g in zip(preds, labels, strict=True)]
-            )
-            frames.append(pd.DataFrame({
-                "split": split, "example_id": [it["example_id"] for it in items],
-                "prediction": [float(p) for p in preds], "label": [float(g) for g in labels],
-                "correct": correct,
-            }))
-        if was_training:
-            model.train()
+        with evaluation_mode(model):
+            metrics: list[Metric] = []
+            frames = []
+            for split in self.eval_splits:
+                items = self.tokenize(self.examples(split, recipe.limit), bundle, recipe.max_length)
+                preds: list = []
+                with torch.no_grad():
+                    for start in range(0, len(items), recipe.eval_batch_size):
+                        chunk = items[start : start + recipe.eval_batch_size]
+                        batch = self.collate(chunk, bundle)
+                        batch.pop("labels")
+                        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+                        if self.objective == "regression":
+                            preds.extend(logits.squeeze(-1).cpu().tolist())
+                        else:
+                            preds.extend(logits.argmax(-1).cpu().tolist())
+                labels = [it["labels"] for it in items]
+                for name, value in self.score(preds, labels).items():
+                    metrics.append(Metric(
+                        name=name, value=float(value), split=split,
+                        is_primary=(name == self.primary_metric and split == self.eval_splits[0]),
+                        higher_is_better=True,
+                    ))
+                correct = (
+                    [-abs(p - g) for p, g in zip(preds, labels, strict=True)]
+                    if self.objective == "regression"
+                    else [float(p == g) for p, g in zip(preds, labels, strict=True)]
+                )
+                frames.append(pd.DataFrame({
+                    "split": split, "example_id": [it["example_id"] for it in items],
+                    "prediction": [float(p) for p in preds], "label": [float(g) for g in labels],
+                    "correct": correct,
+                }))
         return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))
