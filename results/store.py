@@ -40,7 +40,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from suite.errors import UserError
 from suite.faults import checkpoint
@@ -107,8 +110,8 @@ class _LocalFiles:
         os.replace(path, target)
         return target
 
-    def read_frame(self, path: Path) -> pd.DataFrame:
-        return pd.read_parquet(path)
+    def read_table(self, path: Path) -> pa.Table:
+        return pq.read_table(path, use_threads=False)
 
     def read_bytes(self, path: Path) -> bytes:
         return path.read_bytes()
@@ -182,8 +185,8 @@ class _ArrowFiles:
         with self.fs.open_input_stream(path) as src:
             return src.read()
 
-    def read_frame(self, path: str) -> pd.DataFrame:
-        return pd.read_parquet(io.BytesIO(self.read_bytes(path)))
+    def read_table(self, path: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(path)), use_threads=False)
 
     def delete(self, path: str) -> None:
         try:
@@ -250,6 +253,22 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
+
+
+def _combine(tables: list[pa.Table]) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows of many files as one DataFrame, and the number of the file each row came from.
+
+    One Arrow concatenation and one conversion to pandas, instead of a DataFrame per file:
+    reading a store as runs write it (one small file per cell) is dominated by per-file
+    overhead. Files whose columns differ (older schema versions) are aligned by name; types
+    Arrow cannot unify fall back to pandas' concatenation, which gives the same rows.
+    """
+    try:
+        frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    source = pd.Series(np.repeat(np.arange(len(tables)), [t.num_rows for t in tables]), index=frame.index)
+    return frame, source
 
 
 def _newest_records(frame: pd.DataFrame, source: pd.Series) -> pd.Series:
@@ -331,8 +350,8 @@ class ResultStore:
 
     def load_curves(self, cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Training curves of the given cells (all when None), long form with a cell_id column."""
-        frames, _, _ = self._read(self._by_cell(CURVES, cell_ids))
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        tables, _, _ = self._read(self._by_cell(CURVES, cell_ids))
+        return _combine(tables)[0] if tables else pd.DataFrame()
 
     def write_table(self, table: str, frame: pd.DataFrame, name: str | None = None) -> Path | str:
         """Append a batch of rows to another table (e.g. kernel timings) as one new file."""
@@ -370,10 +389,10 @@ class ResultStore:
         singles = [p for p in self._fs.list(CELLS) if not _basename(p).startswith("part-")]
         if len(singles) < 2:
             return 0
-        frames, folded = [], []
+        tables, folded = [], []
         for path in singles:
             try:
-                frames.append(self._fs.read_frame(path))
+                tables.append(self._fs.read_table(path))
                 folded.append(path)
             except FileNotFoundError:  # folded by another compaction meanwhile
                 continue
@@ -382,8 +401,7 @@ class ResultStore:
                       file=sys.stderr)
         if len(folded) < 2:
             return 0
-        merged = pd.concat(frames, ignore_index=True)
-        source = pd.Series([i for i, f in enumerate(frames) for _ in range(len(f))], index=merged.index)
+        merged, source = _combine(tables)
         merged = merged[_newest_records(merged, source)].reset_index(drop=True)
         digest = hashlib.sha1("".join(_basename(p) for p in folded).encode()).hexdigest()[:12]
         self._fs.write(self._fs.path(CELLS, f"part-{digest}.parquet"), _parquet_bytes(merged))
@@ -397,14 +415,14 @@ class ResultStore:
         return self._fs.list(table)
 
     def _read(self, files: Iterable[Any], warn: bool = True,
-              required: str | None = None) -> tuple[list[pd.DataFrame], list[Any], bool]:
-        """Read ``files``: (frames, unreadable files, whether some file vanished meanwhile). A file
+              required: str | None = None) -> tuple[list[pa.Table], list[Any], bool]:
+        """Read ``files``: (tables, unreadable files, whether some file vanished meanwhile). A file
         without the ``required`` column is no table of this store's (foreign parquet): unreadable."""
         frames, bad, vanished = [], [], False
         for path in files:
             try:
-                frame = self._fs.read_frame(path)
-                if required and required not in frame.columns:
+                frame = self._fs.read_table(path)
+                if required and required not in frame.column_names:
                     raise ValueError(f"not a suite result file (no '{required}' column)")
                 frames.append(frame)
             except FileNotFoundError:  # removed by a compaction after it was listed
@@ -474,14 +492,13 @@ class ResultStore:
                 break
         if skipped is not None:
             skipped.extend(bad)
-        frames = [f for f in frames if not f.empty]
+        frames = [f for f in frames if f.num_rows]
         if not frames:
             return pd.DataFrame(columns=COLUMNS if table == CELLS else None)
-        frame = pd.concat(frames, ignore_index=True)
+        frame, source = _combine(frames)
         if table == CELLS and "cell_id" in frame:
             # One record per cell: the newest attempt (a --force re-run, a second driver), from
             # one file (a half-done compaction leaves a record in two).
-            source = pd.Series([i for i, f in enumerate(frames) for _ in range(len(f))], index=frame.index)
             frame = frame[_newest_records(frame, source)].reset_index(drop=True)
         return frame
 
@@ -494,15 +511,15 @@ class ResultStore:
     def cell_records(self, cell_id: str) -> pd.DataFrame:
         """Every record of one cell still in its own files (not yet compacted), all attempts."""
         files = [p for p in self._fs.list(CELLS) if _basename(p).startswith(f"{cell_id}.")]
-        frames, _, _ = self._read(files, warn=False)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+        tables, _, _ = self._read(files, warn=False)
+        return _combine(tables)[0] if tables else pd.DataFrame(columns=COLUMNS)
 
     def load_predictions(self, cell_ids: Iterable[str] | None = None,
                          skipped: list[Path] | None = None) -> pd.DataFrame:
-        frames, bad, _ = self._read(self._by_cell(PREDICTIONS, cell_ids))
+        tables, bad, _ = self._read(self._by_cell(PREDICTIONS, cell_ids))
         if skipped is not None:
             skipped.extend(bad)
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return _combine(tables)[0] if tables else pd.DataFrame()
 
 
 def _basename(path: Any) -> str:
