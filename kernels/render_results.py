@@ -23,6 +23,7 @@ COST_MODEL_NOTE = (
 
 
 def render(store: str) -> str:
+    from suite.bench.units import roof_label, sig
     from suite.results import ResultStore
 
     frame = ResultStore(store).load("kernels")
@@ -31,26 +32,35 @@ def render(store: str) -> str:
     run = frame.sort_values("timestamp")["run_id"].iloc[-1]
     rows = frame[frame["run_id"] == run]
     first = rows.iloc[0]
+    mm_dtype = first.get("peak_tflops_dtype") if "peak_tflops_dtype" in rows else None
+    status = rows["status"] if "status" in rows else None
+    failed = rows[status == "failed"] if status is not None else rows.iloc[0:0]
+    rows = rows[status != "failed"] if status is not None else rows
     lines = [
         "# Kernel results",
         "",
-        f"Device: **{first['device']}**, run `{run}` at {first['timestamp']}, "
-        f"commit `{first['git_commit'][:12]}`.",
-        f"Roofline measured in the same run: {first['peak_gbps']:.0f} GB/s (device copy), "
-        f"{first['peak_tflops']:.0f} TFLOP/s (bf16 matmul).",
+        f"Device: **{first['device']}**, run `{run}` started at {first['timestamp']}, "
+        f"suite commit `{str(first['git_commit'])[:12]}`.",
+        f"Roofs measured in the same run: memory {sig(first['peak_gbps'])} GB/s (device copy), "
+        f"compute {sig(first['peak_tflops'])} TFLOP/s ({mm_dtype or 'bf16'} matmul). The roof "
+        "column names which one each fraction is of.",
         "",
         COST_MODEL_NOTE,
         "",
-        "| kernel | impl | shape | dtype | ms (median) | p10-p90 | GB/s | TFLOP/s | roof | correct |",
+        "| kernel | impl | shape | dtype | ms (median) | p10-p90 | GB/s | TFLOP/s | of roof | correct |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in rows.sort_values(["kernel", "shape", "impl"]).iterrows():
         ok = {True: "yes", False: "**NO**"}.get(r["correct"], "-")
         lines.append(
-            f"| {r['kernel']} | {r['impl']} | {r['shape']} | {r['dtype']} | {r['time_ms']:.4g} | "
-            f"{r['time_ms_p10']:.3g}-{r['time_ms_p90']:.3g} | {r['gbps']:.0f} | "
-            f"{r['tflops']:.1f} | {r['roofline_fraction']:.0%} | {ok} |"
+            f"| {r['kernel']} | {r['impl']} | {r['shape']} | {r['dtype']} | {sig(r['time_ms'], 4)} | "
+            f"{sig(r['time_ms_p10'])}-{sig(r['time_ms_p90'])} | {sig(r['gbps'])} | "
+            f"{sig(r['tflops'])} | {r['roofline_fraction']:.1%} {roof_label(r.to_dict())} | {ok} |"
         )
+    if not failed.empty:
+        lines += ["", "Cases this run could not measure:", ""]
+        for _, r in failed.drop_duplicates(["kernel", "shape", "dtype"]).iterrows():
+            lines.append(f"- {r['kernel']} {r['shape']} {r['dtype']}: {r['error']}")
     return "\n".join(lines) + "\n"
 
 

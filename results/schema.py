@@ -74,11 +74,13 @@ STATUS_FAILED = "failed"
 KERNEL_COLUMNS = [
     "schema_version",
     "run_id",
-    "timestamp",
+    "timestamp",  # when the run started (UTC, ISO 8601); every row of a run shares it and the run id
     "kernel",  # registered kernel name, e.g. "quantize_mxfp4"
     "impl",  # "reference", "triton", "torch_compile", "torchao", "torch_mm", ...
     "shape",  # e.g. "8192x8192"
     "dtype",
+    "status",  # "ok", or "failed" when the case could not be measured (bad shape, an impl raised)
+    "error",  # why a failed case failed ("" when ok)
     "time_ms",  # median over samples
     "time_ms_p10",
     "time_ms_p90",
@@ -87,14 +89,16 @@ KERNEL_COLUMNS = [
     "flops",
     "gbps",
     "tflops",
-    "roofline_fraction",  # of the bandwidth or compute roof measured in the same run
+    "roofline_fraction",  # of the roof named in "roof", measured in the same run
+    "roof",  # which roof the fraction is of: "memory" (peak_gbps) or "compute" (peak_tflops)
     "peak_gbps",  # measured in this run (large device-to-device copy)
-    "peak_tflops",  # measured in this run (large bf16 matmul)
+    "peak_tflops",  # measured in this run (large matmul in peak_tflops_dtype)
+    "peak_tflops_dtype",  # the dtype of that matmul (bf16 on a GPU; the faster of fp32/bf16 on a CPU)
     "normalized_time",  # time / in-run calibration op time (for cross-machine gates)
     "samples_ms",  # every timed sample (list): the gate's statistic needs them, not just quantiles
     "normalized_samples",  # every sample divided by the in-run calibration op (list)
     "correct",  # the impl matched the reference on this run's inputs
     "device",
-    "git_commit",
+    "git_commit",  # the suite's own checkout (not the current directory's), else "v<version>"
     "suite_version",
 ]

@@ -252,3 +252,68 @@ def test_the_test_can_always_reach_alpha_or_the_gate_refuses():
     assert verdict.verdict == "slower"
     with pytest.raises(UserError, match="finite"):
         compare_rows(base, new, threshold=float("nan"))
+
+
+def test_rows_record_the_suites_commit_not_the_current_directorys(tmp_path, monkeypatch):
+    """Run from another git checkout: the rows name the suite's own commit (or its version when
+    the suite is not a checkout), never the commit of wherever the user stands."""
+    import subprocess
+    from pathlib import Path
+
+    import suite
+    from suite import __version__
+    from suite.bench import harness
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(other)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    theirs = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.chdir(other)
+    root = Path(suite.__file__).resolve().parent.parent
+    top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                         text=True).stdout.strip()
+    ours = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    commit = harness.git_commit()
+    assert theirs not in commit
+    if top and Path(top).resolve() == root:
+        assert commit.split("+")[0] == ours
+    else:
+        assert commit == f"v{__version__}"
+
+
+def test_every_row_carries_the_run_id_and_start_time(tmp_path):
+    import datetime as dt
+
+    from suite.results import ResultStore
+
+    assert _bench(["kernels", "--kernels", "quantize_int8_row", "--impls", "reference", "--rounds", "3",
+                   "--store", str(tmp_path), "--device", "cpu"]) == 0
+    frame = ResultStore(tmp_path).load("kernels")
+    assert len(frame) >= 1 and frame["run_id"].nunique() == 1 and frame["timestamp"].nunique() == 1
+    assert frame["run_id"].iloc[0] and (frame["status"] == "ok").all()
+    started = dt.datetime.strptime(frame["timestamp"].iloc[0], "%Y-%m-%dT%H:%M:%SZ")
+    assert abs((dt.datetime.utcnow() - started).total_seconds()) < 3600
+    assert set(frame["roof"]) <= {"memory", "compute"} and frame["peak_tflops_dtype"].iloc[0]
+
+
+def test_a_bad_shape_for_one_kernel_fails_only_that_kernels_rows(tmp_path, capsys):
+    """64x64 fits quantize_int8_row (M x N) but not lora_forward (M x N x K x R): lora_forward's
+    rows are written as failed with the reason, quantize_int8_row's are measured and written,
+    and the exit status says something failed."""
+    from suite.results import ResultStore
+
+    code = _bench(["kernels", "--kernels", "lora_forward,quantize_int8_row", "--impls", "reference",
+                   "--shapes", "64x64", "--rounds", "3", "--store", str(tmp_path), "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "1 case(s) could not be measured" in err and "takes shapes of 4 sizes" in err
+    frame = ResultStore(tmp_path).load("kernels")
+    lora = frame[frame["kernel"] == "lora_forward"]
+    quant = frame[frame["kernel"] == "quantize_int8_row"]
+    assert len(lora) == 1 and (lora["status"] == "failed").all()
+    assert lora["error"].str.contains("takes shapes of 4 sizes").all() and lora["time_ms"].isna().all()
+    assert len(quant) == 1 and (quant["status"] == "ok").all() and (quant["time_ms"] > 0).all()
+    assert frame["run_id"].nunique() == 1

@@ -5,22 +5,26 @@ sets (enough that together they overflow the last-level cache, so rotation defea
 checks every implementation against the reference on those inputs, and times all the
 implementations of that case round-robin with the calibration op (``suite.bench.timing``).
 Rows follow ``suite.results.schema.KERNEL_COLUMNS``; per-sample times travel separately for
-the regression gate.
+the regression gate. A case that cannot run (a shape or dtype the kernel refuses, an
+implementation that raises) becomes rows with ``status`` "failed" and the reason, and the
+other cases still run: one bad ``--shapes`` entry must not cost the whole run's numbers.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 import platform
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from suite import __version__
 from suite.bench.roofline import Roofline, calibration_op, measure_roofline
 from suite.bench.timing import Timer, quantile, run_interleaved
+from suite.bench.units import sig
 from suite.errors import UserError
 from suite.kernel import Impl, Kernel, Shape, format_shape, parse_dtype
 from suite.registry import KERNELS
@@ -51,6 +55,7 @@ class BenchResult:
     roofline: Roofline | None = None
     device: str = ""
     run_id: str = ""
+    failed: list[str] = field(default_factory=list)  # "kernel shape dtype: reason", one per failed case
 
 
 def default_device() -> str:
@@ -68,11 +73,33 @@ def device_name(device: str) -> str:
 
 
 def git_commit() -> str:
+    """The commit of the suite's own source checkout ('+dirty' with local changes), else its version.
+
+    Asked of the folder the suite's code lives in, never the current directory: a bench run
+    from anywhere must still say which suite measured it. An installed (non-checkout) suite
+    whose site-packages happens to sit inside some other repository must not take that
+    repository's commit, so the checkout's top level has to be the suite's own source root.
+    """
+    root = Path(__file__).resolve().parent.parent.parent  # <root>/suite/bench/harness.py
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else ""
+        top = _git(root, "rev-parse", "--show-toplevel")
+        if top and Path(top).resolve() == root:
+            commit = _git(root, "rev-parse", "HEAD")
+            if commit:
+                dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+                return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return ""
+        pass
+    return f"v{__version__}"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _now_utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def select_kernels(names: list[str] | None) -> list[tuple[str, Kernel]]:
@@ -143,9 +170,12 @@ def _run_bench(opts: BenchOptions, progress=None) -> BenchResult:
     kernels = select_kernels(opts.kernels)
     dtype = parse_dtype(opts.dtype) if opts.dtype else None
 
-    # Validate the whole selection before spending time on the roofline.
+    # Validate the whole selection before spending time on the roofline. A shape or dtype one
+    # kernel refuses fails that kernel's cases (rows with the reason); the rest still run.
     plan = []
-    res = BenchResult(device=device_name(device), run_id=uuid.uuid4().hex[:12])
+    stamp = _now_utc()  # the run's start: every row of the run carries it, with the run id
+    res = BenchResult(device=device_name(device), run_id=f"{stamp[:10]}-{uuid.uuid4().hex[:8]}")
+    refused: list[tuple[str, Shape, str, dict[str, Impl], str]] = []
     if opts.impls is not None:
         known = set().union(*(k.all_impls() for _, k in kernels))
         unknown = [i for i in opts.impls if i not in known]
@@ -164,11 +194,16 @@ def _run_bench(opts: BenchOptions, progress=None) -> BenchResult:
         shapes = opts.shapes or kernel.default_shapes(device_type)
         dt = dtype or kernel.dtypes[0]
         for shape in shapes:
-            kernel.check(shape, dt)
+            try:
+                kernel.check(shape, dt)
+            except UserError as exc:
+                refused.append((name, shape, dt, impls, str(exc)))
+                continue
             plan.append((name, kernel, shape, dt, impls))
     if not plan:
-        raise UserError("nothing to benchmark: the selection of kernels and impls is empty; "
-                        + "; ".join(res.notes))
+        reasons = [r for *_, r in refused] + res.notes
+        raise UserError("nothing to benchmark: " + ("; ".join(dict.fromkeys(reasons))
+                                                     or "the selection of kernels and impls is empty"))
 
     quick = opts.quick_roofline if opts.quick_roofline is not None else device_type != "cuda"
     res.roofline = roof = measure_roofline(device, quick=quick)
@@ -176,86 +211,115 @@ def _run_bench(opts: BenchOptions, progress=None) -> BenchResult:
     target = opts.target_sample_s or (0.002 if device_type == "cuda" else 0.004)
     calib = calibration_op(device) if opts.calibration else None
     timer = Timer(device_type)
-    commit = git_commit()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    common = {"schema_version": 1, "run_id": res.run_id, "timestamp": stamp, "device": res.device,
+              "git_commit": git_commit(), "suite_version": __version__,
+              "peak_gbps": roof.peak_gbps, "peak_tflops": roof.peak_tflops,
+              "peak_tflops_dtype": roof.matmul_dtype}
+    for name, shape, dt, impls, reason in refused:
+        _fail(res, common, name, shape, dt, impls, reason)
 
     for name, kernel, shape, dt, impls in plan:
         if progress:
             progress(f"{name} {format_shape(shape)} {dt}: {', '.join(impls)}")
-        gen = torch.Generator(device=device).manual_seed(opts.seed)
-        first = kernel.make_inputs(shape, dt, device, gen)
-        n_sets = max(2, math.ceil(2 * _cache_bytes(device) / max(1, _tensor_bytes(first))))
-        n_sets = min(opts.max_input_sets, n_sets)
-        sets = [first] + [kernel.make_inputs(shape, dt, device, gen) for _ in range(n_sets - 1)]
-        ref = kernel.reference(*first)
-        correct: dict[str, bool | None] = {}
-        runnable: dict[str, Impl] = {}
-        for iname, impl in impls.items():
-            try:
-                out = impl.fn(*first)
-            except UserError as exc:
-                res.notes.append(f"{name}/{iname} {format_shape(shape)}: {exc}")
-                continue
-            except Exception as exc:  # a peer library's failure must not stop the run
-                if not impl.peer:
-                    raise
-                res.notes.append(f"{name}/{iname} {format_shape(shape)}: peer failed: "
-                                 f"{type(exc).__name__}: {str(exc)[:200]}")
-                continue
-            runnable[iname] = impl
-            if iname == "reference":
-                correct[iname] = True
-            elif not impl.checked:
-                correct[iname] = None
-            else:
-                correct[iname], _ = kernel.matches(out, ref, impl.exact)
-                if not correct[iname]:
-                    res.notes.append(f"{name}/{iname} {format_shape(shape)}: output does NOT "
-                                     "match the reference")
-            del out
-        cases = {iname: _rotating(impl, sets) for iname, impl in runnable.items()}
-        samples, _ = run_interleaved(cases, calib, timer, rounds=rounds, warmup=opts.warmup,
-                                     target_sample_s=target)
-        nbytes, nflops = kernel.bytes_moved(shape, dt), kernel.flops(shape, dt)
-        for iname, s in samples.items():
-            t = s.median
-            gbps = nbytes / t / 1e9 if t > 0 else float("nan")
-            tflops = nflops / t / 1e12 if t > 0 else float("nan")
-            frac = gbps / roof.peak_gbps if kernel.bound == "memory" else tflops / roof.peak_tflops
-            res.rows.append({
-                "schema_version": 1,
-                "run_id": res.run_id,
-                "timestamp": stamp,
-                "kernel": name,
-                "impl": iname,
-                "shape": format_shape(shape),
-                "dtype": dt,
-                "time_ms": t * 1e3,
-                "time_ms_p10": quantile(s.times, 0.1) * 1e3,
-                "time_ms_p90": quantile(s.times, 0.9) * 1e3,
-                "n_samples": len(s.times),
-                "bytes_moved": int(nbytes),
-                "flops": int(nflops),
-                "gbps": gbps,
-                "tflops": tflops,
-                "roofline_fraction": frac,
-                "peak_gbps": roof.peak_gbps,
-                "peak_tflops": roof.peak_tflops,
-                "normalized_time": s.normalized_median if s.normalized else float("nan"),
-                "samples_ms": [x * 1e3 for x in s.times],
-                "normalized_samples": list(s.normalized),
-                "correct": correct.get(iname),
-                "device": res.device,
-                "git_commit": commit,
-                "suite_version": __version__,
-            })
-            res.samples.append({
-                "kernel": name, "impl": iname, "shape": format_shape(shape), "dtype": dt,
-                "samples_ms": [x * 1e3 for x in s.times],
-                "normalized_samples": list(s.normalized),
-            })
-        del sets, first, ref
+        try:
+            _measure_case(res, common, opts, device, rounds, target, calib, timer, name, kernel, shape,
+                          dt, impls)
+        except UserError as exc:  # the kernel refused these inputs: this case fails, the rest run
+            _fail(res, common, name, shape, dt, impls, str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory at a huge shape: same
+            _fail(res, common, name, shape, dt, impls, f"{type(exc).__name__}: {str(exc)[:200]}")
     return res
+
+
+def _fail(res: BenchResult, common: dict, name: str, shape: Shape, dt: str, impls: dict[str, Impl],
+          reason: str) -> None:
+    """Rows for a case that could not be measured: status "failed", the reason, no timings."""
+    res.failed.append(f"{name} {format_shape(shape)} {dt}: {reason}")
+    for iname in impls or {"-": None}:
+        res.rows.append({**common, "kernel": name, "impl": iname, "shape": format_shape(shape), "dtype": dt,
+                         "status": "failed", "error": reason, "time_ms": float("nan"),
+                         "time_ms_p10": float("nan"), "time_ms_p90": float("nan"), "n_samples": 0,
+                         "gbps": float("nan"), "tflops": float("nan"), "roofline_fraction": float("nan"),
+                         "normalized_time": float("nan"), "samples_ms": [], "normalized_samples": [],
+                         "correct": None})
+
+
+def _measure_case(res: BenchResult, common: dict, opts: BenchOptions, device: str, rounds: int,
+                  target: float, calib, timer: Timer, name: str, kernel: Kernel, shape: Shape, dt: str,
+                  impls: dict[str, Impl]) -> None:
+    """Time every implementation of one kernel x shape x dtype; append its rows and samples."""
+    import torch
+
+    roof = res.roofline
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    first = kernel.make_inputs(shape, dt, device, gen)
+    n_sets = max(2, math.ceil(2 * _cache_bytes(device) / max(1, _tensor_bytes(first))))
+    n_sets = min(opts.max_input_sets, n_sets)
+    sets = [first] + [kernel.make_inputs(shape, dt, device, gen) for _ in range(n_sets - 1)]
+    ref = kernel.reference(*first)
+    correct: dict[str, bool | None] = {}
+    runnable: dict[str, Impl] = {}
+    for iname, impl in impls.items():
+        try:
+            out = impl.fn(*first)
+        except UserError as exc:
+            res.notes.append(f"{name}/{iname} {format_shape(shape)}: {exc}")
+            continue
+        except Exception as exc:  # a peer library's failure must not stop the run
+            if not impl.peer:  # the suite's own impl: this case fails with the reason, the rest run
+                raise UserError(f"impl '{iname}' raised {type(exc).__name__}: {str(exc)[:200]}") from exc
+            res.notes.append(f"{name}/{iname} {format_shape(shape)}: peer failed: "
+                             f"{type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        runnable[iname] = impl
+        if iname == "reference":
+            correct[iname] = True
+        elif not impl.checked:
+            correct[iname] = None
+        else:
+            correct[iname], _ = kernel.matches(out, ref, impl.exact)
+            if not correct[iname]:
+                res.notes.append(f"{name}/{iname} {format_shape(shape)}: output does NOT "
+                                 "match the reference")
+        del out
+    cases = {iname: _rotating(impl, sets) for iname, impl in runnable.items()}
+    samples, _ = run_interleaved(cases, calib, timer, rounds=rounds, warmup=opts.warmup,
+                                 target_sample_s=target)
+    nbytes, nflops = kernel.bytes_moved(shape, dt), kernel.flops(shape, dt)
+    for iname, s in samples.items():
+        t = s.median
+        gbps = nbytes / t / 1e9 if t > 0 else float("nan")
+        tflops = nflops / t / 1e12 if t > 0 else float("nan")
+        frac = gbps / roof.peak_gbps if kernel.bound == "memory" else tflops / roof.peak_tflops
+        res.rows.append({
+            **common,
+            "kernel": name,
+            "impl": iname,
+            "shape": format_shape(shape),
+            "dtype": dt,
+            "status": "ok",
+            "error": "",
+            "time_ms": t * 1e3,
+            "time_ms_p10": quantile(s.times, 0.1) * 1e3,
+            "time_ms_p90": quantile(s.times, 0.9) * 1e3,
+            "n_samples": len(s.times),
+            "bytes_moved": int(nbytes),
+            "flops": int(nflops),
+            "gbps": gbps,
+            "tflops": tflops,
+            "roofline_fraction": frac,
+            "roof": kernel.bound,  # which roof the fraction is of: "memory" (copy) or "compute" (matmul)
+            "normalized_time": s.normalized_median if s.normalized else float("nan"),
+            "samples_ms": [x * 1e3 for x in s.times],
+            "normalized_samples": list(s.normalized),
+            "correct": correct.get(iname),
+        })
+        res.samples.append({
+            "kernel": name, "impl": iname, "shape": format_shape(shape), "dtype": dt,
+            "samples_ms": [x * 1e3 for x in s.times],
+            "normalized_samples": list(s.normalized),
+        })
+    del sets, first, ref
 
 
 def _rotating(impl: Impl, sets: list[tuple]):
@@ -265,13 +329,19 @@ def _rotating(impl: Impl, sets: list[tuple]):
 
 def print_rows(rows: list[dict], file=None) -> None:
     file = file or sys.stdout  # looked up per call: sys.stdout may have been replaced since import
-    header = ["kernel", "impl", "shape", "dtype", "ms", "p10-p90", "GB/s", "TFLOP/s", "roof", "ok"]
+    header = ["kernel", "impl", "shape", "dtype", "ms", "p10-p90", "GB/s", "TFLOP/s", "of roof", "ok"]
     body = []
     for r in rows:
+        if r.get("status") == "failed":
+            body.append([r["kernel"], r["impl"], r["shape"], r["dtype"], "FAILED", "", "", "", "", ""])
+            continue
+        frac = r["roofline_fraction"]
+        roof = {"memory": "mem", "compute": str(r.get("peak_tflops_dtype") or "mm")}.get(r.get("roof"), "")
         body.append([
-            r["kernel"], r["impl"], r["shape"], r["dtype"], f"{r['time_ms']:.4g}",
-            f"{r['time_ms_p10']:.3g}-{r['time_ms_p90']:.3g}", f"{r['gbps']:.1f}",
-            f"{r['tflops']:.2f}", f"{r['roofline_fraction']:.0%}",
+            r["kernel"], r["impl"], r["shape"], r["dtype"], sig(r["time_ms"], 4),
+            f"{sig(r['time_ms_p10'])}-{sig(r['time_ms_p90'])}", sig(r["gbps"]),
+            sig(r["tflops"]), f"{frac:.0%} {roof}" if frac == frac and frac >= 0.01
+            else f"{frac:.1%} {roof}",
             {True: "yes", False: "NO", None: "-"}[r["correct"]],
         ])
     widths = [max(len(str(x[i])) for x in [header] + body) for i in range(len(header))]

@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
         min_rounds,
         save_baseline,
     )
-    from suite.bench.harness import BenchOptions, print_rows, run_bench
+    from suite.bench.harness import BenchOptions, print_rows, run_bench, sig
     from suite.errors import UserError
     from suite.kernel import parse_shape
     from suite.results import ResultStore
@@ -94,9 +94,9 @@ def main(args: argparse.Namespace) -> int:
         rounds=args.rounds,
     )
     result = run_bench(opts, progress=lambda m: print(f"bench: {m}", file=sys.stderr))
-    print(f"device: {result.device}   roofline measured in this run: "
-          f"{result.roofline.peak_gbps:.1f} GB/s copy, {result.roofline.peak_tflops:.2f} "
-          f"TFLOP/s {result.roofline.matmul_dtype} matmul")
+    print(f"device: {result.device}   run {result.run_id}   roofline measured in this run: "
+          f"{sig(result.roofline.peak_gbps)} GB/s copy (memory roof), {sig(result.roofline.peak_tflops)} "
+          f"TFLOP/s {result.roofline.matmul_dtype} matmul (compute roof)")
     print_rows(result.rows)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -140,6 +140,12 @@ def main(args: argparse.Namespace) -> int:
                 "git_commit": result.rows[0]["git_commit"] if result.rows else ""}
         path = save_baseline(args.store, args.save, result.samples, meta)
         print(f"baseline '{args.save}' saved to {path}")
+    if result.failed:  # after the other cases' rows are written: a bad shape costs only its own
+        print(f"error: {len(result.failed)} case(s) could not be measured (recorded as failed"
+              f"{'' if args.no_store else ' in the store'}):", file=sys.stderr)
+        for line in result.failed:
+            print(f"  {line}", file=sys.stderr)
+        return 2
     return status
 
 

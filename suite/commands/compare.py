@@ -1,13 +1,23 @@
 """``suite compare STORE --baseline lora``: the leaderboard in the terminal, significance marked.
 
 It renders the same model as the site's overview (suite.reports.summary), so the two
-always agree: the same means, intervals, tests and Holm-adjusted marks.
+always agree: the same means, intervals, tests and Holm-adjusted marks. The tables fit the
+terminal: when a board's columns do not fit its width, they are split into blocks of tasks,
+each repeating the method column. Numbers are right-aligned part by part (mean, interval,
+count), so decimals line up. Every failure is listed ("failed 3/3: <error>", "2/3 ok"). Text
+from the store (method, task and model names, errors) is shown without its control
+characters and escape sequences: a store is data, and must not drive the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import shutil
 import sys
+import textwrap
+import unicodedata
 
 from suite.commands.report import add_comparison_options, comparison_tasks
 
@@ -16,12 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
         help="compare methods against a baseline in the terminal, marking significant differences",
-        description="Print, per task family and model, each method's mean ± 95%% CI over seeds per "
-        "task, and its difference from the baseline with a paired permutation test on the same "
-        "evaluation examples (Holm-adjusted).",
+        description="Print, per task family and model, each method's mean ± 95% interval over seeds "
+        "per task, its difference from the baseline with Holm-adjusted tests, and every failed cell. "
+        "The tables fit the terminal width (COLUMNS), split into blocks of tasks where needed.",
     )
     p.add_argument("store", help="result store folder")
     add_comparison_options(p)
+    p.add_argument("--width", type=int, default=None,
+                   help="line width to fit (default: the terminal's, or COLUMNS)")
     p.set_defaults(handler=main)
 
 
@@ -30,19 +42,68 @@ def main(args: argparse.Namespace) -> int:
     from suite.reports import summary
 
     tasks = comparison_tasks(args)
+    width = args.width if args.width is not None else shutil.get_terminal_size((100, 24)).columns
+    if width < 40:
+        raise UserError(f"--width {width} is too narrow for a table; give 40 or more")
     store, cells, _ = summary.load_store(args.store)
     if cells.empty:
-        raise UserError(f"the store at '{args.store}' holds only kernel timings; "
+        raise UserError(f"the store at '{clean(args.store)}' holds only kernel timings; "
                         "use 'suite bench kernels --compare' for those")
     cells = summary.select_tasks(cells, tasks)
     boards = summary.build_boards(cells, args.baseline, store.load_predictions, args.metric,
                                   args.alpha, args.store)
     variants = sorted({r.variant for b in boards for r in b.rows})
     if args.baseline not in variants:
-        raise UserError(f"no results for the baseline '{args.baseline}'; methods in this store: "
-                        f"{', '.join(variants)}. Choose one with --baseline")
-    print(format_boards(boards, unicode=_can_encode("▲▼±Δ")))
+        raise UserError(f"no results for the baseline '{clean(args.baseline)}'; methods in this store: "
+                        f"{', '.join(clean(v) for v in variants)}. Choose one with --baseline")
+    print(format_boards(boards, unicode=_can_encode("▲▼±Δ…"), width=width, failures=failures_of(cells)))
     return 0
+
+
+# -- store text made safe for a terminal ---------------------------------------------------------
+# ESC-introduced sequences (CSI "ESC [ ... final", OSC "ESC ] ... BEL|ST", two-byte ESC x) and
+# their 8-bit forms; then any other control character (C0, DEL, C1).
+_ESCAPES = re.compile(
+    r"(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC (window title, hyperlink) to BEL/ST
+    r"|(?:\x1b[PX^_]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC strings
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI: colours, cursor moves, erase line
+    r"|\x1b[ -/]*[0-~]?"  # any other ESC sequence
+)
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: object) -> str:
+    """``text`` without terminal escape sequences or control characters (each of those left
+    is shown as a space), so a name or error from a store cannot move the cursor, retitle the
+    window, hide a line or break the table."""
+    s = str(text)
+    s = _ESCAPES.sub("", s)
+    return _CONTROLS.sub(" ", s)
+
+
+def first_line(text: object) -> str:
+    """The first non-empty line of an error, cleaned: what a table has room for."""
+    for line in str(text or "").splitlines():
+        if line.strip():
+            return clean(line).strip()
+    return "(no error message)"
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal (East Asian wide characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
+               for c in text)
+
+
+def _cut(text: str, width: int, ellipsis: str = "…") -> str:
+    if _width(text) <= width:
+        return text
+    out = ""
+    for c in text:
+        if _width(out + c) > width - _width(ellipsis):
+            break
+        out += c
+    return out + ellipsis
 
 
 def _can_encode(text: str) -> bool:
@@ -53,79 +114,159 @@ def _can_encode(text: str) -> bool:
         return False
 
 
-def format_boards(boards, unicode: bool = True) -> str:
+def failures_of(cells) -> dict[tuple[str, str, str, str], tuple[int, int, str]]:
+    """(family, model, variant, subtask) -> (failed cells, all cells, first line of the first error)."""
+    if cells is None or cells.empty or "status" not in cells:
+        return {}
+    frame = cells.drop_duplicates("cell_id")
+    sub = frame["subtask"].fillna("").astype(str)
+    key = [frame["task"].astype(str), frame["model"].astype(str), frame["variant"].astype(str), sub]
+    out = {}
+    for k, g in frame.groupby(key, sort=True):
+        bad = g[g["status"] != "ok"]
+        if len(bad):
+            err = bad["error"].dropna().astype(str) if "error" in bad else []
+            out[tuple(str(x) for x in k)] = (len(bad), len(g), first_line(err.iloc[0] if len(err) else ""))
+    return out
+
+
+def format_boards(boards, unicode: bool = True, width: int = 100,
+                  failures: dict[tuple[str, str, str, str], tuple[int, int, str]] | None = None) -> str:
+    """The boards as text no wider than ``width`` (store text cleaned, failures listed)."""
     from suite.reports.format import f_cost, f_num, f_pval, f_score, f_signed
 
+    failures = failures or {}
     up, down, pm, delta = ("▲", "▼", "±", "Δ") if unicode else ("+", "-", "+-", "d")
     out: list[str] = []
+    intervals: set[str] = set()
     for b in boards:
-        title = f"{b.family} · {b.model}" if unicode else f"{b.family} / {b.model}"
+        fam, model = str(b.family), str(b.model)
+        title = f"{clean(fam)} · {clean(model)}" if unicode else f"{clean(fam)} / {clean(model)}"
         if b.synthetic:
             title += "  [synthetic data]"
-        out.append(title)
+        out += _wrap(title, width, "")
         if b.baseline is None:
             out.append("  (no baseline rows here: no tests)")
         for a in b.aggregates:  # the family's benchmark-level scores, headline first
             partial = "" if a.complete else f" of the benchmark's {a.expected}, so not its full score"
-            out.append(f"  {a.label}: over {len(a.members)} task(s){partial}: {', '.join(a.members)}")
-        head = ["method"]
-        head += [a.label for a in b.aggregates]
+            out += _wrap(f"{clean(a.label)}: over {len(a.members)} task(s){partial}: "
+                         f"{', '.join(clean(m) for m in a.members)}", width, "  ", "    ")
+        fails = {(v, sub): f for (fa, mo, v, sub), f in failures.items() if fa == fam and mo == model}
+        subs = {c.key[0] for c in b.columns}
+        rows = list(b.rows)
+        # A method whose every cell failed may have no row on the board: it keeps one here.
+        have = {r.variant for r in rows}
+        missing = sorted({v for (v, sub) in fails if v not in have and (sub in subs or not subs)})
+        head: list = ["method"]
+        head += [clean(a.label) for a in b.aggregates]
         if len(b.columns) > 1:
             head.append("avg rank")
-        head += [f"{c.label} ({c.metric})" for c in b.columns]
+        head += [f"{clean(c.label)} ({clean(c.metric)})" for c in b.columns]
         head += ["params", "peak mem", "train time"]
-        table = [head]
-        for r in b.rows:
-            line = [r.variant + (" (baseline)" if r.variant == b.baseline else "")]
+        table: list[list] = [head]
+        for r in rows:
+            line: list = [clean(r.variant) + (" (baseline)" if r.variant == b.baseline else "")]
             line += [f_score(r.aggregates.get(a.name), scale=a.scale) for a in b.aggregates]
             if len(b.columns) > 1:
                 line.append(f_num(r.avg_rank, 2))
             for c in b.columns:
                 e = r.entries.get(c.key)
-                if e is None:
-                    line.append("-")
+                fail = fails.get((r.variant, c.key[0]))
+                n_ok = _n_ok(e)
+                if e is None or n_ok == 0:
+                    line.append(("", "", "", f"failed {fail[0]}/{fail[1]}") if fail else ("–", "", "", ""))
                     continue
-                text = f_score(e.summary.mean, c.metric)
-                if e.summary.n > 1:
-                    text += f" {pm}{f_score(e.summary.half_width, c.metric)}"
-                text += f" n={e.summary.n}"
-                if e.significant:
-                    text += f" {up if e.better else down}"
-                line.append(text)
+                summ = e.summary
+                intervals.add(getattr(summ, "interval", "bootstrap") if summ.n > 1 else "")
+                hw = f"{pm}{f_score(summ.half_width, c.metric)}" if summ.n > 1 else ""
+                mark = (up if e.better else down) if e.significant else ""
+                if fail:
+                    mark = (mark + " " if mark else "") + f"{fail[1] - fail[0]}/{fail[1]} ok"
+                line.append((f_score(summ.mean, c.metric), hw, f"n={summ.n}", mark))
             line += [f_cost(r.costs.get(k), k) for k in ("trainable_params", "peak_memory_mb", "train_time_s")]
             table.append(line)
-        out += _align(table if unicode else [[x.replace("–", "-").replace("−", "-") for x in r] for r in table])
+        for v in missing:
+            line = [clean(v)] + ["–"] * len(b.aggregates) + (["–"] if len(b.columns) > 1 else [])
+            for c in b.columns:
+                fail = fails.get((v, c.key[0]))
+                line.append(("", "", "", f"failed {fail[0]}/{fail[1]}") if fail else ("–", "", "", ""))
+            line += ["–"] * 3
+            table.append(line)
+        out += _fit(_ascii(table, unicode), width)
+        out.append("")
         if b.baseline is not None:
-            out.append(f"  {delta} vs {b.baseline} (Holm-adjusted p; {up}/{down}: p < {b.alpha}):")
-            dtable = [["method"] + [c.label for c in b.columns]]
+            out += _wrap(f"{delta} vs {clean(b.baseline)} (Holm-adjusted p; {up}/{down}: p < {b.alpha}):",
+                         width, "  ")
+            dtable: list[list] = [["method"] + [clean(c.label) for c in b.columns]]
             base = next(r for r in b.rows if r.variant == b.baseline)
-            for r in b.rows:
+            for r in rows:
                 if r is base:
                     continue
-                line = [r.variant]
+                line = [clean(r.variant)]
                 for c in b.columns:
                     e, be = r.entries.get(c.key), base.entries.get(c.key)
-                    if e is None or be is None or e.test is None:
-                        line.append("-")
+                    if e is None or be is None or e.test is None or not _n_ok(e) or not _n_ok(be):
+                        line.append(("-", "", "", ""))
                         continue
-                    mark = f" {up if e.better else down}" if e.significant else ""
-                    kind = "" if e.test.test.startswith("paired") else " (seeds)"
+                    mark = (up if e.better else down) if e.significant else ""
+                    kind = "" if e.test.test.startswith("paired") else "(seeds)"
                     p = f_pval(e.p_adjusted)
                     p = f"p{p}" if p.startswith("<") else f"p={p}"
-                    line.append(f"{f_signed(e.summary.mean - be.summary.mean, c.metric)} {p}{kind}{mark}")
+                    line.append((f_signed(e.summary.mean - be.summary.mean, c.metric), p, kind, mark))
                 dtable.append(line)
-            if not unicode:
-                dtable = [[x.replace("–", "-").replace("−", "-") for x in r] for r in dtable]
-            out += _align(dtable, indent="    ")
-            out += _gap_table(b, unicode)
+            out += _fit(_ascii(dtable, unicode), width, indent="    ")
+            out.append("")
+            out += _gap_table(b, unicode, width)
+        listed = [(v, sub, f) for (v, sub), f in sorted(fails.items()) if sub in subs or v in missing]
+        if listed:
+            out.append("  failures:")
+            for v, sub, (n_bad, n_all, err) in listed:
+                what = f"failed {n_bad}/{n_all}" if n_bad == n_all else f"{n_all - n_bad}/{n_all} ok"
+                out += _wrap(f"{clean(v)} on {clean(sub) or clean(fam)}: {what}: {err}", width, "    ", "      ")
         out.append("")
-    out.append(f"scores: mean {pm} half-width of the 95% bootstrap CI over n seeds (points x100 for "
-               "accuracy/F1/MCC/correlations); tests: paired sign-flip permutation on per-example "
-               "correctness, '(seeds)' where predictions are missing.")
-    return "\n".join(out)
+    kinds = sorted(i for i in intervals if i)
+    if kinds:
+        from suite.stats import INTERVAL_LABELS
+
+        interval = " or ".join(f"95% {INTERVAL_LABELS.get(k, k)} interval" for k in kinds)
+    else:
+        interval = "95% interval"
+    note = (f"scores: mean {pm} half-width of the {interval} over n seeds (points x100 for "
+            "accuracy/F1/MCC/correlations); tests: paired sign-flip permutation on per-example "
+            "correctness, '(seeds)' where predictions are missing. 'failed k/n': k of the n cells "
+            "failed (no score); 'k/n ok': the score is over the k cells that finished.")
+    out += _wrap(note, width, "")
+    return "\n".join(_cut(clean(line), width) for line in out)
 
 
-def _gap_table(b, unicode: bool) -> list[str]:
+def _n_ok(e) -> int:
+    """Seeds behind an entry's score; 0 for an entry with no successful cell (mean nan)."""
+    if e is None:
+        return 0
+    n = getattr(e, "n_ok", None)
+    if n is None:
+        n = e.summary.n
+    mean = e.summary.mean
+    return 0 if mean is None or (isinstance(mean, float) and math.isnan(mean)) else int(n)
+
+
+def _ascii(table: list[list], unicode: bool) -> list[list]:
+    if unicode:
+        return table
+
+    def a(x: str) -> str:
+        return x.replace("–", "-").replace("−", "-").replace("…", "...")
+
+    return [[tuple(a(p) for p in c) if isinstance(c, tuple) else a(c) for c in row] for row in table]
+
+
+def _wrap(text: str, width: int, indent: str, subsequent: str | None = None) -> list[str]:
+    return textwrap.wrap(clean(text), width=width, initial_indent=indent,
+                         subsequent_indent=indent if subsequent is None else subsequent,
+                         break_on_hyphens=False) or [indent.rstrip()]
+
+
+def _gap_table(b, unicode: bool, width: int = 100) -> list[str]:
     """Lower-is-better columns (losses): each method's gap to the baseline, paired by seed, data
     and recipe, with its 95% t-interval over the pairs and whether it exceeds the seed noise;
     beside it the costs a training recipe is judged by (step time, tokens/s, peak memory)."""
@@ -139,9 +280,9 @@ def _gap_table(b, unicode: bool) -> list[str]:
     for c in columns:
         head += [f"{c.label} {c.metric}", "gap", "95% CI (seeds)", "vs seed noise"]
     head += ["step ms", "tokens/s", "peak mem"]
-    table = [head]
+    table: list[list] = [head]
     for r in [base] + [r for r in b.rows if r is not base]:
-        line = [r.variant + (" (baseline)" if r is base else "")]
+        line: list = [clean(r.variant) + (" (baseline)" if r is base else "")]
         first = None
         for c in columns:
             e = r.entries.get(c.key)
@@ -166,20 +307,68 @@ def _gap_table(b, unicode: bool) -> list[str]:
         line += [f_num(step * 1000, 0), f_num(costs.get("train_tokens_per_s"), 0),
                  f_memory(costs.get("peak_memory_mb"))]
         table.append(line)
-    if not unicode:
-        table = [[x.replace("–", "-").replace("−", "-") for x in row] for row in table]
     delta = "Δ" if unicode else "d"
-    out = [f"  {delta} gap to {b.baseline} over seeds (pairs: same seed, data and recipe; 95% Student-t "
-           f"interval of the mean gap; 'beyond': it excludes 0, the gap exceeds the seed noise):"]
-    return out + _align(table, indent="    ")
+    out = _wrap(f"{delta} gap to {clean(b.baseline)} over seeds (pairs: same seed, data and recipe; 95% "
+                "Student-t interval of the mean gap; 'beyond': it excludes 0, the gap exceeds the seed "
+                "noise):", width, "  ", "    ")
+    return out + _fit(_ascii(table, unicode), width, indent="    ")
 
 
-def _align(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, r in enumerate(rows):
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
-        lines.append(indent + "  ".join(cells).rstrip())
-        if n == 0:
-            lines.append(indent + "  ".join("-" * w for w in widths))
+def _render_cells(column: list) -> list[str]:
+    """One column's cells as strings of one width: tuple cells aligned part by part (every part
+    right-aligned but the last, a mark or note, which is left-aligned), strings right-aligned."""
+    parts = [c for c in column[1:] if isinstance(c, tuple)]
+    if parts:
+        n = max(len(p) for p in parts)
+        parts = [tuple(p) + ("",) * (n - len(p)) for p in parts]
+        widths = [max(_width(p[i]) for p in parts) for i in range(n)]
+        body = []
+        for c in column[1:]:
+            if not isinstance(c, tuple):
+                c = (c,) + ("",) * (n - 1)
+            c = tuple(c) + ("",) * (n - len(c))
+            bits = [_pad(x, w, right=i < n - 1) for i, (x, w) in enumerate(zip(c, widths, strict=True)) if w]
+            body.append(" ".join(bits))
+    else:
+        body = [str(c) for c in column[1:]]
+    head = str(column[0])
+    w = max([_width(head)] + [_width(x) for x in body])
+    return [_pad(head, w, right=True)] + [_pad(x, w, right=True) for x in body]
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * max(0, width - _width(text))
+    return fill + text if right else text + fill
+
+
+def _fit(rows: list[list], width: int, indent: str = "  ") -> list[str]:
+    """A table as lines no wider than ``width``: when its columns do not fit side by side they
+    go in consecutive blocks, each repeating the first (method) column; a method name too long
+    for the width is shortened with an ellipsis."""
+    columns = [_render_cells([r[i] for r in rows]) for i in range(len(rows[0]))]
+    first = [_pad(str(r[0]), max(_width(str(x[0])) for x in rows), right=False) for r in rows]
+    room = width - _width(indent)
+    widest_other = max((_width(c[0]) for c in columns[1:]), default=0)
+    first_w = min(_width(first[0]), max(8, room - 2 - widest_other))
+    first = [_pad(_cut(x.rstrip(), first_w), first_w, right=False) for x in first]
+    blocks: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    used = first_w
+    for col in columns[1:]:
+        w = _width(col[0])
+        if current and used + 2 + w > room:
+            blocks.append(current)
+            current, used = [], first_w
+        current.append(col)
+        used += 2 + w
+    blocks.append(current)
+    lines: list[str] = []
+    for n, block in enumerate(blocks):
+        if n:
+            lines.append("")
+        widths = [first_w] + [_width(c[0]) for c in block]
+        for i in range(len(rows)):
+            lines.append(indent + "  ".join([first[i]] + [c[i] for c in block]).rstrip())
+            if i == 0:
+                lines.append(indent + "  ".join("-" * w for w in widths))
     return lines
