@@ -112,3 +112,15 @@ def pytest_terminal_summary(terminalreporter) -> None:
     faults = sys.modules.get("tests.test_faults")
     if faults is not None and faults.COUNTS["faults injected"]:
         terminalreporter.write_line("fault injection: " + ", ".join(f"{k} {v}" for k, v in faults.COUNTS.items()))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny-model tests: the CPU is shared, and thread
+    oversubscription makes tiny matmuls many times slower, not faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,7 +14,6 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-import torch
 
 from suite.cli import main
 from suite.registry import METHODS, TASKS, register_task
@@ -102,12 +101,7 @@ for task_cls, kind in ((CueText, "classification"), (RepeatWord, "causal-lm"),
 FAMILIES = [("conf-text", "tiny-bert", 4), ("conf-causal", "tiny-llama", 8), ("conf-image", "tiny-vit", 4)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def refused_methods(stderr: str) -> dict[str, str]:

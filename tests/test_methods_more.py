@@ -18,13 +18,7 @@ from suite.registry import METHODS
 from suite.train import Trainer, TrainState
 from tests.conftest import tiny_setup
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make(name: str, **args):

@@ -21,12 +21,7 @@ VISION_ONLY = {"adaptformer", "houlsby", "vpt"}  # refused on text tasks by desi
 NO_BIAS_MODELS = {"bitfit"}  # Llama has no bias terms
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def peft_methods() -> list[str]:

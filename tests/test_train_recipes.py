@@ -31,12 +31,7 @@ RECIPES = ("bf16-train", "fp8-train", "mxfp8-train", "mxfp4-train", "nvfp4-train
 M, K, N = 64, 64, 96  # tokens, in_features, out_features: every block format fits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def method(spec: str):

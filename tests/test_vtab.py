@@ -37,12 +37,7 @@ VISION_METHODS = ["linear-probe", "full", "lora", "dora", "ia3", "loha", "ssf", 
                   "houlsby", "adaptformer"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- data written here ------------------------------------------------------------------------------
