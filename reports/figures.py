@@ -1,5 +1,9 @@
 """Matplotlib SVG figures: Pareto fronts of score against cost, and kernel timing histories.
 
+A Pareto figure is one SVG per cost axis (``pareto_panels``), so a page can lay the panels
+side by side on a wide screen and stack them on a narrow one. Every point carries the
+number of its row in the table's rank column and an error bar (its 95% interval over seeds).
+
 Figures are written as SVG files and shown with ``<img>``, so text inside them (method
 names are user-controlled) can never run as script in the page. Math-text parsing is off,
 so a ``$`` in a name is drawn as a dollar sign instead of failing the render.
@@ -34,6 +38,8 @@ COST_AXES = (
     ("trainable_params", "trainable parameters", True),
     ("peak_memory_mb", "peak memory (MB)", False),
     ("train_time_s", "train time (s)", False),
+    ("bits_per_weight", "bits per weight", False),
+    ("model_size_bytes", "model size (bytes)", True),
 )
 
 
@@ -42,6 +48,9 @@ class Point:
     label: str
     score: float
     costs: dict[str, float]
+    number: int | None = None  # the row's rank (the marker's number); None: no rank, labelled by name
+    low: float = math.nan  # 95% interval of the score (error bar), in the score's units
+    high: float = math.nan
 
 
 def _axes_used(points: Sequence[Point]) -> list[tuple[str, str, bool]]:
@@ -53,70 +62,82 @@ def has_data(points: Sequence[Point]) -> bool:
     return bool(_axes_used(points))
 
 
-def pareto_svg(points: Sequence[Point], ylabel: str, path: Path, higher_is_better: bool = True) -> bool:
-    """Score against each cost, front highlighted and labelled. False when there is nothing to draw."""
+def pareto_svg(points: Sequence[Point], ylabel: str, path: Path, higher_is_better: bool = True,
+               memory_label: str = "peak memory (MB)") -> bool:
+    """Score against every cost in one SVG (kept for callers that want a single file)."""
     axes_used = _axes_used(points)
     if not axes_used:
         return False
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(1, len(axes_used), figsize=(3.6 * len(axes_used), 3.0), squeeze=False)
-        for ax, (key, xlabel, log) in zip(axes[0], axes_used, strict=True):
-            pts = [p for p in points if _finite(p.costs.get(key)) and _finite(p.score)]
-            xs = [p.costs[key] for p in pts]
-            ys = [p.score for p in pts]
-            front = stats.pareto_front(xs, ys, higher_is_better)
-            ax.scatter([x for x, f in zip(xs, front, strict=True) if not f],
-                       [y for y, f in zip(ys, front, strict=True) if not f],
-                       s=18, color="#9aa5b1", label="dominated", zorder=2)
-            fx = [(x, y, p.label) for x, y, p, f in zip(xs, ys, pts, front, strict=True) if f]
-            fx.sort()
-            ax.plot([x for x, _, _ in fx], [y for _, y, _ in fx], "-o", color="#d9480f", ms=5,
-                    lw=1.5, label="Pareto front", zorder=3)
-            for x, y, label in fx[:12]:
-                ax.annotate(label[:28], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            if log and min(xs) > 0:
-                ax.set_xscale("log")
-                # Plain labels: with math text off, the default log labels print as TeX source.
-                ax.xaxis.set_major_formatter(FuncFormatter(_human))
-                ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-        axes[0][0].legend(loc="best", fontsize=7, frameon=False)
-        # Fixed margins: tight_layout measures every text extent and costs more than the plot.
+        fig, axes = plt.subplots(1, len(axes_used), figsize=(3.6 * len(axes_used), 3.2), squeeze=False)
+        for ax, axis in zip(axes[0], axes_used, strict=True):
+            _draw_panel(ax, points, axis, ylabel, higher_is_better, memory_label)
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.17, top=0.95, wspace=0.32)
-        fig.savefig(path, format="svg", metadata={"Date": None})  # reproducible files
+        fig.savefig(path, format="svg", metadata={"Date": None})
         plt.close(fig)
     return True
 
 
-def history_svg(series: dict[str, list[tuple[str, float, bool]]], title: str, path: Path) -> bool:
-    """Time per commit for each implementation/shape; regressions drawn as red crosses."""
-    if not series:
+def panel_keys(points: Sequence[Point]) -> list[str]:
+    """The cost axes ``pareto_panels`` will draw for these points (one file each)."""
+    return [key for key, _, _ in _axes_used(points)]
+
+
+def pareto_panels(points: Sequence[Point], ylabel: str, paths: Sequence[Path], higher_is_better: bool = True,
+                  memory_label: str = "peak memory (MB)") -> bool:
+    """One SVG per cost axis (``paths`` in ``panel_keys`` order); False when there is nothing to draw."""
+    axes_used = _axes_used(points)
+    if not axes_used:
         return False
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(7.0, 2.8))
-        commits: list[str] = []
-        for points in series.values():
-            for c, _, _ in points:
-                if c not in commits:
-                    commits.append(c)
-        pos = {c: i for i, c in enumerate(commits)}
-        for label, points in series.items():
-            ax.plot([pos[c] for c, _, _ in points], [t for _, t, _ in points], "-o", ms=3, label=label[:40])
-            bad = [(pos[c], t) for c, t, r in points if r]
-            if bad:
-                ax.scatter([x for x, _ in bad], [t for _, t in bad], marker="x", s=60, color="#c92a2a",
-                           zorder=4, label=None)
-        ax.set_xticks(range(len(commits)), [c[:10] for c in commits], rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("time (ms)")
-        ax.set_title(title[:60])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        fig.subplots_adjust(left=0.08, right=0.62, bottom=0.25, top=0.88)
-        fig.savefig(path, format="svg", metadata={"Date": None})  # reproducible files
-        plt.close(fig)
+        for axis, path in zip(axes_used, paths, strict=True):
+            fig, ax = plt.subplots(figsize=(4.2, 3.4))
+            _draw_panel(ax, points, axis, ylabel, higher_is_better, memory_label)
+            # Fixed margins: tight_layout measures every text extent and costs more than the plot.
+            fig.subplots_adjust(left=0.17, right=0.97, bottom=0.15, top=0.95)
+            fig.savefig(path, format="svg", metadata={"Date": None})  # reproducible files
+            plt.close(fig)
     return True
+
+
+def _draw_panel(ax, points: Sequence[Point], axis: tuple[str, str, bool], ylabel: str,
+                higher_is_better: bool, memory_label: str) -> None:
+    """Score against one cost: every point numbered by its rank (or named), error bars, the front."""
+    key, xlabel, log = axis
+    if key == "peak_memory_mb":
+        xlabel = f"{memory_label} (MB)"
+    pts = [p for p in points if _finite(p.costs.get(key)) and _finite(p.score)]
+    xs = [p.costs[key] for p in pts]
+    ys = [p.score for p in pts]
+    front = stats.pareto_front(xs, ys, higher_is_better)
+    lows = [p.score - p.low if _finite(p.low) else 0.0 for p in pts]
+    highs = [p.high - p.score if _finite(p.high) else 0.0 for p in pts]
+    ax.errorbar(xs, ys, yerr=[lows, highs], fmt="none", ecolor="#adb5bd", elinewidth=0.8, capsize=2, zorder=1)
+    ax.scatter([x for x, f in zip(xs, front, strict=True) if not f],
+               [y for y, f in zip(ys, front, strict=True) if not f],
+               s=18, color="#9aa5b1", label="dominated", zorder=2)
+    fx = sorted((x, y) for x, y, f in zip(xs, ys, front, strict=True) if f)
+    ax.plot([x for x, _ in fx], [y for _, y in fx], "-o", color="#d9480f", ms=5, lw=1.5,
+            label="Pareto front", zorder=3)
+    # Numbers match the table's rank column; unranked points carry their (shortened) name.
+    many = len(pts) > 40
+    for p, x, y, f in zip(pts, xs, ys, front, strict=True):
+        if many and not f and p.number is not None and p.number > 20:
+            continue  # a crowded panel names the front and the top 20
+        text = str(p.number) if p.number is not None else p.label[:24]
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                    color="#d9480f" if f else "#495057")
+    if log and xs and min(xs) > 0:
+        ax.set_xscale("log")
+        # Plain labels: with math text off, the default log labels print as TeX source.
+        ax.xaxis.set_major_formatter(FuncFormatter(_human))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif xs:
+        ax.set_xlim(left=0, right=max(xs) * 1.08 if max(xs) > 0 else 1)  # costs start at zero
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=7, frameon=False)
 
 
 def _finite(v: float | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ POINT_WORDS = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=1024)
 def display_scale(metric: str) -> float:
     """100 for accuracy-like fractions, else 1 (the value is shown as stored)."""
     words = re.split(r"[^a-z0-9]+", str(metric).lower())
@@ -99,10 +101,58 @@ def f_duration(v) -> str:
     return f"{v:.3g} s"
 
 
+def f_bytes(v) -> str:
+    """A size in bytes with a binary unit (model files, adapters)."""
+    if _nan(v):
+        return "–"
+    v = float(v)
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if v >= size:
+            return f"{v / size:.3g} {unit}"
+    return f"{v:.0f} B"
+
+
 def f_cost(v, key: str) -> str:
-    return {"trainable_params": f_params, "peak_memory_mb": f_memory, "train_time_s": f_duration}.get(
+    return {"trainable_params": f_params, "peak_memory_mb": f_memory, "train_time_s": f_duration,
+            "model_size_bytes": f_bytes, "bits_per_weight": lambda x: f_num(x, 2)}.get(
         key, lambda x: f_num(x, 3))(v)
 
 
 def f_raw(v) -> str:
     return "–" if _nan(v) else f"{float(v):.6g}"
+
+
+# Absolute paths in error text (POSIX, with at least one folder, or Windows drive paths).
+_ABS_PATH = re.compile(r"""(?<![\w.~<>-])(?:/|[A-Za-z]:\\)(?:[^\s/\\"'():,]+[/\\])+""")
+
+
+@functools.lru_cache(maxsize=1)
+def _path_prefixes() -> tuple[tuple[str, str], ...]:
+    """Local folders to cut from published text, longest first, with what replaces them."""
+    import site
+    import sys
+    from pathlib import Path
+
+    roots = [(p, "") for p in {*site.getsitepackages(), site.getusersitepackages()} if p]
+    roots.append((str(Path(__file__).resolve().parents[1]), ""))  # the suite's checkout
+    roots += [(sys.prefix, "<python>"), (sys.base_prefix, "<python>"), (str(Path.home()), "~")]
+    return tuple(sorted({(str(p).rstrip("/\\") + "/", r) for p, r in roots if p and len(str(p)) > 1},
+                        key=lambda x: -len(x[0])))
+
+
+def scrub_paths(text) -> str:
+    """Error text safe to publish: installed packages and the checkout as relative paths, every
+    other absolute folder (home, the store, temporary folders) as ``<path>/``; file names stay."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return ""
+    text = str(text)
+    for prefix, repl in _path_prefixes():
+        text = text.replace(prefix, f"{repl}/" if repl else "")
+    text = text.replace("~/", "<path>/")  # the home folder names the user
+    return _ABS_PATH.sub("<path>/", text)
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    """The first non-empty line, cut at ``limit`` characters."""
+    line = next((x.strip() for x in str(text).splitlines() if x.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -7,8 +7,12 @@ Layout of the output folder::
     task-<slug>.html        one page per task: every metric, costs, tests, cells, failures
     cells/<cell_id>.html    one page per cell: metrics, resolved config, provenance
     kernels.html            kernel timings, peers side by side, history across commits
-    figures/*.svg           matplotlib figures
-    static/                 the stylesheet and the sorting script (no CDN)
+    figures/*.svg           matplotlib figures, one SVG per Pareto panel (they stack on narrow screens)
+    data/                   the store's rows as CSV and parquet (cells, predictions, kernels) and
+                            each leaderboard as a CSV, linked from every page
+    static/                 the stylesheet, the sorting and the filter scripts (no CDN)
+    .suite-site.json        the files this render wrote: the next render into the folder removes
+                            the ones it no longer writes, and never touches any other file
 
 Templates autoescape everything; figures are <img> files, so no user-controlled text
 (method names, arguments, error messages) can become markup or script.
@@ -24,9 +28,10 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,9 +41,10 @@ import pandas as pd
 
 from suite import __version__
 from suite.errors import UserError
-from suite.reports import figures, kernels, summary
+from suite.reports import figures, kernel_figures, kernels, summary
 from suite.reports.format import (
     display_scale,
+    f_bytes,
     f_cost,
     f_duration,
     f_memory,
@@ -50,8 +56,11 @@ from suite.reports.format import (
     f_score,
     f_signed,
     f_sortkey,
+    first_line,
+    scrub_paths,
 )
-from suite.results.schema import PROVENANCE_COLUMNS
+from suite.results.schema import PREDICTION_COLUMNS, PROVENANCE_COLUMNS
+from suite.results.store import ResultStore
 
 PACKAGE_DIR = Path(__file__).parent
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
@@ -67,6 +76,8 @@ class RenderResult:
     seconds: float
     boards: list
     timings: dict  # seconds per stage: load, statistics, figures, pages, cells
+    removed: list = field(default_factory=list)  # stale files of a previous render, removed
+    single_files: int = 0  # one-cell store files read (``suite store compact`` folds them)
 
 
 def make_env() -> jinja2.Environment:
@@ -79,7 +90,7 @@ def make_env() -> jinja2.Environment:
     )
     env.filters.update(score=f_score, signed=f_signed, pval=f_pval, sortkey=f_sortkey, num=f_num,
                        pct=f_pct, params=f_params, memory=f_memory, duration=f_duration, cost=f_cost,
-                       raw=f_raw)
+                       raw=f_raw, bytes=f_bytes, scrub=scrub_paths)
     return env
 
 
@@ -128,11 +139,11 @@ def render_site(
         timings[stage] = timings.get(stage, 0.0) + now - clock[0]
         clock[0] = now
 
+    out = Path(out)
+    check_output(out)
+    singles = single_cell_files(store_path)
     store, cells, kern, skipped = summary.load_store_report(store_path)
     lap("load")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output '{out}' is a file; give a folder for the site")
     if not cells.empty and tasks:
         cells = summary.select_tasks(cells, tasks)
     boards = (summary.build_boards(cells, baseline, skipped.loader(store), metric, alpha, str(store_path))
@@ -141,59 +152,72 @@ def render_site(
         raise UserError("nothing to render")
     lap("statistics")
 
+    written: list[str] = []  # every file this render writes, relative to ``out`` (the manifest)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
+    (out / DATA).mkdir(exist_ok=True)
     static = out / "static"
     static.mkdir(exist_ok=True)
     for f in (PACKAGE_DIR / "static").iterdir():
         if f.is_file():
             shutil.copyfile(f, static / f.name)
+            written.append(f"static/{f.name}")
 
     env = _env()
     kernel_groups = kernels.build_kernel_groups(kern)
     n_ok = int(cells.loc[cells["status"] == "ok", "cell_id"].nunique()) if not cells.empty else 0
     n_failed = int(cells.loc[cells["status"] != "ok", "cell_id"].nunique()) if not cells.empty else 0
+    data_files = _plan_data(cells, kern, boards, store_path)
     common = {
         "suite_version": __version__,
         "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "n_cells": n_ok + n_failed,
         "has_kernels": bool(kernel_groups),
+        "data": data_files,
     }
     # Figures are planned first (whether one is drawn is known from its points), drawn later,
     # possibly in another process, so pages can name them before the files exist.
     fig_jobs: list[tuple] = []
 
-    def plan_figure(pts, ylabel: str, name: str, hib: bool) -> str:
-        if not figures.has_data(pts):
-            return ""
-        fig_jobs.append((figures.pareto_svg, (pts, ylabel, out / name, hib)))
-        return name
+    def plan_figure(pts, ylabel: str, stem: str, hib: bool, memory: str) -> list[dict]:
+        keys = figures.panel_keys(pts)
+        if not keys:
+            return []
+        names = [f"{stem}-{key}.svg" for key in keys]
+        fig_jobs.append((figures.pareto_panels, (pts, ylabel, [out / n for n in names], hib, memory), names))
+        return [{"src": n, "axis": k} for n, k in zip(names, keys, strict=True)]
 
     task_pages: dict[tuple[str, str], str] = {}
     for b in boards:
         for sub in dict.fromkeys(c.key[0] for c in b.columns):
             task_pages[(b.slug, sub)] = f"task-{summary.slugify(f'{b.slug}-{sub}')}.html"
 
-    fig_paths: dict[str, str] = {}
+    fig_paths: dict[str, list[dict]] = {}
     for b in boards:
-        # The family's headline aggregate where it has one, else the first task's score.
+        # The ranking score: the family's headline aggregate, else the average rank's first task.
         head = b.headline
-        ylabel = head.label if head else b.columns[0].label
+        ylabel = head.label if head else f"{b.columns[0].label} ({b.columns[0].metric})"
         pts = []
         for r in b.rows:
             if head:
-                y = r.aggregates.get(head.name, math.nan) * head.scale
+                scale = head.scale
+                y = r.aggregates.get(head.name, math.nan) * scale
+                low, high, _ = r.intervals.get(head.name, (math.nan, math.nan, 0))
             else:
                 e = r.entries.get(b.columns[0].key)
-                y = (e.summary.mean if e else math.nan) * display_scale(b.columns[0].metric)
-            pts.append(figures.Point(r.variant, y, r.costs))
-        hib = True if head else b.columns[0].higher_is_better
-        name = plan_figure(pts, ylabel, f"figures/pareto-{b.slug}.svg", hib)
-        if name:
-            fig_paths[b.slug] = name
+                scale = display_scale(b.columns[0].metric)
+                y = (e.summary.mean if e else math.nan) * scale
+                low, high = (e.summary.ci_low, e.summary.ci_high) if e else (math.nan, math.nan)
+            pts.append(figures.Point(r.variant, y, r.costs, r.rank, low * scale, high * scale))
+        hib = head.higher_is_better if head else b.columns[0].higher_is_better
+        panels = plan_figure(pts, ylabel, f"figures/pareto-{b.slug}", hib, b.memory_label)
+        if panels:
+            fig_paths[b.slug] = panels
 
     ok = cells[cells["status"] == "ok"] if not cells.empty else cells
     failed = cells[cells["status"] != "ok"].drop_duplicates("cell_id") if not cells.empty else cells
+    if not failed.empty and "stage" in failed:
+        failed = failed[failed["stage"].fillna("").astype(str) != "trial"]
     if not failed.empty:
         failed = failed.assign(subtask=failed["subtask"].fillna(""))
         failed_by = {k: g for k, g in failed.groupby(["task", "model", "subtask"], sort=False, dropna=False)}
@@ -214,87 +238,300 @@ def render_site(
             rows, pts = [], []
             base_entry = base.entries.get(cols[0].key) if base else None
             gap_keys = {c.key for c in b.gap_columns}
-            for r in b.rows:
-                entry = r.entries.get(cols[0].key)
-                if entry is None:
-                    continue
+            fails = failed_by.get((b.family, b.model, sub))
+            failed_here = ({} if fails is None else
+                           {str(v): g for v, g in fails.groupby("variant", sort=False)})
+            scored = [(r, r.entries[cols[0].key]) for r in b.rows if cols[0].key in r.entries]
+            sign = -1.0 if cols[0].higher_is_better else 1.0
+            scored.sort(key=lambda x: (math.isnan(x[1].summary.mean), sign * x[1].summary.mean
+                                       if not math.isnan(x[1].summary.mean) else 0.0, x[0].variant))
+            rank, previous = 0, None
+            for i, (r, entry) in enumerate(scored, 1):
+                if not math.isnan(entry.summary.mean) and entry.summary.mean != previous:
+                    rank, previous = i, entry.summary.mean
+                task_rank = rank if not math.isnan(entry.summary.mean) else None
                 delta = (entry.summary.mean - base_entry.summary.mean) if base_entry else math.nan
                 for cid in entry.cell_ids:
                     cell_task_href[cid] = href
                 rows.append({
                     "row": r, "entry": entry, "delta": delta, "costs": entry.costs, "gap": entry.gap,
+                    "rank": task_rank, "failed": None,
                     "step_ms": entry.step_time_s * 1000,
                     "other": sub_stats.get(r.variant, {}),
                     "cells": [{"seed": s, "href": f"cells/{cell_file(c)}"}
                               for s, c in zip(entry.seeds, entry.cell_ids, strict=True)],
                 })
-                pts.append(figures.Point(r.variant, entry.summary.mean * display_scale(cols[0].metric),
-                                         entry.costs))
-            fig = plan_figure(pts, f"{cols[0].label} ({cols[0].metric})", f"figures/pareto-{href[5:-5]}.svg",
-                              cols[0].higher_is_better)
+                scale = display_scale(cols[0].metric)
+                pts.append(figures.Point(r.variant, entry.summary.mean * scale, entry.costs, task_rank,
+                                         entry.summary.ci_low * scale, entry.summary.ci_high * scale))
+            # Methods whose every cell of this task failed keep a row, with the first error.
+            for r in b.rows:
+                if cols[0].key in r.entries or r.variant not in failed_here:
+                    continue
+                g = failed_here[r.variant]
+                error = next((e for e in g["error"].fillna("").astype(str) if e.strip()), "")
+                rows.append({"row": r, "entry": None, "delta": math.nan, "costs": {}, "gap": None,
+                             "rank": None, "step_ms": math.nan, "other": {},
+                             "failed": {"n": len(g), "error": first_line(scrub_paths(error))},
+                             "cells": [{"seed": s, "href": f"cells/{cell_file(c)}"}
+                                       for s, c in zip(g["seed"], g["cell_id"], strict=True)]})
+            fig = plan_figure(pts, f"{cols[0].label} ({cols[0].metric})", f"figures/pareto-{href[5:-5]}",
+                              cols[0].higher_is_better, b.memory_label)
             curve = ""
             if cols[0].key in gap_keys:  # training curves of the judged metric, where the cells stored them
-                series = _curve_series(store, cols[0], [(r["row"].variant, r["entry"]) for r in rows])
+                series = _curve_series(store, cols[0], [(r["row"].variant, r["entry"]) for r in rows
+                                                        if r["entry"] is not None])
                 if series:
                     curve = f"figures/curve-{href[5:-5]}.svg"
-                    fig_jobs.append((_curve_svg, (series, f"{cols[0].metric}", out / curve)))
-            fails = failed_by.get((b.family, b.model, sub))
+                    fig_jobs.append((_curve_svg, (series, f"{cols[0].metric}", out / curve), [curve]))
             failures = [] if fails is None else [
-                {"variant": f["variant"], "seed": f["seed"], "error": f["error"],
+                {"variant": f["variant"], "seed": f["seed"], "error": scrub_paths(f["error"]),
                  "href": f"cells/{cell_file(f['cell_id'])}"} for f in fails.to_dict("records")]
             for f in fails["cell_id"] if fails is not None else []:
                 cell_task_href[f] = href
             task_ctx.append((href, dict(
                 title=f"{b.family}:{sub}" if sub else b.family, root="", board=b, subtask=sub,
-                columns=cols, other_metrics=other, rows=rows, failures=failures, figure=fig,
-                show_gap=cols[0].key in gap_keys, curve=curve,
-                cost_labels=[("trainable_params", "Params"), ("peak_memory_mb", "Peak mem"),
-                             ("train_time_s", "Train time")], **common)))
+                columns=cols, other_metrics=other, rows=rows, failures=failures, figures=fig,
+                show_gap=cols[0].key in gap_keys, curve=curve, recipe=b.recipes.get(sub),
+                cost_labels=_cost_labels(b), **common)))
             task_list.append({"href": href, "family": b.family, "subtask": sub, "model": b.model,
                               "n_rows": len(rows), "n_cells": sum(len(r["cells"]) for r in rows),
                               "n_failed": len(failures)})
     for g in kernel_groups:
         name = f"figures/kernel-{summary.slugify(g.kernel)}.svg"
         if g.history:
-            fig_jobs.append((figures.history_svg, (g.history, g.kernel, out / name)))
+            fig_jobs.append((kernel_figures.history_svg, (g.history, g.kernel, out / name), [name]))
             g.figure = name
     lap("plan")
 
-    # Cell pages and figures go to worker processes while this one writes the other pages.
+    # Cell pages, figures and the data files go to worker processes while this one writes the
+    # other pages.
     chunks = _cell_chunks(cells, cell_task_href, out, common)
-    pool = _pool(workers, len(chunks) + len(fig_jobs))
+    data_job = (_write_data, (out, cells, kern, boards, data_files, store_path))
+    pool = _pool(workers, len(chunks) + len(fig_jobs) + 1)
     try:
-        pending = ([pool.submit(fn, *a) for fn, a in fig_jobs]
-                   + [pool.submit(_render_cell_chunk, *c) for c in chunks]) if pool else []
+        pending = ([pool.submit(fn, *a) for fn, a, _ in fig_jobs]
+                   + [pool.submit(_render_cell_chunk, *c) for c in chunks]
+                   + [pool.submit(data_job[0], *data_job[1])]) if pool else []
         tpl_task = env.get_template("task.html")
         for href, ctx in task_ctx:
             _write(out / href, tpl_task.render(**ctx))
+            written.append(href)
         _write(out / "index.html", env.get_template("index.html").render(
             title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
             baseline=next((b.baseline for b in boards if b.baseline), None), alpha=alpha,
-            n_ok=n_ok, n_failed=n_failed, skipped=skipped.as_list(), **common))
+            n_ok=n_ok, n_failed=n_failed, skipped=skipped.as_list(),
+            kinds=sorted({r.kind for b in boards for r in b.rows if r.kind}),
+            families=sorted({b.family for b in boards}), **common))
         _write(out / "tasks.html", env.get_template("tasks.html").render(
             title="Tasks", root="", tasks=task_list, **common))
+        written += ["index.html", "tasks.html"]
         pages = len(task_ctx) + 2
         if kernel_groups:
             _write(out / "kernels.html", env.get_template("kernels.html").render(
                 title="Kernels", root="", groups=kernel_groups, gate=kernels.gate_settings(),
                 has_samples=kernels.has_samples(kern), **common))
+            written.append("kernels.html")
             pages += 1
         lap("pages")
         if pool:
             results = [f.result() for f in pending]
-            n_fig = sum(bool(r) for r in results[:len(fig_jobs)])
-            pages += sum(results[len(fig_jobs):])
+            drawn = results[:len(fig_jobs)]
+            cell_counts = results[len(fig_jobs):-1]
+            written += results[-1]
         else:
-            n_fig = sum(bool(fn(*a)) for fn, a in fig_jobs)
+            drawn = [fn(*a) for fn, a, _ in fig_jobs]
             lap("figures")
-            pages += sum(_render_cell_chunk(*c) for c in chunks)
+            cell_counts = [_render_cell_chunk(*c) for c in chunks]
+            written += data_job[0](*data_job[1])
+        pages += sum(cell_counts)
+        figs = [name for ok_, (_, _, names) in zip(drawn, fig_jobs, strict=True) if ok_ for name in names]
+        written += figs
+        written += [f"cells/{cell_file(str(r['cell_id']))}" for c in chunks for r in c[0]]
         lap("cells+figures" if pool else "cells")
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    return RenderResult(out, n_ok, n_failed, pages, n_fig, time.perf_counter() - start, boards, timings)
+    removed = remove_stale(out, written)
+    return RenderResult(out, n_ok, n_failed, pages, len(figs), time.perf_counter() - start, boards, timings,
+                        removed, singles)
+
+
+def _cost_labels(board) -> list[tuple[str, str]]:
+    """Cost columns of a task table, memory named by what it measured, quantizer costs where stored."""
+    labels = [("trainable_params", "Params"), ("peak_memory_mb", _memory_heading(board.memory_label)),
+              ("train_time_s", "Train time")]
+    if board.has_quant:
+        labels += [("bits_per_weight", "Bits/weight"), ("model_size_bytes", "Model size")]
+    return labels
+
+
+def _memory_heading(label: str) -> str:
+    if "CUDA" in label and "RSS" in label:
+        return "Peak mem (mixed)"
+    return "Peak mem (CUDA)" if "CUDA" in label else "Peak RSS" if "RSS" in label else "Peak mem"
+
+
+# -- output folder -----------------------------------------------------------------------------
+
+MANIFEST = ".suite-site.json"  # the files the last render wrote, so the next one can remove stale ones
+DATA = "data"
+
+
+def check_output(out: Path) -> None:
+    """Fail before any work when the site cannot be written to ``out``: a file, or no write access."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output '{out}' is a file; give a folder for the site")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the site to '{out}': '{probe}' is not a writable folder; "
+                        f"choose another -o folder or fix its permissions")
+    if probe == out:
+        try:
+            with tempfile.NamedTemporaryFile(dir=out, prefix=".suite-write-test-"):
+                pass
+        except OSError as exc:
+            raise UserError(f"cannot write the site to '{out}': {exc.strerror or exc}; choose another "
+                            f"-o folder (or free space)") from None
+
+
+def remove_stale(out: Path, written: list[str]) -> list[str]:
+    """Delete the files a previous render listed in its manifest and this one did not write, then
+    record this render's files. Only listed files go: the user's own files in ``out`` stay."""
+    manifest = out / MANIFEST
+    root = out.resolve()
+    removed = []
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        previous = []
+    keep = set(written)
+    for rel in previous:
+        if not isinstance(rel, str) or rel in keep:
+            continue
+        path = (out / rel).resolve()
+        if root not in path.parents or not path.is_file():
+            continue  # never outside the site folder, never a folder
+        path.unlink()
+        removed.append(rel)
+    manifest.write_text(json.dumps({"generator": f"suite {__version__}", "files": sorted(keep)}, indent=0),
+                        encoding="utf-8")
+    return removed
+
+
+def single_cell_files(store_path: str | Path) -> int:
+    """How many one-cell files the store holds beside its part files: reading thousands of them
+    is what makes a large render slow, and ``suite store compact`` folds them. The report itself
+    only reads the store (it may be read-only, shared, or being written)."""
+    folder = Path(store_path) / "cells"
+    try:
+        return sum(1 for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("part-"))
+    except OSError:
+        return 0
+
+
+# -- published data ----------------------------------------------------------------------------
+
+PREDICTIONS_CSV_MAX_ROWS = 500_000  # larger prediction tables are published as parquet only
+CSV_LEFT_OUT = ("config",)  # columns only in cells.parquet
+
+
+def _plan_data(cells: pd.DataFrame, kern: pd.DataFrame, boards: list, store_path: str | Path) -> dict:
+    """Names of the data files the site publishes (written later, possibly by a worker)."""
+    data: dict = {"boards": {}}
+    if not cells.empty:
+        data["cells_csv"] = f"{DATA}/cells.csv"
+        data["cells_parquet"] = f"{DATA}/cells.parquet"
+        folder = Path(store_path) / "predictions"
+        if folder.is_dir() and any(p.suffix == ".parquet" for p in folder.iterdir()):
+            data["predictions_parquet"] = f"{DATA}/predictions.parquet"
+    if not kern.empty:
+        data["kernels_csv"] = f"{DATA}/kernels.csv"
+        data["kernels_parquet"] = f"{DATA}/kernels.parquet"
+    for b in boards:
+        data["boards"][b.slug] = f"{DATA}/board-{b.slug}.csv"
+    return data
+
+
+def _write_data(out: Path, cells: pd.DataFrame, kern: pd.DataFrame, boards: list, data: dict,
+                store_path: str | Path) -> list[str]:
+    """The store's rows as CSV and parquet, each board as a CSV; returns the files written."""
+    written = []
+    if not cells.empty:
+        public = _public_cells(cells)
+        # The CSV leaves out the resolved configuration (long JSON repeated on every metric row,
+        # most of the file); the parquet file has every column.
+        public.drop(columns=[c for c in CSV_LEFT_OUT if c in public]).to_csv(out / data["cells_csv"], index=False)
+        public.to_parquet(out / data["cells_parquet"], index=False)
+        written += [data["cells_csv"], data["cells_parquet"]]
+        if data.get("predictions_parquet"):
+            preds = _load_predictions(store_path, cells)
+            if preds is None or preds.empty:  # unreadable files: an empty table keeps the link valid
+                preds = pd.DataFrame(columns=PREDICTION_COLUMNS)
+            preds.to_parquet(out / data["predictions_parquet"], index=False)
+            written.append(data["predictions_parquet"])
+            if len(preds) <= PREDICTIONS_CSV_MAX_ROWS:
+                preds.to_csv(out / DATA / "predictions.csv", index=False)
+                written.append(f"{DATA}/predictions.csv")
+    if not kern.empty:
+        kern.to_csv(out / data["kernels_csv"], index=False)
+        kern.to_parquet(out / data["kernels_parquet"], index=False)
+        written += [data["kernels_csv"], data["kernels_parquet"]]
+    for b in boards:
+        board_frame(b).to_csv(out / data["boards"][b.slug], index=False)
+        written.append(data["boards"][b.slug])
+    return written
+
+
+def _public_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells with local paths removed from the free-text columns (errors, configs, data sources)."""
+    out = cells.copy()
+    for col in ("error", "config", "data_source"):
+        if col in out:
+            uniq = {v: scrub_paths(v) for v in out[col].dropna().unique()}
+            out[col] = out[col].map(lambda v, u=uniq: u.get(v, v) if v is not None and v == v else v)
+    return out
+
+
+def _load_predictions(store_path: str | Path, cells: pd.DataFrame) -> pd.DataFrame | None:
+    try:
+        return ResultStore(store_path).load_predictions(sorted(set(cells["cell_id"].astype(str))))
+    except Exception:  # noqa: BLE001 - unreadable prediction files are named on the overview already
+        return None
+
+
+def board_frame(board) -> pd.DataFrame:
+    """A leaderboard in long form, one row per method x column, values as stored (not x100)."""
+    records = []
+    for r in board.rows:
+        base = {"board": f"{board.family} · {board.model}", "rank": r.rank, "variant": r.variant,
+                "method": r.method, "kind": r.kind, "stage": r.stage, "status": r.status,
+                "cells_ok": r.n_ok_cells, "cells_failed": r.n_failed_cells, "error": r.error}
+        for a in board.aggregates:
+            low, high, n = r.intervals.get(a.name, (math.nan, math.nan, 0))
+            records.append(dict(base, column=a.label, subtask="", split="", metric="aggregate",
+                                mean=r.aggregates.get(a.name, math.nan), ci_low=low, ci_high=high,
+                                interval="t" if n else "", n=n, std=math.nan, p_holm=math.nan, test=""))
+        if not r.entries:
+            records.append(dict(base, column="", subtask="", split="", metric="", mean=math.nan,
+                                ci_low=math.nan, ci_high=math.nan, interval="", n=0, std=math.nan,
+                                p_holm=math.nan, test=""))
+        for c in board.columns:
+            e = r.entries.get(c.key)
+            if e is None:
+                continue
+            records.append(dict(base, column=c.label, subtask=c.key[0], split=c.key[1], metric=c.metric,
+                                mean=e.summary.mean, ci_low=e.summary.ci_low, ci_high=e.summary.ci_high,
+                                interval=e.summary.interval, n=e.summary.n, std=e.summary.std,
+                                p_holm=e.p_adjusted, test=e.test.test if e.test else ""))
+    frame = pd.DataFrame.from_records(records)
+    if "rank" in frame:
+        frame["rank"] = frame["rank"].astype("Int64")  # integers, empty where a row has no rank
+    return frame
 
 
 def _curve_series(store, column, entries: list) -> dict[str, list[tuple[float, float]]]:
@@ -416,9 +653,12 @@ def _render_cell_chunk(records: list[dict], starts: list[int], ends: list[int], 
                    for i in range(s, e) if isinstance(metric[i], str)]
         cid = str(c["cell_id"])
         href = task_href.get(cid)
+        # Published pages carry no local paths (home folders, the store's location, data folders).
+        c["error"] = scrub_paths(c.get("error"))
+        c["data_source"] = scrub_paths(c.get("data_source"))
         html = tpl.render(
             title=f"{c['variant']} · {c['task']}", root="../", c=SimpleNamespace(**c), metrics=metrics,
-            method_args=pretty(c.get("method_args")), config=_pretty_json(c.get("config")),
+            method_args=pretty(c.get("method_args")), config=scrub_paths(_pretty_json(c.get("config"))),
             recipe=pretty(c.get("recipe")), provenance=[(k, c.get(k, "")) for k in provenance],
             task_href=f"../{href}" if href else "", **common)
         _write(folder / cell_file(cid), html)

@@ -4,10 +4,19 @@ A *board* is one task family on one model: rows are method variants, columns are
 family's tasks (each scored by its primary metric, or by a metric the user names). Every
 entry carries the seed statistics, the test against the baseline and the cells behind it,
 so the site and the terminal table cannot disagree: both render this model.
+
+Rows are ranked by one score (the family's headline aggregate, else the average rank, else
+the single task's score); every method keeps a row, including one whose every cell failed.
+Significance comes from a test over seeds (the unit of replication); the per-example test is
+kept beside it for what it is. The board also carries the context a reader needs to trust a
+comparison: the recipe, whether its cells mix commits, devices or library versions, what its
+peak memory measured, and, for searched methods, default and tuned side by side with the
+search's budget. Search trials are never ranked.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,10 +27,18 @@ import pandas as pd
 
 from suite import stats
 from suite.errors import UserError
-from suite.reports.format import common_scale
+from suite.reports.format import common_scale, display_scale, first_line, scrub_paths
 from suite.results.store import CELLS, ResultStore
 
-COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "train_steps", "train_tokens_per_s")
+COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "train_steps", "train_tokens_per_s",
+                "bits_per_weight", "model_size_bytes")
+# Provenance that must agree within a table for its numbers to compare (the host may differ).
+PROVENANCE_CHECKED = ("git_commit", "suite_version", "device", "cuda", "torch", "transformers", "peft",
+                      "datasets", "torchao", "triton", "lm_eval", "python")
+# Recipe fields shown above a table, in this order (the rest are on the cell pages).
+RECIPE_SHOWN = ("lr", "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "optimizer",
+                "schedule", "warmup_ratio", "weight_decay", "precision", "limit")
+MDE_POWER = 0.8  # power at which the minimum detectable effect beside each comparison is computed
 # Cells pair with the baseline's on these identity columns (where the store has them) and the seed.
 PAIRING_COLUMNS = ("data_source", "recipe")
 
@@ -78,6 +95,24 @@ class Entry:
     best: bool = False
     gap: Gap | None = None  # minus the baseline, paired by seed, data and recipe
     keys: list = field(default_factory=list)  # each cell's pairing key (seed, data, recipe)
+    # ``test`` is the seed-level test (paired t over seeds, else Welch; none below 3 seeds) that
+    # the marks come from; ``example_test`` the per-example permutation test, which ignores
+    # seed-to-seed training variance and is shown labelled as such.
+    example_test: stats.TestResult | None = None
+    example_p_adjusted: float = math.nan
+    mde: float = math.nan  # smallest true difference the current seeds detect (80% power), metric units
+    chance: str = ""  # "majority" | "chance" where the score is not above that level, else ""
+    chance_level: float = math.nan  # the majority-class rate (or chance score) it was compared with
+
+    @property
+    def n_cells(self) -> int:
+        """Cells attempted for this entry: finished plus failed."""
+        return self.summary.n + self.n_failed
+
+    @property
+    def ok_label(self) -> str:
+        """"2/3 ok" where some cells failed, else ""."""
+        return f"{self.summary.n}/{self.n_cells} ok" if self.n_failed else ""
 
     @property
     def step_time_s(self) -> float:
@@ -95,6 +130,34 @@ class Row:
     costs: dict[str, float] = field(default_factory=dict)
     aggregates: dict[str, float] = field(default_factory=dict)  # AggregateColumn.name -> value
     avg_rank: float = math.nan
+    # Ranking (Board.rank_by names the score): 1 = best; None for rows without the score.
+    rank: int | None = None
+    score: float = math.nan  # the ranking score, in stored units (the aggregate's or metric's)
+    delta: float = math.nan  # score minus the baseline row's score
+    # 95% Student-t intervals over seeds of the per-seed aggregate and average rank, where the
+    # row's seeds cover every task: name -> (low, high, seeds). "avg_rank" for the rank.
+    intervals: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    aggregate_gaps: dict[str, Gap] = field(default_factory=dict)  # per-seed aggregate minus the baseline's
+    n_ok_cells: int = 0
+    n_failed_cells: int = 0
+    error: str = ""  # first line of the first failure's error, local paths removed
+    stage: str = ""  # "" (default configuration) or "tuned" (selected by a hyperparameter search)
+    tuned: list[str] = field(default_factory=list)  # the selected hyperparameters, "lr=0.0003", ...
+
+    @property
+    def status(self) -> str:
+        """"ok", "partial" (some cells failed) or "failed" (every cell failed)."""
+        if not self.entries:
+            return "failed"
+        return "partial" if self.n_failed_cells else "ok"
+
+    @property
+    def failed_label(self) -> str:
+        """"failed 3/3" for an all-failed row, "2/3 ok" for a partial one, else ""."""
+        total = self.n_ok_cells + self.n_failed_cells
+        if not self.entries:
+            return f"failed {self.n_failed_cells}/{total}"
+        return f"{self.n_ok_cells}/{total} ok" if self.n_failed_cells else ""
 
 
 @dataclass
@@ -123,6 +186,34 @@ class AggregateColumn:
 
 
 @dataclass
+class RecipeContext:
+    """The training recipe behind a table: fields every cell shares, and those that differ."""
+
+    common: dict[str, str] = field(default_factory=dict)  # field -> value (in RECIPE_SHOWN order)
+    differs: dict[str, list[str]] = field(default_factory=dict)  # field -> "value (variants)" each
+
+
+@dataclass
+class TuningRow:
+    """One method's default configuration beside its tuned one, with the search's cost."""
+
+    method: str
+    default: str | None  # the default row's variant (None where the store has none)
+    tuned: str
+    default_score: float
+    tuned_score: float
+    default_rank: int | None
+    tuned_rank: int | None
+    selected: list[str]  # hyperparameters the search chose ("lr=0.0003", per subtask where they differ)
+    trials: int  # trial cells (finished or failed) of its searches
+    hours: float  # summed training time of the trial cells, hours
+    hardware: str  # "GPU", "CPU" or "GPU+CPU": where the trials ran
+    # Per task the tuned row has: (column label, metric, default mean, tuned mean); the ranking
+    # score needs every task, which a search run on some tasks does not have.
+    per_column: list[tuple[str, str, float, float]] = field(default_factory=list)
+
+
+@dataclass
 class Board:
     family: str
     model: str
@@ -132,6 +223,16 @@ class Board:
     aggregates: list[AggregateColumn] = field(default_factory=list)  # headline first
     alpha: float = 0.05
     synthetic: bool = False
+    rank_by: str = ""  # what the rank column orders by (an aggregate's label, "avg rank", a column)
+    rank_scale: float = 1.0  # display scale of the ranking score
+    rank_higher_is_better: bool = True
+    rank_metric: str = ""  # the metric behind the ranking score, for formatting ("" for aggregates)
+    recipe: RecipeContext | None = None  # the training recipe of the whole table
+    recipes: dict[str, RecipeContext] = field(default_factory=dict)  # per subtask (task pages)
+    mixed: dict[str, list[str]] = field(default_factory=dict)  # provenance column -> its values, where >1
+    memory_label: str = "peak memory"  # what "peak memory" measured on these cells
+    has_quant: bool = False  # some row stores bits per weight / model size (quantizers)
+    tuning: list[TuningRow] = field(default_factory=list)  # default vs tuned, per tuned method
 
     @property
     def headline(self) -> AggregateColumn | None:
@@ -272,7 +373,13 @@ def build_boards(
     alpha: float = 0.05,
     where: str = "the store",
 ) -> list[Board]:
-    """Leaderboards (one per family x model) from a long-form result frame."""
+    """Leaderboards (one per family x model) from a long-form result frame.
+
+    Search trials (stage "trial", scored on held-out training data) are never ranked: they
+    only enter the tuning budget of the tuned rows they selected."""
+    stage = frame["stage"].fillna("").astype(str) if "stage" in frame else pd.Series("", index=frame.index)
+    trials = frame[stage == "trial"]
+    frame = frame[stage != "trial"]
     ok, failed = ok_and_failed(frame, where)
     ok = ok.copy()
     ok["subtask"] = ok["subtask"].fillna("").astype(str)
@@ -304,8 +411,10 @@ def build_boards(
     scores = _primary_scores(primary)
     boards = []
     for (family, model), part in chosen.groupby(["task", "model"], sort=True, dropna=False):
-        boards.append(_build_board(str(family), str(model), part, scores, costs,
-                                   failed, baseline, predictions, alpha))
+        board = _build_board(str(family), str(model), part, scores, costs,
+                             failed, baseline, predictions, alpha)
+        board.tuning = _tuning_rows(board, part, trials)
+        boards.append(board)
     return boards
 
 
@@ -316,11 +425,13 @@ class PrimaryScores:
     means: dict[tuple[str, str, str], dict[str, float]]  # (family, model, variant) -> subtask -> mean
     metrics: dict[tuple[str, str, str], list[str]]  # (family, model, subtask) -> primary metric names
     lower_is_better: set[tuple[str, str, str]]  # (family, model, subtask) whose primary metric falls
+    # (family, model, variant) -> subtask -> seed -> that seed's primary score
+    per_seed: dict[tuple[str, str, str], dict[str, dict]] = field(default_factory=dict)
 
 
 def _primary_scores(primary: pd.DataFrame) -> PrimaryScores:
     """Per subtask, the mean over seeds of each seed's primary score: what ``aggregate`` takes."""
-    out = PrimaryScores({}, {}, set())
+    out = PrimaryScores({}, {}, set(), {})
     if primary.empty:
         return out
     frame = primary.assign(task=primary["task"].astype(str), model=primary["model"].astype(str),
@@ -328,6 +439,8 @@ def _primary_scores(primary: pd.DataFrame) -> PrimaryScores:
                            subtask=primary["subtask"].fillna("").astype(str))
     keys = ["task", "model", "variant", "subtask"]
     per_seed = frame.groupby([*keys, "seed"], dropna=False)["value"].mean()
+    for (family, model, variant, sub, seed), value in per_seed.items():
+        out.per_seed.setdefault((family, model, variant), {}).setdefault(sub, {})[seed] = float(value)
     for (family, model, variant, sub), value in per_seed.groupby(level=keys, dropna=False).mean().items():
         out.means.setdefault((family, model, variant), {})[sub] = float(value)
     names = frame.groupby(["task", "model", "subtask"], dropna=False)["metric"].unique()
@@ -364,8 +477,8 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
                            "higher_is_better"].iloc[0]
             columns.append(Column(k, label, k[2], True if hib is None or hib != hib else bool(hib)))
 
-    fam_failed = failed[(failed["task"] == family) & (failed["model"] == model)]
-    failed_count = fam_failed.drop_duplicates("cell_id").groupby(["variant", "subtask"]).size().to_dict()
+    fam_failed = failed[(failed["task"] == family) & (failed["model"] == model)].drop_duplicates("cell_id")
+    failed_count = fam_failed.groupby(["variant", "subtask"]).size().to_dict()
 
     rows: dict[str, Row] = {}
     # Plain arrays and one groupby.indices: a pandas sub-frame per group is too slow at 10k cells.
@@ -375,6 +488,7 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
     col_value = part["value"].to_numpy(dtype=float)
     col_method = part["method"].to_numpy()
     col_kind = part["method_kind"].to_numpy()
+    col_stage = part["stage"].fillna("").astype(str).to_numpy() if "stage" in part else None
     pairing = [c for c in PAIRING_COLUMNS if c in part.columns]
     col_key = list(zip(part["seed"].astype(str), *(part[c].astype(str) for c in pairing), strict=True))
     cost_names = [c for c in COST_METRICS if c in costs.columns] if not costs.empty else []
@@ -386,6 +500,8 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
         row = rows.get(variant)
         if row is None:
             row = rows[variant] = Row(str(variant), str(col_method[idx[0]]), str(col_kind[idx[0]]))
+            if col_stage is not None:
+                row.stage = col_stage[idx[0]]
         ids = col_cid[idx].tolist()
         values = col_value[idx]
         entry = Entry(
@@ -402,19 +518,303 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
                 block = cost_arr[pos]
                 entry.costs = {name: _nanmean(block[:, j]) for j, name in enumerate(cost_names)}
         row.entries[(sub, split, met)] = entry
-    ordered = sorted(rows.values(), key=lambda r: r.variant)
-    for row in ordered:
+    _failed_rows(rows, part, fam_failed)
+    for row in rows.values():
         _row_costs(row)
 
-    board = Board(family, model, columns, ordered, baseline if baseline in rows else None, alpha=alpha)
+    board = Board(family, model, columns, list(rows.values()), baseline if baseline in rows else None,
+                  alpha=alpha)
     synth = part.get("synthetic_data")
     board.synthetic = bool(synth is not None and _bool(synth).any())
+    board.has_quant = any("bits_per_weight" in r.costs or "model_size_bytes" in r.costs for r in board.rows)
     _mark_best(board)
+    all_ids = sorted({cid for r in board.rows for e in r.entries.values() for cid in e.cell_ids})
+    preds = predictions(all_ids) if predictions and all_ids else pd.DataFrame()
     if board.baseline is not None:
-        _test_against_baseline(board, part, predictions)
+        _test_against_baseline(board, part, preds)
         _seed_paired_gaps(board)
+    _flag_chance(board, preds)
     _aggregate(board, scores)
+    _aggregate_intervals(board, scores)
+    _rank(board)
+    _context(board, part, fam_failed)
     return board
+
+
+def _failed_rows(rows: dict[str, Row], part: pd.DataFrame, fam_failed: pd.DataFrame) -> None:
+    """Cell counts and the first error on every row, and a row for each variant whose every cell
+    failed: a method never drops out of a table because nothing it ran finished."""
+    for variant, g in fam_failed.groupby("variant", sort=True):
+        row = rows.get(variant)
+        if row is None:
+            first = g.iloc[0]
+            row = rows[variant] = Row(str(variant), str(first.get("method", variant)),
+                                      str(first.get("method_kind", "")))
+            stage = first.get("stage", "")
+            row.stage = "" if stage is None or stage != stage else str(stage)
+        row.n_failed_cells = int(g["cell_id"].nunique())
+        errors = g["error"].fillna("").astype(str)
+        row.error = first_line(scrub_paths(next((e for e in errors if e.strip()), "")))
+    ok_ids = part.groupby("variant", sort=False)["cell_id"].nunique().to_dict()
+    for variant, row in rows.items():
+        row.n_ok_cells = int(ok_ids.get(variant, 0))
+
+
+def _rank(board: Board) -> None:
+    """Order rows by the board's ranking score (best first) and number them; ties share a rank.
+
+    The score is the family's headline aggregate where the board has one, else the average
+    rank over several tasks, else the single task's score. Rows without it follow (by name),
+    then rows whose every cell failed."""
+    head = board.headline
+    if head is not None and any(head.name in r.aggregates for r in board.rows):
+        board.rank_by, board.rank_scale = head.label, head.scale
+        board.rank_higher_is_better = head.higher_is_better
+        for r in board.rows:
+            r.score = r.aggregates.get(head.name, math.nan)
+    elif len(board.columns) > 1:
+        board.rank_by, board.rank_higher_is_better = "avg rank", False
+        for r in board.rows:
+            r.score = r.avg_rank
+    elif board.columns:
+        col = board.columns[0]
+        board.rank_by, board.rank_higher_is_better = col.label, col.higher_is_better
+        board.rank_metric, board.rank_scale = col.metric, display_scale(col.metric)
+        for r in board.rows:
+            e = r.entries.get(col.key)
+            r.score = e.summary.mean if e is not None else math.nan
+    sign = -1.0 if board.rank_higher_is_better else 1.0
+    scored = [r for r in board.rows if not math.isnan(r.score)]
+    scored.sort(key=lambda r: (sign * r.score, r.variant))
+    rank, previous = 0, None
+    for i, r in enumerate(scored, 1):
+        if r.score != previous:
+            rank, previous = i, r.score
+        r.rank = rank
+    rest = sorted((r for r in board.rows if math.isnan(r.score) and r.entries), key=lambda r: r.variant)
+    dead = sorted((r for r in board.rows if not r.entries), key=lambda r: r.variant)
+    board.rows = scored + rest + dead
+    base = next((r for r in board.rows if r.variant == board.baseline), None)
+    if base is not None and not math.isnan(base.score):
+        for r in board.rows:
+            r.delta = r.score - base.score
+
+
+def _aggregate_intervals(board: Board, scores: PrimaryScores) -> None:
+    """Student-t intervals over seeds of each row's aggregates and average rank.
+
+    A seed enters when the row has that seed on every task the aggregate covers: the family's
+    aggregate of that seed's task scores is one replicate of the benchmark score. Against the
+    baseline, the per-seed aggregates pair by seed (the same seed on both rows)."""
+    per_row: dict[str, dict[str, dict]] = {}  # variant -> aggregate name -> seed -> value
+    for col in board.aggregates:
+        for r in board.rows:
+            if col.name not in r.aggregates:
+                continue
+            by_sub = scores.per_seed.get((board.family, board.model, r.variant), {})
+            seeds = set.intersection(*(set(by_sub.get(m, {})) for m in col.members)) if col.members else set()
+            values = {}
+            for seed in sorted(seeds, key=str):
+                found = stats.family_aggregates(board.family, {m: by_sub[m][seed] for m in col.members})
+                agg = next((a for a in found if a.name == col.name), None)
+                if agg is not None and not math.isnan(float(agg.value)):
+                    values[seed] = float(agg.value)
+            per_row.setdefault(r.variant, {})[col.name] = values
+            if len(values) >= 2:
+                low, high = stats.t_interval(list(values.values()))
+                r.intervals[col.name] = (low, high, len(values))
+    base = per_row.get(board.baseline or "", {})
+    for r in board.rows:
+        if r.variant == board.baseline:
+            continue
+        for name, values in per_row.get(r.variant, {}).items():
+            b = base.get(name, {})
+            diffs = [v - b[s] for s, v in values.items() if s in b]
+            if diffs:
+                r.aggregate_gaps[name] = paired_gap(diffs, list(b.values()))
+    # Average rank per seed, over the rows that have that seed on every task.
+    if len(board.columns) < 2:
+        return
+    complete = [r for r in board.rows if not math.isnan(r.avg_rank)]
+    by_seed: dict = {}
+    for r in complete:
+        for c in board.columns:
+            e = r.entries[c.key]
+            for seed, v in zip(e.seeds, e.values, strict=True):
+                by_seed.setdefault(seed, {}).setdefault(r.variant, {})[c.label] = v
+    hib = {c.label: c.higher_is_better for c in board.columns}
+    ranks: dict[str, list[float]] = {}
+    for per_variant in by_seed.values():
+        full = {v: m for v, m in per_variant.items() if len(m) == len(board.columns)}
+        if len(full) < 2:
+            continue
+        for v, rank in stats.average_rank(full, hib).items():
+            if not math.isnan(rank):
+                ranks.setdefault(v, []).append(rank)
+    for r in complete:
+        values = ranks.get(r.variant, [])
+        if len(values) >= 2:
+            low, high = stats.t_interval(values)
+            r.intervals["avg_rank"] = (low, high, len(values))
+
+
+def _context(board: Board, part: pd.DataFrame, fam_failed: pd.DataFrame) -> None:
+    """Table-level context: the recipe, mixed provenance, what peak memory measured."""
+    cells = part.drop_duplicates("cell_id")
+    if "recipe" in cells:
+        board.recipe = recipe_context(cells)
+        board.recipes = {str(sub): recipe_context(g) for sub, g in cells.groupby("subtask", sort=False)}
+    both = pd.concat([cells, fam_failed], ignore_index=True) if not fam_failed.empty else cells
+    for col in PROVENANCE_CHECKED:
+        if col in both:
+            values = sorted({"" if v is None or v != v else str(v) for v in both[col]})
+            if len(values) > 1:
+                board.mixed[col] = [v or "(none)" for v in values]
+    board.memory_label = memory_label(cells)
+
+
+def memory_label(cells: pd.DataFrame) -> str:
+    """What "peak memory" is on these cells: the runner measures CUDA max-allocated on a GPU and
+    the whole process's peak resident set on a CPU (suite.memory)."""
+    if "device" not in cells:
+        return "peak memory"
+    cuda = cells["cuda"].fillna("").astype(str) if "cuda" in cells else pd.Series("", index=cells.index)
+    device = cells["device"].fillna("").astype(str)
+    on_gpu = (cuda != "") | ~(device.str.startswith("cpu") | (device == ""))
+    if on_gpu.all():
+        return "peak memory: CUDA max allocated"
+    if not on_gpu.any():
+        return "peak memory: process peak RSS (CPU)"
+    return "peak memory: CUDA max allocated on GPU cells, process peak RSS on CPU cells (not comparable)"
+
+
+def recipe_context(cells: pd.DataFrame) -> RecipeContext:
+    """The shown recipe fields shared by these cells, and per field the values where they differ."""
+    import json
+
+    pairs = cells[["variant", "recipe"]].drop_duplicates()
+    parsed: dict[str, dict] = {}
+    for text in pairs["recipe"].dropna().unique():
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = {}
+        parsed[text] = value if isinstance(value, dict) else {}
+    values: dict[str, dict[str, list[str]]] = {}  # field -> shown value -> variants
+    for variant, text in pairs.itertuples(index=False):
+        recipe = parsed.get(text, {})
+        for key in RECIPE_SHOWN:
+            if key in recipe and recipe[key] is not None:
+                values.setdefault(key, {}).setdefault(_recipe_value(recipe[key]), []).append(str(variant))
+    out = RecipeContext()
+    for key in RECIPE_SHOWN:
+        seen = values.get(key)
+        if not seen:
+            continue
+        if len(seen) == 1:
+            out.common[key] = next(iter(seen))
+        else:
+            out.differs[key] = [f"{v} ({', '.join(sorted(set(names))[:6])}"
+                                f"{', ...' if len(set(names)) > 6 else ''})" for v, names in seen.items()]
+    return out
+
+
+def _recipe_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _flag_chance(board: Board, preds: pd.DataFrame) -> None:
+    """Flag scores whose 95% interval does not clear the majority-class rate (accuracy; from the
+    stored labels of the evaluation examples) or zero (MCC, whose chance level is 0): a method
+    at that level has learnt nothing the label counts do not give."""
+    majority: dict[tuple[str, str], float] = {}
+    if preds is not None and not preds.empty and "label" in preds and len(board.rows):
+        cells_by_sub: dict[str, str] = {}
+        for r in board.rows:
+            for (sub, _, _), e in r.entries.items():
+                if e.cell_ids:
+                    cells_by_sub.setdefault(sub, e.cell_ids[0])
+        one = preds[preds["cell_id"].isin(set(cells_by_sub.values()))]
+        sub_of = {cid: sub for sub, cid in cells_by_sub.items()}
+        for (cid, split), g in one.groupby(["cell_id", "split"], sort=False):
+            labels = g["label"].dropna()
+            if labels.empty or labels.nunique() > 50 or not np.allclose(labels, np.round(labels)):
+                continue  # regression targets or generated text: no majority class
+            majority[(sub_of[cid], str(split))] = float(labels.value_counts(normalize=True).iloc[0])
+        for sub in {s for s, _ in majority}:
+            # Composite metrics over several splits (MNLI matched + mismatched): the pooled rate.
+            rates = [v for (s, _), v in majority.items() if s == sub]
+            majority.setdefault((sub, "*"), float(np.mean(rates)))
+    for col in board.columns:
+        words = set(str(col.metric).lower().replace("-", "_").split("_"))
+        if "mcc" in words or "matthews" in words:
+            level, kind = 0.0, "chance"
+        elif words & {"accuracy", "acc"} and not words & {"f1", "exact"}:
+            level = majority.get((col.key[0], col.key[1]), majority.get((col.key[0], "*"), math.nan))
+            kind = "majority"
+        else:
+            continue
+        if math.isnan(level) or not col.higher_is_better:
+            continue
+        for r in board.rows:
+            e = r.entries.get(col.key)
+            if e is None or math.isnan(e.summary.mean):
+                continue
+            top = e.summary.ci_low if e.summary.n > 1 and not math.isnan(e.summary.ci_low) else e.summary.mean
+            if top <= level + 1e-12:
+                e.chance, e.chance_level = kind, level
+
+
+def _tuning_rows(board: Board, part: pd.DataFrame, trials: pd.DataFrame) -> list[TuningRow]:
+    """Per tuned method on this board: its default row beside its tuned row, the selected
+    hyperparameters and the search budget (trial cells, their summed training time)."""
+    import json
+
+    tuned_rows = [r for r in board.rows if r.stage == "tuned"]
+    if not tuned_rows:
+        return []
+    out = []
+    mine = trials[(trials["task"] == board.family) & (trials["model"] == board.model)] if not trials.empty else trials
+    for t in tuned_rows:
+        cells = part[part["variant"] == t.variant].drop_duplicates("cell_id")
+        searches = set(cells["search_id"].dropna().astype(str)) if "search_id" in cells else set()
+        chosen: dict[str, set[str]] = {}
+        for sub, text in cells[["subtask", "tuned"]].drop_duplicates().itertuples(index=False) if "tuned" in cells else []:
+            try:
+                values = json.loads(text) if text else {}
+            except (TypeError, ValueError):
+                values = {}
+            label = ", ".join(f"{k}={_recipe_value(v)}" for k, v in sorted(values.items()))
+            if label:
+                chosen.setdefault(label, set()).add(str(sub))
+        subs = {str(s) for s in cells["subtask"]}
+        selected = [label if len(chosen) == 1 or where == subs else f"{label} ({', '.join(sorted(where))})"
+                    for label, where in chosen.items()]
+        t.tuned = selected
+        tr = mine[mine["search_id"].astype(str).isin(searches)] if not mine.empty and searches else mine.iloc[0:0]
+        n_trials = int(tr["cell_id"].nunique()) if not tr.empty else 0
+        seconds = tr.loc[(tr["metric"] == "train_time_s") & (tr["split"] == "cost")].drop_duplicates("cell_id")
+        hours = float(seconds["value"].sum()) / 3600 if not seconds.empty else math.nan
+        hardware = "–"
+        if not tr.empty and "device" in tr:
+            cuda = tr["cuda"] if "cuda" in tr else pd.Series("", index=tr.index)
+            kinds = {"GPU" if (c if isinstance(c, str) else "") or not (d if isinstance(d, str) else "cpu")
+                     .startswith("cpu") else "CPU" for d, c in zip(tr["device"], cuda, strict=True)}
+            hardware = "+".join(sorted(kinds, reverse=True))
+        defaults = [r for r in board.rows if r.stage != "tuned" and r.method == t.method]
+        default = next((r for r in defaults if r.variant == t.method), defaults[0] if defaults else None)
+        per_column = []
+        for c in board.columns:
+            te = t.entries.get(c.key)
+            if te is None:
+                continue
+            de = default.entries.get(c.key) if default else None
+            per_column.append((c.label, c.metric, de.summary.mean if de else math.nan, te.summary.mean))
+        out.append(TuningRow(t.method, default.variant if default else None, t.variant,
+                             default.score if default else math.nan, t.score,
+                             default.rank if default else None, t.rank, selected, n_trials, hours, hardware,
+                             per_column))
+    return out
 
 
 def _seed_paired_gaps(board: Board) -> None:
@@ -445,9 +845,7 @@ def paired_gap(diffs: list[float], baseline: list[float], confidence: float = 0.
     relative = mean / scale if scale else math.nan
     if d.size < 2:
         return Gap(mean, math.nan, math.nan, int(d.size), noise, relative, None)
-    from scipy import stats as scipy_stats
-
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    half = float(stats.t_quantile(d.size - 1, confidence) * d.std(ddof=1) / math.sqrt(d.size))
     low, high = mean - half, mean + half
     return Gap(mean, low, high, int(d.size), noise, relative, bool(low > 0 or high < 0))
 
@@ -458,7 +856,8 @@ def _nanmean(x: np.ndarray) -> float:
 
 
 def _row_costs(row: Row) -> None:
-    """Row-level cost: median params, the largest peak memory, total train time over tasks."""
+    """Row-level cost: median params, the largest peak memory, total train time over tasks; for
+    quantizers the median bits per weight and the largest model size."""
     per = [e.costs for e in row.entries.values()]
 
     def vals(name):
@@ -471,6 +870,10 @@ def _row_costs(row: Row) -> None:
         row.costs["peak_memory_mb"] = float(max(vals("peak_memory_mb")))
     if vals("train_time_s"):
         row.costs["train_time_s"] = float(sum(vals("train_time_s")))
+    if vals("bits_per_weight"):
+        row.costs["bits_per_weight"] = float(np.median(vals("bits_per_weight")))
+    if vals("model_size_bytes"):
+        row.costs["model_size_bytes"] = float(max(vals("model_size_bytes")))
 
 
 def _mark_best(board: Board) -> None:
@@ -485,12 +888,13 @@ def _mark_best(board: Board) -> None:
             r.entries[col.key].best = m == best
 
 
-def _test_against_baseline(board: Board, part, predictions) -> None:
+def _test_against_baseline(board: Board, part, preds: pd.DataFrame) -> None:
+    """Each entry against the baseline's in its column. The mark comes from the seed-level test
+    (seeds are the unit of replication), Holm-adjusted across the table; the per-example test
+    is kept beside it, adjusted in its own family, and labelled as ignoring seed variance."""
     base = next(r for r in board.rows if r.variant == board.baseline)
-    all_ids = [cid for r in board.rows for e in r.entries.values() for cid in e.cell_ids]
-    preds = predictions(sorted(set(all_ids))) if predictions else pd.DataFrame()
     matrices = _correct_matrices(preds)
-    tests: list[tuple[Entry, float]] = []
+    tests: list[Entry] = []
     for col in board.columns:
         b_entry = base.entries.get(col.key)
         if b_entry is None:
@@ -499,11 +903,15 @@ def _test_against_baseline(board: Board, part, predictions) -> None:
             entry = row.entries.get(col.key)
             if entry is None or row is base:
                 continue
-            entry.test = _paired_or_seed(entry, b_entry, col, matrices)
-            tests.append((entry, entry.test.p_value))
-    adjusted = stats.holm_adjust([p for _, p in tests])
-    for (entry, _), p_adj in zip(tests, adjusted, strict=True):
+            entry.test = stats.seed_t_test(entry.values, b_entry.values, entry.keys, b_entry.keys)
+            entry.example_test = _example_test(entry, b_entry, col, matrices)
+            entry.mde = minimum_detectable_effect(entry.values, b_entry.values, board.alpha)
+            tests.append(entry)
+    for entry, p_adj in zip(tests, stats.holm_adjust([e.test.p_value for e in tests]), strict=True):
         entry.p_adjusted = p_adj
+    example = [e for e in tests if e.example_test is not None]
+    for entry, p_adj in zip(example, stats.holm_adjust([e.example_test.p_value for e in example]), strict=True):
+        entry.example_p_adjusted = p_adj
     for col in board.columns:
         b_entry = base.entries.get(col.key)
         if b_entry is None:
@@ -524,6 +932,28 @@ def _test_against_baseline(board: Board, part, predictions) -> None:
                 entry.better = bool(better)
 
 
+def minimum_detectable_effect(method: list[float], baseline: list[float], alpha: float = 0.05,
+                              target_power: float = MDE_POWER) -> float:
+    """The smallest true difference the current seeds detect with ``target_power``, by the same
+    two-sample t-test over seeds that ``suite plan`` plans with (sigma pooled over both sides,
+    the smaller seed count); nan below two seeds a side."""
+    a = np.asarray([v for v in method if not math.isnan(v)], dtype=float)
+    b = np.asarray([v for v in baseline if not math.isnan(v)], dtype=float)
+    seeds = int(min(a.size, b.size))
+    if seeds < 2:
+        return math.nan
+    sigma = math.sqrt((a.var(ddof=1) * (a.size - 1) + b.var(ddof=1) * (b.size - 1)) / (a.size + b.size - 2))
+    return sigma * _unit_detectable_effect(seeds, alpha, target_power)
+
+
+@functools.lru_cache(maxsize=256)
+def _unit_detectable_effect(seeds: int, alpha: float, target_power: float) -> float:
+    """``planning.detectable_effect`` at sigma 1: it scales with sigma, so one solve per seed count."""
+    from suite.planning import detectable_effect
+
+    return detectable_effect(1.0, seeds, alpha, target_power)
+
+
 def _correct_matrices(preds: pd.DataFrame) -> dict[str, pd.Series]:
     """cell_id -> per-example correctness indexed by (split, example_id)."""
     if preds is None or preds.empty or "correct" not in preds:
@@ -537,8 +967,8 @@ def _correct_matrices(preds: pd.DataFrame) -> dict[str, pd.Series]:
     return out
 
 
-def _paired_or_seed(entry: Entry, base: Entry, col: Column, matrices) -> stats.TestResult:
-    """Per-example paired test where every cell of both sides has predictions, else seeds."""
+def _example_test(entry: Entry, base: Entry, col: Column, matrices) -> stats.TestResult | None:
+    """Per-example paired permutation test where every cell of both sides has predictions, else None."""
     cells = entry.cell_ids + base.cell_ids
     if matrices and all(c in matrices for c in cells):
         series = [matrices[c] for c in cells]
@@ -554,7 +984,7 @@ def _paired_or_seed(entry: Entry, base: Entry, col: Column, matrices) -> stats.T
             mat = np.vstack([s.reindex(common).to_numpy() for s in series])
             k = len(entry.cell_ids)
             return stats.paired_permutation_test(mat[:k], mat[k:])
-    return stats.seed_permutation_test(entry.values, base.values)
+    return None
 
 
 def _aggregate(board: Board, scores: PrimaryScores) -> None:

@@ -3,17 +3,20 @@
 Three questions, kept apart:
 
 - How much does a score move with the seed? ``summarize`` gives mean, standard deviation
-  and a percentile-bootstrap 95% interval of the mean across seeds. With 3 seeds the
-  bootstrap interval is narrow by construction (it never leaves [min, max]); the number
-  of seeds is always shown beside it, and so is the standard deviation.
+  and a 95% interval of the mean across seeds: a Student-t interval below
+  ``BOOTSTRAP_MIN_SEEDS`` seeds (a percentile bootstrap never leaves [min, max], so with 3
+  seeds it is the seed range and overstates certainty), a percentile bootstrap from there
+  on. ``Summary.interval`` names which one, so every page can label it.
 - Is a method different from the baseline on the same evaluation examples?
   ``paired_permutation_test`` is an exact sign-flip permutation test on per-example
   correctness (averaged over each method's seeds), computed by convolution rather than
   sampling, so it is deterministic and fast. It measures example-level evidence only;
-  seed-to-seed variation is what the interval across seeds shows. Where no per-example
-  predictions exist, ``seed_permutation_test`` compares the seed scores themselves
-  (with 3 vs 3 seeds its smallest possible p is 0.1: it can never claim significance,
-  which is the honest answer).
+  seed-to-seed variation is what the interval across seeds shows, so it is labelled
+  "per-example, ignores seed variance" wherever it is shown. The significance marks come
+  from ``seed_t_test``: seeds are the unit of replication (a paired t-test over seeds
+  matched by seed, data and recipe, else Welch's), with no verdict below three seeds.
+  ``seed_permutation_test`` compares the seed scores by permutation (with 3 vs 3 seeds its
+  smallest possible p is 0.1).
 - How does one summarise a family of tasks? The family defines its benchmark-level
   scores itself (``Task.aggregate``, found through the registry by ``family_aggregates``),
   so this module names no benchmark. ``average_rank`` is the mean rank across tasks.
@@ -35,21 +38,54 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so the same store renders the same intervals
+# Below this many seeds the interval of a mean is Student's t: a percentile bootstrap of a
+# handful of values is bounded by their range and far too narrow.
+BOOTSTRAP_MIN_SEEDS = 20
+MIN_TEST_SEEDS = 3  # a seed-level test needs this many seeds (pairs) per side to say anything
+
+INTERVAL_LABELS = {"t": "Student-t", "bootstrap": "percentile bootstrap", "": "none"}
 
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean, spread and a 95% bootstrap interval of one score across seeds."""
+    """Mean, spread and a 95% interval of one score across seeds (``interval`` says which)."""
 
     mean: float
     std: float  # sample standard deviation (ddof=1); nan with one seed
     n: int
     ci_low: float  # nan with fewer than two seeds: one run says nothing about spread
     ci_high: float
+    interval: str = "t"  # "t" (Student-t over seeds), "bootstrap" (percentile) or "" (none)
 
     @property
     def half_width(self) -> float:
         return (self.ci_high - self.ci_low) / 2
+
+    @property
+    def interval_label(self) -> str:
+        """E.g. "95% Student-t interval over 3 seeds", for tooltips and legends."""
+        if not self.interval or self.n < 2:
+            return f"no interval ({self.n} seed{'s' if self.n != 1 else ''})"
+        return f"95% {INTERVAL_LABELS[self.interval]} interval over {self.n} seeds"
+
+
+@lru_cache(maxsize=256)
+def t_quantile(df: int, confidence: float) -> float:
+    """The two-sided Student-t critical value (cached: a table has few distinct seed counts)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, 0.5 + confidence / 2))
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean; (nan, nan) with fewer than two values."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return math.nan, math.nan
+    half = t_quantile(x.size - 1, confidence) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    mean = float(x.mean())
+    return mean - half, mean + half
 
 
 def bootstrap_ci(
@@ -76,19 +112,25 @@ def _resample_index(n: int, n_boot: int, seed: int) -> np.ndarray:
 
 
 def summarize(values: Iterable[float], confidence: float = 0.95) -> Summary:
-    """Mean, std and bootstrap CI of per-seed scores (NaNs, e.g. from a diverged run, dropped)."""
+    """Mean, std and 95% interval of per-seed scores (NaNs, e.g. from a diverged run, dropped):
+    Student-t below ``BOOTSTRAP_MIN_SEEDS`` seeds, percentile bootstrap from there on."""
     x = np.asarray(list(values), dtype=float)
     x = x[~np.isnan(x)]
     if x.size == 0:
-        return Summary(math.nan, math.nan, 0, math.nan, math.nan)
-    std = float(x.std(ddof=1)) if x.size > 1 else math.nan
+        return Summary(math.nan, math.nan, 0, math.nan, math.nan, "")
+    if x.size == 1:
+        return Summary(float(x[0]), math.nan, 1, math.nan, math.nan, "")
+    std = float(x.std(ddof=1))
+    if x.size < BOOTSTRAP_MIN_SEEDS:
+        low, high = t_interval(x, confidence)
+        return Summary(float(x.mean()), std, int(x.size), low, high, "t")
     low, high = bootstrap_ci(x, confidence)
-    return Summary(float(x.mean()), std, int(x.size), low, high)
+    return Summary(float(x.mean()), std, int(x.size), low, high, "bootstrap")
 
 
 def summarize_many(groups: Sequence[Iterable[float]], confidence: float = 0.95) -> list[Summary]:
-    """``[summarize(g) for g in groups]`` with one bootstrap per size class instead of one per
-    group: a 10,000-cell leaderboard has thousands of groups, nearly all of the same size."""
+    """``[summarize(g) for g in groups]``, vectorised per size class: a 10,000-cell leaderboard
+    has thousands of groups, nearly all of the same size."""
     clean = []
     for g in groups:
         x = np.asarray(list(g) if not isinstance(g, np.ndarray) else g, dtype=float)
@@ -102,6 +144,14 @@ def summarize_many(groups: Sequence[Iterable[float]], confidence: float = 0.95) 
             by_size.setdefault(x.size, []).append(i)
     tail = (1 - confidence) / 2 * 100
     for n, members in by_size.items():
+        if n < BOOTSTRAP_MIN_SEEDS:
+            mat = np.stack([clean[i] for i in members])
+            means, stds = mat.mean(axis=1), mat.std(axis=1, ddof=1)
+            half = t_quantile(n - 1, confidence) * stds / math.sqrt(n)
+            for j, i in enumerate(members):
+                out[i] = Summary(float(means[j]), float(stds[j]), n, float(means[j] - half[j]),
+                                 float(means[j] + half[j]), "t")
+            continue
         idx = _resample_index(n, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED)
         for a in range(0, len(members), 256):  # bounded memory: 256 x 2000 x n floats
             part = members[a:a + 256]
@@ -109,7 +159,8 @@ def summarize_many(groups: Sequence[Iterable[float]], confidence: float = 0.95) 
             bounds = np.percentile(mat[:, idx].mean(axis=2), [tail, 100 - tail], axis=1)
             means, stds = mat.mean(axis=1), mat.std(axis=1, ddof=1)
             for j, i in enumerate(part):
-                out[i] = Summary(float(means[j]), float(stds[j]), n, float(bounds[0, j]), float(bounds[1, j]))
+                out[i] = Summary(float(means[j]), float(stds[j]), n, float(bounds[0, j]), float(bounds[1, j]),
+                                 "bootstrap")
     return out  # type: ignore[return-value]
 
 
@@ -119,8 +170,24 @@ class TestResult:
 
     delta: float  # method minus baseline (in the compared quantity's units)
     p_value: float  # two-sided
-    test: str  # "paired-permutation" (per example) | "seed-permutation" | "none"
-    n: int  # examples (paired) or seeds of the method (seed test)
+    test: str  # "paired-permutation" (per example) | "seed-paired-t" | "seed-welch-t" | "seed-permutation" | "none"
+    n: int  # examples (per-example tests), pairs (paired t) or seeds of the method
+    reason: str = ""  # why there is no p-value ("n<3 seeds"), where there is none
+
+    @property
+    def label(self) -> str:
+        """What the test is, in words a reader needs to weigh it."""
+        return TEST_LABELS.get(self.test, self.test)
+
+
+TEST_LABELS = {
+    "paired-permutation": "per-example paired permutation (ignores seed variance)",
+    "paired-permutation-mc": "per-example paired permutation, sampled (ignores seed variance)",
+    "seed-paired-t": "paired t-test over seeds",
+    "seed-welch-t": "Welch t-test over seeds",
+    "seed-permutation": "permutation test over seeds",
+    "none": "no test",
+}
 
 
 def _sign_flip_distribution(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,6 +323,55 @@ def seed_permutation_test(method: Sequence[float], baseline: Sequence[float]) ->
     diffs = sums / k - (pooled.sum() - sums) / (n - k)
     hits, total = int((np.abs(diffs) >= abs(delta) - 1e-12).sum()), len(idx)
     return TestResult(delta, float(hits / total), "seed-permutation", int(a.size))
+
+
+def seed_t_test(method: Sequence[float], baseline: Sequence[float],
+                method_keys: Sequence | None = None, baseline_keys: Sequence | None = None,
+                min_seeds: int = MIN_TEST_SEEDS) -> TestResult:
+    """Two-sided t-test with seeds as the unit of replication.
+
+    Where both sides have runs of the same key (seed, data, recipe) and at least ``min_seeds``
+    such pairs, a paired t-test on the per-pair differences: the seed's own luck (initial
+    weights, data order) cancels. Otherwise Welch's unequal-variance t-test on the two sets of
+    seed scores. With fewer than ``min_seeds`` seeds (pairs) there is no verdict: the result has
+    a nan p-value and says why, rather than claiming a difference two runs cannot support.
+    """
+    a = np.asarray(method, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    delta = float(np.nanmean(a) - np.nanmean(b)) if np.isfinite(a).any() and np.isfinite(b).any() else math.nan
+    if method_keys is not None and baseline_keys is not None:
+        by_key = {k: v for k, v in zip(baseline_keys, b, strict=True) if not math.isnan(v)}
+        diffs = np.array([v - by_key[k] for k, v in zip(method_keys, a, strict=True)
+                          if k in by_key and not math.isnan(v)], dtype=float)
+        if diffs.size >= min_seeds:
+            return _t_from_diffs(diffs)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    n = int(min(a.size, b.size))
+    if n < min_seeds:
+        return TestResult(delta, math.nan, "none", n, reason=f"n<{min_seeds} seeds")
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    if va + vb == 0:
+        return TestResult(delta, 1.0 if delta == 0 else 0.0, "seed-welch-t", int(a.size))
+    # Welch's t with the Welch-Satterthwaite degrees of freedom (as scipy's ttest_ind, equal_var=False).
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    return TestResult(delta, _two_sided_t(delta / math.sqrt(va + vb), df), "seed-welch-t", int(a.size))
+
+
+def _t_from_diffs(diffs: np.ndarray) -> TestResult:
+    mean = float(diffs.mean())
+    sd = float(diffs.std(ddof=1))
+    if sd == 0:  # every pair differs by the same amount: no noise to weigh it against
+        return TestResult(mean, 1.0 if mean == 0 else 0.0, "seed-paired-t", int(diffs.size))
+    t = mean / (sd / math.sqrt(diffs.size))
+    return TestResult(mean, _two_sided_t(t, diffs.size - 1), "seed-paired-t", int(diffs.size))
+
+
+def _two_sided_t(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom (scipy.special: no
+    per-call distribution object, so thousands of table cells stay cheap)."""
+    from scipy.special import stdtr
+
+    return float(min(1.0, 2 * stdtr(df, -abs(t))))
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:

@@ -102,10 +102,42 @@ def site(tmp_path_factory) -> Path:
     store.write_predictions(rows[0]["cell_id"], preds)
     rows, _ = synthetic.make_cell("lora", "sst2", 5, failed=f"boom {EVIL}")
     store.write_cell(rows)
+    for seed in range(3):  # a method whose every cell failed
+        rows, _ = synthetic.make_cell("prefix", "sst2", seed, failed=f"RuntimeError: no prefix at {root}/x.py")
+        store.write_cell(rows)
+    rows, preds = synthetic.make_cell("pissa", "mrpc", 7, commit="beefcafe")  # a second commit
+    store.write_cell(rows)
+    store.write_predictions(rows[0]["cell_id"], preds)
     store.write_table("kernels", synthetic.kernel_rows())
     out = tmp_path_factory.mktemp("site")
     render_site(root, out, baseline="lora")
     return out
+
+
+@pytest.fixture(scope="module")
+def served(site):
+    """The site over HTTP on localhost (downloads and fetch() need an origin; file:// has none)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+try:
+    import http.server as _http_server
+
+    class _QuietHandler(_http_server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep pytest's output clean
+            pass
+except ImportError:  # pragma: no cover
+    _QuietHandler = None
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +195,7 @@ def test_overview_in_chromium(browser: Page, site: Path, tmp_path: Path):
     browser.js("new Promise(r => setTimeout(r, 300))")  # let lazy images decode
 
     assert browser.js("document.title").startswith("Leaderboard")
-    assert browser.js("document.querySelectorAll('table.leaderboard tbody tr').length") == 4
+    assert browser.js("document.querySelectorAll('table.leaderboard tbody tr').length") == 5  # + failed prefix
     # Figures: every <img> loaded and has a size (SVG read from file://).
     imgs = browser.js("Promise.all(Array.from(document.images).map(i => i.decode().then(() => "
                       "[i.getAttribute('src'), i.naturalWidth]).catch(() => [i.getAttribute('src'), 0])))")
@@ -181,14 +213,14 @@ def test_overview_in_chromium(browser: Page, site: Path, tmp_path: Path):
     selector = f"table.leaderboard thead th:nth-child({col + 1}) button.sort-btn"
     browser.click(selector)
     values = [float(v) for v in _column_values(browser, col) if v]
-    assert values == sorted(values, reverse=True) and len(values) == 4
+    assert values == sorted(values, reverse=True) and len(values) == 4  # the failed row has none
     assert browser.js(f"document.querySelector('table.leaderboard thead th:nth-child({col + 1})')"
                       ".getAttribute('aria-sort')") == "descending"
     browser.click(selector)
     values = [float(v) for v in _column_values(browser, col) if v]
     assert values == sorted(values)
-    # Method column sorts as text.
-    browser.click("table.leaderboard thead th:nth-child(1) button.sort-btn")
+    # Method column (after the rank) sorts as text.
+    browser.click("table.leaderboard thead th:nth-child(2) button.sort-btn")
     names = browser.js("Array.from(document.querySelectorAll('table.leaderboard tbody th')).map(t => t.getAttribute('data-sort'))")
     assert names == sorted(names, key=str.lower)
 
@@ -209,4 +241,109 @@ def test_other_pages_load_without_errors(browser: Page, site: Path, page_glob: s
     browser.navigate(page.resolve().as_uri())
     assert browser.js("document.querySelector('main h1') !== null")
     assert browser.js("typeof window.__pwned") == "undefined"
+    assert browser.errors == [], browser.errors
+
+
+def _visible_methods(page: Page, table: str = "table.leaderboard") -> list[str]:
+    return page.js(f"Array.from(document.querySelectorAll('{table} tbody tr'))"
+                   ".filter(r => r.offsetParent !== null).map(r => r.getAttribute('data-method'))")
+
+
+def test_ranked_rows_failed_row_and_mixed_commit_warning(browser: Page, site: Path):
+    browser.errors.clear()
+    browser.navigate((site / "index.html").resolve().as_uri())
+    ranks = browser.js("Array.from(document.querySelectorAll('table.leaderboard tbody tr'))"
+                       ".map(r => r.cells[0].getAttribute('data-sort'))")
+    numbers = [int(r) for r in ranks if r]
+    assert numbers == sorted(numbers) and numbers[0] == 1 and ranks[-1] == ""  # ranked, failed row last
+    assert _visible_methods(browser)[-1] == "prefix"
+    failed = browser.js("document.querySelector('tr[data-method=\"prefix\"] th').innerText")
+    assert "failed 3/3" in failed and "RuntimeError: no prefix at <path>/x.py" in failed
+    warning = browser.js("(() => { const w = document.querySelector('.note.warn.mixed');"
+                         " return w && w.offsetParent !== null ? w.innerText : ''; })()")
+    assert "git_commit" in warning and "beefcafe" in warning
+    body = browser.js("document.documentElement.outerHTML")
+    assert str(site.parent) not in body and "/tmp/" not in body
+    assert browser.errors == [], browser.errors
+
+
+def test_filter_hides_rows_on_real_keystrokes(browser: Page, site: Path):
+    browser.errors.clear()
+    browser.navigate((site / "index.html").resolve().as_uri())
+    assert len(_visible_methods(browser)) == 5
+    browser.click("#filter-text")
+    for ch in "pis":
+        browser.call("Input.dispatchKeyEvent", type="keyDown", text=ch, key=ch, unmodifiedText=ch)
+        browser.call("Input.dispatchKeyEvent", type="keyUp", key=ch)
+    assert browser.js("document.getElementById('filter-text').value") == "pis"
+    assert _visible_methods(browser) == ["pissa"]
+    assert "1 of 5 rows" in browser.js("document.getElementById('filter-count').textContent")
+    for _ in range(3):  # deleting the text brings every row back
+        browser.call("Input.dispatchKeyEvent", type="rawKeyDown", key="Backspace", code="Backspace",
+                     windowsVirtualKeyCode=8)
+        browser.call("Input.dispatchKeyEvent", type="keyUp", key="Backspace", code="Backspace",
+                     windowsVirtualKeyCode=8)
+    assert len(_visible_methods(browser)) == 5
+    # Method kind: "baseline" (full fine-tuning) only.
+    browser.js("(() => { const s = document.getElementById('filter-kind'); s.value = 'baseline';"
+               " s.dispatchEvent(new Event('change')); })()")
+    assert _visible_methods(browser) == ["full"]
+    # Column toggles: unticking a column hides its cells in every row.
+    browser.js("(() => { const s = document.getElementById('filter-kind'); s.value = '';"
+               " s.dispatchEvent(new Event('change')); })()")
+    browser.click("details.col-toggles summary")
+    browser.click("details.col-toggles input[type=checkbox]")
+    hidden = browser.js("document.querySelectorAll('table.leaderboard tbody td.col-hidden').length")
+    assert hidden == 5
+    assert browser.errors == [], browser.errors
+
+
+def test_csv_download_parses_back_into_the_table(browser: Page, served: str, site: Path):
+    import csv
+    import io
+
+    browser.errors.clear()
+    browser.navigate(f"{served}/index.html")
+    href = browser.js("document.querySelector('.data-links a').getAttribute('href')")
+    assert href.startswith("data/board-") and href.endswith(".csv")
+    text = browser.js(f"fetch({json.dumps(href)}).then(r => r.ok ? r.text() : 'HTTP ' + r.status)")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    shown = browser.js(
+        "(() => { const t = document.querySelector('table.leaderboard');"
+        " const heads = Array.from(t.tHead.rows[0].cells).map(h => h.querySelector('button') ?"
+        " h.querySelector('button').firstChild.textContent.trim() : h.textContent.trim());"
+        " const col = heads.indexOf('sst2');"
+        " return Array.from(t.tBodies[0].rows).map(r => [r.getAttribute('data-method'),"
+        " r.cells[col].getAttribute('data-sort')]); })()")
+    by_variant = {r["variant"]: r for r in rows if r["column"] == "sst2"}
+    checked = 0
+    for variant, value in shown:
+        if value:
+            assert float(by_variant[variant]["mean"]) == pytest.approx(float(value), rel=1e-12)
+            checked += 1
+    assert checked == 4
+    cells = browser.js("fetch('data/cells.csv').then(r => r.status)")
+    assert cells == 200
+    assert browser.errors == [], browser.errors
+
+
+def test_narrow_screen_keeps_the_method_column_and_stacks_figures(browser: Page, site: Path):
+    browser.errors.clear()
+    browser.call("Emulation.setDeviceMetricsOverride", width=420, height=900, deviceScaleFactor=1, mobile=True)
+    try:
+        browser.navigate((site / "index.html").resolve().as_uri())
+        browser.js("new Promise(r => setTimeout(r, 200))")
+        wrap_width = browser.js("document.querySelector('.table-wrap').clientWidth")
+        assert wrap_width <= 420
+        browser.js("document.querySelector('.table-wrap').scrollLeft = 10000")
+        left = browser.js("(() => { const w = document.querySelector('.table-wrap').getBoundingClientRect();"
+                          " const m = document.querySelector('table.leaderboard tbody th.method')"
+                          ".getBoundingClientRect(); return [w.left, m.left, m.right]; })()")
+        assert browser.js("document.querySelector('.table-wrap').scrollLeft") > 0
+        assert left[0] - 1 <= left[1] < left[0] + 100 and left[2] > left[1]  # still in view
+        tops = browser.js("Array.from(document.querySelectorAll('section.board .panels figure'))"
+                          ".map(f => f.getBoundingClientRect().top)")
+        assert len(tops) >= 2 and len(set(round(t) for t in tops)) == len(tops)  # one above the other
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride")
     assert browser.errors == [], browser.errors

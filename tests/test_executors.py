@@ -179,7 +179,10 @@ def test_ctrl_c_cancels_outstanding_cells_and_leaves_the_store_readable(ray_inst
     # Each cell sleeps long enough that a loaded machine still interrupts the second one mid-run.
     args = ["run", "--methods", probe(log, sleep=6), "--seeds", "4", *FAST, "--store", str(store),
             "--executor", "ray", "--address", address, "--max-concurrent", "1"]
-    code = f"import sys, tests.test_executors; from suite.cli import main; sys.exit(main({args!r}))"
+    # A shell's background job starts with SIGINT ignored, and a child inherits that: restore
+    # Python's own handler so the signal below reaches the driver wherever pytest was started.
+    code = ("import signal, sys, tests.test_executors; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"from suite.cli import main; sys.exit(main({args!r}))")
     driver = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180

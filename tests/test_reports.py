@@ -63,6 +63,9 @@ def test_board_means_are_the_seed_means_of_the_store(store_dir, site):
 
 
 def test_significance_marks_a_real_gap_and_not_noise(store_dir):
+    """The marks come from a test over seeds (the unit of replication): two methods of the same
+    skill get none; a large gap over six paired seeds gets one. The per-example test stays
+    beside it, over the 300 shared examples."""
     root = store_dir.parent / "same-skill"
     synthetic.write_store(root, methods=("lora", "twin"), subtasks=("sst2",), skill={"twin": 0.86},
                           n_examples=300)
@@ -70,22 +73,57 @@ def test_significance_marks_a_real_gap_and_not_noise(store_dir):
     (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
     twin = next(r for r in board.rows if r.variant == "twin")
     entry = next(iter(twin.entries.values()))
-    assert entry.test.test == "paired-permutation" and entry.test.n == 300
+    assert entry.test.test == "seed-paired-t" and entry.test.n == 3
+    assert entry.example_test.test == "paired-permutation" and entry.example_test.n == 300
+    assert "ignores seed variance" in entry.example_test.label
     assert not entry.significant
 
-    (board,) = summary.build_boards(ResultStore(store_dir).load(), "lora", ResultStore(store_dir).load_predictions)
+    root = store_dir.parent / "six-seeds"
+    synthetic.write_store(root, methods=("lora", "full"), subtasks=("sst2",), seeds=range(6),
+                          skill={"full": 0.97}, n_examples=300)
+    store = ResultStore(root)
+    (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    full = next(r for r in board.rows if r.variant == "full").entries[("sst2", "dev", "accuracy")]
+    assert full.test.test == "seed-paired-t" and full.test.n == 6
+    assert full.significant and full.better and full.p_adjusted < 0.05
+    assert 0 < full.mde < full.summary.mean - board.rows[-1].entries[("sst2", "dev", "accuracy")].summary.mean
+
+
+def test_too_few_seeds_give_no_verdict_with_the_reason(tmp_path):
+    store = synthetic.write_store(tmp_path / "two", methods=("lora", "full"), subtasks=("sst2",), seeds=(0, 1),
+                                  skill={"full": 0.99}, n_examples=300)
+    (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    full = next(r for r in board.rows if r.variant == "full").entries[("sst2", "dev", "accuracy")]
+    assert full.test.reason == "n<3 seeds" and np.isnan(full.test.p_value) and not full.significant
+    # The per-example test would call this gap significant: it is shown, labelled, never marked.
+    assert full.example_test.p_value < 1e-6
+    render_site(store.root, tmp_path / "site", workers=1)
+    page = next((tmp_path / "site").glob("task-*.html")).read_text()
+    assert "n.s. <small>(n&lt;3 seeds)</small>" in page and "per example, ignores seed variance" in page
+
+
+def test_intervals_are_student_t_over_seeds(site):
+    """With three seeds the interval is Student's t (wider than the seeds' range), not a bootstrap."""
+    from scipy import stats as scipy_stats
+
+    board = _board(site)
     full = next(r for r in board.rows if r.variant == "full")
-    sst2 = full.entries[("sst2", "dev", "accuracy")]
-    assert sst2.significant and sst2.better and sst2.p_adjusted < 0.05
-    stsb = full.entries[("stsb", "dev", "pearson_spearman_mean")]
-    assert stsb.test.test == "paired-permutation-mc"  # graded correctness (minus absolute error)
+    e = full.entries[("sst2", "dev", "accuracy")]
+    x = np.asarray(e.values)
+    half = scipy_stats.t.ppf(0.975, 2) * x.std(ddof=1) / np.sqrt(3)
+    assert e.summary.interval == "t" and e.summary.half_width == pytest.approx(half)
+    assert e.summary.ci_low < x.min() and e.summary.ci_high > x.max()
+    # The aggregate's interval: a t-interval of the per-seed GLUE score.
+    per_seed = [np.mean([full.entries[c.key].values[i] for c in board.columns]) for i in range(3)]
+    low, high, n = full.intervals["GLUE score"]
+    assert n == 3 and (low + high) / 2 == pytest.approx(np.mean(per_seed))
+    assert (high - low) / 2 == pytest.approx(scipy_stats.t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3))
 
 
 def test_missing_predictions_fall_back_to_the_seed_test(store_dir):
     (board,) = summary.build_boards(ResultStore(store_dir).load(), "lora", predictions=None)
     full = next(r for r in board.rows if r.variant == "full")
-    assert all(e.test.test == "seed-permutation" for e in full.entries.values())
-    assert not any(e.significant for e in full.entries.values())  # 3 vs 3 seeds: p >= 0.1
+    assert all(e.test.test == "seed-paired-t" and e.example_test is None for e in full.entries.values())
 
 
 def test_family_score_and_rank_only_for_rows_with_every_task(site):
@@ -209,7 +247,9 @@ def test_parallel_and_serial_renders_write_the_same_site(store_dir, tmp_path):
     stamp = re.compile(r"at \d{4}-\d\d-\d\d \d\d:\d\d UTC")
     files_a = sorted(p.relative_to(a.out) for p in a.out.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b.out) for p in b.out.rglob("*") if p.is_file())
-    assert files_a == files_b and len(files_a) == a.n_pages + a.n_figures + 2  # + css, js
+    assert files_a == files_b
+    html_svg = [p for p in files_a if p.suffix in (".html", ".svg")]
+    assert len(html_svg) == a.n_pages + a.n_figures
     for rel in files_a:
         ta, tb = (a.out / rel).read_bytes(), (b.out / rel).read_bytes()
         if rel.suffix == ".html":
@@ -226,9 +266,9 @@ def test_compare_agrees_with_the_overview(store_dir, site, capsys):
     out = capsys.readouterr().out
     board = _board(site)
     lines: dict[str, str] = {}
-    for line in out.splitlines():  # the first line of a method is its score row
-        if line.strip():
-            lines.setdefault(line.split()[0], line)
+    for line in out.splitlines():  # a method's score rows (a wide table may be split into several)
+        if line.strip() and "p=" not in line:  # not the rows of tests against the baseline
+            lines[line.split()[0]] = lines.get(line.split()[0], "") + " " + line
     for row in board.rows:
         if row.variant == EVIL:
             continue

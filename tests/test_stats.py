@@ -19,13 +19,46 @@ from suite import stats
 from suite.task import Aggregate, Task, mean_aggregate
 
 
-def test_summarize_mean_std_and_interval_inside_the_range():
-    s = stats.summarize([0.90, 0.91, 0.95])
+def test_summarize_few_seeds_is_a_student_t_interval():
+    """With 3 seeds a percentile bootstrap never leaves [min, max]; Student's t does, as it must."""
+    from scipy.stats import t
+
+    x = [0.90, 0.91, 0.95]
+    s = stats.summarize(x)
     assert s.mean == pytest.approx(0.92)
-    assert s.std == pytest.approx(np.std([0.90, 0.91, 0.95], ddof=1))
-    assert s.n == 3
-    assert 0.90 <= s.ci_low < s.mean < s.ci_high <= 0.95
-    assert stats.summarize([0.90, 0.91, 0.95]) == s  # fixed bootstrap seed: reproducible
+    assert s.std == pytest.approx(np.std(x, ddof=1))
+    assert s.n == 3 and s.interval == "t" and "Student-t" in s.interval_label
+    half = t.ppf(0.975, 2) * np.std(x, ddof=1) / math.sqrt(3)
+    assert (s.ci_low, s.ci_high) == pytest.approx((0.92 - half, 0.92 + half))
+    assert s.ci_low < 0.90 and s.ci_high > 0.95
+    boot = stats.bootstrap_ci(x)
+    assert 0.90 <= boot[0] and boot[1] <= 0.95  # what the bootstrap would have claimed
+
+
+def test_summarize_many_seeds_is_a_bootstrap_interval():
+    x = np.random.default_rng(0).normal(0.8, 0.02, stats.BOOTSTRAP_MIN_SEEDS)
+    s = stats.summarize(x)
+    assert s.interval == "bootstrap" and s.ci_low < s.mean < s.ci_high
+    assert stats.summarize(x) == s  # fixed bootstrap seed: reproducible
+
+
+def test_seed_t_test_pairs_by_key_and_needs_three_seeds():
+    from scipy.stats import ttest_ind, ttest_rel
+
+    luck = [0.0, 0.3, -0.2, 0.1]
+    base = [0.80 + s for s in luck]
+    method = [0.82 + s + d for s, d in zip(luck, (0.001, -0.002, 0.0, 0.001), strict=True)]
+    keys = ["0", "1", "2", "3"]
+    paired = stats.seed_t_test(method, base, keys, keys)
+    assert paired.test == "seed-paired-t" and paired.n == 4
+    assert paired.p_value == pytest.approx(ttest_rel(method, base).pvalue)
+    assert paired.p_value < 0.01  # the shared seed luck cancels
+    welch = stats.seed_t_test(method, base)  # no keys: the seeds do not pair
+    assert welch.test == "seed-welch-t"
+    assert welch.p_value == pytest.approx(ttest_ind(method, base, equal_var=False).pvalue)
+    assert welch.p_value > 0.5
+    few = stats.seed_t_test(method[:2], base[:2], keys[:2], keys[:2])
+    assert math.isnan(few.p_value) and few.reason == "n<3 seeds" and few.test == "none"
 
 
 def test_summarize_one_seed_has_no_interval_and_nan_is_dropped():

@@ -139,6 +139,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
     up, down, pm, delta = ("▲", "▼", "±", "Δ") if unicode else ("+", "-", "+-", "d")
     out: list[str] = []
     intervals: set[str] = set()
+    tests_used: set[str] = set()
     for b in boards:
         fam, model = str(b.family), str(b.model)
         title = f"{clean(fam)} · {clean(model)}" if unicode else f"{clean(fam)} / {clean(model)}"
@@ -209,10 +210,14 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
                         line.append(("-", "", "", ""))
                         continue
                     mark = (up if e.better else down) if e.significant else ""
-                    kind = "" if e.test.test.startswith("paired") else "(seeds)"
+                    tests_used.add(e.test.label)
+                    if e.test.test == "none":  # too few seeds for a verdict: say why, claim nothing
+                        line.append((f_signed(e.summary.mean - be.summary.mean, c.metric), "n.s.",
+                                     f"({e.test.reason})" if e.test.reason else "", ""))
+                        continue
                     p = f_pval(e.p_adjusted)
                     p = f"p{p}" if p.startswith("<") else f"p={p}"
-                    line.append((f_signed(e.summary.mean - be.summary.mean, c.metric), p, kind, mark))
+                    line.append((f_signed(e.summary.mean - be.summary.mean, c.metric), p, "", mark))
                 dtable.append(line)
             out += _fit(_ascii(dtable, unicode), width, indent="    ")
             out.append("")
@@ -231,10 +236,12 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
         interval = " or ".join(f"95% {INTERVAL_LABELS.get(k, k)} interval" for k in kinds)
     else:
         interval = "95% interval"
+    tests = "; ".join(sorted(t for t in tests_used if t != "no test")) or "none run"
     note = (f"scores: mean {pm} half-width of the {interval} over n seeds (points x100 for "
-            "accuracy/F1/MCC/correlations); tests: paired sign-flip permutation on per-example "
-            "correctness, '(seeds)' where predictions are missing. 'failed k/n': k of the n cells "
-            "failed (no score); 'k/n ok': the score is over the k cells that finished.")
+            f"accuracy/F1/MCC/correlations); tests (seeds are the unit of replication): {tests}; "
+            "'n.s. (n<3 seeds)': too few seeds for any verdict. The per-example paired permutation "
+            "test, which ignores seed variance, is on the site's task pages. 'failed k/n': k of the n "
+            "cells failed (no score); 'k/n ok': the score is over the k cells that finished.")
     out += _wrap(note, width, "")
     return "\n".join(_cut(clean(line), width) for line in out)
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+COMPACT_HINT = 500  # single-cell files from which reading them dominates a render
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="render a result store into a static HTML leaderboard site",
         description="Render STORE into a self-contained static site (no CDN; opens from file:// "
-        "and publishes to any static host, e.g. GitHub Pages). Corrupted result files are named "
-        "and skipped.",
+        "and publishes to any static host, e.g. GitHub Pages), with the store's rows as CSV and "
+        "parquet under data/. Corrupted result files are named and skipped. The output folder is "
+        "checked for writability first; files a previous render wrote there and this one does "
+        "not are removed (other files are left alone).",
     )
     p.add_argument("store", help="result store folder (what 'suite run --store' wrote)")
     p.add_argument("-o", "--out", default="site", help="output folder for the site (default: site)")
@@ -48,6 +52,11 @@ def main(args: argparse.Namespace) -> int:
                          metric=args.metric, tasks=tasks)
     print(f"wrote {result.out / 'index.html'}: {result.n_cells} ok cells, {result.n_failed} failed, "
           f"{result.n_pages} pages, {result.n_figures} figures in {result.seconds:.1f} s")
+    if result.single_files >= COMPACT_HINT:
+        print(f"note: the store holds {result.single_files} single-cell files; 'suite store compact "
+              f"{args.store}' folds them into one part file and makes the next render faster")
+    if result.removed:
+        print(f"removed {len(result.removed)} stale file(s) a previous render left in {result.out}")
     if result.boards and not any(b.baseline for b in result.boards):
         print(f"note: no table has the baseline '{args.baseline}'; no significance marks "
               "(choose one with --baseline)")
