@@ -377,6 +377,11 @@ def build_boards(
 
     Search trials (stage "trial", scored on held-out training data) are never ranked: they
     only enter the tuning budget of the tuned rows they selected."""
+    if "recipe" in frame:  # cells from before and after a recipe option was added pair as one recipe
+        from suite.recipe import canonical_recipe_json
+
+        canonical = {t: canonical_recipe_json(t) for t in frame["recipe"].dropna().unique()}
+        frame = frame.assign(recipe=frame["recipe"].map(canonical))
     stage = frame["stage"].fillna("").astype(str) if "stage" in frame else pd.Series("", index=frame.index)
     trials = frame[stage == "trial"]
     frame = frame[stage != "trial"]

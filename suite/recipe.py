@@ -93,6 +93,27 @@ class Recipe:
 RECIPE_KEYS = [f.name for f in fields(Recipe)]
 
 
+def canonical_recipe_json(text: str) -> str:
+    """A stored recipe (JSON) without the later-added options that sit at their default.
+
+    Cells stored before an option existed lack it, later cells store its default: both ran
+    the same recipe, and pairing or grouping by recipe must see them as one. Text that is
+    not a JSON object comes back unchanged.
+    """
+    import json
+
+    try:
+        values = json.loads(text)
+    except (TypeError, ValueError):
+        return text
+    if not isinstance(values, dict):
+        return text
+    for f in fields(Recipe):
+        if f.metadata.get("added") and f.name in values and values[f.name] == f.default:
+            del values[f.name]
+    return json.dumps(values, sort_keys=True)
+
+
 @dataclass(frozen=True)
 class RecipeFlag:
     """How one recipe field appears on the command line."""

@@ -562,13 +562,15 @@ def test_lm_on_a_slice_of_the_real_corpus(tmp_path):
 
 
 # -- judging: the gap to the baseline over seeds ---------------------------------------------------------
-def _lm_cell(store, method_name: str, seed: int, val_loss: float, recipe: str = "r") -> None:
+def _lm_cell(store, method_name: str, seed: int, val_loss: float, recipe: str = "r",
+             extra_recipe: dict | None = None) -> None:
     from benchmarks.synthetic_store import cell_id_for
 
     cid = cell_id_for(method_name, seed, recipe)
+    stored_recipe = json.dumps({"max_steps": 300, "tag": recipe, **(extra_recipe or {})})
     base = {"cell_id": cid, "run_id": "t", "method": method_name, "variant": method_name,
             "method_args": "[]", "method_kind": "train", "task": "lm", "subtask": "", "model": "llama-tiny",
-            "seed": seed, "recipe": json.dumps({"max_steps": 300, "tag": recipe}), "config": "{}",
+            "seed": seed, "recipe": stored_recipe, "config": "{}",
             "data_source": "dir:/data", "synthetic_data": True, "started_at": "2025-01-01T00:00:00",
             "finished_at": "2025-01-01T00:01:00", "status": "ok", "error": ""}
     rows = [dict(base, metric="val_loss", value=val_loss, split="valid", is_primary=True, higher_is_better=False)]
@@ -610,3 +612,21 @@ def test_gap_to_the_baseline_is_paired_by_seed_and_judged_against_seed_noise(tmp
     site = render_site(tmp_path / "store", tmp_path / "site", baseline="bf16-train", workers=1)
     page = next((tmp_path / "site").glob("task-*.html")).read_text(encoding="utf-8")
     assert "Gap vs bf16-train" in page and "beyond" in page and site.n_cells == 12
+
+
+def test_cells_from_before_a_recipe_option_existed_pair_with_cells_that_store_its_default(tmp_path):
+    """A baseline stored before ``group_by_length`` existed and a recipe cell stored after (with
+    the option at its default) ran the same recipe: they pair; a non-default value does not."""
+    from suite.reports import summary
+    from suite.results.store import ResultStore
+
+    store = ResultStore(tmp_path / "store")
+    for seed in range(3):
+        _lm_cell(store, "bf16-train", seed, 2.40 + 0.1 * seed)
+        _lm_cell(store, "fp8-train", seed, 2.41 + 0.1 * seed, extra_recipe={"group_by_length": False})
+        _lm_cell(store, "mxfp4-train", seed, 2.50 + 0.1 * seed, extra_recipe={"group_by_length": True})
+    (board,) = summary.build_boards(store.load(), "bf16-train")
+    col = board.columns[0]
+    rows = {r.variant: r.entries.get(col.key) for r in board.rows}
+    assert rows["fp8-train"].gap.n == 3 and rows["fp8-train"].gap.mean == pytest.approx(0.01)
+    assert rows["mxfp4-train"].gap is None  # another recipe: never paired
