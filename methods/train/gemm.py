@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,7 +154,8 @@ class LayerState:
     seed: int
     real: bool = False  # FP8 GEMMs through torch._scaled_mm where both operands allow it
     amax_history: int = 16
-    histories: dict[str, deque] = field(default_factory=dict)
+    histories: dict[str, torch.Tensor] = field(default_factory=dict)  # per role: a ring of amaxes
+    recorded: dict[str, int] = field(default_factory=dict)  # per role: amaxes recorded so far
     real_gemms: int = 0
     emulated_gemms: int = 0
     _generators: dict[str, torch.Generator] = field(default_factory=dict)
@@ -181,9 +181,15 @@ class LayerState:
         """The amax to scale ``t`` with: the largest of the earlier steps' (this step's at the
         first step, which has no history), then this step's amax joins the history."""
         current = t.detach().abs().amax().float()
-        history = self.histories.setdefault(role, deque(maxlen=self.amax_history))
-        used = torch.stack(list(history)).amax() if history else current
-        history.append(current)
+        # One preallocated ring per role, written in place: a new small tensor per step and
+        # role would fragment the CPU allocator until the process's RSS doubled.
+        ring = self.histories.get(role)
+        if ring is None:
+            ring = self.histories[role] = torch.zeros(self.amax_history, device=current.device)
+        n = self.recorded.get(role, 0)
+        used = ring[:min(n, self.amax_history)].amax() if n else current.clone()
+        ring[n % self.amax_history] = current
+        self.recorded[role] = n + 1
         return used
 
     # -- quantisation ------------------------------------------------------------------------------
