@@ -146,7 +146,9 @@ def build_kernel_groups(frame: pd.DataFrame) -> list[KernelGroup]:
     for col in ("shape", "dtype", "device", "impl", "git_commit", "timestamp", "run_id", "status", "error"):
         if col not in frame:
             frame[col] = ""
-        frame[col] = frame[col].fillna("").astype(str)
+        # text first, then the missing values: an all-missing column is float, and filling a float
+        # column with text is deprecated in pandas
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), "").astype(str)
     # Rows from before runs had ids: one run per (commit, timestamp).
     no_id = frame["run_id"] == ""
     frame.loc[no_id, "run_id"] = frame.loc[no_id, "git_commit"] + "@" + frame.loc[no_id, "timestamp"]
