@@ -89,7 +89,8 @@ class _QatBase(Method):
             return {}
         out = engine.measurements(self.records, model, self.convert_s, False,
                                   per_layer=self.config.per_layer_metrics)
-        out["model_size_bytes"] = float(_model_bytes(model, self.converted))
+        # Buffers left out, as QAT has always measured (the post-training quantizers count them).
+        out["model_size_bytes"] = float(engine.model_bytes(model, self.converted, buffers=False))
         return out
 
     def merge(self, model: Any) -> Any:
@@ -328,22 +329,6 @@ class L4q(_QatBase):
                               "after l4q replaced them); put l4q last")
         self.convert_s = time.perf_counter() - start
         return model
-
-
-def _model_bytes(model: Any, converted: dict[int, int]) -> int:
-    """The model as stored: converted layers at their quantised size, everything else dense."""
-    total = 0
-    seen: set[int] = set()
-    for module in model.modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            if id(module) in converted and pname == "weight":
-                total += converted[id(module)]
-            else:
-                total += p.numel() * p.element_size()
-    return total
 
 
 def _dequantize_torchao(model: Any) -> None:

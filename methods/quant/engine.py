@@ -151,8 +151,13 @@ def install(model: nn.Module, name: str, linear: nn.Linear, weight_q: torch.Tens
     return layer
 
 
-def model_bytes(model: nn.Module) -> int:
-    """Bytes of the model as stored: quantised layers at their packed size, the rest dense."""
+def model_bytes(model: nn.Module, stored_weights: dict[int, int] | None = None, buffers: bool = True) -> int:
+    """Bytes of the model as stored: quantised layers at their packed size, the rest dense.
+
+    ``stored_weights`` gives the stored size of other layers' weights by ``id(module)`` (QAT's
+    converted layers); ``buffers=False`` leaves buffers out.
+    """
+    stored_weights = stored_weights or {}
     total = 0
     seen: set[int] = set()
     for module in model.modules():
@@ -160,10 +165,14 @@ def model_bytes(model: nn.Module) -> int:
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            if isinstance(module, QuantLinear) and pname == "weight":
+            if pname == "weight" and isinstance(module, QuantLinear):
                 total += module.storage_bytes
+            elif pname == "weight" and id(module) in stored_weights:
+                total += stored_weights[id(module)]
             else:
                 total += p.numel() * p.element_size()
+        if not buffers:
+            continue
         for b in module.buffers(recurse=False):
             if b is not None and id(b) not in seen:
                 seen.add(id(b))
