@@ -154,10 +154,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
                          f"{', '.join(clean(m) for m in a.members)}", width, "  ", "    ")
         fails = {(v, sub): f for (fa, mo, v, sub), f in failures.items() if fa == fam and mo == model}
         subs = {c.key[0] for c in b.columns}
-        rows = list(b.rows)
-        # A method whose every cell failed may have no row on the board: it keeps one here.
-        have = {r.variant for r in rows}
-        missing = sorted({v for (v, sub) in fails if v not in have and (sub in subs or not subs)})
+        rows = list(b.rows)  # a method whose every cell failed has a row too, with no entries
         head: list = ["method"]
         head += [clean(a.label) for a in b.aggregates]
         if len(b.columns) > 1:
@@ -185,13 +182,6 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
                     mark = (mark + " " if mark else "") + f"{fail[1] - fail[0]}/{fail[1]} ok"
                 line.append((f_score(summ.mean, c.metric), hw, f"n={summ.n}", mark))
             line += [f_cost(r.costs.get(k), k) for k in ("trainable_params", "peak_memory_mb", "train_time_s")]
-            table.append(line)
-        for v in missing:
-            line = [clean(v)] + ["–"] * len(b.aggregates) + (["–"] if len(b.columns) > 1 else [])
-            for c in b.columns:
-                fail = fails.get((v, c.key[0]))
-                line.append(("", "", "", f"failed {fail[0]}/{fail[1]}") if fail else ("–", "", "", ""))
-            line += ["–"] * 3
             table.append(line)
         out += _fit(_ascii(table, unicode), width)
         out.append("")
@@ -222,7 +212,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
             out += _fit(_ascii(dtable, unicode), width, indent="    ")
             out.append("")
             out += _gap_table(b, unicode, width)
-        listed = [(v, sub, f) for (v, sub), f in sorted(fails.items()) if sub in subs or v in missing]
+        listed = [(v, sub, f) for (v, sub), f in sorted(fails.items()) if sub in subs]
         if listed:
             out.append("  failures:")
             for v, sub, (n_bad, n_all, err) in listed:
