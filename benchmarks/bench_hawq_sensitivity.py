@@ -21,10 +21,10 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     from suite.config import build_config
-    from suite.methods.heads import not_adapted
+    from suite.methods.common.new_modules import not_adapted
     from suite.methods.quant import algorithms as A
     from suite.methods.quant import engine
-    from suite.methods.quant.methods import Hawq
+    from suite.methods.quant.quantizers import Hawq
     from suite.recipe import Recipe
     from suite.registry import TASKS
     from suite.runner import prepare

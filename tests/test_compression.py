@@ -16,8 +16,8 @@ from torch import nn
 from suite.errors import UserError
 from suite.method import MethodTarget
 from suite.methods.quant import algorithms as A
-from suite.methods.quant import sparse as S
 from suite.methods.quant.layers import QuantLinear
+from suite.methods.sparse import masks as S
 from suite.numerics import elements as el
 from suite.numerics import formats as F
 from tests.test_quant_methods import _batches, _correlated_inputs, _ctx, _method, _tiny_bert
@@ -567,7 +567,7 @@ def test_llm_compressor_peers_run_where_installed():
 
     from transformers import AutoTokenizer
 
-    from suite.methods.peers import _llmc_effective_weight
+    from suite.methods.quant.peers import _llmc_effective_weight
 
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(minilm.__file__), "model"))
     for spec in ("llmc-gptq:group=32", "llmc-sparsegpt:sparsity=1:4"):

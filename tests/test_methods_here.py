@@ -131,7 +131,7 @@ def test_loftq_costs_the_same_bits_as_qlora():
 
 @pytest.mark.parametrize("name", ["svfit", "sorsa", "lora-xs"])
 def test_svd_methods_reproduce_w_at_init(name):
-    from suite.methods.svd_linear import SVDAdapted
+    from suite.methods.peft.svd_linear import SVDAdapted
 
     model, ctx, batch, *_ = tiny(n_items=16)
     before = logits(model, batch)
@@ -145,7 +145,7 @@ def test_svd_methods_reproduce_w_at_init(name):
 
 
 def test_svfit_trains_only_singular_values_and_sorsa_regulariser_is_zero_at_init():
-    from suite.methods.sorsa import orthonormality
+    from suite.methods.peft.sorsa import orthonormality
 
     model, ctx, *_ = tiny(n_items=16)
     adapted = make("svfit", r=4).apply(model, ctx)
@@ -172,7 +172,7 @@ def test_s2ft_co_permutation_preserves_the_function(model_name):
 
 
 def test_s2ft_backward_matches_a_dense_linear():
-    from suite.methods.s2ft import s2ft_classes
+    from suite.methods.peft.s2ft import s2ft_classes
 
     _, s2ft_linear = s2ft_classes()
     torch.manual_seed(0)
@@ -242,7 +242,7 @@ def test_s2ft_trains_far_fewer_bytes_than_full():
 
 # -- MeZO ----------------------------------------------------------------------------------------------
 def test_mezo_two_point_estimate_matches_the_directional_derivative():
-    from suite.methods.mezo import perturb, projected_gradient
+    from suite.methods.memory_efficient.mezo import perturb, projected_gradient
 
     model, _, batch, *_ = tiny(n_items=16)
     model = model.double()
@@ -283,7 +283,7 @@ def test_mezo_step_follows_algorithm_1_and_reduces_a_loss():
 
 # -- SpIEL, LISA, BitFit -------------------------------------------------------------------------------
 def test_spiel_keeps_density_while_dropping_and_regrowing():
-    from suite.methods.spiel import spiel_linear_class
+    from suite.methods.peft.spiel import spiel_linear_class
 
     model, ctx, _, items, task, bundle = tiny(n_items=128)
     original = {n: p.detach().clone() for n, p in model.named_parameters()}

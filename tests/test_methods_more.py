@@ -46,7 +46,7 @@ def block_linears(model) -> dict:
 # -- LoLDU ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(7, 7), (9, 5), (5, 9)])
 def test_ldu_factors_are_unit_triangular_and_multiply_back_to_w(shape):
-    from suite.methods.loldu import ldu
+    from suite.methods.peft.loldu import ldu
 
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     perm, lower, d, upper = ldu(w)
@@ -60,7 +60,7 @@ def test_ldu_factors_are_unit_triangular_and_multiply_back_to_w(shape):
 
 @pytest.mark.parametrize("args", [{}, {"r": 4}, {"r": 4, "alpha": 8.0}])
 def test_loldu_reproduces_w_at_init(args):
-    from suite.methods.loldu import loldu_linear_class
+    from suite.methods.peft.loldu import loldu_linear_class
 
     model, ctx, batch, *_ = tiny_setup(n_items=16)
     before = logits(model, batch)
@@ -75,7 +75,7 @@ def test_loldu_reproduces_w_at_init(args):
         assert m.loldu_z.shape == (k,)
         assert float(m.loldu_sigma.detach()) == pytest.approx(args.get("alpha", 1.0) / k)
         # z starts at the pivots D_r of W's LDU decomposition
-        from suite.methods.loldu import ldu
+        from suite.methods.peft.loldu import ldu
 
         _, _, d, _ = ldu(original[name])
         torch.testing.assert_close(m.loldu_z.detach(), d[:k])
@@ -138,7 +138,7 @@ def test_loldu_rank_above_a_matrix_is_a_clear_error():
 
 # -- ComPEFT ---------------------------------------------------------------------------------------------
 def test_compeft_keeps_the_requested_density_as_signs_times_one_scalar():
-    from suite.methods.compeft import compress
+    from suite.methods.peft.compeft import compress
 
     tau = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
     for density, alpha in [(0.05, None), (0.2, 2.5)]:
@@ -156,7 +156,7 @@ def test_compeft_keeps_the_requested_density_as_signs_times_one_scalar():
 
 
 def test_compeft_at_density_one_with_the_exact_scalar_returns_the_original_delta():
-    from suite.methods.compeft import compress
+    from suite.methods.peft.compeft import compress
 
     generator = torch.Generator().manual_seed(1)
     c = 0.0123
@@ -170,7 +170,7 @@ def test_compeft_at_density_one_with_the_exact_scalar_returns_the_original_delta
 
 
 def test_golomb_positions_round_trip_and_beat_a_bitmap():
-    from suite.methods.compeft import golomb_decode, golomb_encode, rice_parameter
+    from suite.methods.peft.compeft import golomb_decode, golomb_encode, rice_parameter
 
     generator = torch.Generator().manual_seed(2)
     n = 20_000
@@ -219,7 +219,7 @@ def test_compeft_saves_what_restores_the_compressed_update(tmp_path):
     import numpy as np
     from safetensors import safe_open
 
-    from suite.methods.compeft import golomb_decode
+    from suite.methods.peft.compeft import golomb_decode
 
     bundle, ctx, compeft, _ = _lora_compeft_cell(density=0.05)
     compeft.after_training(bundle.model, ctx)
@@ -273,7 +273,7 @@ def test_compeft_bad_arguments_are_clear_errors(args, message):
 
 # -- GaLore ----------------------------------------------------------------------------------------------
 def _galore_params(rank: int = 3, **group):
-    from suite.methods.galore import galore_optimizer_class
+    from suite.methods.memory_efficient.galore import galore_optimizer_class
 
     generator = torch.Generator().manual_seed(0)
     wide = torch.nn.Parameter(torch.randn(6, 20, generator=generator))  # m < n: projected on the left
@@ -309,7 +309,7 @@ def test_galore_state_has_the_ranks_shape_and_the_update_lies_in_the_projections
 
 
 def test_galore_unprojected_parameters_follow_torch_adamw():
-    from suite.methods.galore import galore_optimizer_class
+    from suite.methods.memory_efficient.galore import galore_optimizer_class
 
     generator = torch.Generator().manual_seed(3)
     ours = [torch.nn.Parameter(torch.randn(5, 4, generator=generator)), torch.nn.Parameter(torch.randn(4, generator=generator))]
@@ -344,7 +344,7 @@ def test_galore_matches_galore_torch_where_installed():
 
 
 def test_natural_galore_applies_the_inverse_empirical_fisher_by_woodbury():
-    from suite.methods.galore import natural_direction
+    from suite.methods.memory_efficient.galore import natural_direction
 
     generator = torch.Generator().manual_seed(4)
     g_hist = torch.randn(40, 5, generator=generator, dtype=torch.float64)
@@ -364,7 +364,7 @@ def test_natural_galore_applies_the_inverse_empirical_fisher_by_woodbury():
 
 
 def test_galore_trains_every_parameter_with_projected_states_for_the_block_linears():
-    from suite.methods.galore import galore_optimizer_class
+    from suite.methods.memory_efficient.galore import galore_optimizer_class
 
     model, ctx, _, items, task, bundle = tiny_setup(n_items=64)
     method = make("galore", rank=4)
@@ -433,7 +433,7 @@ def test_sparse_mezo_perturbs_and_updates_only_the_selected_small_weights():
 
 
 def test_sparse_mezo_estimate_is_the_directional_derivative_along_the_masked_direction():
-    from suite.methods.mezo import perturb, projected_gradient
+    from suite.methods.memory_efficient.mezo import perturb, projected_gradient
 
     model, _, batch, *_ = tiny_setup(n_items=16)
     model = model.double()
@@ -451,7 +451,7 @@ def test_sparse_mezo_estimate_is_the_directional_derivative_along_the_masked_dir
 
 
 def test_masks_of_ones_leave_mezo_unchanged():
-    from suite.methods.mezo import perturb
+    from suite.methods.memory_efficient.mezo import perturb
 
     params = [torch.zeros(3, 4), torch.zeros(5)]
     dense = [p.clone() for p in params]

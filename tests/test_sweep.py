@@ -91,7 +91,7 @@ def test_method_default_lr_applies_unless_user_overrides():
 
 
 def test_build_config_types():
-    from suite.methods.peft_lora import LoraConfig
+    from suite.methods.peft.lora_family import LoraConfig
 
     config = build_config(LoraConfig, {"r": "4", "alpha": "8", "rslora": "true"}, "method 'lora'")
     assert (config.r, config.alpha, config.rslora) == (4, 8.0, True)

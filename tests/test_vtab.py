@@ -394,7 +394,7 @@ def test_a_vit_checkpoint_in_the_in21k_format_loads_into_the_layout_the_vision_m
     from safetensors.torch import save_file
     from transformers import ViTImageProcessor, ViTModel
 
-    from suite.methods.vision import vit_layout
+    from suite.methods.vision.placement import vit_layout
 
     torch.manual_seed(0)
     bare = ViTModel(tiny_config("tiny-vit", 1))  # with its pooler, as the checkpoint

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from suite.errors import CellFailure, UserError
-from suite.methods.heads import inside
+from suite.methods.common.new_modules import inside
 from suite.methods.quant.algorithms import relative_error
 from suite.methods.quant.layers import PackedWeight, QuantLinear
 from suite.numerics import formats as F

@@ -21,7 +21,7 @@ from torch import nn
 
 from suite.errors import CellFailure
 from suite.method import MethodContext
-from suite.methods.heads import inside
+from suite.methods.common.new_modules import inside
 
 
 def high_precision_names(model: nn.Module, ctx: MethodContext) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.method import Method, MethodContext
-from suite.methods.targets import TargetedMethod
+from suite.methods.common.targets import TargetedMethod
 from suite.registry import register_method
 
 
@@ -38,7 +38,7 @@ def orthonormality(model: Any) -> Any:
     """Sum over adapted layers of ||U^T U - I||_F + ||Vh Vh^T - I||_F (eq. 6)."""
     import torch
 
-    from suite.methods.svd_linear import PrincipalLinear
+    from suite.methods.peft.svd_linear import PrincipalLinear
 
     total = None
     for module in model.modules():
@@ -59,7 +59,7 @@ class SORSA(TargetedMethod, Method):
     default_lr = 5e-4
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.svd_linear import PrincipalLinear, apply_svd_method
+        from suite.methods.peft.svd_linear import PrincipalLinear, apply_svd_method
 
         c = self.config
         return apply_svd_method(model, ctx, self.name, c.target_modules, c.r,
@@ -76,6 +76,6 @@ class SORSA(TargetedMethod, Method):
         return {"sorsa_orthonormality": float(reg.detach())} if reg is not None else {}
 
     def merge(self, model: Any) -> Any:
-        from suite.methods.svd_linear import merge_wrapped
+        from suite.methods.peft.svd_linear import merge_wrapped
 
         return merge_wrapped(model)

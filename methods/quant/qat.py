@@ -142,7 +142,7 @@ class Qat(_QatBase):
         return engine.weight_format_options(c.format, c.group, k, c.sym)
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import not_adapted, train_new_modules
+        from suite.methods.common.new_modules import not_adapted, train_new_modules
         from suite.methods.quant import engine
         from suite.methods.quant.qat_layers import FakeQuantLinear
 
@@ -287,14 +287,14 @@ class L4qConfig:
                  source="suite", paper="Jeon et al. 2024, L4Q (arXiv:2402.04902)")
 class L4q(_QatBase):
     Config = L4qConfig
-    default_lr = 1e-3  # the LoRA family's step size here (peft_wrapper.LORA_FAMILY_LR)
+    default_lr = 1e-3  # the LoRA family's step size here (suite.methods.peft.library.LORA_FAMILY_LR)
 
     def __init__(self, config: Any = None):
         super().__init__(config)
         self.layers: dict[str, Any] = {}
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import not_adapted, train_new_modules
+        from suite.methods.common.new_modules import not_adapted, train_new_modules
         from suite.methods.quant import engine
         from suite.methods.quant.qat_layers import L4QLinear
 

@@ -35,7 +35,7 @@ class BitFit(Method):
         return None
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import train_new_modules
+        from suite.methods.common.new_modules import train_new_modules
 
         biases = [p for n, p in model.named_parameters() if n.endswith(".bias") or n == "bias"]
         if not biases:

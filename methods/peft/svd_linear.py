@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.methods.targets import matching_modules, set_module
+from suite.methods.common.targets import matching_modules, set_module
 
 
 def top_svd(weight: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,8 +103,8 @@ def apply_svd_method(model: Any, ctx: Any, method: str, target_modules: Any, r: 
                      make: Callable[[nn.Linear], nn.Module]) -> Any:
     """Freeze the model, wrap the targeted linears, train the task's new modules in full."""
     from suite.errors import UserError
-    from suite.methods.heads import not_adapted, train_new_modules
-    from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, require_targets
+    from suite.methods.common.new_modules import not_adapted, train_new_modules
+    from suite.methods.common.targets import DEFAULT_ADAPTER_TARGETS, require_targets
 
     keys = require_targets(model, method, DEFAULT_ADAPTER_TARGETS, target_modules)
     for p in model.parameters():

@@ -42,7 +42,7 @@ class QuantMethod(Method):
         self.real_matmul = False
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import not_adapted, train_new_modules
+        from suite.methods.common.new_modules import not_adapted, train_new_modules
         from suite.methods.quant import engine
 
         self.check(ctx)

@@ -3,7 +3,7 @@
 They change the input sequence (or the attention's keys and values), so none of them merges
 into the weights and they apply to text tasks only (``PromptLearningMethod``). Prefix tuning
 and cartridges write their prefix into every layer's KV cache (``KvPrefixMethod``), which
-``suite.methods.peft_compat`` adapts to the installed transformers.
+``suite.methods.peft.compat`` adapts to the installed transformers.
 
 Not exposed, with the reason: ``multitask-prompt-tuning`` (needs a task id per example) and
 ``cpt`` (needs per-token context masks of a causal LM).
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from suite.method import MethodContext, MethodTarget
-from suite.methods.peft_table import TunerRow, define_tuners, tuner_lookup
-from suite.methods.peft_wrapper import PeftMethod
+from suite.methods.peft.library import PeftMethod
+from suite.methods.peft.tuners import TunerRow, define_tuners, tuner_lookup
 from suite.registry import register_method
 
 
@@ -48,7 +48,7 @@ class PromptLearningMethod(PeftMethod):
     """Tuners that change the input sequence (soft prompts, prefixes): text tasks only."""
 
     def unsupported(self, target: MethodTarget) -> str | None:
-        from suite.methods.peft_wrapper import PEFT_TASK_TYPES
+        from suite.methods.peft.library import PEFT_TASK_TYPES
 
         if target.task_kind not in PEFT_TASK_TYPES:
             return (f"peft's prompt learning needs a text task (sequence classification or causal LM), "
@@ -63,7 +63,7 @@ class KvPrefixMethod(PromptLearningMethod):
         reason = super().unsupported(target)
         if reason or not target.model_type:
             return reason
-        from suite.methods.peft_compat import backbone_class, library_version, takes_kv_prefix
+        from suite.methods.peft.compat import backbone_class, library_version, takes_kv_prefix
 
         backbone = backbone_class(target.model_type)
         if backbone is not None and not takes_kv_prefix(backbone.forward):
@@ -73,7 +73,7 @@ class KvPrefixMethod(PromptLearningMethod):
         return None
 
     def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:
-        from suite.methods.peft_compat import accept_past_key_values
+        from suite.methods.peft.compat import accept_past_key_values
 
         accept_past_key_values(model)
 
@@ -110,4 +110,4 @@ ROWS: tuple[TunerRow, ...] = (
 )
 
 TUNERS = define_tuners(ROWS, __name__, register_method)  # class name -> class
-__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft_prompts.PeftPrefix, also for pickle
+__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft.prompts.PeftPrefix, also for pickle

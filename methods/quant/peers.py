@@ -76,13 +76,13 @@ class _PeerMethod(Method):
         return None
 
     def _targets(self, model: Any, ctx: MethodContext) -> dict:
-        from suite.methods.heads import not_adapted
+        from suite.methods.common.new_modules import not_adapted
         from suite.methods.quant import engine
 
         return engine.target_linears(model, not_adapted(model, ctx), tuple(self.config.skip))
 
     def _freeze(self, model: Any, ctx: MethodContext) -> None:
-        from suite.methods.heads import train_new_modules
+        from suite.methods.common.new_modules import train_new_modules
 
         for p in model.parameters():
             p.requires_grad_(False)
@@ -261,7 +261,7 @@ class LlmcSparseGptConfig(LlmcConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from suite.methods.quant.sparse import SparsityPattern
+        from suite.methods.sparse.masks import SparsityPattern
 
         SparsityPattern.parse(self.sparsity)
 
@@ -305,7 +305,7 @@ class _Llmc(_PeerMethod):
         import torch
         from llmcompressor import oneshot
 
-        from suite.methods.heads import not_adapted
+        from suite.methods.common.new_modules import not_adapted
 
         start = time.perf_counter()
         layers = self._targets(model, ctx)
@@ -402,7 +402,7 @@ class LlmcSparseGpt(_Llmc):
     def recipe(self, ignore: list[str]) -> list:
         from llmcompressor.modifiers.pruning import SparseGPTModifier
 
-        from suite.methods.quant.sparse import SparsityPattern
+        from suite.methods.sparse.masks import SparsityPattern
 
         c = self.config
         p = SparsityPattern.parse(c.sparsity)

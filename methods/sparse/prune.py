@@ -9,7 +9,7 @@ prune-then-retrain pipeline of Han et al. 2015); evaluation-only cells (``--max-
 are one-shot pruning.
 
 Composition (``sparsegpt:sparsity=2:4+lora``, the LoRAPrune setting; ``+full``): the
-pruned layers are ``SparseLinear`` (``suite.methods.quant.sparse``) whose forward uses
+pruned layers are ``SparseLinear`` (``suite.methods.sparse.masks``) whose forward uses
 ``W * M``, so full fine-tuning never revives a pruned weight. A LoRA update is dense; with
 ``mask_adapter=true`` (default) the layer computes ``M * (W + s B A)``, so what is kept
 sparse is the whole merged layer, during training, at evaluation and in the exported
@@ -18,7 +18,7 @@ dense side path (``sparsity`` is then measured on the merged weights, and drops)
 
 Measurements: ``sparsity`` (zeros in the pruned layers' effective weights, after
 training), ``sparse_size_bytes`` (the pruned base weights in a sparse storage format, see
-``sparse.sparse_bytes``), ``model_size_bytes`` (every parameter and buffer, the pruned base
+``masks.sparse_bytes``), ``model_size_bytes`` (every parameter and buffer, the pruned base
 weights at their sparse size; a composed adapter's own parameters count dense),
 ``prune_rel_error_mean/max`` and per layer (``||W - W_pruned||_F / ||W||_F``; SparseGPT
 trades a larger weight error for a smaller output error), ``calibration_time_s``. Plugin
@@ -44,7 +44,7 @@ class PruneConfig:
     per_layer_metrics: bool = True
 
     def __post_init__(self) -> None:
-        from suite.methods.quant.sparse import SparsityPattern
+        from suite.methods.sparse.masks import SparsityPattern
 
         SparsityPattern.parse(self.sparsity)  # ValueError -> a UserError naming the method
 
@@ -86,7 +86,7 @@ class PruneMethod(Method):
 
     def __init__(self, config: Any = None):
         super().__init__(config)
-        from suite.methods.quant.sparse import SparsityPattern
+        from suite.methods.sparse.masks import SparsityPattern
 
         self.pattern = SparsityPattern.parse(self.config.sparsity)
         self.errors: dict[str, float] = {}
@@ -113,9 +113,9 @@ class PruneMethod(Method):
 
     # -- the verb --------------------------------------------------------------------------------
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import not_adapted, train_new_modules
+        from suite.methods.common.new_modules import not_adapted, train_new_modules
         from suite.methods.quant import engine
-        from suite.methods.quant.sparse import SparseLinear
+        from suite.methods.sparse.masks import SparseLinear
 
         start = time.perf_counter()
         layers = engine.target_linears(model, not_adapted(model, ctx), tuple(self.config.skip))
@@ -162,7 +162,7 @@ class PruneMethod(Method):
     def prune_stage(self, model: Any, layers: dict, stats: dict | None) -> None:
         from suite.methods.quant import engine
         from suite.methods.quant.algorithms import relative_error
-        from suite.methods.quant.sparse import SparseLinear
+        from suite.methods.sparse.masks import SparseLinear
 
         for name, lin in layers.items():
             if stats is not None and stats[name].n == 0:
@@ -180,7 +180,7 @@ class PruneMethod(Method):
         self._mask_adapters(model)
 
     def after_training(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.quant.sparse import SparseLinear
+        from suite.methods.sparse.masks import SparseLinear
 
         self._mask_adapters(model)
         for module in model.modules():
@@ -190,7 +190,7 @@ class PruneMethod(Method):
 
     def _mask_adapters(self, model: Any) -> None:
         if self.config.mask_adapter:
-            from suite.methods.quant.sparse import mask_adapters
+            from suite.methods.sparse.masks import mask_adapters
 
             mask_adapters(model)
 
@@ -198,7 +198,7 @@ class PruneMethod(Method):
     def measurements(self, model: Any) -> dict[str, float]:
         import torch
 
-        from suite.methods.quant import sparse
+        from suite.methods.sparse import masks as sparse
 
         wrappers = {id(getattr(m, "base_layer", None)): m for m in model.modules()
                     if isinstance(getattr(m, "base_layer", None), sparse.SparseLinear)}
@@ -236,7 +236,7 @@ class PruneMethod(Method):
         return out
 
     def merge(self, model: Any) -> Any:
-        from suite.methods.quant.sparse import unprune
+        from suite.methods.sparse.masks import unprune
 
         return unprune(model, keep_mask=self.config.mask_adapter)
 
@@ -248,7 +248,7 @@ class MagnitudePrune(PruneMethod):
     Config = PruneConfig
 
     def choose(self, lin: Any, stats: Any) -> tuple[Any, Any]:
-        from suite.methods.quant.sparse import magnitude_mask
+        from suite.methods.sparse.masks import magnitude_mask
 
         return lin.weight.detach(), magnitude_mask(lin.weight, self.pattern)
 
@@ -261,7 +261,7 @@ class Wanda(PruneMethod):
     needs_calibration = True
 
     def choose(self, lin: Any, stats: Any) -> tuple[Any, Any]:
-        from suite.methods.quant.sparse import wanda_mask
+        from suite.methods.sparse.masks import wanda_mask
 
         return lin.weight.detach(), wanda_mask(lin.weight, stats.sq_sum, self.pattern)
 

@@ -3,7 +3,7 @@
 A subclass names the peft config class and maps its own typed ``Config`` onto peft's
 arguments. The wrapper picks the peft task type from the task's head (the head stays
 trainable: peft's sequence-classification model keeps ``classifier``/``score`` in
-``modules_to_save``), resolves target modules per model family (``suite.methods.targets``),
+``modules_to_save``), resolves target modules per model family (``suite.methods.common.targets``),
 runs data-aware initialisation through optional ``prepare``/``finish`` hooks, and turns
 peft's errors about absent target modules into one clear message.
 """
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from suite.errors import CellFailure, UserError
 from suite.method import Method, MethodContext, MethodTarget
-from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, resolve_targets
+from suite.methods.common.targets import DEFAULT_ADAPTER_TARGETS, resolve_targets
 
 # peft's task type per task objective; objectives without one (image classification) get a
 # plain PeftModel, with the task's new modules in modules_to_save.
@@ -94,7 +94,7 @@ class PeftMethod(Method):
         if self.families and target.model_type and target.model_type not in self.families:
             return (f"it applies only to model families {', '.join(self.families)}; "
                     f"drop it for this model or choose one of those")
-        from suite.methods.peft_compat import library_version
+        from suite.methods.peft.compat import library_version
 
         try:
             import peft
@@ -104,7 +104,7 @@ class PeftMethod(Method):
             return (f"the installed peft {library_version('peft')} has no {self.peft_config_class}; "
                     f"install the tested versions (pip install -c constraints.txt -e .) or a newer peft")
         if self.target_kind is not None:
-            from suite.methods.targets import no_default_targets, placement_refusal
+            from suite.methods.common.targets import no_default_targets, placement_refusal
 
             explicit = getattr(self.config, "target_modules", None)
             reason = no_default_targets(self.name, target.model_type, explicit,
@@ -150,7 +150,7 @@ class PeftMethod(Method):
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from peft import get_peft_model
 
-        from suite.methods.targets import adaptable_names, family_of
+        from suite.methods.common.targets import adaptable_names, family_of
 
         family = family_of(model)
         reason = self.unsupported(MethodTarget("", family or "?", ctx.task_kind))

@@ -5,7 +5,7 @@ PiSSA (Meng et al. 2024, eq. 2-4): A, B from the top-r singular triplets of W,
 W_res = W - B A frozen, so adapter + residual reproduce W at initialisation (peft's
 ``init_lora_weights="pissa"``).
 
-The other members are table rows (``suite.methods.peft_table``) that build peft's
+The other members are table rows (``suite.methods.peft.tuners``) that build peft's
 ``LoraConfig`` (rsLoRA, DoRA, OLoRA, MiCA, CorDA, EVA, LoRA-GA) or ``AdaLoraConfig``. Rows whose
 initialisation needs data (CorDA, EVA, LoRA-GA) draw calibration batches from the task through
 ``ctx.calibration_batches``. AdaLoRA's rank schedule is driven by the shared training loop's
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from suite.method import MethodContext
-from suite.methods.peft_table import Targets, TunerRow, define_tuners, tuner_lookup
-from suite.methods.peft_wrapper import LORA_FAMILY_LR, LoraConfig, PeftMethod
+from suite.methods.peft.library import LORA_FAMILY_LR, LoraConfig, PeftMethod
+from suite.methods.peft.tuners import Targets, TunerRow, define_tuners, tuner_lookup
 from suite.registry import register_method
 
 __all__ = ["Lora", "LoraConfig", "Pissa", "PissaConfig"]
@@ -311,4 +311,4 @@ ROWS: tuple[TunerRow, ...] = (
 )
 
 TUNERS = define_tuners(ROWS, __name__, register_method)  # class name -> class
-__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft_lora.PeftDora, also for pickle
+__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft.lora_family.PeftDora, also for pickle

@@ -5,10 +5,10 @@ that Config maps onto peft's arguments: fields pass through under their own name
 ``renames`` gives peft's name; ``fixed`` adds constant arguments; ``seed_arg`` names the peft
 argument that takes the cell seed (random projections, sparse masks), so every seed of a sweep
 draws its own. Target modules are resolved per model family by ``PeftMethod``
-(``suite.methods.targets``). What no mapping expresses (CorDA's, EVA's and LoRA-GA's nested
+(``suite.methods.common.targets``). What no mapping expresses (CorDA's, EVA's and LoRA-GA's nested
 configs, AdaLoRA's step schedule, ...) is a named ``extra`` function on that row only.
 
-The family modules (``peft_lora``, ``peft_adapters``, ``peft_prompts``) hold the rows and pass
+The family modules (``lora_family``, ``weight_tuners``, ``prompts``) hold the rows and pass
 the registry's decorator to ``define_tuners``, so the registry discovers them (their source
 names it) and this helper module registers nothing itself.
 Nothing here imports torch, transformers or peft at import time, so ``suite list`` stays fast.
@@ -23,8 +23,8 @@ from types import MappingProxyType
 from typing import Any
 
 from suite.method import MethodContext
-from suite.methods.peft_wrapper import PeftMethod
-from suite.methods.targets import DEFAULT_ADAPTER_TARGETS
+from suite.methods.common.targets import DEFAULT_ADAPTER_TARGETS
+from suite.methods.peft.library import PeftMethod
 
 Targets = tuple[str, ...] | None  # module-name keys; None: the model family's default
 
@@ -121,7 +121,7 @@ def pow2_divisor(model: Any, keys: list[str] | None, cap: int) -> int:
 
     import torch
 
-    from suite.methods.targets import matching_modules
+    from suite.methods.common.targets import matching_modules
 
     dims = [d for _, m in matching_modules(model, keys or [], torch.nn.Linear)
             for d in (m.in_features, m.out_features)]
@@ -164,7 +164,7 @@ def define_tuners(rows: tuple[TunerRow, ...], module: str, register: Callable[..
     """Make one class per row and register it with ``register`` (the registry's method decorator).
 
     Returns class name -> class; the family module serves it through ``tuner_lookup``, so
-    ``suite.methods.peft_adapters.PeftVera`` imports and pickle finds each class by its name.
+    ``suite.methods.peft.weight_tuners.PeftVera`` imports and pickle finds each class by its name.
     """
     classes = {}
     for row in rows:

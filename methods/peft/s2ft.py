@@ -143,8 +143,8 @@ class S2FT(Method):
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
 
-        from suite.methods.heads import train_new_modules
-        from suite.methods.targets import family_of, set_module, transformer_blocks
+        from suite.methods.common.new_modules import train_new_modules
+        from suite.methods.common.targets import family_of, set_module, transformer_blocks
 
         family = family_of(model)
         layout = LAYOUTS.get(FAMILY_LAYOUT.get(family, ""))
@@ -222,7 +222,7 @@ class S2FT(Method):
     def merge(self, model: Any) -> Any:
         import torch
 
-        from suite.methods.targets import set_module
+        from suite.methods.common.targets import set_module
 
         _, s2ft_linear = s2ft_classes()
         for name, module in list(model.named_modules()):

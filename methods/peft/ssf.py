@@ -85,8 +85,8 @@ class SSF(Method):
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
 
-        from suite.methods.heads import inside, not_adapted, train_new_modules
-        from suite.methods.targets import set_module
+        from suite.methods.common.new_modules import inside, not_adapted, train_new_modules
+        from suite.methods.common.targets import set_module
 
         wrapped = ssf_module_class()
         left_alone = not_adapted(model, ctx)
@@ -113,7 +113,7 @@ class SSF(Method):
         return model
 
     def merge(self, model: Any) -> Any:
-        from suite.methods.targets import set_module
+        from suite.methods.common.targets import set_module
 
         wrapped = ssf_module_class()
         for name, module in list(model.named_modules()):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.method import Method, MethodContext
-from suite.methods.targets import TargetedMethod
+from suite.methods.common.targets import TargetedMethod
 from suite.registry import register_method
 
 
@@ -36,13 +36,13 @@ class SVFit(TargetedMethod, Method):
     default_lr = 5e-3
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.svd_linear import PrincipalLinear, apply_svd_method
+        from suite.methods.peft.svd_linear import PrincipalLinear, apply_svd_method
 
         c = self.config
         return apply_svd_method(model, ctx, self.name, c.target_modules, c.r,
                                 lambda lin: PrincipalLinear(lin, c.r, train_vectors=False))
 
     def merge(self, model: Any) -> Any:
-        from suite.methods.svd_linear import merge_wrapped
+        from suite.methods.peft.svd_linear import merge_wrapped
 
         return merge_wrapped(model)

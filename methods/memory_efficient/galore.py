@@ -41,7 +41,7 @@ from functools import cache
 from typing import Any
 
 from suite.method import Method, MethodContext
-from suite.methods.targets import TargetedMethod
+from suite.methods.common.targets import TargetedMethod
 from suite.registry import register_method
 
 
@@ -188,8 +188,12 @@ class GaLore(TargetedMethod, Method):
         from torch import nn
 
         from suite.errors import UserError
-        from suite.methods.heads import not_adapted
-        from suite.methods.targets import DEFAULT_ADAPTER_TARGETS, matching_modules, require_targets
+        from suite.methods.common.new_modules import not_adapted
+        from suite.methods.common.targets import (
+            DEFAULT_ADAPTER_TARGETS,
+            matching_modules,
+            require_targets,
+        )
 
         keys = require_targets(model, self.name, DEFAULT_ADAPTER_TARGETS, self.config.target_modules)
         chosen = matching_modules(model, keys, nn.Linear, exclude=not_adapted(model, ctx))

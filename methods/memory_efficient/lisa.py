@@ -54,7 +54,7 @@ class LISA(Method):
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from suite.errors import UserError
-        from suite.methods.targets import transformer_blocks
+        from suite.methods.common.targets import transformer_blocks
 
         self.blocks = list(transformer_blocks(model))
         if self.config.layers > len(self.blocks):

@@ -1,4 +1,4 @@
-"""peft's weight-space tuners beyond the LoRA family, one table row each (``suite.methods.peft_table``).
+"""peft's weight-space tuners beyond the LoRA family, one table row each (``suite.methods.peft.tuners``).
 
 Random projections, orthogonal rotations, Kronecker and Hadamard products, spectral and sparse
 updates, vector banks, norm and bias tuning, trainable token embeddings. Tuners that draw a
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from suite.method import MethodContext, MethodTarget
-from suite.methods.peft_table import Targets, TunerRow, define_tuners, tuner_lookup
-from suite.methods.peft_wrapper import PeftMethod
+from suite.methods.peft.library import PeftMethod
+from suite.methods.peft.tuners import Targets, TunerRow, define_tuners, tuner_lookup
 from suite.registry import register_method
 
 
@@ -239,7 +239,7 @@ class TrainableTokensArgs:
 # -- special cases: trainable tokens name the embedding and the tokens; SHiRA's budget must fit --------
 class _TokenEmbeddingMethod(PeftMethod):
     def unsupported(self, target: MethodTarget) -> str | None:
-        from suite.methods.peft_wrapper import PEFT_TASK_TYPES
+        from suite.methods.peft.library import PEFT_TASK_TYPES
 
         if target.task_kind not in PEFT_TASK_TYPES:
             return f"it trains token embeddings, and a {target.task_kind} task's inputs are not tokens"
@@ -255,7 +255,7 @@ class _ShiraMethod(PeftMethod):
             return reason
         import torch
 
-        from suite.methods.targets import matching_modules
+        from suite.methods.common.targets import matching_modules
 
         r = self.config.r
         for name, layer in matching_modules(skeleton, self.targets(skeleton) or [], torch.nn.Linear):
@@ -411,4 +411,4 @@ ROWS: tuple[TunerRow, ...] = (
 )
 
 TUNERS = define_tuners(ROWS, __name__, register_method)  # class name -> class
-__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft_adapters.PeftVera, also for pickle
+__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft.weight_tuners.PeftVera, also for pickle

@@ -25,7 +25,7 @@ from functools import cache
 from typing import Any
 
 from suite.method import Method, MethodContext
-from suite.methods.targets import TargetedMethod
+from suite.methods.common.targets import TargetedMethod
 from suite.registry import register_method
 
 
@@ -64,7 +64,7 @@ def loldu_linear_class() -> type:
     import torch.nn.functional as F
     from torch import nn
 
-    from suite.methods.svd_linear import SVDAdapted
+    from suite.methods.peft.svd_linear import SVDAdapted
 
     class LoLDULinear(SVDAdapted):
         """h = W_res x + sigma P L_r diag(z) U_r x; ``base`` holds W_res, only z and sigma train."""
@@ -107,7 +107,7 @@ class LoLDU(TargetedMethod, Method):
     default_lr = 5e-3
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.svd_linear import apply_svd_method
+        from suite.methods.peft.svd_linear import apply_svd_method
 
         c = self.config
         layer = loldu_linear_class()
@@ -116,6 +116,6 @@ class LoLDU(TargetedMethod, Method):
                                 lambda lin: layer(lin, c.r, c.alpha, c.train_scaling))
 
     def merge(self, model: Any) -> Any:
-        from suite.methods.svd_linear import merge_wrapped
+        from suite.methods.peft.svd_linear import merge_wrapped
 
         return merge_wrapped(model)

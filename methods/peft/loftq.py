@@ -27,9 +27,9 @@ from typing import Any
 
 from suite.errors import UserError
 from suite.method import MethodContext
-from suite.methods.peft_lora import Lora
-from suite.methods.peft_wrapper import LoraConfig
-from suite.methods.quant.methods import QuantMethod
+from suite.methods.peft.library import LoraConfig
+from suite.methods.peft.lora_family import Lora
+from suite.methods.quant.quantizers import QuantMethod
 from suite.registry import register_method
 
 
@@ -74,8 +74,8 @@ def loftq_factors(weight: Any, fmt: str, opts: dict, rank: int, scaling: float,
     ``Q + scaling * B @ A`` the initial weight. A and B share sqrt(S) of the SVD."""
     import torch
 
+    from suite.methods.peft.svd_linear import top_svd
     from suite.methods.quant import engine
-    from suite.methods.svd_linear import top_svd
 
     w = weight.detach().float()
     low_rank = torch.zeros_like(w)
@@ -108,10 +108,10 @@ class LoftQ(Lora):
         the LoftQ factors into the adapters (after wrapping, to read peft's scaling)."""
         import torch
 
-        from suite.methods.heads import not_adapted
+        from suite.methods.common.new_modules import not_adapted
+        from suite.methods.common.targets import matching_modules
         from suite.methods.quant import engine
         from suite.methods.quant.algorithms import relative_error
-        from suite.methods.targets import matching_modules
 
         start = time.perf_counter()
         c = self.config

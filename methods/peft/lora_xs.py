@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.method import Method, MethodContext
-from suite.methods.targets import TargetedMethod
+from suite.methods.common.targets import TargetedMethod
 from suite.registry import register_method
 
 
@@ -39,7 +39,7 @@ class LoraXS(TargetedMethod, Method):
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
 
-        from suite.methods.svd_linear import LoraXSLinear, apply_svd_method
+        from suite.methods.peft.svd_linear import LoraXSLinear, apply_svd_method
 
         c = self.config
         torch.manual_seed(ctx.seed)
@@ -47,6 +47,6 @@ class LoraXS(TargetedMethod, Method):
                                 lambda lin: LoraXSLinear(lin, c.r, c.init_std))
 
     def merge(self, model: Any) -> Any:
-        from suite.methods.svd_linear import merge_wrapped
+        from suite.methods.peft.svd_linear import merge_wrapped
 
         return merge_wrapped(model)

@@ -89,14 +89,14 @@ class VPT(Method):
     Config = VPTConfig
 
     def unsupported(self, target: MethodTarget) -> str | None:
-        from suite.methods.targets import VIT_LIKE
-        from suite.methods.vision import vit_refusal
+        from suite.methods.common.targets import VIT_LIKE
+        from suite.methods.vision.placement import vit_refusal
 
         return vit_refusal("vpt", target, VIT_LIKE)
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from suite.methods.heads import train_new_modules
-        from suite.methods.vision import vit_layout
+        from suite.methods.common.new_modules import train_new_modules
+        from suite.methods.vision.placement import vit_layout
 
         layout = vit_layout(model)
         if layout is None:

@@ -68,7 +68,7 @@ def add_adaptformer(module: Any, args: tuple, output: Any) -> Any:
 
 
 def _vit_blocks(model: Any, method: str) -> list[Any]:
-    from suite.methods.vision import vit_layout
+    from suite.methods.vision.placement import vit_layout
 
     layout = vit_layout(model)
     if layout is None:
@@ -78,8 +78,8 @@ def _vit_blocks(model: Any, method: str) -> list[Any]:
 
 
 def _refusal(method: str, target: MethodTarget) -> str | None:
-    from suite.methods.targets import VIT_LIKE
-    from suite.methods.vision import vit_refusal
+    from suite.methods.common.targets import VIT_LIKE
+    from suite.methods.vision.placement import vit_refusal
 
     return vit_refusal(method, target, VIT_LIKE)
 
@@ -110,7 +110,7 @@ class Houlsby(Method):
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         import torch
 
-        from suite.methods.heads import train_new_modules
+        from suite.methods.common.new_modules import train_new_modules
 
         blocks = _vit_blocks(model, "houlsby")
         for p in model.parameters():
@@ -161,7 +161,7 @@ class AdaptFormer(Method):
 
         import torch
 
-        from suite.methods.heads import train_new_modules
+        from suite.methods.common.new_modules import train_new_modules
 
         blocks = _vit_blocks(model, "adaptformer")
         for p in model.parameters():

@@ -16,7 +16,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from suite.method import Method, MethodContext
-from suite.methods.targets import TargetedMethod
+from suite.methods.common.targets import TargetedMethod
 from suite.registry import register_method
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,8 +102,8 @@ class SpIEL(TargetedMethod, Method):
         import torch
 
         from suite.errors import UserError
-        from suite.methods.heads import not_adapted, train_new_modules
-        from suite.methods.targets import matching_modules, require_targets, set_module
+        from suite.methods.common.new_modules import not_adapted, train_new_modules
+        from suite.methods.common.targets import matching_modules, require_targets, set_module
 
         keys = require_targets(model, self.name, "all-linear", self.config.target_modules)
         chosen = matching_modules(model, keys, torch.nn.Linear, not_adapted(model, ctx))
@@ -162,7 +162,7 @@ class SpIEL(TargetedMethod, Method):
         return {"spiel_updates": float(self.updates), "spiel_regrown": float(self.regrown)}
 
     def merge(self, model: Any) -> Any:
-        from suite.methods.targets import set_module
+        from suite.methods.common.targets import set_module
 
         cls = spiel_linear_class()
         for name, module in list(model.named_modules()):
