@@ -20,6 +20,7 @@ import time
 def main() -> None:
     from scipy.stats import spearmanr
 
+    from suite.app.runner import prepare
     from suite.config import build_config
     from suite.methods.common.new_modules import not_adapted
     from suite.methods.quant import algorithms as A
@@ -27,7 +28,6 @@ def main() -> None:
     from suite.methods.quant.quantizers import Hawq
     from suite.recipe import Recipe
     from suite.registry import TASKS
-    from suite.runner import prepare
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)

@@ -19,9 +19,9 @@ import torch
 
 
 def build(model_name: str, max_length: int, limit: int):
+    from suite.app.runner import apply_methods, prepare
     from suite.methods.peft.lora_family import Lora, LoraConfig
     from suite.recipe import Recipe
-    from suite.runner import apply_methods, prepare
     from suite.tasks.smoke import SmokeTask
 
     task = SmokeTask()

@@ -31,12 +31,12 @@ DEFAULT = ["fp32", "w8a8", "w8a8:format=fp8", "rtn:bits=8,group=0", "rtn:bits=4,
 
 
 def main() -> None:
+    from suite.app.runner import apply_methods, prepare
     from suite.config import build_config, parse_kv
     from suite.method import MethodTarget
     from suite.modeling import model_config
     from suite.recipe import Recipe
     from suite.registry import METHODS, TASKS
-    from suite.runner import apply_methods, prepare
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)

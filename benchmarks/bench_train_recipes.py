@@ -48,9 +48,9 @@ def prepare(spec: str, template: torch.nn.Module, device: str) -> dict:
     """The model under one recipe, its optimizer and precision policy, as a cell would set them."""
     import copy
 
+    from suite.app.sweep import parse_method_spec, resolve_method_spec
     from suite.method import MethodContext
     from suite.precision import FP32
-    from suite.sweep import parse_method_spec, resolve_method_spec
 
     methods = [m.instantiate() for m in resolve_method_spec(parse_method_spec(spec))]
     model = copy.deepcopy(template).to(device)
@@ -97,7 +97,7 @@ def main() -> int:
     p.add_argument("--json", default="", help="also write the rows here")
     args = p.parse_args()
 
-    from suite.library_noise import quiet_library_noise
+    from suite.app.library_noise import quiet_library_noise
 
     quiet_library_noise(args.device)
     template = build(args)

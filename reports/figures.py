@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from suite import stats  # noqa: E402
+from suite.reports import stats  # noqa: E402
 
 RC = {
     "svg.fonttype": "none",  # text stays text: smaller files, selectable, crisp

@@ -41,7 +41,7 @@ import pandas as pd
 
 from suite import __version__
 from suite.errors import UserError
-from suite.reports import figures, kernel_figures, kernels, summary
+from suite.reports import figures, kernel_figures, kernels, leaderboard
 from suite.reports.format import (
     display_scale,
     f_bytes,
@@ -113,10 +113,10 @@ def _pretty_json(text) -> str:
 
 
 def cell_file(cell_id: str) -> str:
-    return f"{cell_id}.html" if _SAFE_ID.match(cell_id) else f"{summary.slugify(cell_id)}.html"
+    return f"{cell_id}.html" if _SAFE_ID.match(cell_id) else f"{leaderboard.slugify(cell_id)}.html"
 
 
-load_store = summary.load_store
+load_store = leaderboard.load_store
 
 
 def render_site(
@@ -142,11 +142,11 @@ def render_site(
     out = Path(out)
     check_output(out)
     singles = single_cell_files(store_path)
-    store, cells, kern, skipped = summary.load_store_report(store_path)
+    store, cells, kern, skipped = leaderboard.load_store_report(store_path)
     lap("load")
     if not cells.empty and tasks:
-        cells = summary.select_tasks(cells, tasks)
-    boards = (summary.build_boards(cells, baseline, skipped.loader(store), metric, alpha, str(store_path))
+        cells = leaderboard.select_tasks(cells, tasks)
+    boards = (leaderboard.build_boards(cells, baseline, skipped.loader(store), metric, alpha, str(store_path))
               if not cells.empty else [])
     if not boards and kern.empty:
         raise UserError("nothing to render")
@@ -190,7 +190,7 @@ def render_site(
     task_pages: dict[tuple[str, str], str] = {}
     for b in boards:
         for sub in dict.fromkeys(c.key[0] for c in b.columns):
-            task_pages[(b.slug, sub)] = f"task-{summary.slugify(f'{b.slug}-{sub}')}.html"
+            task_pages[(b.slug, sub)] = f"task-{leaderboard.slugify(f'{b.slug}-{sub}')}.html"
 
     fig_paths: dict[str, list[dict]] = {}
     for b in boards:
@@ -298,7 +298,7 @@ def render_site(
                               "n_rows": len(rows), "n_cells": sum(len(r["cells"]) for r in rows),
                               "n_failed": len(failures)})
     for g in kernel_groups:
-        name = f"figures/kernel-{summary.slugify(g.kernel)}.svg"
+        name = f"figures/kernel-{leaderboard.slugify(g.kernel)}.svg"
         if g.history:
             fig_jobs.append((kernel_figures.history_svg, (g.history, g.kernel, out / name), [name]))
             g.figure = name

@@ -112,7 +112,7 @@ class Method:
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
-    # -- hyperparameter search (suite.tuning) -------------------------------------------------
+    # -- hyperparameter search (suite.app.tuning) -------------------------------------------------
     @classmethod
     def search_space(cls, config: Any) -> dict[str, tuple]:
         """What ``--tune-trials`` draws besides the learning rate: name -> ("log" | "uniform" | "int",

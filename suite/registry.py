@@ -164,7 +164,7 @@ def _entry_points(group: str) -> list[metadata.EntryPoint]:
 METHODS = Registry("suite.methods", "suite.methods")
 TASKS = Registry("suite.tasks", "suite.tasks")
 KERNELS = Registry("suite.kernels", "suite.kernels")
-EXECUTORS = Registry("suite.executors", "suite.executors")
+EXECUTORS = Registry("suite.executors", "suite.app.executors")
 
 register_method = METHODS.register
 register_task = TASKS.register

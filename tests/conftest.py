@@ -33,9 +33,9 @@ def tiny_setup(model_name: str = "tiny-bert", n_items: int = 256, task_name: str
                max_length: int = 32, seed: int = 0):
     """A tiny model of ``task_name`` with its training items and the method context the runner
     would give it: ``(model, ctx, batch of 16, items, task, bundle)``."""
+    from suite.app.runner import prepare
     from suite.recipe import Recipe
     from suite.registry import TASKS
-    from suite.runner import prepare
 
     task = TASKS.get(task_name).target(subtask=None, data_dir=None)
     recipe = Recipe(limit=n_items, max_length=max_length, batch_size=8, max_steps=10)
@@ -48,7 +48,7 @@ def tiny_setup(model_name: str = "tiny-bert", n_items: int = 256, task_name: str
 def run_suite(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the ``suite`` CLI in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "suite.app.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
 
 

@@ -175,7 +175,7 @@ def _optimizers() -> list[str]:
 
 
 def _presets() -> list[str]:
-    from suite.commands.run import PRESETS
+    from suite.app.commands.run import PRESETS
 
     return list(PRESETS)
 

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from suite.app.commands import bench as bench_cmd
 from suite.bench.gate import compare_rows, load_baseline, save_baseline
-from suite.commands import bench as bench_cmd
 from suite.errors import UserError
 
 
@@ -217,7 +217,7 @@ def test_cli_exit_codes_through_the_real_command(tmp_path):
     import sys
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "suite.cli", "bench", "kernels", *args,
+        return subprocess.run([sys.executable, "-m", "suite.app.cli", "bench", "kernels", *args,
                                "--store", str(tmp_path), "--device", "cpu"],
                               capture_output=True, text=True, timeout=300)
 

@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 
 from benchmarks import synthetic_store as synthetic
-from suite.commands import compare
+from suite.app.commands import compare
 from suite.errors import UserError
 
 GLUE8 = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")

@@ -380,7 +380,7 @@ def test_sparse_base_with_lora_masked_merge(mask_adapter):
 
 
 def test_nm_pattern_a_layer_cannot_take_is_refused_before_any_cell_runs(tmp_path):
-    from suite.cli import main
+    from suite.app.cli import main
 
     target = MethodTarget("tiny-bert", "bert", "classification")
     assert _method("wanda:sparsity=2:4").unsupported(target) is None

@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from suite.cli import main
+from suite.app.cli import main
 from suite.registry import METHODS, TASKS, register_task
 from suite.results.store import ResultStore
 from suite.tasks.causal_lm import CausalLMTask
@@ -147,11 +147,11 @@ TRAINS_EMBEDDINGS = {"full", "mezo", "sparse-mezo", "galore", "compeft", "traina
 
 
 def test_no_method_but_full_trains_a_causal_lms_embeddings_or_lm_head():
+    from suite.app.runner import apply_methods, prepare
+    from suite.app.sweep import parse_method_spec, resolve_method_spec
     from suite.method import MethodTarget
     from suite.modeling import model_config
     from suite.recipe import Recipe
-    from suite.runner import apply_methods, prepare
-    from suite.sweep import parse_method_spec, resolve_method_spec
 
     checked = 0
     for entry in METHODS.entries():

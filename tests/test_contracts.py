@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import suite.results
-from suite.cli import main
-from suite.executor import Executor
+from suite.app.cli import main
+from suite.app.executor import Executor
+from suite.app.runner import RunSettings, run_cell
+from suite.app.sweep import build_cells, parse_method_spec, parse_task_list
 from suite.method import Method
 from suite.precision import BF16_AUTOCAST
 from suite.recipe import RECIPE_KEYS, Recipe, recipe_flags
@@ -27,8 +29,6 @@ from suite.registry import (
     register_method,
     register_task,
 )
-from suite.runner import RunSettings, run_cell
-from suite.sweep import build_cells, parse_method_spec, parse_task_list
 from suite.tasks.language_modeling import LanguageModelingTask
 
 FAST = ["--max-steps", "3", "--limit", "32", "--batch-size", "8", "--no-progress"]
@@ -188,8 +188,8 @@ def test_a_language_model_trains_from_a_stream_and_reports_validation_loss(tmp_p
 
 
 def test_a_stream_needs_a_step_budget():
+    from suite.app.runner import prepare
     from suite.errors import CellFailure
-    from suite.runner import prepare
     from suite.train import Trainer
 
     task = TASKS.get("test-lm").target()
@@ -202,7 +202,7 @@ def test_a_stream_needs_a_step_budget():
 
 # -- the recipe, declared once ---------------------------------------------------------------------------
 def test_every_recipe_field_is_a_flag_and_a_sweep_file_key(tmp_path):
-    from suite.cli import build_parser
+    from suite.app.cli import build_parser
 
     flags = {f.key: f.flag for f in recipe_flags()}
     assert set(flags) == set(RECIPE_KEYS)
@@ -238,7 +238,7 @@ def test_discovery_imports_only_modules_that_register(tmp_path, monkeypatch):
 
 
 def test_list_and_help_import_no_torch():
-    code = ("import sys; from suite.cli import main; main(['list']); main(['list', 'executors']); "
+    code = ("import sys; from suite.app.cli import main; main(['list']); main(['list', 'executors']); "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

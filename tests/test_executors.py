@@ -89,7 +89,7 @@ def probe(log: Path, crash: str = "none", sleep: float = 0.0, crash_seed: int = 
 
 
 def run(*args: str) -> int:
-    from suite.cli import main
+    from suite.app.cli import main
 
     return main(["run", *args])
 
@@ -147,7 +147,7 @@ def test_ray_runs_two_cells_at_a_time_with_the_local_executors_metrics(ray_insta
 def test_ray_retries_a_killed_worker_records_a_lost_one_once_and_never_retries_a_failure(
         ray_instance, tmp_path, capsys):
     import suite.results
-    from suite.cli import main
+    from suite.app.cli import main
 
     logs = {name: tmp_path / f"{name}.log" for name in ("kill-once", "kill-always", "fail")}
     methods = ",".join(probe(log, crash) for crash, log in logs.items())
@@ -182,7 +182,7 @@ def test_ctrl_c_cancels_outstanding_cells_and_leaves_the_store_readable(ray_inst
     # A shell's background job starts with SIGINT ignored, and a child inherits that: restore
     # Python's own handler so the signal below reaches the driver wherever pytest was started.
     code = ("import signal, sys, tests.test_executors; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            f"from suite.cli import main; sys.exit(main({args!r}))")
+            f"from suite.app.cli import main; sys.exit(main({args!r}))")
     driver = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -234,7 +234,7 @@ def test_slurm_no_wait_then_status_and_requeue_on_preemption(tmp_path, workers_s
     """Jobs write their own records: the driver returns at once and ``suite status`` follows them;
     a preempted job is requeued by submitit, with no driver alive to do it."""
     import suite.results
-    from suite.cli import main
+    from suite.app.cli import main
     from suite.results.store import ResultStore
 
     plain, preempted, store = tmp_path / "plain.log", tmp_path / "preempted.log", tmp_path / "store"
@@ -264,7 +264,7 @@ echo "Submitted batch job 4242"
 @needs_submitit
 def test_slurm_submits_one_job_array_with_the_options_given(tmp_path, monkeypatch, capsys):
     """The real SLURM path up to sbatch, with a stand-in sbatch that keeps the script it is given."""
-    from suite.cli import main
+    from suite.app.cli import main
 
     bin_dir, seen, store = tmp_path / "bin", tmp_path / "seen", tmp_path / "store"
     bin_dir.mkdir(), seen.mkdir()
@@ -338,7 +338,7 @@ def test_two_writers_compacting_one_store_never_lose_or_duplicate_a_cell(tmp_pat
 
 def test_two_drivers_running_one_sweep_on_one_store(tmp_path):
     store = tmp_path / "store"
-    args = [sys.executable, "-m", "suite.cli", "run", "--methods", "lora", "--seeds", "2", *FAST,
+    args = [sys.executable, "-m", "suite.app.cli", "run", "--methods", "lora", "--seeds", "2", *FAST,
             "--store", str(store)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     drivers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -407,12 +407,12 @@ def test_slurm_without_slurm_says_what_to_do(tmp_path, capsys):
 
 
 def test_executor_flags_are_generated_from_the_options_and_listing_stays_light():
-    from suite.executor import executor_flags
+    from suite.app.executor import executor_flags
 
     flags = {flag.flag: flag.owners for flag in executor_flags()}
     assert flags["--retries"] == ("ray", "slurm") and flags["--address"] == ("ray",)
     assert flags["--no-wait"] == ("slurm",) and "--slurm-partition" in flags
-    code = ("import sys; from suite.cli import main; main(['list', 'executors'])\n"
+    code = ("import sys; from suite.app.cli import main; main(['list', 'executors'])\n"
             "try:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('ray', 'submitit', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -80,7 +80,7 @@ def test_a_kill_inside_compaction_counts_no_cell_twice(tmp_path):
 
 def test_two_drivers_on_one_store_lose_and_duplicate_nothing(tmp_path):
     store = tmp_path / "store"
-    command = [sys.executable, "-m", "suite.cli", "run", "--methods", "lora,full", "--seeds", "2", *FAST,
+    command = [sys.executable, "-m", "suite.app.cli", "run", "--methods", "lora,full", "--seeds", "2", *FAST,
                "--store", str(store)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

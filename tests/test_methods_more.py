@@ -468,11 +468,11 @@ def test_sparse_mezo_bad_sparsity_is_a_clear_error():
 
 # -- through the suite ------------------------------------------------------------------------------------
 def test_all_four_run_the_smoke_task_to_ok_cells(tmp_path, capsys):
-    from suite.cli import main
+    from suite.app.cli import main
     from suite.results.store import ResultStore
 
     store = tmp_path / "store"
-    # The composition goes first: suite.sweep.split_method_list reads "a,b+c:k=v" as b's arguments of a.
+    # The composition goes first: suite.app.sweep.split_method_list reads "a,b+c:k=v" as b's arguments of a.
     methods = ["lora+compeft:density=0.05", "full+compeft", "loldu", "galore", "galore:natural=true", "sparse-mezo"]
     code = main(["run", "--methods", ",".join(methods), "--tasks", "smoke", "--models", "tiny-bert",
                  "--max-steps", "3", "--limit", "32", "--batch-size", "8", "--max-length", "32",
@@ -494,7 +494,7 @@ def test_all_four_run_the_smoke_task_to_ok_cells(tmp_path, capsys):
 
 
 def test_list_shows_the_four_with_their_papers(capsys):
-    from suite.cli import main
+    from suite.app.cli import main
 
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out

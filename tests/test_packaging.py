@@ -28,7 +28,7 @@ def test_every_package_folder_is_listed_in_pyproject():
 
 
 def test_help_and_list_do_not_import_torch_or_transformers():
-    code = ("import sys, io, contextlib\nfrom suite.cli import main\n"
+    code = ("import sys, io, contextlib\nfrom suite.app.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n    main(['list'])\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'pandas', 'triton') if m in sys.modules]\n"
             "print(','.join(heavy))")
@@ -40,7 +40,7 @@ def test_help_and_list_answer_quickly():
     # A generous bound (a loaded 2-core CI machine): the point is that nothing heavy loads.
     for args in (["--help"], ["list"]):
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "suite.app.cli", *args], capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         assert out.returncode == 0, out.stderr
         assert elapsed < 5.0, f"suite {' '.join(args)} took {elapsed:.1f}s"

@@ -39,7 +39,7 @@ def make(name: str, **args):
 
 
 def run_sweep(tmp_path, methods: list[str], model: str) -> dict[str, tuple[str, str]]:
-    from suite.cli import main
+    from suite.app.cli import main
     from suite.results.store import ResultStore
 
     store = tmp_path / f"store-{model}"
@@ -260,7 +260,7 @@ def test_absent_target_modules_end_in_a_clear_message(name):
 
 
 def test_list_shows_kind_source_and_paper(capsys):
-    from suite.cli import main
+    from suite.app.cli import main
 
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out

@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from suite.planning import detectable_effect, example_spread, power, seed_spread, seeds_needed
+from suite.reports.planning import (
+    detectable_effect,
+    example_spread,
+    power,
+    seed_spread,
+    seeds_needed,
+)
 from suite.results.store import ResultStore
 from tests.conftest import run_suite
 

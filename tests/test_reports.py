@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from benchmarks import synthetic_store as synthetic
-from suite.cli import main as cli_main
+from suite.app.cli import main as cli_main
 from suite.errors import UserError
-from suite.reports import kernels, summary
+from suite.reports import kernels, leaderboard
 from suite.reports.site import render_site
 from suite.results.store import ResultStore
 
@@ -70,7 +70,7 @@ def test_significance_marks_a_real_gap_and_not_noise(store_dir):
     synthetic.write_store(root, methods=("lora", "twin"), subtasks=("sst2",), skill={"twin": 0.86},
                           n_examples=300)
     store = ResultStore(root)
-    (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    (board,) = leaderboard.build_boards(store.load(), "lora", store.load_predictions)
     twin = next(r for r in board.rows if r.variant == "twin")
     entry = next(iter(twin.entries.values()))
     assert entry.test.test == "seed-paired-t" and entry.test.n == 3
@@ -82,7 +82,7 @@ def test_significance_marks_a_real_gap_and_not_noise(store_dir):
     synthetic.write_store(root, methods=("lora", "full"), subtasks=("sst2",), seeds=range(6),
                           skill={"full": 0.97}, n_examples=300)
     store = ResultStore(root)
-    (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    (board,) = leaderboard.build_boards(store.load(), "lora", store.load_predictions)
     full = next(r for r in board.rows if r.variant == "full").entries[("sst2", "dev", "accuracy")]
     assert full.test.test == "seed-paired-t" and full.test.n == 6
     assert full.significant and full.better and full.p_adjusted < 0.05
@@ -92,7 +92,7 @@ def test_significance_marks_a_real_gap_and_not_noise(store_dir):
 def test_too_few_seeds_give_no_verdict_with_the_reason(tmp_path):
     store = synthetic.write_store(tmp_path / "two", methods=("lora", "full"), subtasks=("sst2",), seeds=(0, 1),
                                   skill={"full": 0.99}, n_examples=300)
-    (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    (board,) = leaderboard.build_boards(store.load(), "lora", store.load_predictions)
     full = next(r for r in board.rows if r.variant == "full").entries[("sst2", "dev", "accuracy")]
     assert full.test.reason == "n<3 seeds" and np.isnan(full.test.p_value) and not full.significant
     # The per-example test would call this gap significant: it is shown, labelled, never marked.
@@ -121,7 +121,7 @@ def test_intervals_are_student_t_over_seeds(site):
 
 
 def test_missing_predictions_fall_back_to_the_seed_test(store_dir):
-    (board,) = summary.build_boards(ResultStore(store_dir).load(), "lora", predictions=None)
+    (board,) = leaderboard.build_boards(ResultStore(store_dir).load(), "lora", predictions=None)
     full = next(r for r in board.rows if r.variant == "full")
     assert all(e.test.test == "seed-paired-t" and e.example_test is None for e in full.entries.values())
 
@@ -340,6 +340,6 @@ def test_a_clean_store_has_no_skipped_note(site):
 def test_unknown_metric_and_task_are_user_errors(store_dir):
     frame = ResultStore(store_dir).load()
     with pytest.raises(UserError, match="no metric 'bleu'"):
-        summary.build_boards(frame, "lora", metric="bleu")
+        leaderboard.build_boards(frame, "lora", metric="bleu")
     with pytest.raises(UserError, match="no results for tasks"):
-        summary.select_tasks(frame, ["gsm8k"])
+        leaderboard.select_tasks(frame, ["gsm8k"])

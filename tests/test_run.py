@@ -34,7 +34,7 @@ def test_smoke_run_stores_long_form_records_with_provenance(store_dir):
     assert frame["cell_id"].nunique() == 2
     assert (frame["status"] == "ok").all()
     assert frame["synthetic_data"].astype(bool).all() and (frame["data_source"] == "synthetic").all()
-    from suite.provenance import library_versions, package_column
+    from suite.app.provenance import library_versions, package_column
 
     optional = {package_column(name) for name, version in library_versions().items() if not version}
     for column in PROVENANCE_COLUMNS:
@@ -96,7 +96,7 @@ def test_failing_cell_is_stored_and_the_sweep_goes_on(store_dir):
 
 
 def test_sigkill_mid_sweep_then_resume_loses_nothing(store_dir):
-    args = [sys.executable, "-m", "suite.cli", "run", "--methods", "lora,pissa,full,linear-probe",
+    args = [sys.executable, "-m", "suite.app.cli", "run", "--methods", "lora,pissa,full,linear-probe",
             "--tasks", "smoke", "--seeds", "2", "--store", str(store_dir), "--max-steps", "15", "--no-progress"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     cells = store_dir / "cells"

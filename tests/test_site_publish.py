@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from benchmarks import synthetic_store as synthetic
-from suite.cli import main as cli_main
-from suite.reports import summary
+from suite.app.cli import main as cli_main
+from suite.reports import leaderboard
 from suite.reports.site import MANIFEST, render_site
 from suite.results.store import ResultStore
 
@@ -68,7 +68,7 @@ def store_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def board(store_root):
     store = ResultStore(store_root)
-    (b,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    (b,) = leaderboard.build_boards(store.load(), "lora", store.load_predictions)
     return b
 
 
@@ -114,7 +114,7 @@ def test_partial_failures_say_how_many_cells_finished(store_root, tmp_path):
     store = synthetic.write_store(tmp_path / "s", methods=("lora", "pissa"), subtasks=("sst2",), n_examples=50)
     rows, _ = synthetic.make_cell("pissa", "sst2", 9, failed="ValueError: diverged at step 3")
     store.write_cell(rows)
-    (b,) = summary.build_boards(store.load(), "lora")
+    (b,) = leaderboard.build_boards(store.load(), "lora")
     pissa = _row(b, "pissa")
     assert pissa.status == "partial" and pissa.failed_label == "3/4 ok"
     assert next(iter(pissa.entries.values())).ok_label == "3/4 ok"
@@ -166,7 +166,7 @@ def test_methods_that_differ_in_recipe_are_named(tmp_path):
     store = synthetic.write_store(tmp_path / "s", methods=("lora",), subtasks=("sst2",), n_examples=40)
     rows, _ = synthetic.make_cell("full", "sst2", 0, n_examples=40)
     store.write_cell(_with(rows, recipe=json.dumps({"lr": 2e-5, "epochs": 3, "batch_size": 32})))
-    (b,) = summary.build_boards(store.load(), "lora")
+    (b,) = leaderboard.build_boards(store.load(), "lora")
     assert "lr" in b.recipe.differs and "epochs" in b.recipe.common
     assert any("full" in v and "2e-05" in v for v in b.recipe.differs["lr"])
 
@@ -188,7 +188,7 @@ def test_tuned_beside_default_with_budget_and_trials_never_ranked(board, site, s
 
 
 def test_every_comparison_shows_its_minimum_detectable_effect(board, site):
-    from suite.planning import detectable_effect
+    from suite.reports.planning import detectable_effect
 
     pissa = _row(board, "pissa").entries[("sst2", "dev", "accuracy")]
     lora = _row(board, "lora").entries[("sst2", "dev", "accuracy")]

@@ -1,4 +1,4 @@
-"""suite.stats: seed statistics, the paired test, Holm; benchmark-level scores from the task family.
+"""suite.reports.stats: seed statistics, the paired test, Holm; benchmark-level scores from the task family.
 
 Aggregates (the GLUE score, VTAB-like group means) come only from the family's own
 ``aggregate``, found through the registry: a fake family registered here shows that the run
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from suite import stats
+from suite.reports import stats
 from suite.task import Aggregate, Task, mean_aggregate
 
 
@@ -277,13 +277,13 @@ def _expected(board, variant: str) -> dict[str, float]:
 
 
 def test_a_registered_family_s_aggregates_reach_compare_site_and_run_summary(tiny_family, tmp_path, capsys):
-    from suite.cli import main as cli_main
-    from suite.reports import summary
+    from suite.app.cli import main as cli_main
+    from suite.reports import leaderboard
+    from suite.reports.run_summary import _print_aggregates
     from suite.reports.site import render_site
-    from suite.summary import _print_aggregates
 
     store = _fake_store(tmp_path / "store", "tinybench", ("a2", "b2", "c1", "d1"))
-    (board,) = summary.build_boards(store.load(), "lora", store.load_predictions)
+    (board,) = leaderboard.build_boards(store.load(), "lora", store.load_predictions)
     assert [c.key[0] for c in board.columns] == ["d1", "c1", "b2", "a2"]  # the family's order
     assert [a.label for a in board.aggregates] == ["Tiny score", "left", "right"]  # headline first
     assert all(a.complete and a.scale == 100 for a in board.aggregates)  # means of accuracies
@@ -313,13 +313,13 @@ def test_a_registered_family_s_aggregates_reach_compare_site_and_run_summary(tin
 
 
 def test_a_partial_aggregate_is_labelled_wherever_it_is_shown(tiny_family, tmp_path, capsys):
-    from suite.cli import main as cli_main
-    from suite.reports import summary
+    from suite.app.cli import main as cli_main
+    from suite.reports import leaderboard
+    from suite.reports.run_summary import _print_aggregates
     from suite.reports.site import render_site
-    from suite.summary import _print_aggregates
 
     store = _fake_store(tmp_path / "store", "tinybench", ("d1", "c1", "b2"), seeds=(0,))
-    (board,) = summary.build_boards(store.load(), "lora")
+    (board,) = leaderboard.build_boards(store.load(), "lora")
     assert [a.label for a in board.aggregates] == ["Tiny score (3/4 tasks)", "left", "right (1/2 tasks)"]
     assert cli_main(["compare", str(store.root)]) == 0
     out = capsys.readouterr().out
@@ -332,11 +332,11 @@ def test_a_partial_aggregate_is_labelled_wherever_it_is_shown(tiny_family, tmp_p
 
 
 def test_a_family_not_installed_here_gets_no_aggregate_and_no_error(tmp_path, capsys):
-    from suite.cli import main as cli_main
-    from suite.reports import summary
+    from suite.app.cli import main as cli_main
+    from suite.reports import leaderboard
 
     store = _fake_store(tmp_path / "store", "ghostbench", ("x", "y"), seeds=(0,))
-    (board,) = summary.build_boards(store.load(), "lora")
+    (board,) = leaderboard.build_boards(store.load(), "lora")
     assert board.aggregates == [] and [c.key[0] for c in board.columns] == ["x", "y"]
     assert cli_main(["compare", str(store.root)]) == 0
     assert "ghostbench" in capsys.readouterr().out
@@ -346,13 +346,13 @@ def test_a_row_whose_scores_cover_fewer_tasks_gets_no_aggregate(tiny_family, tmp
     """A diverged run (NaN on every seed of one task) would give a mean over an easier subset:
     that row shows no aggregate where the others cover more, instead of a number that looks
     comparable and is not."""
-    from suite.reports import summary
+    from suite.reports import leaderboard
 
     store = _fake_store(tmp_path / "store", "tinybench", ("d1", "c1", "b2", "a2"))
     frame = store.load()
     diverged = (frame.variant == "lora") & (frame.subtask == "a2") & frame.is_primary.astype(bool)
     frame.loc[diverged, "value"] = math.nan
-    (board,) = summary.build_boards(frame, "lora")
+    (board,) = leaderboard.build_boards(frame, "lora")
     assert [a.label for a in board.aggregates] == ["Tiny score", "left", "right"]
     lora = next(r for r in board.rows if r.variant == "lora")
     full = next(r for r in board.rows if r.variant == "full")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import synthetic_store as synthetic
-from suite.commands import store as store_cmd
+from suite.app.commands import store as store_cmd
 from suite.errors import UserError
 from suite.results.store import CELLS, ResultStore
 
@@ -63,6 +63,6 @@ def test_compacting_a_missing_store_is_one_clear_message(tmp_path):
 
 
 def test_the_command_is_registered_in_the_cli():
-    from suite.cli import COMMANDS
+    from suite.app.cli import COMMANDS
 
     assert "store" in COMMANDS

@@ -112,7 +112,7 @@ def test_kv_prefix_reaches_attention_and_trains(name, model_name):
 def test_smoke_preset_prints_versions_and_no_warnings(tmp_path):
     result = run_suite("run", "--preset", "smoke", "--store", str(tmp_path / "store"), *FAST)
     assert result.returncode == 0, result.stderr
-    from suite.provenance import library_versions
+    from suite.app.provenance import library_versions
 
     versions = library_versions()
     first = result.stderr.splitlines()[0]

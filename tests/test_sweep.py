@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from suite.config import build_config
-from suite.errors import UnknownNameError, UserError
-from suite.recipe import resolve_recipe
-from suite.sweep import (
+from suite.app.sweep import (
     build_cells,
     parse_method_spec,
     parse_seeds,
@@ -15,6 +12,9 @@ from suite.sweep import (
     resolve_method_spec,
     split_method_list,
 )
+from suite.config import build_config
+from suite.errors import UnknownNameError, UserError
+from suite.recipe import resolve_recipe
 
 
 def test_method_list_with_arguments_and_compositions():
@@ -98,7 +98,7 @@ def test_build_config_types():
 
 
 def test_a_composition_after_another_method_is_its_own_spec():
-    from suite.sweep import split_method_list
+    from suite.app.sweep import split_method_list
 
     assert split_method_list("lora,lora+compeft:density=0.1") == ["lora", "lora+compeft:density=0.1"]
     assert split_method_list("nf4:bits=4,group=64+lora,full") == ["nf4:bits=4,group=64+lora", "full"]

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from suite.app.sweep import parse_method_spec, resolve_method_spec
 from suite.errors import UserError
 from suite.method import MethodContext
 from suite.numerics import elements as el
 from suite.numerics import formats as F
 from suite.numerics.hadamard import apply_block_hadamard
 from suite.registry import METHODS
-from suite.sweep import parse_method_spec, resolve_method_spec
 
 SHARED_LM = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lm"
 RECIPES = ("bf16-train", "fp8-train", "mxfp8-train", "mxfp4-train", "nvfp4-train", "quartet-train",
@@ -340,7 +340,7 @@ def test_mxfp8_matches_torchao_mxfp8_training_bit_for_bit():
 
 
 def test_bf16_recipe_equals_plain_bf16_training(tmp_path):
-    from suite.cli import main
+    from suite.app.cli import main
     from suite.results.store import ResultStore
 
     corpus = _corpus(tmp_path / "data")
@@ -359,7 +359,7 @@ def test_bf16_recipe_equals_plain_bf16_training(tmp_path):
 
 # -- fine-tuning, errors -----------------------------------------------------------------------------
 def test_recipes_compose_with_lora_and_fine_tune_the_smoke_task(tmp_path):
-    from suite.cli import main
+    from suite.app.cli import main
     from suite.results.store import ResultStore
 
     code = main(["run", "--methods", "fp8-train+lora,halo-train", "--tasks", "smoke", "--models", "tiny-bert",
@@ -466,7 +466,7 @@ def _cell(store: Path, method_name: str, metric: str) -> float:
 
 
 def test_lm_trains_llama_tiny_on_a_generated_corpus_with_curve_and_budget(tmp_path):
-    from suite.cli import main
+    from suite.app.cli import main
     from suite.results.store import ResultStore
 
     corpus = _corpus(tmp_path / "data")
@@ -526,7 +526,7 @@ def test_lm_named_sizes_and_byte_tokenizer():
 
 
 def test_divergence_is_a_failed_cell_with_its_step(tmp_path):
-    from suite.cli import main
+    from suite.app.cli import main
     from suite.results.store import ResultStore
 
     corpus = _corpus(tmp_path / "data")
@@ -541,7 +541,7 @@ def test_divergence_is_a_failed_cell_with_its_step(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_LM / "train.jsonl").is_file(), reason="../shared/data/lm is absent")
 def test_lm_on_a_slice_of_the_real_corpus(tmp_path):
-    from suite.cli import main
+    from suite.app.cli import main
 
     folder = tmp_path / "lm"
     folder.mkdir()
@@ -581,8 +581,8 @@ def _lm_cell(store, method_name: str, seed: int, val_loss: float, recipe: str = 
 
 
 def test_gap_to_the_baseline_is_paired_by_seed_and_judged_against_seed_noise(tmp_path, capsys):
-    from suite.cli import main
-    from suite.reports import summary
+    from suite.app.cli import main
+    from suite.reports import leaderboard
     from suite.reports.site import render_site
     from suite.results.store import ResultStore
 
@@ -593,7 +593,7 @@ def test_gap_to_the_baseline_is_paired_by_seed_and_judged_against_seed_noise(tmp
         _lm_cell(store, "fp8-train", seed, 2.41 + luck + 0.001 * seed)  # a small, consistent gap
         _lm_cell(store, "mxfp4-train", seed, 2.40 + luck + (0.05, -0.04, 0.01)[seed])  # noise only
         _lm_cell(store, "fp8-train", seed, 9.0, recipe="other")  # another recipe: never paired
-    (board,) = summary.build_boards(store.load(), "bf16-train")
+    (board,) = leaderboard.build_boards(store.load(), "bf16-train")
     col = board.columns[0]
     assert board.gap_columns == [col]
     rows = {r.variant: r.entries for r in board.rows}
@@ -617,7 +617,7 @@ def test_gap_to_the_baseline_is_paired_by_seed_and_judged_against_seed_noise(tmp
 def test_cells_from_before_a_recipe_option_existed_pair_with_cells_that_store_its_default(tmp_path):
     """A baseline stored before ``group_by_length`` existed and a recipe cell stored after (with
     the option at its default) ran the same recipe: they pair; a non-default value does not."""
-    from suite.reports import summary
+    from suite.reports import leaderboard
     from suite.results.store import ResultStore
 
     store = ResultStore(tmp_path / "store")
@@ -625,7 +625,7 @@ def test_cells_from_before_a_recipe_option_existed_pair_with_cells_that_store_it
         _lm_cell(store, "bf16-train", seed, 2.40 + 0.1 * seed)
         _lm_cell(store, "fp8-train", seed, 2.41 + 0.1 * seed, extra_recipe={"group_by_length": False})
         _lm_cell(store, "mxfp4-train", seed, 2.50 + 0.1 * seed, extra_recipe={"group_by_length": True})
-    (board,) = summary.build_boards(store.load(), "bf16-train")
+    (board,) = leaderboard.build_boards(store.load(), "bf16-train")
     col = board.columns[0]
     rows = {r.variant: r.entries.get(col.key) for r in board.rows}
     assert rows["fp8-train"].gap.n == 3 and rows["fp8-train"].gap.mean == pytest.approx(0.01)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import suite.results
-from suite.cli import main
+from suite.app.cli import main
 from suite.registry import TASKS, register_task
 from suite.tasks.text_classification import TextClassificationTask
 

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from suite import stats
-from suite.cli import main
+from suite.app.cli import main
+from suite.app.sweep import parse_task_list
 from suite.errors import UnknownNameError, UserError
 from suite.method import MethodContext, MethodTarget
 from suite.modeling import model_config, tiny_config
 from suite.recipe import Recipe
 from suite.registry import METHODS, TASKS
+from suite.reports import stats
 from suite.results.store import ResultStore
-from suite.sweep import parse_task_list
 from suite.tasks import vtab as vtab_module
 from suite.tasks.images import ImageFolderTask
 from suite.tasks.vtab import GROUPS, HEADLINE, VtabTask
@@ -238,11 +238,11 @@ def _vtab_store(root: Path, subtasks: tuple[str, ...]) -> ResultStore:
                                             "Specialized (1/4 tasks)", "Structured (1/8 tasks)"]),
 ])
 def test_suite_compare_and_the_site_show_the_vtab_group_means(tmp_path, capsys, subtasks, labels):
-    from suite.reports import summary
+    from suite.reports import leaderboard
     from suite.reports.site import render_site
 
     store = _vtab_store(tmp_path / "store", subtasks)
-    (board,) = summary.build_boards(store.load(), "lora")
+    (board,) = leaderboard.build_boards(store.load(), "lora")
     assert [a.label for a in board.aggregates] == labels
     full = next(r for r in board.rows if r.variant == "full")
     means = {c.key[0]: full.entries[c.key].summary.mean for c in board.columns}
@@ -650,8 +650,8 @@ def test_vision_methods_refuse_other_families_before_any_cell_runs(name):
 
 
 def test_vision_methods_train_and_save_only_their_parameters(vtab_dir):
-    from suite.runner import apply_methods, prepare
-    from suite.sweep import parse_method_spec, resolve_method_spec
+    from suite.app.runner import apply_methods, prepare
+    from suite.app.sweep import parse_method_spec, resolve_method_spec
 
     task = TASKS.get("vtab").target("patch_camelyon", str(vtab_dir))
     for label in ("vpt", "houlsby", "adaptformer"):

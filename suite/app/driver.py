@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from suite.app.executor import Executor
+from suite.app.runner import CellResult, RunSettings, now
+from suite.app.sweep import Cell
 from suite.errors import UserError
-from suite.executor import Executor
 from suite.faults import checkpoint
 from suite.results.schema import STATUS_OK
 from suite.results.store import ResultStore
-from suite.runner import CellResult, RunSettings, now
-from suite.sweep import Cell
 
 
 @dataclass

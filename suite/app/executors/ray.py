@@ -26,8 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from suite.errors import UserError
-from suite.executor import (
+from suite.app.executor import (
     CellPayload,
     Executor,
     lost_cell,
@@ -36,11 +35,12 @@ from suite.executor import (
     remote_settings,
     run_packed,
 )
+from suite.errors import UserError
 from suite.registry import register_executor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from suite.runner import CellResult, RunSettings
-    from suite.sweep import Cell
+    from suite.app.runner import CellResult, RunSettings
+    from suite.app.sweep import Cell
 
 # How long the driver waits for a result before it prints where the sweep stands.
 HEARTBEAT_S = 60.0

@@ -4,7 +4,7 @@ For each task, model and method it reads the primary metric per seed (spread ove
 a single seed, the evaluation set's sampling spread, a lower bound) and prints the seeds per
 method a two-sample t-test needs to detect a difference of ``--effect`` (in the units the
 leaderboard shows: points for accuracy-like metrics) at ``--alpha`` with ``--power``, and the
-smallest difference the seeds already run can detect. See suite.planning for the statistics.
+smallest difference the seeds already run can detect. See suite.reports.planning for the statistics.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def plan_rows(cells, predictions, effect: float, alpha: float, power: float) -> list[dict]:
     """One row per (task, model, method): its spread, seeds needed for ``effect``, detectable effect now."""
-    from suite.planning import detectable_effect, example_spread, seed_spread, seeds_needed
     from suite.reports.format import display_scale
+    from suite.reports.planning import detectable_effect, example_spread, seed_spread, seeds_needed
 
     ok = cells[(cells["status"] == "ok") & cells["is_primary"].fillna(False).astype(bool)]
     rows = []
@@ -58,15 +58,15 @@ def plan_rows(cells, predictions, effect: float, alpha: float, power: float) -> 
 
 def main(args: argparse.Namespace) -> int:
     from suite.errors import UserError
-    from suite.reports import summary
+    from suite.reports import leaderboard
 
     if not (math.isfinite(args.effect) and args.effect > 0):
         raise UserError(f"--effect {args.effect} must be a positive difference, e.g. 0.5 (points)")
-    store, cells, _ = summary.load_store(args.store)
+    store, cells, _ = leaderboard.load_store(args.store)
     if cells.empty:
         raise UserError(f"the store at '{args.store}' holds no training results to plan from")
     tasks = [t for t in (args.tasks or "").split(",") if t.strip()] or None
-    cells = summary.select_tasks(cells, tasks)
+    cells = leaderboard.select_tasks(cells, tasks)
     rows = plan_rows(cells, store.load_predictions, args.effect, args.alpha, args.power)
     header = ["task", "model", "method", "seeds", "spread (sd)", "from", f"seeds for {args.effect:g}",
               "detectable now"]

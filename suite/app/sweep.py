@@ -207,7 +207,7 @@ class Cell:
     extra: dict[str, Any] = field(default_factory=dict)
     task_options: Any = None  # the task family's Options instance (None: its defaults)
     task_identity: dict[str, Any] = field(default_factory=dict)  # Task.identity(): options, scorer versions
-    # Hyperparameter search (suite.tuning): "trial" cells train on the training split minus a held-out
+    # Hyperparameter search (suite.app.tuning): "trial" cells train on the training split minus a held-out
     # part and score that part; "tuned" cells run the selected configuration as any cell does.
     stage: str = ""  # "" | "trial" | "tuned"
     search_id: str = ""  # the search a trial or tuned cell belongs to

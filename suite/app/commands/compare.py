@@ -1,6 +1,6 @@
 """``suite compare STORE --baseline lora``: the leaderboard in the terminal, significance marked.
 
-It renders the same model as the site's overview (suite.reports.summary), so the two
+It renders the same model as the site's overview (suite.reports.leaderboard), so the two
 always agree: the same means, intervals, tests and Holm-adjusted marks. The tables fit the
 terminal: when a board's columns do not fit its width, they are split into blocks of tasks,
 each repeating the method column. Numbers are right-aligned part by part (mean, interval,
@@ -19,7 +19,7 @@ import sys
 import textwrap
 import unicodedata
 
-from suite.commands.report import add_comparison_options, comparison_tasks
+from suite.app.commands.report import add_comparison_options, comparison_tasks
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,18 +39,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from suite.errors import UserError
-    from suite.reports import summary
+    from suite.reports import leaderboard
 
     tasks = comparison_tasks(args)
     width = args.width if args.width is not None else shutil.get_terminal_size((100, 24)).columns
     if width < 40:
         raise UserError(f"--width {width} is too narrow for a table; give 40 or more")
-    store, cells, _ = summary.load_store(args.store)
+    store, cells, _ = leaderboard.load_store(args.store)
     if cells.empty:
         raise UserError(f"the store at '{clean(args.store)}' holds only kernel timings; "
                         "use 'suite bench kernels --compare' for those")
-    cells = summary.select_tasks(cells, tasks)
-    boards = summary.build_boards(cells, args.baseline, store.load_predictions, args.metric,
+    cells = leaderboard.select_tasks(cells, tasks)
+    boards = leaderboard.build_boards(cells, args.baseline, store.load_predictions, args.metric,
                                   args.alpha, args.store)
     variants = sorted({r.variant for b in boards for r in b.rows})
     if args.baseline not in variants:
@@ -221,7 +221,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
         out.append("")
     kinds = sorted(i for i in intervals if i)
     if kinds:
-        from suite.stats import INTERVAL_LABELS
+        from suite.reports.stats import INTERVAL_LABELS
 
         interval = " or ".join(f"95% {INTERVAL_LABELS.get(k, k)} interval" for k in kinds)
     else:

@@ -51,7 +51,7 @@ def _print_aggregates(ok) -> None:
     """Each method's benchmark-level scores, as its task family defines them (found through the
     registry), from the seed means of each task's primary score; naming the tasks covered."""
     from suite.reports.format import common_scale, f_score
-    from suite.stats import aggregate_label, family_aggregates, family_subtask_order
+    from suite.reports.stats import aggregate_label, family_aggregates, family_subtask_order
 
     primary = ok[(ok["split"] != "cost") & ok["is_primary"].map(_is_true)]
     if primary.empty:

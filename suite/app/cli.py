@@ -1,4 +1,4 @@
-"""The ``suite`` command line. Subcommands live in ``suite.commands.<name>``.
+"""The ``suite`` command line. Subcommands live in ``suite.app.commands.<name>``.
 
 Each command module exposes ``add_parser(subparsers)`` and ``main(args) -> int``, and
 imports torch and friends only inside ``main``, so ``suite --help`` and ``suite list``
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"suite {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"suite.commands.{name}").add_parser(sub)
+        importlib.import_module(f"suite.app.commands.{name}").add_parser(sub)
     return parser
 
 

@@ -37,8 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from suite.errors import UserError
-from suite.executor import (
+from suite.app.executor import (
     CellPayload,
     Executor,
     lost_cell,
@@ -47,11 +46,12 @@ from suite.executor import (
     remote_settings,
     run_packed,
 )
+from suite.errors import UserError
 from suite.registry import register_executor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from suite.runner import CellResult, RunSettings
-    from suite.sweep import Cell
+    from suite.app.runner import CellResult, RunSettings
+    from suite.app.sweep import Cell
 
 # How often the driver looks at its jobs (submitit rate-limits its sacct calls itself).
 POLL_S = {"slurm": 10.0, "local": 0.5}
@@ -165,7 +165,7 @@ class CellJob:
         self.settings = settings
 
     def __call__(self, payload: CellPayload) -> JobOutcome:
-        from suite.driver import store_result
+        from suite.app.driver import store_result
         from suite.results.store import ResultStore
 
         store = ResultStore(self.store)
@@ -206,7 +206,7 @@ def stored_outcome(store: Any, cell_id: str, run_id: str) -> JobOutcome | None:
 
 def _as_result(outcome: JobOutcome) -> CellResult:
     """The driver's view of a job's outcome: no rows, since the job wrote them (see the module doc)."""
-    from suite.runner import CellResult
+    from suite.app.runner import CellResult
 
     return CellResult(outcome.cell_id, outcome.status, [], error=outcome.error, primary=outcome.primary,
                       costs=dict(outcome.costs))

@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from suite.executor import Executor
+from suite.app.executor import Executor
 from suite.registry import register_executor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from suite.runner import CellResult, RunSettings
-    from suite.sweep import Cell
+    from suite.app.runner import CellResult, RunSettings
+    from suite.app.sweep import Cell
 
 
 @register_executor("local", kind="executor", summary="run cells one after the other in this process")
 class LocalExecutor(Executor):
     def run(self, cells: Sequence[Cell], settings: RunSettings) -> Iterator[CellResult]:
-        from suite.runner import run_cell  # lazily: listing executors must not load pandas or torch
+        from suite.app.runner import (
+            run_cell,  # lazily: listing executors must not load pandas or torch
+        )
 
         for cell in cells:
             yield run_cell(cell, settings)

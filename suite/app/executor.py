@@ -3,7 +3,7 @@
 An executor takes the cells still to run and the run settings, and yields one
 ``CellResult`` per cell as each finishes (in any order). Local runs them one after the
 other in this process; cluster executors (Ray, SLURM) register under their own names in
-``suite.executors`` (or through the ``suite.executors`` entry-point group) and plug into
+``suite.app.executors`` (or through the ``suite.executors`` entry-point group) and plug into
 ``suite run --executor NAME`` without touching the core: a new executor is one new file.
 
 Options are declared once, as a typed dataclass (``Options``, like a method's ``Config``)
@@ -23,7 +23,7 @@ Semantics every executor keeps, so resume and failure mean the same whichever ra
   outstanding; the driver closes it on Ctrl-C or on an error, and results already yielded
   were written;
 - a result whose ``rows`` are empty was already written where the cell ran (SLURM jobs,
-  see ``suite.executors.slurm``): the driver reports it and writes nothing.
+  see ``suite.app.executors.slurm``): the driver reports it and writes nothing.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from suite.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from suite.runner import CellResult, RunSettings
-    from suite.sweep import Cell
+    from suite.app.runner import CellResult, RunSettings
+    from suite.app.sweep import Cell
 
 
 def option(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
@@ -195,8 +195,8 @@ def unpack_cell(payload: CellPayload) -> Cell:
 
 def run_packed(payload: CellPayload, settings: RunSettings, where: str) -> CellResult:
     """Run a packed cell in a worker process (a Ray worker, a SLURM job) and return its record."""
-    from suite.library_noise import quiet_library_noise
-    from suite.runner import run_cell
+    from suite.app.library_noise import quiet_library_noise
+    from suite.app.runner import run_cell
 
     quiet_library_noise(settings.device)
     try:
@@ -210,8 +210,8 @@ def run_packed(payload: CellPayload, settings: RunSettings, where: str) -> CellR
 def lost_cell(cell: Cell, settings: RunSettings, reason: str) -> CellResult:
     """The failed record of a cell whose worker was lost for good (retries used up)."""
     from suite import __version__
+    from suite.app.runner import CellResult, identity_columns, now
     from suite.results.schema import STATUS_FAILED
-    from suite.runner import CellResult, identity_columns, now
 
     stamp = now()
     row = identity_columns(cell, settings.run_id, stamp) | {

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from suite.app.sweep import Cell
 from suite.errors import UserError
 from suite.results.schema import STATUS_FAILED, STATUS_OK
-from suite.sweep import Cell
 from suite.task import ModelBundle, Task
 
 
@@ -148,7 +148,7 @@ def apply_methods(prepared: Prepared, methods: Sequence[Any]) -> None:
 
 def run_cell(cell: Cell, settings: RunSettings) -> CellResult:
     """Run one cell and return its record; nothing is written to the store here."""
-    from suite import provenance
+    from suite.app import provenance
 
     started = now()
     base = identity_columns(cell, settings.run_id, started) | provenance.collect(settings.device)

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from suite import stats
 from suite.errors import UserError
+from suite.reports import stats
 from suite.reports.format import common_scale, display_scale, first_line, scrub_paths
 from suite.results.store import CELLS, ResultStore
 
@@ -954,7 +954,7 @@ def minimum_detectable_effect(method: list[float], baseline: list[float], alpha:
 @functools.lru_cache(maxsize=256)
 def _unit_detectable_effect(seeds: int, alpha: float, target_power: float) -> float:
     """``planning.detectable_effect`` at sigma 1: it scales with sigma, so one solve per seed count."""
-    from suite.planning import detectable_effect
+    from suite.reports.planning import detectable_effect
 
     return detectable_effect(1.0, seeds, alpha, target_power)
 

@@ -10,8 +10,8 @@ import os
 import sys
 from typing import Any
 
+from suite.app.executor import executor_flags
 from suite.errors import UserError
-from suite.executor import executor_flags
 from suite.recipe import recipe_flags
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -114,7 +114,7 @@ def executor_options_given(args: argparse.Namespace) -> dict[str, Any]:
 def load_sweep_file(path: str) -> dict[str, Any]:
     import yaml
 
-    from suite.sweep import check_recipe_keys
+    from suite.app.sweep import check_recipe_keys
 
     if not os.path.isfile(path):
         raise UserError(f"sweep file '{path}' does not exist")
@@ -204,7 +204,7 @@ def task_options_for(args: argparse.Namespace, sweep: dict[str, Any],
 
 def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     """Turn flags, sweep file and preset into cells (everything validated before any training)."""
-    from suite.sweep import (
+    from suite.app.sweep import (
         build_cells,
         method_spec_from_yaml,
         parse_method_spec,
@@ -312,7 +312,7 @@ def drop_unsupported(cells: list, skip: bool) -> list:
     Refused pairs end the sweep with one message naming method, model family, reason and
     remedy (exit 2), or with ``--skip-unsupported`` are listed and left out.
     """
-    from suite.sweep import unsupported_cells
+    from suite.app.sweep import unsupported_cells
 
     runnable, refusals = unsupported_cells(cells)
     if not refusals:
@@ -328,24 +328,24 @@ def drop_unsupported(cells: list, skip: bool) -> list:
 
 
 def main(args: argparse.Namespace) -> int:
-    from suite.tuning import parse_tune
+    from suite.app.tuning import parse_tune
 
     search = parse_tune(getattr(args, "tune", None), getattr(args, "tune_trials", None),
                         getattr(args, "tune_sampler", "random"), getattr(args, "tune_seed", 0))
     cells, sweep = plan(args)
-    from suite.driver import run_sweep
-    from suite.executor import make_executor
-    from suite.library_noise import quiet_library_noise
-    from suite.provenance import versions_line
+    from suite.app.driver import run_sweep
+    from suite.app.executor import make_executor
+    from suite.app.library_noise import quiet_library_noise
+    from suite.app.provenance import versions_line
+    from suite.app.runner import RunSettings, pick_device, timestamp_run_id
+    from suite.reports.run_summary import print_summary
     from suite.results.store import ResultStore
-    from suite.runner import RunSettings, pick_device, timestamp_run_id
-    from suite.summary import print_summary
 
     store = ResultStore(sweep.get("store") or "suite-results")
     # The executor and its options are checked first: a wrong flag costs no data check.
     executor = make_executor(str(sweep.get("executor") or "local"), executor_options_given(args), store.uri)
     if search is not None:
-        from suite.tuning import validate
+        from suite.app.tuning import validate
 
         if not executor.waits:
             raise UserError("--tune needs each trial's result before it selects: drop --no-wait")
@@ -373,7 +373,7 @@ def main(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
     outcomes = run_sweep(todo, store, executor, settings)
     if search is not None:
-        from suite.tuning import run_search
+        from suite.app.tuning import run_search
 
         def run_more(more: list) -> None:
             finished = set() if args.force else store.ok_cell_ids()

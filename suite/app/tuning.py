@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from suite.app.sweep import Cell, MethodPart, MethodSpec, resolve_method_spec
 from suite.errors import UserError
 from suite.recipe import RECIPE_KEYS, resolve_recipe
-from suite.sweep import Cell, MethodPart, MethodSpec, resolve_method_spec
 
 SAMPLERS = ("random", "tpe")
 
