@@ -34,7 +34,7 @@ def main() -> None:
     from suite.app.runner import apply_methods, prepare
     from suite.config import build_config, parse_kv
     from suite.method import MethodTarget
-    from suite.modeling import model_config
+    from suite.models.loading import model_config
     from suite.recipe import Recipe
     from suite.registry import METHODS, TASKS
 

@@ -33,15 +33,17 @@ DEFAULT_RECIPES = ("bf16-train,fp8-train,fp8-train:scaling=row,fp8-train:scaling
 def build(args: argparse.Namespace) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
-    from suite.tasks.lm import LLAMA_SIZES, LlamaSize, byte_tokenizer, llama_config
+    from suite.models.catalog import CATALOG, LLAMA_SIZES, LlamaSize, NamedModel
 
     if args.size:
         hidden, layers, heads, inter = (int(v) for v in args.size.split(","))
-        size = LlamaSize(hidden, layers, heads, inter)
+        entry = NamedModel(args.size, "llama", "", "bytes", "LlamaConfig", LlamaSize(hidden, layers, heads, inter).settings())
+    elif args.model in LLAMA_SIZES:
+        entry = CATALOG[args.model]
     else:
-        size = LLAMA_SIZES[args.model]
+        raise SystemExit(f"--model: choose one of {', '.join(LLAMA_SIZES)}")
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(llama_config(size, byte_tokenizer()))
+    return AutoModelForCausalLM.from_config(entry.make_config())
 
 
 def prepare(spec: str, template: torch.nn.Module, device: str) -> dict:

@@ -91,7 +91,7 @@ class MethodTarget:
 
     def skeleton(self) -> Any:
         """The model's backbone on the meta device (structure only), or None when unknown offline."""
-        from suite.modeling import model_skeleton
+        from suite.models.loading import model_skeleton
 
         return model_skeleton(self.model) if self.model else None
 
@@ -192,7 +192,7 @@ class Method:
 
     def save_adapter(self, model: torch.nn.Module, path: str) -> None:
         """Write what a user must keep to restore the trained model (default: trainable tensors)."""
-        from suite.modeling import save_trainable
+        from suite.models.accounting import save_trainable
 
         save_trainable(model, path)
 

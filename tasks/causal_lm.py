@@ -31,7 +31,6 @@ from typing import Any, ClassVar, Literal
 
 from suite.config import option
 from suite.errors import UserError
-from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
 
 IGNORE_INDEX = -100  # labels the loss skips (transformers' convention)
@@ -101,30 +100,10 @@ class CausalLMTask(Task):
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, model_name: str) -> ModelBundle:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from suite.models.loading import load_model, model_family
 
-        from suite.modeling import model_family, tiny_config, tiny_tokenizer
-
-        if model_name in TINY_MODELS:
-            tokenizer = tiny_tokenizer(self.tiny_words)
-            tokenizer.eos_token = "[SEP]"
-            config = tiny_config(model_name, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
-            if model_name != "tiny-llama":
-                raise UserError(f"'{model_name}' is not a causal LM; use tiny-llama or a causal LM for task "
-                                f"'{self.name}'")
-            model = AutoModelForCausalLM.from_config(config)
-        else:
-            path = resolve_model_path(model_name)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path)
-            except ValueError as exc:
-                raise UserError(f"model '{model_name}' has no causal-LM head ({exc}); task '{self.name}' "
-                                f"needs a causal LM (Llama, Qwen, Mistral, GPT-2, ...)") from None
-            except OSError as exc:
-                raise UserError(f"cannot load model '{model_name}': {exc}. Use a local model folder "
-                                f"(--models /path/to/folder) when the Hugging Face hub is not reachable") from None
+        loaded = load_model(model_name, "causal-lm", task=self.name, words=self.tiny_words)
+        model, tokenizer = loaded.model, loaded.processor
         if getattr(model.config, "model_type", "") in ENCODER_ONLY:
             raise UserError(f"model '{model_name}' ({model.config.model_type}) is an encoder, not a causal LM; "
                             f"task '{self.name}' needs a decoder (Llama, Qwen, Mistral, GPT-2, ...)")

@@ -30,9 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from suite.config import option
 from suite.errors import UnknownNameError, UserError
-from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
-from suite.tasks.heads import classification_head
 
 # ViT-B/16 pre-trained on ImageNet-21k: the backbone of VTAB-1k's PEFT tables (VPT, SSF, V-PETL Bench).
 DEFAULT_VISION_MODEL = "google/vit-base-patch16-224-in21k"
@@ -98,33 +96,14 @@ class ImageClassificationTask(Task):
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, model_name: str) -> ModelBundle:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        from suite.models.loading import classification_head, load_model, model_family
 
-        from suite.modeling import model_family, tiny_config, tiny_image_processor
-
-        if model_name in TINY_MODELS:
-            config = tiny_config(model_name, vocab_size=1, num_labels=self.num_labels)
-            try:
-                model = AutoModelForImageClassification.from_config(config)
-            except ValueError:
-                raise UserError(f"'{model_name}' is not a vision model; use tiny-vit or a vision backbone "
-                                f"for task '{self.name}'") from None
-            processor = tiny_image_processor()
-        else:
-            path = resolve_model_path(model_name)
-            try:
-                processor = AutoImageProcessor.from_pretrained(path)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"model '{model_name}' has no image processor ({_first_sentence(exc)}); task "
-                                f"'{self.name}' needs a vision model whose folder holds preprocessor_config.json"
-                                ) from None
-            try:
-                model = AutoModelForImageClassification.from_pretrained(
-                    path, num_labels=self.num_labels, ignore_mismatched_sizes=True)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cannot load '{model_name}' as an image classifier: {exc}") from None
-        return ModelBundle(model=model, processor=processor, new_modules=classification_head(model),
-                           family=model_family(model), name=model_name)
+        loaded = load_model(model_name, "image-classification", task=self.name,
+                            config={"num_labels": self.num_labels},
+                            pretrained={"num_labels": self.num_labels, "ignore_mismatched_sizes": True})
+        return ModelBundle(model=loaded.model, processor=loaded.processor,
+                           new_modules=classification_head(loaded.model), family=model_family(loaded.model),
+                           name=model_name)
 
     # -- data ---------------------------------------------------------------------------------
     def load(self, split: str, limit: int | None = None) -> list[dict]:
@@ -329,11 +308,6 @@ def _report_skipped(task: str, split: str, skipped: list[str]) -> None:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(f"suite: {task}: skipped {len(skipped)} undecodable image(s) in split '{split}': {shown}",
               file=sys.stderr)
-
-
-def _first_sentence(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.split(". ")[0] if text else type(exc).__name__
 
 
 def _rgb(image: Any) -> Any:

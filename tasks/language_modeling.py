@@ -19,7 +19,6 @@ from functools import cache
 from typing import Any
 
 from suite.errors import UserError
-from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
 
 
@@ -68,33 +67,15 @@ class LanguageModelingTask(Task):
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, model_name: str) -> ModelBundle:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from suite.models.loading import load_model, model_family
 
-        from suite.modeling import model_family, tiny_config, tiny_tokenizer
-
-        if model_name in TINY_MODELS:
-            tokenizer = tiny_tokenizer()
-            tokenizer.eos_token = "[SEP]"
-            config = tiny_config(model_name, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
-            try:
-                model = AutoModelForCausalLM.from_config(config)
-            except ValueError:
-                raise UserError(f"'{model_name}' has no causal-LM form; use tiny-llama for task "
-                                f"'{self.name}'") from None
-            new: tuple = (model,)  # from scratch: all of it is new
-        else:
-            path = resolve_model_path(model_name)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cannot load '{model_name}' as a causal LM: {exc}") from None
-            new = ()
-        if tokenizer.eos_token_id is None:
+        loaded = load_model(model_name, "causal-lm", task=self.name)
+        if loaded.processor.eos_token_id is None:
             raise UserError(f"the tokenizer of '{model_name}' has no EOS token to separate documents")
-        return ModelBundle(model=model, processor=tokenizer, new_modules=new, family=model_family(model),
-                           name=model_name)
+        # Built from a config, it trains from scratch: all of it is new. A pretrained model has nothing new.
+        new = (loaded.model,) if loaded.from_scratch else ()
+        return ModelBundle(model=loaded.model, processor=loaded.processor, new_modules=new,
+                           family=model_family(loaded.model), name=model_name)
 
     # -- data ---------------------------------------------------------------------------------
     def texts(self, split: str) -> Iterator[str]:

@@ -2,22 +2,11 @@
 
 Models
 ------
-Named Llama-style sizes built from a config with random weights: ``llama-tiny`` (~1M
-parameters, for tests), ``llama-10m``, ``llama-30m``, ``llama-125m``. The number is the
-count of non-embedding parameters (transformer blocks and the final norm; Kaplan et al.
-2020 count the same way), which does not depend on the tokenizer: the embeddings of a
-byte-level vocabulary are tiny, those of a 32k vocabulary are not. ``--models`` takes these
-names like any other; ``llama-30m@<tokenizer>`` trains the named size from scratch with a
-real tokenizer (a local tokenizer folder, or a hub id when online), and a pretrained
-model (a folder or hub id) continues pretraining with its own tokenizer.
-
-Tokenizer
----------
-The named sizes use a byte-level tokenizer built in memory (256 byte tokens plus EOS, PAD
-and BOS): a real tokenizer needs the hub or a folder, and tests and air-gapped runs have
-neither. Bytes spell any UTF-8 text without an unknown token, need no training on the
-corpus (so the vocabulary cannot leak the validation split), and keep the same ids
-everywhere; the price is about four tokens per English word, which the token budget counts.
+The Llama-style pretraining sizes of the model catalog (``suite.models.catalog``):
+``llama-tiny`` (~1M non-embedding parameters, for tests), ``llama-10m``, ``llama-30m``,
+``llama-125m``, built from a config with random weights on a byte-level tokenizer;
+``llama-30m@<tokenizer>`` trains a size with a real tokenizer, and a pretrained model (a
+folder or hub id) continues pretraining with its own tokenizer.
 
 Data
 ----
@@ -53,7 +42,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cache
 from typing import Any, ClassVar
 
@@ -64,102 +53,6 @@ from suite.tasks.language_modeling import LanguageModelingTask, packed_blocks
 
 HOLDOUT_EVERY = 100  # without a validation split, every 100th document is held out
 TEXT_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".parquet")
-
-
-@dataclass(frozen=True)
-class LlamaSize:
-    """A Llama-style architecture: SwiGLU MLP, RMSNorm, RoPE, tied input/output embeddings."""
-
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-
-    def non_embedding_params(self) -> int:
-        """Blocks (4 d^2 attention + 3 d i MLP + 2 norms each) plus the final norm."""
-        d, i = self.hidden, self.intermediate
-        return self.layers * (4 * d * d + 3 * d * i + 2 * d) + d
-
-
-# Widths and MLP sizes are multiples of 32, so every block format (MX: 32, NVFP4: 16) and
-# FP8 GEMM (multiples of 16) takes every linear layer without padding.
-LLAMA_SIZES: dict[str, LlamaSize] = {
-    "llama-tiny": LlamaSize(hidden=128, layers=5, heads=4, intermediate=352),     # 1.0M
-    "llama-10m": LlamaSize(hidden=256, layers=12, heads=4, intermediate=704),     # 9.6M
-    "llama-30m": LlamaSize(hidden=512, layers=10, heads=8, intermediate=1376),    # 31.6M
-    "llama-125m": LlamaSize(hidden=768, layers=18, heads=12, intermediate=2048),  # 127M
-}
-
-
-def split_model_name(name: str) -> tuple[str, str | None]:
-    """``llama-30m@path/to/tokenizer`` -> ("llama-30m", "path/to/tokenizer")."""
-    size, sep, tokenizer = name.partition("@")
-    return size, (tokenizer or None) if sep else None
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """The printable stand-in of every byte that byte-level BPE tokenizers use (GPT-2's map)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    chars = list(keep)
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(keep, map(chr, chars), strict=True))
-
-
-BYTE_SPECIALS = ("<|eos|>", "<|pad|>", "<|bos|>")  # ids 256, 257, 258
-
-
-def byte_tokenizer() -> Any:
-    """A byte-level tokenizer built in memory: token id = byte value (0..255), then specials.
-
-    A ``PreTrainedTokenizerFast`` over a BPE model with no merges, so every byte of the UTF-8
-    text is one token; it saves, loads and decodes like any Hugging Face tokenizer.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {char: byte for byte, char in _bytes_to_unicode().items()}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, model_input_names=["input_ids", "attention_mask"])
-    tokenizer.add_special_tokens({"eos_token": BYTE_SPECIALS[0], "pad_token": BYTE_SPECIALS[1],
-                                  "bos_token": BYTE_SPECIALS[2]})
-    return tokenizer
-
-
-def llama_config(size: LlamaSize, tokenizer: Any) -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,
-        num_attention_heads=size.heads, num_key_value_heads=size.heads,
-        intermediate_size=size.intermediate, max_position_embeddings=4096, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, attention_bias=False, mlp_bias=False,
-    )
-
-
-def non_embedding_parameters(model: Any) -> int:
-    """Parameters outside the input and output embeddings (tied ones counted once)."""
-    skip = set()
-    for get in ("get_input_embeddings", "get_output_embeddings"):
-        module = getattr(model, get, lambda: None)()
-        if module is not None:
-            skip.update(id(p) for p in module.parameters())
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) in seen or id(p) in skip:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
 
 
 # -- reading documents ------------------------------------------------------------------------
@@ -286,6 +179,8 @@ def budget_tokens(recipe: Any, model: Any) -> tuple[int, str]:
     ratio = recipe.tokens_per_param if recipe.tokens_per_param is not None else 20.0
     if ratio <= 0:
         raise UserError("--tokens-per-param must be positive")
+    from suite.models.accounting import non_embedding_parameters
+
     params = non_embedding_parameters(model)
     return int(math.ceil(ratio * params)), f"{ratio:g} tokens x {params:,} non-embedding parameters"
 
@@ -356,21 +251,6 @@ class PretrainingTask(LanguageModelingTask):
         steps, _, _ = token_budget_of(bundle, recipe)
         return _token_budget_class()(blocks, steps * recipe.batch_size * recipe.grad_accum)
 
-    # -- model ---------------------------------------------------------------------------------
-    def build_model(self, model_name: str) -> ModelBundle:
-        size_name, tokenizer_name = split_model_name(model_name)
-        if size_name not in LLAMA_SIZES:
-            if tokenizer_name is not None:
-                raise UserError(f"'{model_name}': a tokenizer after '@' goes with a named size "
-                                f"({', '.join(LLAMA_SIZES)})")
-            return super().build_model(model_name)
-        from transformers import AutoModelForCausalLM
-
-        tokenizer = byte_tokenizer() if tokenizer_name is None else _load_tokenizer(tokenizer_name)
-        model = AutoModelForCausalLM.from_config(llama_config(LLAMA_SIZES[size_name], tokenizer))
-        return ModelBundle(model=model, processor=tokenizer, new_modules=(model,), family="llama",
-                           name=model_name)
-
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
         """The base class's loss and perplexity on the first ``eval_tokens`` held-out tokens."""
@@ -386,20 +266,6 @@ class PretrainingTask(LanguageModelingTask):
         return {"lr": 1e-3, "schedule": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.1,
                 "batch_size": 32, "max_length": 256, "eval_batch_size": 32, "epochs": 1.0,
                 "tokens_per_param": 20.0, "eval_tokens": 2**18}
-
-
-def _load_tokenizer(name: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load tokenizer '{name}': {exc}") from None
-    if tokenizer.eos_token_id is None:
-        raise UserError(f"tokenizer '{name}' has no EOS token to separate documents")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 @register_task("lm", kind="language-modeling",

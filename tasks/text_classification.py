@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from suite.errors import UserError
-from suite.modeling import TINY_MODELS, resolve_model_path
 from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
-from suite.tasks.heads import classification_head
 from suite.tasks.metrics import METRIC_FUNCTIONS
 
 
@@ -27,29 +24,13 @@ class TextClassificationTask(Task):
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, model_name: str) -> ModelBundle:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from suite.modeling import model_family, tiny_config, tiny_tokenizer
+        from suite.models.loading import classification_head, load_model, model_family
 
         problem = "regression" if self.objective == "regression" else "single_label_classification"
-        num_labels = 1 if self.objective == "regression" else self.num_labels
-        if model_name in TINY_MODELS:
-            tokenizer = tiny_tokenizer(self.tiny_words)
-            config = tiny_config(model_name, vocab_size=len(tokenizer), num_labels=num_labels,
-                                 problem_type=problem)
-            model = AutoModelForSequenceClassification.from_config(config)
-        else:
-            path = resolve_model_path(model_name)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=num_labels, problem_type=problem
-                )
-            except OSError as exc:
-                raise UserError(
-                    f"cannot load model '{model_name}': {exc}. Use a local model folder "
-                    f"(--models /path/to/folder) when the Hugging Face hub is not reachable"
-                ) from None
+        labels = {"num_labels": 1 if self.objective == "regression" else self.num_labels, "problem_type": problem}
+        loaded = load_model(model_name, "sequence-classification", task=self.name, words=self.tiny_words,
+                            config=labels, pretrained=labels)
+        model, tokenizer = loaded.model, loaded.processor
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if getattr(model.config, "pad_token_id", None) is None:

@@ -193,7 +193,7 @@ def _model_builds(name: str) -> str:
 
     task = "lm" if name.startswith("llama-") else ("images" if name == "tiny-vit" else "smoke")
     if task == "images":
-        from suite.modeling import model_config
+        from suite.models.loading import model_config
 
         return model_config(name).model_type
     bundle = TASKS.get(task).target(subtask=None, data_dir=None).build_model(name)

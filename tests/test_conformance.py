@@ -150,7 +150,7 @@ def test_no_method_but_full_trains_a_causal_lms_embeddings_or_lm_head():
     from suite.app.runner import apply_methods, prepare
     from suite.app.sweep import parse_method_spec, resolve_method_spec
     from suite.method import MethodTarget
-    from suite.modeling import model_config
+    from suite.models.loading import model_config
     from suite.recipe import Recipe
 
     checked = 0

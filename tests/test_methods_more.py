@@ -12,7 +12,7 @@ import torch
 
 from suite.config import build_config
 from suite.errors import UserError
-from suite.modeling import count_parameters
+from suite.models.accounting import count_parameters
 from suite.recipe import Recipe
 from suite.registry import METHODS
 from suite.train import Trainer, TrainState

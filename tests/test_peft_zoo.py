@@ -132,7 +132,7 @@ def expected_trainable(name: str, model) -> int:
                                   "hra", "miss", "shira", "fourierft", "ia3", "ln-tuning", "prefix", "prompt",
                                   "bitfit", "ssf", "s2ft", "lora-xs", "svfit", "sorsa", "spiel"])
 def test_trainable_parameters_match_the_formula(name):
-    from suite.modeling import count_parameters
+    from suite.models.accounting import count_parameters
 
     model, ctx, *_ = tiny()
     expected = expected_trainable(name, model)
@@ -141,7 +141,7 @@ def test_trainable_parameters_match_the_formula(name):
 
 
 def test_vblora_parameter_count_uses_an_auto_vector_length():
-    from suite.modeling import count_parameters
+    from suite.models.accounting import count_parameters
 
     model, ctx, *_ = tiny()
     h, _, L = _dims(model)

@@ -282,10 +282,10 @@ def test_quartet_forward_exact_backward_unbiased_and_masked():
 def _llama_tiny():
     from transformers import AutoModelForCausalLM
 
-    from suite.tasks.lm import LLAMA_SIZES, byte_tokenizer, llama_config
+    from suite.models.catalog import CATALOG
 
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(llama_config(LLAMA_SIZES["llama-tiny"], byte_tokenizer()))
+    return AutoModelForCausalLM.from_config(CATALOG["llama-tiny"].make_config())
 
 
 @pytest.mark.parametrize("spec", [*RECIPES, "fp8-train:scaling=row", "torchao-float8", "torchao-mxfp8"])
@@ -511,7 +511,9 @@ def test_lm_reads_text_jsonl_and_parquet_and_holds_out_without_a_validation_file
 
 
 def test_lm_named_sizes_and_byte_tokenizer():
-    from suite.tasks.lm import LLAMA_SIZES, LmTask, byte_tokenizer
+    from suite.models.catalog import LLAMA_SIZES
+    from suite.models.tokenizers import byte_tokenizer
+    from suite.tasks.lm import LmTask
 
     assert LLAMA_SIZES["llama-tiny"].non_embedding_params() == pytest.approx(1e6, rel=0.05)
     assert LLAMA_SIZES["llama-30m"].non_embedding_params() == pytest.approx(30e6, rel=0.06)

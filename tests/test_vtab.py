@@ -20,7 +20,8 @@ from suite.app.cli import main
 from suite.app.sweep import parse_task_list
 from suite.errors import UnknownNameError, UserError
 from suite.method import MethodContext, MethodTarget
-from suite.modeling import model_config, tiny_config
+from suite.models.catalog import CATALOG
+from suite.models.loading import model_config
 from suite.recipe import Recipe
 from suite.registry import METHODS, TASKS
 from suite.reports import stats
@@ -397,7 +398,7 @@ def test_a_vit_checkpoint_in_the_in21k_format_loads_into_the_layout_the_vision_m
     from suite.methods.vision.placement import vit_layout
 
     torch.manual_seed(0)
-    bare = ViTModel(tiny_config("tiny-vit", 1))  # with its pooler, as the checkpoint
+    bare = ViTModel(CATALOG["tiny-vit"].make_config())  # with its pooler, as the checkpoint
     renames = (("attention.q_proj", "attention.attention.query"), ("attention.k_proj", "attention.attention.key"),
                ("attention.v_proj", "attention.attention.value"), ("attention.o_proj", "attention.output.dense"),
                ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense"))
@@ -427,7 +428,7 @@ def test_a_model_without_an_image_processor_is_refused_by_name(vtab_dir, tmp_pat
     from transformers import ViTForImageClassification
 
     folder = tmp_path / "bare-vit"
-    ViTForImageClassification(tiny_config("tiny-vit", 1, num_labels=2)).save_pretrained(folder)
+    ViTForImageClassification(CATALOG["tiny-vit"].make_config(num_labels=2)).save_pretrained(folder)
     with pytest.raises(UserError, match=r"has no image processor.*preprocessor_config.json"):
         VtabTask("patch_camelyon", str(vtab_dir)).build_model(str(folder))
     code, err = run(["--methods", "linear-probe", "--tasks", "vtab:patch_camelyon", "--models", str(folder),
@@ -512,7 +513,7 @@ def tiny_vit(num_labels: int = 3, seed: int = 0):
     from transformers import ViTForImageClassification
 
     torch.manual_seed(seed)
-    model = ViTForImageClassification(tiny_config("tiny-vit", 1, num_labels=num_labels)).eval()
+    model = ViTForImageClassification(CATALOG["tiny-vit"].make_config(num_labels=num_labels)).eval()
     return model, MethodContext(new_modules=(model.classifier,), seed=seed, task_kind="image-classification")
 
 

@@ -213,7 +213,7 @@ class S2FT(Method):
 
     def save_adapter(self, model: Any, path: str) -> None:
         """The trainable column blocks and head, plus the chosen heads/channels per block."""
-        from suite.modeling import save_trainable
+        from suite.models.accounting import save_trainable
 
         save_trainable(model, path)
         with open(os.path.join(path, "s2ft_selection.json"), "w", encoding="utf-8") as fh:

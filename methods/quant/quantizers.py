@@ -85,7 +85,7 @@ class QuantMethod(Method):
         return engine.merge_quant_linears(model)
 
     def save_adapter(self, model: Any, path: str) -> None:
-        from suite.modeling import save_trainable
+        from suite.models.accounting import save_trainable
 
         save_trainable(model, path)
 

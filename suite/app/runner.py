@@ -101,7 +101,7 @@ def prepare(task: Task, model_name: str, recipe: Any, device: str, seed: int,
     The precision policy is the recipe's, changed by ``methods`` (training recipes set theirs).
     """
     from suite.method import MethodContext
-    from suite.modeling import count_parameters
+    from suite.models.accounting import count_parameters
     from suite.precision import resolve_policy
 
     set_seed(seed)
@@ -193,7 +193,7 @@ LOWER_IS_BETTER = {"train_time_s", "peak_memory_mb", "trainable_params", "total_
 
 
 def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, bool]:
-    from suite.modeling import count_parameters, measure_adapter_size
+    from suite.models.accounting import count_parameters, measure_adapter_size
     from suite.train import Trainer
 
     device = settings.device

@@ -265,7 +265,7 @@ def build_cells(
     ``task_options`` maps a task family to its raw options (from flags or a sweep file),
     validated against the family's ``Options`` dataclass.
     """
-    from suite.modeling import guess_family
+    from suite.models.loading import guess_family
 
     resolved_specs = [(spec, resolve_method_spec(spec)) for spec in method_specs]
     options = {family: build_config(TASKS.get(family).target.Options, raw, f"options of task '{family}'")
@@ -308,7 +308,7 @@ class Refusal:
 def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
     """Split cells into those every method can run and the refusals of the rest (asked once per pair)."""
     from suite.method import MethodTarget
-    from suite.modeling import guess_family, model_config
+    from suite.models.loading import guess_family, model_config
 
     reasons: dict[tuple, str | None] = {}
     configs: dict[str, Any] = {}
