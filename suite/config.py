@@ -20,10 +20,75 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def option(default: Any, help: str, added: bool = False) -> Any:  # noqa: A002 - argparse's word
-    """A config field with its ``--help`` text; ``added``: a field added later, left out of the
-    cell id while at its default so earlier results keep their ids."""
-    return dataclasses.field(default=default, metadata={"help": help, "added": added})
+def option(default: Any, help: str, added: bool = False, recipe: bool = False) -> Any:  # noqa: A002
+    """A field of a typed config (a recipe, a task's or an executor's options) with its ``--help``.
+
+    ``added``: a field added later, left out of the cell id while at its default, so earlier
+    results keep their ids. ``recipe``: a task option that was a recipe field before it moved to
+    its task; it is stored and hashed with the recipe (unless None), so results stored before the
+    move keep their ids and pair with new ones.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "added": added, "recipe": recipe})
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The options of a plugin (a task, an executor) that takes none."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionFlag:
+    """How one typed option appears on the command line; its key is the sweep file's key too."""
+
+    key: str  # the field name: a sweep file's key
+    flag: str  # ``--max-steps``
+    type: Any  # the value type, None unwrapped
+    choices: tuple[str, ...] | None  # a Literal's values
+    help: str
+    owners: tuple[str, ...] = ()  # the plugins whose options declare it (one flag for all of them)
+
+    @property
+    def is_bool(self) -> bool:
+        return self.type is bool
+
+
+def option_flags(owned: list[tuple[str, type]]) -> list[OptionFlag]:
+    """One flag per field of the given config dataclasses (``max_steps`` -> ``--max-steps``), typed
+    from the field, in declaration order; a field several owners declare is one flag, and they must
+    agree on its type. ``owned`` pairs an owner's name ("" for none) with its dataclass."""
+    found: dict[str, OptionFlag] = {}
+    for owner, config_cls in owned:
+        hints = typing.get_type_hints(config_cls)
+        for f in dataclasses.fields(config_cls):
+            if f.name.startswith("_"):
+                continue
+            kind = hints[f.name]
+            args = [a for a in get_args(kind) if a is not type(None)]
+            if get_origin(kind) is Literal:
+                value_type, choices = str, tuple(str(a) for a in get_args(kind))
+            elif args and get_origin(kind) in (typing.Union, types.UnionType):
+                value_type, choices = args[0], None
+            else:
+                value_type, choices = kind, None
+            known = found.get(f.name)
+            if known is None:
+                found[f.name] = OptionFlag(f.name, "--" + f.name.replace("_", "-"), value_type, choices,
+                                           f.metadata.get("help", ""), (owner,) if owner else ())
+            elif known.type != value_type:
+                raise ValueError(f"{', '.join(known.owners)} and {owner} declare option '{f.name}' with "
+                                 f"different types")
+            elif owner:
+                found[f.name] = dataclasses.replace(known, owners=(*known.owners, owner))
+    return list(found.values())
+
+
+def recipe_options(options: Any, with_none: bool = False) -> dict[str, Any]:
+    """The task options marked ``recipe=True`` (see ``option``): stored and hashed with the recipe.
+    ``with_none``: keep those set to None too (the stored recipe lists every field)."""
+    if options is None or not dataclasses.is_dataclass(options):
+        return {}
+    values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.metadata.get("recipe")}
+    return values if with_none else {k: v for k, v in values.items() if v is not None}
 
 
 def field_names(config_cls: type) -> list[str]:

@@ -5,17 +5,17 @@ the model family, the method's recommended learning rate, the sweep file, the CL
 The resolved recipe is stored with every result and enters the cell id.
 
 Each field's ``help`` metadata is its documentation: ``suite run``'s flags (``--max-steps``)
-and the sweep file's ``recipe:`` keys are generated from these fields, so a new recipe
-option is one line here. A field marked ``added`` leaves the cell id alone while it holds
-its default, so results stored before the option existed keep their ids.
+and the sweep file's ``recipe:`` keys are generated from these fields
+(``suite.config.option_flags``), so a new recipe option is one line here. What only one task
+family reads belongs to that family's options, not here. A field marked ``added`` leaves the
+cell id alone while it holds its default, so results stored before the option existed keep
+their ids.
 """
 
 from __future__ import annotations
 
 import math
-import types
-import typing
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from suite.config import build_config, config_to_dict, option
@@ -46,13 +46,6 @@ class Recipe:
                                          "of its starting loss (0: only non-finite losses)", added=True)
     group_by_length: bool = option(False, "batch examples of similar length together (less padding); the "
                                           "order of the batches stays seeded and random", added=True)
-    tokens_per_param: float | None = option(None, "token-budget tasks (lm): train on this many tokens per "
-                                                  "non-embedding parameter unless max_steps or train_tokens "
-                                                  "is set (lm's default: 20)", added=True)
-    train_tokens: int | None = option(None, "token-budget tasks (lm): train on this many tokens (overrides "
-                                            "tokens_per_param; max_steps overrides both)", added=True)
-    eval_tokens: int | None = option(None, "language-model tasks: evaluate on the first N held-out tokens "
-                                           "(lm's default: 262144; unset: the whole split)", added=True)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -91,6 +84,9 @@ class Recipe:
 
 
 RECIPE_KEYS = [f.name for f in fields(Recipe)]
+# Former recipe fields that are now a task family's options (marked ``recipe=True`` there, so they
+# are stored and hashed with the recipe as before); cells of other tasks stored them as None.
+MOVED_TO_TASK_OPTIONS = {"tokens_per_param": "lm", "train_tokens": "lm", "eval_tokens": "lm"}
 
 
 def canonical_recipe_json(text: str) -> str:
@@ -111,36 +107,10 @@ def canonical_recipe_json(text: str) -> str:
     for f in fields(Recipe):
         if f.metadata.get("added") and f.name in values and values[f.name] == f.default:
             del values[f.name]
+    for name in MOVED_TO_TASK_OPTIONS:
+        if name in values and values[name] is None:
+            del values[name]
     return json.dumps(values, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class RecipeFlag:
-    """How one recipe field appears on the command line."""
-
-    key: str
-    flag: str
-    type: Any
-    choices: tuple[str, ...] | None
-    help: str
-
-
-def recipe_flags() -> list[RecipeFlag]:
-    """One command-line flag per recipe field (``max_steps`` -> ``--max-steps``), typed from the field."""
-    hints = typing.get_type_hints(Recipe)
-    flags = []
-    for f in fields(Recipe):
-        kind = hints[f.name]
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if typing.get_origin(kind) is Literal:
-            value_type, choices = str, tuple(typing.get_args(kind))
-        elif args and (typing.get_origin(kind) in (typing.Union, types.UnionType)):
-            value_type, choices = args[0], None
-        else:
-            value_type, choices = kind, None
-        flags.append(RecipeFlag(f.name, "--" + f.name.replace("_", "-"), value_type, choices,
-                                f.metadata.get("help", "")))
-    return flags
 
 
 def resolve_recipe(*layers: dict[str, Any] | None) -> Recipe:
@@ -150,7 +120,3 @@ def resolve_recipe(*layers: dict[str, Any] | None) -> Recipe:
         if layer:
             merged.update({k: v for k, v in layer.items() if v is not None})
     return build_config(Recipe, merged, "recipe")
-
-
-def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
-    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from suite.config import NoOptions
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import torch
@@ -108,11 +110,6 @@ class ModelBundle:
 
 
 @dataclass(frozen=True)
-class NoOptions:
-    """Options of a task that takes none."""
-
-
-@dataclass(frozen=True)
 class Aggregate:
     """A benchmark-level score (the GLUE score, a VTAB group mean) and the subtasks it covers."""
 
@@ -173,10 +170,12 @@ class Task:
 
     def identity(self) -> dict[str, Any]:
         """What besides family, subtask, version and data source decides this task's results (its
-        options, the version of an external scorer); enters the cell id. Empty keeps old ids."""
-        from suite.config import config_to_dict
+        options, the version of an external scorer); enters the cell id. Empty keeps old ids.
+        Options marked ``recipe=True`` enter with the recipe instead (``suite.config.recipe_options``)."""
+        from suite.config import config_to_dict, recipe_options
 
-        return config_to_dict(self.options)
+        moved = recipe_options(self.options, with_none=True)
+        return {k: v for k, v in config_to_dict(self.options).items() if k not in moved}
 
     @property
     def name(self) -> str:

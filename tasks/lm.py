@@ -42,10 +42,11 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, ClassVar
 
+from suite.config import option
 from suite.errors import UserError
 from suite.registry import register_task
 from suite.task import EvalOutput, ModelBundle
@@ -170,19 +171,37 @@ def _token_budget_class() -> type:
     return TokenBudget
 
 
-def budget_tokens(recipe: Any, model: Any) -> tuple[int, str]:
-    """The number of training tokens the recipe asks for, and how it was set."""
-    if recipe.train_tokens is not None:
-        if recipe.train_tokens <= 0:
-            raise UserError("--train-tokens must be positive")
-        return int(recipe.train_tokens), f"train_tokens={recipe.train_tokens}"
-    ratio = recipe.tokens_per_param if recipe.tokens_per_param is not None else 20.0
-    if ratio <= 0:
-        raise UserError("--tokens-per-param must be positive")
+@dataclass(frozen=True)
+class PretrainingOptions:
+    """The token budget of a pretraining task (``--tokens-per-param``, ``--train-tokens``,
+    ``--eval-tokens``). They were recipe fields once; marked ``recipe=True``, they are still stored
+    and hashed with the recipe, so cells from then keep their ids."""
+
+    tokens_per_param: float = option(20.0, "train on this many tokens per non-embedding parameter (Chinchilla: "
+                                           "20) unless max_steps or train_tokens is set", recipe=True)
+    train_tokens: int | None = option(None, "train on this many tokens (overrides tokens_per_param; max_steps "
+                                            "overrides both)", recipe=True)
+    eval_tokens: int | None = option(2**18, "evaluate on the first N held-out tokens, the same for every cell "
+                                           "(none: the whole split)", recipe=True)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tokens_per_param) and self.tokens_per_param > 0):
+            raise ValueError("tokens_per_param must be a positive number")
+        if self.train_tokens is not None and self.train_tokens <= 0:
+            raise ValueError("train_tokens must be positive")
+        if self.eval_tokens is not None and self.eval_tokens <= 0:
+            raise ValueError("eval_tokens must be positive")
+
+
+def budget_tokens(options: PretrainingOptions, model: Any) -> tuple[int, str]:
+    """The number of training tokens the options ask for, and how it was set."""
     from suite.models.accounting import non_embedding_parameters
 
+    if options.train_tokens is not None:
+        return int(options.train_tokens), f"train_tokens={options.train_tokens}"
     params = non_embedding_parameters(model)
-    return int(math.ceil(ratio * params)), f"{ratio:g} tokens x {params:,} non-embedding parameters"
+    return (int(math.ceil(options.tokens_per_param * params)),
+            f"{options.tokens_per_param:g} tokens x {params:,} non-embedding parameters")
 
 
 # -- the tasks -----------------------------------------------------------------------------------
@@ -193,6 +212,7 @@ class PretrainingTask(LanguageModelingTask):
     version = "1"
     # (dataset path, config name, train split, validation split or None to hold out)
     hub: ClassVar[tuple[str, str | None, str, str | None]] = ("", None, "train", None)
+    Options: ClassVar[type] = PretrainingOptions
     eval_splits = ("valid",)
 
     # -- data --------------------------------------------------------------------------------
@@ -248,13 +268,13 @@ class PretrainingTask(LanguageModelingTask):
         blocks = packed_blocks(lambda: self.texts("train"), bundle.tokenizer, recipe.max_length, recipe.limit)
         if recipe.max_steps is not None:
             return blocks
-        steps, _, _ = token_budget_of(bundle, recipe)
+        steps, _, _ = token_budget_of(bundle, recipe, self.options)
         return _token_budget_class()(blocks, steps * recipe.batch_size * recipe.grad_accum)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
         """The base class's loss and perplexity on the first ``eval_tokens`` held-out tokens."""
-        cap = recipe.eval_tokens
+        cap = self.options.eval_tokens
         if cap is not None:
             blocks = max(1, cap // recipe.max_length)
             recipe = replace(recipe, limit=min(recipe.limit or blocks, blocks))
@@ -264,8 +284,7 @@ class PretrainingTask(LanguageModelingTask):
         # From-scratch pretraining of small Llamas: AdamW at 1e-3 with warm-up and cosine decay,
         # weight decay 0.1, one pass over a Chinchilla budget of 20 tokens per parameter.
         return {"lr": 1e-3, "schedule": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.1,
-                "batch_size": 32, "max_length": 256, "eval_batch_size": 32, "epochs": 1.0,
-                "tokens_per_param": 20.0, "eval_tokens": 2**18}
+                "batch_size": 32, "max_length": 256, "eval_batch_size": 32, "epochs": 1.0}
 
 
 @register_task("lm", kind="language-modeling",
@@ -293,9 +312,9 @@ class LmWikiTextTask(PretrainingTask):
     hub = ("Salesforce/wikitext", "wikitext-103-raw-v1", "train", "validation")
 
 
-def token_budget_of(bundle: ModelBundle, recipe: Any) -> tuple[int, int, str]:
-    """(optimizer steps, tokens, how) that ``train_data`` derives from ``recipe`` for ``bundle``."""
-    tokens, how = budget_tokens(recipe, bundle.model)
+def token_budget_of(bundle: ModelBundle, recipe: Any, options: PretrainingOptions) -> tuple[int, int, str]:
+    """(optimizer steps, tokens, how) that ``train_data`` derives from the budget for ``bundle``."""
+    tokens, how = budget_tokens(options, bundle.model)
     per_step = recipe.batch_size * recipe.grad_accum
     steps = max(1, round(tokens / (per_step * recipe.max_length)))
     return steps, steps * per_step * recipe.max_length, how

@@ -19,7 +19,7 @@ from suite.app.runner import RunSettings, run_cell
 from suite.app.sweep import build_cells, parse_method_spec, parse_task_list
 from suite.method import Method
 from suite.precision import BF16_AUTOCAST
-from suite.recipe import RECIPE_KEYS, Recipe, recipe_flags
+from suite.recipe import RECIPE_KEYS, Recipe
 from suite.registry import (
     EXECUTORS,
     METHODS,
@@ -29,6 +29,7 @@ from suite.registry import (
     register_method,
     register_task,
 )
+from suite.results.store import ResultStore
 from suite.tasks.language_modeling import LanguageModelingTask
 
 FAST = ["--max-steps", "3", "--limit", "32", "--batch-size", "8", "--no-progress"]
@@ -204,10 +205,11 @@ def test_a_stream_needs_a_step_budget():
 def test_every_recipe_field_is_a_flag_and_a_sweep_file_key(tmp_path):
     from suite.app.cli import build_parser
 
-    flags = {f.key: f.flag for f in recipe_flags()}
-    assert set(flags) == set(RECIPE_KEYS)
     parser = build_parser()
-    run = next(a for a in parser._subparsers._group_actions[0].choices["run"]._actions if a.dest == "recipe_schedule")
+    actions = {a.dest: a for a in parser._subparsers._group_actions[0].choices["run"]._actions}
+    assert {f"recipe_{key}" for key in RECIPE_KEYS} <= set(actions)
+    assert actions["recipe_max_steps"].option_strings == ["--max-steps"]
+    run = actions["recipe_schedule"]
     assert run.choices == ("linear", "cosine", "constant")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text("methods: [lora]\ntasks: [smoke]\nrecipe: {max_steps: 2, eval_batch_size: 16, limit: 16}\n")
@@ -279,3 +281,47 @@ def test_the_divergence_guard_on_hand_made_losses():
 def test_non_finite_recipe_values_are_refused(tmp_path, capsys, value):
     assert main(["run", "--methods", "lora", "--tasks", "smoke", "--lr", value, "--store", str(tmp_path)]) == 2
     assert "argument 'lr': expected a finite number" in capsys.readouterr().err
+
+
+def test_a_recipe_key_that_moved_to_a_task_is_taken_as_its_option_with_a_note(tmp_path, capsys):
+    """``lm``'s token budget was part of the recipe; an old sweep file still runs, and the cell is the
+    one the flag gives (same id), while a sweep without ``lm`` is told the key is not its own."""
+    import json
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.jsonl").write_text("\n".join(json.dumps({"text": "the cat sees a dog. " * 8})
+                                                   for _ in range(40)) + "\n")
+    (corpus / "valid.jsonl").write_text(json.dumps({"text": "a dog sees the cat. " * 8}) + "\n")
+    common = ["--tasks", "lm", "--models", "llama-tiny", "--data-dir", str(corpus), "--batch-size", "2",
+              "--max-length", "16", "--no-progress"]
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("methods: [full]\nrecipe: {train_tokens: 64, eval_tokens: 32}\n")
+    assert main(["run", "-c", str(sweep), *common, "--store", str(tmp_path / "a")]) == 0
+    assert "recipe key 'train_tokens' is an option of task lm now" in capsys.readouterr().err
+    assert main(["run", "--methods", "full", *common, "--train-tokens", "64", "--eval-tokens", "32",
+                 "--store", str(tmp_path / "b")]) == 0
+    a, b = (ResultStore(tmp_path / name).load() for name in ("a", "b"))
+    assert set(a["cell_id"]) == set(b["cell_id"])
+    assert json.loads(a["recipe"].iloc[0])["train_tokens"] == 64  # stored with the recipe, as before the move
+    assert a.set_index("metric").loc["train_steps", "value"] == 64 // (2 * 16)
+    other = tmp_path / "other.yaml"
+    other.write_text("methods: [full]\ntasks: [smoke]\nrecipe: {train_tokens: 64}\n")
+    assert main(["run", "-c", str(other), "--store", str(tmp_path / "c")]) == 2
+    assert "recipe key 'train_tokens' is an option of task lm now, which this sweep does not run" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_cells_stored_before_the_token_budget_moved_pair_with_cells_stored_after():
+    """Every cell stored the three budget fields with its recipe (None outside ``lm``); reports group
+    cells by recipe, so the old text and the new one must read as one recipe."""
+    import json
+
+    from suite.recipe import canonical_recipe_json
+
+    new = Recipe(lr=3e-3, max_steps=150).to_dict()
+    old = {**new, "tokens_per_param": None, "train_tokens": None, "eval_tokens": None}
+    assert canonical_recipe_json(json.dumps(old)) == canonical_recipe_json(json.dumps(new))
+    lm_old = {**new, "tokens_per_param": 20.0, "train_tokens": None, "eval_tokens": 262144}
+    assert canonical_recipe_json(json.dumps(lm_old)) != canonical_recipe_json(json.dumps(new))

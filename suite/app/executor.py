@@ -31,27 +31,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pickle
-import types
 import typing
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from suite.config import NoOptions, OptionFlag, option_flags
 from suite.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from suite.app.runner import CellResult, RunSettings
     from suite.app.sweep import Cell
-
-
-def option(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
-    """A field of an executor's options: its default and the help of its flag."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class NoOptions:
-    """Options of an executor that takes none."""
 
 
 class Executor:
@@ -82,48 +72,20 @@ class Executor:
 
 
 # -- options as flags ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ExecutorFlag:
-    """One command-line flag shared by every executor whose options have a field of its name."""
-
-    key: str
-    flag: str
-    type: Any
-    is_bool: bool
-    help: str
-    owners: tuple[str, ...]
-
-
-def _value_type(annotation: Any) -> Any:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args:
-        return args[0]
-    return annotation
-
-
-def executor_flags() -> list[ExecutorFlag]:
-    """One flag per option field of the registered executors (``max_concurrent`` -> ``--max-concurrent``)."""
+def executor_flags() -> list[OptionFlag]:
+    """One flag per option field of the registered executors (``max_concurrent`` -> ``--max-concurrent``),
+    naming the executors that take it."""
     from suite.registry import EXECUTORS
 
-    found: dict[str, ExecutorFlag] = {}
-    for entry in EXECUTORS.entries():
-        options_cls = getattr(entry.target, "Options", NoOptions)
-        hints = typing.get_type_hints(options_cls)
-        for f in dataclasses.fields(options_cls):
-            kind = _value_type(hints[f.name])
-            if kind is bool and f.default is not False:
-                raise ValueError(f"executor '{entry.name}': a bool option ({f.name}) must default to False; "
+    owned = [(entry.name, getattr(entry.target, "Options", NoOptions)) for entry in EXECUTORS.entries()]
+    flags = option_flags(owned)
+    for flag in flags:
+        for owner, options_cls in owned:
+            default = next((f.default for f in dataclasses.fields(options_cls) if f.name == flag.key), False)
+            if flag.is_bool and default is not False:
+                raise ValueError(f"executor '{owner}': a bool option ({flag.key}) must default to False; "
                                  f"its flag switches it on")
-            known = found.get(f.name)
-            if known is None:
-                found[f.name] = ExecutorFlag(f.name, "--" + f.name.replace("_", "-"), kind, kind is bool,
-                                             f.metadata.get("help", ""), (entry.name,))
-            elif known.type is not kind:
-                raise ValueError(f"executors {', '.join(known.owners)} and {entry.name} declare option "
-                                 f"'{f.name}' with different types")
-            else:
-                found[f.name] = dataclasses.replace(known, owners=(*known.owners, entry.name))
-    return sorted(found.values(), key=lambda flag: flag.key)
+    return sorted(flags, key=lambda flag: flag.key)
 
 
 def build_options(name: str, given: dict[str, Any]) -> Any:

@@ -181,7 +181,7 @@ def identity_columns(cell: Cell, run_id: str, started: str) -> dict[str, Any]:
         "stage": cell.stage, "search_id": cell.search_id, "trial": cell.trial,
         "tuned": json.dumps(cell.tuned, sort_keys=True) if cell.tuned else "",
         "method_kind": kinds[-1] if kinds else "", "task": cell.task, "subtask": cell.subtask or "",
-        "model": cell.model, "seed": cell.seed, "recipe": json.dumps(cell.recipe.to_dict()),
+        "model": cell.model, "seed": cell.seed, "recipe": json.dumps(cell.stored_recipe()),
         "config": json.dumps(cell.config(), sort_keys=True), "data_source": cell.data_source,
         "synthetic_data": cell.data_source == "synthetic", "started_at": started,
     }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite import __version__
-from suite.config import build_config, config_to_dict, parse_kv
+from suite.config import build_config, config_to_dict, parse_kv, recipe_options
 from suite.errors import UnknownNameError, UserError
 from suite.recipe import RECIPE_KEYS, Recipe, resolve_recipe
 from suite.registry import METHODS, TASKS
@@ -237,13 +237,21 @@ class Cell:
             "task_version": self.task_version,
             "model": self.model,
             "seed": self.seed,
-            "recipe": self.recipe.identity(),
+            "recipe": self.recipe_identity(),
             "data_source": self.data_source,
             "suite_version": __version__,
             # Only where a task has options or an external scorer, so earlier cells keep their ids.
             **({"task_identity": self.task_identity} if self.task_identity else {}),
             **({"stage": self.stage, "search_id": self.search_id, "trial": self.trial} if self.stage else {}),
         }
+
+    def recipe_identity(self) -> dict[str, Any]:
+        """The recipe as it enters the id: its own fields, then the task options that moved out of it."""
+        return {**self.recipe.identity(), **recipe_options(self.task_options)}
+
+    def stored_recipe(self) -> dict[str, Any]:
+        """The recipe as the store keeps it: every field, then the task options that moved out of it."""
+        return {**self.recipe.to_dict(), **recipe_options(self.task_options, with_none=True)}
 
     @property
     def cell_id(self) -> str:
@@ -337,6 +345,8 @@ def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
 
 
 def check_recipe_keys(mapping: dict[str, Any], where: str) -> None:
-    unknown = [k for k in mapping if k not in RECIPE_KEYS]
+    from suite.recipe import MOVED_TO_TASK_OPTIONS
+
+    unknown = [k for k in mapping if k not in RECIPE_KEYS and k not in MOVED_TO_TASK_OPTIONS]
     if unknown:
         raise UnknownNameError(f"recipe key in {where}", unknown[0], RECIPE_KEYS)

@@ -11,8 +11,9 @@ import sys
 from typing import Any
 
 from suite.app.executor import executor_flags
+from suite.config import OptionFlag, option_flags
 from suite.errors import UserError
-from suite.recipe import recipe_flags
+from suite.recipe import Recipe
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -81,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", help="where cells run: local (default), or a registered executor "
                    "('suite list executors')")
     g = p.add_argument_group("recipe overrides (also the keys of a sweep file's recipe:)")
-    for flag in recipe_flags():
+    for flag in option_flags([("", Recipe)]):
         switch = {"nargs": "?", "const": "true"} if flag.type is bool else {}  # --grad-checkpointing [false]
         g.add_argument(flag.flag, dest=f"recipe_{flag.key}", metavar=flag.key.upper(),
                        choices=flag.choices, help=flag.help, **switch)
@@ -96,12 +97,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            help=eflag.help + owners)
     t = p.add_argument_group("task options (also a sweep file's task_options: {family: {key: value}})")
     taken = {option for action in p._actions for option in action.option_strings}
-    for name, (families, text) in task_option_help().items():
-        flag = "--" + name.replace("_", "-")
-        if flag not in taken:
-            owners = f"[task {', '.join(families)}]"
-            t.add_argument(flag, dest=f"task_{name}", metavar=name.upper(),
-                           help=f"{text} {owners}" if text else owners)
+    for option in task_option_flags():
+        if option.flag not in taken:
+            owners = f"[task {', '.join(option.owners)}]"
+            t.add_argument(option.flag, dest=f"task_{option.key}", metavar=option.key.upper(),
+                           help=f"{option.help} {owners}" if option.help else owners)
     p.set_defaults(handler=main)
 
 
@@ -155,25 +155,16 @@ def _as_text(value: Any) -> str | None:
     return str(value)
 
 
-def task_option_fields() -> dict[str, list[str]]:
-    """Option name -> the registered task families whose ``Options`` have it (flags come from these)."""
-    return {name: families for name, (families, _) in task_option_help().items()}
-
-
-def task_option_help() -> dict[str, tuple[list[str], str]]:
-    """Option name -> (the task families that take it, its help text from the field's metadata)."""
+def task_option_flags() -> list[OptionFlag]:
+    """One flag per option field of the registered task families, naming the families that take it.
+    Values stay text here: each family's ``Options`` coerces its own."""
     import dataclasses
 
     from suite.registry import TASKS
 
-    fields: dict[str, tuple[list[str], str]] = {}
-    for entry in TASKS.entries():
-        options = getattr(entry.target, "Options", None)
-        if options is not None and dataclasses.is_dataclass(options):
-            for f in dataclasses.fields(options):
-                families, text = fields.setdefault(f.name, ([], f.metadata.get("help", "")))
-                families.append(entry.name)
-    return fields
+    owned = [(entry.name, entry.target.Options) for entry in TASKS.entries()
+             if dataclasses.is_dataclass(getattr(entry.target, "Options", None))]
+    return option_flags(owned)
 
 
 def task_options_for(args: argparse.Namespace, sweep: dict[str, Any],
@@ -189,17 +180,42 @@ def task_options_for(args: argparse.Namespace, sweep: dict[str, Any],
     strays = sorted(set(raw) - set(families))
     if strays:
         raise UserError(f"task_options name task(s) {', '.join(strays)}, which the sweep does not run")
-    for name, owners in task_option_fields().items():
-        value = getattr(args, f"task_{name}", None)
+    for option in task_option_flags():
+        value = getattr(args, f"task_{option.key}", None)
         if value is None:
             continue
-        takers = [family for family in families if family in owners]
+        takers = [family for family in families if family in option.owners]
         if not takers:
-            raise UserError(f"--{name.replace('_', '-')} is an option of task {', '.join(owners)}, which this "
+            raise UserError(f"{option.flag} is an option of task {', '.join(option.owners)}, which this "
                             f"sweep does not run")
         for family in takers:
-            out[family][name] = value
+            out[family][option.key] = value
     return {family: options for family, options in out.items() if options}
+
+
+def move_task_keys_out_of_recipe(sweep: dict[str, Any], tasks: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """The sweep file's recipe without the keys that became task options (``lm``'s token budget);
+    those go to the options of the sweep's families that take them, with a note."""
+    from suite.recipe import MOVED_TO_TASK_OPTIONS
+
+    recipe = dict(sweep.get("recipe") or {})
+    moved = [key for key in recipe if key in MOVED_TO_TASK_OPTIONS]
+    if not moved:
+        return recipe
+    owners = {flag.key: flag.owners for flag in task_option_flags()}
+    families = sorted({family for family, _ in tasks})
+    options = sweep.setdefault("task_options", {})
+    for key in moved:
+        takers = [family for family in families if family in owners.get(key, ())]
+        if not takers:
+            raise UserError(f"recipe key '{key}' is an option of task {MOVED_TO_TASK_OPTIONS[key]} now, which "
+                            f"this sweep does not run")
+        value = recipe.pop(key)
+        for family in takers:
+            options.setdefault(family, {}).setdefault(key, value)
+        print(f"note: recipe key '{key}' is an option of task {', '.join(takers)} now; taken as "
+              f"task_options: {{{takers[0]}: {{{key}: {value}}}}}", file=sys.stderr)
+    return recipe
 
 
 def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
@@ -251,9 +267,10 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     data_dir = sweep.get("data_dir")
     if data_dir and not os.path.isdir(data_dir):
         raise UserError(f"--data-dir '{data_dir}' does not exist")
-    cli_recipe = {flag.key: getattr(args, f"recipe_{flag.key}") for flag in recipe_flags()
+    cli_recipe = {flag.key: getattr(args, f"recipe_{flag.key}") for flag in option_flags([("", Recipe)])
                   if getattr(args, f"recipe_{flag.key}", None) is not None}
-    cells = build_cells(specs, tasks, models, seeds, [sweep.get("recipe") or {}, cli_recipe], data_dir,
+    recipe = move_task_keys_out_of_recipe(sweep, tasks)
+    cells = build_cells(specs, tasks, models, seeds, [recipe, cli_recipe], data_dir,
                         task_options_for(args, sweep, tasks))
     if len(cells) > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
         raise UserError(f"this sweep has {len(cells):,} cells; check --methods, --tasks, --models and --seeds, "

@@ -41,11 +41,11 @@ from suite.app.executor import (
     CellPayload,
     Executor,
     lost_cell,
-    option,
     pack_cell,
     remote_settings,
     run_packed,
 )
+from suite.config import option
 from suite.errors import UserError
 from suite.registry import register_executor
 
