@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from suite.errors import UnknownNameError, UserError
 from suite.registry import register_task
 from suite.task import Aggregate, EvalOutput, Metric, mean_aggregate
-from suite.tasks.text_classification import TextClassificationTask
+from suite.tasks.families.text_classification import TextClassificationTask
 
 HUB_DATASET = "nyu-mll/glue"
 NLI_LABELS = {"entailment": 0, "not_entailment": 1}

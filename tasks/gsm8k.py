@@ -29,7 +29,7 @@ from suite.config import option
 from suite.errors import UserError
 from suite.registry import register_task
 from suite.task import EvalOutput, Metric, ModelBundle, evaluation_mode
-from suite.tasks.causal_lm import CausalLMOptions, CausalLMTask
+from suite.tasks.families.answer_generation import CausalLMOptions, CausalLMTask
 
 HUB_GSM8K = "openai/gsm8k"
 HUB_METAMATH = "meta-math/MetaMathQA"
@@ -73,7 +73,7 @@ class Gsm8kTask(CausalLMTask):
 
     def check_data(self) -> None:
         super().check_data()
-        from suite.tasks.lmeval import require_lm_eval
+        from suite.tasks.lm_eval_scoring import require_lm_eval
 
         require_lm_eval()
         if not self.data_dir:
@@ -86,7 +86,7 @@ class Gsm8kTask(CausalLMTask):
                             f"--train-data metamath)")
 
     def identity(self) -> dict[str, Any]:
-        from suite.tasks.lmeval import lm_eval_version
+        from suite.tasks.lm_eval_scoring import lm_eval_version
 
         return {**super().identity(), "lm_eval": lm_eval_version(), "lm_eval_task": "gsm8k",
                 "lm_eval_task_version": str(self._harness_config()["metadata"].get("version", ""))}
@@ -151,7 +151,7 @@ class Gsm8kTask(CausalLMTask):
     # -- scoring through lm-eval --------------------------------------------------------------
     def _harness_config(self, test_file: str | None = None) -> dict:
         """lm-eval's installed ``gsm8k`` task with our prompt, and local files when ``--data-dir`` is set."""
-        from suite.tasks.lmeval import task_config
+        from suite.tasks.lm_eval_scoring import task_config
 
         overrides: dict[str, Any] = {"doc_to_text": PROMPT.replace("{question}", "{{question}}")}
         if self.data_dir or test_file:
@@ -165,7 +165,7 @@ class Gsm8kTask(CausalLMTask):
                limit: int | None) -> tuple[dict[str, float], Any]:
         import pandas as pd
 
-        from suite.tasks.lmeval import evaluate_in_memory
+        from suite.tasks.lm_eval_scoring import evaluate_in_memory
 
         model = bundle.model
         with evaluation_mode(model):

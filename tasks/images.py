@@ -23,7 +23,7 @@ from typing import Any
 
 from suite.errors import UserError
 from suite.registry import register_task
-from suite.tasks.image_classification import IMAGE_SUFFIXES, OneKProtocolTask
+from suite.tasks.families.image_classification import IMAGE_SUFFIXES, OneKProtocolTask
 
 SPLIT_FILE = "split.txt"
 SPLIT_SEED = 0  # one split for every cell, independent of the cell's seed

@@ -17,8 +17,8 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 from suite.registry import register_task
+from suite.tasks.families.text_classification import TextClassificationTask
 from suite.tasks.glue import LAYOUTS, read_glue_tsv
-from suite.tasks.text_classification import TextClassificationTask
 
 POSITIVE = ("good", "great", "superb", "lovely", "fine", "brilliant", "warm", "fun")
 NEGATIVE = ("bad", "awful", "dull", "poor", "boring", "weak", "cold", "sad")

@@ -5,7 +5,7 @@ Adaptation Benchmark (arXiv:1910.04867), as the PEFT literature runs it (VPT, SS
 V-PETL Bench): per task, ``train800`` + ``val200`` to select hyperparameters, their union
 ``train800val200`` for the final fit, the full ``test`` split for the reported score.
 ``vtab:cifar`` is the final protocol; ``vtab:cifar@val200`` is the selection stage (see
-``suite.tasks.image_classification``). Subtask names are V-PETL Bench's folder names
+``suite.tasks.families.image_classification``). Subtask names are V-PETL Bench's folder names
 (``cifar``, ``oxford_flowers102``, ``oxford_iiit_pet``, ``diabetic_retinopathy``, ``kitti``,
 ...); the usual short names (``cifar100``, ``flowers102``, ``pets``, ``retinopathy``,
 ``kitti_dist``, ...) are accepted as aliases.
@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from suite.errors import UnknownNameError, UserError
 from suite.registry import register_task
 from suite.task import Aggregate, mean_aggregate
-from suite.tasks.image_classification import SELECTION_STAGE, OneKProtocolTask
+from suite.tasks.families.image_classification import SELECTION_STAGE, OneKProtocolTask
 
 HUB_DATASET = "XiN0919/VTAB-1k"  # V-PETL Bench's processed VTAB-1k (its README's download link)
 HUB_FILE = "vtab-1k.zip"

@@ -18,9 +18,9 @@ import pytest
 from suite.app.cli import main
 from suite.registry import METHODS, TASKS, register_task
 from suite.results.store import ResultStore
-from suite.tasks.causal_lm import CausalLMTask
-from suite.tasks.image_classification import ImageClassificationTask
-from suite.tasks.text_classification import TextClassificationTask
+from suite.tasks.families.answer_generation import CausalLMTask
+from suite.tasks.families.image_classification import ImageClassificationTask
+from suite.tasks.families.text_classification import TextClassificationTask
 
 WORDS = ("red", "blue", "green", "cat", "dog", "sun", "moon", "tree")
 SIZES = {"train": 48, "dev": 16}

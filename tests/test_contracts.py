@@ -30,7 +30,7 @@ from suite.registry import (
     register_task,
 )
 from suite.results.store import ResultStore
-from suite.tasks.language_modeling import LanguageModelingTask
+from suite.tasks.families.lm_loss import LanguageModelingTask
 
 FAST = ["--max-steps", "3", "--limit", "32", "--batch-size", "8", "--no-progress"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from suite.errors import UserError
 from suite.tasks.glue import LAYOUTS, GlueTask, read_glue_tsv
-from suite.tasks.metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman
+from suite.tasks.glue_metrics import accuracy, f1_binary, matthews_corrcoef, pearson, spearman
 from tests.conftest import SHARED_GLUE
 
 

@@ -175,7 +175,7 @@ def test_clear_errors(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_lm_eval)
-    from suite.tasks.lmeval import require_lm_eval
+    from suite.tasks.lm_eval_scoring import require_lm_eval
 
     with pytest.raises(UserError, match=r"pip install -e '\.\[eval\]'"):
         require_lm_eval()

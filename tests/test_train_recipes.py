@@ -489,7 +489,7 @@ def test_lm_trains_llama_tiny_on_a_generated_corpus_with_curve_and_budget(tmp_pa
 def test_lm_reads_text_jsonl_and_parquet_and_holds_out_without_a_validation_file(tmp_path):
     import pandas as pd
 
-    from suite.tasks.lm import LmTask
+    from suite.tasks.pretraining import LmTask
 
     docs = [f"document {i} says hello" for i in range(250)]
     (tmp_path / "a").mkdir()
@@ -513,7 +513,7 @@ def test_lm_reads_text_jsonl_and_parquet_and_holds_out_without_a_validation_file
 def test_lm_named_sizes_and_byte_tokenizer():
     from suite.models.catalog import LLAMA_SIZES
     from suite.models.tokenizers import byte_tokenizer
-    from suite.tasks.lm import LmTask
+    from suite.tasks.pretraining import LmTask
 
     assert LLAMA_SIZES["llama-tiny"].non_embedding_params() == pytest.approx(1e6, rel=0.05)
     assert LLAMA_SIZES["llama-30m"].non_embedding_params() == pytest.approx(30e6, rel=0.06)

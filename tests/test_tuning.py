@@ -16,7 +16,7 @@ import torch
 import suite.results
 from suite.app.cli import main
 from suite.registry import TASKS, register_task
-from suite.tasks.text_classification import TextClassificationTask
+from suite.tasks.families.text_classification import TextClassificationTask
 
 WORDS = ("red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "hat", "cup")
 COMMON = ["--models", "tiny-bert", "--max-steps", "40", "--batch-size", "16", "--max-length", "16",

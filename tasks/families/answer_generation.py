@@ -83,7 +83,7 @@ class CausalLMTask(Task):
 
     def check_data(self) -> None:
         if self.options.eval_tasks:
-            from suite.tasks.lmeval import require_lm_eval
+            from suite.tasks.lm_eval_scoring import require_lm_eval
 
             require_lm_eval()
         if self.options.forgetting and not Path(self.options.forgetting).exists() and \
@@ -93,7 +93,7 @@ class CausalLMTask(Task):
     def identity(self) -> dict[str, Any]:
         identity = super().identity()
         if self.options.eval_tasks:
-            from suite.tasks.lmeval import lm_eval_version
+            from suite.tasks.lm_eval_scoring import lm_eval_version
 
             identity["lm_eval"] = lm_eval_version()
         return identity
@@ -257,7 +257,7 @@ class CausalLMTask(Task):
 
     def harness_metrics(self, bundle: ModelBundle, recipe: Any, device: str) -> list[Metric]:
         """Every metric of every ``eval_tasks`` lm-eval task, named ``<task>:<metric>,<filter>``."""
-        from suite.tasks.lmeval import evaluate_in_memory
+        from suite.tasks.lm_eval_scoring import evaluate_in_memory
 
         results = evaluate_in_memory(bundle.model, bundle.tokenizer, self.options.eval_tasks, device,
                                      batch_size=recipe.eval_batch_size, max_length=recipe.max_length,

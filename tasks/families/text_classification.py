@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
-from suite.tasks.metrics import METRIC_FUNCTIONS
+from suite.tasks.glue_metrics import METRIC_FUNCTIONS
 
 
 class TextClassificationTask(Task):

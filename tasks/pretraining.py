@@ -50,7 +50,7 @@ from suite.config import option
 from suite.errors import UserError
 from suite.registry import register_task
 from suite.task import EvalOutput, ModelBundle
-from suite.tasks.language_modeling import LanguageModelingTask, packed_blocks
+from suite.tasks.families.lm_loss import LanguageModelingTask, packed_blocks
 
 HOLDOUT_EVERY = 100  # without a validation split, every 100th document is held out
 TEXT_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".parquet")
