@@ -5,8 +5,9 @@ what a user sees. The golden file ``tests/snapshots/behaviour.json`` holds, for 
 (the smoke preset; a LoRA cell of all-MiniLM-L6-v2 on the real SST-2 files; a GSM8K cell and an
 ``lm`` cell on generated data in the original layouts), every cell's id, stored configuration
 and deterministic metrics, and the stored columns; every registered name (methods, tasks,
-kernels, executors, optimizers, presets, recipe keys, model names); and the peft config every
-peft tuner builds on tiny BERT and tiny Llama, as JSON text.
+kernels, executors, optimizers, presets, recipe keys, model names); what every method declares
+(kind, version, default arguments, learning rate: what enters cell ids and ``suite list``); and
+the peft config every peft tuner builds on tiny BERT and tiny Llama, as JSON text.
 
 Cell ids hash absolute data paths, so the inputs sit at one fixed place under the temporary
 folder; the MiniLM folder is linked there too. Timings and memory are left out (they vary by
@@ -203,6 +204,25 @@ def _model_builds(name: str) -> str:
     return bundle.family
 
 
+# -- what each method declares ---------------------------------------------------------------------
+def method_declarations() -> dict[str, dict[str, Any]]:
+    """Per registered method: what enters its cells' ids and what ``suite list`` shows."""
+    from suite.config import build_config, config_to_dict
+    from suite.registry import METHODS
+
+    out = {}
+    for entry in METHODS.entries():
+        if entry.source == "tests":
+            continue
+        cls = entry.target
+        out[entry.name] = _jsonable({
+            "kind": entry.kind, "source": entry.source, "summary": entry.summary, "paper": entry.paper,
+            "version": cls.version, "default_lr": cls.default_lr, "mergeable": getattr(cls, "mergeable", None),
+            "config": config_to_dict(build_config(cls.Config, {}, entry.name)),
+        })
+    return out
+
+
 # -- what peft gets -------------------------------------------------------------------------------
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
@@ -312,6 +332,10 @@ def test_every_registered_name_still_resolves(golden):
         check_recipe_keys({key: 1}, "the snapshot")
     for name, family in golden["models"].items():
         assert _model_builds(name) == family, f"model '{name}' no longer builds a {family} model"
+
+
+def test_every_method_declares_what_it_declared_before(golden):
+    _assert_same("methods", method_declarations(), golden)
 
 
 def test_every_peft_tuner_builds_the_config_it_built_before(golden):
