@@ -252,7 +252,31 @@ class Task:
         """Once after the methods applied and before the first step (e.g. a forgetting baseline)."""
 
     def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
-        """The task's official metrics on its evaluation splits (at most ``recipe.limit`` examples)."""
+        """The task's official metrics on its evaluation splits (at most ``recipe.limit`` examples).
+
+        The scaffold every family shares: the model in eval mode and no gradients, ``evaluate_split``
+        per split, the metric named ``primary_metric`` on the first split marked primary, and the
+        per-example records of all splits in one frame. A family implements ``evaluate_split``.
+        """
+        import pandas as pd
+        import torch
+
+        metrics: list[Metric] = []
+        frames = []
+        with evaluation_mode(bundle.model), torch.no_grad():
+            for split in self.eval_splits:
+                split_metrics, records = self.evaluate_split(bundle, recipe, device, split)
+                for metric in split_metrics:
+                    metric.split = split
+                    metric.is_primary = metric.name == self.primary_metric and split == self.eval_splits[0]
+                metrics += split_metrics
+                frames.append(records.assign(split=split) if "split" not in records else records)
+        return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True) if frames else None)
+
+    def evaluate_split(self, bundle: ModelBundle, recipe: Any, device: str,
+                       split: str) -> tuple[list[Metric], pd.DataFrame]:
+        """The metrics of one split (their ``split`` and ``is_primary`` are set by ``evaluate``) and its
+        per-example records (``example_id``, ``prediction``, ``label``, ``correct``, any other column)."""
         raise NotImplementedError
 
     def validate(self, bundle: ModelBundle, recipe: Any, device: str) -> dict[str, float]:
@@ -298,6 +322,12 @@ class Task:
         """Display order of subtasks: the family's own order, unknown ones last, by name."""
         rank = {s: i for i, s in enumerate(cls.subtasks)}
         return sorted(subtasks, key=lambda s: (rank.get(s, len(rank)), s))
+
+
+def in_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``items`` of at most ``size`` (an evaluation batch)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def mean_aggregate(name: str, members: Sequence[str], scores: Mapping[str, float]) -> list[Aggregate]:

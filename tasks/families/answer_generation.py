@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from suite.config import option
 from suite.errors import UserError
-from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
+from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode, in_batches
 
 IGNORE_INDEX = -100  # labels the loss skips (transformers' convention)
 # Encoder families transformers can still fit with an LM head; they do not generate left to right.
@@ -183,34 +183,23 @@ class CausalLMTask(Task):
         return tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
 
     def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
-        out = self.generation_metrics(bundle, recipe, device)
-        return self.with_general_metrics(out, bundle, recipe, device)
+        """Exact match of greedy generations on each split, then forgetting and further lm-eval tasks."""
+        return self.with_general_metrics(super().evaluate(bundle, recipe, device), bundle, recipe, device)
 
-    def generation_metrics(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
-        """Greedy generation on the evaluation splits, exact match after ``extract``."""
+    def evaluate_split(self, bundle: ModelBundle, recipe: Any, device: str, split: str) -> tuple[list[Metric], Any]:
+        """Greedy generation on one split, exact match after ``extract``."""
         import pandas as pd
-        import torch
 
-        model = bundle.model
-        with evaluation_mode(model):
-            metrics: list[Metric] = []
-            frames = []
-            for split in self.eval_splits:
-                examples = self.examples(split, recipe.limit)
-                generated: list[str] = []
-                with torch.no_grad():
-                    for start in range(0, len(examples), recipe.eval_batch_size):
-                        chunk = examples[start:start + recipe.eval_batch_size]
-                        generated += self.generate(bundle, [e["prompt"] for e in chunk], device, recipe.max_length)
-                extracted = [self.extract(g) for g in generated]
-                correct = [float(self.is_correct(x, e)) for x, e in zip(extracted, examples, strict=True)]
-                metrics.append(Metric(self.primary_metric, sum(correct) / len(correct), split=split,
-                                      is_primary=split == self.eval_splits[0]))
-                frames.append(pd.DataFrame({
-                    "split": split, "example_id": [e["id"] for e in examples], "prediction": extracted,
-                    "label": [str(e["target"]) for e in examples], "correct": correct, "generated": generated,
-                }))
-        return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))
+        examples = self.examples(split, recipe.limit)
+        generated: list[str] = []
+        for chunk in in_batches(examples, recipe.eval_batch_size):
+            generated += self.generate(bundle, [e["prompt"] for e in chunk], device, recipe.max_length)
+        extracted = [self.extract(g) for g in generated]
+        correct = [float(self.is_correct(x, e)) for x, e in zip(extracted, examples, strict=True)]
+        return [Metric(self.primary_metric, sum(correct) / len(correct))], pd.DataFrame({
+            "split": split, "example_id": [e["id"] for e in examples], "prediction": extracted,
+            "label": [str(e["target"]) for e in examples], "correct": correct, "generated": generated,
+        })
 
     # -- general abilities: forgetting and further lm-eval tasks ---------------------------------------
     def before_training(self, bundle: ModelBundle, recipe: Any, device: str) -> None:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from suite.config import option
 from suite.errors import UnknownNameError, UserError
-from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
+from suite.task import EvalOutput, Metric, ModelBundle, Task, in_batches
 
 # ViT-B/16 pre-trained on ImageNet-21k: the backbone of VTAB-1k's PEFT tables (VPT, SSF, V-PETL Bench).
 DEFAULT_VISION_MODEL = "google/vit-base-patch16-224-in21k"
@@ -171,49 +171,44 @@ class ImageClassificationTask(Task):
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
-        import pandas as pd
-        import torch
-
-        model = bundle.model
-        with evaluation_mode(model):
-            metrics: list[Metric] = []
-            frames = []
-            for split in self.eval_splits:
-                skipped: list[str] = []
-                kept: list[dict] = []
-                predictions: list[int] = []
-                examples = self.examples(split, recipe.limit)
-                with torch.no_grad():
-                    for start in range(0, len(examples), recipe.eval_batch_size):
-                        items = []
-                        for example in examples[start:start + recipe.eval_batch_size]:
-                            image = self.image_of(example, split, skipped)
-                            if image is not None:
-                                items.append({**example, "image": image})
-                        if not items:
-                            continue
-                        batch = self.collate(items, bundle)
-                        logits = model(pixel_values=batch["pixel_values"].to(device)).logits.float()
-                        predictions += logits.argmax(-1).cpu().tolist()
-                        kept += items
-                _report_skipped(self.name, split, skipped)
-                if not kept:
-                    raise UserError(f"{self.name}: no image of split '{split}' could be decoded")
-                labels = [int(e["label"]) for e in kept]
-                correct = [float(p == g) for p, g in zip(predictions, labels, strict=True)]
-                metrics.append(Metric("accuracy", sum(correct) / len(correct), split=split,
-                                      is_primary=split == self.eval_splits[0]))
-                if self.skips_bad_images:
-                    metrics.append(Metric("skipped_images", float(len(skipped)), split=split, higher_is_better=False))
-                frame = {"split": split, "example_id": [e["id"] for e in kept], "prediction": predictions,
-                         "label": labels, "correct": correct}
-                if "path" in kept[0]:
-                    frame["path"] = [e.get("path", "") for e in kept]
-                frames.append(pd.DataFrame(frame))
-            if self.skips_bad_images:
-                metrics.append(Metric("skipped_images", float(len(getattr(self, "train_skipped", []))), split="train",
+        """Top-1 accuracy per split; with ``--bad-images skip``, the images left out of training too."""
+        out = super().evaluate(bundle, recipe, device)
+        if self.skips_bad_images:
+            out.metrics.append(Metric("skipped_images", float(len(getattr(self, "train_skipped", []))), split="train",
                                       higher_is_better=False))
-        return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))
+        return out
+
+    def evaluate_split(self, bundle: ModelBundle, recipe: Any, device: str, split: str) -> tuple[list[Metric], Any]:
+        import pandas as pd
+
+        skipped: list[str] = []
+        kept: list[dict] = []
+        predictions: list[int] = []
+        for chunk in in_batches(self.examples(split, recipe.limit), recipe.eval_batch_size):
+            items = []
+            for example in chunk:
+                image = self.image_of(example, split, skipped)
+                if image is not None:
+                    items.append({**example, "image": image})
+            if not items:
+                continue
+            batch = self.collate(items, bundle)
+            logits = bundle.model(pixel_values=batch["pixel_values"].to(device)).logits.float()
+            predictions += logits.argmax(-1).cpu().tolist()
+            kept += items
+        _report_skipped(self.name, split, skipped)
+        if not kept:
+            raise UserError(f"{self.name}: no image of split '{split}' could be decoded")
+        labels = [int(e["label"]) for e in kept]
+        correct = [float(p == g) for p, g in zip(predictions, labels, strict=True)]
+        metrics = [Metric("accuracy", sum(correct) / len(correct))]
+        if self.skips_bad_images:
+            metrics.append(Metric("skipped_images", float(len(skipped)), higher_is_better=False))
+        frame = {"split": split, "example_id": [e["id"] for e in kept], "prediction": predictions,
+                 "label": labels, "correct": correct}
+        if "path" in kept[0]:
+            frame["path"] = [e.get("path", "") for e in kept]
+        return metrics, pd.DataFrame(frame)
 
 
 class OneKProtocolTask(ImageClassificationTask):

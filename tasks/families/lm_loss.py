@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 from suite.errors import UserError
-from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
+from suite.task import Metric, ModelBundle, Task, in_batches
 
 
 @cache
@@ -92,34 +92,24 @@ class LanguageModelingTask(Task):
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
     # -- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
+    def evaluate_split(self, bundle: ModelBundle, recipe: Any, device: str, split: str) -> tuple[list[Metric], Any]:
         import pandas as pd
         import torch
 
-        model = bundle.model
-        with evaluation_mode(model):
-            metrics: list[Metric] = []
-            frames = []
-            for split in self.eval_splits:
-                blocks = list(packed_blocks(lambda split=split: self.texts(split), bundle.tokenizer,
-                                            recipe.max_length, recipe.limit))
-                if not blocks:
-                    raise UserError(f"task '{self.name}': split '{split}' holds less text than one block of "
-                                    f"{recipe.max_length} tokens")
-                losses: list[float] = []
-                with torch.no_grad():
-                    for start in range(0, len(blocks), recipe.eval_batch_size):
-                        batch = self.collate(blocks[start:start + recipe.eval_batch_size], bundle)
-                        logits = model(input_ids=batch["input_ids"].to(device)).logits.float()
-                        per_token = torch.nn.functional.cross_entropy(
-                            logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1).to(device),
-                            reduction="none").view(len(batch["input_ids"]), -1)
-                        losses += per_token.mean(dim=1).cpu().tolist()
-                loss = sum(losses) / len(losses)  # blocks have equal length: the mean over tokens
-                metrics += [Metric("val_loss", loss, split=split, is_primary=split == self.eval_splits[0],
-                                   higher_is_better=False),
-                            Metric("perplexity", math.exp(min(loss, 50.0)), split=split, higher_is_better=False)]
-                frames.append(pd.DataFrame({"split": split, "example_id": list(range(len(losses))),
-                                            "prediction": losses, "label": float("nan"),
-                                            "correct": [-v for v in losses]}))
-        return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))
+        blocks = list(packed_blocks(lambda: self.texts(split), bundle.tokenizer, recipe.max_length, recipe.limit))
+        if not blocks:
+            raise UserError(f"task '{self.name}': split '{split}' holds less text than one block of "
+                            f"{recipe.max_length} tokens")
+        losses: list[float] = []
+        for chunk in in_batches(blocks, recipe.eval_batch_size):
+            batch = self.collate(chunk, bundle)
+            logits = bundle.model(input_ids=batch["input_ids"].to(device)).logits.float()
+            per_token = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1).to(device),
+                reduction="none").view(len(batch["input_ids"]), -1)
+            losses += per_token.mean(dim=1).cpu().tolist()
+        loss = sum(losses) / len(losses)  # blocks have equal length: the mean over tokens
+        metrics = [Metric("val_loss", loss, higher_is_better=False),
+                   Metric("perplexity", math.exp(min(loss, 50.0)), higher_is_better=False)]
+        return metrics, pd.DataFrame({"split": split, "example_id": list(range(len(losses))), "prediction": losses,
+                                      "label": float("nan"), "correct": [-v for v in losses]})

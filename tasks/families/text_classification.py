@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode
+from suite.task import Metric, ModelBundle, Task, in_batches
 from suite.tasks.glue_metrics import METRIC_FUNCTIONS
 
 
@@ -73,42 +73,24 @@ class TextClassificationTask(Task):
     def score(self, predictions: list, labels: list) -> dict[str, float]:
         return {name: METRIC_FUNCTIONS[name](predictions, labels) for name in self.metric_names}
 
-    def evaluate(self, bundle: ModelBundle, recipe: Any, device: str) -> EvalOutput:
+    def evaluate_split(self, bundle: ModelBundle, recipe: Any, device: str, split: str) -> tuple[list[Metric], Any]:
         import pandas as pd
-        import torch
 
-        model = bundle.model
-        with evaluation_mode(model):
-            metrics: list[Metric] = []
-            frames = []
-            for split in self.eval_splits:
-                items = self.tokenize(self.examples(split, recipe.limit), bundle, recipe.max_length)
-                preds: list = []
-                with torch.no_grad():
-                    for start in range(0, len(items), recipe.eval_batch_size):
-                        chunk = items[start : start + recipe.eval_batch_size]
-                        batch = self.collate(chunk, bundle)
-                        batch.pop("labels")
-                        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-                        if self.objective == "regression":
-                            preds.extend(logits.squeeze(-1).cpu().tolist())
-                        else:
-                            preds.extend(logits.argmax(-1).cpu().tolist())
-                labels = [it["labels"] for it in items]
-                for name, value in self.score(preds, labels).items():
-                    metrics.append(Metric(
-                        name=name, value=float(value), split=split,
-                        is_primary=(name == self.primary_metric and split == self.eval_splits[0]),
-                        higher_is_better=True,
-                    ))
-                correct = (
-                    [-abs(p - g) for p, g in zip(preds, labels, strict=True)]
-                    if self.objective == "regression"
-                    else [float(p == g) for p, g in zip(preds, labels, strict=True)]
-                )
-                frames.append(pd.DataFrame({
-                    "split": split, "example_id": [it["example_id"] for it in items],
-                    "prediction": [float(p) for p in preds], "label": [float(g) for g in labels],
-                    "correct": correct,
-                }))
-        return EvalOutput(metrics=metrics, records=pd.concat(frames, ignore_index=True))
+        items = self.tokenize(self.examples(split, recipe.limit), bundle, recipe.max_length)
+        preds: list = []
+        for chunk in in_batches(items, recipe.eval_batch_size):
+            batch = self.collate(chunk, bundle)
+            batch.pop("labels")
+            logits = bundle.model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+            if self.objective == "regression":
+                preds.extend(logits.squeeze(-1).cpu().tolist())
+            else:
+                preds.extend(logits.argmax(-1).cpu().tolist())
+        labels = [it["labels"] for it in items]
+        metrics = [Metric(name, float(value)) for name, value in self.score(preds, labels).items()]
+        correct = ([-abs(p - g) for p, g in zip(preds, labels, strict=True)] if self.objective == "regression"
+                   else [float(p == g) for p, g in zip(preds, labels, strict=True)])
+        return metrics, pd.DataFrame({
+            "split": split, "example_id": [it["example_id"] for it in items],
+            "prediction": [float(p) for p in preds], "label": [float(g) for g in labels], "correct": correct,
+        })
