@@ -2,12 +2,14 @@
 
 Every entry takes parameter groups (weight decay already split, see ``parameter_groups``)
 and a learning rate. A method may supply its own optimizer instead (``Method.make_optimizer``:
-GaLore's projected states, COAT's FP8 states); the loop asks the methods first. Entries
-from optional libraries say which extra installs them when it is missing.
+GaLore's projected states, COAT's FP8 states); the loop asks the methods first, and those
+optimizers share ``adamw_step`` below. Entries from optional libraries say which extra installs
+them when it is missing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -93,3 +95,34 @@ def check_optimizer(name: str) -> None:
 def build_optimizer(name: str, groups: Groups, lr: float) -> torch.optim.Optimizer:
     check_optimizer(name)
     return OPTIMIZERS[name].build(groups, lr)
+
+
+def adamw_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+               step: int, *, lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
+               project_back: Callable[[torch.Tensor], torch.Tensor] | None = None, scale: float = 1.0,
+               lerp: bool = True) -> None:
+    """One AdamW step as torch.optim.AdamW computes it (decoupled weight decay times lr, bias
+    correction, eps after the corrected square root), so the optimizers that keep their moments
+    elsewhere differ from it only there.
+
+    ``grad`` and the moments (updated in place; ``step`` counts this one) live where the caller
+    keeps them: GaLore's projected space, COAT's decoded FP32 copies of its FP8 codes, which it
+    stores back. ``project_back`` maps the normalised update to the parameter's space, applied
+    times ``scale`` (GaLore's alpha). ``lerp=False`` forms the first moment as b1 m + (1 - b1) g,
+    as COAT does, which rounds differently from torch's lerp.
+    """
+    beta1, beta2 = betas
+    if weight_decay:
+        param.mul_(1 - lr * weight_decay)
+    if lerp:
+        exp_avg.lerp_(grad, 1 - beta1)
+    else:
+        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias1 = 1 - beta1 ** step
+    denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step)).add_(eps)
+    if project_back is None:
+        # the moments may be wider than the parameter (COAT's FP32 beside a bf16 weight)
+        param.addcdiv_(exp_avg.to(param.dtype), denom.to(param.dtype), value=-lr / bias1)
+    else:
+        param.add_(project_back(exp_avg / denom), alpha=-lr * scale / bias1)

@@ -343,6 +343,32 @@ def test_galore_matches_galore_torch_where_installed():
         torch.testing.assert_close(p.detach(), q.detach(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("lerp", [True, False])  # torch's first-moment form, COAT's
+@pytest.mark.parametrize("identity_projection", [False, True])
+def test_the_shared_adamw_step_matches_torch_adamw(lerp, identity_projection):
+    """GaLore's and COAT's optimizers share suite.optim.adamw_step: with nothing around it (no
+    projection, or the identity as one; FP32 moments) it is torch's AdamW. eps is large enough
+    that adding it before the bias correction (as HF's AdamW does) would show."""
+    from suite.optim import adamw_step
+
+    hyper = {"lr": 0.02, "betas": (0.9, 0.95), "eps": 1e-3, "weight_decay": 0.1}
+    generator = torch.Generator().manual_seed(5)
+    ours = torch.randn(6, 9, generator=generator)
+    theirs = torch.nn.Parameter(ours.clone())
+    reference = torch.optim.AdamW([theirs], **hyper)
+    exp_avg, exp_avg_sq = torch.zeros_like(ours), torch.zeros_like(ours)
+    back = (lambda n: n) if identity_projection else None
+    for step in range(1, 9):
+        grad = torch.randn(ours.shape, generator=generator)
+        theirs.grad = grad.clone()
+        reference.step()
+        adamw_step(ours, grad, exp_avg, exp_avg_sq, step, project_back=back, lerp=lerp, **hyper)
+    state = reference.state[theirs]
+    torch.testing.assert_close(exp_avg, state["exp_avg"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(exp_avg_sq, state["exp_avg_sq"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ours, theirs.detach(), atol=1e-6, rtol=1e-6)
+
+
 def test_natural_galore_applies_the_inverse_empirical_fisher_by_woodbury():
     from suite.methods.memory_efficient.galore import natural_direction
 

@@ -80,11 +80,14 @@ def natural_direction(g: Any, history: Any, damping: float) -> Any:
 def galore_optimizer_class() -> type:
     import torch
 
+    from suite.optim import adamw_step
+
     class GaLoreAdamW(torch.optim.Optimizer):
         """AdamW whose groups with a ``rank`` keep their states in GaLore's projected space.
 
         Groups without ``rank`` follow torch.optim.AdamW's update exactly (same formula and
-        order of operations), so only the projected matrices differ from the default optimizer.
+        order of operations, ``suite.optim.adamw_step``), so only the projected matrices differ
+        from the default optimizer.
         """
 
         def __init__(self, params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -105,6 +108,11 @@ def galore_optimizer_class() -> type:
                 return "right", vh[:rank].to(grad.dtype).contiguous()
             return "left", u[:, :rank].to(grad.dtype).contiguous()
 
+        @staticmethod
+        def back_projection(side: str, proj: torch.Tensor) -> Any:
+            """The map from the projected space back to the weight's: P N, or N Q."""
+            return (lambda n: proj @ n) if side == "left" else (lambda n: n @ proj)
+
         @torch.no_grad()
         def step(self, closure: Any = None) -> Any:
             loss = None
@@ -112,7 +120,6 @@ def galore_optimizer_class() -> type:
                 with torch.enable_grad():
                     loss = closure()
             for group in self.param_groups:
-                beta1, beta2 = group["betas"]
                 for p in group["params"]:
                     if p.grad is None:
                         continue
@@ -120,8 +127,8 @@ def galore_optimizer_class() -> type:
                     state = self.state[p]
                     if not state:
                         state["step"] = 0
-                    projected = self.projected(p, group)
-                    if projected:
+                    back = None
+                    if self.projected(p, group):
                         if state["step"] % group["update_gap"] == 0:
                             state["side"], state["projector"] = self.refresh(grad, group["rank"])
                             state.pop("history", None)
@@ -129,25 +136,14 @@ def galore_optimizer_class() -> type:
                         grad = proj.T @ grad if side == "left" else grad @ proj.T
                         if group["natural"]:
                             grad = self._natural(state, grad, group)
+                        back = self.back_projection(side, proj)
                     if "exp_avg" not in state:
                         state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
                         state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
                     state["step"] += 1
-                    step = state["step"]
-                    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                    if group["weight_decay"]:
-                        p.mul_(1 - group["lr"] * group["weight_decay"])
-                    exp_avg.lerp_(grad, 1 - beta1)
-                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                    bias1 = 1 - beta1 ** step
-                    bias2 = 1 - beta2 ** step
-                    denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(group["eps"])
-                    if not projected:
-                        p.addcdiv_(exp_avg, denom, value=-group["lr"] / bias1)
-                        continue
-                    update = exp_avg / denom
-                    update = proj @ update if side == "left" else update @ proj
-                    p.add_(update, alpha=-group["lr"] * group["scale"] / bias1)
+                    adamw_step(p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr=group["lr"],
+                               betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"],
+                               project_back=back, scale=group["scale"])
             return loss
 
         @staticmethod

@@ -6,8 +6,9 @@ FP32 scale and its expansion. Dynamic range expansion maps a group ``x`` with
 ``R = max|x| / min|x|`` to ``sign(x) (|x| / c)^k`` with ``c = sqrt(max|x| min|x|)`` and
 ``k = floor(16 log2(R_E4M3) / log2(R)) / 16``, ``R_E4M3 = 448^2 / 2``, so that the group's
 range fills E4M3's before the cast; decoding inverts it. The update itself is AdamW in
-FP32 on the decoded moments. The codes and scales come from ``suite.numerics.formats``
-(E4M3 with one amax scale per group): real FP8 storage, on any device.
+FP32 on the decoded moments (``suite.optim.adamw_step``, shared with GaLore). The codes and
+scales come from ``suite.numerics.formats`` (E4M3 with one amax scale per group): real FP8
+storage, on any device.
 
 Activations (section 5): the inputs that norm layers and activation functions keep for
 their backward are stored as FP8 E4M3 with one scale per group of 16 values along the
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from suite.numerics import formats as F
+from suite.optim import adamw_step
 
 GROUP = 128
 EXPAND_STEPS = 16  # k is a multiple of 1/16
@@ -84,7 +86,6 @@ class CoatAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -94,14 +95,9 @@ class CoatAdamW(torch.optim.Optimizer):
                     state["exp_avg"] = ExpandedFp8(p)
                     state["exp_avg_sq"] = ExpandedFp8(p)
                 state["step"] += 1
-                step = state["step"]
-                grad = p.grad.float()
-                m = state["exp_avg"].decode().mul_(beta1).add_(grad, alpha=1 - beta1)
-                v = state["exp_avg_sq"].decode().mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                denom = (v.sqrt() / math.sqrt(1 - beta2 ** step)).add_(group["eps"])
-                p.addcdiv_(m.to(p.dtype), denom.to(p.dtype), value=-group["lr"] / (1 - beta1 ** step))
+                m, v = state["exp_avg"].decode(), state["exp_avg_sq"].decode()  # FP32 working copies
+                adamw_step(p, p.grad.float(), m, v, state["step"], lr=group["lr"], betas=group["betas"],
+                           eps=group["eps"], weight_decay=group["weight_decay"], lerp=False)
                 state["exp_avg"].encode(m)
                 state["exp_avg_sq"].encode(v)
         return loss
