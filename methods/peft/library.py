@@ -1,11 +1,12 @@
 """One generic wrapper around the installed peft: a method is a peft config plus defaults.
 
-A subclass names the peft config class and maps its own typed ``Config`` onto peft's
-arguments. The wrapper picks the peft task type from the task's head (the head stays
-trainable: peft's sequence-classification model keeps ``classifier``/``score`` in
-``modules_to_save``), resolves target modules per model family (``suite.methods.common.targets``),
-runs data-aware initialisation through optional ``prepare``/``finish`` hooks, and turns
-peft's errors about absent target modules into one clear message.
+A subclass names the peft config class and maps its own typed ``Config`` onto peft's arguments
+(peft's tuners declare that mapping: ``suite.methods.peft.tuners.PeftTuner``). The wrapper picks
+the peft task type from the task's head (the head stays trainable: peft's sequence-classification
+model keeps ``classifier``/``score`` in ``modules_to_save``), resolves target modules per model
+family (``suite.methods.common.targets``), runs data-aware initialisation through optional
+``prepare``/``finish`` hooks, and turns peft's errors about absent target modules into one clear
+message.
 """
 
 from __future__ import annotations

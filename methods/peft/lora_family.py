@@ -5,12 +5,12 @@ PiSSA (Meng et al. 2024, eq. 2-4): A, B from the top-r singular triplets of W,
 W_res = W - B A frozen, so adapter + residual reproduce W at initialisation (peft's
 ``init_lora_weights="pissa"``).
 
-The other members are table rows (``suite.methods.peft.tuners``) that build peft's
-``LoraConfig`` (rsLoRA, DoRA, OLoRA, MiCA, CorDA, EVA, LoRA-GA) or ``AdaLoraConfig``. Rows whose
-initialisation needs data (CorDA, EVA, LoRA-GA) draw calibration batches from the task through
-``ctx.calibration_batches``. AdaLoRA's rank schedule is driven by the shared training loop's
-hooks (``on_step_end``, which runs before the gradients are cleared, calls peft's
-``update_and_allocate``), with ``total_step`` set from ``state.total_steps``.
+The other members are declared tuners (``suite.methods.peft.tuners.PeftTuner``): rsLoRA, DoRA,
+OLoRA, MiCA, CorDA, EVA and LoRA-GA build peft's ``LoraConfig`` (``LoraFamilyTuner``), AdaLoRA its
+``AdaLoraConfig``. Those whose initialisation needs data (CorDA, EVA, LoRA-GA) draw calibration
+batches from the task through ``ctx.calibration_batches``. AdaLoRA's rank schedule is driven by
+the shared training loop's hooks (``on_step_end``, which runs before the gradients are cleared,
+calls peft's ``update_and_allocate``), with ``total_step`` set from ``state.total_steps``.
 
 Not exposed, with the reason: LoRA sub-variants that need a quantised base or extra inputs
 (qalora, alora, arrow, kasa, bdlora, velora, monteclora), and ``xlora`` (mixes already-trained
@@ -24,12 +24,12 @@ from typing import Any, Literal
 
 from suite.method import MethodContext
 from suite.methods.peft.library import LORA_FAMILY_LR, LoraConfig, PeftMethod
-from suite.methods.peft.tuners import Targets, TunerRow, define_tuners, tuner_lookup
+from suite.methods.peft.tuners import PeftTuner, Targets
 from suite.registry import register_method
 
 __all__ = ["Lora", "LoraConfig", "Pissa", "PissaConfig"]
 
-# Our LoRA fields -> peft's LoraConfig arguments, shared by every row that builds a LoraConfig.
+# Our LoRA fields -> peft's LoraConfig arguments, shared by every tuner that builds a LoraConfig.
 LORA_ARGS = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "rslora": "use_rslora"}
 
 
@@ -73,7 +73,7 @@ class Pissa(Lora):
         return kwargs
 
 
-# -- typed configs of the rows -------------------------------------------------------------------
+# -- typed configs of the tuners -----------------------------------------------------------------
 @dataclass
 class RsLoraConfig(LoraConfig):
     rslora: bool = True  # scaling alpha / sqrt(r) instead of alpha / r
@@ -122,8 +122,61 @@ class AdaLoraArgs:
             raise ValueError("tinit_ratio + tfinal_ratio must be in [0, 1)")
 
 
-# -- special cases: data-aware initialisation and the rank schedule -------------------------------
-class _CordaMethod(PeftMethod):
+# -- the tuners --------------------------------------------------------------------------------------
+class LoraFamilyTuner(PeftTuner):
+    """A member of the LoRA family: peft's LoraConfig with LoRA's arguments, trained at LoRA's step."""
+
+    peft_config_class = "LoraConfig"
+    Config = LoraConfig
+    renames = LORA_ARGS
+    default_lr = LORA_FAMILY_LR
+
+
+_CALIBRATION = ("calibration_batches",)  # read by the prepare / finish hooks, not a peft argument
+
+
+@register_method("rslora", kind="peft", summary="LoRA with rank-stabilised scaling alpha/sqrt(r)",
+                 source="peft", paper="Kalajdzievski 2023, A Rank Stabilization Scaling Factor for "
+                                      "Fine-Tuning with LoRA (arXiv:2312.03732)")
+class PeftRslora(LoraFamilyTuner):
+    Config = RsLoraConfig
+
+
+@register_method("dora", kind="peft", summary="weight-decomposed LoRA: trainable magnitude, LoRA on the direction",
+                 source="peft", paper="Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv:2402.09353)")
+class PeftDora(LoraFamilyTuner):
+    fixed = {"use_dora": True}
+
+
+@register_method("olora", kind="peft",
+                 summary="LoRA initialised from a QR decomposition of W (orthonormal A, B), residual frozen",
+                 source="peft", paper="Buyukakyuz 2024, OLoRA: Orthonormal Low-Rank Adaptation (arXiv:2406.01775)")
+class PeftOlora(LoraFamilyTuner):
+    fixed = {"init_lora_weights": "olora"}
+    rank_bounded = True
+
+
+@register_method("mica", kind="peft", summary="LoRA with B frozen to the minor singular vectors of W, only A trains",
+                 source="peft", paper="Minor Component Adaptation, MiCA (arXiv:2604.01694)")
+class PeftMica(LoraFamilyTuner):
+    fixed = {"init_lora_weights": "mica"}
+
+
+@register_method("corda", kind="peft",
+                 summary="LoRA from a context-oriented SVD of W times the input covariance (task data calibrates it)",
+                 source="peft", paper="Yang et al. 2024, CorDA: Context-Oriented Decomposition Adaptation "
+                                      "(arXiv:2406.05223)")
+class PeftCorda(LoraFamilyTuner):
+    Config = CordaArgs
+    fixed = {"init_lora_weights": "corda"}
+    skip = ("corda_method", *_CALIBRATION)
+    rank_bounded = True
+
+    def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
+        from peft.tuners.lora.config import CordaConfig
+
+        return {**super().peft_kwargs(model, ctx), "corda_config": CordaConfig(corda_method=self.config.corda_method)}
+
     def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:
         import torch
         from peft.tuners.lora.corda import preprocess_corda
@@ -148,18 +201,27 @@ class _CordaMethod(PeftMethod):
         preprocess_corda(model, peft_config, run_model=run_model)
 
 
-def _corda_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
-    from peft.tuners.lora.config import CordaConfig
-
-    return {"corda_config": CordaConfig(corda_method=method.config.corda_method)}
-
-
 # peft's EVA cycles its calibration batches until every layer's components converge, with no
 # bound: a cell whose batches hold too few tokens would never end. It is bounded here.
 EVA_MAX_PASSES = 50
 
 
-class _EvaMethod(PeftMethod):
+@register_method("eva", kind="peft", summary="LoRA A from the SVD of layer inputs on task data, ranks redistributed",
+                 source="peft", paper="Paischer et al. 2024, One Initialization to Rule them All: Explained "
+                                      "Variance Adaptation (arXiv:2410.07170)")
+class PeftEva(LoraFamilyTuner):
+    Config = EvaArgs
+    fixed = {"init_lora_weights": "eva"}
+    skip = ("rho", "tau", *_CALIBRATION)
+
+    def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
+        from peft import EvaConfig
+
+        c = self.config
+        # Label masking assumes token-level labels (causal LM); a classifier has one label per sequence.
+        eva = EvaConfig(rho=c.rho, tau=c.tau, use_label_mask=ctx.task_kind == "causal-lm")
+        return {**super().peft_kwargs(model, ctx), "eva_config": eva}
+
     def finish(self, model: Any, ctx: MethodContext) -> Any:
         from peft import initialize_lora_eva_weights
 
@@ -210,15 +272,22 @@ def _eva_tokens(batch: dict, label_mask: bool) -> int:
     return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
 
-def _eva_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
-    from peft import EvaConfig
+@register_method("lora-ga", kind="peft", summary="LoRA initialised from the SVD of the full gradient on task batches",
+                 source="peft", paper="Wang et al. 2024, LoRA-GA: Low-Rank Adaptation with Gradient Approximation "
+                                      "(arXiv:2407.05000)")
+class PeftLoraGa(LoraFamilyTuner):
+    Config = LoraGaArgs
+    fixed = {"init_lora_weights": "lora_ga"}
+    skip = ("direction", "scale", "stable_gamma", *_CALIBRATION)
+    rank_bounded = True
 
-    c = method.config
-    # Label masking assumes token-level labels (causal LM); a classifier has one label per sequence.
-    return {"eva_config": EvaConfig(rho=c.rho, tau=c.tau, use_label_mask=ctx.task_kind == "causal-lm")}
+    def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
+        from peft import LoraGAConfig
 
+        c = self.config
+        ga = LoraGAConfig(direction=c.direction, scale=c.scale, stable_gamma=c.stable_gamma)
+        return {**super().peft_kwargs(model, ctx), "lora_ga_config": ga}
 
-class _LoraGaMethod(PeftMethod):
     def prepare(self, model: Any, peft_config: Any, ctx: MethodContext) -> None:
         import torch
         from peft.tuners.lora.loraga import preprocess_loraga
@@ -233,14 +302,23 @@ class _LoraGaMethod(PeftMethod):
         preprocess_loraga(model, peft_config, train_step)
 
 
-def _loraga_args(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
-    from peft import LoraGAConfig
+@register_method("adalora", kind="peft",
+                 summary="SVD-form LoRA whose rank budget is pruned by importance during training",
+                 source="peft", paper="Zhang et al. 2023, AdaLoRA: Adaptive Budget Allocation for "
+                                      "Parameter-Efficient Fine-Tuning (arXiv:2303.10512)")
+class PeftAdalora(PeftTuner):
+    peft_config_class = "AdaLoraConfig"
+    Config = AdaLoraArgs
+    renames = {"alpha": "lora_alpha", "dropout": "lora_dropout", "delta_t": "deltaT"}
+    skip = ("tinit_ratio", "tfinal_ratio")
+    default_lr = 1e-3
 
-    c = method.config
-    return {"lora_ga_config": LoraGAConfig(direction=c.direction, scale=c.scale, stable_gamma=c.stable_gamma)}
+    def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
+        c = self.config
+        total = getattr(ctx.recipe, "max_steps", None) or 1000  # provisional: on_train_begin sets the real one
+        schedule = {"tinit": int(c.tinit_ratio * total), "tfinal": int(c.tfinal_ratio * total), "total_step": total}
+        return {**super().peft_kwargs(model, ctx), **schedule}
 
-
-class _AdaLora(PeftMethod):
     def on_train_begin(self, model: Any, state: Any) -> None:
         total = int(state.total_steps)
         config = model.peft_config["default"]
@@ -258,57 +336,3 @@ class _AdaLora(PeftMethod):
         pattern = model.peft_config["default"].rank_pattern or {}
         ranks = [int(sum(bool(x) for x in mask)) for mask in pattern.values()]
         return {"adalora_mean_rank": sum(ranks) / len(ranks)} if ranks else {}
-
-
-def _adalora_schedule(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
-    c = method.config
-    total = getattr(ctx.recipe, "max_steps", None) or 1000  # provisional: on_train_begin sets the real one
-    return dict(tinit=int(c.tinit_ratio * total), tfinal=int(c.tfinal_ratio * total), total_step=total)
-
-
-# -- the rows ----------------------------------------------------------------------------------------
-_CALIBRATION = ("calibration_batches",)  # read by the prepare / finish hooks, not a peft argument
-
-ROWS: tuple[TunerRow, ...] = (
-    TunerRow("rslora", "LoraConfig", RsLoraConfig, renames=LORA_ARGS, default_lr=LORA_FAMILY_LR,
-             summary="LoRA with rank-stabilised scaling alpha/sqrt(r)",
-             paper="Kalajdzievski 2023, A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA "
-                   "(arXiv:2312.03732)"),
-    TunerRow("dora", "LoraConfig", LoraConfig, renames=LORA_ARGS, fixed={"use_dora": True},
-             default_lr=LORA_FAMILY_LR,
-             summary="weight-decomposed LoRA: trainable magnitude, LoRA on the direction",
-             paper="Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv:2402.09353)"),
-    TunerRow("olora", "LoraConfig", LoraConfig, renames=LORA_ARGS, rank_bounded=True, fixed={"init_lora_weights": "olora"},
-             default_lr=LORA_FAMILY_LR,
-             summary="LoRA initialised from a QR decomposition of W (orthonormal A, B), residual frozen",
-             paper="Buyukakyuz 2024, OLoRA: Orthonormal Low-Rank Adaptation (arXiv:2406.01775)"),
-    TunerRow("mica", "LoraConfig", LoraConfig, renames=LORA_ARGS, fixed={"init_lora_weights": "mica"},
-             default_lr=LORA_FAMILY_LR,
-             summary="LoRA with B frozen to the minor singular vectors of W, only A trains",
-             paper="Minor Component Adaptation, MiCA (arXiv:2604.01694)"),
-    TunerRow("corda", "LoraConfig", CordaArgs, renames=LORA_ARGS, rank_bounded=True, fixed={"init_lora_weights": "corda"},
-             skip=("corda_method", *_CALIBRATION), extra=_corda_args, base=_CordaMethod,
-             default_lr=LORA_FAMILY_LR,
-             summary="LoRA from a context-oriented SVD of W times the input covariance (task data calibrates it)",
-             paper="Yang et al. 2024, CorDA: Context-Oriented Decomposition Adaptation (arXiv:2406.05223)"),
-    TunerRow("eva", "LoraConfig", EvaArgs, renames=LORA_ARGS, fixed={"init_lora_weights": "eva"},
-             skip=("rho", "tau", *_CALIBRATION), extra=_eva_args, base=_EvaMethod, default_lr=LORA_FAMILY_LR,
-             summary="LoRA A from the SVD of layer inputs on task data, ranks redistributed",
-             paper="Paischer et al. 2024, One Initialization to Rule them All: Explained Variance Adaptation "
-                   "(arXiv:2410.07170)"),
-    TunerRow("lora-ga", "LoraConfig", LoraGaArgs, renames=LORA_ARGS, rank_bounded=True, fixed={"init_lora_weights": "lora_ga"},
-             skip=("direction", "scale", "stable_gamma", *_CALIBRATION), extra=_loraga_args,
-             base=_LoraGaMethod, default_lr=LORA_FAMILY_LR,
-             summary="LoRA initialised from the SVD of the full gradient on task batches",
-             paper="Wang et al. 2024, LoRA-GA: Low-Rank Adaptation with Gradient Approximation "
-                   "(arXiv:2407.05000)"),
-    TunerRow("adalora", "AdaLoraConfig", AdaLoraArgs,
-             renames={"alpha": "lora_alpha", "dropout": "lora_dropout", "delta_t": "deltaT"},
-             skip=("tinit_ratio", "tfinal_ratio"), extra=_adalora_schedule, base=_AdaLora, default_lr=1e-3,
-             summary="SVD-form LoRA whose rank budget is pruned by importance during training",
-             paper="Zhang et al. 2023, AdaLoRA: Adaptive Budget Allocation for Parameter-Efficient "
-                   "Fine-Tuning (arXiv:2303.10512)"),
-)
-
-TUNERS = define_tuners(ROWS, __name__, register_method)  # class name -> class
-__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft.lora_family.PeftDora, also for pickle

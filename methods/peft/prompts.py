@@ -1,8 +1,8 @@
 """peft's prompt learning: soft prompts, prefixes, KV-cache cartridges and LLaMA-Adapter.
 
 They change the input sequence (or the attention's keys and values), so none of them merges
-into the weights and they apply to text tasks only (``PromptLearningMethod``). Prefix tuning
-and cartridges write their prefix into every layer's KV cache (``KvPrefixMethod``), which
+into the weights and they apply to text tasks only (``PromptLearningTuner``). Prefix tuning
+and cartridges write their prefix into every layer's KV cache (``KvPrefixTuner``), which
 ``suite.methods.peft.compat`` adapts to the installed transformers.
 
 Not exposed, with the reason: ``multitask-prompt-tuning`` (needs a task id per example) and
@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from suite.method import MethodContext, MethodTarget
-from suite.methods.peft.library import PeftMethod
-from suite.methods.peft.tuners import TunerRow, define_tuners, tuner_lookup
+from suite.methods.peft.tuners import PeftTuner
 from suite.registry import register_method
 
 
@@ -44,8 +43,11 @@ class AdaptionPromptArgs:
 
 
 # -- bases: what the input-changing tuners share ------------------------------------------------------
-class PromptLearningMethod(PeftMethod):
-    """Tuners that change the input sequence (soft prompts, prefixes): text tasks only."""
+class PromptLearningTuner(PeftTuner):
+    """Tuners that change the input sequence (soft prompts, prefixes): text tasks only, never merged."""
+
+    target_kind = None  # they adapt the input, not named modules
+    mergeable = False
 
     def unsupported(self, target: MethodTarget) -> str | None:
         from suite.methods.peft.library import PEFT_TASK_TYPES
@@ -56,7 +58,7 @@ class PromptLearningMethod(PeftMethod):
         return super().unsupported(target)
 
 
-class KvPrefixMethod(PromptLearningMethod):
+class KvPrefixTuner(PromptLearningTuner):
     """Tuners that write a trainable prefix into every layer's KV cache (prefix tuning, cartridges)."""
 
     def unsupported(self, target: MethodTarget) -> str | None:
@@ -78,36 +80,52 @@ class KvPrefixMethod(PromptLearningMethod):
         accept_past_key_values(model)
 
 
-# -- the one special case: LLaMA-Adapter's layer count depends on the model ---------------------------
-def _adaption_layers(method: PeftMethod, model: Any, ctx: MethodContext) -> dict[str, Any]:
-    layers = model.config.num_hidden_layers
-    return {"adapter_layers": min(method.config.adapter_layers or layers, layers)}
+# -- the tuners --------------------------------------------------------------------------------------
+@register_method("prefix", kind="peft", summary="trainable key/value prefixes in every layer",
+                 source="peft", paper="Li & Liang 2021, Prefix-Tuning (arXiv:2101.00190)")
+class PeftPrefix(KvPrefixTuner):
+    peft_config_class = "PrefixTuningConfig"
+    Config = PrefixArgs
+    default_lr = 1e-2
 
 
-# -- the rows ----------------------------------------------------------------------------------------
-ROWS: tuple[TunerRow, ...] = (
-    TunerRow("prefix", "PrefixTuningConfig", PrefixArgs, target_kind=None, mergeable=False, default_lr=1e-2,
-             base=KvPrefixMethod,
-             summary="trainable key/value prefixes in every layer",
-             paper="Li & Liang 2021, Prefix-Tuning (arXiv:2101.00190)"),
-    TunerRow("prompt", "PromptTuningConfig", VirtualTokenArgs, target_kind=None, mergeable=False, default_lr=3e-2,
-             base=PromptLearningMethod,
-             summary="trainable soft-prompt embeddings prepended to the input",
-             paper="Lester et al. 2021, The Power of Scale for Parameter-Efficient Prompt Tuning (arXiv:2104.08691)"),
-    TunerRow("p-tuning", "PromptEncoderConfig", PtuningArgs, renames={"encoder_type": "encoder_reparameterization_type"},
-             target_kind=None, mergeable=False, default_lr=1e-2, base=PromptLearningMethod,
-             summary="soft prompts produced by a small trainable prompt encoder",
-             paper="Liu et al. 2021, GPT Understands, Too (arXiv:2103.10385)"),
-    TunerRow("cartridge", "CartridgeConfig", VirtualTokenArgs, target_kind=None, mergeable=False, default_lr=1e-2,
-             base=KvPrefixMethod,
-             summary="a trainable KV-cache prefix stored directly as parameters",
-             paper="Eyuboglu et al. 2025, Cartridges (arXiv:2506.06266)"),
-    TunerRow("adaption-prompt", "AdaptionPromptConfig", AdaptionPromptArgs, skip=("adapter_layers",),
-             extra=_adaption_layers, target_kind=None, mergeable=False, default_lr=1e-2,
-             families=("llama", "mistral"), base=PromptLearningMethod,
-             summary="LLaMA-Adapter: zero-gated adaption prompts in the top attention layers",
-             paper="Zhang et al. 2023, LLaMA-Adapter (arXiv:2303.16199)"),
-)
+@register_method("prompt", kind="peft", summary="trainable soft-prompt embeddings prepended to the input",
+                 source="peft", paper="Lester et al. 2021, The Power of Scale for Parameter-Efficient Prompt "
+                                      "Tuning (arXiv:2104.08691)")
+class PeftPrompt(PromptLearningTuner):
+    peft_config_class = "PromptTuningConfig"
+    Config = VirtualTokenArgs
+    default_lr = 3e-2
 
-TUNERS = define_tuners(ROWS, __name__, register_method)  # class name -> class
-__getattr__ = tuner_lookup(TUNERS, __name__)  # suite.methods.peft.prompts.PeftPrefix, also for pickle
+
+@register_method("p-tuning", kind="peft", summary="soft prompts produced by a small trainable prompt encoder",
+                 source="peft", paper="Liu et al. 2021, GPT Understands, Too (arXiv:2103.10385)")
+class PeftPTuning(PromptLearningTuner):
+    peft_config_class = "PromptEncoderConfig"
+    Config = PtuningArgs
+    renames = {"encoder_type": "encoder_reparameterization_type"}
+    default_lr = 1e-2
+
+
+@register_method("cartridge", kind="peft", summary="a trainable KV-cache prefix stored directly as parameters",
+                 source="peft", paper="Eyuboglu et al. 2025, Cartridges (arXiv:2506.06266)")
+class PeftCartridge(KvPrefixTuner):
+    peft_config_class = "CartridgeConfig"
+    Config = VirtualTokenArgs
+    default_lr = 1e-2
+
+
+@register_method("adaption-prompt", kind="peft",
+                 summary="LLaMA-Adapter: zero-gated adaption prompts in the top attention layers",
+                 source="peft", paper="Zhang et al. 2023, LLaMA-Adapter (arXiv:2303.16199)")
+class PeftAdaptionPrompt(PromptLearningTuner):
+    peft_config_class = "AdaptionPromptConfig"
+    Config = AdaptionPromptArgs
+    skip = ("adapter_layers",)
+    families = ("llama", "mistral")
+    default_lr = 1e-2
+
+    def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
+        """The layer count depends on the model: 0 (every layer) or more than it has means all of them."""
+        layers = model.config.num_hidden_layers
+        return {**super().peft_kwargs(model, ctx), "adapter_layers": min(self.config.adapter_layers or layers, layers)}
