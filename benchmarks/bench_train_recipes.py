@@ -53,13 +53,14 @@ def prepare(spec: str, template: torch.nn.Module, device: str) -> dict:
     from suite.app.sweep import parse_method_spec, resolve_method_spec
     from suite.method import MethodContext
     from suite.precision import FP32
+    from suite.task import ModelBundle
 
     methods = [m.instantiate() for m in resolve_method_spec(parse_method_spec(spec))]
     model = copy.deepcopy(template).to(device)
     policy = FP32
     for m in methods:
         policy = m.precision_policy(policy)
-    ctx = MethodContext(device=device, new_modules=(model,), precision=policy)
+    ctx = MethodContext(device=device, bundle=ModelBundle(model, new_modules=(model,)), precision=policy)
     for m in methods:
         model = m.apply(model, ctx)
     model.to(device).train()

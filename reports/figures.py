@@ -57,25 +57,8 @@ def _axes_used(points: Sequence[Point]) -> list[tuple[str, str, bool]]:
     return [a for a in COST_AXES if any(_finite(p.costs.get(a[0])) and _finite(p.score) for p in points)]
 
 
-def has_data(points: Sequence[Point]) -> bool:
-    """Whether ``pareto_svg`` would draw these points: pages can link a figure before it is drawn."""
-    return bool(_axes_used(points))
 
 
-def pareto_svg(points: Sequence[Point], ylabel: str, path: Path, higher_is_better: bool = True,
-               memory_label: str = "peak memory (MB)") -> bool:
-    """Score against every cost in one SVG (kept for callers that want a single file)."""
-    axes_used = _axes_used(points)
-    if not axes_used:
-        return False
-    with plt.rc_context(RC):
-        fig, axes = plt.subplots(1, len(axes_used), figsize=(3.6 * len(axes_used), 3.2), squeeze=False)
-        for ax, axis in zip(axes[0], axes_used, strict=True):
-            _draw_panel(ax, points, axis, ylabel, higher_is_better, memory_label)
-        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.17, top=0.95, wspace=0.32)
-        fig.savefig(path, format="svg", metadata={"Date": None})
-        plt.close(fig)
-    return True
 
 
 def panel_keys(points: Sequence[Point]) -> list[str]:

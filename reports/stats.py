@@ -273,30 +273,6 @@ def paired_permutation_test(
     return TestResult(delta, (hits + 1) / (n_perm + 1), "paired-permutation-mc", n)
 
 
-def paired_bootstrap_ci(
-    method_correct: np.ndarray,
-    baseline_correct: np.ndarray,
-    confidence: float = 0.95,
-    n_boot: int = BOOTSTRAP_SAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """Bootstrap interval (resampling examples) of the difference in mean correctness."""
-    a = np.atleast_2d(np.asarray(method_correct, dtype=float)).mean(axis=0)
-    b = np.atleast_2d(np.asarray(baseline_correct, dtype=float)).mean(axis=0)
-    d = a - b
-    if d.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    # Resample in chunks so a large eval set does not allocate n_boot x n at once.
-    means = np.concatenate(
-        [
-            d[rng.integers(0, d.size, size=(min(256, n_boot - i), d.size))].mean(axis=1)
-            for i in range(0, n_boot, 256)
-        ]
-    )
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 def seed_permutation_test(method: Sequence[float], baseline: Sequence[float]) -> TestResult:

@@ -17,7 +17,7 @@ CELL_COLUMNS = [
     "method",  # the composition as written, e.g. "nf4+lora"
     "variant",  # the composition with the arguments the user set, e.g. "lora:r=16"
     "method_args",  # JSON: list of {"name":..., "args": {...}} with defaults resolved
-    "method_kind",  # kind of the last method: peft | quant | train | baseline
+    "method_kind",  # kind of the last method: peft | quant | prune | train
     "task",  # task family, e.g. "glue"
     "subtask",  # e.g. "sst2"; "" for tasks without subtasks
     "model",

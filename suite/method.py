@@ -15,7 +15,6 @@ say, a causal LM's ``lm_head`` is a head to train.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from suite.precision import PrecisionPolicy
+    from suite.task import ModelBundle
     from suite.train import TrainState
 
 
@@ -35,15 +35,17 @@ class NoConfig:
 
 @dataclass
 class MethodContext:
-    """What a method may need while applying itself: what is new, calibration data, device, dtype."""
+    """What a method may need while applying itself: what is new, calibration data, device, dtype.
+
+    The model's processor, family and the modules the task added are read from the task's
+    ``bundle`` (``suite.task.ModelBundle``), never copied here.
+    """
 
     device: str = "cpu"
     dtype: Any = None  # the parameters' dtype under the cell's precision policy
     seed: int = 0
-    model_family: str = ""
     task_kind: str = "classification"  # the task's objective (suite.task.Task.objective)
-    processor: Any = None  # tokenizer, image processor, or a mapping of both
-    new_modules: tuple[Any, ...] = ()  # modules the task added (its fresh head): always trained
+    bundle: ModelBundle | None = None  # the model as the task built it: processor, new modules, family
     calibration_source: Any = None  # callable(n_batches, batch_size) -> list[dict of tensors]
     recipe: Any = None
     precision: Any = None  # suite.precision.PrecisionPolicy of the cell
@@ -53,16 +55,26 @@ class MethodContext:
     notes: dict[str, Any] = field(default_factory=dict)  # methods report facts here (e.g. "simulated")
 
     @property
-    def tokenizer(self) -> Any:
-        from collections.abc import Mapping
+    def processor(self) -> Any:
+        """Tokenizer, image processor, or a mapping of both."""
+        return self.bundle.processor if self.bundle is not None else None
 
-        if isinstance(self.processor, Mapping):
-            return self.processor.get("tokenizer")
-        return getattr(self.processor, "tokenizer", self.processor)
+    @property
+    def tokenizer(self) -> Any:
+        return self.bundle.tokenizer if self.bundle is not None else None
+
+    @property
+    def model_family(self) -> str:
+        return self.bundle.family if self.bundle is not None else ""
+
+    @property
+    def new_modules(self) -> tuple[Any, ...]:
+        """The modules the task added (its fresh head): every method trains them in full."""
+        return tuple(self.bundle.new_modules) if self.bundle is not None else ()
 
     def new_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters of the task's new modules: every method trains them."""
-        return [p for module in self.new_modules for p in module.parameters()]
+        return self.bundle.new_parameters() if self.bundle is not None else []
 
     def new_module_names(self, model: torch.nn.Module) -> list[str]:
         """Where the new modules sit in ``model`` (found by identity, so wrappers do not hide them)."""
@@ -200,8 +212,3 @@ class Method:
         """Fold the method into a plain transformers model with the original architecture."""
         raise CellFailure(f"method '{self.name}' cannot be merged into the base model")
 
-
-def method_config_dict(method: Method) -> dict[str, Any]:
-    from suite.config import config_to_dict
-
-    return config_to_dict(method.config) if dataclasses.is_dataclass(method.config) else {}

@@ -59,14 +59,6 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
 }
 
 
-def register_optimizer(name: str, summary: str, build: Callable[[Groups, float], torch.optim.Optimizer],
-                       library: str = "torch") -> None:
-    """Add an optimizer by name from a plugin module (imported with the method plugins)."""
-    if name in OPTIMIZERS and OPTIMIZERS[name].build is not build:
-        raise ValueError(f"optimizer '{name}' is registered twice")
-    OPTIMIZERS[name] = OptimizerEntry(summary, build, library)
-
-
 def parameter_groups(named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> Groups:
     """Decay matrices; biases and norm weights get none (the usual convention)."""
     decay, no_decay = [], []
@@ -80,10 +72,6 @@ def check_optimizer(name: str) -> None:
     """Before any cell runs: the name is known and its library is installed."""
     import importlib.util
 
-    if name not in OPTIMIZERS:  # plugins register theirs when they are imported
-        from suite.registry import METHODS
-
-        METHODS.names()
     entry = OPTIMIZERS.get(name)
     if entry is None:
         raise UnknownNameError("optimizer", name, OPTIMIZERS)

@@ -124,7 +124,9 @@ def test_clean_removes_controls_but_keeps_text():
     assert compare.clean("x\x1b]8;;http://e\x1b\\link\x1b]8;;\x1b\\y") == "xlinky"
     assert compare.clean("tab\tnew\nline\x9b2J") == "tab new line"
     assert compare.clean("± Δ 名前") == "± Δ 名前"
-    assert compare.first_line("\n\n  first\nsecond") == "first"
+    from suite.reports.format import first_line
+
+    assert first_line("\n\n  first\nsecond") == "first"
 
 
 def test_help_prints_a_plain_percent_sign(capsys):

@@ -573,7 +573,7 @@ def test_llm_compressor_peers_run_where_installed():
     for spec in ("llmc-gptq:group=32", "llmc-sparsegpt:sparsity=1:4"):
         model = _tiny_bert()
         ctx = _ctx(_batches(), model=model)
-        ctx.processor = tokenizer
+        ctx.bundle.processor = tokenizer
         method = _method(spec)
         model = method.apply(model, ctx)
         w = _llmc_effective_weight(model.bert.encoder.layer[0].attention.self.query).detach()

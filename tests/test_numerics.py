@@ -152,6 +152,7 @@ def test_quarot_method_rotates_weights_with_the_numerics_form():
     from suite.method import MethodContext
     from suite.methods.quant.layers import QuantLinear
     from suite.registry import METHODS
+    from suite.task import ModelBundle
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
@@ -159,7 +160,7 @@ def test_quarot_method_rotates_weights_with_the_numerics_form():
     cls = METHODS.get("quarot").target
     method = cls(build_config(cls.Config, parse_kv("format=int8", "quarot"), "quarot"))
     ctx = MethodContext(device="cpu", dtype=torch.float32, seed=0, task_kind="classification",
-                        calibration_source=None, new_modules=(model[2],))
+                        calibration_source=None, bundle=ModelBundle(model, new_modules=(model[2],)))
     model = method.apply(model, ctx)
     layer = model[0]
     assert isinstance(layer, QuantLinear) and layer.hadamard_block == 64

@@ -14,6 +14,7 @@ from suite.methods.quant.layers import QuantLinear
 from suite.numerics import formats as F
 from suite.numerics.hadamard import apply_block_hadamard, hadamard_matrix
 from suite.registry import METHODS
+from suite.task import ModelBundle
 
 
 def _correlated_inputs(n: int, k: int, seed: int = 0) -> torch.Tensor:
@@ -49,8 +50,9 @@ def _ctx(batches=None, model=None) -> MethodContext:
     """The runner's context for a sequence classifier: its fresh head is the task's new module."""
     src = (lambda n, bs=None: batches[:n]) if batches is not None else None
     head = getattr(model, "classifier", None)
+    bundle = ModelBundle(model, new_modules=(head,) if head is not None else ()) if model is not None else None
     return MethodContext(device="cpu", dtype=torch.float32, seed=0, task_kind="classification",
-                         calibration_source=src, new_modules=(head,) if head is not None else ())
+                         calibration_source=src, bundle=bundle)
 
 
 def _method(spec: str):

@@ -24,6 +24,7 @@ from suite.numerics import elements as el
 from suite.numerics import formats as F
 from suite.numerics.hadamard import apply_block_hadamard
 from suite.registry import METHODS
+from suite.task import ModelBundle
 
 SHARED_LM = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lm"
 RECIPES = ("bf16-train", "fp8-train", "mxfp8-train", "mxfp4-train", "nvfp4-train", "quartet-train",
@@ -43,7 +44,7 @@ def one_layer(spec: str, seed: int = 0, k: int = K, n: int = N):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False))
     m = method(spec)
-    m.apply(model, MethodContext(new_modules=(model,), seed=seed))
+    m.apply(model, MethodContext(bundle=ModelBundle(model, new_modules=(model,)), seed=seed))
     return model[0], m
 
 
@@ -294,7 +295,7 @@ def test_gradients_reach_every_layer(spec):
 
     model = _llama_tiny()
     m = method(spec)
-    model = m.apply(model, MethodContext(new_modules=(model,)))
+    model = m.apply(model, MethodContext(bundle=ModelBundle(model, new_modules=(model,))))
     if spec.endswith("-train") and spec != "bf16-train":
         assert sum(isinstance(mod, LowPrecisionLinear) for mod in model.modules()) == 5 * 7
     ids = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
@@ -376,16 +377,16 @@ def test_recipes_compose_with_lora_and_fine_tune_the_smoke_task(tmp_path):
 def test_real_fp8_on_a_cpu_is_refused_and_bad_shapes_are_named(monkeypatch):
     layer_model = torch.nn.Sequential(torch.nn.Linear(64, 64))
     with pytest.raises(UserError, match="real=true asks for FP8 GEMMs"):
-        method("fp8-train:real=true").apply(layer_model, MethodContext(new_modules=(layer_model,)))
+        method("fp8-train:real=true").apply(layer_model, MethodContext(bundle=ModelBundle(layer_model, new_modules=(layer_model,))))
     # on hardware with FP8, a layer whose shape the FP8 GEMM cannot take is refused with its name
     import suite.methods.quant.layers as qlayers
 
     monkeypatch.setattr(qlayers, "fp8_matmul_supported", lambda device: (True, ""))
     odd = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 40))
     with pytest.raises(UserError, match=r"1 layer\(s\) are not: 1 \(40 x 64\)"):
-        method("fp8-train:real=true").apply(odd, MethodContext(new_modules=(odd,)))
+        method("fp8-train:real=true").apply(odd, MethodContext(bundle=ModelBundle(odd, new_modules=(odd,))))
     with pytest.raises(UserError, match="real=true needs every GEMM operand in FP8"):
-        method("halo-train:real=true").apply(odd, MethodContext(new_modules=(odd,)))
+        method("halo-train:real=true").apply(odd, MethodContext(bundle=ModelBundle(odd, new_modules=(odd,))))
 
 
 def test_real_fp8_path_pads_and_scales_like_the_emulation(monkeypatch):

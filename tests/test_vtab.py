@@ -26,6 +26,7 @@ from suite.recipe import Recipe
 from suite.registry import METHODS, TASKS
 from suite.reports import stats
 from suite.results.store import ResultStore
+from suite.task import ModelBundle
 from suite.tasks import vtab as vtab_module
 from suite.tasks.images import ImageFolderTask
 from suite.tasks.vtab import GROUPS, HEADLINE, VtabTask
@@ -514,7 +515,8 @@ def tiny_vit(num_labels: int = 3, seed: int = 0):
 
     torch.manual_seed(seed)
     model = ViTForImageClassification(CATALOG["tiny-vit"].make_config(num_labels=num_labels)).eval()
-    return model, MethodContext(new_modules=(model.classifier,), seed=seed, task_kind="image-classification")
+    return model, MethodContext(bundle=ModelBundle(model, new_modules=(model.classifier,)), seed=seed,
+                                task_kind="image-classification")
 
 
 def apply(name: str, model, ctx, **args):

@@ -118,10 +118,8 @@ def prepare(task: Task, model_name: str, recipe: Any, device: str, seed: int,
                  for k, v in task.collate(chosen[i:i + size], bundle).items()}
                 for i in range(0, len(chosen), size)]
 
-    ctx = MethodContext(device=device, dtype=policy.param_dtype, seed=seed, model_family=bundle.family,
-                        task_kind=task.objective, processor=bundle.processor,
-                        new_modules=tuple(bundle.new_modules), calibration_source=calibration,
-                        recipe=recipe, precision=policy)
+    ctx = MethodContext(device=device, dtype=policy.param_dtype, seed=seed, task_kind=task.objective, bundle=bundle,
+                        calibration_source=calibration, recipe=recipe, precision=policy)
     return Prepared(task, bundle, data, ctx, base_params)
 
 

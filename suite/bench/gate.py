@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from suite.bench.timing import quantile
@@ -203,6 +203,3 @@ def _fmt(v: float) -> str:
         return "-"
     return f"{v:.4g}"
 
-
-def as_dicts(rows: list[Comparison]) -> list[dict]:
-    return [asdict(r) for r in rows]

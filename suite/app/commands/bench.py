@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_STORE = "suite-results"
+from suite.app.commands import DEFAULT_STORE
 
 
 def _csv(text: str) -> list[str]:

@@ -81,14 +81,6 @@ def clean(text: object) -> str:
     return _CONTROLS.sub(" ", s)
 
 
-def first_line(text: object) -> str:
-    """The first non-empty line of an error, cleaned: what a table has room for."""
-    for line in str(text or "").splitlines():
-        if line.strip():
-            return clean(line).strip()
-    return "(no error message)"
-
-
 def _width(text: str) -> int:
     """Columns ``text`` takes in a terminal (East Asian wide characters take two)."""
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
@@ -116,6 +108,8 @@ def _can_encode(text: str) -> bool:
 
 def failures_of(cells) -> dict[tuple[str, str, str, str], tuple[int, int, str]]:
     """(family, model, variant, subtask) -> (failed cells, all cells, first line of the first error)."""
+    from suite.reports.format import first_line
+
     if cells is None or cells.empty or "status" not in cells:
         return {}
     frame = cells.drop_duplicates("cell_id")
@@ -126,7 +120,8 @@ def failures_of(cells) -> dict[tuple[str, str, str, str], tuple[int, int, str]]:
         bad = g[g["status"] != "ok"]
         if len(bad):
             err = bad["error"].dropna().astype(str) if "error" in bad else []
-            out[tuple(str(x) for x in k)] = (len(bad), len(g), first_line(err.iloc[0] if len(err) else ""))
+            message = clean(first_line(err.iloc[0] if len(err) else "")).strip()
+            out[tuple(str(x) for x in k)] = (len(bad), len(g), message or "(no error message)")
     return out
 
 

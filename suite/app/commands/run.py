@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any
 
+from suite.app.commands import DEFAULT_STORE
 from suite.app.executor import executor_flags
 from suite.config import OptionFlag, option_flags
 from suite.errors import UserError
@@ -62,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help="comma-separated model names or local model folders")
     p.add_argument("--seeds", help="a count (3 -> seeds 0,1,2) or a list (0,1,2)")
     p.add_argument("--data-dir", help="local dataset folder (e.g. the original GLUE layout)")
-    p.add_argument("--store", help="result store folder (default ./suite-results)")
+    p.add_argument("--store", help=f"result store folder (default ./{DEFAULT_STORE})")
     p.add_argument("--force", action="store_true", help="re-run cells that already have an ok result")
     p.add_argument("--yes", action="store_true",
                    help=f"run a sweep of more than {MAX_CELLS_WITHOUT_YES:,} cells without asking")
@@ -246,7 +247,7 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
         if getattr(args, key, None):
             sweep[key] = getattr(args, key)
     if getattr(args, "store", None) == "":
-        raise UserError("--store '' names no folder; give a path (default ./suite-results)")
+        raise UserError(f"--store '' names no folder; give a path (default ./{DEFAULT_STORE})")
     check_sweep_types(sweep)
     if not sweep.get("methods") or not sweep.get("tasks"):
         raise UserError("nothing to run: give --methods and --tasks, a sweep file (-c), "
@@ -358,7 +359,7 @@ def main(args: argparse.Namespace) -> int:
     from suite.reports.run_summary import print_summary
     from suite.results.store import ResultStore
 
-    store = ResultStore(sweep.get("store") or "suite-results")
+    store = ResultStore(sweep.get("store") or DEFAULT_STORE)
     # The executor and its options are checked first: a wrong flag costs no data check.
     executor = make_executor(str(sweep.get("executor") or "local"), executor_options_given(args), store.uri)
     if search is not None:

@@ -16,6 +16,7 @@ import shutil
 import sys
 from typing import Any
 
+from suite.app.commands import DEFAULT_STORE
 from suite.errors import UserError
 
 
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="how far a sweep got: ok, failed and outstanding cells",
                        description="Compare what a sweep set out to run (recorded by suite run) with "
                                    "the records in the store; names outstanding and failed cells.",
-                       epilog="examples:\n  suite status suite-results\n  suite status s3://bucket/results --all",
+                       epilog=f"examples:\n  suite status {DEFAULT_STORE}\n  suite status s3://bucket/results --all",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("store", help="the result store (a folder or a URI such as s3://bucket/prefix)")
     p.add_argument("--run", help="the sweep to show, by run id (default: the latest)")
