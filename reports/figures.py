@@ -23,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
+from suite import metrics  # noqa: E402
+from suite.metrics import MetricSpec  # noqa: E402
 from suite.reports import stats  # noqa: E402
 
 RC = {
@@ -34,15 +36,6 @@ RC = {
     "axes.spines.right": False,
 }
 
-COST_AXES = (
-    ("trainable_params", "trainable parameters", True),
-    ("peak_memory_mb", "peak memory (MB)", False),
-    ("train_time_s", "train time (s)", False),
-    ("bits_per_weight", "bits per weight", False),
-    ("model_size_bytes", "model size (bytes)", True),
-)
-
-
 @dataclass
 class Point:
     label: str
@@ -51,10 +44,18 @@ class Point:
     number: int | None = None  # the row's rank (the marker's number); None: no rank, labelled by name
     low: float = math.nan  # 95% interval of the score (error bar), in the score's units
     high: float = math.nan
+    emulated: bool = False  # its GEMMs ran emulated: its times measure the emulation, never drawn as speed
 
 
-def _axes_used(points: Sequence[Point]) -> list[tuple[str, str, bool]]:
-    return [a for a in COST_AXES if any(_finite(p.costs.get(a[0])) and _finite(p.score) for p in points)]
+def _on_axis(p: Point, axis: MetricSpec) -> bool:
+    """Whether ``p`` belongs on ``axis``: it has the cost and a score, and an emulated run's
+    timing is not a speed."""
+    return _finite(p.costs.get(axis.name)) and _finite(p.score) and not (axis.timing and p.emulated)
+
+
+def _axes_used(points: Sequence[Point]) -> list[MetricSpec]:
+    """The declared Pareto axes (suite.metrics) that some point can be drawn on."""
+    return [a for a in metrics.axes() if any(_on_axis(p, a) for p in points)]
 
 
 
@@ -63,7 +64,7 @@ def _axes_used(points: Sequence[Point]) -> list[tuple[str, str, bool]]:
 
 def panel_keys(points: Sequence[Point]) -> list[str]:
     """The cost axes ``pareto_panels`` will draw for these points (one file each)."""
-    return [key for key, _, _ in _axes_used(points)]
+    return [axis.name for axis in _axes_used(points)]
 
 
 def pareto_panels(points: Sequence[Point], ylabel: str, paths: Sequence[Path], higher_is_better: bool = True,
@@ -83,13 +84,13 @@ def pareto_panels(points: Sequence[Point], ylabel: str, paths: Sequence[Path], h
     return True
 
 
-def _draw_panel(ax, points: Sequence[Point], axis: tuple[str, str, bool], ylabel: str,
+def _draw_panel(ax, points: Sequence[Point], axis: MetricSpec, ylabel: str,
                 higher_is_better: bool, memory_label: str) -> None:
     """Score against one cost: every point numbered by its rank (or named), error bars, the front."""
-    key, xlabel, log = axis
+    key, xlabel, log = axis.name, axis.axis_label, axis.log_axis
     if key == "peak_memory_mb":
         xlabel = f"{memory_label} (MB)"
-    pts = [p for p in points if _finite(p.costs.get(key)) and _finite(p.score)]
+    pts = [p for p in points if _on_axis(p, axis)]
     xs = [p.costs[key] for p in pts]
     ys = [p.score for p in pts]
     front = stats.pareto_front(xs, ys, higher_is_better)

@@ -7,6 +7,8 @@ import math
 import re
 from collections.abc import Iterable
 
+from suite.metrics import spec_of
+
 # Words that make a metric a fraction (in [0, 1]; correlations in [-1, 1]) that readers expect
 # in points, shown x100. A metric counts when any word of its name is one of them, so the
 # composites tasks define ("f1_accuracy_mean", "exact_match,strict-match") scale like their
@@ -17,10 +19,16 @@ POINT_WORDS = frozenset({
 })
 
 
-@functools.lru_cache(maxsize=1024)
 def display_scale(metric: str) -> float:
-    """100 for accuracy-like fractions, else 1 (the value is shown as stored)."""
-    words = re.split(r"[^a-z0-9]+", str(metric).lower())
+    """100 for fractions shown in points, else 1 (the value is shown as stored): as the metric's
+    declaration says (suite.metrics), else by the words of its name (lm-eval's metrics, ...)."""
+    spec = spec_of(str(metric))
+    return spec.display_scale if spec is not None else _scale_from_words(str(metric))
+
+
+@functools.lru_cache(maxsize=1024)
+def _scale_from_words(metric: str) -> float:
+    words = re.split(r"[^a-z0-9]+", metric.lower())
     return 100.0 if POINT_WORDS.intersection(words) else 1.0
 
 
@@ -112,10 +120,26 @@ def f_bytes(v) -> str:
     return f"{v:.0f} B"
 
 
-def f_cost(v, key: str) -> str:
-    return {"trainable_params": f_params, "peak_memory_mb": f_memory, "train_time_s": f_duration,
-            "model_size_bytes": f_bytes, "bits_per_weight": lambda x: f_num(x, 2)}.get(
-        key, lambda x: f_num(x, 3))(v)
+def f_sig(v, digits: int = 3) -> str:
+    """``digits`` significant digits, thousands separated, no exponent for everyday magnitudes."""
+    if _nan(v):
+        return "–"
+    v = float(v)
+    if v == 0 or 1e-3 <= abs(v) < 1e15:
+        decimals = max(0, digits - 1 - math.floor(math.log10(abs(v)))) if v else 0
+        return f"{v:,.{decimals}f}"
+    return f"{v:.{digits - 1}e}"
+
+
+FORMATTERS = {"params": f_params, "memory_mb": f_memory, "duration_s": f_duration, "bytes": f_bytes,
+              "count": lambda v: f_num(v, 0), "rate": lambda v: f_num(v, 0), "number": f_sig,
+              "fraction": f_pct, "score": f_sig}
+
+
+def format_value(v, metric: str) -> str:
+    """A value as its metric's declaration says it prints (3 significant digits when undeclared)."""
+    spec = spec_of(str(metric))
+    return FORMATTERS[spec.format](v) if spec is not None else f_sig(v)
 
 
 def f_raw(v) -> str:

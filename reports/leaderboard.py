@@ -25,13 +25,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from suite import metrics
 from suite.errors import UserError
+from suite.metrics import MetricSpec
 from suite.reports import stats
 from suite.reports.format import common_scale, display_scale, first_line, scrub_paths
 from suite.results.store import CELLS, ResultStore
 
-COST_METRICS = ("trainable_params", "peak_memory_mb", "train_time_s", "train_steps", "train_tokens_per_s",
-                "bits_per_weight", "model_size_bytes")
+# Costs read beside the declared cost columns: step time and throughput of the gap tables, and
+# whether a cell's GEMMs were emulated (its times then measure the emulation).
+COSTS_READ = ("train_steps", "train_time_s", "train_tokens_per_s", "train_gemm_emulated")
 # Provenance that must agree within a table for its numbers to compare (the host may differ).
 PROVENANCE_CHECKED = ("git_commit", "suite_version", "device", "cuda", "torch", "transformers", "peft",
                       "datasets", "torchao", "triton", "lm_eval", "python")
@@ -103,6 +106,7 @@ class Entry:
     mde: float = math.nan  # smallest true difference the current seeds detect (80% power), metric units
     chance: str = ""  # "majority" | "chance" where the score is not above that level, else ""
     chance_level: float = math.nan  # the majority-class rate (or chance score) it was compared with
+    emulated: bool = False  # some cell ran its low-precision GEMMs emulated: its times measure the emulation
 
     @property
     def n_cells(self) -> int:
@@ -143,6 +147,7 @@ class Row:
     error: str = ""  # first line of the first failure's error, local paths removed
     stage: str = ""  # "" (default configuration) or "tuned" (selected by a hyperparameter search)
     tuned: list[str] = field(default_factory=list)  # the selected hyperparameters, "lr=0.0003", ...
+    emulated: bool = False  # some cell ran emulated GEMMs: its times and throughputs are not speeds
 
     @property
     def status(self) -> str:
@@ -231,7 +236,7 @@ class Board:
     recipes: dict[str, RecipeContext] = field(default_factory=dict)  # per subtask (task pages)
     mixed: dict[str, list[str]] = field(default_factory=dict)  # provenance column -> its values, where >1
     memory_label: str = "peak memory"  # what "peak memory" measured on these cells
-    has_quant: bool = False  # some row stores bits per weight / model size (quantizers)
+    cost_columns: list[MetricSpec] = field(default_factory=list)  # declared cost columns some row has
     tuning: list[TuningRow] = field(default_factory=list)  # default vs tuned, per tuned method
 
     @property
@@ -449,10 +454,12 @@ def _primary_scores(primary: pd.DataFrame) -> PrimaryScores:
     for (family, model, variant, sub), value in per_seed.groupby(level=keys, dropna=False).mean().items():
         out.means.setdefault((family, model, variant), {})[sub] = float(value)
     names = frame.groupby(["task", "model", "subtask"], dropna=False)["metric"].unique()
-    for key, metrics in names.items():
-        out.metrics[key] = [str(m) for m in metrics]
+    for key, names_of in names.items():
+        out.metrics[key] = [str(m) for m in names_of]
     if "higher_is_better" in frame:
-        falls = frame[frame["higher_is_better"].map(lambda v: v is not None and v == v and not bool(v))]
+        pairs = frame[["metric", "higher_is_better"]].astype({"metric": str}).drop_duplicates()
+        falling = {m for m, stored in pairs.itertuples(index=False) if not metrics.higher_is_better(m, stored)}
+        falls = frame[frame["metric"].astype(str).isin(falling)]
         out.lower_is_better = set(falls[["task", "model", "subtask"]].itertuples(index=False, name=None))
     return out
 
@@ -478,9 +485,9 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
             label = sub or family
             if len(ks) > 1:
                 label += f" ({k[1]}{', ' + k[2] if len({x[2] for x in ks}) > 1 else ''})"
-            hib = part.loc[(part["subtask"] == k[0]) & (part["split"] == k[1]) & (part["metric"] == k[2]),
-                           "higher_is_better"].iloc[0]
-            columns.append(Column(k, label, k[2], True if hib is None or hib != hib else bool(hib)))
+            stored = part.loc[(part["subtask"] == k[0]) & (part["split"] == k[1]) & (part["metric"] == k[2]),
+                              "higher_is_better"].iloc[0]
+            columns.append(Column(k, label, k[2], metrics.higher_is_better(k[2], stored)))
 
     fam_failed = failed[(failed["task"] == family) & (failed["model"] == model)].drop_duplicates("cell_id")
     failed_count = fam_failed.groupby(["variant", "subtask"]).size().to_dict()
@@ -496,7 +503,8 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
     col_stage = part["stage"].fillna("").astype(str).to_numpy() if "stage" in part else None
     pairing = [c for c in PAIRING_COLUMNS if c in part.columns]
     col_key = list(zip(part["seed"].astype(str), *(part[c].astype(str) for c in pairing), strict=True))
-    cost_names = [c for c in COST_METRICS if c in costs.columns] if not costs.empty else []
+    wanted = dict.fromkeys([*(s.name for s in metrics.columns()), *COSTS_READ])
+    cost_names = [c for c in wanted if c in costs.columns] if not costs.empty else []
     cost_pos = {cid: i for i, cid in enumerate(costs.index)} if cost_names else {}
     cost_arr = costs[cost_names].to_numpy(dtype=float) if cost_names else None
     groups = part.groupby(["variant", "subtask", "split", "metric"], sort=False).indices
@@ -522,6 +530,7 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
             if pos:
                 block = cost_arr[pos]
                 entry.costs = {name: _nanmean(block[:, j]) for j, name in enumerate(cost_names)}
+                entry.emulated = entry.costs.get("train_gemm_emulated", 0.0) > 0
         row.entries[(sub, split, met)] = entry
     _failed_rows(rows, part, fam_failed)
     for row in rows.values():
@@ -531,7 +540,7 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
                   alpha=alpha)
     synth = part.get("synthetic_data")
     board.synthetic = bool(synth is not None and _bool(synth).any())
-    board.has_quant = any("bits_per_weight" in r.costs or "model_size_bytes" in r.costs for r in board.rows)
+    board.cost_columns = [s for s in metrics.columns() if any(s.name in r.costs for r in board.rows)]
     _mark_best(board)
     all_ids = sorted({cid for r in board.rows for e in r.entries.values() for cid in e.cell_ids})
     preds = predictions(all_ids) if predictions and all_ids else pd.DataFrame()
@@ -860,25 +869,18 @@ def _nanmean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
+ACROSS_TASKS = {"mean": np.mean, "median": np.median, "max": max, "sum": sum}
+
+
 def _row_costs(row: Row) -> None:
-    """Row-level cost: median params, the largest peak memory, total train time over tasks; for
-    quantizers the median bits per weight and the largest model size."""
+    """A row's cost columns over its tasks, as each column's declaration says (median parameters,
+    the largest peak memory, the summed train time, ...); a row is emulated when any cell was."""
     per = [e.costs for e in row.entries.values()]
-
-    def vals(name):
-        v = [c[name] for c in per if name in c and not math.isnan(c[name])]
-        return v
-
-    if vals("trainable_params"):
-        row.costs["trainable_params"] = float(np.median(vals("trainable_params")))
-    if vals("peak_memory_mb"):
-        row.costs["peak_memory_mb"] = float(max(vals("peak_memory_mb")))
-    if vals("train_time_s"):
-        row.costs["train_time_s"] = float(sum(vals("train_time_s")))
-    if vals("bits_per_weight"):
-        row.costs["bits_per_weight"] = float(np.median(vals("bits_per_weight")))
-    if vals("model_size_bytes"):
-        row.costs["model_size_bytes"] = float(max(vals("model_size_bytes")))
+    for spec in metrics.columns():
+        values = [c[spec.name] for c in per if spec.name in c and not math.isnan(c[spec.name])]
+        if values:
+            row.costs[spec.name] = float(ACROSS_TASKS[spec.across_tasks](values))
+    row.emulated = any(e.emulated for e in row.entries.values())
 
 
 def _mark_best(board: Board) -> None:

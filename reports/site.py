@@ -45,7 +45,6 @@ from suite.reports import figures, kernel_figures, kernels, leaderboard
 from suite.reports.format import (
     display_scale,
     f_bytes,
-    f_cost,
     f_duration,
     f_memory,
     f_num,
@@ -57,6 +56,7 @@ from suite.reports.format import (
     f_signed,
     f_sortkey,
     first_line,
+    format_value,
     scrub_paths,
 )
 from suite.results.schema import PREDICTION_COLUMNS, PROVENANCE_COLUMNS
@@ -89,8 +89,9 @@ def make_env() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(score=f_score, signed=f_signed, pval=f_pval, sortkey=f_sortkey, num=f_num,
-                       pct=f_pct, params=f_params, memory=f_memory, duration=f_duration, cost=f_cost,
+                       pct=f_pct, params=f_params, memory=f_memory, duration=f_duration, cost=format_value,
                        raw=f_raw, bytes=f_bytes, scrub=scrub_paths)
+    env.globals["cost_columns"] = _cost_labels
     return env
 
 
@@ -208,7 +209,7 @@ def render_site(
                 scale = display_scale(b.columns[0].metric)
                 y = (e.summary.mean if e else math.nan) * scale
                 low, high = (e.summary.ci_low, e.summary.ci_high) if e else (math.nan, math.nan)
-            pts.append(figures.Point(r.variant, y, r.costs, r.rank, low * scale, high * scale))
+            pts.append(figures.Point(r.variant, y, r.costs, r.rank, low * scale, high * scale, r.emulated))
         hib = head.higher_is_better if head else b.columns[0].higher_is_better
         panels = plan_figure(pts, ylabel, f"figures/pareto-{b.slug}", hib, b.memory_label)
         if panels:
@@ -263,7 +264,8 @@ def render_site(
                 })
                 scale = display_scale(cols[0].metric)
                 pts.append(figures.Point(r.variant, entry.summary.mean * scale, entry.costs, task_rank,
-                                         entry.summary.ci_low * scale, entry.summary.ci_high * scale))
+                                         entry.summary.ci_low * scale, entry.summary.ci_high * scale,
+                                         entry.emulated))
             # Methods whose every cell of this task failed keep a row, with the first error.
             for r in b.rows:
                 if cols[0].key in r.entries or r.variant not in failed_here:
@@ -357,13 +359,12 @@ def render_site(
                         removed, singles)
 
 
-def _cost_labels(board) -> list[tuple[str, str]]:
-    """Cost columns of a task table, memory named by what it measured, quantizer costs where stored."""
-    labels = [("trainable_params", "Params"), ("peak_memory_mb", _memory_heading(board.memory_label)),
-              ("train_time_s", "Train time")]
-    if board.has_quant:
-        labels += [("bits_per_weight", "Bits/weight"), ("model_size_bytes", "Model size")]
-    return labels
+def _cost_labels(board) -> list[dict]:
+    """The board's declared cost columns (suite.metrics): key, heading (memory named by what it
+    measured), tooltip, and whether it times the run (marked where GEMMs were emulated)."""
+    return [{"key": s.name, "label": _memory_heading(board.memory_label) if s.name == "peak_memory_mb"
+             else s.heading[:1].upper() + s.heading[1:], "title": s.summary, "timing": s.timing}
+            for s in board.cost_columns]
 
 
 def _memory_heading(label: str) -> str:

@@ -117,9 +117,9 @@ class Method:
     mergeable: ClassVar[bool] = False
     version: ClassVar[str] = "1"  # bump when results would change: it enters the cell id
     default_lr: ClassVar[float | None] = None  # recommended learning rate; --lr overrides it
-    # Names (or name prefixes) of this method's measurements where lower is better
-    # (sizes, errors, times); every other measurement is stored as higher-is-better.
-    lower_is_better: ClassVar[tuple[str, ...]] = ()
+    # What ``measurements`` produces (suite.metrics.MetricSpec): direction, unit, format, and whether it
+    # is a leaderboard column. A measurement not declared here is stored as higher-is-better.
+    metrics: ClassVar[tuple[Any, ...]] = ()
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

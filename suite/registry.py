@@ -48,6 +48,7 @@ class Registry:
         self._loaded = False
         self._loading = False
         self.load_errors: dict[str, str] = {}
+        self.revision = 0  # counts registrations, so caches of what plugins declare know when to refresh
 
     def register(
         self,
@@ -69,6 +70,7 @@ class Registry:
                     f"({_where(existing.target)} and {_where(target)})"
                 )
             self._entries[name] = Entry(name, self.group, kind, summary, target, source, paper, extra)
+            self.revision += 1
             if isinstance(target, type):  # a plugin class knows its registered name and kind
                 target.name = name
                 target.kind = kind

@@ -155,6 +155,8 @@ class Task:
     higher_is_better: bool = True
     eval_splits: tuple[str, ...] = ("dev",)
 
+    # The metrics this task produces (suite.metrics.MetricSpec): label, unit, direction, format.
+    metrics: ClassVar[tuple[Any, ...]] = ()
     Options: ClassVar[type] = NoOptions  # typed task options (``--train-data metamath``), stored with results
     # Families whose train_data and evaluate read their examples through ``examples`` can hold
     # out part of the training split for tuning (``for_selection``); others say how they select.
@@ -278,6 +280,11 @@ class Task:
         """The metrics of one split (their ``split`` and ``is_primary`` are set by ``evaluate``) and its
         per-example records (``example_id``, ``prediction``, ``label``, ``correct``, any other column)."""
         raise NotImplementedError
+
+    @property
+    def validation_split(self) -> str:
+        """The split ``validate`` scores (its evaluations during training are stored under it)."""
+        return self.eval_splits[0]
 
     def validate(self, bundle: ModelBundle, recipe: Any, device: str) -> dict[str, float]:
         """Scores during training (``--eval-every``): by default the primary metrics of ``evaluate``.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from suite.errors import UnknownNameError, UserError
+from suite.metrics import score
 from suite.registry import register_task
 from suite.task import Aggregate, EvalOutput, Metric, mean_aggregate
 from suite.tasks.families.text_classification import TextClassificationTask
@@ -152,6 +153,9 @@ class GlueTask(TextClassificationTask):
     family = "glue"
     subtasks: ClassVar[tuple[str, ...]] = tuple(LAYOUTS)
     default_model = "bert-base-uncased"
+    metrics = (*TextClassificationTask.metrics, score("f1_accuracy_mean", "mean of F1 and accuracy"),
+               score("pearson_spearman_mean", "mean of Pearson r and Spearman rho"),
+               score("accuracy_m_mm_mean", "mean of matched and mismatched accuracy"))
 
     def __init__(self, subtask: str | None = None, data_dir: str | None = None, options: Any = None):
         if subtask not in LAYOUTS:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from suite.config import option
 from suite.errors import UserError
+from suite.metrics import score
 from suite.registry import register_task
 from suite.task import EvalOutput, Metric, ModelBundle, evaluation_mode
 from suite.tasks.families.answer_generation import CausalLMOptions, CausalLMTask
@@ -61,6 +62,11 @@ class Gsm8kTask(CausalLMTask):
     default_model = "meta-llama/Llama-3.2-3B"
     primary_metric = "exact_match_flexible"
     eval_splits = ("test",)
+    validation_split = "valid"  # ``validate`` scores the rows carved from train, never the test set
+    metrics = (*CausalLMTask.metrics, score("exact_match_strict", "exact match (strict)"),
+               score("exact_match_flexible", "exact match (flexible)"),
+               score("valid_exact_match_strict", "validation exact match (strict)", split="valid"),
+               score("valid_exact_match_flexible", "validation exact match (flexible)", split="valid"))
     max_new_tokens: ClassVar[int] = 300
     Options: ClassVar[type] = Gsm8kOptions
 

@@ -41,7 +41,9 @@ from functools import cache
 from typing import Any
 
 from suite.method import Method, MethodContext
+from suite.methods.common import measurements
 from suite.methods.common.targets import TargetedMethod
+from suite.metrics import cost
 from suite.registry import register_method
 
 
@@ -173,7 +175,9 @@ def state_bytes(optimizer: Any) -> int:
 class GaLore(TargetedMethod, Method):
     Config = GaLoreConfig
     mergeable = True
-    lower_is_better = ("optimizer_state_bytes", "galore_adamw_state_bytes")
+    metrics = (measurements.OPTIMIZER_STATE,
+               cost("galore_adamw_state_bytes", "AdamW state (for scale)", "B", fmt="bytes",
+                    summary="what AdamW's full-rank moments would hold for the same parameters"))
 
     def __init__(self, config: Any = None):
         super().__init__(config)

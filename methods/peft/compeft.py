@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from suite.method import Method, MethodContext
+from suite.metrics import cost
 from suite.registry import register_method
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -182,8 +183,11 @@ def head_module_ids(model: Any, ctx: MethodContext) -> set[int]:
 class ComPEFT(Method):
     Config = ComPEFTConfig
     mergeable = True
-    lower_is_better = ("compeft_compressed_bytes", "compeft_original_bytes", "compeft_rel_error",
-                       "compeft_loss_before", "compeft_loss_after")
+    metrics = (cost("compeft_compressed_bytes", "compressed update", "B", fmt="bytes"),
+               cost("compeft_original_bytes", "update before compression", "B", fmt="bytes"),
+               cost("compeft_rel_error", "relative error of the compressed update"),
+               cost("compeft_loss_before", "loss before compression"),
+               cost("compeft_loss_after", "loss after compression"))
 
     def __init__(self, config: Any = None):
         super().__init__(config)

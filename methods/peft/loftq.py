@@ -30,6 +30,7 @@ from suite.method import MethodContext
 from suite.methods.peft.library import LoraConfig
 from suite.methods.peft.lora_family import Lora
 from suite.methods.quant.quantizers import QuantMethod
+from suite.metrics import cost
 from suite.registry import register_method
 
 
@@ -94,7 +95,8 @@ def loftq_factors(weight: Any, fmt: str, opts: dict, rank: int, scaling: float,
                                        "(arXiv:2310.08659)")
 class LoftQ(Lora):
     Config = LoftqConfig
-    lower_is_better = QuantMethod.lower_is_better + ("loftq_init_error_mean", "qlora_init_error_mean")
+    metrics = (*QuantMethod.metrics, cost("loftq_init_error_mean", "LoftQ initial error"),
+               cost("qlora_init_error_mean", "QLoRA initial error"))
 
     def __init__(self, config: Any = None):
         super().__init__(config)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from suite.errors import UserError
 from suite.method import Method, MethodContext, MethodTarget
+from suite.methods.common import measurements
 from suite.registry import register_method
 
 TORCHAO_EXTRA = 'pip install "suite[compress]" (torchao>=0.17)'
@@ -60,9 +61,7 @@ class _PeerMethod(Method):
     mergeable = True
     library = ""
     extra = ""
-    lower_is_better = ("bits_per_weight", "stored_bits_per_weight", "model_size_bytes",
-                       "calibration_time_s", "quant_rel_error_mean", "quant_rel_error_max", "quant_rel_error",
-                       "prune_rel_error_mean", "prune_rel_error_max", "prune_rel_error")
+    metrics = tuple(dict.fromkeys((*measurements.QUANT, *measurements.PRUNE)))
 
     def __init__(self, config: Any = None):
         super().__init__(config)

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from suite.errors import CellFailure, UserError
 from suite.method import Method, MethodContext, MethodTarget
+from suite.methods.common import measurements
 from suite.registry import register_method
 
 TORCHAO_EXTRA = 'pip install "suite[compress]" (torchao)'
@@ -73,8 +74,7 @@ class QatConfig:
 class _QatBase(Method):
     kind = "quant"
     mergeable = True
-    lower_is_better = ("bits_per_weight", "model_size_bytes", "calibration_time_s",
-                       "quant_rel_error_mean", "quant_rel_error_max", "quant_rel_error")
+    metrics = measurements.QUANT
 
     def __init__(self, config: Any = None):
         super().__init__(config)

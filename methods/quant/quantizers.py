@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from suite.errors import CellFailure, UserError
 from suite.method import Method, MethodContext
+from suite.methods.common import measurements
+from suite.metrics import cost
 from suite.registry import register_method
 
 
@@ -32,8 +34,7 @@ class QuantMethod(Method):
     mergeable = True
     needs_calibration = False
     version = "2"  # 2: the quantised base is frozen; alone, only the task's new head trains
-    lower_is_better = ("bits_per_weight", "model_size_bytes", "calibration_time_s",
-                       "quant_rel_error_mean", "quant_rel_error_max", "quant_rel_error", "hawq_bits")
+    metrics = (*measurements.QUANT, cost("hawq_bits", "bits chosen by HAWQ"))
 
     def __init__(self, config: Any = None):
         super().__init__(config)

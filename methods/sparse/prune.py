@@ -33,6 +33,7 @@ from typing import Any
 
 from suite.errors import CellFailure, UserError
 from suite.method import Method, MethodContext, MethodTarget
+from suite.methods.common import measurements
 from suite.registry import register_method
 
 
@@ -81,8 +82,7 @@ class PruneMethod(Method):
     kind = "prune"
     mergeable = True
     needs_calibration = False
-    lower_is_better = ("sparse_size_bytes", "model_size_bytes", "calibration_time_s",
-                       "prune_rel_error_mean", "prune_rel_error_max", "prune_rel_error")
+    metrics = measurements.PRUNE
 
     def __init__(self, config: Any = None):
         super().__init__(config)

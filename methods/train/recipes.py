@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from suite.errors import UserError
 from suite.method import Method, MethodContext, NoConfig
+from suite.methods.common import measurements
 from suite.registry import register_method
 
 REAL_CHOICES = {"auto": "auto", "true": "true", "yes": "true", "1": "true", "on": "true",
@@ -64,6 +65,7 @@ class TrainRecipe(Method):
     mergeable = True  # the trained weights are plain linear weights
     version = "1"
     Config = RecipeConfig
+    metrics = (measurements.GEMM_EMULATED, measurements.GEMM_REAL_FRACTION)
 
     def linear_recipe(self) -> Any:
         raise NotImplementedError
@@ -446,7 +448,7 @@ class CoatTrain(TrainRecipe):
     """
 
     Config = CoatConfig
-    lower_is_better = ("optimizer_state_bytes",)
+    metrics = (*TrainRecipe.metrics, measurements.OPTIMIZER_STATE)
 
     def linear_recipe(self) -> Any:
         from suite.methods.train.gemm import Gemm, LinearRecipe, Operand

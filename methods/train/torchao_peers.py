@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from suite.method import Method, MethodContext, MethodTarget
+from suite.methods.common import measurements
 from suite.registry import register_method
 
 
@@ -55,6 +56,7 @@ class TorchaoTraining(Method):
     kind = "train"
     mergeable = True
     version = "1"
+    metrics = (measurements.GEMM_EMULATED, measurements.GEMM_REAL_FRACTION)
     min_capability: tuple[int, int] = (8, 9)
     pad_rows = 0  # zero-pad the tokens to a multiple of this (0: no padding)
     cast_input = True  # cast the input to the autocast dtype (False: to the weight's, and cast the output)

@@ -23,6 +23,7 @@ from typing import Any
 
 from suite.app.sweep import Cell
 from suite.errors import UserError
+from suite.metrics import COST, higher_is_better
 from suite.results.schema import STATUS_FAILED, STATUS_OK
 from suite.task import ModelBundle, Task
 
@@ -185,11 +186,6 @@ def identity_columns(cell: Cell, run_id: str, started: str) -> dict[str, Any]:
     }
 
 
-# Cost measurements of every cell where lower is better (the rest of a method's are declared by it).
-LOWER_IS_BETTER = {"train_time_s", "peak_memory_mb", "trainable_params", "total_params",
-                   "adapter_bytes", "train_loss", "base_params"}
-
-
 def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, bool]:
     from suite.models.accounting import count_parameters, measure_adapter_size
     from suite.train import Trainer
@@ -226,11 +222,13 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
         bundle.model = method.after_training(bundle.model, prepared.ctx)
     evaluation = evaluate()
 
+    # Direction from each metric's declaration (suite.metrics), else what the task said.
     rows = [{"metric": m.name, "value": m.value, "split": m.split, "is_primary": m.is_primary,
-             "higher_is_better": m.higher_is_better} for m in evaluation.metrics]
+             "higher_is_better": higher_is_better(m.name, m.higher_is_better)} for m in evaluation.metrics]
     for step, values in result.evals:
-        rows += [{"metric": f"{name}@step{step}", "value": v, "split": "dev", "is_primary": False,
-                  "higher_is_better": True} for name, v in values.items()]
+        rows += [{"metric": f"{name}@step{step}", "value": v, "split": task.validation_split, "is_primary": False,
+                  "higher_is_better": higher_is_better(f"{name}@step{step}", _during_training(task, name))}
+                 for name, v in values.items()]
     wall = result.wall_time_s
     cost = {
         "train_time_s": wall,
@@ -244,24 +242,27 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
         "adapter_bytes": measure_adapter_size(methods[-1], bundle.model) if methods else 0,
         "train_loss": result.final_loss,
     }
-    lower_better = set(LOWER_IS_BETTER)
     for method in methods:
         cost.update({k: float(v) for k, v in method.measurements(bundle.model).items()})
-        lower_better.update(method.lower_is_better)
-    rows += [{"metric": k, "value": float(v), "split": "cost", "is_primary": False,
-              "higher_is_better": not _matches(k, lower_better)} for k, v in cost.items()]
+    rows += [{"metric": k, "value": float(v), "split": COST, "is_primary": False,
+              "higher_is_better": higher_is_better(k)} for k, v in cost.items()]
     if settings.export_dir:
         _export(cell, methods, bundle, settings.export_dir)
-    return rows, evaluation.records, training_curve(result), bool(task.synthetic)
+    return rows, evaluation.records, training_curve(result, task.validation_split), bool(task.synthetic)
 
 
-def training_curve(result: Any) -> Any:
+def _during_training(task: Any, name: str) -> bool:
+    """The direction of an undeclared score ``validate`` returned: the task's primary metric's, else higher."""
+    return bool(task.higher_is_better) if name == task.primary_metric else True
+
+
+def training_curve(result: Any, validation_split: str) -> Any:
     """The loss at every optimizer step and the evaluations made during training, in long form."""
     import pandas as pd
 
     rows = [{"step": step, "metric": "train_loss", "value": loss, "split": "train"}
             for step, loss in enumerate(result.losses, 1)]
-    rows += [{"step": step, "metric": name, "value": value, "split": "dev"}
+    rows += [{"step": step, "metric": name, "value": value, "split": validation_split}
              for step, values in result.evals for name, value in values.items()]
     return pd.DataFrame(rows, columns=["step", "metric", "value", "split"]) if rows else None
 
@@ -285,11 +286,6 @@ def _export(cell: Cell, methods: list, bundle: ModelBundle, export_dir: str) -> 
                           f"s{cell.seed}-{cell.cell_id}")
     model.save_pretrained(folder)
     bundle.save_processor(folder)
-
-
-def _matches(metric: str, names: set[str]) -> bool:
-    """``metric`` is one of ``names`` or a per-part variant of one (``quant_rel_error/layer.3``)."""
-    return metric in names or metric.split("/", 1)[0] in names
 
 
 def _empty_cuda_cache() -> None:

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from suite.config import option
 from suite.errors import UserError
+from suite.metrics import loss, score
 from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode, in_batches
 
 IGNORE_INDEX = -100  # labels the loss skips (transformers' convention)
@@ -72,6 +73,10 @@ class CausalLMTask(Task):
 
     objective = "causal-lm"
     primary_metric = "exact_match"
+    metrics = (score("exact_match", "exact match"),
+               loss("forgetting_ce_before", "general-text loss before training", split="general"),
+               loss("forgetting_ce_after", "general-text loss after training", split="general"),
+               loss("forgetting_ce_increase", "forgetting (loss increase)", split="general"))
     carves_validation = True
     max_new_tokens: ClassVar[int] = 32  # default generation budget (options.max_new_tokens overrides)
     tiny_words: ClassVar[tuple[str, ...]] = ()

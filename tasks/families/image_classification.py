@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from suite.config import option
 from suite.errors import UnknownNameError, UserError
+from suite.metrics import ACCURACY, MetricSpec
 from suite.task import EvalOutput, Metric, ModelBundle, Task, in_batches
 
 # ViT-B/16 pre-trained on ImageNet-21k: the backbone of VTAB-1k's PEFT tables (VPT, SSF, V-PETL Bench).
@@ -91,6 +92,8 @@ class ImageClassificationTask(Task):
 
     objective = "image-classification"
     primary_metric = "accuracy"
+    metrics = (ACCURACY, MetricSpec("skipped_images", "skipped images", higher_is_better=False, format="count",
+                                    summary="images that did not decode, left out (--bad-images skip)"))
     num_labels: int = 2
     carves_validation = True
 

@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any
 
 from suite.errors import UserError
+from suite.metrics import PERPLEXITY, VAL_LOSS
 from suite.task import Metric, ModelBundle, Task, in_batches
 
 
@@ -62,6 +63,7 @@ class LanguageModelingTask(Task):
 
     objective = "language-modeling"
     primary_metric = "val_loss"
+    metrics = (VAL_LOSS, PERPLEXITY)
     higher_is_better = False
     eval_splits = ("valid",)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from suite.metrics import ACCURACY, score
 from suite.task import Metric, ModelBundle, Task, in_batches
 from suite.tasks.glue_metrics import METRIC_FUNCTIONS
 
@@ -20,6 +21,8 @@ class TextClassificationTask(Task):
 
     num_labels: int = 2
     metric_names: tuple[str, ...] = ("accuracy",)
+    metrics = (ACCURACY, score("f1", "F1"), score("mcc", "Matthews correlation"), score("pearson", "Pearson r"),
+               score("spearman", "Spearman rho"))
     tiny_words: ClassVar[tuple[str, ...]] = ()
 
     # -- model --------------------------------------------------------------------------------

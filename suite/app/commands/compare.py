@@ -128,7 +128,7 @@ def failures_of(cells) -> dict[tuple[str, str, str, str], tuple[int, int, str]]:
 def format_boards(boards, unicode: bool = True, width: int = 100,
                   failures: dict[tuple[str, str, str, str], tuple[int, int, str]] | None = None) -> str:
     """The boards as text no wider than ``width`` (store text cleaned, failures listed)."""
-    from suite.reports.format import f_cost, f_num, f_pval, f_score, f_signed
+    from suite.reports.format import f_num, f_pval, f_score, f_signed, format_value
 
     failures = failures or {}
     up, down, pm, delta = ("▲", "▼", "±", "Δ") if unicode else ("+", "-", "+-", "d")
@@ -155,7 +155,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
         if len(b.columns) > 1:
             head.append("avg rank")
         head += [f"{clean(c.label)} ({clean(c.metric)})" for c in b.columns]
-        head += ["params", "peak mem", "train time"]
+        head += [c.label for c in b.cost_columns]
         table: list[list] = [head]
         for r in rows:
             line: list = [clean(r.variant) + (" (baseline)" if r.variant == b.baseline else "")]
@@ -176,7 +176,8 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
                 if fail:
                     mark = (mark + " " if mark else "") + f"{fail[1] - fail[0]}/{fail[1]} ok"
                 line.append((f_score(summ.mean, c.metric), hw, f"n={summ.n}", mark))
-            line += [f_cost(r.costs.get(k), k) for k in ("trainable_params", "peak_memory_mb", "train_time_s")]
+            line += [format_value(r.costs.get(c.name), c.name) + (EMULATED if c.timing and r.emulated else "")
+                     for c in b.cost_columns]
             table.append(line)
         out += _fit(_ascii(table, unicode), width)
         out.append("")
@@ -227,8 +228,14 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
             "'n.s. (n<3 seeds)': too few seeds for any verdict. The per-example paired permutation "
             "test, which ignores seed variance, is on the site's task pages. 'failed k/n': k of the n "
             "cells failed (no score); 'k/n ok': the score is over the k cells that finished.")
+    if any(r.emulated for b in boards for r in b.rows):
+        note += (f"{EMULATED.strip()}: the low-precision GEMMs ran emulated (quantise-dequantise in higher "
+                 "precision), so the time or throughput measures the emulation, not the recipe's speed.")
     out += _wrap(note, width, "")
     return "\n".join(_cut(clean(line), width) for line in out)
+
+
+EMULATED = " (emul.)"  # after a time or throughput whose GEMMs ran emulated: it is not the recipe's speed
 
 
 def _n_ok(e) -> int:
@@ -296,7 +303,8 @@ def _gap_table(b, unicode: bool, width: int = 100) -> list[str]:
                 line += [f"n={g.n}", "one seed: unknown"]
         costs = first.costs if first is not None else {}
         step = first.step_time_s if first is not None else float("nan")
-        line += [f_num(step * 1000, 0), f_num(costs.get("train_tokens_per_s"), 0),
+        mark = EMULATED if first is not None and first.emulated else ""
+        line += [f_num(step * 1000, 0) + mark, f_num(costs.get("train_tokens_per_s"), 0) + mark,
                  f_memory(costs.get("peak_memory_mb"))]
         table.append(line)
     delta = "Δ" if unicode else "d"
