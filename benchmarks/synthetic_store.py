@@ -64,6 +64,24 @@ def cell_id_for(*parts: object) -> str:
     return hashlib.sha1(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
 
 
+def method_args_of(method: str, variant: str) -> str:
+    """What the runner stores for ``variant``: the method's arguments resolved with its defaults; "[]"
+    where the label is no spec of ``method`` (a hand-made label: reports then keep it as written)."""
+    from suite.config import build_config, config_to_dict, parse_kv
+    from suite.errors import UserError
+    from suite.registry import METHODS
+
+    name, _, args = variant.partition(":")
+    if name != method or method not in METHODS:
+        return "[]"
+    cls = METHODS.get(method).target
+    try:
+        resolved = config_to_dict(build_config(cls.Config, parse_kv(args, method) if args else {}, method))
+    except UserError:
+        return "[]"
+    return json.dumps([{"name": method, "args": resolved, "version": cls.version}])
+
+
 def make_cell(
     method: str,
     subtask: str,
@@ -84,7 +102,7 @@ def make_cell(
     rng = np.random.default_rng(int(cid[:8], 16))
     base = {
         "cell_id": cid, "run_id": "synthetic-run", "method": method, "variant": variant,
-        "method_args": json.dumps([{"name": method, "args": {"r": 8}}]),
+        "method_args": method_args_of(method, variant),
         "method_kind": "baseline" if method == "full" else "peft",
         "task": "glue", "subtask": subtask, "model": model, "seed": seed,
         "recipe": json.dumps({"lr": 2e-4, "epochs": 3, "batch_size": 32}),

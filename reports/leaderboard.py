@@ -249,8 +249,13 @@ class Board:
         return self.headline.label if self.headline else ""
 
     @property
+    def model_label(self) -> str:
+        """The model as published: a local folder without the folders above it (``<path>/name``)."""
+        return scrub_paths(self.model)
+
+    @property
     def slug(self) -> str:
-        return slugify(f"{self.family}-{self.model}")
+        return slugify(f"{self.family}-{self.model_label}", key=f"{self.family}-{self.model}")
 
     @property
     def gap_columns(self) -> list[Column]:
@@ -262,12 +267,85 @@ class Board:
                 and any(r.entries.get(c.key) is not None and r.entries[c.key].gap is not None for r in self.rows)]
 
 
-def slugify(text: str) -> str:
-    """A file-name-safe, collision-resistant name for user-controlled text."""
+@dataclass(frozen=True)
+class Baselines:
+    """Which row each board is tested against (``--baseline``).
+
+    ``glue=lora,lm=bf16-train`` names one per task family, a bare name (``lora``) one for the
+    families not named; a family with neither gets its default: the baseline its task declares
+    (``Task.baseline``: ``bf16-train`` for language-model loss), else ``bf16-train`` where the
+    board ranks training recipes, else ``lora``, the first of these the board has.
+    """
+
+    default: str | None = None
+    per_family: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | Baselines | None) -> Baselines:
+        """``lora``, ``glue=lora,lm=bf16-train``, ``lora:r=16,alpha=32,lm=bf16-train``: a token
+        ``name=value`` whose name is a task family starts a family's pair, any other continues the
+        previous method's arguments. Each method is written as the boards write it (defaults dropped)."""
+        from suite.registry import TASKS
+
+        if isinstance(text, Baselines):
+            return text
+        specs: list[list[str]] = []  # [family or "", method spec]
+        for token in (t.strip() for t in str(text or "").split(",")):
+            if not token:
+                continue
+            name, sep, value = token.partition("=")
+            if sep and name.strip() in TASKS:
+                if not value.strip():
+                    raise UserError(f"--baseline '{token}': write family=method, e.g. glue=lora,lm=bf16-train")
+                specs.append([name.strip(), value.strip()])
+            elif sep and ":" not in name and specs:
+                specs[-1][1] += "," + token  # an argument of the method before it
+            elif sep and ":" not in name:
+                raise UserError(f"--baseline '{token}': '{name}' is no task family; write family=method "
+                                f"(e.g. glue=lora) or a method (lora:r=16)")
+            else:
+                specs.append(["", token])
+        defaults = [canonical_spec(m) for f, m in specs if not f]
+        if len(defaults) > 1:
+            raise UserError(f"--baseline names two methods for every family ({', '.join(defaults)}); give one, "
+                            f"or one per family: glue={defaults[0]},lm={defaults[1]}")
+        per_family = {f: canonical_spec(m) for f, m in specs if f}
+        return cls(defaults[0] if defaults else None, tuple(sorted(per_family.items())))
+
+    @property
+    def explicit(self) -> bool:
+        return self.default is not None or bool(self.per_family)
+
+    def named(self, family: str) -> str | None:
+        """The baseline the user named for ``family`` (None: the family's default applies)."""
+        return dict(self.per_family).get(family, self.default)
+
+    def choose(self, family: str, rows: dict[str, Row]) -> str | None:
+        """The baseline of a board of ``family`` with these rows; None when it has no such row."""
+        named = self.named(family)
+        if named is not None:
+            return named if named in rows else None
+        for candidate in _default_baselines(family, rows):
+            if candidate in rows:
+                return candidate
+        return None
+
+
+def _default_baselines(family: str, rows: dict[str, Row]) -> list[str]:
+    from suite.registry import TASKS
+
+    declared = getattr(TASKS.get(family).target, "baseline", "") if family in TASKS else ""
+    trains = any(r.kind == "train" for r in rows.values())
+    return [b for b in (declared, "bf16-train" if trains else "", "lora") if b]
+
+
+def slugify(text: str, key: str | None = None) -> str:
+    """A file-name-safe, collision-resistant name for user-controlled text: readable from ``text``
+    (already free of local paths), unique by a hash of ``key`` (default: the text)."""
     import hashlib
 
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))[:60].strip("-.")
-    return f"{safe or 'x'}-{hashlib.sha1(str(text).encode()).hexdigest()[:8]}"
+    return f"{safe or 'x'}-{hashlib.sha1(str(text if key is None else key).encode()).hexdigest()[:8]}"
 
 
 PredictionLoader = Callable[[list[str]], pd.DataFrame]
@@ -372,7 +450,7 @@ def ok_and_failed(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, pd.Dat
 
 def build_boards(
     frame: pd.DataFrame,
-    baseline: str | None = None,
+    baseline: str | Baselines | None = None,
     predictions: PredictionLoader | None = None,
     metric: str | None = None,
     alpha: float = 0.05,
@@ -380,13 +458,21 @@ def build_boards(
 ) -> list[Board]:
     """Leaderboards (one per family x model) from a long-form result frame.
 
-    Search trials (stage "trial", scored on held-out training data) are never ranked: they
-    only enter the tuning budget of the tuned rows they selected."""
+    ``baseline``: a method for every family, ``family=method`` pairs, or None for each family's
+    default (see ``Baselines``). Search trials (stage "trial", scored on held-out training data)
+    are never ranked: they only enter the tuning budget of the tuned rows they selected."""
+    baselines = Baselines.parse(baseline)
+    families = sorted(set(frame["task"].dropna().astype(str))) if "task" in frame else []
+    strays = [f for f, _ in baselines.per_family if f not in families]
+    if strays:
+        raise UserError(f"--baseline names task famil{'ies' if len(strays) > 1 else 'y'} {', '.join(strays)}, "
+                        f"which the selected results do not have; they have: {', '.join(families) or 'none'}")
     if "recipe" in frame:  # cells from before and after a recipe option was added pair as one recipe
         from suite.recipe import canonical_recipe_json
 
         canonical = {t: canonical_recipe_json(t) for t in frame["recipe"].dropna().unique()}
         frame = frame.assign(recipe=frame["recipe"].map(canonical))
+    frame = canonical_variants(frame)
     stage = frame["stage"].fillna("").astype(str) if "stage" in frame else pd.Series("", index=frame.index)
     trials = frame[stage == "trial"]
     frame = frame[stage != "trial"]
@@ -422,10 +508,85 @@ def build_boards(
     boards = []
     for (family, model), part in chosen.groupby(["task", "model"], sort=True, dropna=False):
         board = _build_board(str(family), str(model), part, scores, costs,
-                             failed, baseline, predictions, alpha)
+                             failed, baselines, predictions, alpha)
         board.tuning = _tuning_rows(board, part, trials)
         boards.append(board)
     return boards
+
+
+def canonical_variants(frame: pd.DataFrame) -> pd.DataFrame:
+    """One configuration, one row: each cell's variant rewritten from its resolved arguments, without
+    those at the method's defaults, in a fixed order (``lora`` and ``lora:r=8`` are one row). Cells
+    whose arguments cannot be read, or whose method is not registered here, keep their label."""
+    if frame.empty or "method_args" not in frame or "variant" not in frame:
+        return frame
+    stage = frame["stage"].fillna("").astype(str) if "stage" in frame else pd.Series("", index=frame.index)
+    keys = pd.DataFrame({"variant": frame["variant"].astype(str), "args": frame["method_args"].astype(str),
+                         "stage": stage})
+    labels = {key: canonical_label(*key) for key in keys.drop_duplicates().itertuples(index=False, name=None)}
+    return frame.assign(variant=[labels[key] for key in keys.itertuples(index=False, name=None)])
+
+
+def canonical_label(variant: str, method_args: str, stage: str = "") -> str:
+    """The label of a composition from its stored, resolved arguments (see ``canonical_variants``)."""
+    import json
+
+    try:
+        parts = json.loads(method_args)
+        label = "+".join(_canonical_part(p["name"], p.get("args") or {}) for p in parts)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return variant
+    if not label:
+        return variant
+    return label + (" (tuned)" if stage == "tuned" else "")
+
+
+@functools.lru_cache(maxsize=512)
+def canonical_spec(text: str) -> str:
+    """A method spec as the boards label it (``lora:r=8`` -> ``lora``); as written where it does not parse."""
+    import json
+
+    from suite.config import build_config, config_to_dict, parse_kv
+    from suite.registry import METHODS
+
+    parts = []
+    try:
+        for piece in text.split("+"):
+            name, _, args = piece.strip().partition(":")
+            cls = METHODS.get(name).target
+            resolved = build_config(cls.Config, parse_kv(args, name) if args else {}, name)
+            parts.append({"name": name, "args": config_to_dict(resolved)})
+    except UserError:
+        return text
+    return canonical_label(text, json.dumps(parts))
+
+
+@functools.lru_cache(maxsize=512)
+def _defaults(name: str) -> tuple[tuple[str, object], ...] | None:
+    from suite.config import build_config, config_to_dict
+    from suite.registry import METHODS
+
+    if name not in METHODS:
+        return None
+    cls = METHODS.get(name).target
+    return tuple(config_to_dict(build_config(cls.Config, {}, name)).items())
+
+
+def _canonical_part(name: str, args: dict) -> str:
+    defaults = _defaults(name)
+    if defaults is None:
+        raise KeyError(name)  # an unregistered method: its defaults are unknown here
+    default = dict(defaults)
+    changed = [(k, v) for k, v in sorted(args.items()) if k not in default or default[k] != v]
+    return name + (":" + ",".join(f"{k}={_arg_text(v)}" for k, v in changed) if changed else "")
+
+
+def _arg_text(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ";".join(_arg_text(v) for v in value)
+    return "none" if value is None else str(value)
 
 
 @dataclass
@@ -482,7 +643,7 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
     for sub in stats.family_subtask_order(family, by_sub):
         ks = sorted(by_sub[sub])
         for k in ks:
-            label = sub or family
+            label = scrub_paths(sub) or family
             if len(ks) > 1:
                 label += f" ({k[1]}{', ' + k[2] if len({x[2] for x in ks}) > 1 else ''})"
             stored = part.loc[(part["subtask"] == k[0]) & (part["split"] == k[1]) & (part["metric"] == k[2]),
@@ -536,7 +697,7 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
     for row in rows.values():
         _row_costs(row)
 
-    board = Board(family, model, columns, list(rows.values()), baseline if baseline in rows else None,
+    board = Board(family, model, columns, list(rows.values()), Baselines.parse(baseline).choose(family, rows),
                   alpha=alpha)
     synth = part.get("synthetic_data")
     board.synthetic = bool(synth is not None and _bool(synth).any())
@@ -943,13 +1104,18 @@ def minimum_detectable_effect(method: list[float], baseline: list[float], alpha:
                               target_power: float = MDE_POWER) -> float:
     """The smallest true difference the current seeds detect with ``target_power``, by the same
     two-sample t-test over seeds that ``suite plan`` plans with (sigma pooled over both sides,
-    the smaller seed count); nan below two seeds a side."""
+    the smaller seed count); nan below two seeds a side, and nan where both sides have no spread
+    (the same score on every seed says nothing about the noise, not that any difference shows)."""
+    from suite.reports.planning import is_flat
+
     a = np.asarray([v for v in method if not math.isnan(v)], dtype=float)
     b = np.asarray([v for v in baseline if not math.isnan(v)], dtype=float)
     seeds = int(min(a.size, b.size))
     if seeds < 2:
         return math.nan
     sigma = math.sqrt((a.var(ddof=1) * (a.size - 1) + b.var(ddof=1) * (b.size - 1)) / (a.size + b.size - 2))
+    if is_flat(sigma, float(np.abs(np.concatenate([a, b])).max())):
+        return math.nan
     return sigma * _unit_detectable_effect(seeds, alpha, target_power)
 
 

@@ -39,7 +39,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from suite import __version__
+from suite import __version__, metrics
 from suite.errors import UserError
 from suite.reports import figures, kernel_figures, kernels, leaderboard
 from suite.reports.format import (
@@ -123,7 +123,7 @@ load_store = leaderboard.load_store
 def render_site(
     store_path: str | Path,
     out: str | Path,
-    baseline: str | None = "lora",
+    baseline: str | None = None,
     alpha: float = 0.05,
     metric: str | None = None,
     tasks: list[str] | None = None,
@@ -191,7 +191,7 @@ def render_site(
     task_pages: dict[tuple[str, str], str] = {}
     for b in boards:
         for sub in dict.fromkeys(c.key[0] for c in b.columns):
-            task_pages[(b.slug, sub)] = f"task-{leaderboard.slugify(f'{b.slug}-{sub}')}.html"
+            task_pages[(b.slug, sub)] = f"task-{leaderboard.slugify(f'{b.slug}-{scrub_paths(sub)}', key=f'{b.slug}-{sub}')}.html"
 
     fig_paths: dict[str, list[dict]] = {}
     for b in boards:
@@ -292,11 +292,12 @@ def render_site(
             for f in fails["cell_id"] if fails is not None else []:
                 cell_task_href[f] = href
             task_ctx.append((href, dict(
-                title=f"{b.family}:{sub}" if sub else b.family, root="", board=b, subtask=sub,
+                title=f"{b.family}:{scrub_paths(sub)}" if sub else b.family, root="", board=b,
+                subtask=scrub_paths(sub),
                 columns=cols, other_metrics=other, rows=rows, failures=failures, figures=fig,
                 show_gap=cols[0].key in gap_keys, curve=curve, recipe=b.recipes.get(sub),
                 cost_labels=_cost_labels(b), **common)))
-            task_list.append({"href": href, "family": b.family, "subtask": sub, "model": b.model,
+            task_list.append({"href": href, "family": b.family, "subtask": scrub_paths(sub), "model": b.model_label,
                               "n_rows": len(rows), "n_cells": sum(len(r["cells"]) for r in rows),
                               "n_failed": len(failures)})
     for g in kernel_groups:
@@ -321,7 +322,7 @@ def render_site(
             written.append(href)
         _write(out / "index.html", env.get_template("index.html").render(
             title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
-            baseline=next((b.baseline for b in boards if b.baseline), None), alpha=alpha,
+            baselines=sorted({f"{b.family}: {b.baseline}" for b in boards if b.baseline}), alpha=alpha,
             n_ok=n_ok, n_failed=n_failed, skipped=skipped.as_list(),
             kinds=sorted({r.kind for b in boards for r in b.rows if r.kind}),
             families=sorted({b.family for b in boards}), **common))
@@ -437,6 +438,9 @@ def single_cell_files(store_path: str | Path) -> int:
 
 # -- published data ----------------------------------------------------------------------------
 
+# Free-text columns that may hold a local path (a model folder, a data folder, an image folder's
+# subtask, a file named in an argument or an error): published with the paths removed.
+PUBLIC_TEXT = ("error", "config", "data_source", "model", "subtask", "variant", "method_args")
 PREDICTIONS_CSV_MAX_ROWS = 500_000  # larger prediction tables are published as parquet only
 CSV_LEFT_OUT = ("config",)  # columns only in cells.parquet
 
@@ -473,6 +477,8 @@ def _write_data(out: Path, cells: pd.DataFrame, kern: pd.DataFrame, boards: list
             preds = _load_predictions(store_path, cells)
             if preds is None or preds.empty:  # unreadable files: an empty table keeps the link valid
                 preds = pd.DataFrame(columns=PREDICTION_COLUMNS)
+            elif "path" in preds:  # image files of the image tasks
+                preds = preds.assign(path=preds["path"].map(scrub_paths))
             preds.to_parquet(out / data["predictions_parquet"], index=False)
             written.append(data["predictions_parquet"])
             if len(preds) <= PREDICTIONS_CSV_MAX_ROWS:
@@ -489,12 +495,22 @@ def _write_data(out: Path, cells: pd.DataFrame, kern: pd.DataFrame, boards: list
 
 
 def _public_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """The cells with local paths removed from the free-text columns (errors, configs, data sources)."""
+    """The cells as published: local paths removed from the free-text columns (errors, configs, data
+    sources), each metric's direction as declared (suite.metrics), and whether the cell ran emulated GEMMs."""
     out = cells.copy()
-    for col in ("error", "config", "data_source"):
+    for col in PUBLIC_TEXT:
         if col in out:
             uniq = {v: scrub_paths(v) for v in out[col].dropna().unique()}
             out[col] = out[col].map(lambda v, u=uniq: u.get(v, v) if v is not None and v == v else v)
+    if "metric" in out and "higher_is_better" in out:
+        pairs = out[["metric", "higher_is_better"]].drop_duplicates()
+        direction = {(m, s): metrics.higher_is_better(str(m), s) for m, s in pairs.itertuples(index=False)
+                     if isinstance(m, str)}
+        out["higher_is_better"] = [direction.get((m, s), s) for m, s in
+                                   zip(out["metric"], out["higher_is_better"], strict=True)]
+    if "metric" in out:
+        flags = out[(out["metric"] == "train_gemm_emulated") & (out["value"] > 0)]
+        out["emulated_gemms"] = out["cell_id"].isin(set(flags["cell_id"]))
     return out
 
 
@@ -509,12 +525,15 @@ def board_frame(board) -> pd.DataFrame:
     """A leaderboard in long form, one row per method x column, values as stored (not x100)."""
     records = []
     for r in board.rows:
-        base = {"board": f"{board.family} · {board.model}", "rank": r.rank, "variant": r.variant,
+        base = {"board": f"{board.family} · {board.model_label}", "rank": r.rank, "variant": r.variant,
                 "method": r.method, "kind": r.kind, "stage": r.stage, "status": r.status,
-                "cells_ok": r.n_ok_cells, "cells_failed": r.n_failed_cells, "error": r.error}
+                "cells_ok": r.n_ok_cells, "cells_failed": r.n_failed_cells, "error": r.error,
+                **{c.name: r.costs.get(c.name, math.nan) for c in board.cost_columns},
+                "emulated_gemms": r.emulated}
         for a in board.aggregates:
             low, high, n = r.intervals.get(a.name, (math.nan, math.nan, 0))
             records.append(dict(base, column=a.label, subtask="", split="", metric="aggregate",
+                                higher_is_better=a.higher_is_better,
                                 mean=r.aggregates.get(a.name, math.nan), ci_low=low, ci_high=high,
                                 interval="t" if n else "", n=n, std=math.nan, p_holm=math.nan, test=""))
         if not r.entries:
@@ -525,7 +544,8 @@ def board_frame(board) -> pd.DataFrame:
             e = r.entries.get(c.key)
             if e is None:
                 continue
-            records.append(dict(base, column=c.label, subtask=c.key[0], split=c.key[1], metric=c.metric,
+            records.append(dict(base, column=c.label, subtask=scrub_paths(c.key[0]), split=c.key[1], metric=c.metric,
+                                higher_is_better=c.higher_is_better,
                                 mean=e.summary.mean, ci_low=e.summary.ci_low, ci_high=e.summary.ci_high,
                                 interval=e.summary.interval, n=e.summary.n, std=e.summary.std,
                                 p_holm=e.p_adjusted, test=e.test.test if e.test else ""))
@@ -655,8 +675,8 @@ def _render_cell_chunk(records: list[dict], starts: list[int], ends: list[int], 
         cid = str(c["cell_id"])
         href = task_href.get(cid)
         # Published pages carry no local paths (home folders, the store's location, data folders).
-        c["error"] = scrub_paths(c.get("error"))
-        c["data_source"] = scrub_paths(c.get("data_source"))
+        for key in PUBLIC_TEXT:
+            c[key] = scrub_paths(c.get(key))
         html = tpl.render(
             title=f"{c['variant']} · {c['task']}", root="../", c=SimpleNamespace(**c), metrics=metrics,
             method_args=pretty(c.get("method_args")), config=scrub_paths(_pretty_json(c.get("config"))),

@@ -157,6 +157,8 @@ class Task:
 
     # The metrics this task produces (suite.metrics.MetricSpec): label, unit, direction, format.
     metrics: ClassVar[tuple[Any, ...]] = ()
+    # The method its boards are judged against unless --baseline says otherwise ("": the report's rule).
+    baseline: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions  # typed task options (``--train-data metamath``), stored with results
     # Families whose train_data and evaluate read their examples through ``examples`` can hold
     # out part of the training split for tuning (``for_selection``); others say how they select.

@@ -10,7 +10,7 @@ kernels, executors, optimizers, presets, recipe keys, model names); what every m
 the peft config every peft tuner builds on tiny BERT and tiny Llama, as JSON text.
 
 Cell ids hash absolute data paths, so the inputs sit at one fixed place under the temporary
-folder; the MiniLM folder is linked there too. Timings and memory are left out (they vary by
+folder; the MiniLM folder is copied there too (a saved adapter names its base model's folder). Timings and memory are left out (they vary by
 run); everything else must match. A change of behaviour that is meant (a new metric, a fixed
 bug) rewrites the golden file with ``SUITE_WRITE_SNAPSHOT=1 pytest tests/test_behaviour_snapshot.py``
 and says why in its commit.
@@ -79,11 +79,21 @@ def _link(target: Path, link: Path) -> Path:
     return link
 
 
+def _copy(source: Path, target: Path) -> Path:
+    """A copy of a model folder at a fixed place: the saved adapter names its base model's path, so
+    the adapter's size depends on where the model lies."""
+    import shutil
+
+    if not (target / "config.json").exists():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
+
+
 def _sweeps() -> dict[str, list[str] | None]:
     """The CLI arguments of each sweep (None: its inputs are absent here)."""
     sst2 = None
     if MINILM is not None and (SHARED_GLUE / "SST-2" / "train.tsv").exists():
-        model = _link(Path(MINILM), INPUTS / "minilm")
+        model = _copy(Path(MINILM), INPUTS / "minilm")  # a copy: a link resolves to the venv's own path
         glue = _link(SHARED_GLUE, INPUTS / "glue")
         sst2 = ["--methods", "lora", "--tasks", "glue:sst2", "--models", str(model), "--data-dir", str(glue),
                 "--max-steps", "30", "--batch-size", "8", "--max-length", "32", "--limit", "128", "--lr", "1e-3"]

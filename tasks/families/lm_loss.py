@@ -64,6 +64,7 @@ class LanguageModelingTask(Task):
     objective = "language-modeling"
     primary_metric = "val_loss"
     metrics = (VAL_LOSS, PERPLEXITY)
+    baseline = "bf16-train"  # what a board of pretraining losses is judged against by default (--baseline)
     higher_is_better = False
     eval_splits = ("valid",)
 

@@ -52,10 +52,16 @@ def main(args: argparse.Namespace) -> int:
     cells = leaderboard.select_tasks(cells, tasks)
     boards = leaderboard.build_boards(cells, args.baseline, store.load_predictions, args.metric,
                                   args.alpha, args.store)
-    variants = sorted({r.variant for b in boards for r in b.rows})
-    if args.baseline not in variants:
-        raise UserError(f"no results for the baseline '{clean(args.baseline)}'; methods in this store: "
-                        f"{', '.join(clean(v) for v in variants)}. Choose one with --baseline")
+    chosen = leaderboard.Baselines.parse(args.baseline)
+    missing = [b for b in boards if b.baseline is None and dict(chosen.per_family).get(b.family)]
+    if chosen.default is not None and not any(b.baseline == chosen.default for b in boards):
+        missing = [b for b in boards if b.baseline is None]
+    if missing:  # a baseline the user named that no table it applies to has
+        b = missing[0]
+        variants = sorted({r.variant for r in b.rows})
+        raise UserError(f"no results for the baseline '{clean(chosen.named(b.family))}' in {clean(b.family)} on "
+                        f"{clean(b.model_label)}; its methods: {', '.join(clean(v) for v in variants)}. "
+                        f"Choose one with --baseline (family=method for one family)")
     print(format_boards(boards, unicode=_can_encode("▲▼±Δ…"), width=width, failures=failures_of(cells)))
     return 0
 
@@ -128,7 +134,7 @@ def failures_of(cells) -> dict[tuple[str, str, str, str], tuple[int, int, str]]:
 def format_boards(boards, unicode: bool = True, width: int = 100,
                   failures: dict[tuple[str, str, str, str], tuple[int, int, str]] | None = None) -> str:
     """The boards as text no wider than ``width`` (store text cleaned, failures listed)."""
-    from suite.reports.format import f_num, f_pval, f_score, f_signed, format_value
+    from suite.reports.format import f_num, f_pval, f_score, f_signed, format_value, scrub_paths
 
     failures = failures or {}
     up, down, pm, delta = ("▲", "▼", "±", "Δ") if unicode else ("+", "-", "+-", "d")
@@ -137,7 +143,8 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
     tests_used: set[str] = set()
     for b in boards:
         fam, model = str(b.family), str(b.model)
-        title = f"{clean(fam)} · {clean(model)}" if unicode else f"{clean(fam)} / {clean(model)}"
+        shown = b.model_label
+        title = f"{clean(fam)} · {clean(shown)}" if unicode else f"{clean(fam)} / {clean(shown)}"
         if b.synthetic:
             title += "  [synthetic data]"
         out += _wrap(title, width, "")
@@ -213,7 +220,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
             out.append("  failures:")
             for v, sub, (n_bad, n_all, err) in listed:
                 what = f"failed {n_bad}/{n_all}" if n_bad == n_all else f"{n_all - n_bad}/{n_all} ok"
-                out += _wrap(f"{clean(v)} on {clean(sub) or clean(fam)}: {what}: {err}", width, "    ", "      ")
+                out += _wrap(f"{clean(v)} on {clean(scrub_paths(sub)) or clean(fam)}: {what}: {err}", width, "    ", "      ")
         out.append("")
     kinds = sorted(i for i in intervals if i)
     if kinds:

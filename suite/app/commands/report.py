@@ -25,9 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_comparison_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``suite report`` and ``suite compare``, so both read a store alike."""
-    p.add_argument("--baseline", default="lora",
-                   help="method variant the others are tested against (default: lora; skipped "
-                   "where a table has no such row)")
+    p.add_argument("--baseline", default=None,
+                   help="method variant the others are tested against: one for every task family "
+                   "(lora), or one per family (glue=lora,lm=bf16-train). Default per family: the "
+                   "baseline its task declares, else bf16-train where training recipes are ranked, "
+                   "else lora; a table without its baseline's row has no tests")
     p.add_argument("--tasks", default=None, help="only these tasks: comma-separated families "
                    "('glue'), family:subtask ('glue:sst2') or subtasks")
     p.add_argument("--metric", default=None, help="rank by this metric instead of each task's primary one")
@@ -57,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
               f"{args.store}' folds them into one part file and makes the next render faster")
     if result.removed:
         print(f"removed {len(result.removed)} stale file(s) a previous render left in {result.out}")
-    if result.boards and not any(b.baseline for b in result.boards):
-        print(f"note: no table has the baseline '{args.baseline}'; no significance marks "
-              "(choose one with --baseline)")
+    missing = [f"{b.family} · {b.model}" for b in result.boards if b.baseline is None]
+    if missing:
+        print(f"note: no baseline row in {', '.join(missing)}: no significance marks there "
+              "(choose one with --baseline family=method)")
     return 0
