@@ -52,7 +52,11 @@ def f_score(v, metric: str = "", scale: float | None = None) -> str:
         return "–"
     if scale is None:
         scale = display_scale(metric)
-    return f"{float(v) * scale:.2f}" if scale != 1 else f"{float(v):.4g}"
+    if scale != 1:
+        return f"{float(v) * scale:.2f}"
+    # Scores shown as stored (losses, perplexities): four decimals, so a column, its intervals
+    # and its gaps line up digit for digit; very large values with one.
+    return f"{float(v):.4f}" if abs(float(v)) < 1000 else f"{float(v):,.1f}"
 
 
 def f_signed(v, metric: str = "", scale: float | None = None) -> str:

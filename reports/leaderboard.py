@@ -879,6 +879,8 @@ def recipe_context(cells: pd.DataFrame) -> RecipeContext:
     for variant, text in pairs.itertuples(index=False):
         recipe = parsed.get(text, {})
         for key in RECIPE_SHOWN:
+            if key == "epochs" and recipe.get("max_steps") is not None:
+                continue  # max_steps overrides epochs: showing both would name a count that did not run
             if key in recipe and recipe[key] is not None:
                 values.setdefault(key, {}).setdefault(_recipe_value(recipe[key]), []).append(str(variant))
     out = RecipeContext()

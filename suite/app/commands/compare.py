@@ -150,6 +150,9 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
         out += _wrap(title, width, "")
         if b.baseline is None:
             out.append("  (no baseline rows here: no tests)")
+        if b.mixed:  # rows from different code, hardware or libraries: differences may come from that
+            out += _wrap("warning: this table mixes " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in
+                                                             b.mixed.items()), width, "  ", "    ")
         for a in b.aggregates:  # the family's benchmark-level scores, headline first
             partial = "" if a.complete else f" of the benchmark's {a.expected}, so not its full score"
             out += _wrap(f"{clean(a.label)}: over {len(a.members)} task(s){partial}: "
@@ -210,7 +213,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
                         continue
                     p = f_pval(e.p_adjusted)
                     p = f"p{p}" if p.startswith("<") else f"p={p}"
-                    line.append((f_signed(e.summary.mean - be.summary.mean, c.metric), p, "", mark))
+                    line.append((f_signed(e.summary.mean - be.summary.mean, c.metric), p, e.test.label, mark))
                 dtable.append(line)
             out += _fit(_ascii(dtable, unicode), width, indent="    ")
             out.append("")
