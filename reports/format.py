@@ -173,7 +173,12 @@ def scrub_paths(text) -> str:
     other absolute folder (home, the store, temporary folders) as ``<path>/``; file names stay."""
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return ""
-    text = str(text)
+    return _scrub(str(text))
+
+
+@functools.lru_cache(maxsize=65536)
+def _scrub(text: str) -> str:
+    """``scrub_paths`` of a string; cached: the same model, data folder and arguments repeat on every cell."""
     for prefix, repl in _path_prefixes():
         text = text.replace(prefix, f"{repl}/" if repl else "")
     text = text.replace("~/", "<path>/")  # the home folder names the user

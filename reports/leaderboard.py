@@ -521,10 +521,10 @@ def canonical_variants(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "method_args" not in frame or "variant" not in frame:
         return frame
     stage = frame["stage"].fillna("").astype(str) if "stage" in frame else pd.Series("", index=frame.index)
-    keys = pd.DataFrame({"variant": frame["variant"].astype(str), "args": frame["method_args"].astype(str),
-                         "stage": stage})
-    labels = {key: canonical_label(*key) for key in keys.drop_duplicates().itertuples(index=False, name=None)}
-    return frame.assign(variant=[labels[key] for key in keys.itertuples(index=False, name=None)])
+    keys = frame["variant"].astype(str) + "\x00" + frame["method_args"].astype(str) + "\x00" + stage
+    codes, uniques = pd.factorize(keys)
+    labels = np.array([canonical_label(*key.split("\x00")) for key in uniques], dtype=object)
+    return frame.assign(variant=labels[codes])
 
 
 def canonical_label(variant: str, method_args: str, stage: str = "") -> str:

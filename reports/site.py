@@ -503,11 +503,10 @@ def _public_cells(cells: pd.DataFrame) -> pd.DataFrame:
             uniq = {v: scrub_paths(v) for v in out[col].dropna().unique()}
             out[col] = out[col].map(lambda v, u=uniq: u.get(v, v) if v is not None and v == v else v)
     if "metric" in out and "higher_is_better" in out:
-        pairs = out[["metric", "higher_is_better"]].drop_duplicates()
-        direction = {(m, s): metrics.higher_is_better(str(m), s) for m, s in pairs.itertuples(index=False)
-                     if isinstance(m, str)}
-        out["higher_is_better"] = [direction.get((m, s), s) for m, s in
-                                   zip(out["metric"], out["higher_is_better"], strict=True)]
+        declared = {m: spec.higher_is_better for m in out["metric"].dropna().unique()
+                    if isinstance(m, str) and (spec := metrics.spec_of(m)) is not None}
+        is_declared = out["metric"].isin(set(declared))
+        out.loc[is_declared, "higher_is_better"] = out.loc[is_declared, "metric"].map(declared)
     if "metric" in out:
         flags = out[(out["metric"] == "train_gemm_emulated") & (out["value"] > 0)]
         out["emulated_gemms"] = out["cell_id"].isin(set(flags["cell_id"]))
