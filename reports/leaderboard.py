@@ -238,6 +238,8 @@ class Board:
     memory_label: str = "peak memory"  # what "peak memory" measured on these cells
     cost_columns: list[MetricSpec] = field(default_factory=list)  # declared cost columns some row has
     tuning: list[TuningRow] = field(default_factory=list)  # default vs tuned, per tuned method
+    # (variant, subtask) -> (failed cells, all cells, first line of the first error, paths removed)
+    failures: dict[tuple[str, str], tuple[int, int, str]] = field(default_factory=dict)
 
     @property
     def headline(self) -> AggregateColumn | None:
@@ -694,11 +696,12 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
                 entry.emulated = entry.costs.get("train_gemm_emulated", 0.0) > 0
         row.entries[(sub, split, met)] = entry
     _failed_rows(rows, part, fam_failed)
+    failures = _failures(part, fam_failed)
     for row in rows.values():
         _row_costs(row)
 
     board = Board(family, model, columns, list(rows.values()), Baselines.parse(baseline).choose(family, rows),
-                  alpha=alpha)
+                  alpha=alpha, failures=failures)
     synth = part.get("synthetic_data")
     board.synthetic = bool(synth is not None and _bool(synth).any())
     board.cost_columns = [s for s in metrics.columns() if any(s.name in r.costs for r in board.rows)]
@@ -714,6 +717,20 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
     _rank(board)
     _context(board, part, fam_failed)
     return board
+
+
+def _failures(part: pd.DataFrame, fam_failed: pd.DataFrame) -> dict[tuple[str, str], tuple[int, int, str]]:
+    """Per (variant, subtask) with a failed cell: failed cells, all cells, the first error's first line."""
+    if fam_failed.empty:
+        return {}
+    ok = part.groupby(["variant", "subtask"], sort=False)["cell_id"].nunique().to_dict()
+    out = {}
+    for (variant, sub), g in fam_failed.groupby(["variant", "subtask"], sort=True):
+        errors = g["error"].fillna("").astype(str) if "error" in g else pd.Series([], dtype=str)
+        error = first_line(scrub_paths(next((e for e in errors if e.strip()), ""))) or "(no error message)"
+        n_bad = int(g["cell_id"].nunique())
+        out[(str(variant), str(sub))] = (n_bad, n_bad + int(ok.get((variant, sub), 0)), error)
+    return out
 
 
 def _failed_rows(rows: dict[str, Row], part: pd.DataFrame, fam_failed: pd.DataFrame) -> None:
@@ -761,10 +778,8 @@ def _rank(board: Board) -> None:
     sign = -1.0 if board.rank_higher_is_better else 1.0
     scored = [r for r in board.rows if not math.isnan(r.score)]
     scored.sort(key=lambda r: (sign * r.score, r.variant))
-    rank, previous = 0, None
-    for i, r in enumerate(scored, 1):
-        if r.score != previous:
-            rank, previous = i, r.score
+    for r, rank in zip(scored, stats.competition_ranks([r.score for r in scored], board.rank_higher_is_better),
+                       strict=True):
         r.rank = rank
     rest = sorted((r for r in board.rows if math.isnan(r.score) and r.entries), key=lambda r: r.variant)
     dead = sorted((r for r in board.rows if not r.entries), key=lambda r: r.variant)

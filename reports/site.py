@@ -41,7 +41,7 @@ import pandas as pd
 
 from suite import __version__, metrics
 from suite.errors import UserError
-from suite.reports import figures, kernel_figures, kernels, leaderboard
+from suite.reports import figures, kernel_figures, kernels, leaderboard, stats
 from suite.reports.format import (
     display_scale,
     f_bytes,
@@ -246,11 +246,8 @@ def render_site(
             sign = -1.0 if cols[0].higher_is_better else 1.0
             scored.sort(key=lambda x: (math.isnan(x[1].summary.mean), sign * x[1].summary.mean
                                        if not math.isnan(x[1].summary.mean) else 0.0, x[0].variant))
-            rank, previous = 0, None
-            for i, (r, entry) in enumerate(scored, 1):
-                if not math.isnan(entry.summary.mean) and entry.summary.mean != previous:
-                    rank, previous = i, entry.summary.mean
-                task_rank = rank if not math.isnan(entry.summary.mean) else None
+            task_ranks = stats.competition_ranks([e.summary.mean for _, e in scored], cols[0].higher_is_better)
+            for (r, entry), task_rank in zip(scored, task_ranks, strict=True):
                 delta = (entry.summary.mean - base_entry.summary.mean) if base_entry else math.nan
                 for cid in entry.cell_ids:
                     cell_task_href[cid] = href

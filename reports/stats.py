@@ -445,6 +445,20 @@ def average_rank(
     return {m: float(np.mean(r)) if r else math.nan for m, r in ranks.items()}
 
 
+def competition_ranks(scores: Sequence[float], higher_is_better: bool = True) -> list[int | None]:
+    """The rank column of a table: 1 = best, tied scores share the better rank and the next rank
+    skips ("1, 2, 2, 4"); None for a missing score."""
+    order = sorted((i for i, v in enumerate(scores) if not _isnan(v)),
+                   key=lambda i: -scores[i] if higher_is_better else scores[i])
+    ranks: list[int | None] = [None] * len(scores)
+    previous, rank = None, 0
+    for position, i in enumerate(order, 1):
+        if scores[i] != previous:
+            rank, previous = position, scores[i]
+        ranks[i] = rank
+    return ranks
+
+
 def _average_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks 1..n, ties sharing their mean rank (scipy's rankdata "average"), in numpy:
     importing scipy.stats for this alone costs more than a whole leaderboard."""

@@ -133,7 +133,10 @@ def test_one_configuration_is_one_row(tmp_path):
                           (2, "full")):
         rows, preds = synthetic.make_cell(variant.partition(":")[0], "sst2", seed, variant=variant, n_examples=40)
         store.write_cell(rows)
+    rows, _ = synthetic.make_cell("lora", "sst2", 3, variant="lora:r=8", failed="RuntimeError: out of memory")
+    store.write_cell(rows)
     (board,) = leaderboard.build_boards(store.load(), "lora:r=8")
+    assert board.failures == {("lora", "sst2"): (1, 4, "RuntimeError: out of memory")}
     rows = {r.variant: r for r in board.rows}
     assert set(rows) == {"lora", "lora:r=16", "full"} and board.baseline == "lora"
     (entry,) = rows["lora"].entries.values()

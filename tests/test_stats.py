@@ -357,3 +357,16 @@ def test_a_row_whose_scores_cover_fewer_tasks_gets_no_aggregate(tiny_family, tmp
     lora = next(r for r in board.rows if r.variant == "lora")
     full = next(r for r in board.rows if r.variant == "full")
     assert set(lora.aggregates) == {"left"} and set(full.aggregates) == {"Tiny score", "left", "right"}
+
+
+def test_competition_ranks_match_scipy_min_ranks():
+    """The rank column: scipy's rankdata(method="min") of the negated scores is the independent reference."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        scores = rng.integers(0, 5, size=rng.integers(1, 9)).astype(float).tolist()
+        for higher in (True, False):
+            expected = rankdata([-s if higher else s for s in scores], method="min").tolist()
+            assert stats.competition_ranks(scores, higher) == expected
+    assert stats.competition_ranks([0.5, math.nan, 0.7]) == [2, None, 1]

@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"no results for the baseline '{clean(chosen.named(b.family))}' in {clean(b.family)} on "
                         f"{clean(b.model_label)}; its methods: {', '.join(clean(v) for v in variants)}. "
                         f"Choose one with --baseline (family=method for one family)")
-    print(format_boards(boards, unicode=_can_encode("▲▼±Δ…"), width=width, failures=failures_of(cells)))
+    print(format_boards(boards, unicode=_can_encode("▲▼±Δ…"), width=width))
     return 0
 
 
@@ -112,37 +112,16 @@ def _can_encode(text: str) -> bool:
         return False
 
 
-def failures_of(cells) -> dict[tuple[str, str, str, str], tuple[int, int, str]]:
-    """(family, model, variant, subtask) -> (failed cells, all cells, first line of the first error)."""
-    from suite.reports.format import first_line
-
-    if cells is None or cells.empty or "status" not in cells:
-        return {}
-    frame = cells.drop_duplicates("cell_id")
-    sub = frame["subtask"].fillna("").astype(str)
-    key = [frame["task"].astype(str), frame["model"].astype(str), frame["variant"].astype(str), sub]
-    out = {}
-    for k, g in frame.groupby(key, sort=True):
-        bad = g[g["status"] != "ok"]
-        if len(bad):
-            err = bad["error"].dropna().astype(str) if "error" in bad else []
-            message = clean(first_line(err.iloc[0] if len(err) else "")).strip()
-            out[tuple(str(x) for x in k)] = (len(bad), len(g), message or "(no error message)")
-    return out
-
-
-def format_boards(boards, unicode: bool = True, width: int = 100,
-                  failures: dict[tuple[str, str, str, str], tuple[int, int, str]] | None = None) -> str:
+def format_boards(boards, unicode: bool = True, width: int = 100) -> str:
     """The boards as text no wider than ``width`` (store text cleaned, failures listed)."""
     from suite.reports.format import f_num, f_pval, f_score, f_signed, format_value, scrub_paths
 
-    failures = failures or {}
     up, down, pm, delta = ("▲", "▼", "±", "Δ") if unicode else ("+", "-", "+-", "d")
     out: list[str] = []
     intervals: set[str] = set()
     tests_used: set[str] = set()
     for b in boards:
-        fam, model = str(b.family), str(b.model)
+        fam = str(b.family)
         shown = b.model_label
         title = f"{clean(fam)} · {clean(shown)}" if unicode else f"{clean(fam)} / {clean(shown)}"
         if b.synthetic:
@@ -157,7 +136,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100,
             partial = "" if a.complete else f" of the benchmark's {a.expected}, so not its full score"
             out += _wrap(f"{clean(a.label)}: over {len(a.members)} task(s){partial}: "
                          f"{', '.join(clean(m) for m in a.members)}", width, "  ", "    ")
-        fails = {(v, sub): f for (fa, mo, v, sub), f in failures.items() if fa == fam and mo == model}
+        fails = b.failures
         subs = {c.key[0] for c in b.columns}
         rows = list(b.rows)  # a method whose every cell failed has a row too, with no entries
         head: list = ["method"]
