@@ -153,18 +153,8 @@ def render_site(
         raise UserError("nothing to render")
     lap("statistics")
 
-    written: list[str] = []  # every file this render writes, relative to ``out`` (the manifest)
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(exist_ok=True)
-    (out / DATA).mkdir(exist_ok=True)
-    static = out / "static"
-    static.mkdir(exist_ok=True)
-    for f in (PACKAGE_DIR / "static").iterdir():
-        if f.is_file():
-            shutil.copyfile(f, static / f.name)
-            written.append(f"static/{f.name}")
-
-    env = _env()
+    cells = leaderboard.canonical_variants(cells)  # pages name a configuration as its board row does
+    written = _prepare_output(out)  # every file this render writes, relative to ``out`` (the manifest)
     kernel_groups = kernels.build_kernel_groups(kern)
     n_ok = int(cells.loc[cells["status"] == "ok", "cell_id"].nunique()) if not cells.empty else 0
     n_failed = int(cells.loc[cells["status"] != "ok", "cell_id"].nunique()) if not cells.empty else 0
@@ -176,45 +166,102 @@ def render_site(
         "has_kernels": bool(kernel_groups),
         "data": data_files,
     }
-    # Figures are planned first (whether one is drawn is known from its points), drawn later,
-    # possibly in another process, so pages can name them before the files exist.
-    fig_jobs: list[tuple] = []
+    plan = FigurePlan(out)
+    task_pages = _task_page_names(boards)
+    fig_paths: dict[str, list[dict]] = {}
+    for b in boards:
+        head = b.headline  # the ranking score: the family's headline aggregate, else the first task's score
+        ylabel = head.label if head else f"{b.columns[0].label} ({b.columns[0].metric})"
+        hib = head.higher_is_better if head else b.columns[0].higher_is_better
+        panels = plan.pareto(_overview_points(b), ylabel, f"figures/pareto-{b.slug}", hib, b.memory_label)
+        if panels:
+            fig_paths[b.slug] = panels
+    task_ctx, task_list, cell_task_href = _task_pages(boards, cells, store, task_pages, plan, common)
+    for g in kernel_groups:
+        name = f"figures/kernel-{leaderboard.slugify(g.kernel)}.svg"
+        if g.history:
+            plan.jobs.append((kernel_figures.history_svg, (g.history, g.kernel, out / name), [name]))
+            g.figure = name
+    lap("plan")
 
-    def plan_figure(pts, ylabel: str, stem: str, hib: bool, memory: str) -> list[dict]:
+    env = _env()
+    index = dict(title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
+                 baselines=sorted({f"{b.family}: {b.baseline}" for b in boards if b.baseline}), alpha=alpha,
+                 n_ok=n_ok, n_failed=n_failed, skipped=skipped.as_list(),
+                 kinds=sorted({r.kind for b in boards for r in b.rows if r.kind}),
+                 families=sorted({b.family for b in boards}), **common)
+    pages_html = [(href, "task.html", ctx) for href, ctx in task_ctx]
+    pages_html += [("index.html", "index.html", index),
+                   ("tasks.html", "tasks.html", dict(title="Tasks", root="", tasks=task_list, **common))]
+    if kernel_groups:
+        pages_html.append(("kernels.html", "kernels.html", dict(
+            title="Kernels", root="", groups=kernel_groups, gate=kernels.gate_settings(),
+            has_samples=kernels.has_samples(kern), **common)))
+    chunks = _cell_chunks(cells, cell_task_href, out, common)
+    data_job = (_write_data, (out, cells, kern, boards, data_files, store_path))
+    n_pages, figs, files = _write_all(env, out, pages_html, plan.jobs, chunks, data_job, workers, lap)
+    written += files
+    removed = remove_stale(out, written)
+    return RenderResult(out, n_ok, n_failed, n_pages, len(figs), time.perf_counter() - start, boards, timings,
+                        removed, singles)
+
+
+def _prepare_output(out: Path) -> list[str]:
+    """The output folders, and the static files copied in (returned, for the manifest)."""
+    written = []
+    for folder in ("cells", "figures", DATA, "static"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    for f in (PACKAGE_DIR / "static").iterdir():
+        if f.is_file():
+            shutil.copyfile(f, out / "static" / f.name)
+            written.append(f"static/{f.name}")
+    return written
+
+
+@dataclass
+class FigurePlan:
+    """Figures named now and drawn later (possibly in another process), so pages can link them before
+    the files exist: whether a figure is drawn is known from its points."""
+
+    out: Path
+    jobs: list[tuple] = field(default_factory=list)  # (function, arguments, file names)
+
+    def pareto(self, pts: list, ylabel: str, stem: str, hib: bool, memory: str) -> list[dict]:
         keys = figures.panel_keys(pts)
         if not keys:
             return []
         names = [f"{stem}-{key}.svg" for key in keys]
-        fig_jobs.append((figures.pareto_panels, (pts, ylabel, [out / n for n in names], hib, memory), names))
+        self.jobs.append((figures.pareto_panels, (pts, ylabel, [self.out / n for n in names], hib, memory), names))
         return [{"src": n, "axis": k} for n, k in zip(names, keys, strict=True)]
 
-    task_pages: dict[tuple[str, str], str] = {}
-    for b in boards:
-        for sub in dict.fromkeys(c.key[0] for c in b.columns):
-            task_pages[(b.slug, sub)] = f"task-{leaderboard.slugify(f'{b.slug}-{scrub_paths(sub)}', key=f'{b.slug}-{sub}')}.html"
 
-    fig_paths: dict[str, list[dict]] = {}
-    for b in boards:
-        # The ranking score: the family's headline aggregate, else the average rank's first task.
-        head = b.headline
-        ylabel = head.label if head else f"{b.columns[0].label} ({b.columns[0].metric})"
-        pts = []
-        for r in b.rows:
-            if head:
-                scale = head.scale
-                y = r.aggregates.get(head.name, math.nan) * scale
-                low, high, _ = r.intervals.get(head.name, (math.nan, math.nan, 0))
-            else:
-                e = r.entries.get(b.columns[0].key)
-                scale = display_scale(b.columns[0].metric)
-                y = (e.summary.mean if e else math.nan) * scale
-                low, high = (e.summary.ci_low, e.summary.ci_high) if e else (math.nan, math.nan)
-            pts.append(figures.Point(r.variant, y, r.costs, r.rank, low * scale, high * scale, r.emulated))
-        hib = head.higher_is_better if head else b.columns[0].higher_is_better
-        panels = plan_figure(pts, ylabel, f"figures/pareto-{b.slug}", hib, b.memory_label)
-        if panels:
-            fig_paths[b.slug] = panels
+def _task_page_names(boards: list) -> dict[tuple[str, str], str]:
+    """(board slug, subtask) -> its page's file name (readable, free of local paths, unique)."""
+    return {(b.slug, sub): f"task-{leaderboard.slugify(f'{b.slug}-{scrub_paths(sub)}', key=f'{b.slug}-{sub}')}.html"
+            for b in boards for sub in dict.fromkeys(c.key[0] for c in b.columns)}
 
+
+def _overview_points(b) -> list:
+    """A board's rows as Pareto points: the ranking score (headline aggregate, else the first task's)."""
+    head = b.headline
+    pts = []
+    for r in b.rows:
+        if head:
+            scale = head.scale
+            y = r.aggregates.get(head.name, math.nan) * scale
+            low, high, _ = r.intervals.get(head.name, (math.nan, math.nan, 0))
+        else:
+            e = r.entries.get(b.columns[0].key)
+            scale = display_scale(b.columns[0].metric)
+            y = (e.summary.mean if e else math.nan) * scale
+            low, high = (e.summary.ci_low, e.summary.ci_high) if e else (math.nan, math.nan)
+        pts.append(figures.Point(r.variant, y, r.costs, r.rank, low * scale, high * scale, r.emulated))
+    return pts
+
+
+def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_pages: dict, plan: FigurePlan,
+                common: dict) -> tuple[list[tuple[str, dict]], list[dict], dict[str, str]]:
+    """Every task page's context, the task list, and which task page each cell belongs to."""
     ok = cells[cells["status"] == "ok"] if not cells.empty else cells
     failed = cells[cells["status"] != "ok"].drop_duplicates("cell_id") if not cells.empty else cells
     if not failed.empty and "stage" in failed:
@@ -228,61 +275,28 @@ def render_site(
     cell_task_href: dict[str, str] = {}
     task_list, task_ctx = [], []
     for b in boards:
-        base = next((x for x in b.rows if x.variant == b.baseline), None)
         for sub in dict.fromkeys(c.key[0] for c in b.columns):
             href = task_pages[(b.slug, sub)]
+            fails = failed_by.get((b.family, b.model, sub))
+            rows, pts = _task_rows(b, sub, other_stats.get((b.family, b.model, sub), {}), fails)
             cols = [c for c in b.columns if c.key[0] == sub]
             chosen = {(c.key[1], c.key[2]) for c in cols}
             sub_stats = other_stats.get((b.family, b.model, sub), {})
             other_keys = sorted({k for per in sub_stats.values() for k in per if k not in chosen})
             other = [{"key": k, "metric": k[1], "label": f"{k[1]} ({k[0]})"} for k in other_keys]
-            rows, pts = [], []
-            base_entry = base.entries.get(cols[0].key) if base else None
-            gap_keys = {c.key for c in b.gap_columns}
-            fails = failed_by.get((b.family, b.model, sub))
-            failed_here = ({} if fails is None else
-                           {str(v): g for v, g in fails.groupby("variant", sort=False)})
-            scored = [(r, r.entries[cols[0].key]) for r in b.rows if cols[0].key in r.entries]
-            sign = -1.0 if cols[0].higher_is_better else 1.0
-            scored.sort(key=lambda x: (math.isnan(x[1].summary.mean), sign * x[1].summary.mean
-                                       if not math.isnan(x[1].summary.mean) else 0.0, x[0].variant))
-            task_ranks = stats.competition_ranks([e.summary.mean for _, e in scored], cols[0].higher_is_better)
-            for (r, entry), task_rank in zip(scored, task_ranks, strict=True):
-                delta = (entry.summary.mean - base_entry.summary.mean) if base_entry else math.nan
-                for cid in entry.cell_ids:
-                    cell_task_href[cid] = href
-                rows.append({
-                    "row": r, "entry": entry, "delta": delta, "costs": entry.costs, "gap": entry.gap,
-                    "rank": task_rank, "failed": None,
-                    "step_ms": entry.step_time_s * 1000,
-                    "other": sub_stats.get(r.variant, {}),
-                    "cells": [{"seed": s, "href": f"cells/{cell_file(c)}"}
-                              for s, c in zip(entry.seeds, entry.cell_ids, strict=True)],
-                })
-                scale = display_scale(cols[0].metric)
-                pts.append(figures.Point(r.variant, entry.summary.mean * scale, entry.costs, task_rank,
-                                         entry.summary.ci_low * scale, entry.summary.ci_high * scale,
-                                         entry.emulated))
-            # Methods whose every cell of this task failed keep a row, with the first error.
-            for r in b.rows:
-                if cols[0].key in r.entries or r.variant not in failed_here:
-                    continue
-                g = failed_here[r.variant]
-                error = next((e for e in g["error"].fillna("").astype(str) if e.strip()), "")
-                rows.append({"row": r, "entry": None, "delta": math.nan, "costs": {}, "gap": None,
-                             "rank": None, "step_ms": math.nan, "other": {},
-                             "failed": {"n": len(g), "error": first_line(scrub_paths(error))},
-                             "cells": [{"seed": s, "href": f"cells/{cell_file(c)}"}
-                                       for s, c in zip(g["seed"], g["cell_id"], strict=True)]})
-            fig = plan_figure(pts, f"{cols[0].label} ({cols[0].metric})", f"figures/pareto-{href[5:-5]}",
+            for r in rows:
+                for cell in r["cells"]:
+                    cell_task_href[cell["id"]] = href
+            fig = plan.pareto(pts, f"{cols[0].label} ({cols[0].metric})", f"figures/pareto-{href[5:-5]}",
                               cols[0].higher_is_better, b.memory_label)
             curve = ""
-            if cols[0].key in gap_keys:  # training curves of the judged metric, where the cells stored them
+            show_gap = cols[0].key in {c.key for c in b.gap_columns}
+            if show_gap:  # training curves of the judged metric, where the cells stored them
                 series = _curve_series(store, cols[0], [(r["row"].variant, r["entry"]) for r in rows
                                                         if r["entry"] is not None])
                 if series:
                     curve = f"figures/curve-{href[5:-5]}.svg"
-                    fig_jobs.append((_curve_svg, (series, f"{cols[0].metric}", out / curve), [curve]))
+                    plan.jobs.append((_curve_svg, (series, f"{cols[0].metric}", plan.out / curve), [curve]))
             failures = [] if fails is None else [
                 {"variant": f["variant"], "seed": f["seed"], "error": scrub_paths(f["error"]),
                  "href": f"cells/{cell_file(f['cell_id'])}"} for f in fails.to_dict("records")]
@@ -290,49 +304,66 @@ def render_site(
                 cell_task_href[f] = href
             task_ctx.append((href, dict(
                 title=f"{b.family}:{scrub_paths(sub)}" if sub else b.family, root="", board=b,
-                subtask=scrub_paths(sub),
-                columns=cols, other_metrics=other, rows=rows, failures=failures, figures=fig,
-                show_gap=cols[0].key in gap_keys, curve=curve, recipe=b.recipes.get(sub),
+                subtask=scrub_paths(sub), columns=cols, other_metrics=other, rows=rows, failures=failures,
+                figures=fig, show_gap=show_gap, curve=curve, recipe=b.recipes.get(sub),
                 cost_labels=_cost_labels(b), **common)))
             task_list.append({"href": href, "family": b.family, "subtask": scrub_paths(sub), "model": b.model_label,
                               "n_rows": len(rows), "n_cells": sum(len(r["cells"]) for r in rows),
                               "n_failed": len(failures)})
-    for g in kernel_groups:
-        name = f"figures/kernel-{leaderboard.slugify(g.kernel)}.svg"
-        if g.history:
-            fig_jobs.append((kernel_figures.history_svg, (g.history, g.kernel, out / name), [name]))
-            g.figure = name
-    lap("plan")
+    return task_ctx, task_list, cell_task_href
 
-    # Cell pages, figures and the data files go to worker processes while this one writes the
-    # other pages.
-    chunks = _cell_chunks(cells, cell_task_href, out, common)
-    data_job = (_write_data, (out, cells, kern, boards, data_files, store_path))
+
+def _task_rows(b, sub: str, sub_stats: dict, fails: pd.DataFrame | None) -> tuple[list[dict], list]:
+    """One task page's rows, ranked by its first column, and its Pareto points; a method whose every
+    cell of the task failed keeps a row with its first error."""
+    cols = [c for c in b.columns if c.key[0] == sub]
+    base = next((x for x in b.rows if x.variant == b.baseline), None)
+    base_entry = base.entries.get(cols[0].key) if base else None
+    failed_here = {} if fails is None else {str(v): g for v, g in fails.groupby("variant", sort=False)}
+    scored = [(r, r.entries[cols[0].key]) for r in b.rows if cols[0].key in r.entries]
+    sign = -1.0 if cols[0].higher_is_better else 1.0
+    scored.sort(key=lambda x: (math.isnan(x[1].summary.mean), sign * x[1].summary.mean
+                               if not math.isnan(x[1].summary.mean) else 0.0, x[0].variant))
+    task_ranks = stats.competition_ranks([e.summary.mean for _, e in scored], cols[0].higher_is_better)
+    scale = display_scale(cols[0].metric)
+    rows, pts = [], []
+    for (r, entry), task_rank in zip(scored, task_ranks, strict=True):
+        rows.append({
+            "row": r, "entry": entry, "costs": entry.costs, "gap": entry.gap, "rank": task_rank, "failed": None,
+            "delta": (entry.summary.mean - base_entry.summary.mean) if base_entry else math.nan,
+            "step_ms": entry.step_time_s * 1000, "other": sub_stats.get(r.variant, {}),
+            "cells": [{"seed": s, "id": c, "href": f"cells/{cell_file(c)}"}
+                      for s, c in zip(entry.seeds, entry.cell_ids, strict=True)],
+        })
+        pts.append(figures.Point(r.variant, entry.summary.mean * scale, entry.costs, task_rank,
+                                 entry.summary.ci_low * scale, entry.summary.ci_high * scale, entry.emulated))
+    for r in b.rows:
+        if cols[0].key in r.entries or r.variant not in failed_here:
+            continue
+        g = failed_here[r.variant]
+        error = next((e for e in g["error"].fillna("").astype(str) if e.strip()), "")
+        rows.append({"row": r, "entry": None, "delta": math.nan, "costs": {}, "gap": None,
+                     "rank": None, "step_ms": math.nan, "other": {},
+                     "failed": {"n": len(g), "error": first_line(scrub_paths(error))},
+                     "cells": [{"seed": s, "id": c, "href": f"cells/{cell_file(c)}"}
+                               for s, c in zip(g["seed"], g["cell_id"], strict=True)]})
+    return rows, pts
+
+
+def _write_all(env, out: Path, pages: list[tuple[str, str, dict]], fig_jobs: list[tuple], chunks: list[tuple],
+               data_job: tuple, workers: int | None, lap) -> tuple[int, list[str], list[str]]:
+    """Write the pages here while worker processes draw the figures, write the cell pages and the
+    data files; returns (pages written, figure files drawn, every file written)."""
+    written: list[str] = []
     pool = _pool(workers, len(chunks) + len(fig_jobs) + 1)
     try:
         pending = ([pool.submit(fn, *a) for fn, a, _ in fig_jobs]
                    + [pool.submit(_render_cell_chunk, *c) for c in chunks]
                    + [pool.submit(data_job[0], *data_job[1])]) if pool else []
-        tpl_task = env.get_template("task.html")
-        for href, ctx in task_ctx:
-            _write(out / href, tpl_task.render(**ctx))
-            written.append(href)
-        _write(out / "index.html", env.get_template("index.html").render(
-            title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
-            baselines=sorted({f"{b.family}: {b.baseline}" for b in boards if b.baseline}), alpha=alpha,
-            n_ok=n_ok, n_failed=n_failed, skipped=skipped.as_list(),
-            kinds=sorted({r.kind for b in boards for r in b.rows if r.kind}),
-            families=sorted({b.family for b in boards}), **common))
-        _write(out / "tasks.html", env.get_template("tasks.html").render(
-            title="Tasks", root="", tasks=task_list, **common))
-        written += ["index.html", "tasks.html"]
-        pages = len(task_ctx) + 2
-        if kernel_groups:
-            _write(out / "kernels.html", env.get_template("kernels.html").render(
-                title="Kernels", root="", groups=kernel_groups, gate=kernels.gate_settings(),
-                has_samples=kernels.has_samples(kern), **common))
-            written.append("kernels.html")
-            pages += 1
+        for name, template, ctx in pages:
+            _write(out / name, env.get_template(template).render(**ctx))
+            written.append(name)
+        n_pages = len(pages)
         lap("pages")
         if pool:
             results = [f.result() for f in pending]
@@ -344,7 +375,7 @@ def render_site(
             lap("figures")
             cell_counts = [_render_cell_chunk(*c) for c in chunks]
             written += data_job[0](*data_job[1])
-        pages += sum(cell_counts)
+        n_pages += sum(cell_counts)
         figs = [name for ok_, (_, _, names) in zip(drawn, fig_jobs, strict=True) if ok_ for name in names]
         written += figs
         written += [f"cells/{cell_file(str(r['cell_id']))}" for c in chunks for r in c[0]]
@@ -352,9 +383,7 @@ def render_site(
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    removed = remove_stale(out, written)
-    return RenderResult(out, n_ok, n_failed, pages, len(figs), time.perf_counter() - start, boards, timings,
-                        removed, singles)
+    return n_pages, figs, written
 
 
 def _cost_labels(board) -> list[dict]:
