@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1009,22 +1009,25 @@ def _tuning_rows(board: Board, part: pd.DataFrame, trials: pd.DataFrame) -> list
     return out
 
 
-def _seed_paired_gaps(board: Board) -> None:
-    """Every entry's ``Gap`` to the baseline entry of its column, paired by seed, data and recipe."""
+def _against_baseline(board: Board) -> Iterator[tuple[Column, Entry, Entry]]:
+    """(column, entry, the baseline's entry in that column) for every other row that has both."""
     base = next(r for r in board.rows if r.variant == board.baseline)
     for col in board.columns:
         b_entry = base.entries.get(col.key)
         if b_entry is None:
             continue
-        by_key = dict(zip(b_entry.keys, b_entry.values, strict=True))
         for row in board.rows:
             entry = row.entries.get(col.key)
-            if entry is None or row is base:
-                continue
-            diffs = [v - by_key[k] for k, v in zip(entry.keys, entry.values, strict=True)
-                     if k in by_key and not (math.isnan(v) or math.isnan(by_key[k]))]
-            if diffs:
-                entry.gap = paired_gap(diffs, b_entry.values)
+            if entry is not None and row is not base:
+                yield col, entry, b_entry
+
+
+def _seed_paired_gaps(board: Board) -> None:
+    """Every entry's ``Gap`` to the baseline entry of its column, paired by seed, data and recipe."""
+    for _, entry, b_entry in _against_baseline(board):
+        diffs = stats.paired_differences(entry.values, entry.keys, b_entry.values, b_entry.keys)
+        if diffs.size:
+            entry.gap = paired_gap(diffs.tolist(), b_entry.values)
 
 
 def paired_gap(diffs: list[float], baseline: list[float], confidence: float = 0.95) -> Gap:
@@ -1077,44 +1080,31 @@ def _test_against_baseline(board: Board, part, preds: pd.DataFrame) -> None:
     """Each entry against the baseline's in its column. The mark comes from the seed-level test
     (seeds are the unit of replication), Holm-adjusted across the table; the per-example test
     is kept beside it, adjusted in its own family, and labelled as ignoring seed variance."""
-    base = next(r for r in board.rows if r.variant == board.baseline)
     matrices = _correct_matrices(preds)
     tests: list[Entry] = []
-    for col in board.columns:
-        b_entry = base.entries.get(col.key)
-        if b_entry is None:
-            continue
-        for row in board.rows:
-            entry = row.entries.get(col.key)
-            if entry is None or row is base:
-                continue
-            entry.test = stats.seed_t_test(entry.values, b_entry.values, entry.keys, b_entry.keys)
-            entry.example_test = _example_test(entry, b_entry, col, matrices)
-            entry.mde = minimum_detectable_effect(entry.values, b_entry.values, board.alpha)
-            tests.append(entry)
+    for col, entry, b_entry in _against_baseline(board):
+        entry.test = stats.seed_t_test(entry.values, b_entry.values, entry.keys, b_entry.keys)
+        entry.example_test = _example_test(entry, b_entry, col, matrices)
+        entry.mde = minimum_detectable_effect(entry.values, b_entry.values, board.alpha)
+        tests.append(entry)
     for entry, p_adj in zip(tests, stats.holm_adjust([e.test.p_value for e in tests]), strict=True):
         entry.p_adjusted = p_adj
     example = [e for e in tests if e.example_test is not None]
     for entry, p_adj in zip(example, stats.holm_adjust([e.example_test.p_value for e in example]), strict=True):
         entry.example_p_adjusted = p_adj
-    for col in board.columns:
-        b_entry = base.entries.get(col.key)
-        if b_entry is None:
+    for col, entry, b_entry in _against_baseline(board):
+        if entry.test is None or math.isnan(entry.p_adjusted):
             continue
-        for row in board.rows:
-            entry = row.entries.get(col.key)
-            if entry is None or entry.test is None or math.isnan(entry.p_adjusted):
-                continue
-            diff = entry.summary.mean - b_entry.summary.mean
-            better = diff > 0 if col.higher_is_better else diff < 0
-            # A mark needs the test and the reported scores to agree on the direction.
-            agree = entry.test.delta == 0 or diff == 0 or (
-                (entry.test.delta > 0) == (diff > 0) if col.higher_is_better
-                else (entry.test.delta > 0) == (diff < 0)
-            )
-            if entry.p_adjusted < board.alpha and agree and diff != 0:
-                entry.significant = True
-                entry.better = bool(better)
+        diff = entry.summary.mean - b_entry.summary.mean
+        better = diff > 0 if col.higher_is_better else diff < 0
+        # A mark needs the test and the reported scores to agree on the direction.
+        agree = entry.test.delta == 0 or diff == 0 or (
+            (entry.test.delta > 0) == (diff > 0) if col.higher_is_better
+            else (entry.test.delta > 0) == (diff < 0)
+        )
+        if entry.p_adjusted < board.alpha and agree and diff != 0:
+            entry.significant = True
+            entry.better = bool(better)
 
 
 def minimum_detectable_effect(method: list[float], baseline: list[float], alpha: float = 0.05,

@@ -316,9 +316,7 @@ def seed_t_test(method: Sequence[float], baseline: Sequence[float],
     b = np.asarray(baseline, dtype=float)
     delta = float(np.nanmean(a) - np.nanmean(b)) if np.isfinite(a).any() and np.isfinite(b).any() else math.nan
     if method_keys is not None and baseline_keys is not None:
-        by_key = {k: v for k, v in zip(baseline_keys, b, strict=True) if not math.isnan(v)}
-        diffs = np.array([v - by_key[k] for k, v in zip(method_keys, a, strict=True)
-                          if k in by_key and not math.isnan(v)], dtype=float)
+        diffs = paired_differences(a, method_keys, b, baseline_keys)
         if diffs.size >= min_seeds:
             return _t_from_diffs(diffs)
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
@@ -331,6 +329,14 @@ def seed_t_test(method: Sequence[float], baseline: Sequence[float],
     # Welch's t with the Welch-Satterthwaite degrees of freedom (as scipy's ttest_ind, equal_var=False).
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     return TestResult(delta, _two_sided_t(delta / math.sqrt(va + vb), df), "seed-welch-t", int(a.size))
+
+
+def paired_differences(values: Sequence[float], keys: Sequence, base_values: Sequence[float],
+                       base_keys: Sequence) -> np.ndarray:
+    """Method minus baseline for every run whose key (seed, data, recipe) the baseline also ran."""
+    by_key = {k: float(v) for k, v in zip(base_keys, base_values, strict=True) if not math.isnan(v)}
+    return np.array([float(v) - by_key[k] for k, v in zip(keys, values, strict=True)
+                     if k in by_key and not math.isnan(v)], dtype=float)
 
 
 def _t_from_diffs(diffs: np.ndarray) -> TestResult:
