@@ -128,6 +128,7 @@ def render_site(
     metric: str | None = None,
     tasks: list[str] | None = None,
     workers: int | None = None,
+    force: bool = False,
 ) -> RenderResult:
     """Render the site. ``workers`` processes write cell pages and figures (default: one per
     CPU, forked so they share the loaded store; 1 renders everything in this process)."""
@@ -141,7 +142,7 @@ def render_site(
         clock[0] = now
 
     out = Path(out)
-    check_output(out)
+    check_output(out, force)
     singles = single_cell_files(store_path)
     store, cells, kern, skipped = leaderboard.load_store_report(store_path)
     lap("load")
@@ -406,10 +407,15 @@ MANIFEST = ".suite-site.json"  # the files the last render wrote, so the next on
 DATA = "data"
 
 
-def check_output(out: Path) -> None:
-    """Fail before any work when the site cannot be written to ``out``: a file, or no write access."""
+def check_output(out: Path, force: bool = False) -> None:
+    """Fail before any work when the site cannot or should not be written to ``out``: a file, no
+    write access (tried, not guessed: a folder under /proc looks writable to root), or a folder of
+    someone else's files (not empty, and no manifest of an earlier render) unless ``force``."""
     if out.exists() and not out.is_dir():
         raise UserError(f"output '{out}' is a file; give a folder for the site")
+    if out.is_dir() and not force and not (out / MANIFEST).exists() and any(out.iterdir()):
+        raise UserError(f"output folder '{out}' holds files that no 'suite report' wrote; choose a new or empty "
+                        f"folder, or add --force to write the site among them")
     probe = out
     while not probe.exists():
         if probe.parent == probe:
@@ -418,13 +424,17 @@ def check_output(out: Path) -> None:
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"cannot write the site to '{out}': '{probe}' is not a writable folder; "
                         f"choose another -o folder or fix its permissions")
-    if probe == out:
-        try:
-            with tempfile.NamedTemporaryFile(dir=out, prefix=".suite-write-test-"):
-                pass
-        except OSError as exc:
-            raise UserError(f"cannot write the site to '{out}': {exc.strerror or exc}; choose another "
-                            f"-o folder (or free space)") from None
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".suite-write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write the site to '{out}': {exc.strerror or exc}; choose another "
+                        f"-o folder (or free space)") from None
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a refused render leaves nothing behind
 
 
 def remove_stale(out: Path, written: list[str]) -> list[str]:

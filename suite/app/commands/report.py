@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", help="result store folder (what 'suite run --store' wrote)")
     p.add_argument("-o", "--out", default="site", help="output folder for the site (default: site)")
+    p.add_argument("--force", action="store_true",
+                   help="write the site into a folder that holds other files (never deleted)")
     add_comparison_options(p)
     p.set_defaults(handler=main)
 
@@ -51,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
 
     tasks = comparison_tasks(args)
     result = render_site(args.store, args.out, baseline=args.baseline, alpha=args.alpha,
-                         metric=args.metric, tasks=tasks)
+                         metric=args.metric, tasks=tasks, force=args.force)
     print(f"wrote {result.out / 'index.html'}: {result.n_cells} ok cells, {result.n_failed} failed, "
           f"{result.n_pages} pages, {result.n_figures} figures in {result.seconds:.1f} s")
     if result.single_files >= COMPACT_HINT:
