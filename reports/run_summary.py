@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from suite.reports.terminal import clean
+
 
 def print_summary(store, cells: list, outcomes: list) -> int:
     """Print one row per method x task (mean over seeds) for the sweep's cells; return the exit code."""
@@ -33,7 +35,7 @@ def print_summary(store, cells: list, outcomes: list) -> int:
     if failed:
         print(f"\n{len(failed)} cell(s) failed (stored with their errors):", file=sys.stderr)
         for o in failed:
-            print(f"  {o.cell.label} on {o.cell.task_name} seed {o.cell.seed}: {o.error}", file=sys.stderr)
+            print(clean(f"  {o.cell.label} on {o.cell.task_name} seed {o.cell.seed}: {o.error}"), file=sys.stderr)
         return 1
     return 0
 
@@ -43,8 +45,8 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     print(line)
     print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    for r in rows:  # labels come from the command line and the store: no control sequences reach the terminal
+        print(clean("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))))
 
 
 def _print_aggregates(ok) -> None:

@@ -228,13 +228,18 @@ def main(args: argparse.Namespace) -> int:
     needed = f"seeds for {next(iter(effects.values())):g}" if len(set(effects.values())) == 1 else "seeds needed"
     header = ["task", "model", "method", "metric", "seeds", f"spread sd{unit}", "from", f"{needed}{unit}",
               f"detectable now{unit}"]
-    body = [[r["task"], r["model"], r["method"], r["metric"], str(r["seeds"]),
+    from suite.reports.format import scrub_paths
+    from suite.reports.terminal import clean
+
+    # Store text (names a shared store holds) goes to the terminal without control sequences or local paths.
+    body = [[clean(scrub_paths(r["task"])), clean(scrub_paths(r["model"])), clean(r["method"]), clean(r["metric"]),
+             str(r["seeds"]),
              "-" if math.isnan(r["sigma"]) else f"{r['sigma']:.3g}", r["source"],
              _needed_text(r, MAX_SEEDS), _detectable_text(r, MAX_SEEDS)] for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     for line in [header, ["-" * w for w in widths], *body]:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-    notes = [f"  {r['task']} {r['model']} {r['method']}: {r['note']}" for r in rows if r["note"]]
+    notes = [clean(f"  {r['task']} {r['model']} {r['method']}: {r['note']}") for r in rows if r["note"]]
     if notes:
         print("\nnot planned:\n" + "\n".join(notes))
     print("\neffect to detect, in each metric's display unit: "
