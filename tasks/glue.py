@@ -24,6 +24,7 @@ from suite.metrics import score
 from suite.registry import register_task
 from suite.task import Aggregate, EvalOutput, Metric, mean_aggregate
 from suite.tasks.families.text_classification import TextClassificationTask
+from suite.tasks.text_files import open_text
 
 HUB_DATASET = "nyu-mll/glue"
 NLI_LABELS = {"entailment": 0, "not_entailment": 1}
@@ -83,16 +84,13 @@ def read_glue_tsv(path: str, layout: GlueLayout, limit: int | None = None) -> li
     if not os.path.isfile(path):
         raise UserError(f"GLUE file not found: {path}. Expected the original GLUE layout "
                         f"(<data-dir>/{layout.folder}/train.tsv, {', '.join(layout.dev_files)})")
-    try:
-        return _read_rows(path, layout, limit)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); GLUE's files are "
-                        f"UTF-8") from None
+    return _read_rows(path, layout, limit)
 
 
 def _read_rows(path: str, layout: GlueLayout, limit: int | None) -> list[dict]:
     examples: list[dict] = []
-    with open(path, encoding="utf-8", newline="") as fh:
+    # A byte-order mark is dropped and csv strips CRLF itself, so a file saved on Windows reads as the original.
+    with open_text(path, newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         header: list[str] | None = next(reader, None) if layout.header else None
         if layout.header and not header:

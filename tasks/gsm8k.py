@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from suite.metrics import score
 from suite.registry import register_task
 from suite.task import EvalOutput, Metric, ModelBundle, evaluation_mode
 from suite.tasks.families.answer_generation import CausalLMOptions, CausalLMTask
+from suite.tasks.text_files import ENCODING, not_utf8, open_text
 
 HUB_GSM8K = "openai/gsm8k"
 HUB_METAMATH = "meta-math/MetaMathQA"
@@ -38,6 +40,9 @@ METAMATH_FILE = "MetaMathQA-395K.json"
 # peft method_comparison's prompt, for training and for scoring alike.
 PROMPT = "Question: {question} Think step by step.\nAnswer:"
 STRICT, FLEXIBLE = "strict-match", "flexible-extract"
+FIELDS = ("question", "answer")
+# The end of every GSM8K answer: lm-eval's target is what follows "#### " (its strict-match reads the same number).
+FINAL_ANSWER = re.compile(r"#### -?[0-9.,]*[0-9][0-9.,]*\s*\Z")
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class Gsm8kTask(CausalLMTask):
             raise UserError(f"GSM8K: missing {', '.join(missing)} in {self.data_dir}; expected the original files "
                             f"(train.jsonl and test.jsonl with question/answer; {METAMATH_FILE} for "
                             f"--train-data metamath)")
+        for split in ("train", "test"):  # every row, before any cell: lm-eval reads test.jsonl on its own
+            read_gsm8k(self._file(f"{split}.jsonl"))
 
     def identity(self) -> dict[str, Any]:
         from suite.tasks.lm_eval_scoring import lm_eval_version
@@ -99,7 +106,7 @@ class Gsm8kTask(CausalLMTask):
 
     def _gsm8k_rows(self, split: str) -> list[dict]:
         if self.data_dir:
-            return read_jsonl(self._file(f"{split}.jsonl"), ("question", "answer"))
+            return read_gsm8k(self._file(f"{split}.jsonl"))
         return _hub_rows(HUB_GSM8K, "main", split)
 
     def _train_and_validation(self) -> tuple[list[dict], list[dict]]:
@@ -144,7 +151,9 @@ class Gsm8kTask(CausalLMTask):
     def _metamath_rows(self) -> list[dict]:
         if self.data_dir:
             try:
-                rows = json.loads(self._file(METAMATH_FILE).read_text(encoding="utf-8"))
+                rows = json.loads(self._file(METAMATH_FILE).read_text(encoding=ENCODING))
+            except UnicodeDecodeError:
+                raise not_utf8(str(self._file(METAMATH_FILE))) from None
             except ValueError as exc:
                 raise UserError(f"{self._file(METAMATH_FILE)} is not valid JSON: {exc}") from None
             if not isinstance(rows, list) or (rows and not {"query", "response"} <= set(rows[0])):
@@ -235,25 +244,48 @@ def final_answer(answer: str) -> str:
     return text.strip().splitlines()[-1].strip() if text.strip() else ""
 
 
-def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
-    """Rows of a jsonl file; a malformed line or a missing field is an error naming file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
+def read_gsm8k(path: Path) -> list[dict]:
+    """GSM8K rows of a jsonl file, every row checked: a row without its ``#### N`` final answer would
+    make the target free text, so exact match is 0 for every method. Bad rows are counted, the first named."""
+    rows: list[dict] = []
+    bad, first = 0, ""
+    with open_text(str(path)) as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise UserError(f"{path}, line {number}: not valid JSON") from None
-            missing = [f for f in fields if f not in row]
-            if missing:
-                raise UserError(f"{path}, line {number}: missing field(s) {', '.join(missing)}; expected "
-                                f"{', '.join(fields)}")
-            rows.append(row)
+            row, problem = _gsm8k_row(line)
+            if problem:
+                bad += 1
+                first = first or f"line {number}: {problem}"
+            else:
+                rows.append(row)
+    if bad:
+        raise UserError(f"{path}, {first} ({bad} of {bad + len(rows)} rows are bad); each line must be a JSON "
+                        f"object with string 'question' and 'answer', the answer ending in its '#### N' final "
+                        f"answer as in the original GSM8K files: fix or remove the bad rows")
     if not rows:
-        raise UserError(f"{path} holds no rows")
+        raise UserError(f"{path} holds no rows; expected GSM8K's jsonl, one {{\"question\", \"answer\"}} per line")
     return rows
+
+
+def _gsm8k_row(line: str) -> tuple[dict, str]:
+    """The row of one jsonl line, and what is wrong with it ("" when nothing)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return {}, "not valid JSON"
+    if not isinstance(row, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(row), "a number")
+        return {}, f"{kind}, not a JSON object"
+    missing = [f for f in FIELDS if f not in row]
+    if missing:
+        return row, f"missing field(s) {', '.join(missing)}"
+    wrong = [f for f in FIELDS if not isinstance(row[f], str)]
+    if wrong:
+        return row, f"field(s) {', '.join(wrong)} not text"
+    if not FINAL_ANSWER.search(row["answer"]):
+        return row, "the answer does not end in a '#### N' final answer"
+    return row, ""
 
 
 def _hub_rows(name: str, config: str | None, split: str) -> list[dict]:

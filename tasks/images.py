@@ -24,6 +24,7 @@ from typing import Any
 from suite.errors import UserError
 from suite.registry import register_task
 from suite.tasks.families.image_classification import IMAGE_SUFFIXES, OneKProtocolTask
+from suite.tasks.text_files import open_text
 
 SPLIT_FILE = "split.txt"
 SPLIT_SEED = 0  # one split for every cell, independent of the cell's seed
@@ -111,7 +112,7 @@ class ImageFolderTask(OneKProtocolTask):
     def _read_split_file(self, path: str) -> dict[str, list[str]]:
         parts: dict[str, list[str]] = {name: [] for name in SPLIT_WORDS.values()}
         seen: set[str] = set()
-        with open(path, encoding="utf-8") as fh:
+        with open_text(path) as fh:  # UTF-8 with or without a byte-order mark, LF or CRLF
             for number, line in enumerate(fh, 1):
                 line = line.strip()
                 if not line:

@@ -15,9 +15,10 @@ validation split, so every 100th document is held out and training skips it),
 ``lm-c4`` is C4 English (its validation split) and ``lm-wikitext`` WikiText-103 raw (its
 validation split). With ``--data-dir`` the files of a local folder, read as they come:
 ``train*`` and ``valid*`` / ``validation*`` / ``val*`` files, each plain text (documents
-separated by blank lines), jsonl with a ``text`` field, or parquet with a ``text`` column;
-without a validation file every 100th training document is held out. Documents are
-tokenised, joined with EOS and packed into blocks of ``--max-length`` tokens.
+separated by blank lines), jsonl with a ``text`` field, or parquet with a ``text`` column of
+strings; UTF-8, with or without a byte-order mark. Without a validation file every 100th
+training document is held out, so the training files need at least 100 documents. Documents
+are tokenised, joined with EOS and packed into blocks of ``--max-length`` tokens.
 
 Budget
 ------
@@ -38,6 +39,7 @@ stored as the cell's curve (the store's ``curves`` table) beside the training lo
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import math
 import os
@@ -51,6 +53,7 @@ from suite.errors import UserError
 from suite.registry import register_task
 from suite.task import EvalOutput, ModelBundle
 from suite.tasks.families.lm_loss import LanguageModelingTask, packed_blocks
+from suite.tasks.text_files import open_text
 
 HOLDOUT_EVERY = 100  # without a validation split, every 100th document is held out
 TEXT_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".parquet")
@@ -69,7 +72,7 @@ def read_documents(path: str) -> Iterator[str]:
 
 
 def _jsonl_documents(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for line_no, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -87,7 +90,7 @@ def _jsonl_documents(path: str) -> Iterator[str]:
 
 
 def _text_documents(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         lines: list[str] = []
         for line in fh:
             if line.strip():
@@ -100,18 +103,33 @@ def _text_documents(path: str) -> Iterator[str]:
 
 
 def _parquet_documents(path: str) -> Iterator[str]:
+    handle = parquet_file(path)
+    for group in range(handle.num_row_groups):
+        for text in handle.read_row_group(group, columns=["text"]).column("text").to_pylist():
+            if text:
+                yield text
+
+
+def parquet_file(path: str) -> Any:
+    """An open parquet file whose ``text`` column holds strings; the footer alone is read."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         handle = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a broken file
         raise UserError(f"{path}: cannot read as parquet ({exc})") from None
-    if "text" not in handle.schema_arrow.names:
-        raise UserError(f"{path}: no column 'text' (columns: {', '.join(handle.schema_arrow.names)})")
-    for group in range(handle.num_row_groups):
-        for text in handle.read_row_group(group, columns=["text"]).column("text").to_pylist():
-            if text:
-                yield text
+    schema = handle.schema_arrow
+    if "text" not in schema.names:
+        raise UserError(f"{path}: no column 'text' (columns: {', '.join(schema.names)})")
+    kind = schema.field("text").type
+    if pa.types.is_dictionary(kind):  # pandas' categorical strings
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
+        raise UserError(f"{path}: column 'text' holds {schema.field('text').type}, not strings; write each "
+                        f"document as a string in column 'text'")
+    return handle
 
 
 def local_split_files(folder: str, split: str) -> list[str]:
@@ -224,10 +242,7 @@ class PretrainingTask(LanguageModelingTask):
 
     def check_data(self) -> None:
         if self.data_dir:
-            if not local_split_files(self.data_dir, "train"):
-                raise UserError(f"task '{self.name}': no training file in '{self.data_dir}'; expected "
-                                f"train.txt, train.jsonl (a 'text' field per line) or train*.parquet "
-                                f"(a 'text' column), and optionally valid.* / validation.*")
+            self._check_local_files()
             return
         import importlib.util
 
@@ -235,6 +250,27 @@ class PretrainingTask(LanguageModelingTask):
             raise UserError(f"task '{self.name}' streams {self.hub[0]} from the hub with the "
                             f"'datasets' package, which is not installed; pip install datasets, or "
                             f"point --data-dir at local files")
+
+    def _check_local_files(self) -> None:
+        """Before any cell: a training file, parquet columns of strings, the first documents readable,
+        and a hold-out that is not empty. Only the first documents are read, so the check does not grow
+        with the corpus; a bad line further on is named when training reaches it."""
+        train, valid = local_split_files(self.data_dir, "train"), local_split_files(self.data_dir, "valid")
+        if not train:
+            raise UserError(f"task '{self.name}': no training file in '{self.data_dir}'; expected "
+                            f"train.txt, train.jsonl (a 'text' field per line) or train*.parquet "
+                            f"(a 'text' column), and optionally valid.* / validation.*")
+        for path in train + valid:
+            if path.lower().endswith(".parquet"):
+                parquet_file(path)
+        for path in valid:
+            next(read_documents(path), None)
+        documents = sum(1 for _ in itertools.islice(self._files(train), HOLDOUT_EVERY))
+        if not valid and documents < HOLDOUT_EVERY:
+            raise UserError(f"task '{self.name}': '{self.data_dir}' has no valid* file, and without one every "
+                            f"{HOLDOUT_EVERY}th training document is held out for validation, but its training "
+                            f"files hold only {documents}; add a valid.txt or valid.jsonl file, or at least "
+                            f"{HOLDOUT_EVERY} documents")
 
     def texts(self, split: str) -> Iterator[str]:
         if self.data_dir:

@@ -39,6 +39,7 @@ from suite.errors import UnknownNameError, UserError
 from suite.registry import register_task
 from suite.task import Aggregate, mean_aggregate
 from suite.tasks.families.image_classification import SELECTION_STAGE, OneKProtocolTask
+from suite.tasks.text_files import open_text
 
 HUB_DATASET = "XiN0919/VTAB-1k"  # V-PETL Bench's processed VTAB-1k (its README's download link)
 HUB_FILE = "vtab-1k.zip"
@@ -88,7 +89,7 @@ def read_split_list(path: str, folder: str, num_labels: int) -> list[dict]:
     if not os.path.isfile(path):
         raise UserError(f"VTAB-1k split list not found: {path}. Expected {LAYOUT_HINT}")
     examples: list[dict] = []
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:  # UTF-8 with or without a byte-order mark, LF or CRLF
         for number, line in enumerate(fh, 1):
             line = line.strip()
             if not line:

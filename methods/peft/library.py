@@ -55,6 +55,24 @@ class LoraConfig:
 LORA_FAMILY_LR = 1e-3
 
 
+# A language-modeling task trains a model built from a config from scratch: the whole model is the
+# task's new module, which trains in full under every method, so an adapter beside it adds nothing
+# (and peft cannot put the whole model in modules_to_save).
+FROM_SCRATCH = ("the model is trained from scratch, so every module is new and trains in full, and an adapter "
+                "on it trains nothing useful; pretrain with full or a training recipe (bf16-train, fp8-train, "
+                "...), or continue pretraining a pretrained model (a folder or hub id) with this method")
+
+
+def _built_from_config(model: str) -> bool:
+    """The model name is one the catalog builds from a config with random weights (not a folder or hub id)."""
+    from suite.models.catalog import lookup
+
+    try:
+        return bool(model) and lookup(model) is not None
+    except UserError:
+        return False  # a malformed name: loading the model says so
+
+
 def _peft_has_targets_for(model_type: str) -> bool:
     """peft's own default LoRA targets cover this family (peft then picks the modules itself)."""
     try:
@@ -91,7 +109,9 @@ class PeftMethod(Method):
 
     # -- before any cell runs ----------------------------------------------------------------------
     def unsupported(self, target: MethodTarget) -> str | None:
-        """A family the tuner does not support, or a peft too old to have the tuner."""
+        """A model trained from scratch, a family the tuner does not support, or a peft too old to have the tuner."""
+        if target.task_kind == "language-modeling" and _built_from_config(target.model):
+            return FROM_SCRATCH
         if self.families and target.model_type and target.model_type not in self.families:
             return (f"it applies only to model families {', '.join(self.families)}; "
                     f"drop it for this model or choose one of those")
@@ -141,6 +161,8 @@ class PeftMethod(Method):
         # head (classifier / score) to modules_to_save itself; name any other new module.
         covered = SEQ_CLS_HEADS if task_type == "SEQ_CLS" else ()
         new = [n for n in ctx.new_module_names(model) if n.rsplit(".", 1)[-1] not in covered]
+        if "" in new:  # the model itself is new (trained from scratch): see FROM_SCRATCH
+            raise UserError(f"method '{self.name}': {FROM_SCRATCH}")
         if new and "modules_to_save" not in kwargs and _accepts(config_class, "modules_to_save"):
             kwargs["modules_to_save"] = new
         try:

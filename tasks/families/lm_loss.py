@@ -3,8 +3,10 @@
 A subclass yields raw texts per split (``texts``). Training text is tokenised, joined with
 EOS between documents and packed into fixed-length blocks of ``max_length`` tokens,
 streamed (an ``IterableDataset``), so corpora larger than memory train; the loop needs
-``max_steps`` for a stream. Evaluation is the mean token cross-entropy on the held-out
-split's blocks (``val_loss``, lower is better) and its perplexity.
+``max_steps`` for a stream. A long document is tokenised in pieces (``pieces``), so one
+large document does not cost the tokenizer's memory for all of it at once. Evaluation is
+the mean token cross-entropy on the held-out split's blocks (``val_loss``, lower is better)
+and its perplexity, streamed batch by batch.
 
 A model built from a config trains from scratch: every module is new, so the bundle's
 ``new_modules`` is the whole model and every method trains all of it. A pretrained model
@@ -13,6 +15,7 @@ A model built from a config trains from scratch: every module is new, so the bun
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -20,7 +23,22 @@ from typing import Any
 
 from suite.errors import UserError
 from suite.metrics import PERPLEXITY, VAL_LOSS
-from suite.task import Metric, ModelBundle, Task, in_batches
+from suite.task import Metric, ModelBundle, Task
+
+PIECE_CHARS = 1 << 16  # a longer document is tokenised in pieces of at most this many characters
+
+
+def pieces(text: str) -> Iterator[tuple[str, bool]]:
+    """``(piece, is_last)`` of a document: itself when short; a long one cut after a line break (or a
+    space), so one large document never goes through the tokenizer at once. Tokens at a cut can differ
+    from tokenising the whole (a byte tokenizer's never do)."""
+    start = 0
+    while len(text) - start > PIECE_CHARS:
+        end = start + PIECE_CHARS
+        cut = (text.rfind("\n", start, end) + 1) or (text.rfind(" ", start, end) + 1) or end
+        yield text[start:cut], False
+        start = cut
+    yield text[start:], True
 
 
 @cache
@@ -42,13 +60,18 @@ def _packed_blocks_class() -> type:
             produced = 0
             eos = self.tokenizer.eos_token_id
             for text in self.texts():
-                buffer += self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
-                while len(buffer) >= self.block:
-                    yield {"input_ids": buffer[:self.block]}
-                    buffer = buffer[self.block:]
-                    produced += 1
-                    if self.limit and produced >= self.limit:
-                        return
+                for piece, last in pieces(text):
+                    buffer += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+                    if last:
+                        buffer.append(eos)
+                    start = 0  # blocks are cut by offset, and the rest kept once per piece, not per block
+                    while len(buffer) - start >= self.block:
+                        yield {"input_ids": buffer[start:start + self.block]}
+                        start += self.block
+                        produced += 1
+                        if self.limit and produced >= self.limit:
+                            return
+                    del buffer[:start]
 
     return PackedBlocks
 
@@ -99,18 +122,18 @@ class LanguageModelingTask(Task):
         import pandas as pd
         import torch
 
-        blocks = list(packed_blocks(lambda: self.texts(split), bundle.tokenizer, recipe.max_length, recipe.limit))
-        if not blocks:
-            raise UserError(f"task '{self.name}': split '{split}' holds less text than one block of "
-                            f"{recipe.max_length} tokens")
+        blocks = iter(packed_blocks(lambda: self.texts(split), bundle.tokenizer, recipe.max_length, recipe.limit))
         losses: list[float] = []
-        for chunk in in_batches(blocks, recipe.eval_batch_size):
+        while chunk := list(itertools.islice(blocks, recipe.eval_batch_size)):  # streamed, never held whole
             batch = self.collate(chunk, bundle)
             logits = bundle.model(input_ids=batch["input_ids"].to(device)).logits.float()
             per_token = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1).to(device),
                 reduction="none").view(len(batch["input_ids"]), -1)
             losses += per_token.mean(dim=1).cpu().tolist()
+        if not losses:
+            raise UserError(f"task '{self.name}': split '{split}' holds less text than one block of "
+                            f"{recipe.max_length} tokens")
         loss = sum(losses) / len(losses)  # blocks have equal length: the mean over tokens
         metrics = [Metric("val_loss", loss, higher_is_better=False),
                    Metric("perplexity", math.exp(min(loss, 50.0)), higher_is_better=False)]
