@@ -6,8 +6,9 @@ Layout under the store root::
     cells/part-<hash>.parquet          compacted cells (many cells per file, see ``compact``)
     predictions/<cell_id>.parquet      per-example predictions of a cell
     curves/<cell_id>.parquet           a cell's training curve (step, metric, value, split)
-    sweeps/<run_id>.json               what a sweep set out to run (``suite status`` reads it)
+    sweeps/<run_id>-<random>.json      what a sweep set out to run (``suite status`` reads it)
     <table>/<name>.parquet             other tables (e.g. ``kernels``)
+    quarantine/<folder>/<name>         unreadable files, moved aside (``<stem>~2.parquet`` when taken)
 
 The root is a local folder (a shared POSIX path works for every node that mounts it) or a
 URI of any filesystem pyarrow opens (``s3://bucket/prefix``, ``gs://...``, ``file:///...``),
@@ -17,7 +18,8 @@ shared disk.
 Writes are atomic: a file is written to a hidden temporary name in its folder and renamed
 into place (on object stores one put is atomic already, so it is written directly). A
 process killed at any moment leaves complete files or ignorable temporary ones. Reads skip
-a file that cannot be read and name it in a warning; it is never deleted.
+a file that cannot be read and name it in a warning; it is moved to ``quarantine/`` under its
+own folder and name, never deleted and never over another file.
 
 Concurrent writers (the workers of a cluster executor, two drivers on one store) never
 lose or duplicate a cell. A record's identity is its cell id plus an attempt id; every
@@ -36,7 +38,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,10 @@ PREDICTIONS = "predictions"
 CURVES = "curves"
 SWEEPS = "sweeps"
 QUARANTINE = "quarantine"  # unreadable files are moved here, named, never deleted
+# The folders a store writes; a folder holding one of them (or nothing yet) is a result store.
+STORE_FOLDERS = (CELLS, PREDICTIONS, CURVES, SWEEPS, QUARANTINE)
+# How many numbered names (``x~2.parquet`` ...) a move tries before random ones.
+_NUMBERED_NAMES = 100
 # Which attempt of a cell a record is: one id per written record, so two records of one cell
 # (a re-run, a second driver) are told apart and the reader keeps exactly one.
 ATTEMPT = "attempt_id"
@@ -61,6 +67,30 @@ ATTEMPT = "attempt_id"
 _READ_TRIES = 5
 # Protocols whose single put is atomic (objects appear whole or not at all).
 _OBJECT_STORES = {"s3", "s3a", "gcs", "gs", "abfs", "abfss", "az", "memory", "mock"}
+
+
+def _free_names(name: str) -> Iterator[str]:
+    """Names to try for a moved file: its own, then numbered (``x~2.parquet``), then random ones."""
+    stem, dot, suffix = name.rpartition(".")
+    stem, suffix = (stem, dot + suffix) if stem else (name, "")
+    yield name
+    for n in range(2, _NUMBERED_NAMES + 2):
+        yield f"{stem}~{n}{suffix}"
+    while True:
+        yield f"{stem}~{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def _shown(text: object) -> str:
+    """``text`` for a warning line: control characters written as escapes, so a hostile file name
+    can neither drive the terminal nor hide, and still names the file to look for."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
+def new_sweep_record(run_id: str) -> str:
+    """A sweep record's name: the run id people read, and random bits, since run ids have
+    one-second resolution and two drivers started in one second must not share a record."""
+    return f"{run_id}-{uuid.uuid4().hex[:8]}"
 
 
 def new_attempt_id() -> str:
@@ -105,10 +135,26 @@ class _LocalFiles:
         return path
 
     def move(self, path: Path, folder: str) -> Path:
-        target = self.root / folder / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-        return target
+        """Move ``path`` to ``folder/<its own folder>/<its name>``, never over another file.
+
+        A name is claimed by creating it exclusively (O_EXCL) and only then replaced by the file,
+        so two readers quarantining same-named files (one after the other, or at once) keep both.
+        """
+        where = self.root / folder / path.parent.relative_to(self.root)
+        where.mkdir(parents=True, exist_ok=True)
+        for name in _free_names(path.name):
+            target = where / name
+            try:
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            try:
+                os.replace(path, target)
+            except BaseException:
+                target.unlink(missing_ok=True)  # give the claimed name back (the file vanished meanwhile)
+                raise
+            return target
+        raise AssertionError("unreachable: _free_names never ends")
 
     def read_table(self, path: Path) -> pa.Table:
         return pq.read_table(path, use_threads=False)
@@ -121,6 +167,17 @@ class _LocalFiles:
 
     def exists(self, path: Path | None = None) -> bool:
         return (path or self.root).exists()
+
+    def is_store(self) -> bool:
+        try:
+            if not self.root.is_dir():
+                return False
+            entries = [p for p in self.root.iterdir() if not p.name.startswith(".")]
+            if not entries or any(p.name in STORE_FOLDERS and p.is_dir() for p in entries):
+                return True
+            return any(p.is_dir() and next(p.glob("*.parquet"), None) is not None for p in entries)
+        except OSError:  # a folder this user cannot list is no store of theirs
+            return False
 
 
 class _ArrowFiles:
@@ -176,10 +233,22 @@ class _ArrowFiles:
         return path
 
     def move(self, path: str, folder: str) -> str:
-        target = f"{self.base}/{folder}/{path.rsplit('/', 1)[1]}"
-        self.fs.create_dir(f"{self.base}/{folder}", recursive=True)
-        self.fs.move(path, target)
-        return target
+        """Move ``path`` to ``folder/<its own folder>/<its name>``, on a name nothing holds yet.
+
+        Object stores have no exclusive create, so the name is looked up first: only two readers
+        moving the very same file at the same moment could meet on one name.
+        """
+        from pyarrow import fs as pafs
+
+        inside, _, name = path[len(self.base):].strip("/").rpartition("/")
+        where = "/".join(p for p in (self.base, folder, inside) if p)
+        self.fs.create_dir(where, recursive=True)
+        for candidate in _free_names(name):
+            target = f"{where}/{candidate}"
+            if self.fs.get_file_info(target).type == pafs.FileType.NotFound:
+                self.fs.move(path, target)
+                return target
+        raise AssertionError("unreachable: _free_names never ends")
 
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path) as src:
@@ -199,6 +268,18 @@ class _ArrowFiles:
 
         info = self.fs.get_file_info(path or self.base)
         return info.type != pafs.FileType.NotFound
+
+    def is_store(self) -> bool:
+        from pyarrow import fs as pafs
+
+        if self.fs.get_file_info(self.base).type == pafs.FileType.File:
+            return False
+        entries = [i for i in self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
+                   if not i.base_name.startswith(".")]
+        folders = [i for i in entries if i.type == pafs.FileType.Directory]
+        if not entries or any(i.base_name in STORE_FOLDERS for i in folders):
+            return True
+        return any(self.list(i.base_name) for i in folders)
 
 
 def _alive(pid: int) -> bool:
@@ -314,6 +395,12 @@ class ResultStore:
     def exists(self) -> bool:
         return self._fs.exists()
 
+    def is_store(self) -> bool:
+        """Whether the root is a result store: a folder that is empty (made by a run that wrote
+        nothing yet) or holds a folder the store writes or a table of parquet files. A file, or a
+        folder such as ``/``, is not, so a mistyped path is not reported as an empty store."""
+        return self._fs.is_store()
+
     def _name(self, path: Any) -> Any:
         return self._fs.name(path) if isinstance(self._fs, _ArrowFiles) else path
 
@@ -360,22 +447,33 @@ class ResultStore:
         name = name or f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         return self._fs.write(self._fs.path(table, f"{name}.parquet"), _parquet_bytes(frame))
 
-    def write_sweep(self, run_id: str, manifest: dict[str, Any]) -> Path | str:
-        """Record what a sweep set out to run (its cells, executor, options) for ``suite status``."""
-        data = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
-        return self._fs.write(self._fs.path(SWEEPS, f"{run_id}.json"), data)
+    def write_sweep(self, record: str, manifest: dict[str, Any]) -> Path | str:
+        """Record what a sweep set out to run (its cells, executor, options) for ``suite status``.
+
+        ``record`` names the file: one driver writes its one record more than once (job ids
+        arrive later), while two drivers must never share one (``new_sweep_record``).
+        """
+        data = json.dumps(manifest | {"record": record}, indent=1, sort_keys=True, default=str).encode()
+        return self._fs.write(self._fs.path(SWEEPS, f"{record}.json"), data)
 
     def sweeps(self) -> list[dict[str, Any]]:
-        """Every sweep manifest in the store, oldest first; unreadable ones are named and skipped."""
+        """Every sweep manifest in the store, oldest first; unreadable or foreign ones are named and skipped."""
         out = []
         for path in self._fs.list_names(SWEEPS, ".json"):
             try:
-                out.append(json.loads(self._fs.read_bytes(path)))
+                manifest = json.loads(self._fs.read_bytes(path))
+                problem = _sweep_problem(manifest)
             except FileNotFoundError:
                 continue
-            except (OSError, ValueError) as exc:
-                print(f"warning: skipping unreadable sweep file {self._name(path)}: {exc}", file=sys.stderr)
-        return sorted(out, key=lambda m: (str(m.get("started_at", "")), str(m.get("run_id", ""))))
+            except (OSError, ValueError, RecursionError) as exc:
+                problem = f"unreadable ({exc})"
+            if problem:
+                print(_shown(f"warning: skipping sweep file {self._name(path)}: {problem}"), file=sys.stderr)
+                continue
+            manifest.setdefault("record", _basename(path).removesuffix(".json"))
+            out.append(manifest)
+        return sorted(out, key=lambda m: (str(m.get("started_at", "")), str(m.get("run_id", "")),
+                                          str(m.get("record", ""))))
 
     def compact(self) -> int:
         """Fold single-cell files into one part file, so large stores read fast. Returns files folded.
@@ -397,7 +495,7 @@ class ResultStore:
             except FileNotFoundError:  # folded by another compaction meanwhile
                 continue
             except Exception as exc:  # noqa: BLE001 - a corrupted file stays where it is, named
-                print(f"warning: not compacting unreadable result file {self._name(path)}: {exc}",
+                print(_shown(f"warning: not compacting unreadable result file {self._name(path)}: {exc}"),
                       file=sys.stderr)
         if len(folded) < 2:
             return 0
@@ -441,8 +539,8 @@ class ResultStore:
             return  # gone meanwhile (compacted or quarantined by another reader)
         except OSError as exc:  # a read-only store: leave the file where it is
             where = f"left in place ({exc})"
-        print(f"warning: unreadable result file {self._name(path)} ({type(reason).__name__}: {reason}); "
-              f"{where}", file=sys.stderr)
+        print(_shown(f"warning: unreadable result file {self._name(path)} ({type(reason).__name__}: {reason}); "
+                     f"{where}"), file=sys.stderr)
 
     def clean_stale_temporaries(self) -> list[str]:
         """Remove temporary files a killed writer left behind (local stores; a live writer's stay).
@@ -520,6 +618,20 @@ class ResultStore:
         if skipped is not None:
             skipped.extend(bad)
         return _combine(tables)[0] if tables else pd.DataFrame()
+
+
+def _sweep_problem(manifest: Any) -> str:
+    """Why ``manifest`` is no sweep record ("" when it is one): ``suite status`` reads its cells
+    and their ids, so a foreign JSON file must stop here."""
+    if not isinstance(manifest, dict):
+        return f"not a sweep record (a JSON {type(manifest).__name__}, not an object)"
+    cells = manifest.get("cells")
+    if not isinstance(cells, list):
+        return "not a sweep record (no list of cells)"
+    for n, cell in enumerate(cells, 1):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_id"), str) or not cell["cell_id"]:
+            return f"not a sweep record (cell {n} has no cell_id)"
+    return ""
 
 
 def _basename(path: Any) -> str:

@@ -9,7 +9,9 @@ driver reports it without writing it again.
 
 The driver also records the sweep (its cells, executor, options and job ids) in the
 store's ``sweeps`` table, so ``suite status STORE`` can tell later what is done, failed or
-outstanding, even for a sweep submitted with ``--no-wait``.
+outstanding, even for a sweep submitted with ``--no-wait``. Each call records under a name of
+its own (the run id and random bits): run ids have one-second resolution, and two drivers
+started in the same second must each keep their record.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from suite.app.sweep import Cell
 from suite.errors import UserError
 from suite.faults import checkpoint
 from suite.results.schema import STATUS_OK
-from suite.results.store import ResultStore
+from suite.results.store import ResultStore, new_sweep_record
 
 
 @dataclass
@@ -114,12 +116,13 @@ def run_sweep(cells: Sequence[Cell], store: ResultStore, executor: Executor,
     by_id = {cell.cell_id: cell for cell in cells}
     outcomes: list[CellOutcome] = []
     manifest = sweep_manifest(cells, executor, settings, now())
+    record = new_sweep_record(settings.run_id)
     results = executor.run(list(cells), settings)
     finished = False
     try:
         for done, result in enumerate(results, 1):
             if done == 1:
-                store.write_sweep(settings.run_id, manifest | {"engine": executor.describe()})
+                store.write_sweep(record, manifest | {"engine": executor.describe()})
             if result.rows:  # no rows: the cell's own job wrote its record (see the module doc)
                 store_result(store, result)
                 checkpoint("driver.cell_written")
@@ -140,5 +143,5 @@ def run_sweep(cells: Sequence[Cell], store: ResultStore, executor: Executor,
         if close is not None:  # a generator: its cleanup cancels what is still outstanding
             close()
         if cells and (finished or outcomes):  # with the job ids: status can ask the cluster about them
-            store.write_sweep(settings.run_id, manifest | {"engine": executor.describe()})
+            store.write_sweep(record, manifest | {"engine": executor.describe()})
     return outcomes

@@ -5,14 +5,16 @@ driver to print progress; every ``suite run`` records what it set out to run in 
 store's ``sweeps`` table, and this command compares that with the records there: each cell
 is ok, failed (in this sweep), or outstanding, with its job's state where the cluster
 can still tell. Exit codes: 0 nothing failed (done or outstanding), 1 some cell failed,
-2 no such store or sweep.
+2 no such store or sweep, or a path that is no result store.
+
+Everything shown from the store (names, errors, sweep records) goes through the terminal
+cleaning ``suite compare`` uses: a shared store must not drive the reader's terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from typing import Any
 
@@ -27,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        epilog=f"examples:\n  suite status {DEFAULT_STORE}\n  suite status s3://bucket/results --all",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("store", help="the result store (a folder or a URI such as s3://bucket/prefix)")
-    p.add_argument("--run", help="the sweep to show, by run id (default: the latest)")
+    p.add_argument("--run", help="the sweep to show, by run id or record name (default: the latest)")
     p.add_argument("--all", action="store_true", help="show every sweep recorded in the store")
     p.set_defaults(handler=main)
 
@@ -37,7 +39,7 @@ def cell_states(manifest: dict[str, Any], latest: dict[str, tuple[str, str, str]
     started = str(manifest.get("started_at", ""))
     states: dict[str, list[dict]] = {"ok": [], "failed": [], "outstanding": []}
     for cell in manifest.get("cells", []):
-        status, finished, error = latest.get(cell["cell_id"], ("", "", ""))
+        status, finished, error = latest.get(str(cell["cell_id"]), ("", "", ""))
         if status == "ok":
             states["ok"].append(cell)
         elif status and finished >= started:
@@ -47,33 +49,34 @@ def cell_states(manifest: dict[str, Any], latest: dict[str, tuple[str, str, str]
     return states
 
 
-def job_state(engine: dict[str, Any], cell_id: str) -> str:
-    """The state of a cell's job as the cluster tells it now, or "" when it cannot."""
-    job_id = (engine.get("jobs") or {}).get(cell_id)
-    if not job_id:
-        return ""
-    if engine.get("cluster") == "local":  # a local job is a process of this machine
-        try:
-            os.kill(int(job_id), 0)
-            return f"job {job_id}: running"
-        except (OSError, ValueError):
-            return f"job {job_id}: ended"
-    if shutil.which("sacct") is None:  # not on the cluster: its jobs cannot be asked about here
-        return f"job {job_id}"
-    try:
-        import submitit
+def job_notes(engine: dict[str, Any], cells: list[dict]) -> list[str]:
+    """Each cell's job and its state as the cluster tells it now ("job 12: RUNNING"), the job id
+    alone where nobody here can ask, "" for a cell without a recorded job."""
+    from suite.app.executors.slurm import job_states
 
-        return f"job {job_id}: {submitit.SlurmJob(folder=engine.get('folder') or '.', job_id=job_id).state}"
-    except Exception:  # noqa: BLE001 - no submitit, no sacct here: the state is unknown, not an error
-        return f"job {job_id}"
+    jobs = engine.get("jobs") if isinstance(engine.get("jobs"), dict) else {}
+    ids = [jobs.get(cell["cell_id"]) for cell in cells]
+    ids = [str(job) if isinstance(job, (str, int)) and str(job) else "" for job in ids]
+    asked = [n for n, job in enumerate(ids) if job]
+    states = job_states([(engine, ids[n]) for n in asked])
+    notes = [""] * len(cells)
+    for n, state in zip(asked, states, strict=True):
+        shown = state.lower() if engine.get("cluster") == "local" else state
+        notes[n] = f"job {ids[n]}: {shown}" if shown else f"job {ids[n]}"
+    return notes
 
 
 def main(args: argparse.Namespace) -> int:
+    from suite.reports.terminal import clean
     from suite.results.store import ResultStore
 
     store = ResultStore(args.store)
     if not store.exists():
         raise UserError(f"no result store at '{store.root}': run 'suite run ... --store {store.root}' first")
+    if not store.is_store():
+        what = "is a file, not a result store" if os.path.isfile(store.root) \
+            else "is not a result store (it holds no cells/ or sweeps/ folder)"
+        raise UserError(f"'{store.root}' {what}: give the folder 'suite run --store' wrote")
     frame = store.load(warn=True)
     latest: dict[str, tuple[str, str, str]] = {}
     if not frame.empty:
@@ -82,14 +85,15 @@ def main(args: argparse.Namespace) -> int:
             error = str(row.error or "").strip().splitlines()
             latest[str(row.cell_id)] = (str(row.status), str(row.finished_at or ""), error[0] if error else "")
     ok_total = sum(1 for status, _, _ in latest.values() if status == "ok")
-    print(f"store {store.root}: {len(latest)} cell(s) with records, {ok_total} ok, "
-          f"{len(latest) - ok_total} failed")
+    print(clean(f"store {store.root}: {len(latest)} cell(s) with records, {ok_total} ok, "
+                f"{len(latest) - ok_total} failed"))
     manifests = store.sweeps()
     if args.run:
-        manifests = [m for m in manifests if m.get("run_id") == args.run]
+        every = manifests
+        manifests = [m for m in every if args.run in (m.get("run_id"), m.get("record"))]
         if not manifests:
-            known = ", ".join(str(m.get("run_id")) for m in store.sweeps()) or "none"
-            raise UserError(f"no sweep '{args.run}' in {store.root} (recorded sweeps: {known})")
+            known = ", ".join(dict.fromkeys(clean(m.get("run_id")) for m in every)) or "none"
+            raise UserError(f"no sweep '{clean(args.run)}' in {store.root} (recorded sweeps: {known})")
     elif not args.all:
         manifests = manifests[-1:]
     if not manifests:
@@ -98,16 +102,17 @@ def main(args: argparse.Namespace) -> int:
     any_failed = False
     for manifest in manifests:
         states = cell_states(manifest, latest)
-        engine = manifest.get("engine") or {}
-        where = manifest.get("executor", "?") + (f" ({engine['cluster']})" if engine.get("cluster") else "")
+        engine = manifest.get("engine") if isinstance(manifest.get("engine"), dict) else {}
+        where = str(manifest.get("executor", "?")) + (f" ({engine['cluster']})" if engine.get("cluster") else "")
         counts = ", ".join(f"{len(states[k])} {k}" for k in ("ok", "failed", "outstanding"))
-        print(f"\nsweep {manifest.get('run_id')} on {where}, started {manifest.get('started_at')}: "
-              f"{len(manifest.get('cells', []))} cell(s): {counts}")
+        name = manifest.get("record") or manifest.get("run_id")
+        print()
+        print(clean(f"sweep {name} on {where}, started {manifest.get('started_at')}: "
+                    f"{len(manifest['cells'])} cell(s): {counts}"))
         for cell in states["failed"]:
-            print(f"  failed       {_label(cell)}: {cell['error']}")
-        for cell in states["outstanding"]:
-            state = job_state(engine, cell["cell_id"])
-            print(f"  outstanding  {_label(cell)}" + (f"  [{state}]" if state else ""))
+            print(clean(f"  failed       {_label(cell)}: {cell['error']}"))
+        for cell, note in zip(states["outstanding"], job_notes(engine, states["outstanding"]), strict=True):
+            print(clean(f"  outstanding  {_label(cell)}" + (f"  [{note}]" if note else "")))
         if states["outstanding"] and not manifest.get("waits", True):
             print("  (cells whose job ended without a record run again with the same 'suite run' command)")
         any_failed = any_failed or bool(states["failed"])

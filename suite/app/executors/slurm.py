@@ -22,15 +22,21 @@ hands back only a summary (status, error, primary metric, costs) with no rows, s
 driver, which writes every result that has rows, never writes that record a second time.
 The driver still writes the failed record of a job lost for good, since no job can.
 
+Running the same command again (after ``--no-wait``, or after a driver that died) submits only
+the cells whose recorded job is no longer queued or running: a job still in flight writes its
+cell's record itself, so submitting it again would run the cell twice.
+
 submitit is imported only when a sweep runs, so ``suite list`` and ``--help`` never load it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -58,6 +64,10 @@ POLL_S = {"slurm": 10.0, "local": 0.5}
 HEARTBEAT_S = 60.0
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _MEM = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)B?$", re.IGNORECASE)
+# SLURM job states (sacct) of a job that is queued, running or about to run again; any other
+# state (COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, ...) or none at all means it is gone.
+IN_FLIGHT = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+                       "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"})
 
 
 def slurm_minutes(text: str) -> int:
@@ -129,6 +139,85 @@ class SlurmOptions:
     @property
     def minutes(self) -> int:
         return slurm_minutes(self.slurm_time)
+
+
+def local_job_running(job_id: str) -> bool:
+    """Whether a local job (its controller's process id) still runs on this machine.
+
+    An ended process that nobody reaped yet (a zombie) has ended, and a process id reused by
+    another program is not the job: on Linux both are read from /proc.
+    """
+    try:
+        pid = int(job_id)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:  # 0 and negative ids name process groups, not a job
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive, but no job of ours
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            if fh.read().rpartition(")")[2].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"submitit" in fh.read()
+    except (OSError, IndexError):  # no /proc (macOS): the signal answered, so it runs
+        return True
+
+
+def job_states(jobs: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
+    """What the cluster says now of jobs a sweep record names, as (its engine, job id) pairs.
+
+    A SLURM state (PENDING, RUNNING, FAILED, ...; UNKNOWN when the cluster no longer knows the
+    job), RUNNING or ENDED for a local job, and "" where nobody here can tell: no sacct on this
+    machine, a local job of another machine, no submitit.
+    """
+    states = [""] * len(jobs)
+    asked: list[tuple[int, Any]] = []
+    for n, (engine, job_id) in enumerate(jobs):
+        if engine.get("cluster") == "local":
+            if engine.get("host", socket.gethostname()) == socket.gethostname():
+                states[n] = "RUNNING" if local_job_running(job_id) else "ENDED"
+        elif engine.get("cluster") == "slurm" and shutil.which("sacct") is not None:
+            try:
+                import submitit
+
+                folder = engine.get("folder") if isinstance(engine.get("folder"), str) else ""
+                asked.append((n, submitit.SlurmJob(folder=folder or ".", job_id=str(job_id))))
+            except Exception:  # noqa: BLE001 - no submitit, or a job id it cannot read: unknown here
+                pass
+    for n, handle in asked:  # every job registered first: one sacct call answers them all
+        try:
+            states[n] = str(handle.state).split()[0].upper()
+        except Exception:  # noqa: BLE001 - sacct failed: the state is unknown, not an error
+            pass
+    return states
+
+
+@contextlib.contextmanager
+def _controller_stderr(folder: str) -> Iterator[None]:
+    """submitit's local executor starts each job's controller with this process's stderr, and a
+    controller prints a KeyboardInterrupt traceback there when its job is cancelled (Ctrl-C).
+    While jobs are submitted, stderr is a log file in the jobs' folder, which they inherit."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except OSError:  # no stderr to keep clean, or no folder (the submission says why)
+        yield
+        return
+    try:
+        with open(os.path.join(folder, "controllers.log"), "ab") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _import_submitit() -> Any:
@@ -240,7 +329,30 @@ class SlurmExecutor(Executor):
                             f"every node sees or an object store; '{self.store}' lives in this process only")
 
     def describe(self) -> dict[str, Any]:
-        return {"cluster": self.options.slurm_cluster, "folder": self.folder, "jobs": dict(self.jobs)}
+        described = {"cluster": self.options.slurm_cluster, "folder": self.folder, "jobs": dict(self.jobs)}
+        if self.options.slurm_cluster == "local":  # a local job id is a process id of this machine
+            described["host"] = socket.gethostname()
+        return described
+
+    def _in_flight(self, cells: Sequence[Cell]) -> dict[str, str]:
+        """Cells of ``cells`` whose latest recorded job (an earlier run's, in the store's sweep
+        records) is still queued or running, with that job's id: that job writes the record."""
+        from suite.results.store import ResultStore
+
+        wanted = {cell.cell_id for cell in cells}
+        latest: dict[str, tuple[dict[str, Any], str]] = {}
+        for manifest in ResultStore(self.store).sweeps():  # oldest first: a later submission wins
+            engine = manifest.get("engine")
+            if manifest.get("executor") != self.name or not isinstance(engine, dict) \
+                    or not isinstance(engine.get("jobs"), dict):
+                continue
+            for cell_id, job_id in engine["jobs"].items():
+                if cell_id in wanted and isinstance(job_id, (str, int)) and str(job_id):
+                    latest[cell_id] = (engine, str(job_id))
+        ids = list(latest)
+        states = job_states([latest[cell_id] for cell_id in ids])
+        return {cell_id: latest[cell_id][1] for cell_id, state in zip(ids, states, strict=True)
+                if state in IN_FLIGHT}
 
     def _folder(self, run_id: str) -> str:
         base = self.options.slurm_folder
@@ -281,12 +393,14 @@ class SlurmExecutor(Executor):
     def _submit(self, engine: Any, job: CellJob, cells: list[Cell], array: bool) -> list[Any]:
         """Submit ``cells`` (as one job array when ``array``); a refusal by sbatch is the user's to fix."""
         submitit = _import_submitit()
+        local = self.options.slurm_cluster == "local"
         try:
-            if array and len(cells) > 1:
-                with engine.batch():
+            with _controller_stderr(self.folder) if local else contextlib.nullcontext():
+                if array and len(cells) > 1:
+                    with engine.batch():
+                        jobs = [engine.submit(job, pack_cell(cell)) for cell in cells]
+                else:
                     jobs = [engine.submit(job, pack_cell(cell)) for cell in cells]
-            else:
-                jobs = [engine.submit(job, pack_cell(cell)) for cell in cells]
         except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError, OSError) as exc:
             # FailedJobError here is sbatch's refusal (its stderr), not a job's failure
             raise UserError(f"SLURM refused the jobs: {str(exc).strip()}") from None
@@ -301,6 +415,16 @@ class SlurmExecutor(Executor):
             raise UserError("the slurm executor needs the store's path (its jobs write their records)")
         submitit = _import_submitit()
         o = self.options
+        in_flight = self._in_flight(cells)
+        if in_flight:
+            self.jobs.update(in_flight)  # this sweep's record names them too: status follows them
+            ids = sorted(set(in_flight.values()))
+            shown = ("job " if len(ids) == 1 else "jobs ") + ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            print(f"slurm: {len(in_flight)} cell(s) not submitted again: their job from an earlier run is still "
+                  f"queued or running ({shown}) and writes their record", file=sys.stderr)
+            cells = [cell for cell in cells if cell.cell_id not in in_flight]
+            if not cells:
+                return
         engine = self._engine(submitit, settings.run_id, len(cells))
         job = CellJob(self.store, remote_settings(settings, o.slurm_gpus_per_node))
         local = o.slurm_cluster == "local"
@@ -349,7 +473,8 @@ class SlurmExecutor(Executor):
                 except Exception:  # noqa: BLE001 - a job that already ended cannot be cancelled
                     pass
             if running:
-                print(f"slurm: cancelled {len(running)} outstanding job(s)", file=sys.stderr)
+                print(f"slurm: cancelled {len(running)} outstanding job(s) ({done} cell(s) finished and "
+                      f"stored); the same 'suite run' command runs the rest", file=sys.stderr)
 
     def _outcome(self, handle: Any, cell: Cell, attempt: int,
                  settings: RunSettings) -> tuple[CellResult | None, bool]:
