@@ -33,6 +33,7 @@ from suite.config import option
 from suite.errors import UserError
 from suite.metrics import loss, score
 from suite.task import EvalOutput, Metric, ModelBundle, Task, evaluation_mode, in_batches
+from suite.tasks.text_files import open_text
 
 IGNORE_INDEX = -100  # labels the loss skips (transformers' convention)
 # Encoder families transformers can still fit with an LM head; they do not generate left to right.
@@ -274,7 +275,7 @@ def general_text(source: str, rows: int) -> list[str]:
 
             texts = [str(t) for t in pd.read_parquet(path)["text"]]
         elif path.suffix in (".jsonl", ".json"):
-            with open(path, encoding="utf-8") as fh:
+            with open_text(str(path)) as fh:
                 for number, line in enumerate(fh, 1):
                     if line.strip():
                         try:
@@ -285,7 +286,8 @@ def general_text(source: str, rows: int) -> list[str]:
                     if len(texts) >= rows:
                         break
         else:
-            texts = path.read_text(encoding="utf-8").splitlines()
+            with open_text(str(path)) as fh:
+                texts = fh.read().splitlines()
     else:
         name, _, config = source.partition(":")
         try:
