@@ -169,8 +169,8 @@ def test_a_corrupt_or_foreign_file_is_quarantined_and_named_never_deleted(tmp_pa
     shown = run_suite("compare", str(store), "--baseline", "lora")
     assert shown.returncode == 0, shown.stderr
     assert "truncated.parquet" in shown.stderr and "foreign.parquet" in shown.stderr
-    quarantine = {p.name for p in (store / "quarantine").iterdir()}
-    assert quarantine == {"truncated.parquet", "foreign.parquet"}  # moved aside, not deleted
+    quarantine = {p.relative_to(store / "quarantine").as_posix() for p in (store / "quarantine").rglob("*.parquet")}
+    assert quarantine == {"cells/truncated.parquet", "cells/foreign.parquet"}  # moved aside, not deleted
     tally(store, expected)
 
 
