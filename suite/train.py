@@ -70,8 +70,10 @@ class DivergenceGuard:
     Diverged means: a non-finite loss; a running mean of the loss (over the last ``WINDOW``
     steps) above ``factor`` times the first step's loss, the loss of the untrained model;
     or a non-finite trainable parameter (checked every ``PARAMETER_EVERY`` steps and at the
-    last). A finite but exploded run would otherwise be stored as ok with a number that
-    means nothing.
+    last). After the last step the loss of a training batch, in the model as trained, is
+    held to the same factor (``check_final``): a run shorter than the window, or one that
+    blew up in its last steps, has no running mean that saw it. A finite but exploded run
+    would otherwise be stored as ok with a number that means nothing.
     """
 
     WINDOW = 10
@@ -94,6 +96,15 @@ class DivergenceGuard:
             raise CellFailure(f"training diverged: the loss rose to {recent:.4g} (mean of the last {self.WINDOW} "
                               f"steps) from {start:.4g} at the first step, above diverge_factor="
                               f"{self.factor:g}, at step {step}")
+
+    def check_final(self, loss: float, step: int) -> None:
+        """The loss after the last optimizer step (no step after it to report it) against the first."""
+        if not math.isfinite(loss):
+            raise CellFailure(f"training diverged: the loss after the last step ({step}) is {loss}")
+        start = self.losses[0] if self.losses else None
+        if self.factor and start is not None and start > 0 and loss > self.factor * start:
+            raise CellFailure(f"training diverged: the loss after the last step ({step}) is {loss:.4g}, from "
+                              f"{start:.4g} at the first step, above diverge_factor={self.factor:g}")
 
     def check_parameters(self, model: torch.nn.Module, step: int) -> None:
         if step % self.PARAMETER_EVERY and step != self.total_steps:
@@ -362,12 +373,32 @@ class Trainer:
                 torch.cuda.synchronize()
             result.wall_time_s = time.perf_counter() - start - eval_time
         bar.close()
+        divergence.check_final(self.final_loss(batch), state.step)
         result.steps = state.step
         tail = result.losses[-max(1, min(20, len(result.losses) // 10 or 1)):]
         result.final_loss = sum(tail) / len(tail)
         result.peak_memory_bytes = memory.peak_bytes
         result.memory_kind = memory.kind
         return result
+
+    def final_loss(self, batch: dict) -> float:
+        """The loss of ``batch`` (the last one trained on) after the last step, without a gradient.
+
+        It draws nothing a normal run draws: no new batch (the data order stays), no dropout mask
+        (eval mode), and the global RNG states are restored afterwards, so the evaluation that
+        follows sees what it saw before this check existed. (A layer that keeps state across
+        forwards, such as delayed FP8 scaling's amax history, does see this batch once more.)"""
+        was_training = self.model.training
+        devices = []
+        if self.device.startswith("cuda"):
+            index = torch.device(self.device).index
+            devices = [torch.cuda.current_device() if index is None else index]
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            self.model.eval()
+            try:
+                return float(self.loss(batch))
+            finally:
+                self.model.train(was_training)
 
 
 def _base_train_step():

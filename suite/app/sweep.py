@@ -165,25 +165,49 @@ def _expand(family: str, subtask: str | None) -> list[tuple[str, str | None]]:
     return [(family, cls.resolve_subtask(subtask))]
 
 
+SEED_LIMIT = 2**32  # numpy.random.seed takes seeds below this
+
+
 def parse_seeds(value: Any) -> list[int]:
     """A count (``3`` -> 0, 1, 2) or an explicit list (``1,5,7`` or a YAML list) of distinct seeds >= 0."""
+    count = _seed_count(value)
+    if count is not None:
+        return list(range(count))
     try:
         if isinstance(value, list):
             seeds = [_seed(v) for v in value]
-        elif "," in str(value):
-            seeds = [_seed(v) for v in str(value).split(",") if v.strip()]
         else:
-            count = _seed(value)
-            if count <= 0:
-                raise UserError("--seeds count must be positive")
-            seeds = list(range(count))
+            seeds = [_seed(v) for v in str(value).split(",") if v.strip()]
     except (TypeError, ValueError):
         raise UserError(f"--seeds takes a count (3) or a list (0,1,2), got {value!r}") from None
     if not seeds:
         raise UserError(f"--seeds {value!r} names no seed")
     if any(s < 0 for s in seeds):
         raise UserError(f"seeds must be >= 0, got {', '.join(str(s) for s in seeds if s < 0)}")
+    if any(s >= SEED_LIMIT for s in seeds):  # else each such cell fails when it seeds numpy
+        raise UserError(f"seeds must be below 2**32 ({SEED_LIMIT:,}), the range numpy's generator takes; got "
+                        f"{', '.join(str(s) for s in seeds if s >= SEED_LIMIT)}")
     return list(dict.fromkeys(seeds))  # a seed given twice would train the same cell twice
+
+
+def seed_count(value: Any) -> int:
+    """How many seeds ``value`` names, without building the list: a mistyped count of billions must
+    reach the cell-count guard, not allocate a list first."""
+    count = _seed_count(value)
+    return len(parse_seeds(value)) if count is None else count
+
+
+def _seed_count(value: Any) -> int | None:
+    """The count when ``value`` is one (``3``), checked; None when it is a list of seeds."""
+    if isinstance(value, list) or "," in str(value):
+        return None
+    try:
+        count = _seed(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--seeds takes a count (3) or a list (0,1,2), got {value!r}") from None
+    if count <= 0:
+        raise UserError("--seeds count must be positive")
+    return count
 
 
 def _seed(value: Any) -> int:

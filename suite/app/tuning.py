@@ -159,21 +159,25 @@ def with_values(cell: Cell, values: dict[str, Any], stage: str, search_id: str, 
                    tuned=dict(values))
 
 
-def validate(cells: Sequence[Cell], search: Search) -> None:
-    """Before any cell runs: every grid name is a recipe key or an argument of each method, and every
-    task can hold out data for tuning."""
-    seen_specs: set[str] = set()
+def prepare(cells: Sequence[Cell], search: Search) -> list[Group]:
+    """Every group with the trials it will run, built before any cell runs: a value the method's
+    Config or the Recipe refuses would otherwise surface only after the default cells trained.
+    Also checks that every task can hold out data for tuning."""
+    found = groups(cells, search)
     seen_tasks: set[tuple] = set()
     for cell in cells:
-        if cell.spec.label not in seen_specs:
-            seen_specs.add(cell.spec.label)
-            for name, _ in search.grid:
-                place(cell.spec, name)
         key = (cell.task, cell.subtask, cell.data_dir)
         if key not in seen_tasks:
             seen_tasks.add(key)
             view = cell.make_task().for_selection()  # a family that cannot hold out data says so here
             view.examples("train", 1)  # and one with too little training data to hold out, too
+    return found
+
+
+def search_cells(found: Iterable[Group]) -> list[Cell]:
+    """The cells a search builds up front (trials, or TPE's probes at the ends of its space), for the
+    checks every cell passes before the sweep starts."""
+    return [cell for group in found for cell in (group.trials or group.probes)]
 
 
 def group_key(cell: Cell) -> tuple:
@@ -195,10 +199,14 @@ class Group:
     search_id: str
     trials: list[Cell] = field(default_factory=list)
     chosen: dict[str, Any] | None = None
+    probes: list[Cell] = field(default_factory=list)  # TPE: cells at the ends of its space, checked up front
 
 
 def groups(cells: Sequence[Cell], search: Search) -> list[Group]:
-    """The default cells grouped per method x task x model, each with the trials of an equal budget."""
+    """The default cells grouped per method x task x model, each with the trials of an equal budget.
+
+    Every value is resolved here (the method's Config, the Recipe's checks), so a refused value
+    stops the sweep with its name before any cell runs."""
     by_key: dict[tuple, Group] = {}
     for cell in cells:
         key = group_key(cell)
@@ -212,14 +220,41 @@ def groups(cells: Sequence[Cell], search: Search) -> list[Group]:
         if search.grid:
             names = [n for n, _ in search.grid]
             combos = itertools.product(*(values for _, values in search.grid))
-            g.trials = [with_values(g.base, dict(zip(names, combo, strict=True)), "trial", g.search_id, i,
-                                    seed=g.seeds[0]) for i, combo in enumerate(combos)]
+            g.trials = [_trial(g, dict(zip(names, combo, strict=True)), i, "--tune")
+                        for i, combo in enumerate(combos)]
         elif search.sampler == "random":
             rng = random.Random(f"{search.seed}:{g.search_id}")
             dims = space(g.base)
-            g.trials = [with_values(g.base, {d.name: d.sample(rng) for d in dims}, "trial", g.search_id, i,
-                                    seed=g.seeds[0]) for i in range(search.trials)]
+            g.trials = [_trial(g, {d.name: d.sample(rng) for d in dims}, i, "--tune-trials")
+                        for i in range(search.trials)]
+        else:  # TPE proposes its trials one by one: its space is checked at its ends
+            g.probes = [_trial(g, values, 0, "--tune-trials") for values in _ends(space(g.base))]
     return out
+
+
+def _ends(dims: Sequence[Dimension]) -> list[dict[str, Any]]:
+    """Value sets reaching every end of a space: all lows, then each dimension's high and choices."""
+    low = {d.name: d.choices[0] if d.kind == "choice" else _bound(d, d.low) for d in dims}
+    out = [low]
+    for d in dims:
+        for value in d.choices[1:] if d.kind == "choice" else (_bound(d, d.high),):
+            out.append({**low, d.name: value})
+    return out
+
+
+def _bound(d: Dimension, value: float) -> Any:
+    return int(value) if d.kind == "int" else value
+
+
+def _trial(group: Group, values: dict[str, Any], index: int, flag: str) -> Cell:
+    """A trial cell of ``group``; a value its method or the recipe refuses is a UserError naming it."""
+    try:
+        return with_values(group.base, values, "trial", group.search_id, index, seed=group.seeds[0])
+    except UserError as exc:
+        setting = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+        fix = "correct or drop that value" if flag == "--tune" else "change the arguments its space is drawn around"
+        raise UserError(f"{flag} sets {setting} for '{group.base.spec.label}', which is refused ({exc}); "
+                        f"{fix}") from None
 
 
 def select(group: Group, results: Callable[[Cell], tuple[float, bool] | None]) -> dict[str, Any]:
@@ -291,9 +326,10 @@ def budget(trials: Iterable[Cell], store: Any) -> dict[str, float]:
 
 
 def run_search(cells: Sequence[Cell], search: Search, store: Any, run: Callable[[list[Cell]], None],
-               say: Callable[[str], None]) -> list[Group]:
-    """Trials for every group (skipping finished ones), the selection, and the tuned cells run."""
-    found = groups(cells, search)
+               say: Callable[[str], None], found: list[Group] | None = None) -> list[Group]:
+    """Trials for every group (skipping finished ones), the selection, and the tuned cells run;
+    ``found``: the groups ``prepare`` built and checked before the sweep started."""
+    found = groups(cells, search) if found is None else found
     if search.sampler == "tpe" and search.trials:
         for group in found:
             tpe_trials(group, search, run, lambda: primary_of(store))

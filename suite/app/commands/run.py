@@ -6,6 +6,7 @@ Exit codes: 0 all cells ok, 1 some cell failed (each stored with its error), 2 b
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any
@@ -42,6 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 MAX_SWEEP_FILE_BYTES = 1_000_000
 MAX_CELLS_WITHOUT_YES = 1_000  # a larger sweep asks for --yes: small input, unbounded work
+MAX_CELLS = 1_000_000  # beyond this even --yes is refused: the cells alone would not fit in memory
 SWEEP_KEYS = {"methods", "tasks", "models", "seeds", "recipe", "data_dir", "store", "device", "executor",
               "task_options"}
 
@@ -117,8 +119,7 @@ def load_sweep_file(path: str) -> dict[str, Any]:
 
     from suite.app.sweep import check_recipe_keys
 
-    if not os.path.isfile(path):
-        raise UserError(f"sweep file '{path}' does not exist")
+    check_sweep_file_kind(path)
     if os.path.getsize(path) > MAX_SWEEP_FILE_BYTES:
         raise UserError(f"sweep file '{path}' is {os.path.getsize(path):,} bytes; a sweep file is a few lines "
                         f"(the limit is {MAX_SWEEP_FILE_BYTES:,})")
@@ -127,6 +128,8 @@ def load_sweep_file(path: str) -> dict[str, Any]:
             text = fh.read()
     except UnicodeDecodeError as exc:
         raise UserError(f"sweep file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"sweep file '{path}' cannot be read ({exc.strerror or exc}); check its permissions") from None
     try:
         # Anchors and aliases (&a / *a) are refused: nested aliases expand without bound ("billion laughs").
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
@@ -146,6 +149,27 @@ def load_sweep_file(path: str) -> dict[str, Any]:
         raise UserError(f"sweep file '{path}': recipe must be a mapping")
     check_recipe_keys(recipe, f"sweep file '{path}'")
     return data
+
+
+def check_sweep_file_kind(path: str) -> None:
+    """A sweep file is a regular file: name what the path is instead (a folder, a device such as
+    /dev/null, a pipe) rather than calling it missing."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UserError(f"sweep file '{path}' does not exist") from None
+    except OSError as exc:
+        raise UserError(f"sweep file '{path}' cannot be read ({exc.strerror or exc}); check the path") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"sweep file '{path}' is a folder, not a file; give the path of a YAML file with "
+                        f"methods: and tasks:")
+    if not stat.S_ISREG(mode):
+        kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise UserError(f"sweep file '{path}' is not a regular file ({kind}); give the path of a YAML file "
+                        f"with methods: and tasks:")
 
 
 def _as_text(value: Any) -> str | None:
@@ -219,22 +243,27 @@ def move_task_keys_out_of_recipe(sweep: dict[str, Any], tasks: list[tuple[str, s
     return recipe
 
 
-def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
-    """Turn flags, sweep file and preset into cells (everything validated before any training)."""
+def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, Any]]:
+    """Turn flags, sweep file and preset into cells (everything validated before any training);
+    ``search``: the ``--tune`` search, whose trials and tuned cells the cell-count guard counts."""
     from suite.app.sweep import (
         build_cells,
         method_spec_from_yaml,
         parse_method_spec,
         parse_seeds,
         parse_task_list,
+        seed_count,
         split_method_list,
     )
 
     sweep: dict[str, Any] = {}
     if args.preset:
         sweep.update({k: v for k, v in PRESETS[args.preset].items() if k != "about"})
+    empty_file = False
     if args.config:
-        sweep.update(load_sweep_file(args.config))
+        from_file = load_sweep_file(args.config)
+        empty_file = not from_file
+        sweep.update(from_file)
     if args.methods:
         sweep["methods"] = args.methods
     if args.tasks:
@@ -249,6 +278,9 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     if getattr(args, "store", None) == "":
         raise UserError(f"--store '' names no folder; give a path (default ./{DEFAULT_STORE})")
     check_sweep_types(sweep)
+    if empty_file and (not sweep.get("methods") or not sweep.get("tasks")):
+        raise UserError(f"sweep file '{args.config}' is empty, so it names nothing to run; write methods: and "
+                        f"tasks: in it (or give --methods and --tasks)")
     if not sweep.get("methods") or not sweep.get("tasks"):
         raise UserError("nothing to run: give --methods and --tasks, a sweep file (-c), "
                         "or --preset smoke")
@@ -264,6 +296,9 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     if not tasks:
         raise UserError(f"no task to run in {sweep['tasks']!r}: name at least one, e.g. --tasks smoke")
     models = [m for m in (_as_text(sweep.get("models")) or "").split(",") if m.strip()] or None
+    # Counted before any cell (or seed list) is built: a mistyped count must not exhaust memory first.
+    check_cell_count(distinct_methods(specs) * len(set(tasks)) * len(set(models or [""])),
+                     seed_count(sweep.get("seeds", 1)), search, getattr(args, "yes", False))
     seeds = parse_seeds(sweep.get("seeds", 1))
     data_dir = sweep.get("data_dir")
     if data_dir and not os.path.isdir(data_dir):
@@ -273,10 +308,39 @@ def plan(args: argparse.Namespace) -> tuple[list, dict[str, Any]]:
     recipe = move_task_keys_out_of_recipe(sweep, tasks)
     cells = build_cells(specs, tasks, models, seeds, [recipe, cli_recipe], data_dir,
                         task_options_for(args, sweep, tasks))
-    if len(cells) > MAX_CELLS_WITHOUT_YES and not getattr(args, "yes", False):
-        raise UserError(f"this sweep has {len(cells):,} cells; check --methods, --tasks, --models and --seeds, "
-                        f"or add --yes to run them all")
     return cells, sweep
+
+
+def distinct_methods(specs: list) -> int:
+    """Method specs that make different cells (``lora`` and ``lora:r=8`` resolve to one)."""
+    import json
+
+    from suite.app.sweep import resolve_method_spec
+
+    return len({json.dumps([m.to_dict() for m in resolve_method_spec(spec)], sort_keys=True, default=str)
+                for spec in specs})
+
+
+def check_cell_count(groups: int, seeds: int, search: Any, yes: bool) -> None:
+    """Refuse a sweep of more than ``MAX_CELLS_WITHOUT_YES`` cells without ``--yes`` (more than
+    ``MAX_CELLS`` at all), counting a search's trials and tuned cells with the default ones.
+
+    ``groups``: method x task x model combinations, each run with every seed; a search adds its
+    trials per group and one tuned cell per default cell."""
+    default = groups * seeds
+    total = default
+    parts = ""
+    flags = "--methods, --tasks, --models and --seeds"
+    if search is not None:
+        per_group = search.trials or math.prod(len(values) for _, values in search.grid)
+        total = default + groups * per_group + default
+        parts = f" ({default:,} default, {groups * per_group:,} trials, {default:,} tuned)"
+        flags = f"--methods, --tasks, --models, --seeds and {'--tune-trials' if search.trials else '--tune'}"
+    if total > MAX_CELLS:
+        raise UserError(f"this sweep has {total:,} cells{parts}, more than one sweep can hold (at most "
+                        f"{MAX_CELLS:,}, even with --yes); check {flags}")
+    if total > MAX_CELLS_WITHOUT_YES and not yes:
+        raise UserError(f"this sweep has {total:,} cells{parts}; check {flags}, or add --yes to run them all")
 
 
 # What each sweep-file key may hold (YAML gives numbers, lists and mappings where text was meant).
@@ -345,12 +409,31 @@ def drop_unsupported(cells: list, skip: bool) -> list:
     return runnable
 
 
+def search_supported(found: list, cells: list, search: Any) -> list:
+    """The search's groups whose default cells still run, once every trial configuration was asked
+    whether its methods can run on its model; one that cannot ends the sweep before any cell runs
+    (an equal budget per method: a trial is never silently dropped)."""
+    from suite.app.sweep import unsupported_cells
+    from suite.app.tuning import search_cells
+
+    kept = {c.cell_id for c in cells}
+    found = [group for group in found if group.base.cell_id in kept]
+    _, refusals = unsupported_cells(search_cells(found))
+    if refusals:
+        lines = "\n".join(f"  {r.describe()}" for r in refusals)
+        fix = ("Drop those values from --tune." if search.grid else
+               "Change the method arguments --tune-trials draws around.")
+        raise UserError(f"{len(refusals)} configuration(s) the search would try cannot run; nothing was run:\n"
+                        f"{lines}\n{fix}")
+    return found
+
+
 def main(args: argparse.Namespace) -> int:
     from suite.app.tuning import parse_tune
 
     search = parse_tune(getattr(args, "tune", None), getattr(args, "tune_trials", None),
                         getattr(args, "tune_sampler", "random"), getattr(args, "tune_seed", 0))
-    cells, sweep = plan(args)
+    cells, sweep = plan(args, search)
     from suite.app.driver import run_sweep
     from suite.app.executor import make_executor
     from suite.app.library_noise import quiet_library_noise
@@ -362,17 +445,20 @@ def main(args: argparse.Namespace) -> int:
     store = ResultStore(sweep.get("store") or DEFAULT_STORE)
     # The executor and its options are checked first: a wrong flag costs no data check.
     executor = make_executor(str(sweep.get("executor") or "local"), executor_options_given(args), store.uri)
+    found = None
     if search is not None:
-        from suite.app.tuning import validate
+        from suite.app.tuning import prepare, search_cells
 
         if not executor.waits:
             raise UserError("--tune needs each trial's result before it selects: drop --no-wait")
-        validate(cells, search)
+        found = prepare(cells, search)  # every trial's values resolved now, not after the default cells ran
     device = pick_device(sweep.get("device") or "auto")
     quiet_library_noise(device)  # before the checks below import peft
-    preflight(cells)
+    preflight(cells + (search_cells(found) if found is not None else []))
     print(f"suite run with {versions_line()}", file=sys.stderr)
     cells = drop_unsupported(cells, args.skip_unsupported)
+    if found is not None:
+        found = search_supported(found, cells, search)
     # The store is made only once every other check has passed: a refused run leaves no folder.
     if not store.remote:
         store.check_writable()
@@ -398,7 +484,7 @@ def main(args: argparse.Namespace) -> int:
             outcomes.extend(run_sweep([c for c in more if c.cell_id not in finished], store, executor, settings))
             cells.extend(more)
 
-        run_search(list(cells), search, store, run_more, lambda line: print(line, file=sys.stderr))
+        run_search(list(cells), search, store, run_more, lambda line: print(line, file=sys.stderr), found)
     if not executor.waits:  # --no-wait: the cells' jobs write their records; status looks later
         if todo:
             print(f"suite run: {len(todo)} cell(s) submitted; each writes its record to {store.root} "
