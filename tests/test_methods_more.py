@@ -5,6 +5,7 @@ Tiny models from configs, synthetic data, one torch thread.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -151,8 +152,8 @@ def test_compeft_keeps_the_requested_density_as_signs_times_one_scalar():
         assert tau[kept].abs().min() >= tau[~kept].abs().max()  # the kept ones are the largest |tau|
         if alpha is None:  # the least-squares scalar: the mean magnitude of the kept entries
             assert result.scale == pytest.approx(float(tau[kept].abs().mean()), rel=1e-6)
-        else:  # the paper's alpha * sigma(tau)
-            assert result.scale == pytest.approx(alpha * float(tau.std(correction=0)), rel=1e-6)
+        else:  # the paper's alpha * sigma(tau), sigma Bessel-corrected as the authors' tv.std()
+            assert result.scale == pytest.approx(alpha * float(tau.std()), rel=1e-6)
 
 
 def test_compeft_at_density_one_with_the_exact_scalar_returns_the_original_delta():
@@ -161,12 +162,57 @@ def test_compeft_at_density_one_with_the_exact_scalar_returns_the_original_delta
     generator = torch.Generator().manual_seed(1)
     c = 0.0123
     tau = c * torch.where(torch.rand(4096, generator=generator) < 0.5, -1.0, 1.0)
-    exact_alpha = c / float(tau.std(correction=0))
+    exact_alpha = c / float(tau.std())
     torch.testing.assert_close(compress(tau, 1.0, exact_alpha).dense(), tau, atol=1e-9, rtol=1e-6)
     torch.testing.assert_close(compress(tau, 1.0).dense(), tau, atol=1e-9, rtol=1e-6)
     # Sparsification only (quantize=false) at density 1 is the identity for any update.
     tau = torch.randn(4096, generator=generator)
     assert torch.equal(compress(tau, 1.0, quantize=False).dense(), tau)
+
+
+def test_compeft_scales_are_their_closed_forms_on_a_known_update():
+    """tau = (4, -2, 1, -3, 0, 0) at density 1/2 keeps 4, -3, -2. Its mean is 0 and its squares sum
+    to 30, so sigma(tau) = sqrt(30 / 5) = sqrt(6) (Bessel-corrected: the authors' ``tv.std()`` in
+    prateeky2806/ComPEFT src/bert_eval.py). The paper's scalar is alpha * sqrt(6); the
+    mean-magnitude variant's is (4 + 3 + 2) / 3 = 3."""
+    from suite.methods.peft.compeft import compress
+
+    tau = torch.tensor([4.0, -2.0, 1.0, -3.0, 0.0, 0.0])
+    signs = torch.tensor([1.0, -1.0, 0.0, -1.0, 0.0, 0.0])
+    paper = compress(tau, 0.5, alpha=2.0)
+    assert paper.std == pytest.approx(math.sqrt(6))
+    torch.testing.assert_close(paper.dense(), 2 * math.sqrt(6) * signs)
+    torch.testing.assert_close(paper.with_alpha(0.5).dense(), 0.5 * math.sqrt(6) * signs)
+    torch.testing.assert_close(compress(tau, 0.5, alpha=None).dense(), 3.0 * signs)
+
+
+def test_compeft_alpha_is_a_grid_one_value_or_none():
+    from suite.methods.peft.compeft import ALPHAS
+
+    assert make("compeft").config.alpha == ALPHAS == tuple(sorted(ALPHAS))  # the paper's scale, alpha searched
+    assert make("compeft", alpha="2.5").config.alpha == (2.5,)  # fixed
+    assert make("compeft", alpha="4;1;4").config.alpha == (1.0, 4.0)  # one spelling per grid
+    assert make("compeft", alpha="none").config.alpha is None  # the mean-magnitude variant
+
+
+def test_compeft_cells_stored_before_version_2_keep_their_meaning_on_the_boards():
+    """Version 1's default (alpha unset: the mean-magnitude scalar) reads ``compeft:alpha=none``,
+    which is still that variant; the new default reads ``compeft``."""
+    import json
+
+    from suite.registry import METHODS
+    from suite.reports.leaderboard import canonical_label
+
+    old = [{"name": "compeft", "args": {"density": 0.1, "alpha": None, "quantize": True, "loss_batches": 4},
+            "version": "1"}]
+    assert canonical_label("compeft", json.dumps(old)) == "compeft:alpha=none"
+    fixed = [{"name": "compeft", "args": {"density": 0.1, "alpha": 2.5, "quantize": True, "loss_batches": 4},
+              "version": "1"}]
+    assert canonical_label("compeft", json.dumps(fixed)) == "compeft:alpha=2.5"
+    new = [{"name": "compeft", "args": {"density": 0.1, "alpha": [0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0],
+                                        "quantize": True, "loss_batches": 4}, "version": "2"}]
+    assert canonical_label("compeft", json.dumps(new)) == "compeft"
+    assert METHODS.get("compeft").target.version == "2"
 
 
 def test_golomb_positions_round_trip_and_beat_a_bitmap():
@@ -252,6 +298,69 @@ def test_compeft_stores_the_score_before_compression_where_the_runner_offers_an_
     compeft.after_training(bundle.model, ctx)
     assert len(seen) == 1 and torch.equal(seen[0], before)  # evaluated before compressing
     assert compeft.measurements(bundle.model)["compeft_before/accuracy"] == 0.75
+
+
+def _applied_alpha(compeft) -> float:
+    """alpha of the update now in the parameters: its one magnitude over sigma(tau)."""
+    tau_hat = compeft.task_vector()
+    return float(tau_hat[tau_hat != 0].abs().mean()) / compeft.result.std
+
+
+@pytest.mark.parametrize("metric,best", [("accuracy", 3.0), ("perplexity", 6.0)])
+def test_compeft_selects_alpha_on_the_selection_split_where_the_runner_offers_it(metric, best):
+    """Each alpha of the grid is applied and scored on the selection split; the best one stays
+    (the metric's direction decides). ``ctx.evaluate`` (the reported split) only scores before."""
+    from suite.methods.peft.compeft import ALPHAS
+
+    bundle, ctx, compeft, _ = _lora_compeft_cell(density=0.1)
+    tried, reported = [], []
+
+    def evaluate_selection() -> dict[str, float]:  # stands for the proposed runner hook
+        tried.append(_applied_alpha(compeft))
+        # accuracy peaks at alpha = 3.2; perplexity is lowest at alpha = 5.5
+        return {metric: -abs(tried[-1] - 3.2) if metric == "accuracy" else abs(tried[-1] - 5.5)}
+
+    ctx.evaluate = lambda: reported.append(1) or {"accuracy": 0.5}
+    ctx.evaluate_selection = evaluate_selection
+    compeft.after_training(bundle.model, ctx)
+    assert tried == pytest.approx(list(ALPHAS), rel=1e-5) and len(reported) == 1
+    assert _applied_alpha(compeft) == pytest.approx(best, rel=1e-5)
+    facts = compeft.measurements(bundle.model)
+    assert facts["compeft_alpha"] == pytest.approx(best)
+    assert facts[f"compeft_selection/{metric}"] == compeft.selection_scores[best]
+
+
+def test_compeft_without_a_selection_split_selects_alpha_by_the_training_loss():
+    bundle, ctx, compeft, _ = _lora_compeft_cell(density=0.1, alpha="1;2;4")
+    compeft.after_training(bundle.model, ctx)
+    losses = compeft.selection_scores
+    best = min(losses, key=losses.get)
+    assert set(losses) == {1.0, 2.0, 4.0} and _applied_alpha(compeft) == pytest.approx(best, rel=1e-5)
+    facts = compeft.measurements(bundle.model)
+    # the same training batches: the loss after compression is the chosen alpha's
+    assert facts["compeft_selection_loss"] == facts["compeft_loss_after"] == pytest.approx(losses[best])
+
+
+def test_compeft_ties_go_to_the_smaller_alpha_and_one_alpha_is_not_searched():
+    bundle, ctx, compeft, _ = _lora_compeft_cell(density=0.1)
+    ctx.evaluate_selection = lambda: {"accuracy": 0.5}
+    compeft.after_training(bundle.model, ctx)
+    assert _applied_alpha(compeft) == pytest.approx(0.5, rel=1e-5)
+
+    bundle, ctx, compeft, _ = _lora_compeft_cell(density=0.1, alpha="2.5")
+    ctx.evaluate_selection = lambda: pytest.fail("one alpha needs no selection")
+    compeft.after_training(bundle.model, ctx)
+    assert _applied_alpha(compeft) == pytest.approx(2.5, rel=1e-5) and not compeft.selection_scores
+
+
+def test_compeft_alpha_none_is_the_mean_magnitude_variant():
+    bundle, ctx, compeft, _ = _lora_compeft_cell(density=0.1, alpha="none")
+    trained_tau = compeft.task_vector()
+    compeft.after_training(bundle.model, ctx)
+    tau_hat = compeft.task_vector()
+    kept = tau_hat != 0
+    torch.testing.assert_close(tau_hat[kept].abs(), torch.full_like(tau_hat[kept], float(trained_tau[kept].abs().mean())))
+    assert "compeft_selection_loss" not in compeft.measurements(bundle.model)
 
 
 def test_compeft_without_training_compresses_nothing():
@@ -387,6 +496,30 @@ def test_natural_galore_applies_the_inverse_empirical_fisher_by_woodbury():
         optimizer.step()
         # the last s projected gradients, flattened; restarted with the projector at step 3
         assert optimizer.state[wide]["history"].shape == (3 * 20, [1, 2, 2, 1][step])
+
+
+def test_natural_galore_runs_on_bf16_weights():
+    """torch.linalg.solve has no bf16 kernel: the Woodbury step runs in float32 and is cast back."""
+    from suite.methods.memory_efficient.galore import galore_optimizer_class, natural_direction
+
+    generator = torch.Generator().manual_seed(6)
+    g_hist = torch.randn(40, 5, generator=generator).bfloat16()
+    g = g_hist[:, :1]
+    got = natural_direction(g, g_hist, 0.3)
+    wide = g_hist.double()
+    want = torch.linalg.solve(0.3 * torch.eye(40, dtype=torch.float64) + wide @ wide.T, g.double())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=1e-3)  # only the result's bf16 rounding
+
+    weight = torch.nn.Parameter(torch.randn(6, 20, generator=generator).bfloat16())
+    before = weight.detach().clone()
+    optimizer = galore_optimizer_class()([{"params": [weight], "rank": 3, "update_gap": 2, "scale": 0.5,
+                                           "natural": True, "history": 2, "damping": 0.3}], lr=0.1)
+    for _ in range(3):
+        weight.grad = torch.randn(weight.shape, generator=generator).bfloat16()
+        optimizer.step()
+    assert weight.dtype == optimizer.state[weight]["history"].dtype == torch.bfloat16
+    assert torch.isfinite(weight).all() and not torch.equal(weight.detach(), before)
 
 
 def test_galore_trains_every_parameter_with_projected_states_for_the_block_linears():

@@ -28,8 +28,11 @@ step.
 
 Written here rather than wrapping galore-torch 1.0: its package imports bitsandbytes at import
 time (a CUDA-oriented dependency for one optimizer), it has no Natural GaLore, and the
-algorithm is a few lines. ``tests/test_methods_more.py`` checks this one against galore-torch's
-AdamW step by step where galore-torch is installed. Defaults follow the GaLore repository's
+algorithm is a few lines. ``tests/test_galore_reference.py`` checks it step by step against a port
+of the reference implementation (jiaweizzhao/GaLore) in every run, including where the two differ
+(the reference adds eps before the bias correction and decays the weight after the update; this
+one follows torch's AdamW); ``tests/test_methods_more.py`` also checks it against galore-torch
+itself where that is installed. Defaults follow the GaLore repository's
 GLUE fine-tuning command (rank 4, scale 4, projector refreshed every 500 steps).
 """
 
@@ -71,11 +74,18 @@ class GaLoreConfig:
 
 
 def natural_direction(g: Any, history: Any, damping: float) -> Any:
-    """(lambda I + G G^T)^{-1} g by Woodbury's identity; ``history`` is G (d x s), g a d-vector."""
+    """(lambda I + G G^T)^{-1} g by Woodbury's identity; ``history`` is G (d x s), g a d-vector.
+
+    Computed in float32 at least and cast back: torch.linalg.solve has no bf16 or fp16 kernel, and
+    g lies in the span of G, so g - G(...) is a small remainder (lambda times the result) that
+    bf16's 8 bits cannot resolve before the division by lambda.
+    """
     import torch
 
-    small = damping * torch.eye(history.shape[1], device=g.device, dtype=g.dtype) + history.T @ history
-    return (g - history @ torch.linalg.solve(small, history.T @ g)) / damping
+    work = torch.promote_types(g.dtype, torch.float32)
+    g_w, history_w = g.to(work), history.to(work)
+    small = damping * torch.eye(history.shape[1], device=g.device, dtype=work) + history_w.T @ history_w
+    return ((g_w - history_w @ torch.linalg.solve(small, history_w.T @ g_w)) / damping).to(g.dtype)
 
 
 @cache

@@ -8,11 +8,29 @@ weights, ...), flattened into one vector:
     tau_hat = alpha * sigma(tau) * sign(top_k(tau))
 
 top_k keeps the ``density`` fraction of entries with the largest |tau| (the rest become 0) and
-sigma(tau) is the standard deviation of the uncompressed tau, so the update becomes a ternary
-vector and one scalar. The paper tunes alpha on validation data; with ``alpha`` unset the
-scalar is instead the mean |tau| of the kept entries (the least-squares scalar for those
-signs), which needs no dev-set search. ``quantize=false`` keeps the kept values themselves
-(sparsification only, the paper's ablation); with ``density=1`` that is the identity.
+sigma(tau) is the standard deviation of the uncompressed tau (Bessel-corrected, ``tv.std()`` in
+the authors' src/bert_eval.py), so the update becomes a ternary vector and one scalar.
+
+alpha: the paper chooses it on validation data. The authors' repository (prateeky2806/ComPEFT,
+commit 083ed51) takes one alpha per evaluation run (``--replace_factor``, default 1.0) and holds
+no grid, so the grid here is ours: ``ALPHAS``, from half the repository's default to 8, finer
+between 1 and 4, where the mean-magnitude scalar of a Gaussian- or Laplace-shaped update lies
+(about 1.2 to 2.8 sigma at densities 0.5 to 0.05). With several values each is applied in turn
+and scored, and the best is kept (the smallest on a tie):
+
+- by the task's primary score on its selection split (``Task.for_selection``: part of the
+  training split held out, never the split the leaderboard reports) where the runner offers it
+  as ``ctx.evaluate_selection``, a callable like ``ctx.evaluate``;
+- else by the task loss on ``loss_batches`` seeded training batches (the same batches as
+  ``compeft_loss_before``). ``ctx.evaluate`` scores the reported split and never selects.
+
+One value (``alpha=2.5``) fixes alpha. ``alpha=none`` is the mean-magnitude variant: the scalar
+is the mean |tau| of the kept entries (the least-squares scalar for those signs, sparse ternary
+compression's; the authors' "STC" option averages the signed kept values instead). It was this
+method's default before version 2, and stored cells of that version read ``compeft:alpha=none``
+on the boards, which still means it. ``quantize=false`` keeps the kept values themselves
+(sparsification only, the paper's ablation; alpha plays no part); with ``density=1`` that is the
+identity.
 
 Composes after any method (``lora+compeft:density=0.05``, ``full+compeft``): it records the
 trained parameters when training begins and compresses in ``after_training``, so the cell's
@@ -27,11 +45,13 @@ on), one sign bit per kept entry, the scalar, and the head in full. ``adapter_by
 file's size. The runner hands ``after_training`` the task's evaluation (``ctx.evaluate``), so the
 primary metrics of the uncompressed model are stored as ``compeft_before/<metric>`` beside the
 cell's own (after compression). Also stored: the task loss on a few training batches before and
-after compression, and the relative error ||tau - tau_hat|| / ||tau||.
+after compression, the relative error ||tau - tau_hat|| / ||tau||, the alpha applied and, when
+one was selected, its score (``compeft_selection/<metric>`` or ``compeft_selection_loss``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -46,20 +66,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from suite.train import TrainState
 
 GOLDEN = (1 + math.sqrt(5)) / 2
+# The alpha grid searched by default (see the module docstring for where it comes from).
+ALPHAS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
 @dataclass
 class ComPEFTConfig:
     density: float = 0.1  # k: fraction of the update's entries kept
-    alpha: float | None = None  # None: scalar = mean |kept tau|; a number: alpha * std(tau), as in the paper
+    # scale alpha * sigma(tau): several alphas are searched, one is fixed; none: the mean |kept tau|
+    alpha: tuple[float, ...] | None = ALPHAS
     quantize: bool = True  # false: keep the kept values (sparsification only)
-    loss_batches: int = 4  # training batches on which the loss before and after compression is measured
+    loss_batches: int = 4  # training batches for the loss before and after compression (and the fallback selection)
 
     def __post_init__(self) -> None:
         if not 0 < self.density <= 1:
             raise ValueError("density must be in (0, 1]: the fraction of the update's entries kept")
-        if self.alpha is not None and (not math.isfinite(self.alpha) or self.alpha <= 0):
-            raise ValueError("alpha must be a positive number (or unset for the least-squares scalar)")
+        if isinstance(self.alpha, (int, float)):  # one number given directly, not through the CLI
+            self.alpha = (float(self.alpha),)
+        if self.alpha is not None:
+            if not self.alpha or any(not math.isfinite(a) or a <= 0 for a in self.alpha):
+                raise ValueError("alpha must be a positive number, several separated by ';' (a grid to "
+                                 "select from), or none (the mean-magnitude scalar)")
+            self.alpha = tuple(sorted(set(self.alpha)))  # one spelling per grid: it enters the cell id
         if self.loss_batches < 0:
             raise ValueError("loss_batches must be >= 0")
 
@@ -74,6 +102,10 @@ class Compressed:
     scale: float  # the one scalar (nan when not quantized)
     values: Any = None  # the kept values themselves when not quantized
     std: float = float("nan")  # sigma(tau) of the uncompressed update
+
+    def with_alpha(self, alpha: float) -> Compressed:
+        """The same signs with the paper's scalar alpha * sigma(tau)."""
+        return dataclasses.replace(self, scale=alpha * self.std)
 
     def dense(self) -> Any:
         """tau_hat as a dense float32 vector."""
@@ -92,7 +124,8 @@ class Compressed:
 
 
 def compress(tau: Any, density: float, alpha: float | None = None, quantize: bool = True) -> Compressed:
-    """ComPEFT on a flat update: keep the top ``density`` of |tau|, then sign times one scalar."""
+    """ComPEFT on a flat update: keep the top ``density`` of |tau|, then sign times one scalar,
+    alpha * sigma(tau), or the mean |kept tau| where ``alpha`` is None."""
     import torch
 
     flat = tau.detach().float().reshape(-1).cpu()
@@ -102,7 +135,7 @@ def compress(tau: Any, density: float, alpha: float | None = None, quantize: boo
     indices = indices[flat[indices] != 0]  # an exact zero has no sign: it stays zero
     indices, _ = torch.sort(indices)
     kept = flat[indices]
-    std = float(flat.std(correction=0)) if n > 1 else 0.0
+    std = float(flat.std()) if n > 1 else 0.0  # Bessel-corrected, as the authors' tv.std()
     if not quantize:
         return Compressed(n, indices, kept > 0, float("nan"), values=kept.clone(), std=std)
     if alpha is None:
@@ -182,6 +215,7 @@ def head_module_ids(model: Any, ctx: MethodContext) -> set[int]:
                  source="suite", paper="Yadav et al. 2023, ComPEFT (arXiv:2311.13171)")
 class ComPEFT(Method):
     Config = ComPEFTConfig
+    version = "2"  # the default became the paper's alpha * sigma(tau), alpha searched; version 1's is alpha=none
     mergeable = True
     metrics = (cost("compeft_compressed_bytes", "compressed update", "B", fmt="bytes"),
                cost("compeft_original_bytes", "update before compression", "B", fmt="bytes"),
@@ -196,6 +230,7 @@ class ComPEFT(Method):
         self.head: list[tuple[str, Any]] = []
         self.result: Compressed | None = None
         self.facts: dict[str, float] = {}
+        self.selection_scores: dict[float, float] = {}  # alpha -> its selection score (or loss), when searched
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         self.ctx = ctx  # compression happens after training; nothing changes now
@@ -225,8 +260,6 @@ class ComPEFT(Method):
         return torch.cat([(p.detach().float().cpu() - init.float()).reshape(-1) for _, p, init in self.tracked])
 
     def after_training(self, model: Any, ctx: MethodContext) -> Any:
-        import torch
-
         if not self.tracked:  # nothing trained (an evaluation-only cell): nothing to compress
             self.facts = {"compeft_compressed_params": 0.0}
             return model
@@ -235,23 +268,15 @@ class ComPEFT(Method):
         loss_before = self._train_loss(model, ctx)
         tau = self.task_vector()
         c = self.config
-        self.result = compress(tau, c.density, c.alpha, c.quantize)
-        tau_hat = self.result.dense()
-        with torch.no_grad():
-            offset = 0
-            kept = torch.zeros(tau.numel(), dtype=torch.bool)
-            kept[self.result.indices] = True
-            for _, p, init in self.tracked:
-                size = init.numel()
-                piece = tau_hat[offset:offset + size].view(init.shape)
-                mask = kept[offset:offset + size].view(init.shape)
-                if c.quantize:
-                    new = init.float() + piece
-                else:  # kept entries keep their trained value exactly, the rest return to theta_init
-                    new = torch.where(mask, p.detach().float().cpu(), init.float())
-                p.copy_(new.to(device=p.device, dtype=p.dtype))
-                offset += size
+        alphas = c.alpha or (None,)
+        self.result = compress(tau, c.density, alphas[0], c.quantize)
+        selection: dict[str, float] = {}
+        if c.quantize and len(alphas) > 1:
+            self.result, selection = self._select(model, ctx, self.result, alphas)
+        else:
+            self._write(self.result)
         loss_after = self._train_loss(model, ctx)
+        tau_hat = self.result.dense()
         norm = float(tau.norm())
         self.facts = {
             "compeft_compressed_params": float(tau.numel()),
@@ -266,8 +291,66 @@ class ComPEFT(Method):
             **({"compeft_loss_before": loss_before, "compeft_loss_after": loss_after}
                if not math.isnan(loss_before) else {}),
             **{f"compeft_before/{k}": float(v) for k, v in before.items()},
+            **selection,
         }
         return model
+
+    def _write(self, result: Compressed) -> None:
+        """theta_init + tau_hat into the tracked parameters; unquantized, the kept entries keep
+        their trained value exactly and the rest return to theta_init."""
+        import torch
+
+        tau_hat = result.dense()
+        kept = torch.zeros(result.n, dtype=torch.bool)
+        kept[result.indices] = True
+        offset = 0
+        with torch.no_grad():
+            for _, p, init in self.tracked:
+                size = init.numel()
+                if result.values is None:
+                    new = init.float() + tau_hat[offset:offset + size].view(init.shape)
+                else:
+                    new = torch.where(kept[offset:offset + size].view(init.shape), p.detach().float().cpu(),
+                                      init.float())
+                p.copy_(new.to(device=p.device, dtype=p.dtype))
+                offset += size
+
+    def _select(self, model: Any, ctx: MethodContext, base: Compressed,
+                alphas: tuple[float, ...]) -> tuple[Compressed, dict[str, float]]:
+        """Apply each alpha of the grid, score it, and leave the best applied (the first on a tie):
+        by the task's primary score on its selection split where the runner offers it, else by the
+        task loss on training batches. Never by ``ctx.evaluate``: that is the reported split."""
+        from suite.errors import CellFailure
+        from suite.metrics import higher_is_better
+
+        evaluate = getattr(ctx, "evaluate_selection", None)
+        if not callable(evaluate) and not (self.config.loss_batches and ctx.calibration_source is not None):
+            raise CellFailure(f"method '{self.name}': nothing to select alpha on (no selection split from the "
+                              f"runner, no training batches with loss_batches={self.config.loss_batches}); "
+                              f"give one alpha")
+        scores: dict[float, float] = {}
+        label, higher = "compeft_selection_loss", False
+        for alpha in alphas:
+            self._write(base.with_alpha(alpha))
+            if callable(evaluate):
+                primary = evaluate()
+                if not primary:
+                    raise CellFailure(f"method '{self.name}': the selection split gave no score to select alpha on")
+                name, value = next(iter(primary.items()))  # the first primary metric
+                label, higher = f"compeft_selection/{name}", higher_is_better(name)
+            else:
+                value = self._train_loss(model, ctx)
+            scores[alpha] = float(value)
+
+        def rank(alpha: float) -> tuple[float, float]:  # a NaN score ranks last; the smaller alpha wins a tie
+            value = scores[alpha] if higher else -scores[alpha]
+            return (value if value == value else -math.inf, -alpha)
+
+        self.selection_scores = scores
+        best = max(alphas, key=rank)
+        chosen = base.with_alpha(best)
+        self._write(chosen)
+        return chosen, {label: scores[best]}
 
     def _train_loss(self, model: Any, ctx: MethodContext) -> float:
         """Mean task loss on ``loss_batches`` seeded training batches, in eval mode."""
