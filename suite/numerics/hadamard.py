@@ -31,6 +31,17 @@ Two forms of the same linear map (``method`` of ``apply_block_hadamard``)
 
 The two agree up to the rounding of ``x``'s dtype (exactly where every sum is exact, e.g.
 small integers through the unnormalised forms); tests/test_numerics.py checks this.
+
+Full size beyond powers of two (``apply_hadamard``)
+---------------------------------------------------
+HALO (IST-DASLab/HALO, ``qllmt/functional/hadamard.py``) rotates a whole dimension ``n = K 2^m``
+by a Kronecker product: the ``(K, 2^m)`` view of a row gets the Sylvester transform along
+``2^m`` and ``H_K`` from the left, ``K`` from a short list of Hadamard orders, so layer widths
+such as 352 = 44 x 8 get one rotation instead of blocks of 32. The factors ``H_K``
+here come from Paley's constructions (``paley_hadamard``), built on demand and checked
+orthogonal: any Hadamard matrix of order ``K`` makes the product an orthonormal rotation with
+entries ``+-1/sqrt(n)``, which is what the quantiser needs. HALO's list also has 156 and 172
+(Williamson matrices, no Paley construction); those widths are refused.
 """
 
 from __future__ import annotations
@@ -45,6 +56,8 @@ from suite.errors import UserError
 __all__ = [
     "is_power_of_two", "hadamard_block_size", "hadamard_matrix", "block_hadamard_matrix",
     "hadamard_scale", "random_signs", "fwht", "apply_block_hadamard",
+    "KRONECKER_ORDERS", "paley_hadamard", "hadamard_factor", "next_hadamard_size",
+    "full_hadamard_matrix", "apply_hadamard",
 ]
 
 
@@ -183,6 +196,128 @@ def apply_block_hadamard(x: torch.Tensor, block: int, *, signs: torch.Tensor | N
         y = fwht(x, block) * torch.tensor(block ** -0.5, dtype=x.dtype, device=x.device)
     else:
         raise ValueError(f"unknown Hadamard method {method!r}; use 'dense' or 'fast'")
+    if s is not None and inverse:
+        y = y * s
+    return y
+
+
+# -- full size: H_K (x) H_(2^m), HALO's Kronecker construction -------------------------------------------
+# HALO's non-power-of-two factors with a Paley construction: order -> (construction, q)
+# (I: q + 1 for a prime q = 3 mod 4; II: 2 (q + 1) for a prime power q = 1 mod 4). Its 40 is
+# 2 x 20 (covered by 20), its 156 and 172 are Williamson matrices, not built here.
+_PALEY = {12: (1, 11), 20: (1, 19), 28: (2, 13), 36: (2, 17), 44: (1, 43), 52: (2, 25), 60: (1, 59),
+          100: (2, 49), 108: (1, 107), 140: (1, 139)}
+KRONECKER_ORDERS = tuple(sorted(_PALEY))
+_PALEY_CACHE: dict[int, torch.Tensor] = {}
+
+
+def _quadratic_character(q: int) -> list[list[int]]:
+    """``chi(e_i - e_j)`` over the field of ``q`` elements (a prime or the square of one):
+    +1 for a non-zero square, -1 for a non-square, 0 on the diagonal."""
+    p = q if all(q % d for d in range(2, int(q ** 0.5) + 1)) else int(round(q ** 0.5))
+    if p * p == q:  # GF(p^2) as pairs (a, b) = a + b t with t^2 = r, r a non-residue mod p
+        r = next(v for v in range(2, p) if pow(v, (p - 1) // 2, p) == p - 1)
+        elements = [(a, b) for b in range(p) for a in range(p)]
+        squares = {((a * a + r * b * b) % p, (2 * a * b) % p) for a, b in elements if (a, b) != (0, 0)}
+
+        def diff(x: tuple, y: tuple) -> tuple:
+            return ((x[0] - y[0]) % p, (x[1] - y[1]) % p)
+    else:
+        elements = list(range(q))
+        squares = {(a * a) % q for a in range(1, q)}
+
+        def diff(x: int, y: int) -> int:
+            return (x - y) % q
+    zero = elements[0]
+    return [[0 if diff(x, y) == zero else (1 if diff(x, y) in squares else -1) for y in elements]
+            for x in elements]
+
+
+def paley_hadamard(order: int) -> torch.Tensor:
+    """A +-1 Hadamard matrix of ``order`` (one of ``KRONECKER_ORDERS``) in float64, from Paley's
+    first or second construction; ``H H^T = order I`` is checked before it is returned."""
+    if order in _PALEY_CACHE:
+        return _PALEY_CACHE[order]
+    if order not in _PALEY:
+        raise UserError(f"no Hadamard matrix of order {order} is built here; orders: {KRONECKER_ORDERS}")
+    kind, q = _PALEY[order]
+    jac = torch.tensor(_quadratic_character(q), dtype=torch.float64)
+    ones = torch.ones(q, 1, dtype=torch.float64)
+    if kind == 1:  # q = 3 mod 4: I + [[0, 1^T], [-1, Q]]
+        s = torch.cat([torch.cat([torch.zeros(1, 1, dtype=torch.float64), ones.t()], 1),
+                       torch.cat([-ones, jac], 1)], 0)
+        h = torch.eye(q + 1, dtype=torch.float64) + s
+    else:  # q = 1 mod 4: [[0, 1^T], [1, Q]] (x) [[1, -1], [-1, -1]] + I (x) [[1, 1], [1, -1]]
+        c = torch.cat([torch.cat([torch.zeros(1, 1, dtype=torch.float64), ones.t()], 1),
+                       torch.cat([ones, jac], 1)], 0)
+        a = torch.tensor([[1.0, -1.0], [-1.0, -1.0]], dtype=torch.float64)
+        b = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+        h = torch.kron(c, a) + torch.kron(torch.eye(q + 1, dtype=torch.float64), b)
+    if h.shape != (order, order) or not torch.equal(h @ h.t(), order * torch.eye(order, dtype=torch.float64)):
+        raise AssertionError(f"the Paley construction of order {order} is not a Hadamard matrix")
+    _PALEY_CACHE[order] = h
+    return h
+
+
+def hadamard_factor(n: int) -> tuple[int, int] | None:
+    """``(K, 2^m)`` with ``n = K 2^m`` and a Hadamard matrix of order ``K`` here (``K = 1`` for a
+    power of two), or None: the factors of the full-size transform of a dimension ``n``."""
+    if n >= 1 and is_power_of_two(n):
+        return 1, n
+    for k in KRONECKER_ORDERS:
+        if n % k == 0 and is_power_of_two(n // k):
+            return k, n // k
+    return None
+
+
+def next_hadamard_size(n: int) -> int:
+    """The smallest size ``>= n`` that ``hadamard_factor`` takes (where zero padding must go)."""
+    size = max(int(n), 1)
+    while hadamard_factor(size) is None:
+        size += 1
+    return size
+
+
+def _full_factor(n: int) -> tuple[int, int]:
+    factor = hadamard_factor(n)
+    if factor is None:
+        raise UserError(f"no full-size Hadamard transform of {n} here: it takes a power of two, or one "
+                        f"times {', '.join(map(str, KRONECKER_ORDERS))} (the next size that does is "
+                        f"{next_hadamard_size(n)})")
+    return factor
+
+
+def full_hadamard_matrix(n: int, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The orthonormal ``n x n`` matrix of ``apply_hadamard``: ``(H_K^T (x) H_(2^m)) / sqrt(n)``
+    (a row times it is HALO's ``H_K`` from the left on the ``(K, 2^m)`` view), built in float64
+    (for tests and analysis: the transform never builds it)."""
+    k, p = _full_factor(n)
+    h = torch.kron(paley_hadamard(k).t().contiguous() if k > 1 else torch.ones(1, 1, dtype=torch.float64), _sylvester(p))
+    return (h / math.sqrt(n)).to(device=device, dtype=dtype)
+
+
+def apply_hadamard(x: torch.Tensor, *, signs: torch.Tensor | None = None, inverse: bool = False,
+                   method: Literal["dense", "fast"] = "fast") -> torch.Tensor:
+    """``x`` times the full-size orthonormal Hadamard of its last dimension ``n``:
+    ``x @ full_hadamard_matrix(n)``, with random ``signs`` as in ``apply_block_hadamard``, and
+    ``inverse`` its transpose (``H_K`` need not be symmetric). A power of two is
+    ``apply_block_hadamard(x, n, ...)``; otherwise, as HALO's ``matmul_hadU_cuda``, the ``2^m``
+    part runs as butterflies (or dense) on the ``(K, 2^m)`` view, ``H_K`` multiplies it from
+    the left (``H_K^T`` to invert), then one multiplication by ``1/sqrt(n)``."""
+    n = x.shape[-1]
+    k, p = _full_factor(n)
+    if k == 1:
+        return apply_block_hadamard(x, n, signs=signs, inverse=inverse, method=method)
+    s = None if signs is None else _sign_vector(signs, n, like=x)
+    if s is not None and not inverse:
+        x = x * s
+    shape = x.shape
+    y = x.reshape(*shape[:-1], k, p)
+    if p > 1:
+        y = fwht(y, p) if method == "fast" else y @ _sylvester(p).to(device=x.device, dtype=x.dtype)
+    hk = paley_hadamard(k).to(device=x.device, dtype=x.dtype)
+    y = torch.matmul(hk.t() if inverse else hk, y)
+    y = (y * torch.tensor(n ** -0.5, dtype=x.dtype, device=x.device)).reshape(shape)
     if s is not None and inverse:
         y = y * s
     return y
