@@ -153,15 +153,18 @@ def test_halo_int8_level2_rotations_match_numerics():
     assert torch.equal(dw, mm(fq(dy.t(), "int8", **q), fq(x.t(), "int8", **q)))
 
 
-def test_coat_gemms_are_e4m3_per_tensor_with_the_input_kept_as_fp8():
-    layer, _ = one_layer("coat-train:real=false")
+@pytest.mark.parametrize("spec,grad", [("coat-train:real=false", "fp8_e5m2"),
+                                       ("coat-train:real=false,grad_format=e4m3", "fp8_e4m3")])
+def test_coat_gemms_are_fp8_per_tensor_with_the_input_kept_as_fp8(spec, grad):
+    """X and W in E4M3, the gradient in E5M2 (COAT's configs; E4M3 as the ablation)."""
+    layer, _ = one_layer(spec)
     x, dy = data()
     w = layer.weight.detach()
     y, dx, dw = run(layer, x, dy)
     assert torch.equal(y, mm(fq(x, "fp8_e4m3"), fq(w, "fp8_e4m3")))
-    assert torch.equal(dx, mm(fq(dy, "fp8_e4m3"), fq(w.t(), "fp8_e4m3")))
+    assert torch.equal(dx, mm(fq(dy, grad), fq(w.t(), "fp8_e4m3")))
     x_kept = F.dequantize(F.quantize(x, "fp8_e4m3", granularity="tensor"))
-    assert torch.equal(dw, mm(fq(dy.t(), "fp8_e4m3"), fq(x_kept.t(), "fp8_e4m3")))
+    assert torch.equal(dw, mm(fq(dy.t(), grad), fq(x_kept.t(), "fp8_e4m3")))
 
 
 def test_fast_fp4_paths_equal_the_numerics_module():
@@ -297,7 +300,10 @@ def test_gradients_reach_every_layer(spec):
     m = method(spec)
     model = m.apply(model, MethodContext(bundle=ModelBundle(model, new_modules=(model,))))
     if spec.endswith("-train") and spec != "bf16-train":
-        assert sum(isinstance(mod, LowPrecisionLinear) for mod in model.modules()) == 5 * 7
+        lowp = [n for n, mod in model.named_modules() if isinstance(mod, LowPrecisionLinear)]
+        # NVIDIA's NVFP4 recipe keeps the last of llama-tiny's 5 blocks in BF16 (last 8/62, rounded)
+        kept = 7 if spec == "nvfp4-train" else 0
+        assert len(lowp) == 5 * 7 - kept and not (kept and any(".layers.4." in n for n in lowp))
     ids = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(input_ids=ids, labels=ids).loss

@@ -11,8 +11,10 @@ A ``LinearRecipe`` says, per GEMM, how each operand is quantised (an ``Operand``
 ``suite.numerics`` format with its scales along the contraction, which is what scaled GEMM
 hardware takes) and which Hadamard rotations surround the product: along the contraction
 (applied to both operands, so it cancels in the product) or, HALO's, along the rows of
-``A`` (undone on the output). ``LowPrecisionLinear`` runs the three GEMMs through one
-custom autograd function, ``_LowPrecisionLinearFn``.
+``A`` (undone on the output). ``LinearRecipe.operand_rows`` lays the declaration out as the
+operand table of the README (format, block, scale, rounding, rotation, clipping).
+``LowPrecisionLinear`` runs the three GEMMs through one custom autograd function,
+``_LowPrecisionLinearFn``.
 
 Emulated (everywhere): each operand is fake-quantised (``suite.numerics.formats``: values
 exactly on the format's grid, float32), and the product is a float32 matmul, the
@@ -38,7 +40,13 @@ from torch import nn
 
 from suite.numerics import elements as el
 from suite.numerics import formats as F
-from suite.numerics.hadamard import apply_block_hadamard, hadamard_block_size, random_signs
+from suite.numerics.hadamard import (
+    apply_block_hadamard,
+    apply_hadamard,
+    is_power_of_two,
+    next_hadamard_size,
+    random_signs,
+)
 
 # Short operand format names -> suite.numerics format names.
 FORMAT_NAMES = {"e4m3": "fp8_e4m3", "e5m2": "fp8_e5m2", "int8": "int8", "mxfp8": "mxfp8_e4m3",
@@ -60,12 +68,15 @@ class Operand:
     1 x 16 blocks), ``tile`` (NVFP4 16 x 16 tiles: the same scale for W and W^T), ``quest``
     (MXFP4 with QuEST's RMS-based power-of-two scale; values beyond the clip range saturate
     and their gradient is zeroed), ``sr34`` (MXFP4 whose OCP scale is divided by 3/4, so that
-    stochastic rounding never saturates: Tseng et al. 2025, Quartet's backward).
+    stochastic rounding never saturates: Tseng et al. 2025, Quartet's backward). ``ties``:
+    where round-to-nearest sends an exact tie, ``even`` (IEEE, the hardware's conversions) or
+    ``down`` (toward zero: Quartet's QuEST kernel).
     """
 
     fmt: str = "fp32"
     scaling: str = "tensor"
     rounding: str = "nearest"
+    ties: str = "even"
 
     def describe(self) -> str:
         name = {"fp32": "FP32", "bf16": "BF16", "e4m3": "E4M3", "e5m2": "E5M2", "int8": "INT8",
@@ -77,7 +88,50 @@ class Operand:
         if self.fmt in ("fp32", "bf16"):
             how = ""
         sr = ", stochastic rounding" if self.rounding == "stochastic" else ""
+        if self.rounding == "nearest" and self.ties == "down":
+            sr = ", ties rounded toward zero"
         return f"{name}{' ' + how if how else ''}{sr}"
+
+    def table_cells(self, axis: str, history: int = 16) -> dict[str, str]:
+        """This operand's format, block, scale, rounding and clipping as the README's operand
+        table prints them; ``axis`` names the GEMM's contraction (K, N or M)."""
+        element = {"fp32": "FP32", "bf16": "BF16", "e4m3": "FP8 E4M3", "e5m2": "FP8 E5M2", "int8": "INT8",
+                   "mxfp8": "MXFP8 (E4M3)", "mxfp8_e5m2": "MXFP8 (E5M2)", "mxfp4": "MXFP4 (E2M1)",
+                   "nvfp4": "NVFP4 (E2M1)"}[self.fmt]
+        if self.fmt in ("fp32", "bf16"):
+            return {"format": element, "block": "-", "scale": "-", "rounding": "nearest, ties to even",
+                    "clipping": "-"}
+        top = "127" if self.fmt == "int8" else ("6" if self.fmt in ("mxfp4", "nvfp4") else
+                                               ("57344" if "e5m2" in self.fmt else "448"))
+        block = {"tensor": "tensor", "delayed": "tensor", "row": f"row (along {axis})", "tile": "16x16 tile",
+                 "block": f"1x{BLOCK_OF.get(self.fmt, 0)} along {axis}", "rceil": f"1x32 along {axis}",
+                 "quest": f"1x32 along {axis}", "sr34": f"1x32 along {axis}"}[self.scaling]
+        if self.fmt == "nvfp4":
+            scale = "E4M3 per block x FP32 per tensor"
+        elif self.fmt.startswith("mx"):
+            scale = {"block": "E8M0, 2^(floor(log2 amax) - emax) (OCP)", "rceil": "E8M0, amax/max rounded up",
+                     "quest": "E8M0, 2^floor(log2(0.487 x block std)) (QuEST)",
+                     "sr34": "E8M0 (OCP) x 4/3"}[self.scaling]
+        elif self.scaling == "delayed":
+            scale = f"FP32, largest amax of the last {history} steps / {top}"
+        else:
+            scale = f"FP32, amax / {top}"
+        rounding = "stochastic" if self.rounding == "stochastic" else \
+            f"nearest, ties {'toward zero' if self.ties == 'down' else 'to even'}"
+        if self.scaling == "quest":
+            clipping = f"clipped at +-{top} x scale; gradient zeroed there"
+        elif self.scaling == "delayed":
+            clipping = f"saturates at +-{top} (amax of earlier steps)"
+        elif self.scaling == "block":
+            clipping = (f"clamped at +-{top} where the E4M3 block scale rounds down" if self.fmt == "nvfp4"
+                        else f"block maximum may saturate at +-{top}")
+        elif self.scaling == "tile":
+            clipping = f"clamped at +-{top} where the E4M3 tile scale rounds down"
+        elif self.scaling == "sr34":
+            clipping = "none (the 4/3 keeps the block maximum below 6)"
+        else:
+            clipping = "none (the maximum maps to the largest value)"
+        return {"format": element, "block": block, "scale": scale, "rounding": rounding, "clipping": clipping}
 
     @property
     def real_capable(self) -> bool:
@@ -90,29 +144,43 @@ class Operand:
 class Gemm:
     """One of the three GEMMs: its operands and the rotations around it.
 
-    ``hadamard``: block size of a rotation along the contraction applied to both operands
-    (0: none; -1: the largest power of two dividing the contraction). ``signs``: ``none``,
-    ``layer`` (one random sign vector per layer, drawn once, NVIDIA's NVFP4 recipe) or
-    ``step`` (fresh signs at every call, Quartet's backward). ``outer_hadamard``: rotate the
-    rows of ``A`` (HALO's rotation of the output gradient along the tokens) and undo it on
-    the product.
+    ``hadamard``: a rotation along the contraction applied to both operands (0: none; -1: at
+    full size, ``suite.numerics.hadamard.apply_hadamard``: HALO's; ``b > 0``: blocks of
+    ``b``). ``signs``: ``none``, ``layer`` (one random sign vector per layer, drawn once,
+    NVIDIA's NVFP4 recipe) or ``step`` (fresh signs at every call, Quartet's backward).
+    ``outer_hadamard``: rotate the rows of ``A`` (HALO's rotation of the output gradient along
+    the tokens) and undo it on the product, with the same sizes as ``hadamard`` (at full size
+    the rows are zero-padded to the next size the construction takes).
     """
 
     a: Operand
     b: Operand
     hadamard: int = 0
     signs: str = "none"
-    outer_hadamard: bool = False
+    outer_hadamard: int = 0
 
     def describe(self, a: str, b: str) -> str:
         text = f"{a} {self.a.describe()} x {b} {self.b.describe()}"
         if self.hadamard:
-            size = "largest power-of-two" if self.hadamard < 0 else f"{self.hadamard}-point"
+            size = "full-size" if self.hadamard < 0 else f"{self.hadamard}-point"
             rand = {"none": "", "layer": " random-sign", "step": " re-randomised"}[self.signs]
             text += f", after a{rand} {size} Hadamard on the contraction"
         if self.outer_hadamard:
-            text += f", {a} rotated along its rows"
+            size = "full-size" if self.outer_hadamard < 0 else f"{self.outer_hadamard}-point"
+            text += f", {a} rotated along its rows ({size} Hadamard, undone on the product)"
         return text
+
+    def rotation_cell(self, operand: str, axis: str, rows: str) -> str:
+        """The rotation of ``operand`` (``a`` or ``b``) as the operand table prints it."""
+        parts = []
+        if self.hadamard:
+            size = "full-size" if self.hadamard < 0 else f"{self.hadamard}-point"
+            rand = {"none": "", "layer": "random-sign (per layer) ", "step": "random-sign (every call) "}[self.signs]
+            parts.append(f"{rand}{size} Hadamard along {axis}")
+        if self.outer_hadamard and operand == "a":
+            size = "full-size" if self.outer_hadamard < 0 else f"{self.outer_hadamard}-point"
+            parts.append(f"{size} Hadamard along {rows}, undone on the product")
+        return "; ".join(parts) or "-"
 
 
 @dataclass(frozen=True)
@@ -133,6 +201,26 @@ class LinearRecipe:
     def operands(self) -> list[Operand]:
         return [g.a for g in (self.forward, self.dgrad, self.wgrad)] + \
             [g.b for g in (self.forward, self.dgrad, self.wgrad)]
+
+    def operand_rows(self, history: int = 16) -> list[dict[str, str]]:
+        """One row per GEMM operand (forward X, W; dgrad dY, W; wgrad dY, X): what it is taken
+        from and how it is quantised and rotated, from this declaration alone."""
+        rows = []
+        gemms = (("forward", self.forward, "K", "M", ("X", "W")), ("dgrad", self.dgrad, "N", "M", ("dY", "W")),
+                 ("wgrad", self.wgrad, "M", "N", ("dY", "X")))
+        for gemm, g, axis, outer_rows, (name_a, name_b) in gemms:
+            for which, name, op in (("a", name_a, g.a), ("b", name_b, g.b)):
+                source = "the step's " + ("output gradient" if name == "dY" else
+                                          "input" if name == "X" else "weight")
+                if gemm != "forward" and name != "dY":
+                    if self.from_forward:
+                        source = f"the forward's quantised, rotated {name}"
+                    elif self.store_fp8_input and name == "X":
+                        source = "the forward's FP8 E4M3 copy of X (per tensor)"
+                rows.append({"gemm": gemm, "operand": name, "taken from": source,
+                             **op.table_cells(axis, history),
+                             "rotation": g.rotation_cell(which, axis, "the tokens" if outer_rows == "M" else outer_rows)})
+        return rows
 
 
 @dataclass
@@ -204,7 +292,7 @@ class LayerState:
         if op.fmt == "bf16":
             return Quantized(t.to(torch.bfloat16).float())
         if op.scaling == "quest":
-            return quest_mxfp4(t)
+            return quest_mxfp4(t, op.ties)
         if op.scaling == "sr34":
             return mxfp4_sr34(t, op.rounding, rnd.get("generator"))
         if op.scaling == "tile":
@@ -231,29 +319,33 @@ class LayerState:
     def gemm(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None)) -> torch.Tensor:
         """``a @ b^T`` (float32) with ``g``'s rotations and quantisation; returns [rows(a), rows(b)]."""
         rows = a.shape[0]
-        outer = 0
         if g.outer_hadamard:
-            outer = hadamard_block_size(rows)
-            a = rotate(a.t(), outer).t() if outer > 1 else a
+            # rows zero-padded to the rotation's size; the padded rows of the product are dropped
+            size = next_hadamard_size(rows) if g.outer_hadamard < 0 else -(-rows // g.outer_hadamard) * g.outer_hadamard
+            a = torch.nn.functional.pad(a.t(), (0, size - rows))
+            a = (rotate_full(a) if g.outer_hadamard < 0 else rotate(a, g.outer_hadamard)).t()
         a, b, block = self.rotate_pair(a, b, g)
         use_real = self.real and g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
         qa = self.quantize(a, g.a, amax[0], real=use_real)
         qb = self.quantize(b, g.b, amax[1], real=use_real)
         c = self.matmul(qa, qb, use_real)
-        if outer > 1:
-            c = rotate(c.t(), outer).t()
+        if g.outer_hadamard:
+            c = c.t().contiguous()
+            c = rotate_full(c, inverse=True) if g.outer_hadamard < 0 else rotate(c, g.outer_hadamard)
+            c = c.t()[:rows]
         return c
 
     def rotate_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Pad the contraction for the block formats and rotate both operands along it."""
-        k = a.shape[-1]
-        block = 0
-        if g.hadamard:
-            block = g.hadamard if g.hadamard > 0 else hadamard_block_size(k)
+        block = max(g.hadamard, 0)
         need = math.lcm(block or 1, BLOCK_OF.get(g.a.fmt, 1), BLOCK_OF.get(g.b.fmt, 1),
                         16 if "tile" in (g.a.scaling, g.b.scaling) else 1)
         a, b = pad_last(a, need), pad_last(b, need)
-        if block > 1:
+        if g.hadamard < 0:  # the whole (padded) contraction at once
+            block = a.shape[-1]
+            s = self.signs(block, g.signs, a.device)
+            a, b = rotate_full(a, s), rotate_full(b, s)
+        elif block > 1:
             s = self.signs(block, g.signs, a.device)
             full = None if s is None else s.repeat(a.shape[-1] // block)
             a, b = rotate(a, block, full), rotate(b, block, full)
@@ -285,6 +377,15 @@ def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inver
     return apply_block_hadamard(t.contiguous(), block, signs=signs, inverse=inverse, method=method)
 
 
+def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
+    """The full-size Hadamard of the last dimension (HALO's): ``rotate`` for a power of two,
+    else ``suite.numerics.hadamard.apply_hadamard``'s Kronecker construction."""
+    n = t.shape[-1]
+    if is_power_of_two(n):
+        return rotate(t, n, signs, inverse)
+    return apply_hadamard(t.contiguous(), signs=signs, inverse=inverse)
+
+
 def fp8_given_amax(t: torch.Tensor, elem: el.FloatElement, amax: torch.Tensor) -> Quantized:
     """FP8 per tensor with a given amax (delayed scaling): the arithmetic of the formats
     module's tensor scaling (scale = amax / max, saturating cast), with the amax supplied."""
@@ -309,7 +410,8 @@ def nvfp4_tiles(t: torch.Tensor, rounding: str = "nearest", generator: torch.Gen
     return back[:rows, :cols]
 
 
-def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None) -> torch.Tensor:
+def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None,
+              ties: str = "even") -> torch.Tensor:
     """``v`` rounded onto the FP4 E2M1 values (saturating at 6): the same values as
     ``elements.decode_float(elements.encode_float(v, FP4_E2M1, rounding), FP4_E2M1)``, which
     the tests check bit for bit (stochastic: with the same generator, the same uniforms), in a
@@ -318,12 +420,14 @@ def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Gener
     Within each binade of E2M1 the values are evenly spaced (``0.5`` below 2, then ``1`` up to 4,
     then ``2``), so rounding is ``round(|v| / step) * step`` with that binade's power-of-two step:
     ``torch.round`` rounds half to even, and an even quotient is the even mantissa.
+    ``ties="down"`` sends exact ties toward zero instead (``ceil(q - 1/2)``, exact in float32
+    for these quotients): Quartet's kernel, whose thresholds are strict ``>``.
     """
     m = v.abs().clamp(max=el.FP4_E2M1.max)
     step = torch.exp2(torch.floor(torch.log2(m)).clamp(0, 2) - 1)
     q = m / step
     if rounding == "nearest":
-        q = torch.round(q)
+        q = torch.round(q) if ties == "even" else torch.ceil(q - 0.5).clamp(min=0)
     else:
         u = torch.rand(m.shape, generator=generator, device=m.device, dtype=torch.float32)
         low = torch.floor(q)
@@ -392,19 +496,31 @@ def mx_rceil(t: torch.Tensor, fmt: str, rounding: str = "nearest",
     return (el.decode_float(codes, elem) * scale).reshape(rows, k)
 
 
-def quest_mxfp4(t: torch.Tensor) -> Quantized:
-    """QuEST's MXFP4 forward quantiser (Quartet): per block of 32, the power-of-two scale
-    ``2^floor(log2(c * std))`` with ``c = 2.92247856 / 6`` (the RMS multiple that minimises a
-    Gaussian's error, over FP4's largest value), elements rounded to nearest (ties to even)
-    and saturated at 6; the mask marks the values inside the range, whose gradient passes."""
+def _pairwise_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dimension (a power of two) by folding halves: the order of a warp's
+    butterfly reduction, and exact for a block of equal values."""
+    while t.shape[-1] > 1:
+        half = t.shape[-1] // 2
+        t = t[..., :half] + t[..., half:]
+    return t
+
+
+def quest_mxfp4(t: torch.Tensor, ties: str = "down") -> Quantized:
+    """QuEST's MXFP4 forward quantiser, with the arithmetic of Quartet's kernel
+    (IST-DASLab/Quartet, ``mxfp4_triton.py``): per block of 32, ``std = sqrt(E[x^2] - E[x]^2)``,
+    the power-of-two scale ``2^floor(log2(c * std + 1e-8))`` with ``c = 2.92247856 / 6`` (the
+    RMS multiple that minimises a Gaussian's error, over FP4's largest value), elements rounded
+    to nearest with ties toward zero and saturated at 6; the mask marks the values inside the
+    range, whose gradient passes. A variance that rounding makes negative is taken as 0 (the
+    kernel's square root would return NaN there). A constant block has no spread: its scale
+    bottoms out at ``2^-27`` and it saturates, gradient masked, as in the kernel."""
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
-    mean = blocks.mean(-1, keepdim=True)
-    var = (blocks * blocks).mean(-1, keepdim=True) - mean * mean
-    std = torch.where(var >= 0, var.clamp(min=0).sqrt(), torch.ones_like(var))
-    scale = torch.exp2(torch.floor(torch.log2(QUEST_GAUSSIAN_SCALE * std + 1e-8)))
+    mean = _pairwise_sum(blocks) / 32
+    var = (_pairwise_sum(blocks * blocks) / 32 - mean * mean).clamp(min=0)
+    scale = torch.exp2(torch.floor(torch.log2(QUEST_GAUSSIAN_SCALE * var.sqrt() + 1e-8)))
     scaled = blocks / scale
-    values = (fp4_round(scaled) * scale).reshape(rows, k)
+    values = (fp4_round(scaled, ties=ties) * scale).reshape(rows, k)
     return Quantized(values, mask=(scaled.abs() < el.FP4_E2M1.max).reshape(rows, k))
 
 

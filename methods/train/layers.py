@@ -50,6 +50,25 @@ def target_linears(model: nn.Module, ctx: MethodContext, skip: tuple[str, ...] =
     return out
 
 
+def block_index(model: nn.Module, names: list[str] | tuple[str, ...]) -> tuple[dict[str, int], int]:
+    """Which transformer block each named layer sits in, and how many blocks there are: the
+    blocks are the entries of the longest ``nn.ModuleList`` that holds any of ``names`` (a
+    decoder's ``layers``, an encoder's ``layer``). Layers outside it are left out; ``({}, 0)``
+    for a model without such a list."""
+    best, best_len = None, 0
+    for list_name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) <= best_len:
+            continue
+        prefix = f"{list_name}." if list_name else ""
+        if any(n.startswith(prefix) and n[len(prefix):].split(".")[0].isdigit() for n in names):
+            best, best_len = prefix, len(module)
+    if best is None:
+        return {}, 0
+    found = {n: int(n[len(best):].split(".")[0]) for n in names
+             if n.startswith(best) and n[len(best):].split(".")[0].isdigit()}
+    return found, best_len
+
+
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model

@@ -15,6 +15,10 @@ refuses layers whose shapes the FP8 GEMM cannot take); ``false`` always emulates
 MX, NVFP4 and INT8 recipes are always emulated here. Every cell stores
 ``train_gemm_emulated`` (1: some GEMM ran emulated) and ``train_gemm_real_fraction``.
 
+``operand_table`` writes every recipe's operand table (format, block, scale, rounding,
+rotation, clipping of X, W and dY in each GEMM) from the declarations themselves; the
+README's copy is checked against it (tests/test_recipes_faithful.py).
+
 Plugin module: torch and the machinery are imported inside the methods.
 """
 
@@ -24,10 +28,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from suite.errors import UserError
-from suite.method import Method, MethodContext, NoConfig
+from suite.errors import CellFailure, UserError
+from suite.method import Method, MethodContext, MethodTarget, NoConfig
 from suite.methods.common import measurements
-from suite.registry import register_method
+from suite.metrics import cost
+from suite.registry import METHODS, register_method
 
 REAL_CHOICES = {"auto": "auto", "true": "true", "yes": "true", "1": "true", "on": "true",
                 "false": "false", "no": "false", "0": "false", "off": "false"}
@@ -83,6 +88,12 @@ class TrainRecipe(Method):
 
         recipe = self.linear_recipe()
         layers = target_linears(model, ctx, tuple(self.config.skip))
+        self.bf16_names = self.kept_in_bf16(model, list(layers))
+        layers = {n: m for n, m in layers.items() if n not in self.bf16_names}
+        if not layers:
+            raise CellFailure(f"{self.name}: every linear layer is kept in BF16 ({len(self.bf16_names)} by "
+                              f"position); nothing would train in low precision")
+        self.check_layers(layers)
         real = self.use_real(ctx, layers, recipe)
         bad = {entry.split(" ")[0] for entry in check_real_shapes(layers)}
         history = getattr(self.config, "amax_history", 16)
@@ -97,6 +108,13 @@ class TrainRecipe(Method):
 
     def after_apply(self, model: Any, ctx: MethodContext) -> None:
         """Recipe-specific changes beyond the linear layers (COAT's FP8 activations)."""
+
+    def kept_in_bf16(self, model: Any, names: list[str]) -> list[str]:
+        """Layers the recipe itself keeps in BF16 by position (NVIDIA's NVFP4 recipe); none here."""
+        return []
+
+    def check_layers(self, layers: dict) -> None:
+        """Refuse layers the recipe cannot take (HALO's full-size rotation), with the reason."""
 
     def use_real(self, ctx: MethodContext, layers: dict, recipe: Any) -> bool:
         """Whether the FP8 GEMMs run on tensor cores: ``real`` against the device and shapes."""
@@ -152,6 +170,11 @@ class TrainRecipe(Method):
         return replace_back(model, LowPrecisionLinear, lambda m: m.to_linear())
 
 
+BF16_LAYERS = cost("train_bf16_layers", "linear layers kept in BF16", fmt="count",
+                   summary="linear layers a recipe keeps in BF16 by their position in the model; each one is "
+                           "also stored as train_bf16_layers/<layer name> = 1")
+
+
 @register_method("bf16-train", kind="train", source="suite",
                  summary="BF16 baseline of the training recipes: forward, dgrad and wgrad GEMMs with BF16 "
                          "operands (autocast), FP32 accumulation and master weights; real on every device",
@@ -167,6 +190,13 @@ class Bf16Train(TrainRecipe):
     """
 
     Config = NoConfig
+
+    def linear_recipe(self) -> Any:
+        """BF16 operands everywhere: what autocast does, declared for the operand table only."""
+        from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+        bf16 = Operand("bf16")
+        return LinearRecipe(Gemm(bf16, bf16), Gemm(bf16, bf16), Gemm(bf16, bf16))
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from suite.methods.train.layers import freeze_pretrained_embeddings
@@ -287,16 +317,43 @@ class Mxfp4Train(TrainRecipe):
         return LinearRecipe(Gemm(mx, mx), Gemm(mx, mx), Gemm(mx, mx))
 
 
+def _block_count(entry: str, blocks: int) -> int:
+    """How many blocks ``first:X`` / ``last:X`` names: X a count, or a fraction ``a/b`` of the
+    model's blocks rounded half up."""
+    amount = entry.split(":", 1)[1]
+    if "/" in amount:
+        a, b = (float(v) for v in amount.split("/", 1))
+        return min(blocks, int(blocks * a / b + 0.5))
+    return min(blocks, int(amount))
+
+
 @dataclass
 class Nvfp4Config(RecipeConfig):
     rht: bool = True  # random Hadamard (16-point) on the wgrad GEMM's operands
     stochastic: bool = True  # stochastic rounding of the output gradient dY
     tiles: bool = True  # weights in 16x16 tiles (one scale for W and W^T); false: 1x16 like the rest
+    # transformer blocks whose linear layers stay in BF16: first:X / last:X, X a count or a
+    # fraction a/b of the blocks (rounded half up); the default is the paper's 12B model's
+    # 2 first and 8 last of 62 blocks; none (or empty): every block in NVFP4
+    bf16_layers: tuple[str, ...] = ("first:2/62", "last:8/62")
+
+    def __post_init__(self) -> None:
+        entries = tuple(str(e).strip() for e in self.bf16_layers if str(e).strip().lower() not in ("", "none"))
+        for entry in entries:
+            where, _, amount = entry.partition(":")
+            parts = amount.split("/")
+            ok = where in ("first", "last") and 1 <= len(parts) <= 2 and all(v.strip().isdigit() for v in parts) \
+                and (len(parts) == 1 or int(parts[1]) > 0)
+            if not ok:
+                raise ValueError(f"bf16_layers entries are first:X or last:X with X a count or a fraction a/b "
+                                 f"of the blocks (e.g. last:8/62|first:2/62, or none), got {entry!r}")
+        self.bf16_layers = entries
 
 
 @register_method("nvfp4-train", kind="train", source="suite",
                  summary="NVIDIA's NVFP4 recipe: fwd X NVFP4 1x16, W 16x16 tiles; dgrad dY 1x16 stochastic "
-                         "x W tiles; wgrad dY^T (stochastic), X^T 1x16 after a random 16-pt Hadamard; emulated",
+                         "x W tiles; wgrad dY^T (stochastic), X^T 1x16 after a random 16-pt Hadamard; first 2/62 "
+                         "and last 8/62 of the blocks in BF16; emulated",
                  paper="NVIDIA 2025, Pretraining Large Language Models with NVFP4 (arXiv:2509.25149)")
 class Nvfp4Train(TrainRecipe):
     """NVIDIA's NVFP4 pretraining recipe (TransformerEngine's NVFP4BlockScaling).
@@ -312,11 +369,38 @@ class Nvfp4Train(TrainRecipe):
     NVFP4: E2M1 elements, an E4M3 scale per block and an FP32 scale per tensor. RHT: a 16 x 16
     Hadamard with one random sign vector per layer (drawn once from the seed) on the wgrad
     GEMM's contraction (the tokens), which cancels in the product. ``rht``, ``stochastic``
-    and ``tiles`` switch the three parts off for ablations; ``skip`` keeps layers in BF16
-    (the paper keeps a few final blocks there). Emulated.
+    and ``tiles`` switch the three parts off for ablations.
+
+    Selective BF16 layers: training diverged with every linear layer in NVFP4, so the paper
+    keeps the linear layers of a few blocks in BF16, mostly final ones (NVIDIA 2025,
+    arXiv:2509.25149, "selective high-precision layers": the 12B model's first 2 and last 8 of
+    its 62 blocks, about 16% of the linear layers). ``bf16_layers`` takes those positions as
+    fractions of the model's depth (``first:2/62``, ``last:8/62``, rounded half up: a 5-block
+    model keeps its last block); ``bf16_layers=none`` quantises every block. The cell stores
+    which layers ran in BF16 (``train_bf16_layers``). ``skip`` keeps further layers by name.
+    Emulated.
     """
 
     Config = Nvfp4Config
+    version = "2"  # 2: the paper's BF16 blocks kept by default
+    metrics = (*TrainRecipe.metrics, BF16_LAYERS)
+
+    def kept_in_bf16(self, model: Any, names: list[str]) -> list[str]:
+        from suite.methods.train.layers import block_index
+
+        where, blocks = block_index(model, names)
+        chosen: set[int] = set()
+        for entry in self.config.bf16_layers:
+            count = _block_count(entry, blocks)
+            chosen |= set(range(count)) if entry.startswith("first") else set(range(blocks - count, blocks))
+        return [n for n in names if where.get(n) in chosen]
+
+    def measurements(self, model: Any) -> dict[str, float]:
+        out = super().measurements(model)
+        kept = getattr(self, "bf16_names", [])
+        out["train_bf16_layers"] = float(len(kept))
+        out.update({f"train_bf16_layers/{name}": 1.0 for name in kept})
+        return out
 
     def linear_recipe(self) -> Any:
         from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
@@ -352,14 +436,19 @@ class QuartetTrain(TrainRecipe):
     ============  =====================================  =====================================
 
     Each gradient (w.r.t. X H and W H) is zeroed where the forward clipped (QuEST's trust
-    mask) and rotated back by H. Rounding ties go to even (the hardware rule; Quartet's
-    emulation sends exact ties down). Emulated.
+    mask) and rotated back by H. The forward quantiser follows the arithmetic of Quartet's
+    kernel (IST-DASLab/Quartet, ``src/models/quantization/quantizers/mxfp4_triton.py``):
+    exact ties round toward zero (its thresholds are strict), the variance that rounding
+    makes negative is clamped at 0 (where the kernel's square root gives NaN), and a constant
+    block saturates with its gradient masked. Emulated.
     """
+
+    version = "2"  # 2: the kernel's tie rule and variance clamp
 
     def linear_recipe(self) -> Any:
         from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
 
-        quest = Operand("mxfp4", "quest")
+        quest = Operand("mxfp4", "quest", ties="down")
         sr = Operand("mxfp4", "sr34", "stochastic")
         return LinearRecipe(Gemm(quest, quest, hadamard=32), Gemm(sr, sr, hadamard=32, signs="step"),
                             Gemm(sr, sr, hadamard=32, signs="step"), from_forward=True)
@@ -369,16 +458,19 @@ class QuartetTrain(TrainRecipe):
 class HaloConfig(RealConfig):
     format: Literal["int8", "fp8"] = "int8"
     level: int = 2  # 0: no rotation; 1: forward X H, W H; 2: and dY rotated along the tokens in dgrad
+    block: int = 0  # 0: full-size Hadamard (HALO's); a power of two: blocks of that size (ablation)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.level not in (0, 1, 2):
             raise ValueError("level must be 0, 1 or 2")
+        if self.block < 0 or (self.block and (self.block < 2 or self.block & (self.block - 1))):
+            raise ValueError(f"block must be 0 (full size) or a power of two >= 2, got {self.block}")
 
 
 @register_method("halo-train", kind="train", source="suite",
-                 summary="HALO: per-tensor INT8|FP8 E4M3 for all six operands; fwd X H x W H (Hadamard on K), "
-                         "dgrad dY rotated along tokens x W (level 2), wgrad dY^T x X^T; emulated (fp8: real)",
+                 summary="HALO: per-tensor INT8|FP8 E4M3 for all six operands; fwd X H x W H (full-size Hadamard "
+                         "on K), dgrad dY rotated along tokens x W (level 2), wgrad dY^T x X^T; emulated (fp8: real)",
                  paper="Ashkboos et al. 2025, HALO: Hadamard-Assisted Lower-Precision Optimization "
                        "(arXiv:2501.02625)")
 class HaloTrain(TrainRecipe):
@@ -395,24 +487,64 @@ class HaloTrain(TrainRecipe):
     wgrad         dY^T                                        X^T
     ============  ==========================================  ===========================
 
-    H: the Hadamard of the largest power-of-two block dividing K, on both forward operands
-    (it cancels); H_M: the same along the tokens of dY, undone on dX. The backward reads the
-    saved high-precision X and W. ``real`` applies to ``format=fp8`` (INT8 is emulated).
+    H: the Hadamard of the whole of K on both forward operands (it cancels), as HALO rotates
+    (IST-DASLab/HALO, ``qllmt/functional/hadamard.py``): a power of two, or ``H_k (x) H_(2^m)``
+    for the widths HALO builds that way (``suite.numerics.hadamard.apply_hadamard``; 352 =
+    44 x 8). A width without one is refused before any cell runs; ``block=b`` rotates in
+    blocks of ``b`` instead. H_M: the same along the tokens of dY (zero-padded to the next
+    size the construction takes), undone on dX. The backward reads the saved high-precision
+    X and W. ``real`` applies to ``format=fp8`` (INT8 is emulated).
     """
 
     Config = HaloConfig
+    version = "2"  # 2: full-size rotations (were blocks of the largest power of two dividing K)
 
     def linear_recipe(self) -> Any:
         from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
 
         c = self.config
         op = Operand("int8", "tensor") if c.format == "int8" else Operand("e4m3", "tensor")
-        return LinearRecipe(Gemm(op, op, hadamard=-1 if c.level >= 1 else 0),
-                            Gemm(op, op, outer_hadamard=c.level >= 2), Gemm(op, op))
+        size = c.block or -1
+        return LinearRecipe(Gemm(op, op, hadamard=size if c.level >= 1 else 0),
+                            Gemm(op, op, outer_hadamard=size if c.level >= 2 else 0), Gemm(op, op))
+
+    def _unrotatable(self, layers: Any) -> list[str]:
+        from suite.numerics.hadamard import hadamard_factor
+
+        if self.config.block or self.config.level < 1:
+            return []
+        return [f"{name} (in_features {m.in_features})" for name, m in layers if hadamard_factor(m.in_features) is None]
+
+    def _refusal(self, bad: list[str]) -> str:
+        from suite.numerics.hadamard import KRONECKER_ORDERS
+
+        return (f"halo-train rotates each linear layer's input at full size (a power of two, or one times "
+                f"{', '.join(map(str, KRONECKER_ORDERS))}, HALO's Kronecker construction), and "
+                f"{len(bad)} layer(s) have no such size: {', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}. "
+                f"Rotate in blocks with block=<power of two> (e.g. block=32), or keep them in BF16 with skip=<name>")
+
+    def unsupported(self, target: MethodTarget) -> str | None:
+        if self.config.block or self.config.level < 1:
+            return None
+        skeleton = target.skeleton()
+        if skeleton is None:
+            return None
+        from torch import nn
+
+        linears = [(n, m) for n, m in skeleton.named_modules() if isinstance(m, nn.Linear)
+                   and not any(s and (s in n or s.endswith(n)) for s in self.config.skip)]
+        bad = self._unrotatable(linears)
+        return self._refusal(bad) if bad else None
+
+    def check_layers(self, layers: dict) -> None:
+        bad = self._unrotatable(list(layers.items()))
+        if bad:
+            raise UserError(self._refusal(bad))
 
 
 @dataclass
 class CoatConfig(RealConfig):
+    grad_format: Literal["e5m2", "e4m3"] = "e5m2"  # the output gradient dY in dgrad and wgrad; e4m3: ablation
     optimizer_states: Literal["fp8", "recipe"] = "fp8"  # recipe: the --optimizer's own states
     fp8_activations: bool = True  # norms' and activation functions' inputs kept as FP8 per group
     group: int = 16  # values per scale of those activations
@@ -424,8 +556,9 @@ class CoatConfig(RealConfig):
 
 
 @register_method("coat-train", kind="train", source="suite",
-                 summary="COAT: all six GEMM operands FP8 E4M3 per tensor, X kept as FP8; FP8 AdamW states with "
-                         "dynamic range expansion (groups of 128); norm/activation inputs FP8 per group of 16",
+                 summary="COAT: FP8 per tensor, X and W E4M3, the gradient dY E5M2 (grad_format=e4m3: ablation), "
+                         "X kept as FP8; FP8 AdamW states with dynamic range expansion (groups of 128); "
+                         "norm/activation inputs FP8 per group of 16",
                  paper="Xi et al. 2025, COAT: Compressing Optimizer states and Activations for FP8 Training "
                        "(arXiv:2410.19313)")
 class CoatTrain(TrainRecipe):
@@ -435,11 +568,14 @@ class CoatTrain(TrainRecipe):
     GEMM          A                      B
     ============  =====================  =====================
     forward       X    E4M3 per tensor   W    E4M3 per tensor
-    dgrad         dY   E4M3 per tensor   W^T  E4M3 per tensor
-    wgrad         dY^T E4M3 per tensor   X^T  E4M3 per tensor
+    dgrad         dY   E5M2 per tensor   W^T  E4M3 per tensor
+    wgrad         dY^T E5M2 per tensor   X^T  E4M3 per tensor
     ============  =====================  =====================
 
-    The linear layers keep X for the backward as FP8 codes (per tensor). Through the
+    Gradients in E5M2, as COAT ships (NVlabs/COAT, ``coat/utils/_fp8_quantization_config.py``
+    and ``examples/OLMo/configs/coat/*.yaml``: ``fabit``, ``fwbit`` E4M3, ``bobit`` E5M2):
+    E4M3's range (448 to 2^-9) flushes small gradients that E5M2's keeps; ``grad_format=e4m3``
+    is the ablation. The linear layers keep X for the backward as FP8 codes (per tensor). Through the
     optimizer seam, AdamW's two moments are stored as FP8 E4M3 with dynamic range expansion
     (``coat.CoatAdamW``; ``optimizer_states=recipe`` uses the ``--optimizer`` instead), and
     the inputs of norm layers and activation functions are kept as FP8 with one scale per
@@ -448,13 +584,14 @@ class CoatTrain(TrainRecipe):
     """
 
     Config = CoatConfig
+    version = "2"  # 2: E5M2 gradients
     metrics = (*TrainRecipe.metrics, measurements.OPTIMIZER_STATE)
 
     def linear_recipe(self) -> Any:
         from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
 
-        op = Operand("e4m3", "tensor")
-        return LinearRecipe(Gemm(op, op), Gemm(op, op), Gemm(op, op), store_fp8_input=True)
+        op, grad = Operand("e4m3", "tensor"), Operand(self.config.grad_format, "tensor")
+        return LinearRecipe(Gemm(op, op), Gemm(grad, op), Gemm(grad, op), store_fp8_input=True)
 
     def after_apply(self, model: Any, ctx: MethodContext) -> None:
         if self.config.fp8_activations:
@@ -480,3 +617,36 @@ class CoatTrain(TrainRecipe):
             out["optimizer_state_bytes"] = float(optimizer.state_bytes())
         out["fp8_activation_layers"] = float(getattr(self, "patched", 0))
         return out
+
+
+# -- the operand table of the README, from the declarations ---------------------------------------------
+TABLE_COLUMNS = ("gemm", "operand", "taken from", "format", "block", "scale", "rounding", "rotation", "clipping")
+
+
+def operand_table(names: tuple[str, ...] | None = None) -> str:
+    """Markdown: for every registered recipe of this module (or ``names``), at its defaults, one
+    table with a row per GEMM operand, built from ``linear_recipe().operand_rows()``; the
+    README's "Low-precision training" section holds this text verbatim."""
+    if names is None:  # in the order this module declares them
+        import inspect
+
+        mine = [e for e in METHODS.entries() if e.kind == "train" and e.target.__module__ == __name__]
+        names = tuple(e.name for e in sorted(mine, key=lambda e: inspect.getsourcelines(e.target)[1]))
+    out = []
+    for name in names:
+        method = METHODS.get(name).target()  # at its defaults
+        recipe = method.linear_recipe()
+        out.append(f"`{name}`" + _table_note(method))
+        out.append("")
+        out.append("| " + " | ".join(TABLE_COLUMNS) + " |")
+        out.append("|" + "---|" * len(TABLE_COLUMNS))
+        for row in recipe.operand_rows(getattr(method.config, "amax_history", 16)):
+            out.append("| " + " | ".join(row[c] for c in TABLE_COLUMNS) + " |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _table_note(method: Any) -> str:
+    """What the table of ``method`` leaves out: layers kept in BF16 by position."""
+    kept = [e.replace(":", " ") for e in getattr(method.config, "bf16_layers", ())]
+    return f": the linear layers of the {' and the '.join(kept)} of the blocks stay in BF16" if kept else ""
