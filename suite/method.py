@@ -52,6 +52,10 @@ class MethodContext:
     # The task's primary scores of the model as it stands (set by the runner before after_training),
     # so a method that changes the trained model (ComPEFT) can record the score before its change.
     evaluate: Any = None
+    # The same on data held out from training (a tuning trial's selection split), where the cell has
+    # such data; None elsewhere: a method choosing a value after training (ComPEFT's scale) must not
+    # choose it on the split the leaderboard reports.
+    evaluate_selection: Any = None
     notes: dict[str, Any] = field(default_factory=dict)  # methods report facts here (e.g. "simulated")
 
     @property

@@ -323,7 +323,7 @@ class ComPEFT(Method):
         from suite.errors import CellFailure
         from suite.metrics import higher_is_better
 
-        evaluate = getattr(ctx, "evaluate_selection", None)
+        evaluate = ctx.evaluate_selection
         if not callable(evaluate) and not (self.config.loss_batches and ctx.calibration_source is not None):
             raise CellFailure(f"method '{self.name}': nothing to select alpha on (no selection split from the "
                               f"runner, no training batches with loss_batches={self.config.loss_batches}); "

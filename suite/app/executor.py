@@ -54,6 +54,9 @@ class Executor:
     def __init__(self, options: Any = None, store: str | None = None):
         self.options = options if options is not None else self.Options()
         self.store = store  # the store's URI, for executors whose workers must reach it
+        # Cells the last ``run`` handed to workers, where it left some out (a job still running
+        # from an earlier submission); None: every cell it was given.
+        self.submitted: int | None = None
 
     def check(self) -> None:
         """Raise UserError when this executor cannot run here (engine missing, bad option)."""

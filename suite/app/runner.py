@@ -218,6 +218,7 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
                       description=f"{cell.spec.label} {cell.task_name} s{cell.seed}")
     result = trainer.train()
     prepared.ctx.evaluate = eval_primary
+    prepared.ctx.evaluate_selection = eval_primary if cell.stage == "trial" else None  # trials score held-out data
     for method in methods:
         bundle.model = method.after_training(bundle.model, prepared.ctx)
     evaluation = evaluate()

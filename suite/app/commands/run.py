@@ -379,11 +379,12 @@ def preflight(cells: list) -> None:
     from suite.registry import TASKS
 
     seen = set()
-    for cell in cells:
-        key = (cell.task, cell.subtask, cell.data_dir)
+    for cell in cells:  # the task as the cell builds it: its options decide which files it reads
+        key = (cell.task, cell.subtask, cell.data_dir, repr(cell.task_options))
         if key not in seen:
             seen.add(key)
-            TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=cell.data_dir).check_data()
+            TASKS.get(cell.task).target(subtask=cell.subtask, data_dir=cell.data_dir,
+                                        options=cell.task_options).check_data()
     for name in sorted({cell.recipe.optimizer for cell in cells}):
         check_optimizer(name)
 
@@ -486,8 +487,9 @@ def main(args: argparse.Namespace) -> int:
 
         run_search(list(cells), search, store, run_more, lambda line: print(line, file=sys.stderr), found)
     if not executor.waits:  # --no-wait: the cells' jobs write their records; status looks later
-        if todo:
-            print(f"suite run: {len(todo)} cell(s) submitted; each writes its record to {store.root} "
+        submitted = executor.submitted if executor.submitted is not None else len(todo)
+        if submitted:
+            print(f"suite run: {submitted} cell(s) submitted; each writes its record to {store.root} "
                   f"when it finishes. See how far they got: suite status {store.root}", file=sys.stderr)
         return 0
     store.compact()

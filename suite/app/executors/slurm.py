@@ -423,6 +423,7 @@ class SlurmExecutor(Executor):
             print(f"slurm: {len(in_flight)} cell(s) not submitted again: their job from an earlier run is still "
                   f"queued or running ({shown}) and writes their record", file=sys.stderr)
             cells = [cell for cell in cells if cell.cell_id not in in_flight]
+            self.submitted = len(cells)
             if not cells:
                 return
         engine = self._engine(submitit, settings.run_id, len(cells))
