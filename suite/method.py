@@ -100,6 +100,7 @@ class MethodTarget:
     model_type: str  # config.json's ``model_type`` ("bert", "llama"); "" when unknown without loading
     task_kind: str  # the task's objective: "classification", "regression", "causal-lm", ...
     config: Any = field(default=None, compare=False, hash=False)  # transformers config, None if unknown
+    from_scratch: bool = False  # the task trains this model from random weights: every module is new
 
     @property
     def family_label(self) -> str:

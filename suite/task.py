@@ -210,6 +210,11 @@ class Task:
     def build_model(self, model_name: str) -> ModelBundle:
         raise NotImplementedError
 
+    def trains_from_scratch(self, model_name: str) -> bool:
+        """Whether this task trains ``model_name`` from random weights, every module new: methods see it
+        before any cell runs (``MethodTarget.from_scratch``) and may refuse what would then train nothing."""
+        return False
+
     # -- evaluation -------------------------------------------------------------------------------
     def load(self, split: str, limit: int | None = None) -> list:
         """The examples of a split, at most ``limit`` (load-based families implement this)."""

@@ -302,6 +302,11 @@ def test_an_adapter_on_a_model_trained_from_scratch_is_refused_before_any_cell(t
     assert "modules_to_save" not in err
     lora = METHODS.get("lora").target
     method = lora(build_config(lora.Config, {}, "lora"))
-    assert method.unsupported(MethodTarget("llama-30m@gpt2", "llama", "language-modeling")) is not None
+    from suite.registry import TASKS
+
+    lm = TASKS.get("lm").target()
+    assert lm.trains_from_scratch("llama-30m@gpt2") and lm.trains_from_scratch("tiny-llama")
+    assert not lm.trains_from_scratch("path/to/a/pretrained-model")  # continued pretraining
+    assert method.unsupported(MethodTarget("llama-30m@gpt2", "llama", "language-modeling", from_scratch=True))
     assert method.unsupported(MethodTarget("tiny-llama", "llama", "causal-lm")) is None  # fine-tuning: a fresh head
     assert method.unsupported(MethodTarget("tiny-bert", "bert", "classification")) is None

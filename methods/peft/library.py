@@ -55,22 +55,12 @@ class LoraConfig:
 LORA_FAMILY_LR = 1e-3
 
 
-# A language-modeling task trains a model built from a config from scratch: the whole model is the
-# task's new module, which trains in full under every method, so an adapter beside it adds nothing
-# (and peft cannot put the whole model in modules_to_save).
+# A task that trains its model from scratch (MethodTarget.from_scratch) makes the whole model its new
+# module, which trains in full under every method, so an adapter beside it adds nothing (and peft
+# cannot put the whole model in modules_to_save).
 FROM_SCRATCH = ("the model is trained from scratch, so every module is new and trains in full, and an adapter "
                 "on it trains nothing useful; pretrain with full or a training recipe (bf16-train, fp8-train, "
                 "...), or continue pretraining a pretrained model (a folder or hub id) with this method")
-
-
-def _built_from_config(model: str) -> bool:
-    """The model name is one the catalog builds from a config with random weights (not a folder or hub id)."""
-    from suite.models.catalog import lookup
-
-    try:
-        return bool(model) and lookup(model) is not None
-    except UserError:
-        return False  # a malformed name: loading the model says so
 
 
 def _peft_has_targets_for(model_type: str) -> bool:
@@ -110,7 +100,7 @@ class PeftMethod(Method):
     # -- before any cell runs ----------------------------------------------------------------------
     def unsupported(self, target: MethodTarget) -> str | None:
         """A model trained from scratch, a family the tuner does not support, or a peft too old to have the tuner."""
-        if target.task_kind == "language-modeling" and _built_from_config(target.model):
+        if target.from_scratch:
             return FROM_SCRATCH
         if self.families and target.model_type and target.model_type not in self.families:
             return (f"it applies only to model families {', '.join(self.families)}; "

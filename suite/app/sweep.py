@@ -346,14 +346,16 @@ def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
     configs: dict[str, Any] = {}
     refusals: dict[tuple, Refusal] = {}
     runnable: list[Cell] = []
-    objectives: dict[tuple, str] = {}
+    tasks: dict[tuple, Any] = {}
     for cell in cells:
         task_key = (cell.task, cell.subtask)
-        if task_key not in objectives:
-            objectives[task_key] = cell.make_task().objective
+        if task_key not in tasks:
+            tasks[task_key] = cell.make_task()
+        task = tasks[task_key]
         if cell.model not in configs:
             configs[cell.model] = model_config(cell.model)
-        target = MethodTarget(cell.model, guess_family(cell.model), objectives[task_key], configs[cell.model])
+        target = MethodTarget(cell.model, guess_family(cell.model), task.objective, configs[cell.model],
+                              from_scratch=task.trains_from_scratch(cell.model))
         refused = False
         for part, method in zip(cell.spec.parts, cell.methods, strict=True):
             key = (part.label, target)

@@ -103,6 +103,16 @@ class LanguageModelingTask(Task):
         return ModelBundle(model=loaded.model, processor=loaded.processor, new_modules=new,
                            family=model_family(loaded.model), name=model_name)
 
+    def trains_from_scratch(self, model_name: str) -> bool:
+        """A model the catalog builds from a config (``llama-30m``, ``tiny-llama``) is pretrained from scratch."""
+        from suite.errors import UserError
+        from suite.models.catalog import lookup
+
+        try:
+            return lookup(model_name) is not None
+        except UserError:  # a malformed name: building the model says so
+            return False
+
     # -- data ---------------------------------------------------------------------------------
     def texts(self, split: str) -> Iterator[str]:
         """The raw documents of a split, in a fixed order."""
