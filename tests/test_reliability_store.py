@@ -229,3 +229,22 @@ def test_ctrl_c_on_a_slurm_sweep_ends_in_one_message_without_a_traceback(tmp_pat
     if Path("/proc").is_dir():  # every job was cancelled: no process of this sweep is left
         assert wait_for(lambda: not _job_processes(store), 30), _job_processes(store)
     assert ResultStore(store).ok_cell_ids() == set() and len(attempts(log)) == 2  # nothing ran on
+
+
+def test_a_job_lost_for_good_is_recorded_with_the_failure_its_log_names():
+    """submitit's UncompletedJobError (laid out as submitit/core/core.py's Job.result builds it) ends with
+    the job's last stderr lines, often submitit's own bookkeeping: the reason is the line naming a failure."""
+    from suite.app.executors.slurm import lost_reason
+
+    COUNTS["faults injected"] += 1
+    message = "\n".join([
+        "Job 4242 (task: 0) with path /jobs/4242_0_result.pkl",
+        "has not produced any output (state: FINISHED)",
+        "Error stream produced:", "-" * 40,
+        "submitit INFO (2026-12-04 10:00:00,000) - Starting with JobEnvironment(job_id=4242)",
+        "srun: error: node12: task 0: Killed",
+        "submitit INFO (2026-12-04 10:00:09,000) - Job completed successfully",
+    ])
+    assert lost_reason(RuntimeError(message)) == "state FINISHED; srun: error: node12: task 0: Killed"
+    silent = "Job 7 (task: 0) with path p\nhas not produced any output (state: UNKNOWN)\nNo output/error stream produced !"
+    assert lost_reason(RuntimeError(silent)) == "state UNKNOWN; its log names no error"

@@ -494,10 +494,27 @@ class SlurmExecutor(Executor):
             if attempt < self.options.retries:
                 return None, True
             return lost_cell(cell, settings, f"SLURM job lost {attempt + 1} time(s), retries used up "
-                                             f"(job {handle.job_id}): {_last_line(exc)}"), False
+                                             f"(job {handle.job_id}): {lost_reason(exc)}"), False
         if outcome.user_error:
             raise UserError(outcome.error)
         return _as_result(outcome), False
+
+
+# What a lost job's log says when something killed it; submitit's own progress lines say nothing of that.
+_KILLED = re.compile(r"error|exception|killed|signal|out of memory|oom|cancelled|timeout|time limit|preempt",
+                     re.IGNORECASE)
+
+
+def lost_reason(exc: BaseException) -> str:
+    """Why a job ended without a result: its scheduler state, and the last line of its error stream
+    that names a failure (not the last line, which is often submitit's own bookkeeping)."""
+    text = str(exc)
+    state = re.search(r"\(state: ([^)]+)\)", text)
+    stream = text.split("-" * 40, 1)[1] if "-" * 40 in text else ""
+    named = [line.strip() for line in stream.splitlines()
+             if _KILLED.search(line) and not re.search(r"submitit (INFO|DEBUG|WARNING)", line)]
+    reason = named[-1] if named else "its log names no error"
+    return f"state {state.group(1)}; {reason}" if state else reason
 
 
 def _last_line(exc: BaseException) -> str:
