@@ -9,6 +9,13 @@ that part (``Task.for_selection``), one seed, so selection never reads the split
 leaderboard reports. Per method x task x model the best trial's configuration is then run
 with every requested seed as ``tuned`` cells, next to the default configuration's cells.
 
+``--tune-baseline bf16-train`` (with either search) is the low-precision papers' protocol: only
+the baseline is searched, and every method, the baseline included, runs at the baseline's
+selected values with every seed, as tuned cells whose ``tuned`` record names the values and
+``inherited_from`` the baseline (their search id is the baseline's). No default-configuration
+cells run: every comparison is at the baseline's optimum. ``--tune-each-too`` adds each other
+method's own search and tuned cells, exactly as ``--tune`` alone makes them, as a second view.
+
 A search has an id (a hash of the group and the search definition), so trials resume like
 any cell and a tuned cell says which search chose it.
 """
@@ -29,6 +36,7 @@ from suite.errors import UserError
 from suite.recipe import RECIPE_KEYS, resolve_recipe
 
 SAMPLERS = ("random", "tpe")
+INHERITED = "inherited_from"  # key of a tuned cell's record naming the baseline whose values it runs at
 
 
 @dataclass(frozen=True)
@@ -59,14 +67,38 @@ class Search:
     trials: int = 0
     sampler: str = "random"
     seed: int = 0
+    baseline: str = ""  # --tune-baseline: the only method searched; every method runs at its choice
+    each_too: bool = False  # --tune-each-too: with a baseline, each other method's own search as well
 
     def describe(self) -> dict[str, Any]:
+        # The baseline is left out: its trials are those a plain search of it runs, and resume alike.
         return {"grid": [[k, list(v)] for k, v in self.grid], "trials": self.trials, "sampler": self.sampler,
                 "seed": self.seed}
 
 
-def parse_tune(text: str | None, trials: int | None, sampler: str, seed: int) -> Search | None:
-    """``lr=1e-4,3e-4;r=8,16`` (a grid) or a trial count; None when no search was asked for."""
+def parse_tune(text: str | None, trials: int | None, sampler: str, seed: int, baseline: str | None = None,
+               each_too: bool = False) -> Search | None:
+    """``lr=1e-4,3e-4;r=8,16`` (a grid) or a trial count, and the baseline that alone is searched;
+    None when no search was asked for."""
+    search = _parse_search(text, trials, sampler, seed)
+    if baseline is not None:
+        if not baseline.strip():
+            raise UserError("--tune-baseline '' names no method; give the method whose search the others "
+                            "inherit, e.g. --tune-baseline bf16-train")
+        if search is None:
+            raise UserError(f"--tune-baseline {baseline} names the method whose search every other method "
+                            f"inherits, but no search was asked for; add one, e.g. --tune \"lr=3e-4,1e-3,3e-3\"")
+        from suite.app.sweep import parse_method_spec
+
+        resolve_method_spec(parse_method_spec(baseline.strip()))  # an unknown name is refused with the known ones
+        return replace(search, baseline=baseline.strip(), each_too=each_too)
+    if each_too:
+        raise UserError("--tune-each-too adds each method's own search to --tune-baseline's protocol; give "
+                        "--tune-baseline too, or drop --tune-each-too (--tune alone tunes each method)")
+    return search
+
+
+def _parse_search(text: str | None, trials: int | None, sampler: str, seed: int) -> Search | None:
     if sampler not in SAMPLERS:
         raise UserError(f"--tune-sampler '{sampler}' is not one of: {', '.join(SAMPLERS)}")
     if text and trials:
@@ -200,10 +232,13 @@ class Group:
     trials: list[Cell] = field(default_factory=list)
     chosen: dict[str, Any] | None = None
     probes: list[Cell] = field(default_factory=list)  # TPE: cells at the ends of its space, checked up front
+    # --tune-baseline: the baseline's group (same task and model) whose choice this one runs at; no trials
+    source: Group | None = None
 
 
 def groups(cells: Sequence[Cell], search: Search) -> list[Group]:
-    """The default cells grouped per method x task x model, each with the trials of an equal budget.
+    """The default cells grouped per method x task x model, each with the trials of an equal budget
+    (with a baseline: only the baseline's, the others inheriting its choice).
 
     Every value is resolved here (the method's Config, the Recipe's checks), so a refused value
     stops the sweep with its name before any cell runs."""
@@ -214,22 +249,118 @@ def groups(cells: Sequence[Cell], search: Search) -> list[Group]:
             by_key[key] = Group(cell, [], search_id(cell, search))
         by_key[key].seeds.append(cell.seed)
     out = list(by_key.values())
+    if search.baseline:
+        return inherit(out, search)
     for g in out:
-        for name, _ in search.grid:  # every tuned name must be the method's or the recipe's, up front
-            place(g.base.spec, name)
-        if search.grid:
-            names = [n for n, _ in search.grid]
-            combos = itertools.product(*(values for _, values in search.grid))
-            g.trials = [_trial(g, dict(zip(names, combo, strict=True)), i, "--tune")
-                        for i, combo in enumerate(combos)]
-        elif search.sampler == "random":
-            rng = random.Random(f"{search.seed}:{g.search_id}")
-            dims = space(g.base)
-            g.trials = [_trial(g, {d.name: d.sample(rng) for d in dims}, i, "--tune-trials")
-                        for i in range(search.trials)]
-        else:  # TPE proposes its trials one by one: its space is checked at its ends
-            g.probes = [_trial(g, values, 0, "--tune-trials") for values in _ends(space(g.base))]
+        plan_trials(g, search)
     return out
+
+
+def plan_trials(g: Group, search: Search) -> None:
+    """The group's trials (a grid's, or seeded draws), or TPE's probes at the ends of its space."""
+    for name, _ in search.grid:  # every tuned name must be the method's or the recipe's, up front
+        place(g.base.spec, name)
+    if search.grid:
+        names = [n for n, _ in search.grid]
+        combos = itertools.product(*(values for _, values in search.grid))
+        g.trials = [_trial(g, dict(zip(names, combo, strict=True)), i, "--tune")
+                    for i, combo in enumerate(combos)]
+    elif search.sampler == "random":
+        rng = random.Random(f"{search.seed}:{g.search_id}")
+        dims = space(g.base)
+        g.trials = [_trial(g, {d.name: d.sample(rng) for d in dims}, i, "--tune-trials")
+                    for i in range(search.trials)]
+    else:  # TPE proposes its trials one by one: its space is checked at its ends
+        g.probes = [_trial(g, values, 0, "--tune-trials") for values in _ends(space(g.base))]
+
+
+def place_key(cell: Cell) -> tuple:
+    """The task and model a group runs on: where a baseline's choice applies."""
+    return (cell.task, cell.subtask or "", cell.model, cell.data_source)
+
+
+def inherit(found: list[Group], search: Search) -> list[Group]:
+    """The baseline's groups with their trials, then per other method a group that runs at the
+    baseline's choice (and its own search too with ``each_too``). Every value set a method may
+    inherit is built now, so a method that cannot take one stops the sweep before any cell runs."""
+    label = baseline_label([g.base for g in found], search.baseline)
+    sources = {}
+    for g in found:
+        if g.base.spec.label == label:
+            plan_trials(g, search)
+            sources[place_key(g.base)] = g
+    out = list(sources.values())
+    for g in found:
+        if g.base.spec.label == label:
+            continue
+        source = sources.get(place_key(g.base))
+        if source is None:  # every method runs on every task and model, so only a lost cell gets here
+            raise UserError(f"--tune-baseline {label} has no cell on {g.base.task_name} ({g.base.model}), so "
+                            f"'{g.base.spec.label}' there has nothing to inherit; run the baseline there too")
+        out.append(_heir(g, source, search))
+        if search.each_too:
+            plan_trials(g, search)
+            out.append(g)
+    return out
+
+
+def baseline_label(cells: Sequence[Cell], text: str) -> str:
+    """The sweep's method that ``--tune-baseline`` names: written alike, resolving alike
+    (``lora`` for ``lora:r=8``), or the only one of that name."""
+    from suite.app.sweep import parse_method_spec
+
+    specs = {cell.spec.label: cell for cell in cells}
+    wanted = parse_method_spec(text)
+    if wanted.label in specs:
+        return wanted.label
+    key = _identity(resolve_method_spec(wanted))
+    same = [label for label, cell in specs.items() if _identity(cell.methods) == key]
+    named = same or [label for label, cell in specs.items() if cell.spec.name == wanted.name]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise UserError(f"--tune-baseline {text} matches {len(named)} of this sweep's methods ({', '.join(named)}); "
+                        f"write the one meant as it is written in --methods")
+    raise UserError(f"--tune-baseline {text} is not one of this sweep's methods ({', '.join(specs)}); add it to "
+                    f"--methods, or name one of those")
+
+
+def _identity(methods: Sequence[Any]) -> str:
+    return json.dumps([m.to_dict() for m in methods], sort_keys=True, default=str)
+
+
+def _heir(g: Group, source: Group, search: Search) -> Group:
+    """``g``'s method at ``source``'s choice: its tuned cells join the baseline's search. Each value set
+    the baseline may choose is built for it now (as probes, which the checks before the sweep see)."""
+    heir = Group(g.base, g.seeds, source.search_id, source=source)
+    baseline, method = source.base.spec.label, g.base.spec.label
+    candidates = list({json.dumps(t.tuned, sort_keys=True, default=str): dict(t.tuned)
+                       for t in (source.trials or source.probes)}.values())
+    for name in dict.fromkeys(name for values in candidates for name in values):
+        try:
+            place(g.base.spec, name)
+        except UserError:
+            fix = ("search only what every method takes (e.g. lr)" if search.grid else
+                   f"'{name}' is drawn from {baseline}'s declared space, so search a grid of what every method "
+                   f"takes instead (--tune \"lr=...\")")
+            raise UserError(f"--tune-baseline: '{method}' cannot inherit '{name}' from '{baseline}': it has no "
+                            f"argument '{name}' and '{name}' is no recipe key; {fix}, or drop --tune-baseline "
+                            f"to tune each method on its own") from None
+    for values in candidates:
+        try:
+            heir.probes.append(with_values(g.base, values, "tuned", heir.search_id, -1, seed=g.seeds[0]))
+        except UserError as exc:
+            setting = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+            fix = "drop that value from --tune" if search.grid else "search the learning rate alone (--tune \"lr=...\")"
+            raise UserError(f"--tune-baseline: '{method}' refuses {setting}, which it would inherit from "
+                            f"'{baseline}' ({exc}); {fix}") from None
+    return heir
+
+
+def trial_count(found: Iterable[Group], search: Search) -> int:
+    """Trials the search will run (TPE's are proposed one by one, so counted from the request)."""
+    return sum(search.trials if search.sampler == "tpe" and search.trials else len(g.trials)
+               for g in found if g.source is None)
 
 
 def _ends(dims: Sequence[Dimension]) -> list[dict[str, Any]]:
@@ -270,9 +401,13 @@ def select(group: Group, results: Callable[[Cell], tuple[float, bool] | None]) -
 
 
 def tuned_cells(group: Group) -> list[Cell]:
-    """The chosen configuration with every requested seed."""
-    return [with_values(group.base, group.chosen or {}, "tuned", group.search_id, -1, seed=seed)
-            for seed in group.seeds]
+    """The chosen configuration with every requested seed; one inherited from a baseline says so in
+    its record, so reports can name whose values it ran at."""
+    cells = [with_values(group.base, group.chosen or {}, "tuned", group.search_id, -1, seed=seed)
+             for seed in group.seeds]
+    if group.source is None:
+        return cells
+    return [replace(c, tuned={**(group.chosen or {}), INHERITED: group.source.base.spec.label}) for c in cells]
 
 
 def primary_of(store: Any) -> Callable[[Cell], tuple[float, bool] | None]:
@@ -327,23 +462,37 @@ def budget(trials: Iterable[Cell], store: Any) -> dict[str, float]:
 
 def run_search(cells: Sequence[Cell], search: Search, store: Any, run: Callable[[list[Cell]], None],
                say: Callable[[str], None], found: list[Group] | None = None) -> list[Group]:
-    """Trials for every group (skipping finished ones), the selection, and the tuned cells run;
+    """Trials for every searched group (skipping finished ones), the selection, and the tuned cells run;
     ``found``: the groups ``prepare`` built and checked before the sweep started."""
     found = groups(cells, search) if found is None else found
+    searched = [g for g in found if g.source is None]
     if search.sampler == "tpe" and search.trials:
-        for group in found:
+        for group in searched:
             tpe_trials(group, search, run, lambda: primary_of(store))
     else:
-        run([t for g in found for t in g.trials])
+        run([t for g in searched for t in g.trials])
     scores = primary_of(store)
-    for group in found:
+    for group in searched:
         group.chosen = select(group, scores)
         spent = budget(group.trials, store)
         say(f"tuned {group.base.label} on {group.base.task_name} ({group.base.model}): "
-            f"{', '.join(f'{k}={_short(v)}' for k, v in group.chosen.items())} after {spent['trials']} trial(s), "
-            f"{spent['train_time_s']:.0f} s of training")
-    run([cell for group in found for cell in tuned_cells(group)])
+            f"{_setting(group.chosen)} after {spent['trials']} trial(s), {spent['train_time_s']:.0f} s of training")
+    heirs: dict[int, list[Group]] = {}
+    for group in found:
+        if group.source is not None:
+            group.chosen = dict(group.source.chosen or {})
+            heirs.setdefault(id(group.source), []).append(group)
+    for group in searched:
+        if id(group) in heirs:
+            say(f"at {group.base.spec.label}'s {_setting(group.chosen)} on {group.base.task_name} "
+                f"({group.base.model}): {', '.join(h.base.spec.label for h in heirs[id(group)])}")
+    # A method's tuned cells once (the baseline's own are the protocol's baseline cells).
+    run(list({c.cell_id: c for group in found for c in tuned_cells(group)}.values()))
     return found
+
+
+def _setting(values: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in (values or {}).items())
 
 
 def _short(value: Any) -> str:

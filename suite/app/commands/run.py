@@ -6,6 +6,7 @@ Exit codes: 0 all cells ok, 1 some cell failed (each stored with its error), 2 b
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -40,7 +41,30 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "cosine, max length 768, greedy decoding of 300 tokens, zero-shot GSM8K test; give the model "
                  "with --models (default meta-llama/Llama-3.2-3B) and the methods with --methods",
     },
+    # The low-precision papers' protocol: BF16's learning rate is tuned and every recipe inherits it. A
+    # recipe run at an lr past BF16's stability edge would be judged against a baseline that diverges there.
+    "lowp": {
+        "methods": ",".join(["bf16-train", "fp8-train", "mxfp8-train", "mxfp4-train", "nvfp4-train",
+                             "quartet-train", "halo-train", "coat-train",
+                             # torchao's training conversions as peers, where torchao is installed
+                             *(["torchao-float8", "torchao-mxfp8"] if importlib.util.find_spec("torchao") else [])]),
+        "tasks": "lm",
+        "models": "llama-tiny",
+        "seeds": "3",
+        "task_options": {"lm": {"tokens_per_param": 20.0}},
+        # Log-spaced about sqrt(2) apart: the optimum must lie inside the grid, not at an end, and
+        # BF16's stability edge lies near its top, where a coarser grid would step over it.
+        "tune": "lr=3e-4,5e-4,7e-4,1e-3,1.4e-3,2e-3,3e-3",
+        "tune_baseline": "bf16-train",
+        "about": "pretraining with every training recipe at BF16's tuned learning rate (the recipes' papers' "
+                 "protocol): bf16-train alone searches lr over 3e-4..3e-3 (7 log-spaced values) on data held "
+                 "out from training, then every recipe (torchao's peers where installed) and bf16-train run "
+                 "at its choice with seeds 0, 1, 2, for 20 tokens per non-embedding parameter; give the model "
+                 "with --models (default llama-tiny) and the data with --data-dir (default: FineWeb-Edu from "
+                 "the hub)",
+    },
 }
+PRESET_SEARCH_KEYS = ("tune", "tune_baseline", "tune_each_too")  # a preset's search: read by main, not plan
 MAX_SWEEP_FILE_BYTES = 1_000_000
 MAX_CELLS_WITHOUT_YES = 1_000  # a larger sweep asks for --yes: small input, unbounded work
 MAX_CELLS = 1_000_000  # beyond this even --yes is refused: the cells alone would not fit in memory
@@ -54,12 +78,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run every cell of the sweep that has no ok result in the store yet.",
         epilog="examples:\n  suite run --preset smoke\n"
                "  suite run --methods lora:r=16,alpha=32,pissa --tasks glue:sst2,rte --seeds 3\n"
+               "  suite run --methods lora,pissa,full --tasks glue:sst2 --tune \"lr=1e-4,3e-4,1e-3\" "
+               "--tune-baseline lora\n"
+               "  suite run --preset lowp --data-dir path/to/corpus\n"
                "  suite run -c sweep.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-c", "--config", help="YAML sweep file (keys: methods, tasks, models, seeds, recipe, "
                    "data_dir, store, device); flags override it")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="a ready sweep; 'smoke' runs offline in < 1 min")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a ready sweep; 'smoke' runs offline in < 1 min, "
+                   "'lowp' compares the training recipes at BF16's tuned lr")
     p.add_argument("--methods", help="comma-separated; arguments as name:key=value,key=value; compose with +")
     p.add_argument("--tasks", help="comma-separated; glue runs all 8, glue:sst2,rte a subset")
     p.add_argument("--models", help="comma-separated model names or local model folders")
@@ -76,6 +104,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="N trials per method drawn from its declared search space (learning rate, rank)")
     tune.add_argument("--tune-sampler", default="random", help="random (default, seeded) or tpe (Optuna)")
     tune.add_argument("--tune-seed", type=int, default=0, help="seed of the trial sampler (default 0)")
+    tune.add_argument("--tune-baseline", metavar="METHOD",
+                      help="search only METHOD (with --tune or --tune-trials); then every method runs at its "
+                           "selected values, as the low-precision papers run each recipe at BF16's lr")
+    tune.add_argument("--tune-each-too", action="store_true",
+                      help="with --tune-baseline: also tune every other method on its own (a second view)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--export-dir", help="save each trained model, merged, as a transformers folder here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -258,7 +291,7 @@ def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, 
 
     sweep: dict[str, Any] = {}
     if args.preset:
-        sweep.update({k: v for k, v in PRESETS[args.preset].items() if k != "about"})
+        sweep.update({k: v for k, v in PRESETS[args.preset].items() if k not in ("about", *PRESET_SEARCH_KEYS)})
     empty_file = False
     if args.config:
         from_file = load_sweep_file(args.config)
@@ -297,8 +330,11 @@ def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, 
         raise UserError(f"no task to run in {sweep['tasks']!r}: name at least one, e.g. --tasks smoke")
     models = [m for m in (_as_text(sweep.get("models")) or "").split(",") if m.strip()] or None
     # Counted before any cell (or seed list) is built: a mistyped count must not exhaust memory first.
-    check_cell_count(distinct_methods(specs) * len(set(tasks)) * len(set(models or [""])),
+    check_cell_count(distinct_methods(specs), len(set(tasks)) * len(set(models or [""])),
                      seed_count(sweep.get("seeds", 1)), search, getattr(args, "yes", False))
+    preset_options = PRESETS[args.preset].get("task_options") if args.preset else None
+    if preset_options is not None and sweep.get("task_options") is preset_options:  # no sweep file's instead
+        sweep["task_options"] = follow_tasks(preset_options, tasks)
     seeds = parse_seeds(sweep.get("seeds", 1))
     data_dir = sweep.get("data_dir")
     if data_dir and not os.path.isdir(data_dir):
@@ -311,6 +347,19 @@ def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, 
     return cells, sweep
 
 
+def follow_tasks(options: dict[str, dict[str, Any]], tasks: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """A preset's task options for the tasks the sweep runs: those of a task given in its place with
+    --tasks go to each task of the sweep that takes them (``lowp --tasks lm-c4`` keeps its budget)."""
+    families = sorted({family for family, _ in tasks})
+    owners = {flag.key: flag.owners for flag in task_option_flags()}
+    out: dict[str, dict[str, Any]] = {}
+    for family, values in options.items():
+        for key, value in values.items():
+            for taker in [family] if family in families else [f for f in families if f in owners.get(key, ())]:
+                out.setdefault(taker, {}).setdefault(key, value)
+    return out
+
+
 def distinct_methods(specs: list) -> int:
     """Method specs that make different cells (``lora`` and ``lora:r=8`` resolve to one)."""
     import json
@@ -321,21 +370,29 @@ def distinct_methods(specs: list) -> int:
                 for spec in specs})
 
 
-def check_cell_count(groups: int, seeds: int, search: Any, yes: bool) -> None:
+def check_cell_count(methods: int, places: int, seeds: int, search: Any, yes: bool) -> None:
     """Refuse a sweep of more than ``MAX_CELLS_WITHOUT_YES`` cells without ``--yes`` (more than
     ``MAX_CELLS`` at all), counting a search's trials and tuned cells with the default ones.
 
-    ``groups``: method x task x model combinations, each run with every seed; a search adds its
-    trials per group and one tuned cell per default cell."""
+    ``methods`` x ``places`` (tasks x models) groups, each run with every seed; a search adds its
+    trials per searched group and one tuned cell per default cell. With a baseline only its groups
+    are searched (every group with ``--tune-each-too``) and no default cell runs."""
+    groups = methods * places
     default = groups * seeds
     total = default
     parts = ""
     flags = "--methods, --tasks, --models and --seeds"
     if search is not None:
         per_group = search.trials or math.prod(len(values) for _, values in search.grid)
-        total = default + groups * per_group + default
-        parts = f" ({default:,} default, {groups * per_group:,} trials, {default:,} tuned)"
         flags = f"--methods, --tasks, --models, --seeds and {'--tune-trials' if search.trials else '--tune'}"
+        if search.baseline:
+            trials = places * (methods if search.each_too else 1) * per_group
+            tuned = default + (places * max(methods - 1, 0) * seeds if search.each_too else 0)
+            total = trials + tuned
+            parts = f" ({trials:,} trials, {tuned:,} tuned)"
+        else:
+            total = default + groups * per_group + default
+            parts = f" ({default:,} default, {groups * per_group:,} trials, {default:,} tuned)"
     if total > MAX_CELLS:
         raise UserError(f"this sweep has {total:,} cells{parts}, more than one sweep can hold (at most "
                         f"{MAX_CELLS:,}, even with --yes); check {flags}")
@@ -419,6 +476,13 @@ def search_supported(found: list, cells: list, search: Any) -> list:
 
     kept = {c.cell_id for c in cells}
     found = [group for group in found if group.base.cell_id in kept]
+    present = {id(g) for g in found}
+    orphans = [g for g in found if g.source is not None and id(g.source) not in present]
+    if orphans:  # --skip-unsupported left out the baseline there: nothing to inherit
+        g = orphans[0]
+        raise UserError(f"--tune-baseline {g.source.base.spec.label} cannot run on {g.base.model}, so "
+                        f"'{g.base.spec.label}' there has no values to inherit; nothing was run. Drop that "
+                        f"model, or name a baseline that runs on it")
     _, refusals = unsupported_cells(search_cells(found))
     if refusals:
         lines = "\n".join(f"  {r.describe()}" for r in refusals)
@@ -429,11 +493,23 @@ def search_supported(found: list, cells: list, search: Any) -> list:
     return found
 
 
-def main(args: argparse.Namespace) -> int:
+def search_from(args: argparse.Namespace) -> Any:
+    """The search the flags ask for; a preset's where the flags name none (its baseline stays unless
+    --tune-baseline names another)."""
     from suite.app.tuning import parse_tune
 
-    search = parse_tune(getattr(args, "tune", None), getattr(args, "tune_trials", None),
-                        getattr(args, "tune_sampler", "random"), getattr(args, "tune_seed", 0))
+    preset = PRESETS.get(getattr(args, "preset", None) or "", {})
+    text, trials = getattr(args, "tune", None), getattr(args, "tune_trials", None)
+    if text is None and trials is None:
+        text = preset.get("tune")
+    baseline = getattr(args, "tune_baseline", None)
+    return parse_tune(text, trials, getattr(args, "tune_sampler", "random"), getattr(args, "tune_seed", 0),
+                      preset.get("tune_baseline") if baseline is None else baseline,
+                      bool(getattr(args, "tune_each_too", False) or preset.get("tune_each_too")))
+
+
+def main(args: argparse.Namespace) -> int:
+    search = search_from(args)
     cells, sweep = plan(args, search)
     from suite.app.driver import run_sweep
     from suite.app.executor import make_executor
@@ -469,21 +545,37 @@ def main(args: argparse.Namespace) -> int:
         check_output_folder(args.export_dir, "--export-dir")
 
     done = set() if args.force else store.ok_cell_ids()
-    todo = [c for c in cells if c.cell_id not in done]
-    print(f"suite run: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run "
-          f"-> {store.root}", file=sys.stderr)
+    inherit = search is not None and bool(search.baseline)
+    if inherit:  # the baseline's protocol: no default configuration runs, every cell is the search's
+        from suite.app.tuning import trial_count
+
+        todo = []
+        searched = "every method's" if search.each_too else f"{search.baseline}'s"
+        own = ", and each other method at its own" if search.each_too else ""
+        print(f"suite run: {trial_count(found, search)} trial(s) of {searched} search, then "
+              f"{sum(len(g.seeds) for g in found)} tuned cell(s): every method at {search.baseline}'s selected "
+              f"values{own} -> {store.root}", file=sys.stderr)
+    else:
+        todo = [c for c in cells if c.cell_id not in done]
+        print(f"suite run: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run "
+              f"-> {store.root}", file=sys.stderr)
     if args.preset:
         print(f"preset {args.preset}: {PRESETS[args.preset]['about']}", file=sys.stderr)
     settings = RunSettings(device=device, run_id=timestamp_run_id(), export_dir=args.export_dir,
                            progress=not args.no_progress)
     outcomes = run_sweep(todo, store, executor, settings)
+    ran = [] if inherit else list(cells)
     if search is not None:
         from suite.app.tuning import run_search
 
         def run_more(more: list) -> None:
             finished = set() if args.force else store.ok_cell_ids()
-            outcomes.extend(run_sweep([c for c in more if c.cell_id not in finished], store, executor, settings))
-            cells.extend(more)
+            waiting = [c for c in more if c.cell_id not in finished]
+            if inherit:
+                print(f"suite run: {len(more)} cells, {len(more) - len(waiting)} already done, {len(waiting)} "
+                      f"to run", file=sys.stderr)
+            outcomes.extend(run_sweep(waiting, store, executor, settings))
+            ran.extend(more)
 
         run_search(list(cells), search, store, run_more, lambda line: print(line, file=sys.stderr), found)
     if not executor.waits:  # --no-wait: the cells' jobs write their records; status looks later
@@ -493,4 +585,4 @@ def main(args: argparse.Namespace) -> int:
                   f"when it finishes. See how far they got: suite status {store.root}", file=sys.stderr)
         return 0
     store.compact()
-    return print_summary(store, [c for c in cells if c.stage != "trial"], outcomes)
+    return print_summary(store, [c for c in ran if c.stage != "trial"], outcomes)
