@@ -56,6 +56,7 @@ from suite.tasks.families.lm_loss import LanguageModelingTask, packed_blocks
 from suite.tasks.text_files import open_text
 
 HOLDOUT_EVERY = 100  # without a validation split, every 100th document is held out
+SELECT_EVERY = 10  # a selection view (tuning) holds out every 10th training document and trains on the rest
 TEXT_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".parquet")
 
 
@@ -272,7 +273,31 @@ class PretrainingTask(LanguageModelingTask):
                             f"files hold only {documents}; add a valid.txt or valid.jsonl file, or at least "
                             f"{HOLDOUT_EVERY} documents")
 
+    def for_selection(self) -> PretrainingTask:
+        """Tuning trains on the training documents but every ``SELECT_EVERY``-th and is scored on those,
+        never on the validation text the board reports."""
+        import copy
+
+        view = copy.copy(self)
+        view.selection = True
+        view.eval_splits = ("val",)
+        return view
+
+    def examples(self, split: str, limit: int | None = None) -> list:
+        """The first documents of a split; the check before a search reads one of each part."""
+        if self.selection and next(iter(self.texts("val")), None) is None:
+            raise UserError(f"task '{self.name}': too few training documents to hold out every "
+                            f"{SELECT_EVERY}th for tuning")
+        return list(itertools.islice(self.texts(split), limit))
+
     def texts(self, split: str) -> Iterator[str]:
+        if self.selection:
+            held = split != "train"
+            documents = enumerate(self._texts("train"))
+            return (doc for i, doc in documents if (i % SELECT_EVERY == SELECT_EVERY - 1) == held)
+        return self._texts(split)
+
+    def _texts(self, split: str) -> Iterator[str]:
         if self.data_dir:
             files = local_split_files(self.data_dir, split)
             if split != "train" and not files:  # no validation file: hold out part of train

@@ -9,11 +9,8 @@ held out, the rest trained on, never the validation files the board reports.
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,41 +18,11 @@ import torch
 
 import suite.results
 from suite.app.cli import main
-from suite.errors import UserError
-from suite.registry import TASKS, register_task
 from suite.tasks.pretraining import LmTask
 
 SMOKE = ["--tasks", "smoke", "--models", "tiny-bert", "--max-steps", "2", "--limit", "32", "--no-progress"]
 LM = ["--models", "llama-tiny", "--max-steps", "2", "--batch-size", "2", "--max-length", "32",
       "--eval-tokens", "256", "--eval-batch-size", "8", "--no-progress"]
-
-
-class SelectableLm(LmTask):
-    """``lm`` with a selection view: every 10th training document held out for tuning."""
-
-    family = "test-lm-select"
-
-    def for_selection(self) -> SelectableLm:
-        view = copy.copy(self)
-        view.selection = True
-        view.eval_splits = ("val",)
-        return view
-
-    def texts(self, split: str) -> Iterator[str]:
-        if not self.selection:
-            return super().texts(split)
-        held = split != "train"
-        return (doc for i, doc in enumerate(super().texts("train")) if (i % 10 == 9) == held)
-
-    def examples(self, split: str, limit: int | None = None) -> list:
-        if next(iter(self.texts("val")), None) is None:
-            raise UserError(f"task '{self.name}': too few training documents to hold out every 10th for tuning")
-        return list(itertools.islice(self.texts(split), limit))
-
-
-if "test-lm-select" not in TASKS:
-    register_task("test-lm-select", kind="language-modeling", summary=SelectableLm.__doc__,
-                  source="tests")(SelectableLm)
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +99,7 @@ def test_each_method_also_gets_its_own_search_as_a_second_view(tmp_path):
 
 def test_llama_tiny_recipes_inherit_bf16s_learning_rate(tmp_path, corpus):
     store = tmp_path / "s"
-    assert main(["run", "--methods", "bf16-train,fp8-train,quartet-train", "--tasks", "test-lm-select",
+    assert main(["run", "--methods", "bf16-train,fp8-train,quartet-train", "--tasks", "lm",
                  "--data-dir", str(corpus), "--tune", "lr=1e-3,3e-3", "--tune-baseline", "bf16-train",
                  "--store", str(store), *LM]) == 0
     frame = cells_of(store)
@@ -159,7 +126,7 @@ def test_the_lowp_preset_tunes_bf16_and_runs_the_recipes_at_its_lr(tmp_path, cor
     assert preset["seeds"] == "3" and preset["task_options"]["lm"]["tokens_per_param"] > 0
     # Smoke-sized: two recipes, one seed, two grid values, two steps; its lm budget follows --tasks.
     store = tmp_path / "s"
-    assert main(["run", "--preset", "lowp", "--methods", "bf16-train,mxfp4-train", "--tasks", "test-lm-select",
+    assert main(["run", "--preset", "lowp", "--methods", "bf16-train,mxfp4-train", "--tasks", "lm",
                  "--seeds", "1", "--tune", "lr=1e-3,3e-3", "--data-dir", str(corpus), "--store", str(store),
                  *LM]) == 0
     assert "preset lowp:" in capsys.readouterr().err
@@ -188,3 +155,16 @@ def test_bad_protocols_are_refused_before_any_cell_runs(tmp_path, capsys, argv, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (store / "cells").exists()
+
+
+def test_lm_tunes_on_every_tenth_training_document_never_on_the_validation_text(corpus):
+    """The selection view of ``lm``: trials train on nine of every ten training documents and are
+    scored on the tenth; the two parts cover the training documents exactly and the validation
+    files are never read."""
+    task = LmTask(data_dir=str(corpus))
+    training = list(task.texts("train"))
+    view = task.for_selection()
+    kept, held = list(view.texts("train")), list(view.texts("val"))
+    assert held == training[9::10] and len(kept) + len(held) == len(training)
+    assert sorted(kept + held) == sorted(training)  # the validation files' documents appear in neither part
+    assert view.eval_splits == ("val",) and task.eval_splits == ("valid",)
