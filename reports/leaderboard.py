@@ -11,7 +11,9 @@ Significance comes from a test over seeds (the unit of replication); the per-exa
 kept beside it for what it is. The board also carries the context a reader needs to trust a
 comparison: the recipe, whether its cells mix commits, devices or library versions, what its
 peak memory measured, and, for searched methods, default and tuned side by side with the
-search's budget. Search trials are never ranked.
+search's budget. Search trials are never ranked; they are kept as tuned-value curves, and each
+row's protocol (searched, at defaults, or at the baseline's values; a selected value at a grid
+edge) says whether the gaps stand at the baseline's optimum (``Protocol``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from suite import metrics
 from suite.errors import UserError
 from suite.metrics import MetricSpec
 from suite.reports import stats
-from suite.reports.format import common_scale, display_scale, first_line, scrub_paths
+from suite.reports.format import common_scale, display_scale, f_duration, first_line, scrub_paths
 from suite.results.store import CELLS, ResultStore
 
 # Costs read beside the declared cost columns: step time and throughput of the gap tables, and
@@ -147,6 +149,7 @@ class Row:
     error: str = ""  # first line of the first failure's error, local paths removed
     stage: str = ""  # "" (default configuration) or "tuned" (selected by a hyperparameter search)
     tuned: list[str] = field(default_factory=list)  # the selected hyperparameters, "lr=0.0003", ...
+    inherited: str = ""  # the baseline whose selected values this tuned row ran at (no search of its own)
     emulated: bool = False  # some cell ran emulated GEMMs: its times and throughputs are not speeds
 
     @property
@@ -218,6 +221,147 @@ class TuningRow:
     per_column: list[tuple[str, str, float, float]] = field(default_factory=list)
 
 
+# The key of a tuned cell's record naming the baseline whose selected values it ran at (``--tune-baseline``;
+# suite.app.tuning.INHERITED, which reports may not import).
+INHERITED = "inherited_from"
+# The mark on a board's gap and Δ columns where its baseline ran off its tuned optimum, and its legend.
+PROTOCOL_MARK = "†"
+PROTOCOL_LEGEND = "the baseline ran off its tuned optimum: gaps may overstate"
+
+
+@dataclass
+class TrialPoint:
+    """One setting a search tried: its held-out score over the trial cells (seeds) that ran it."""
+
+    values: dict[str, object]  # every searched hyperparameter, as stored
+    shown: dict[str, str]  # the same, as printed (local paths removed)
+    mean: float
+    low: float  # 95% Student-t interval over the seeds (nan with one)
+    high: float
+    n: int  # trial cells with a score
+    failed: int  # trial cells without one
+    selected: bool  # the setting the tuned row runs
+    order: int = 0  # the first trial index that ran it
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.shown.items())
+
+
+@dataclass
+class CurvePoint:
+    x: float  # the value (nan for a choice, placed by its label)
+    label: str
+    mean: float
+    low: float
+    high: float
+    n: int
+    selected: bool
+
+
+@dataclass
+class TrialCurve:
+    """A search's held-out score against one hyperparameter: a slice at the other searched values'
+    selected setting (``held``), or, where the trials hold none fixed (random draws), every trial
+    (``projected``: the other values vary between points)."""
+
+    label: str  # the searched configuration (its tuned row's name without " (tuned)")
+    subtask: str
+    name: str
+    points: list[CurvePoint]
+    numeric: bool
+    log: bool  # log-spaced values (a learning rate): drawn on a log axis
+    held: dict[str, str] = field(default_factory=dict)
+    projected: bool = False
+
+
+@dataclass
+class GridEdge:
+    """A selected value at the edge of what its search tried: the optimum may lie beyond the grid."""
+
+    name: str
+    value: str
+    side: str  # "smallest", "largest" or "only" (one value tried)
+    tried: int  # distinct values tried
+    subtask: str
+
+    @property
+    def text(self) -> str:
+        where = f" on {self.subtask}" if self.subtask else ""
+        if self.side == "only":
+            return f"{self.name}={self.value} is the only value tried{where}: search a grid around it"
+        return (f"{self.name}={self.value} is the {self.side} of the {self.tried} values tried{where}: "
+                f"widen the grid {'below' if self.side == 'smallest' else 'above'} it")
+
+
+@dataclass
+class SearchTrials:
+    """The trials of one search (one configuration on one task): every tried setting and its score,
+    the setting selected, the curves drawn from them and the selected values at a grid edge."""
+
+    search_id: str
+    label: str
+    variant: str  # the tuned row it selected ("" where no tuned cell ran yet)
+    method: str
+    subtask: str
+    metric: str  # the primary metric the trials were scored (and selected) by
+    higher_is_better: bool
+    names: list[str]
+    points: list[TrialPoint]
+    selected: dict[str, str]  # as printed; empty where no tuned cell ran yet
+    edges: list[GridEdge] = field(default_factory=list)
+    curves: list[TrialCurve] = field(default_factory=list)
+
+
+@dataclass
+class ProtocolStatus:
+    """How one row's hyperparameters were chosen: searched (with its budget and grid edges) or defaults."""
+
+    variant: str
+    tuned: bool
+    trials: int = 0
+    hours: float = math.nan
+    hardware: str = ""
+    selected: list[str] = field(default_factory=list)
+    edges: list[GridEdge] = field(default_factory=list)
+    tuned_row: str = ""  # for a row at defaults: the board's tuned row of its configuration, where one ran
+    checked: bool = False  # its searches' tried values are stored, so ``edges`` is known
+    inherited_from: str = ""  # ran at this baseline's selected values (--tune-baseline), not searched itself
+
+    @property
+    def summary(self) -> str:
+        """"tuned: 6 trials, 1.2 h on GPU; selected lr=0.001" or "defaults: not tuned"."""
+        if self.inherited_from:
+            return (f"at {self.inherited_from}'s tuned values"
+                    + (f" ({'; '.join(self.selected)})" if self.selected else "") + ": not searched itself")
+        if not self.tuned:
+            return "defaults: not tuned" + (f" (tuned: {self.tuned_row})" if self.tuned_row else "")
+        budget = f"{self.trials} trial{'s' if self.trials != 1 else ''}"
+        if not math.isnan(self.hours):
+            budget += f", {f_duration(self.hours * 3600)}"
+        if self.hardware and self.hardware != "–":
+            budget += f" on {self.hardware}"
+        return f"tuned: {budget}" + (f"; selected {'; '.join(self.selected)}" if self.selected else "")
+
+
+@dataclass
+class Protocol:
+    """Whether a board's comparisons stand at the baseline's optimum, per row and for the table."""
+
+    statuses: dict[str, ProtocolStatus] = field(default_factory=dict)  # variant -> status, every row
+    off_optimum: str = ""  # "" | "untuned" | "edge" | "inherited": how the baseline ran off its tuned optimum
+    worst: bool = False  # an untuned baseline beside tuned methods
+    warning: str = ""  # said above the table where ``off_optimum``
+
+    @property
+    def mark(self) -> str:
+        return PROTOCOL_MARK if self.off_optimum else ""
+
+    @property
+    def searched(self) -> bool:
+        return any(s.tuned or s.inherited_from for s in self.statuses.values())
+
+
 @dataclass
 class Board:
     family: str
@@ -238,6 +382,8 @@ class Board:
     memory_label: str = "peak memory"  # what "peak memory" measured on these cells
     cost_columns: list[MetricSpec] = field(default_factory=list)  # declared cost columns some row has
     tuning: list[TuningRow] = field(default_factory=list)  # default vs tuned, per tuned method
+    searches: list[SearchTrials] = field(default_factory=list)  # the trials behind the tuned rows
+    protocol: Protocol = field(default_factory=Protocol)  # tuned or defaults, per row and for the baseline
     # (variant, subtask) -> (failed cells, all cells, first line of the first error, paths removed)
     failures: dict[tuple[str, str], tuple[int, int, str]] = field(default_factory=dict)
 
@@ -330,6 +476,9 @@ class Baselines:
         for candidate in _default_baselines(family, rows):
             if candidate in rows:
                 return candidate
+        for candidate in _default_baselines(family, rows):  # --tune-baseline runs no default cells
+            if f"{candidate} (tuned)" in rows:
+                return f"{candidate} (tuned)"
         return None
 
 
@@ -512,6 +661,8 @@ def build_boards(
         board = _build_board(str(family), str(model), part, scores, costs,
                              failed, baselines, predictions, alpha)
         board.tuning = _tuning_rows(board, part, trials)
+        board.searches = _searches(board, part, trials)
+        board.protocol = _protocol(board)
         boards.append(board)
     return boards
 
@@ -524,23 +675,34 @@ def canonical_variants(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     stage = frame["stage"].fillna("").astype(str) if "stage" in frame else pd.Series("", index=frame.index)
     keys = frame["variant"].astype(str) + "\x00" + frame["method_args"].astype(str) + "\x00" + stage
+    tuned = stage == "tuned"
+    if "tuned" in frame and tuned.any():
+        # A method run at a baseline's selected values is not the same row as its own tuned one.
+        record = frame.loc[tuned, "tuned"].fillna("").astype(str)
+        heir = record[record.str.contains(INHERITED, regex=False)]
+        if not heir.empty:
+            keys = keys + "\x00" + heir.reindex(frame.index, fill_value="")
     codes, uniques = pd.factorize(keys)
     labels = np.array([canonical_label(*key.split("\x00")) for key in uniques], dtype=object)
     return frame.assign(variant=labels[codes])
 
 
-def canonical_label(variant: str, method_args: str, stage: str = "") -> str:
-    """The label of a composition from its stored, resolved arguments (see ``canonical_variants``)."""
+def canonical_label(variant: str, method_args: str, stage: str = "", tuned: str = "") -> str:
+    """The label of a composition from its stored, resolved arguments (see ``canonical_variants``); a
+    tuned cell that ran at a baseline's selected values says whose ("lora (at bf16-train's tuned lr)")."""
     import json
 
+    values = _tuned_values(tuned) if stage == "tuned" else {}
+    heir = str(values.pop(INHERITED, "") or "")
+    suffix = f" (at {heir}'s tuned {', '.join(sorted(values)) or 'values'})" if heir else " (tuned)"
     try:
         parts = json.loads(method_args)
         label = "+".join(_canonical_part(p["name"], p.get("args") or {}) for p in parts)
     except (TypeError, ValueError, KeyError, AttributeError):
-        return variant
+        label = ""
     if not label:
-        return variant
-    return label + (" (tuned)" if stage == "tuned" else "")
+        return variant.removesuffix(" (tuned)") + suffix if heir else variant
+    return label + (suffix if stage == "tuned" else "")
 
 
 @functools.lru_cache(maxsize=512)
@@ -960,8 +1122,6 @@ def _flag_chance(board: Board, preds: pd.DataFrame) -> None:
 def _tuning_rows(board: Board, part: pd.DataFrame, trials: pd.DataFrame) -> list[TuningRow]:
     """Per tuned method on this board: its default row beside its tuned row, the selected
     hyperparameters and the search budget (trial cells, their summed training time)."""
-    import json
-
     tuned_rows = [r for r in board.rows if r.stage == "tuned"]
     if not tuned_rows:
         return []
@@ -972,17 +1132,17 @@ def _tuning_rows(board: Board, part: pd.DataFrame, trials: pd.DataFrame) -> list
         searches = set(cells["search_id"].dropna().astype(str)) if "search_id" in cells else set()
         chosen: dict[str, set[str]] = {}
         for sub, text in cells[["subtask", "tuned"]].drop_duplicates().itertuples(index=False) if "tuned" in cells else []:
-            try:
-                values = json.loads(text) if text else {}
-            except (TypeError, ValueError):
-                values = {}
-            label = ", ".join(f"{k}={_recipe_value(v)}" for k, v in sorted(values.items()))
+            values = _tuned_values(text)
+            t.inherited = t.inherited or scrub_paths(values.pop(INHERITED, "") or "")
+            label = scrub_paths(", ".join(f"{k}={_recipe_value(v)}" for k, v in sorted(values.items())))
             if label:
                 chosen.setdefault(label, set()).add(str(sub))
         subs = {str(s) for s in cells["subtask"]}
         selected = [label if len(chosen) == 1 or where == subs else f"{label} ({', '.join(sorted(where))})"
                     for label, where in chosen.items()]
         t.tuned = selected
+        if t.inherited:
+            continue  # it ran at the baseline's choice: no search, default or budget of its own
         tr = mine[mine["search_id"].astype(str).isin(searches)] if not mine.empty and searches else mine.iloc[0:0]
         n_trials = int(tr["cell_id"].nunique()) if not tr.empty else 0
         seconds = tr.loc[(tr["metric"] == "train_time_s") & (tr["split"] == "cost")].drop_duplicates("cell_id")
@@ -1006,6 +1166,214 @@ def _tuning_rows(board: Board, part: pd.DataFrame, trials: pd.DataFrame) -> list
                              default.score if default else math.nan, t.score,
                              default.rank if default else None, t.rank, selected, n_trials, hours, hardware,
                              per_column))
+    return out
+
+
+def _tuned_values(text: object) -> dict:
+    """The stored ``tuned`` JSON of a cell (the values its search set); {} where absent or unreadable."""
+    import json
+
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    """A tried value as a number (grid values are stored as typed: "3e-4"); None for a choice."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _value_key(value: object) -> object:
+    """Equality of tried values across cells: numerically where they are numbers."""
+    x = _number(value)
+    return x if x is not None else repr(value)
+
+
+def _shown(value: object) -> str:
+    return scrub_paths(_recipe_value(value) if not isinstance(value, (list, tuple)) else _arg_text(value))
+
+
+def _log_spaced(xs: Iterable[float]) -> bool:
+    """Whether values are spread on a log scale (learning rates, 1e-4 to 1e-2): a factor of ten or more
+    between the ends, or steps more even in log than in value."""
+    v = sorted({x for x in xs if x is not None and math.isfinite(x)})
+    if len(v) < 2 or v[0] <= 0:
+        return False
+    if v[-1] / v[0] >= 10:
+        return True
+    if len(v) < 3:
+        return False
+    linear, logs = np.diff(v), np.diff(np.log(v))
+    return float(logs.std() / logs.mean()) < float(linear.std() / linear.mean())
+
+
+def _searches(board: Board, part: pd.DataFrame, trials: pd.DataFrame) -> list[SearchTrials]:
+    """Every search on this board with its trials: each tried setting's held-out primary score (mean over
+    the trial cells that ran it), the selected setting (the one its tuned cells ran), the curves per
+    hyperparameter and the selected values at an edge of what was tried (failed trials count as tried)."""
+    if trials.empty or "search_id" not in trials or "tuned" not in trials:
+        return []
+    mine = trials[(trials["task"] == board.family) & (trials["model"] == board.model)]
+    mine = mine[mine["search_id"].notna() & (mine["search_id"].astype(str) != "")]
+    if mine.empty:
+        return []
+    mine = mine.assign(subtask=mine["subtask"].fillna("").astype(str), search_id=mine["search_id"].astype(str))
+    chosen: dict[str, tuple[str, dict]] = {}  # search -> (its tuned row, the values it runs)
+    if "search_id" in part and "tuned" in part and "stage" in part:
+        tuned = part[part["stage"].fillna("").astype(str) == "tuned"]
+        for sid, variant, text in tuned[["search_id", "variant", "tuned"]].drop_duplicates().itertuples(index=False):
+            values = _tuned_values(text)
+            if isinstance(sid, str) and sid and INHERITED not in values:  # the searched method's own cells
+                chosen.setdefault(sid, (str(variant), values))
+    primary = mine[(mine["status"] == "ok") & _bool(mine["is_primary"])] if "is_primary" in mine else mine.iloc[0:0]
+    primary = primary.drop_duplicates("cell_id")
+    score = dict(zip(primary["cell_id"], primary["value"].astype(float), strict=True))
+    stored = primary["higher_is_better"] if "higher_is_better" in primary else pd.Series(None, index=primary.index)
+    metric_of = {sid: (str(m), metrics.higher_is_better(str(m), h)) for sid, m, h in
+                 zip(primary["search_id"], primary["metric"], stored, strict=True)}
+    order = {sub: i for i, sub in enumerate(dict.fromkeys(c.key[0] for c in board.columns))}
+    out = []
+    cells = mine.drop_duplicates("cell_id")
+    trial_index = cells["trial"] if "trial" in cells else pd.Series(0, index=cells.index)
+    cells = cells.assign(trial=pd.to_numeric(trial_index, errors="coerce").fillna(0).astype(int))
+    for (sid, sub), g in cells.groupby(["search_id", "subtask"], sort=False):
+        variant, selected = chosen.get(sid, ("", {}))
+        groups: dict[str, TrialPoint] = {}
+        ids_of: dict[str, list[str]] = {}
+        for cid, text, trial in g[["cell_id", "tuned", "trial"]].itertuples(index=False):
+            values = _tuned_values(text)
+            key = repr(sorted((k, _value_key(v)) for k, v in values.items()))
+            if key not in groups:
+                groups[key] = TrialPoint(values, {_shown(k): _shown(v) for k, v in sorted(values.items())}, math.nan,
+                                         math.nan, math.nan, 0, 0, False, int(trial))
+            ids_of.setdefault(key, []).append(str(cid))
+            groups[key].order = min(groups[key].order, int(trial))
+        names = sorted({k for p in groups.values() for k in p.values})
+        if not names:
+            continue  # trials stored without the values they set: nothing to draw or check
+        chosen_key = {k: _value_key(v) for k, v in selected.items()}
+        for key, p in groups.items():
+            values = [score[c] for c in ids_of[key] if c in score and math.isfinite(score[c])]
+            p.n, p.failed = len(values), len(ids_of[key]) - len(values)
+            p.mean = float(np.mean(values)) if values else math.nan
+            p.low, p.high = stats.t_interval(values)
+            p.selected = bool(selected) and all(chosen_key.get(k) == _value_key(p.values.get(k)) for k in names)
+        points = sorted(groups.values(), key=lambda p: p.order)
+        metric, hib = metric_of.get(sid, ("", True))
+        method = str(g["method"].iloc[0]) if "method" in g else ""
+        label = scrub_paths(variant.removesuffix(" (tuned)")) if variant else scrub_paths(method)
+        search = SearchTrials(sid, label, variant, method, str(sub), metric, hib, names, points,
+                              {_shown(k): _shown(v) for k, v in sorted(selected.items())})
+        search.edges = _grid_edges(search, selected)
+        search.curves = [_curve(search, name, selected) for name in names]
+        out.append(search)
+    out.sort(key=lambda s: (order.get(s.subtask, len(order)), s.subtask, s.label))
+    return out
+
+
+def _grid_edges(search: SearchTrials, selected: dict) -> list[GridEdge]:
+    """Each selected number that is the smallest or the largest value its search tried (or the only
+    one); choices have no order and are never at an edge."""
+    edges = []
+    for name in search.names:
+        if name not in selected:
+            continue
+        tried = [_number(p.values.get(name)) for p in search.points if name in p.values]
+        chosen = _number(selected[name])
+        if chosen is None or any(x is None for x in tried):
+            continue
+        distinct = sorted(set(tried))
+        side = ("only" if len(distinct) == 1 else "smallest" if chosen == distinct[0]
+                else "largest" if chosen == distinct[-1] else "")
+        if side:
+            edges.append(GridEdge(_shown(name), _shown(selected[name]), side, len(distinct), scrub_paths(search.subtask)))
+    return edges
+
+
+def _curve(search: SearchTrials, name: str, selected: dict) -> TrialCurve:
+    """The search's score against ``name``: where the other searched values have a selected setting and
+    the trials at it try ``name`` more than once (a grid), that slice; else every trial (a projection)."""
+    others = [n for n in search.names if n != name]
+    points = [p for p in search.points if name in p.values]
+    held: dict[str, str] = {}
+    projected = False
+    if others:
+        fixed = {o: _value_key(selected[o]) for o in others if o in selected}
+        grid = [p for p in points if len(fixed) == len(others)
+                and all(_value_key(p.values.get(o)) == v for o, v in fixed.items())]
+        if len({_value_key(p.values[name]) for p in grid}) >= 2:
+            points, held = grid, {_shown(o): _shown(selected[o]) for o in others}
+        else:
+            projected = True
+    xs = [_number(p.values[name]) for p in points]
+    numeric = all(x is not None for x in xs)
+    drawn = [CurvePoint(x if numeric and x is not None else math.nan, _shown(p.values[name]),
+                        p.mean, p.low, p.high, p.n, p.selected) for p, x in zip(points, xs, strict=True)]
+    if numeric:
+        drawn.sort(key=lambda c: c.x)
+    return TrialCurve(search.label, scrub_paths(search.subtask), _shown(name), drawn, numeric,
+                      numeric and _log_spaced(x for x in xs if x is not None), held, projected)
+
+
+def _protocol(board: Board) -> Protocol:
+    """Each row tuned (its budget, selected values, grid edges) or at defaults; whether the baseline ran
+    off its tuned optimum (untuned, or a selected value at a grid edge), and the sentence that says so."""
+    out = Protocol()
+    by_tuned = {t.tuned: t for t in board.tuning}
+    tuned_of = {t.default: t.tuned for t in board.tuning if t.default}
+    for r in board.rows:
+        t = by_tuned.get(r.variant)
+        if r.inherited:
+            out.statuses[r.variant] = ProtocolStatus(r.variant, False, selected=list(r.tuned),
+                                                     inherited_from=r.inherited)
+        elif r.stage == "tuned":
+            mine = [s for s in board.searches if s.variant == r.variant]
+            out.statuses[r.variant] = ProtocolStatus(
+                r.variant, True, t.trials if t else 0, t.hours if t else math.nan, t.hardware if t else "",
+                list(t.selected) if t else list(r.tuned), [e for s in mine for e in s.edges], checked=bool(mine))
+        else:
+            out.statuses[r.variant] = ProtocolStatus(r.variant, False, tuned_row=tuned_of.get(r.variant, ""))
+    base = out.statuses.get(board.baseline or "")
+    if base is None:
+        return out
+    name = scrub_paths(base.variant)
+    others = [v for v, s in out.statuses.items() if s.tuned and v != base.variant]
+    if base.inherited_from:
+        out.off_optimum = "inherited"
+        out.warning = (f"The baseline {name} ran at {base.inherited_from}'s tuned values, not at its own "
+                       f"optimum: gaps against it may overstate. Compare against {base.inherited_from}, whose "
+                       f"search chose them.")
+    elif not base.tuned:
+        out.off_optimum = "untuned"
+        out.worst = bool(others)
+        if others:
+            shown = ", ".join(scrub_paths(v) for v in others[:4]) + (", ..." if len(others) > 4 else "")
+            out.warning = (f"The baseline {name} ran at its defaults, untuned, while {len(others)} "
+                           f"row{'s' if len(others) > 1 else ''} here {'were' if len(others) > 1 else 'was'} "
+                           f"tuned ({shown}): every gap sets a tuned method against an untuned baseline and "
+                           f"may overstate its advantage.")
+        else:
+            out.warning = (f"The baseline {name} ran at its defaults, untuned, as did every method here: a gap "
+                           f"may reflect how well each default suits this task rather than the method.")
+        if base.tuned_row:
+            out.warning += f" A tuned {name} ran: compare against it with --baseline '{scrub_paths(base.tuned_row)}'."
+        else:
+            out.warning += " Tune the baseline with the same search (suite run --tune ...) as the methods."
+    elif base.edges:
+        out.off_optimum = "edge"
+        out.warning = (f"The baseline {name} was tuned, but its selected value lies at the edge of its grid ("
+                       + "; ".join(e.text for e in base.edges)
+                       + "): its optimum may lie beyond what was tried, so gaps may overstate.")
     return out
 
 

@@ -92,6 +92,7 @@ def make_env() -> jinja2.Environment:
                        pct=f_pct, params=f_params, memory=f_memory, duration=f_duration, cost=format_value,
                        raw=f_raw, bytes=f_bytes, scrub=scrub_paths)
     env.globals["cost_columns"] = _cost_labels
+    env.globals["protocol_legend"] = leaderboard.PROTOCOL_LEGEND
     return env
 
 
@@ -177,7 +178,10 @@ def render_site(
         panels = plan.pareto(_overview_points(b), ylabel, f"figures/pareto-{b.slug}", hib, b.memory_label)
         if panels:
             fig_paths[b.slug] = panels
-    task_ctx, task_list, cell_task_href = _task_pages(boards, cells, store, task_pages, plan, common)
+    tuning_figs = {key: plan.tuning(curves, metric, f"figures/tuning-{task_pages[key][5:-5]}")
+                   for key, (curves, metric) in _tuning_curves(boards).items() if key in task_pages}
+    tuning_figs = {key: name for key, name in tuning_figs.items() if name}
+    task_ctx, task_list, cell_task_href = _task_pages(boards, cells, store, task_pages, plan, common, tuning_figs)
     for g in kernel_groups:
         name = f"figures/kernel-{leaderboard.slugify(g.kernel)}.svg"
         if g.history:
@@ -186,7 +190,11 @@ def render_site(
     lap("plan")
 
     env = _env()
+    by_board: dict[str, list[dict]] = {}
+    for (slug, sub), name in tuning_figs.items():
+        by_board.setdefault(slug, []).append({"src": name, "subtask": scrub_paths(sub)})
     index = dict(title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
+                 tuning_figures=by_board,
                  baselines=sorted({f"{b.family}: {b.baseline}" for b in boards if b.baseline}), alpha=alpha,
                  n_ok=n_ok, n_failed=n_failed, skipped=skipped.as_list(),
                  kinds=sorted({r.kind for b in boards for r in b.rows if r.kind}),
@@ -235,6 +243,25 @@ class FigurePlan:
         self.jobs.append((figures.pareto_panels, (pts, ylabel, [self.out / n for n in names], hib, memory), names))
         return [{"src": n, "axis": k} for n, k in zip(names, keys, strict=True)]
 
+    def tuning(self, curves: list, metric: str, stem: str) -> str:
+        """A task's tuned-value curves (one panel per searched value); "" when no trial has a score."""
+        if not any(p.mean == p.mean for c in curves for p in c.points):
+            return ""
+        name = f"{stem}.svg"
+        ylabel = f"{metric} on held-out training data" if metric else "held-out score"
+        self.jobs.append((figures.tuning_curves, (curves, ylabel, display_scale(metric), self.out / name), [name]))
+        return name
+
+
+def _tuning_curves(boards: list) -> dict[tuple[str, str], tuple[list, str]]:
+    """(board slug, subtask) -> the curves of every search on that task and the metric they score."""
+    out: dict[tuple[str, str], tuple[list, str]] = {}
+    for b in boards:
+        for search in b.searches:
+            curves, metric = out.setdefault((b.slug, search.subtask), ([], search.metric))
+            curves.extend(search.curves)
+    return out
+
 
 def _task_page_names(boards: list) -> dict[tuple[str, str], str]:
     """(board slug, subtask) -> its page's file name (readable, free of local paths, unique)."""
@@ -261,9 +288,11 @@ def _overview_points(b) -> list:
 
 
 def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_pages: dict, plan: FigurePlan,
-                common: dict) -> tuple[list[tuple[str, dict]], list[dict], dict[str, str]]:
+                common: dict, tuning_figs: dict | None = None) -> tuple[list[tuple[str, dict]], list[dict], dict[str, str]]:
     """Every task page's context, the task list, and which task page each cell belongs to."""
     ok = cells[cells["status"] == "ok"] if not cells.empty else cells
+    if not ok.empty and "stage" in ok:  # trials score held-out training data: never beside a row's scores
+        ok = ok[ok["stage"].fillna("").astype(str) != "trial"]
     failed = cells[cells["status"] != "ok"].drop_duplicates("cell_id") if not cells.empty else cells
     if not failed.empty and "stage" in failed:
         failed = failed[failed["stage"].fillna("").astype(str) != "trial"]
@@ -307,6 +336,8 @@ def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_page
                 title=f"{b.family}:{scrub_paths(sub)}" if sub else b.family, root="", board=b,
                 subtask=scrub_paths(sub), columns=cols, other_metrics=other, rows=rows, failures=failures,
                 figures=fig, show_gap=show_gap, curve=curve, recipe=b.recipes.get(sub),
+                tuning_figure=(tuning_figs or {}).get((b.slug, sub), ""),
+                searches=[x for x in b.searches if x.subtask == sub],
                 cost_labels=_cost_labels(b), **common)))
             task_list.append({"href": href, "family": b.family, "subtask": scrub_paths(sub), "model": b.model_label,
                               "n_rows": len(rows), "n_cells": sum(len(r["cells"]) for r in rows),

@@ -62,6 +62,7 @@ def can_encode(text: str) -> bool:
 def format_boards(boards, unicode: bool = True, width: int = 100) -> str:
     """The boards as text no wider than ``width`` (store text cleaned, failures listed)."""
     from suite.reports.format import f_num, f_pval, f_score, f_signed, format_value, scrub_paths
+    from suite.reports.leaderboard import PROTOCOL_LEGEND
 
     up, down, pm, delta = ("▲", "▼", "±", "Δ") if unicode else ("+", "-", "+-", "d")
     out: list[str] = []
@@ -79,6 +80,10 @@ def format_boards(boards, unicode: bool = True, width: int = 100) -> str:
         if b.mixed:  # rows from different code, hardware or libraries: differences may come from that
             out += _wrap("warning: this table mixes " + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in
                                                              b.mixed.items()), width, "  ", "    ")
+        dagger = (b.protocol.mark if unicode else "*") if b.protocol.mark else ""
+        if b.protocol.warning:  # the baseline ran off its tuned optimum: said before any number
+            out += _wrap(f"{'WARNING' if b.protocol.worst else 'warning'}: {b.protocol.warning} "
+                         f"Gaps against it are marked {dagger}.", width, "  ", "    ")
         for a in b.aggregates:  # the family's benchmark-level scores, headline first
             partial = "" if a.complete else f" of the benchmark's {a.expected}, so not its full score"
             out += _wrap(f"{clean(a.label)}: over {len(a.members)} task(s){partial}: "
@@ -118,7 +123,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100) -> str:
         out += _fit(_ascii(table, unicode), width)
         out.append("")
         if b.baseline is not None:
-            out += _wrap(f"{delta} vs {clean(b.baseline)} (Holm-adjusted p; {up}/{down}: p < {b.alpha}):",
+            out += _wrap(f"{delta} vs {clean(b.baseline)}{dagger} (Holm-adjusted p; {up}/{down}: p < {b.alpha}):",
                          width, "  ")
             dtable: list[list] = [["method"] + [clean(c.label) for c in b.columns]]
             base = next(r for r in b.rows if r.variant == b.baseline)
@@ -143,7 +148,10 @@ def format_boards(boards, unicode: bool = True, width: int = 100) -> str:
                 dtable.append(line)
             out += _fit(_ascii(dtable, unicode), width, indent="    ")
             out.append("")
-            out += _gap_table(b, unicode, width)
+            out += _gap_table(b, unicode, width, dagger)
+            if dagger:
+                out += _wrap(f"{dagger} {PROTOCOL_LEGEND}", width, "  ", "    ")
+        out += _protocol_lines(b, unicode, width)
         listed = [(v, sub, f) for (v, sub), f in sorted(fails.items()) if sub in subs]
         if listed:
             out.append("  failures:")
@@ -201,7 +209,44 @@ def _wrap(text: str, width: int, indent: str, subsequent: str | None = None) -> 
                          break_on_hyphens=False) or [indent.rstrip()]
 
 
-def _gap_table(b, unicode: bool, width: int = 100) -> list[str]:
+def _protocol_lines(b, unicode: bool, width: int) -> list[str]:
+    """How each row's hyperparameters were chosen (the board model's status, with grid edges), then per
+    searched method its trials: each tried setting with its held-out score (mean, n), the selected marked."""
+    from suite.reports.format import f_score
+
+    p = b.protocol
+    if not p.searched:
+        return _wrap("hyperparameters: no method here was tuned; every row, the baseline included, ran at "
+                     "its defaults", width, "  ", "    ")
+    out = ["  hyperparameters (tuned: chosen by a search on held-out training data):"]
+    for variant, status in p.statuses.items():
+        out += _wrap(f"{clean(variant)}{' (baseline)' if variant == b.baseline else ''}: {status.summary}",
+                     width, "    ", "      ")
+        for edge in status.edges:
+            out += _wrap(f"grid edge: {edge.text}", width, "      ", "        ")
+    chosen = "← selected" if unicode else "<- selected"
+    by_label: dict[str, list] = {}
+    for search in b.searches:
+        by_label.setdefault(search.label, []).append(search)
+    for label, searches in by_label.items():
+        metric = searches[0].metric
+        several = len({s.subtask for s in searches}) > 1
+        out += _wrap(f"trials of {clean(label)} ({clean(metric) or 'score'} on held-out training data):",
+                     width, "  ", "    ")
+        table: list[list] = [(["task"] if several else []) + ["setting", "score", "n", ""]]
+        for s in searches:
+            for point in s.points:
+                hw = f" ± {f_score((point.high - point.low) / 2, s.metric)}" if point.n > 1 else ""
+                n = f"{point.n}" + (f" ({point.failed} failed)" if point.failed else "")
+                table.append(([clean(s.subtask) or clean(b.family)] if several else [])
+                             + [clean(point.label), f_score(point.mean, s.metric) + hw, n,
+                                chosen if point.selected else ""])
+        out += _fit(_ascii(table, unicode), width, indent="    ")
+    out.append("")
+    return out
+
+
+def _gap_table(b, unicode: bool, width: int = 100, mark: str = "") -> list[str]:
     """Lower-is-better columns (losses): each method's gap to the baseline, paired by seed, data
     and recipe, with its 95% t-interval over the pairs and whether it exceeds the seed noise;
     beside it the costs a training recipe is judged by (step time, tokens/s, peak memory)."""
@@ -244,7 +289,7 @@ def _gap_table(b, unicode: bool, width: int = 100) -> list[str]:
                  f_memory(costs.get("peak_memory_mb"))]
         table.append(line)
     delta = "Δ" if unicode else "d"
-    out = _wrap(f"{delta} gap to {clean(b.baseline)} over seeds (pairs: same seed, data and recipe; 95% "
+    out = _wrap(f"{delta} gap to {clean(b.baseline)}{mark} over seeds (pairs: same seed, data and recipe; 95% "
                 "Student-t interval of the mean gap; 'beyond': it excludes 0, the gap exceeds the seed "
                 "noise):", width, "  ", "    ")
     return out + _fit(_ascii(table, unicode), width, indent="    ")
