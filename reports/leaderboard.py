@@ -471,8 +471,8 @@ class Baselines:
     def choose(self, family: str, rows: dict[str, Row]) -> str | None:
         """The baseline of a board of ``family`` with these rows; None when it has no such row."""
         named = self.named(family)
-        if named is not None:
-            return named if named in rows else None
+        if named is not None:  # as named, else its tuned row (--tune-baseline runs no default cells)
+            return next((v for v in (named, f"{named} (tuned)") if v in rows), None)
         for candidate in _default_baselines(family, rows):
             if candidate in rows:
                 return candidate
