@@ -143,7 +143,7 @@ def _human(v: float, _pos=None) -> str:
 
 def tuning_curves(curves: Sequence, ylabel: str, scale: float, path: Path) -> bool:
     """One panel per searched hyperparameter: each method's held-out trial score against the value
-    (``leaderboard.TrialCurve``), the selected setting starred, bars the 95% interval where a value
+    (``board.TrialCurve``), the selected setting starred, bars the 95% interval where a value
     ran with several seeds. A log axis where every curve's values are log-spaced; a choice on a
     categorical axis. False when no point has a score."""
     names = list(dict.fromkeys(c.name for c in curves))

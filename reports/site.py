@@ -41,7 +41,16 @@ import pandas as pd
 
 from suite import __version__, metrics
 from suite.errors import UserError
-from suite.reports import figures, kernel_figures, kernels, leaderboard, stats
+from suite.reports import (
+    board,
+    figures,
+    kernel_figures,
+    kernels,
+    leaderboard,
+    loading,
+    stats,
+    variants,
+)
 from suite.reports.format import (
     display_scale,
     f_bytes,
@@ -92,7 +101,7 @@ def make_env() -> jinja2.Environment:
                        pct=f_pct, params=f_params, memory=f_memory, duration=f_duration, cost=format_value,
                        raw=f_raw, bytes=f_bytes, scrub=scrub_paths)
     env.globals["cost_columns"] = _cost_labels
-    env.globals["protocol_legend"] = leaderboard.PROTOCOL_LEGEND
+    env.globals["protocol_legend"] = board.PROTOCOL_LEGEND
     return env
 
 
@@ -115,10 +124,10 @@ def _pretty_json(text) -> str:
 
 
 def cell_file(cell_id: str) -> str:
-    return f"{cell_id}.html" if _SAFE_ID.match(cell_id) else f"{leaderboard.slugify(cell_id)}.html"
+    return f"{cell_id}.html" if _SAFE_ID.match(cell_id) else f"{board.slugify(cell_id)}.html"
 
 
-load_store = leaderboard.load_store
+load_store = loading.load_store
 
 
 def render_site(
@@ -145,17 +154,17 @@ def render_site(
     out = Path(out)
     check_output(out, force)
     singles = single_cell_files(store_path)
-    store, cells, kern, skipped = leaderboard.load_store_report(store_path)
+    store, cells, kern, skipped = loading.load_store_report(store_path)
     lap("load")
     if not cells.empty and tasks:
-        cells = leaderboard.select_tasks(cells, tasks)
+        cells = loading.select_tasks(cells, tasks)
     boards = (leaderboard.build_boards(cells, baseline, skipped.loader(store), metric, alpha, str(store_path))
               if not cells.empty else [])
     if not boards and kern.empty:
         raise UserError("nothing to render")
     lap("statistics")
 
-    cells = leaderboard.canonical_variants(cells)  # pages name a configuration as its board row does
+    cells = variants.canonical_variants(cells)  # pages name a configuration as its board row does
     written = _prepare_output(out)  # every file this render writes, relative to ``out`` (the manifest)
     kernel_groups = kernels.build_kernel_groups(kern)
     n_ok = int(cells.loc[cells["status"] == "ok", "cell_id"].nunique()) if not cells.empty else 0
@@ -183,7 +192,7 @@ def render_site(
     tuning_figs = {key: name for key, name in tuning_figs.items() if name}
     task_ctx, task_list, cell_task_href = _task_pages(boards, cells, store, task_pages, plan, common, tuning_figs)
     for g in kernel_groups:
-        name = f"figures/kernel-{leaderboard.slugify(g.kernel)}.svg"
+        name = f"figures/kernel-{board.slugify(g.kernel)}.svg"
         if g.history:
             plan.jobs.append((kernel_figures.history_svg, (g.history, g.kernel, out / name), [name]))
             g.figure = name
@@ -265,7 +274,7 @@ def _tuning_curves(boards: list) -> dict[tuple[str, str], tuple[list, str]]:
 
 def _task_page_names(boards: list) -> dict[tuple[str, str], str]:
     """(board slug, subtask) -> its page's file name (readable, free of local paths, unique)."""
-    return {(b.slug, sub): f"task-{leaderboard.slugify(f'{b.slug}-{scrub_paths(sub)}', key=f'{b.slug}-{sub}')}.html"
+    return {(b.slug, sub): f"task-{board.slugify(f'{b.slug}-{scrub_paths(sub)}', key=f'{b.slug}-{sub}')}.html"
             for b in boards for sub in dict.fromkeys(c.key[0] for c in b.columns)}
 
 

@@ -1,4 +1,4 @@
-"""Leaderboards as terminal text: the board model (``reports.leaderboard``) laid out to a width.
+"""Leaderboards as terminal text: the board model (``reports.board``, built by ``reports.leaderboard``) laid out to a width.
 
 ``suite compare`` prints this; the site renders the same boards as HTML, so the two cannot
 disagree. Text that comes from the store (method, task and model names, errors) is shown
@@ -61,8 +61,8 @@ def can_encode(text: str) -> bool:
 
 def format_boards(boards, unicode: bool = True, width: int = 100) -> str:
     """The boards as text no wider than ``width`` (store text cleaned, failures listed)."""
+    from suite.reports.board import PROTOCOL_LEGEND
     from suite.reports.format import f_num, f_pval, f_score, f_signed, format_value, scrub_paths
-    from suite.reports.leaderboard import PROTOCOL_LEGEND
 
     up, down, pm, delta = ("▲", "▼", "±", "Δ") if unicode else ("+", "-", "+-", "d")
     out: list[str] = []

@@ -17,7 +17,7 @@ from benchmarks import synthetic_store as synthetic
 from suite.app.cli import main
 from suite.metrics import MetricSpec
 from suite.registry import register_method
-from suite.reports import leaderboard
+from suite.reports import leaderboard, variants
 from suite.reports.site import render_site
 from suite.results.store import ResultStore
 
@@ -70,9 +70,9 @@ def test_a_mixed_store_gets_every_board_its_baseline_in_one_render(mixed, tmp_pa
 
 
 def test_per_family_baselines_and_their_refusals(mixed, capsys):
-    parse = leaderboard.Baselines.parse
+    parse = variants.Baselines.parse
     assert parse("glue=full,lm=bf16-train").per_family == (("glue", "full"), ("lm", "bf16-train"))
-    assert parse("lora:r=8,alpha=16,lm=bf16-train") == leaderboard.Baselines("lora", (("lm", "bf16-train"),))
+    assert parse("lora:r=8,alpha=16,lm=bf16-train") == variants.Baselines("lora", (("lm", "bf16-train"),))
     assert parse("lora:r=16").default == "lora:r=16"
     boards = {b.family: b for b in leaderboard.build_boards(ResultStore(mixed).load(), "glue=full")}
     assert boards["glue"].baseline == "full" and boards["lm"].baseline == "bf16-train"
@@ -141,7 +141,7 @@ def test_one_configuration_is_one_row(tmp_path):
     assert set(rows) == {"lora", "lora:r=16", "full"} and board.baseline == "lora"
     (entry,) = rows["lora"].entries.values()
     assert entry.summary.n == 3 and sorted(entry.seeds) == [0, 1, 2]
-    assert leaderboard.canonical_label("x", json.dumps([{"name": "lora", "args": {"r": 8, "alpha": 32.0}}])) \
+    assert variants.canonical_label("x", json.dumps([{"name": "lora", "args": {"r": 8, "alpha": 32.0}}])) \
         == "lora:alpha=32"
 
 

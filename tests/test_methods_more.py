@@ -201,7 +201,7 @@ def test_compeft_cells_stored_before_version_2_keep_their_meaning_on_the_boards(
     import json
 
     from suite.registry import METHODS
-    from suite.reports.leaderboard import canonical_label
+    from suite.reports.variants import canonical_label
 
     old = [{"name": "compeft", "args": {"density": 0.1, "alpha": None, "quantize": True, "loss_batches": 4},
             "version": "1"}]

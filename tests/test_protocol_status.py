@@ -22,6 +22,7 @@ import suite.results
 from benchmarks import synthetic_store as synthetic
 from suite.app.cli import main
 from suite.reports import figures, leaderboard
+from suite.reports.board import PROTOCOL_LEGEND, PROTOCOL_MARK, Board
 from suite.reports.site import render_site
 from suite.results.store import ResultStore
 
@@ -148,7 +149,7 @@ def interior_store(tmp_path_factory) -> Path:
     return root
 
 
-def _board(root: Path, baseline: str) -> leaderboard.Board:
+def _board(root: Path, baseline: str) -> Board:
     store = ResultStore(root)
     (board,) = leaderboard.build_boards(store.load(), baseline)
     return board
@@ -160,7 +161,7 @@ def test_edge_of_the_grid_is_flagged_on_the_site_and_in_compare(edge_store, tmp_
     assert flagged == {"lora (tuned)"}  # the enumeration itself: lora's best lr is the largest tried
     board = _board(edge_store, "lora (tuned)")
     assert {v for v, s in board.protocol.statuses.items() if s.edges} == flagged
-    assert board.protocol.off_optimum == "edge" and board.protocol.mark == leaderboard.PROTOCOL_MARK
+    assert board.protocol.off_optimum == "edge" and board.protocol.mark == PROTOCOL_MARK
 
     render_site(edge_store, tmp_path / "site", baseline="lora (tuned)", workers=1)
     index = (tmp_path / "site" / "index.html").read_text()
@@ -169,13 +170,13 @@ def test_edge_of_the_grid_is_flagged_on_the_site_and_in_compare(edge_store, tmp_
     assert "Baseline tuned to the edge of its grid." in text
     assert "lr=1e-3 is the largest of the 3 values tried on sst2: widen the grid above it" in text
     assert text.index("Baseline tuned to the edge") < text.index("Δ vs lora (tuned)†")  # above the table
-    assert leaderboard.PROTOCOL_LEGEND in text
+    assert PROTOCOL_LEGEND in text
 
     out = _compare(edge_store, capsys, "--baseline", "lora (tuned)")
     assert _compare_edges(out) == flagged
     assert "warning: The baseline lora (tuned) was tuned, but its selected value lies at the edge" in " ".join(
         line.strip() for line in out.splitlines())
-    assert "Δ vs lora (tuned)† (Holm" in out and f"† {leaderboard.PROTOCOL_LEGEND}" in out
+    assert "Δ vs lora (tuned)† (Holm" in out and f"† {PROTOCOL_LEGEND}" in out
 
 
 def test_an_untuned_baseline_is_said_above_the_table_and_its_gaps_marked(untuned_store, tmp_path, capsys):
@@ -187,7 +188,7 @@ def test_an_untuned_baseline_is_said_above_the_table_and_its_gaps_marked(untuned
     index = _text((tmp_path / "site" / "index.html").read_text())
     warning = index.index("Untuned baseline beside tuned methods.")
     assert "The baseline lora ran at its defaults, untuned, while 1 row here was tuned (pissa (tuned))" in index
-    assert warning < index.index("Δ vs lora†") < index.index("† " + leaderboard.PROTOCOL_LEGEND)
+    assert warning < index.index("Δ vs lora†") < index.index("† " + PROTOCOL_LEGEND)
     task = next((tmp_path / "site").glob("task-*sst2*.html")).read_text()
     assert "Untuned baseline beside tuned methods." in _text(task) and "Δ vs lora†" in _text(task)
 

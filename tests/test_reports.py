@@ -11,7 +11,7 @@ import pytest
 from benchmarks import synthetic_store as synthetic
 from suite.app.cli import main as cli_main
 from suite.errors import UserError
-from suite.reports import kernels, leaderboard
+from suite.reports import kernels, leaderboard, loading
 from suite.reports.site import render_site
 from suite.results.store import ResultStore
 
@@ -342,4 +342,4 @@ def test_unknown_metric_and_task_are_user_errors(store_dir):
     with pytest.raises(UserError, match="no metric 'bleu'"):
         leaderboard.build_boards(frame, "lora", metric="bleu")
     with pytest.raises(UserError, match="no results for tasks"):
-        leaderboard.select_tasks(frame, ["gsm8k"])
+        loading.select_tasks(frame, ["gsm8k"])

@@ -30,20 +30,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from suite.errors import UserError
-    from suite.reports import leaderboard
+    from suite.reports import leaderboard, loading, variants
 
     tasks = comparison_tasks(args)
     width = args.width if args.width is not None else shutil.get_terminal_size((100, 24)).columns
     if width < 40:
         raise UserError(f"--width {width} is too narrow for a table; give 40 or more")
-    store, cells, _ = leaderboard.load_store(args.store)
+    store, cells, _ = loading.load_store(args.store)
     if cells.empty:
         raise UserError(f"the store at '{clean(args.store)}' holds only kernel timings; "
                         "use 'suite bench kernels --compare' for those")
-    cells = leaderboard.select_tasks(cells, tasks)
+    cells = loading.select_tasks(cells, tasks)
     boards = leaderboard.build_boards(cells, args.baseline, store.load_predictions, args.metric,
                                   args.alpha, args.store)
-    chosen = leaderboard.Baselines.parse(args.baseline)
+    chosen = variants.Baselines.parse(args.baseline)
     missing = [b for b in boards if b.baseline is None and dict(chosen.per_family).get(b.family)]
     if chosen.default is not None and not any(b.baseline == chosen.default for b in boards):
         missing = [b for b in boards if b.baseline is None]

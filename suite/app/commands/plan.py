@@ -208,16 +208,16 @@ def _detectable_text(r: dict, cap: int) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from suite.errors import UserError
-    from suite.reports import leaderboard
+    from suite.reports import loading
     from suite.reports.planning import MAX_SEEDS, check_levels
 
     effect = parse_effect(args.effect)
     check_levels(args.alpha, args.power)
-    store, cells, _ = leaderboard.load_store(args.store)
+    store, cells, _ = loading.load_store(args.store)
     if cells.empty:
         raise UserError(f"the store at '{args.store}' holds no training results to plan from")
     tasks = [t for t in (args.tasks or "").split(",") if t.strip()] or None
-    cells = leaderboard.select_tasks(cells, tasks)
+    cells = loading.select_tasks(cells, tasks)
     rows = plan_rows(cells, store.load_predictions, effect, args.alpha, args.power)
     if not rows:
         raise UserError(f"the store at '{args.store}' has no finished primary scores to plan from")
