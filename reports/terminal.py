@@ -284,8 +284,8 @@ def _gap_table(b, unicode: bool, width: int = 100, mark: str = "") -> list[str]:
                 line += [f"n={g.n}", "one seed: unknown"]
         costs = first.costs if first is not None else {}
         step = first.step_time_s if first is not None else float("nan")
-        mark = EMULATED if first is not None and first.emulated else ""
-        line += [f_num(step * 1000, 0) + mark, f_num(costs.get("train_tokens_per_s"), 0) + mark,
+        emulated = EMULATED if first is not None and first.emulated else ""
+        line += [f_num(step * 1000, 0) + emulated, f_num(costs.get("train_tokens_per_s"), 0) + emulated,
                  f_memory(costs.get("peak_memory_mb"))]
         table.append(line)
     delta = "Δ" if unicode else "d"
