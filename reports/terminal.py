@@ -173,7 +173,7 @@ def format_boards(boards, unicode: bool = True, width: int = 100) -> str:
             "test, which ignores seed variance, is on the site's task pages. 'failed k/n': k of the n "
             "cells failed (no score); 'k/n ok': the score is over the k cells that finished.")
     if any(r.emulated for b in boards for r in b.rows):
-        note += (f"{EMULATED.strip()}: the low-precision GEMMs ran emulated (quantise-dequantise in higher "
+        note += (f" {EMULATED.strip()}: the low-precision GEMMs ran emulated (quantise-dequantise in higher "
                  "precision), so the time or throughput measures the emulation, not the recipe's speed.")
     out += _wrap(note, width, "")
     return "\n".join(_cut(clean(line), width) for line in out)
@@ -291,7 +291,8 @@ def _gap_table(b, unicode: bool, width: int = 100, mark: str = "") -> list[str]:
     delta = "Δ" if unicode else "d"
     out = _wrap(f"{delta} gap to {clean(b.baseline)}{mark} over seeds (pairs: same seed, data and recipe; 95% "
                 "Student-t interval of the mean gap; 'beyond': it excludes 0, the gap exceeds the seed "
-                "noise):", width, "  ", "    ")
+                "noise; one interval per row, not adjusted for the rows compared: the Holm-adjusted p "
+                "above is the test across them):", width, "  ", "    ")
     return out + _fit(_ascii(table, unicode), width, indent="    ")
 
 
