@@ -191,7 +191,7 @@ class TuningRow:
 
 
 # The key of a tuned cell's record naming the baseline whose selected values it ran at (``--tune-baseline``;
-# suite.app.tuning.INHERITED, which reports may not import).
+# suite.app.sweep.INHERITED, which reports may not import).
 INHERITED = "inherited_from"
 # The mark on a board's gap and Δ columns where its baseline ran off its tuned optimum, and its legend.
 PROTOCOL_MARK = "†"

@@ -16,7 +16,9 @@ def print_summary(store, cells: list, outcomes: list) -> int:
     if frame.empty:
         print("no results", file=sys.stderr)
         return 1 if failed else 0
-    ok = frame[frame["status"] == "ok"]
+    from suite.reports.variants import canonical_variants
+
+    ok = canonical_variants(frame[frame["status"] == "ok"])  # the rows' names as the reports give them
     rows = []
     for (variant, task, subtask), group in ok.groupby(["variant", "task", "subtask"], sort=True):
         primary = group[group["is_primary"].map(_is_true)]
@@ -35,7 +37,7 @@ def print_summary(store, cells: list, outcomes: list) -> int:
     if failed:
         print(f"\n{len(failed)} cell(s) failed (stored with their errors):", file=sys.stderr)
         for o in failed:
-            print(clean(f"  {o.cell.label} on {o.cell.task_name} seed {o.cell.seed}: {o.error}"), file=sys.stderr)
+            print(clean(f"  {o.cell.shown_label} on {o.cell.task_name} seed {o.cell.seed}: {o.error}"), file=sys.stderr)
         return 1
     return 0
 

@@ -604,7 +604,7 @@ def board_frame(board) -> pd.DataFrame:
                 "method": r.method, "kind": r.kind, "stage": r.stage, "status": r.status,
                 "cells_ok": r.n_ok_cells, "cells_failed": r.n_failed_cells, "error": r.error,
                 **{c.name: r.costs.get(c.name, math.nan) for c in board.cost_columns},
-                "emulated_gemms": r.emulated}
+                "emulated_gemms": r.emulated, **_protocol_fields(board, r.variant)}
         for a in board.aggregates:
             low, high, n = r.intervals.get(a.name, (math.nan, math.nan, 0))
             records.append(dict(base, column=a.label, subtask="", split="", metric="aggregate",
@@ -628,6 +628,21 @@ def board_frame(board) -> pd.DataFrame:
     if "rank" in frame:
         frame["rank"] = frame["rank"].astype("Int64")  # integers, empty where a row has no rank
     return frame
+
+
+def _protocol_fields(board, variant: str) -> dict[str, object]:
+    """How a row's hyperparameters were chosen, as the board says it: ``hyperparameters`` is
+    "tuned", "inherited" (at the baseline's selected values) or "defaults"; ``tuning`` the
+    sentence; ``grid_edge`` the selected values at an edge of their grid; ``baseline_off_optimum``
+    why the board's gaps may overstate ("" where the baseline ran at its tuned optimum)."""
+    status = board.protocol.statuses.get(variant)
+    if status is None:
+        how = ""
+    else:
+        how = "inherited" if status.inherited_from else "tuned" if status.tuned else "defaults"
+    return {"hyperparameters": how, "tuning": scrub_paths(status.summary) if status else "",
+            "grid_edge": "; ".join(e.text for e in status.edges) if status else "",
+            "baseline_off_optimum": board.protocol.off_optimum if board.baseline else ""}
 
 
 def _curve_series(store, column, entries: list) -> dict[str, list[tuple[float, float]]]:

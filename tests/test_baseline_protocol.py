@@ -57,6 +57,10 @@ def test_only_the_baseline_is_searched_and_every_method_inherits_its_choice(tmp_
     args = ["run", "--methods", "full,lora,bitfit", "--tune", "lr=1e-4,3e-3", "--tune-baseline", "lora",
             "--seeds", "2", "--store", str(store), *SMOKE]
     assert main(args) == 0
+    shown = capsys.readouterr()
+    # progress lines and the end-of-run table name whose values a method inherited, as the reports do
+    assert "full (at lora's tuned values) on" in shown.err and "full (tuned)" not in shown.err
+    assert "full (at lora's tuned lr)" in shown.out and "full (tuned)" not in shown.out
     frame = cells_of(store)
     trials = frame[frame["stage"] == "trial"]
     assert set(trials["method"]) == {"lora"} and len(trials) == 2  # the baseline's grid alone

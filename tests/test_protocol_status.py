@@ -155,6 +155,13 @@ def _board(root: Path, baseline: str) -> Board:
     return board
 
 
+def _board_csv(site: Path):
+    import pandas as pd
+
+    (path,) = (site / "data").glob("board-*.csv")
+    return pd.read_csv(path)
+
+
 def test_edge_of_the_grid_is_flagged_on_the_site_and_in_compare(edge_store, tmp_path, capsys):
     expected = edges_from_store(edge_store)
     flagged = {v for v, names in expected.items() if names}
@@ -171,6 +178,11 @@ def test_edge_of_the_grid_is_flagged_on_the_site_and_in_compare(edge_store, tmp_
     assert "lr=1e-3 is the largest of the 3 values tried on sst2: widen the grid above it" in text
     assert text.index("Baseline tuned to the edge") < text.index("Δ vs lora (tuned)†")  # above the table
     assert PROTOCOL_LEGEND in text
+    csv = _board_csv(tmp_path / "site")  # the exported board says it too, per row
+    edge_rows = csv[csv["grid_edge"].fillna("") != ""]
+    assert set(edge_rows["variant"]) == flagged and set(csv["baseline_off_optimum"]) == {"edge"}
+    assert "widen the grid above it" in edge_rows["grid_edge"].iloc[0]
+    assert set(csv.loc[csv["variant"] == "lora (tuned)", "hyperparameters"]) == {"tuned"}
 
     out = _compare(edge_store, capsys, "--baseline", "lora (tuned)")
     assert _compare_edges(out) == flagged
@@ -191,6 +203,10 @@ def test_an_untuned_baseline_is_said_above_the_table_and_its_gaps_marked(untuned
     assert warning < index.index("Δ vs lora†") < index.index("† " + PROTOCOL_LEGEND)
     task = next((tmp_path / "site").glob("task-*sst2*.html")).read_text()
     assert "Untuned baseline beside tuned methods." in _text(task) and "Δ vs lora†" in _text(task)
+    csv = _board_csv(tmp_path / "site")
+    how = csv.groupby("variant")["hyperparameters"].agg(set).to_dict()
+    assert how["lora"] == {"defaults"} and how["pissa (tuned)"] == {"tuned"}
+    assert set(csv["baseline_off_optimum"]) == {"untuned"}
 
     out = _compare(untuned_store, capsys, "--baseline", "lora")
     lines = out.splitlines()

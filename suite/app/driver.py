@@ -130,7 +130,7 @@ def run_sweep(cells: Sequence[Cell], store: ResultStore, executor: Executor,
             outcome = CellOutcome(cell, result.status, result.error, result.primary, result.costs)
             outcomes.append(outcome)
             trial = f", trial {cell.trial} on held-out training data" if cell.stage == "trial" else ""
-            where = f"[{done}/{len(cells)}] {cell.label} on {cell.task_name} ({cell.model}, seed {cell.seed}{trial})"
+            where = f"[{done}/{len(cells)}] {cell.shown_label} on {cell.task_name} ({cell.model}, seed {cell.seed}{trial})"
             if result.status != STATUS_OK:
                 print(f"{where}: failed: {result.error}", file=sys.stderr)
             elif result.primary:

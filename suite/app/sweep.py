@@ -18,6 +18,8 @@ from suite.errors import UnknownNameError, UserError
 from suite.recipe import RECIPE_KEYS, Recipe, resolve_recipe
 from suite.registry import METHODS, TASKS
 
+INHERITED = "inherited_from"  # key of a tuned cell's record naming the baseline whose values it runs at
+
 
 @dataclass(frozen=True)
 class MethodPart:
@@ -250,8 +252,15 @@ class Cell:
 
     @property
     def label(self) -> str:
-        """The method as reports show it: the composition with its arguments, marked when tuned."""
+        """The stored variant: the composition with its arguments, marked when tuned."""
         return self.spec.label + (" (tuned)" if self.stage == "tuned" else "")
+
+    @property
+    def shown_label(self) -> str:
+        """The label progress lines show: a tuned cell run at a baseline's selected values says whose,
+        as the reports do, rather than "(tuned)", which would claim a search of its own."""
+        heir = self.tuned.get(INHERITED) if self.stage == "tuned" else None
+        return f"{self.spec.label} (at {heir}'s tuned values)" if heir else self.label
 
     def config(self) -> dict[str, Any]:
         return {

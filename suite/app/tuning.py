@@ -31,12 +31,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from suite.app.sweep import Cell, MethodPart, MethodSpec, resolve_method_spec
+from suite.app.sweep import INHERITED, Cell, MethodPart, MethodSpec, resolve_method_spec
 from suite.errors import UserError
 from suite.recipe import RECIPE_KEYS, resolve_recipe
 
 SAMPLERS = ("random", "tpe")
-INHERITED = "inherited_from"  # key of a tuned cell's record naming the baseline whose values it runs at
 
 
 @dataclass(frozen=True)

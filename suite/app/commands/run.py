@@ -59,7 +59,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "about": "pretraining with every training recipe at BF16's tuned learning rate (the recipes' papers' "
                  "protocol): bf16-train alone searches lr over 3e-4..3e-3 (7 log-spaced values) on data held "
                  "out from training, then every recipe (torchao's peers where installed) and bf16-train run "
-                 "at its choice with seeds 0, 1, 2, for 20 tokens per non-embedding parameter; give the model "
+                 "at its choice with seeds 0, 1, 2, for 20 tokens per non-embedding parameter (--tokens-per-param "
+                 "changes it); give the model "
                  "with --models (default llama-tiny) and the data with --data-dir (default: FineWeb-Edu from "
                  "the hub)",
     },
