@@ -46,7 +46,8 @@ PROVENANCE_CHECKED = ("git_commit", "suite_version", "device", "cuda", "torch", 
                       "datasets", "torchao", "triton", "lm_eval", "python")
 # Recipe fields shown above a table, in this order (the rest are on the cell pages).
 RECIPE_SHOWN = ("lr", "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "optimizer",
-                "schedule", "warmup_ratio", "weight_decay", "precision", "limit")
+                "schedule", "warmup_ratio", "weight_decay", "precision", "limit", "tokens_per_param",
+                "train_tokens")
 MDE_POWER = 0.8  # power at which the minimum detectable effect beside each comparison is computed
 # Cells pair with the baseline's on these identity columns (where the store has them) and the seed.
 PAIRING_COLUMNS = ("data_source", "recipe")

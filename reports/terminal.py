@@ -289,11 +289,25 @@ def _gap_table(b, unicode: bool, width: int = 100, mark: str = "") -> list[str]:
                  f_memory(costs.get("peak_memory_mb"))]
         table.append(line)
     delta = "Δ" if unicode else "d"
-    out = _wrap(f"{delta} gap to {clean(b.baseline)}{mark} over seeds (pairs: same seed, data and recipe; 95% "
+    out = _wrap(f"{delta} gap to {clean(b.baseline)}{mark}{_budget(b)} over seeds (pairs: same seed, data and recipe; 95% "
                 "Student-t interval of the mean gap; 'beyond': it excludes 0, the gap exceeds the seed "
                 "noise; one interval per row, not adjusted for the rows compared: the Holm-adjusted p "
                 "above is the test across them):", width, "  ", "    ")
     return out + _fit(_ascii(table, unicode), width, indent="    ")
+
+
+def _budget(b) -> str:
+    """The training budget the gaps were measured at (a pretraining board's tokens per parameter or
+    token count), which a gap depends on as much as on the recipe."""
+    if b.recipe is None:
+        return ""
+    parts = []
+    for key, unit in (("tokens_per_param", "tokens per parameter"), ("train_tokens", "training tokens")):
+        if key in b.recipe.common:
+            parts.append(f"{clean(b.recipe.common[key])} {unit}")
+        elif key in b.recipe.differs:
+            parts.append(f"{unit} differing: {clean('; '.join(b.recipe.differs[key]))}")
+    return f" at {', '.join(parts)}" if parts else ""
 
 
 def _render_cells(column: list) -> list[str]:

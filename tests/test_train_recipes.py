@@ -641,3 +641,27 @@ def test_cells_from_before_a_recipe_option_existed_pair_with_cells_that_store_it
     rows = {r.variant: r.entries.get(col.key) for r in board.rows}
     assert rows["fp8-train"].gap.n == 3 and rows["fp8-train"].gap.mean == pytest.approx(0.01)
     assert rows["mxfp4-train"].gap is None  # another recipe: never paired
+
+
+def test_the_gap_names_the_training_budget_it_was_measured_at(tmp_path, capsys):
+    """A recipe's gap to BF16 depends on the budget (tokens per parameter) as much as on the recipe:
+    compare's gap heading and the site's recipe line name it; differing budgets are said."""
+    from suite.app.cli import main
+    from suite.reports.site import render_site
+    from suite.results.store import ResultStore
+
+    store = ResultStore(tmp_path / "store")
+    for seed in range(2):
+        for name, loss in (("bf16-train", 2.4), ("fp8-train", 2.5)):
+            _lm_cell(store, name, seed, loss + 0.01 * seed, extra_recipe={"tokens_per_param": 0.5})
+    assert main(["compare", str(tmp_path / "store"), "--baseline", "bf16-train", "--width", "200"]) == 0
+    heading = next(x for x in capsys.readouterr().out.splitlines() if "gap to bf16-train" in x)
+    assert "at 0.5 tokens per parameter over seeds" in heading
+    render_site(tmp_path / "store", tmp_path / "site", baseline="bf16-train", workers=1)
+    page = next((tmp_path / "site").glob("task-*.html")).read_text(encoding="utf-8")
+    assert "tokens_per_param <code>0.5</code>" in page
+
+    _lm_cell(store, "fp8-train", 2, 2.6, extra_recipe={"tokens_per_param": 2.0})
+    assert main(["compare", str(tmp_path / "store"), "--baseline", "bf16-train", "--width", "200"]) == 0
+    heading = next(x for x in capsys.readouterr().out.splitlines() if "gap to bf16-train" in x)
+    assert "tokens per parameter differing: 0.5 (bf16-train, fp8-train); 2 (fp8-train)" in heading
