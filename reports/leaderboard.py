@@ -562,11 +562,15 @@ def _test_against_baseline(board: Board, part, preds: pd.DataFrame) -> None:
     """Each entry against the baseline's in its column. The mark comes from the seed-level test
     (seeds are the unit of replication), Holm-adjusted across the table; the per-example test
     is kept beside it, adjusted in its own family, and labelled as ignoring seed variance."""
-    matrices = _correct_matrices(preds)
+    matrices: dict[str, dict[str, pd.Series]] = {}  # per-example column -> cell_id -> values
     tests: list[Entry] = []
     for col, entry, b_entry in _against_baseline(board):
         entry.test = stats.seed_t_test(entry.values, b_entry.values, entry.keys, b_entry.keys)
-        entry.example_test = _example_test(entry, b_entry, col, matrices)
+        spec = metrics.spec_of(col.metric)
+        if spec is not None and spec.per_example:  # only a mean over examples has a per-example test
+            if spec.per_example not in matrices:
+                matrices[spec.per_example] = _example_matrices(preds, spec.per_example)
+            entry.example_test = _example_test(entry, b_entry, col, matrices[spec.per_example])
         entry.mde = minimum_detectable_effect(entry.values, b_entry.values, board.alpha)
         tests.append(entry)
     for entry, p_adj in zip(tests, stats.holm_adjust([e.test.p_value for e in tests]), strict=True):
@@ -616,14 +620,14 @@ def _unit_detectable_effect(seeds: int, alpha: float, target_power: float) -> fl
     return detectable_effect(1.0, seeds, alpha, target_power)
 
 
-def _correct_matrices(preds: pd.DataFrame) -> dict[str, pd.Series]:
-    """cell_id -> per-example correctness indexed by (split, example_id)."""
-    if preds is None or preds.empty or "correct" not in preds:
+def _example_matrices(preds: pd.DataFrame, column: str) -> dict[str, pd.Series]:
+    """cell_id -> the per-example ``column`` (correctness) indexed by (split, example_id)."""
+    if preds is None or preds.empty or column not in preds:
         return {}
-    preds = preds.dropna(subset=["correct"])
+    preds = preds.dropna(subset=[column])
     out = {}
     for cid, g in preds.groupby("cell_id", sort=False):
-        s = pd.Series(g["correct"].to_numpy(dtype=float),
+        s = pd.Series(pd.to_numeric(g[column], errors="coerce").to_numpy(dtype=float),
                       index=pd.MultiIndex.from_arrays([g["split"].astype(str), g["example_id"]]))
         out[cid] = s[~s.index.duplicated()]
     return out

@@ -1,5 +1,5 @@
 """Every metric declared once: what it is called, its unit, which way is better, where it is stored,
-how it prints, and whether it is a leaderboard column or a Pareto axis.
+how it aggregates its examples, how it prints, and whether it is a leaderboard column or a Pareto axis.
 
 A metric is declared where it is produced: the costs every cell measures are ``COSTS`` below
 (the runner and the training loop produce them); a task declares its scores in
@@ -11,7 +11,7 @@ view decides them on its own. A derived metric inherits from its base: ``val_los
 ``quant_rel_error``'s. A metric nobody declared keeps what its row stored.
 
 Adding a leaderboard column is one declaration with ``column=True`` where the metric is
-produced (``tests/test_metric_specs.py`` adds one through a test plugin).
+produced (``tests/test_boards.py`` adds one through a test plugin).
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class MetricSpec:
     log_axis: bool = False  # that axis on a log scale (counts and sizes spanning decades)
     timing: bool = False  # measures speed: marked wherever GEMMs ran emulated, never ranked as speed
     across_tasks: Literal["mean", "median", "max", "sum"] = "mean"  # one row's value over a board's tasks
+    # How the score aggregates its examples: the stored per-example column whose mean over the
+    # evaluation examples it is ("correct" for accuracy), which the per-example paired test compares;
+    # "" where it is computed over the whole set (F1, MCC, correlations, losses), so no per-example
+    # test stands for it. Over seeds every view takes the mean with its Student-t interval.
+    per_example: str = ""
     summary: str = ""  # one line for a legend or a column's tooltip
 
     @property
@@ -85,7 +90,7 @@ def loss(name: str, label: str, unit: str = "nats", **more) -> MetricSpec:
 
 
 # Scores more than one task family produces, declared here once so their declarations agree.
-ACCURACY = score("accuracy", "accuracy")
+ACCURACY = score("accuracy", "accuracy", per_example="correct")
 VAL_LOSS = loss("val_loss", "validation loss", summary="mean token cross-entropy on held-out text")
 PERPLEXITY = loss("perplexity", "perplexity", unit="", summary="exp(validation loss)")
 

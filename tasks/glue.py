@@ -153,7 +153,8 @@ class GlueTask(TextClassificationTask):
     default_model = "bert-base-uncased"
     metrics = (*TextClassificationTask.metrics, score("f1_accuracy_mean", "mean of F1 and accuracy"),
                score("pearson_spearman_mean", "mean of Pearson r and Spearman rho"),
-               score("accuracy_m_mm_mean", "mean of matched and mismatched accuracy"))
+               score("accuracy_m_mm_mean", "mean of matched and mismatched accuracy",
+                                                     per_example="correct"))
 
     def __init__(self, subtask: str | None = None, data_dir: str | None = None, options: Any = None):
         if subtask not in LAYOUTS:

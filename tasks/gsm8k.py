@@ -68,8 +68,8 @@ class Gsm8kTask(CausalLMTask):
     primary_metric = "exact_match_flexible"
     eval_splits = ("test",)
     validation_split = "valid"  # ``validate`` scores the rows carved from train, never the test set
-    metrics = (*CausalLMTask.metrics, score("exact_match_strict", "exact match (strict)"),
-               score("exact_match_flexible", "exact match (flexible)"),
+    metrics = (*CausalLMTask.metrics, score("exact_match_strict", "exact match (strict)", per_example="correct_strict"),
+               score("exact_match_flexible", "exact match (flexible)", per_example="correct"),
                score("valid_exact_match_strict", "validation exact match (strict)", split="valid"),
                score("valid_exact_match_flexible", "validation exact match (flexible)", split="valid"))
     max_new_tokens: ClassVar[int] = 300

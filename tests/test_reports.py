@@ -120,6 +120,20 @@ def test_intervals_are_student_t_over_seeds(site):
     assert (high - low) / 2 == pytest.approx(scipy_stats.t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3))
 
 
+def test_the_per_example_test_runs_only_where_the_score_is_a_mean_over_examples(site):
+    """The per-example permutation test compares stored per-example correctness: it tests SST-2's
+    accuracy (the mean of that column) and nothing on MRPC (F1 and accuracy averaged) or STS-B
+    (correlations), whose scores are computed over the whole set."""
+    from suite.metrics import spec_of
+
+    full = next(r for r in _board(site).rows if r.variant == "full")
+    tested = {key[0] for key, e in full.entries.items() if e.example_test is not None}
+    assert tested == {"sst2"}
+    assert spec_of("accuracy").per_example == "correct"
+    assert spec_of("f1_accuracy_mean").per_example == spec_of("pearson_spearman_mean").per_example == ""
+    assert spec_of("mcc").per_example == "" and spec_of("exact_match_strict").per_example == "correct_strict"
+
+
 def test_missing_predictions_fall_back_to_the_seed_test(store_dir):
     (board,) = leaderboard.build_boards(ResultStore(store_dir).load(), "lora", predictions=None)
     full = next(r for r in board.rows if r.variant == "full")

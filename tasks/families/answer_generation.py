@@ -74,7 +74,7 @@ class CausalLMTask(Task):
 
     objective = "causal-lm"
     primary_metric = "exact_match"
-    metrics = (score("exact_match", "exact match"),
+    metrics = (score("exact_match", "exact match", per_example="correct"),
                loss("forgetting_ce_before", "general-text loss before training", split="general"),
                loss("forgetting_ce_after", "general-text loss after training", split="general"),
                loss("forgetting_ce_increase", "forgetting (loss increase)", split="general"))
