@@ -183,6 +183,13 @@ def higher_is_better(name: str, stored: object = None) -> bool:
     return bool(stored)
 
 
+def split_of(name: str, reported: str) -> str:
+    """Where ``name`` is stored: its declared split, else the evaluation split its task reported
+    (a score declared with no split is stored on whichever split the task evaluated: dev, test)."""
+    spec = spec_of(name)
+    return spec.split if spec is not None and spec.split else reported
+
+
 def columns() -> list[MetricSpec]:
     """The leaderboards' cost columns, in declaration order."""
     return [s for s in declared().values() if s.column]

@@ -357,3 +357,14 @@ def test_unknown_metric_and_task_are_user_errors(store_dir):
         leaderboard.build_boards(frame, "lora", metric="bleu")
     with pytest.raises(UserError, match="no results for tasks"):
         loading.select_tasks(frame, ["gsm8k"])
+
+
+def test_a_declared_split_is_where_the_runner_stores_a_score():
+    """A score declared on a split is stored there whatever the task reported; one declared without
+    a split goes where the task evaluated it (MNLI's dev_matched, SST-2's dev)."""
+    from suite.metrics import split_of
+
+    assert split_of("valid_exact_match_strict", "test") == "valid"
+    assert split_of("forgetting_ce_increase", "dev") == "general"
+    assert split_of("peak_memory_mb", "dev") == "cost"
+    assert split_of("accuracy", "dev_matched") == "dev_matched" and split_of("no-such-metric", "x") == "x"

@@ -23,7 +23,7 @@ from typing import Any
 
 from suite.app.sweep import Cell
 from suite.errors import UserError
-from suite.metrics import COST, higher_is_better
+from suite.metrics import COST, higher_is_better, split_of
 from suite.results.schema import STATUS_FAILED, STATUS_OK
 from suite.task import ModelBundle, Task
 
@@ -223,8 +223,8 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
         bundle.model = method.after_training(bundle.model, prepared.ctx)
     evaluation = evaluate()
 
-    # Direction from each metric's declaration (suite.metrics), else what the task said.
-    rows = [{"metric": m.name, "value": m.value, "split": m.split, "is_primary": m.is_primary,
+    # Direction and split from each metric's declaration (suite.metrics), else what the task said.
+    rows = [{"metric": m.name, "value": m.value, "split": split_of(m.name, m.split), "is_primary": m.is_primary,
              "higher_is_better": higher_is_better(m.name, m.higher_is_better)} for m in evaluation.metrics]
     for step, values in result.evals:
         rows += [{"metric": f"{name}@step{step}", "value": v, "split": task.validation_split, "is_primary": False,
