@@ -348,7 +348,8 @@ def break_even_speedup(law: Law, flops: float, eff_n: float, eff_d: float) -> fl
 
 
 # -- from a store ------------------------------------------------------------------------------------
-TUNED_SUFFIX = r" \((?:tuned|at .+'s tuned .+)\)$"
+# What reports append to a recipe's row name: its budget on a grid, then how it was tuned.
+ROW_SUFFIXES = r"(?: \((?:tuned|at .+'s tuned .+)\))?(?: \[[^\]]*\])?$"
 
 
 def points_from_cells(cells, metric: str = "val_loss",
@@ -383,7 +384,7 @@ def points_from_cells(cells, metric: str = "val_loss",
             continue
         tokens = float(steps[row.cell_id]) * recipe.get("batch_size", 1) * recipe.get("grad_accum", 1) \
             * recipe.get("max_length", 1)
-        label = re.sub(TUNED_SUFFIX, "", str(row.variant))
+        label = re.sub(ROW_SUFFIXES, "", str(row.variant))
         points.append(Point(label, float(size.non_embedding_params()), tokens, int(row.seed), float(row.value)))
     if not points:
         raise UserError(f"no cell here is a named pretraining size ({', '.join(LLAMA_SIZES)}); "

@@ -106,7 +106,39 @@ def canonical_variants(frame: pd.DataFrame) -> pd.DataFrame:
             keys = keys + "\x00" + heir.reindex(frame.index, fill_value="")
     codes, uniques = pd.factorize(keys)
     labels = np.array([canonical_label(*key.split("\x00")) for key in uniques], dtype=object)
-    return frame.assign(variant=labels[codes])
+    return _split_by_budget(frame.assign(variant=labels[codes]))
+
+
+def _split_by_budget(frame: pd.DataFrame) -> pd.DataFrame:
+    """A row per training budget: cells of one configuration trained on different token budgets
+    (a scaling grid's ``tokens_per_param``) are different experiments, so where a variant has
+    several on one task and model each gets its budget in its label ("bf16-train [tokens_per_param=5]")
+    rather than one mean over them."""
+    import json
+
+    from suite.recipe import MOVED_TO_TASK_OPTIONS
+
+    if "recipe" not in frame or frame.empty:
+        return frame
+    parsed: dict[str, dict] = {}
+    for text in frame["recipe"].dropna().unique():
+        try:
+            recipe = json.loads(text)
+        except (TypeError, ValueError):
+            recipe = {}
+        parsed[text] = {k: recipe.get(k) for k in MOVED_TO_TASK_OPTIONS} if isinstance(recipe, dict) else {}
+    varying = [k for k in MOVED_TO_TASK_OPTIONS if len({repr(r.get(k)) for r in parsed.values()}) > 1]
+    budget_of = {text: ", ".join(f"{k}={r[k]:g}" if isinstance(r.get(k), float) else f"{k}={r.get(k)}"
+                                 for k in varying if r.get(k) is not None) for text, r in parsed.items()}
+    budget = frame["recipe"].map(budget_of).fillna("")
+    if budget.nunique() < 2:
+        return frame
+    group = [frame[c].astype(str) for c in ("task", "model") if c in frame] + [frame["variant"].astype(str)]
+    several = budget.groupby(group).transform("nunique") > 1
+    if not several.any():
+        return frame
+    labelled = frame["variant"].astype(str) + " [" + budget + "]"
+    return frame.assign(variant=frame["variant"].where(~several, labelled))
 
 
 def canonical_label(variant: str, method_args: str, stage: str = "", tuned: str = "") -> str:

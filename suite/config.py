@@ -8,6 +8,7 @@ the key and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import types
 import typing
@@ -188,6 +189,26 @@ def build_config(config_cls: type, raw: dict[str, Any], owner: str) -> Any:
         return config_cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{owner}: {exc}") from None
+
+
+def option_grid(config_cls: type, raw: dict[str, Any], owner: str) -> list[Any]:
+    """One ``config_cls`` per combination of the values given as a grid: a list of values (a sweep
+    file's ``tokens_per_param: [5, 20, 80]``) or, for a numeric option, a comma-separated string
+    (``--tokens-per-param 5,20,80``). Other values are one setting, as ``build_config`` takes them."""
+    hints = typing.get_type_hints(config_cls)
+    axes: list[list[tuple[str, Any]]] = []
+    for key, value in raw.items():
+        kind = hints.get(key.replace("-", "_"))
+        numeric = {a for a in (*get_args(kind), kind) if a in (int, float)}
+        if isinstance(value, str) and "," in value and numeric:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple) and not (get_origin(kind) in (tuple, list) and not numeric):
+            if not value:
+                raise UserError(f"{owner}: option '{key}' is an empty list")
+            axes.append([(key, v) for v in dict.fromkeys(value)])
+        else:
+            axes.append([(key, value)])
+    return [build_config(config_cls, dict(combo), owner) for combo in itertools.product(*axes)]
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

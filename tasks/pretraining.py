@@ -350,7 +350,7 @@ class PretrainingTask(LanguageModelingTask):
 
 @register_task("lm", kind="language-modeling",
                summary="pretraining loss: FineWeb-Edu streamed (or --data-dir text/jsonl/parquet), "
-                       "Llama sizes llama-tiny/10m/30m/125m, token budget, val loss + perplexity",
+                       "Llama sizes llama-250k to llama-125m, token budget, val loss + perplexity",
                paper="Penedo et al. 2024, FineWeb (arXiv:2406.17557)")
 class LmTask(PretrainingTask):
     family = "lm"

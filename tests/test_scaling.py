@@ -179,3 +179,44 @@ def test_bad_arguments_are_refused_with_the_reason(tmp_path, capsys, argv, messa
     assert main(["scaling", str(tmp_path / "store"), "--bootstrap", "0", *argv]) == 2
     assert message in capsys.readouterr().err
 
+
+
+# -- the grid a scaling sweep runs -------------------------------------------------------------------------
+def test_a_task_option_given_as_a_list_is_a_grid_of_cells():
+    from suite.app.sweep import build_cells, parse_method_spec
+
+    specs = [parse_method_spec("bf16-train")]
+    for given in ("0.05,0.1,0.2", [0.05, 0.1, 0.2, 0.1]):  # a flag's comma list, a sweep file's list
+        cells = build_cells(specs, [("lm", None)], ["llama-250k"], [0, 1], [{}], None,
+                            {"lm": {"tokens_per_param": given}})
+        budgets = sorted(c.task_options.tokens_per_param for c in cells)
+        assert budgets == [0.05, 0.05, 0.1, 0.1, 0.2, 0.2]
+        assert len({c.cell_id for c in cells}) == 6
+    with pytest.raises(UserError, match="option 'tokens_per_param' is an empty list"):
+        build_cells(specs, [("lm", None)], ["llama-250k"], [0], [{}], None, {"lm": {"tokens_per_param": []}})
+
+
+def test_the_cell_count_guard_counts_the_grid_before_any_work(tmp_path, capsys):
+    from suite.app.cli import main
+
+    budgets = ",".join(str(0.01 * (i + 1)) for i in range(11))
+    code = main(["run", "--methods", "bf16-train", "--tasks", "lm", "--models", "llama-250k", "--seeds", "100",
+                 "--tokens-per-param", budgets, "--store", str(tmp_path / "s")])
+    assert code == 2 and "this sweep has 1,100 cells" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_catalog_sizes_for_a_cpu_grid_count_their_parameters():
+    """Each size's N (non-embedding parameters, Kaplan et al.'s count) equals the built model's
+    parameters outside its (tied) embedding, counted here from the model itself."""
+    import transformers
+
+    from suite.models.catalog import CATALOG, LLAMA_SIZES
+
+    for name in ("llama-250k", "llama-500k", "llama-2m", "llama-4m"):
+        model = transformers.LlamaForCausalLM(CATALOG[name].make_config())
+        counted = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
+        assert counted == LLAMA_SIZES[name].non_embedding_params()
+    sizes = [LLAMA_SIZES[n].non_embedding_params() for n in ("llama-250k", "llama-500k", "llama-tiny", "llama-2m",
+                                                             "llama-4m")]
+    assert sizes == sorted(sizes) and 2.5e5 < sizes[0] and sizes[-1] < 4.5e6  # a CPU grid of 0.25M-4M

@@ -661,7 +661,12 @@ def test_the_gap_names_the_training_budget_it_was_measured_at(tmp_path, capsys):
     page = next((tmp_path / "site").glob("task-*.html")).read_text(encoding="utf-8")
     assert "tokens_per_param <code>0.5</code>" in page
 
+    # Another budget is another experiment: its own row, named by its budget, and said in the heading.
     _lm_cell(store, "fp8-train", 2, 2.6, extra_recipe={"tokens_per_param": 2.0})
     assert main(["compare", str(tmp_path / "store"), "--baseline", "bf16-train", "--width", "200"]) == 0
-    heading = next(x for x in capsys.readouterr().out.splitlines() if "gap to bf16-train" in x)
-    assert "tokens per parameter differing: 0.5 (bf16-train, fp8-train); 2 (fp8-train)" in heading
+    out = capsys.readouterr().out
+    heading = next(x for x in out.splitlines() if "gap to bf16-train" in x)
+    assert "tokens per parameter differing: 0.5 (bf16-train, fp8-train [tokens_per_param=0.5]); " \
+           "2 (fp8-train [tokens_per_param=2])" in heading
+    rows = [x.split()[0:2] for x in out.splitlines() if x.strip().startswith("fp8-train [")]
+    assert ["fp8-train", "[tokens_per_param=2]"] in rows and ["fp8-train", "[tokens_per_param=0.5]"] in rows

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite import __version__
-from suite.config import build_config, config_to_dict, parse_kv, recipe_options
+from suite.config import build_config, config_to_dict, option_grid, parse_kv, recipe_options
 from suite.errors import UnknownNameError, UserError
 from suite.recipe import RECIPE_KEYS, Recipe, resolve_recipe
 from suite.registry import METHODS, TASKS
@@ -309,12 +309,13 @@ def build_cells(
     from suite.models.loading import guess_family
 
     resolved_specs = [(spec, resolve_method_spec(spec)) for spec in method_specs]
-    options = {family: build_config(TASKS.get(family).target.Options, raw, f"options of task '{family}'")
+    # An option given as a list of values is a grid: one set of cells per combination.
+    options = {family: option_grid(TASKS.get(family).target.Options, raw, f"options of task '{family}'")
                for family, raw in (task_options or {}).items()}
     cells: list[Cell] = []
-    for family, subtask in tasks:
+    for (family, subtask), family_options in ((t, o) for t in tasks for o in options.get(t[0], [None])):
         task_cls = TASKS.get(family).target
-        task = task_cls(subtask=subtask, data_dir=data_dir, options=options.get(family))
+        task = task_cls(subtask=subtask, data_dir=data_dir, options=family_options)
         for model in models or [task_cls.default_model]:
             if not model:
                 raise UserError(f"task '{family}' has no default model; pass --models")

@@ -5,8 +5,9 @@ Two groups, with names that say which is which:
 - ``tiny-bert``, ``tiny-llama``, ``tiny-vit``: real architectures small enough to train in
   seconds on a 2-core CPU, with a WordPiece tokenizer (or a ViT image processor) built in
   memory. Tests and the smoke preset use them; they check a path, never a method's quality.
-- ``llama-tiny``, ``llama-10m``, ``llama-30m``, ``llama-125m``: the Llama-style sizes of the
-  pretraining task (``lm``), trained from scratch on a byte-level tokenizer; the number is the
+- ``llama-250k``, ``llama-500k``, ``llama-tiny`` (1M), ``llama-2m``, ``llama-4m``, ``llama-10m``,
+  ``llama-30m``, ``llama-125m``: the Llama-style sizes of the pretraining task (``lm``; the
+  smallest five make a scaling grid a CPU can train), trained from scratch on a byte-level tokenizer; the number is the
   count of non-embedding parameters (blocks and final norm, as Kaplan et al. 2020 count), which
   does not depend on the tokenizer. ``llama-30m@<tokenizer>`` trains the size with a real
   tokenizer (a local folder, or a hub id when online).
@@ -46,8 +47,14 @@ class LlamaSize:
 
 # Widths and MLP sizes are multiples of 32, so every block format (MX: 32, NVFP4: 16) and
 # FP8 GEMM (multiples of 16) takes every linear layer without padding.
+# Sizes below llama-tiny (and llama-2m, llama-4m) make a scaling grid that trains on a CPU; every
+# size keeps heads of width 32.
 LLAMA_SIZES: dict[str, LlamaSize] = {
+    "llama-250k": LlamaSize(hidden=64, layers=5, heads=2, intermediate=192),      # 0.27M
+    "llama-500k": LlamaSize(hidden=96, layers=5, heads=3, intermediate=256),      # 0.55M
     "llama-tiny": LlamaSize(hidden=128, layers=5, heads=4, intermediate=352),     # 1.0M
+    "llama-2m": LlamaSize(hidden=160, layers=6, heads=5, intermediate=448),       # 1.9M
+    "llama-4m": LlamaSize(hidden=192, layers=9, heads=6, intermediate=512),       # 4.0M
     "llama-10m": LlamaSize(hidden=256, layers=12, heads=4, intermediate=704),     # 9.6M
     "llama-30m": LlamaSize(hidden=512, layers=10, heads=8, intermediate=1376),    # 31.6M
     "llama-125m": LlamaSize(hidden=768, layers=18, heads=12, intermediate=2048),  # 127M

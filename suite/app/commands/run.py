@@ -14,7 +14,7 @@ from typing import Any
 
 from suite.app.commands import DEFAULT_STORE
 from suite.app.executor import executor_flags
-from suite.config import OptionFlag, option_flags
+from suite.config import OptionFlag, option_flags, option_grid
 from suite.errors import UserError
 from suite.recipe import Recipe
 
@@ -330,21 +330,27 @@ def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, 
     if not tasks:
         raise UserError(f"no task to run in {sweep['tasks']!r}: name at least one, e.g. --tasks smoke")
     models = [m for m in (_as_text(sweep.get("models")) or "").split(",") if m.strip()] or None
-    # Counted before any cell (or seed list) is built: a mistyped count must not exhaust memory first.
-    check_cell_count(distinct_methods(specs), len(set(tasks)) * len(set(models or [""])),
-                     seed_count(sweep.get("seeds", 1)), search, getattr(args, "yes", False))
     preset_options = PRESETS[args.preset].get("task_options") if args.preset else None
     if preset_options is not None and sweep.get("task_options") is preset_options:  # no sweep file's instead
         sweep["task_options"] = follow_tasks(preset_options, tasks)
+    recipe = move_task_keys_out_of_recipe(sweep, tasks)
+    raw_options = task_options_for(args, sweep, tasks)
+    # Counted before any cell (or seed list) is built: a mistyped count must not exhaust memory first.
+    # A task option given as a list of values (a grid) multiplies its task's cells.
+    from suite.registry import TASKS
+
+    grids = {family: len(option_grid(TASKS.get(family).target.Options, raw, f"options of task '{family}'"))
+             for family, raw in raw_options.items()}
+    places = sum(grids.get(family, 1) for family, _ in set(tasks)) * len(set(models or [""]))
+    check_cell_count(distinct_methods(specs), places, seed_count(sweep.get("seeds", 1)), search,
+                     getattr(args, "yes", False))
     seeds = parse_seeds(sweep.get("seeds", 1))
     data_dir = sweep.get("data_dir")
     if data_dir and not os.path.isdir(data_dir):
         raise UserError(f"--data-dir '{data_dir}' does not exist")
     cli_recipe = {flag.key: getattr(args, f"recipe_{flag.key}") for flag in option_flags([("", Recipe)])
                   if getattr(args, f"recipe_{flag.key}", None) is not None}
-    recipe = move_task_keys_out_of_recipe(sweep, tasks)
-    cells = build_cells(specs, tasks, models, seeds, [recipe, cli_recipe], data_dir,
-                        task_options_for(args, sweep, tasks))
+    cells = build_cells(specs, tasks, models, seeds, [recipe, cli_recipe], data_dir, raw_options)
     return cells, sweep
 
 
