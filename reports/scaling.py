@@ -37,6 +37,7 @@ from suite.errors import UserError
 LAW_PARAMETERS = ("E", "A", "alpha", "B", "beta")
 MIN_LEVELS = 3  # distinct sizes and budgets the baseline needs: E separates from A/N^alpha only then
 START_EXPONENTS = (0.15, 0.3, 0.5, 0.8)
+FEW_SEEDS = 5  # below this a bootstrap over seeds is known to give intervals narrower than their level
 RANK_TOLERANCE = 1e-9  # a singular value below this fraction of the largest: the parameter is not identified
 
 
@@ -220,6 +221,9 @@ def fit_scaling(points: Sequence[Point], baseline: str, bootstrap: int = 200, se
                     eff_draws[r.recipe].append((eff_n, eff_d))
     elif bootstrap:
         notes.append("one seed: no bootstrap over seeds, so no intervals")
+    if bootstrap and 2 <= len(seeds) < FEW_SEEDS:
+        notes.append(f"{len(seeds)} seeds: a bootstrap over so few seeds has few distinct draws and understates "
+                     f"the spread, so the intervals are too narrow; run {FEW_SEEDS} or more seeds per point")
     tail = (1 - confidence) / 2 * 100
     law_intervals = {k: _percentiles([getattr(w, k) for w in law_draws], tail) for k in LAW_PARAMETERS}
     for r in recipes:

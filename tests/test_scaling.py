@@ -220,3 +220,23 @@ def test_the_catalog_sizes_for_a_cpu_grid_count_their_parameters():
     sizes = [LLAMA_SIZES[n].non_embedding_params() for n in ("llama-250k", "llama-500k", "llama-tiny", "llama-2m",
                                                              "llama-4m")]
     assert sizes == sorted(sizes) and 2.5e5 < sizes[0] and sizes[-1] < 4.5e6  # a CPU grid of 0.25M-4M
+
+
+def test_on_a_budget_grid_the_baseline_is_tuned_per_budget_and_each_recipe_inherits_its_budgets_choice():
+    """The protocol's learning rate where it matters: a search per size and budget, and a recipe at
+    budget 0.1 runs at bf16-train's choice at 0.1, never at another budget's."""
+    from suite.app.sweep import build_cells, parse_method_spec
+    from suite.app.tuning import groups, parse_tune
+
+    specs = [parse_method_spec("bf16-train"), parse_method_spec("fp8-train")]
+    cells = build_cells(specs, [("lm", None)], ["llama-250k", "llama-500k"], [0, 1], [{}], None,
+                        {"lm": {"tokens_per_param": "0.05,0.1"}})
+    found = groups(cells, parse_tune("lr=1e-3,2e-3", None, "random", 0, baseline="bf16-train"))
+    searched = [g for g in found if g.trials]
+    heirs = [g for g in found if g.source is not None]
+    assert len(searched) == 4 and all(g.base.spec.label == "bf16-train" for g in searched)  # 2 sizes x 2 budgets
+    assert len({g.search_id for g in searched}) == 4 and all(len(g.trials) == 2 for g in searched)
+    assert len(heirs) == 4
+    for g in heirs:
+        assert g.source.base.model == g.base.model
+        assert g.source.base.task_options.tokens_per_param == g.base.task_options.tokens_per_param

@@ -212,13 +212,27 @@ def search_cells(found: Iterable[Group]) -> list[Cell]:
 
 
 def group_key(cell: Cell) -> tuple:
+    """What a search's id is made of (with the recipe and the task's identity)."""
     return (cell.spec.label, cell.task, cell.subtask or "", cell.model, cell.data_source)
 
 
+def _options_key(cell: Cell) -> str:
+    """The task's options (a scaling grid's budget): cells that differ here are searched apart."""
+    from suite.config import config_to_dict
+
+    return json.dumps(config_to_dict(cell.task_options), sort_keys=True, default=str)
+
+
 def search_id(cell: Cell, search: Search) -> str:
-    blob = json.dumps({"group": list(group_key(cell)), "recipe": cell.recipe.identity(),
-                       "task_identity": cell.task_identity, "search": search.describe()}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    from suite.config import recipe_options
+
+    blob = {"group": list(group_key(cell)), "recipe": cell.recipe.identity(), "task_identity": cell.task_identity,
+            "search": search.describe()}
+    budget = recipe_options(cell.task_options)
+    if budget:  # a pretraining budget is searched apart (a scaling grid's budgets); other tasks' ids stay
+        blob["task_options"] = budget
+    text = json.dumps(blob, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -243,7 +257,7 @@ def groups(cells: Sequence[Cell], search: Search) -> list[Group]:
     stops the sweep with its name before any cell runs."""
     by_key: dict[tuple, Group] = {}
     for cell in cells:
-        key = group_key(cell)
+        key = (*group_key(cell), _options_key(cell))
         if key not in by_key:
             by_key[key] = Group(cell, [], search_id(cell, search))
         by_key[key].seeds.append(cell.seed)
@@ -274,8 +288,8 @@ def plan_trials(g: Group, search: Search) -> None:
 
 
 def place_key(cell: Cell) -> tuple:
-    """The task and model a group runs on: where a baseline's choice applies."""
-    return (cell.task, cell.subtask or "", cell.model, cell.data_source)
+    """The task (with its options) and model a group runs on: where a baseline's choice applies."""
+    return (cell.task, cell.subtask or "", cell.model, cell.data_source, _options_key(cell))
 
 
 def inherit(found: list[Group], search: Search) -> list[Group]:
