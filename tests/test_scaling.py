@@ -44,7 +44,7 @@ def test_a_noise_free_grid_gives_back_the_law_and_the_efficiencies():
 
 def test_noisy_seeds_give_intervals_around_the_estimates():
     fit = scaling.fit_scaling(grid(seeds=4, noise=0.01, rng_seed=3), "bf16-train", bootstrap=40)
-    assert fit.bootstrap >= 30 and fit.seeds == 4
+    assert fit.bootstrap >= 30 and fit.seeds == 4 and any("understates the spread" in n for n in fit.notes)
     for r in fit.recipes:
         low, high = r.eff_n_interval
         assert low <= r.eff_n <= high and high > low
