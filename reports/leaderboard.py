@@ -441,6 +441,10 @@ def recipe_context(cells: pd.DataFrame) -> RecipeContext:
         else:
             out.differs[key] = [f"{v} ({', '.join(sorted(set(names))[:6])}"
                                 f"{', ...' if len(set(names)) > 6 else ''})" for v, names in seen.items()]
+        for v, names in seen.items():
+            for name in dict.fromkeys(names):
+                mine = out.by_variant.setdefault(name, {})
+                mine[key] = f"{mine[key]} / {v}" if key in mine else v
     return out
 
 
