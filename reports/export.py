@@ -99,8 +99,11 @@ def build_table(board: Board, subtask: str | None = None, costs: bool = False) -
             row.append("–" if e is None else _score(e, c.metric))
             if base is not None:
                 row.append(_delta(e, base.entries.get(c.key), c.metric, r is base, len(tests) > 1))
-        row += [format_value(r.costs.get(s.name, math.nan), s.name)
-                + (" (emulated)" if s.timing and r.emulated and s.name in r.costs else "") for s in cost_specs]
+        # One task's columns show that task's costs; the whole board the row's, over its tasks.
+        own = r.entries.get(columns[0].key) if subtask is not None and columns else None
+        spent, emulated = (own.costs, own.emulated) if own is not None else (r.costs, r.emulated)
+        row += [format_value(spent.get(s.name, math.nan), s.name)
+                + (" (emulated)" if s.timing and emulated and s.name in spent else "") for s in cost_specs]
         rows.append(row)
     where = f"{board.family}/{scrub_paths(subtask)}" if subtask else board.family
     return Table(title=f"{where} on {board.model_label}", header=header, rows=rows,
@@ -153,14 +156,16 @@ def caption(board: Board, columns: list, tests: set[str], cost_specs: list) -> s
     scaled = list(dict.fromkeys(scrub_paths(c.label) for c in columns if display_scale(c.metric) != 1))
     if scaled:
         parts.append(f"Scores in points (×100): {', '.join(scaled)}.")
+    shown_part = len(columns) < len(board.columns)
     if board.baseline is not None:
         name = scrub_paths(board.baseline)
         n_tests = sum(1 for r in board.rows if r.variant != board.baseline for c in board.columns
-                      if (e := r.entries.get(c.key)) is not None and e.test is not None)
+                      if (e := r.entries.get(c.key)) is not None and e.test is not None
+                      and not math.isnan(e.test.p_value))
         test_words = " or ".join(stats.TEST_LABELS[t] for t in sorted(tests)) or "a test over seeds"
         parts.append(f"Δ: the mean minus the baseline {name}'s, with the {test_words} (seeds as the unit "
-                     f"of replication) and its p-value Holm-adjusted across the table's {n_tests} comparisons "
-                     f"with the baseline; ▲/▼: significantly better/worse at α = {board.alpha:g}; "
+                     f"of replication) and its p-value Holm-adjusted across the {n_tests} comparisons with the "
+                     f"baseline on this board{' (all its tasks, not only those shown)' if shown_part else ''}; ▲/▼: significantly better/worse at α = {board.alpha:g}; "
                      "n.s. with fewer than 3 seeds.")
         status = board.protocol.statuses.get(board.baseline)
         if status is not None:
@@ -173,7 +178,13 @@ def caption(board: Board, columns: list, tests: set[str], cost_specs: list) -> s
     if board.recipe and board.recipe.common:
         parts.append("Recipe: " + ", ".join(f"{k}={v}" for k, v in board.recipe.common.items()) + ".")
     if board.recipe and board.recipe.differs:
-        parts.append("Rows differ in " + ", ".join(board.recipe.differs) + " (their configuration names them).")
+        usual = [f"{k}={board.recipe.usual[k]}" for k in board.recipe.differs if k in board.recipe.usual]
+        parts.append("Rows differ in " + ", ".join(board.recipe.differs)
+                     + (f"; most ran {', '.join(usual)}" if usual else "")
+                     + ": the configuration names a row's own values.")
+    if cost_specs:
+        parts.append("Costs are means over seeds" + (", per row over its tasks as each cost declares (the "
+                     "largest peak memory, the summed train time, ...)." if not shown_part else " on this task."))
     if any(s.timing for s in cost_specs) and any(r.emulated for r in board.rows):
         parts.append("Times marked emulated ran their low-precision GEMMs emulated (quantise-dequantise in "
                      "higher precision): they measure the emulation, not the recipe's speed.")
