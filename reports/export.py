@@ -236,10 +236,15 @@ def to_latex(table: Table) -> str:
 # -- Markdown ---------------------------------------------------------------------------------
 
 
+MARKDOWN_SPECIAL = frozenset("\\|*_`[]<>")
+
+
 def markdown_escape(text: str) -> str:
-    """A cell safe in a pipe table: pipes and backslashes escaped, no line breaks."""
-    text = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    """A cell safe in a pipe table: backslashes, pipes and emphasis or code marks escaped (a method
+    named ``a*b*`` stays text), no line breaks."""
+    text = "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in str(text))
     return " ".join(text.split())
+
 
 
 def to_markdown(table: Table) -> str:
