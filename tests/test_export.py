@@ -302,3 +302,25 @@ def test_site_links_the_exported_tables(site, store_dir, tmp_path):
     assert f'href="data/{tex.name}"' in index and f'href="data/{md.name}"' in index
     assert parse_markdown(md.read_text(encoding="utf-8")) == parse_markdown(_export(store_dir, tmp_path, "markdown"))
     assert str(store_dir) not in tex.read_text(encoding="utf-8")
+
+
+def test_a_tuned_baseline_shows_its_selected_lr_and_the_caption_says_it_was_tuned(tmp_path):
+    """A tuned cell's recipe holds the selected values (suite.app.tuning.with_values): the LR column
+    reads it from there and says it was tuned; the caption says how the baseline was chosen."""
+    store = ResultStore(tmp_path / "store")
+    for seed in (0, 1, 2):
+        for method, stage, lr in (("lora", "tuned", 1e-3), ("pissa", "", 2e-4)):
+            rows, _ = synthetic.make_cell(method, "sst2", seed, with_predictions=False)
+            for r in rows:
+                r.update(recipe=json.dumps({"lr": lr, "epochs": 3, "batch_size": 32}), stage=stage,
+                         tuned=json.dumps({"lr": lr}) if stage else "", search_id="s" if stage else "", trial=-1)
+            store.write_cell(rows)
+    out = tmp_path / "t.md"
+    assert cli_main(["export", str(tmp_path / "store"), "--board", "glue", "--format", "markdown",
+                     "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    rows = {r[0]: r for r in parse_markdown(text)}
+    assert rows["lora (tuned)"][1:3] == ["defaults", "0.001 (tuned)"]
+    assert rows["pissa"][1:3] == ["defaults", "0.0002"]
+    assert "baseline lora (tuned)'s" in text and "Baseline hyperparameters: tuned" in text
+    assert "Rows differ in lr" in text
