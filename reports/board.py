@@ -168,6 +168,18 @@ class RecipeContext:
 
     common: dict[str, str] = field(default_factory=dict)  # field -> value (in RECIPE_SHOWN order)
     differs: dict[str, list[str]] = field(default_factory=dict)  # field -> "value (variants)" each
+    by_variant: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> field -> its value(s)
+    usual: dict[str, str] = field(default_factory=dict)  # differing field -> the value most rows ran, if one
+
+    def value(self, variant: str, name: str) -> str:
+        """A row's value of a recipe field: the common one, else its own ("a / b" where its cells differ)."""
+        return self.common.get(name) or self.by_variant.get(variant, {}).get(name, "")
+
+    def differing(self, variant: str) -> dict[str, str]:
+        """The fields where this row ran other than most of the table (every differing field where no
+        value is the most common), with this row's value: what sets it apart."""
+        mine = self.by_variant.get(variant, {})
+        return {k: mine[k] for k in self.differs if k in mine and mine[k] != self.usual.get(k)}
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Kept apart from ``suite.reports.figures`` (the leaderboard's Pareto fronts) because its data
 is the kernels model's (``suite.reports.kernels``): points keyed by run labels, each series
-named in full. The legend goes below the axes, one entry per line, so a long series name
+named in full. The legend goes below the axis title, one entry per line, so a long series name
 ("triton 4096x4096x4096 bfloat16 @ NVIDIA H100 80GB HBM3") is never cut; the figure grows
 with the number of series instead.
 """
@@ -25,13 +25,17 @@ RC = {
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
+RUN_AXIS = "run (date UTC, suite commit, #run of that day and commit)"
 
 
 def history_svg(series: dict[str, list[tuple[str, float, bool]]], title: str, path: Path) -> bool:
     """Median time per run for each series; regressions (the gate's verdict) as red crosses.
 
     ``series`` maps a full series name to (run label, median ms, regression?) in run order.
-    Returns False (and writes nothing) when there is nothing to draw.
+    The legend is placed below the axis title after the tick labels are measured, and the
+    file is cut to what was drawn (``bbox_inches="tight"``), so no label is clipped or
+    overlapped whatever the run labels' length. Returns False (and writes nothing) when there
+    is nothing to draw.
     """
     if not series:
         return False
@@ -41,10 +45,8 @@ def history_svg(series: dict[str, list[tuple[str, float, bool]]], title: str, pa
             if run not in runs:
                 runs.append(run)
     pos = {r: i for i, r in enumerate(runs)}
-    legend_h = 0.17 * len(series) + 0.3
-    height = 2.9 + legend_h
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(7.0, height))
+        fig, ax = plt.subplots(figsize=(7.0, 3.2))
         for label, points in series.items():
             ax.plot([pos[r] for r, _, _ in points], [t for _, t, _ in points], "-o", ms=3, label=label)
             bad = [(pos[r], t) for r, t, reg in points if reg]
@@ -52,15 +54,18 @@ def history_svg(series: dict[str, list[tuple[str, float, bool]]], title: str, pa
                 ax.scatter([x for x, _ in bad], [t for _, t in bad], marker="x", s=60, color="#c92a2a",
                            zorder=4, label=None)
         ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right", fontsize=7)
-        ax.set_xlabel("run (start time UTC, suite commit)")
+        ax.set_xlim(-0.5, len(runs) - 0.5)
+        ax.set_xlabel(RUN_AXIS)
         ax.set_ylabel("median time (ms)")
         ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        axes_bottom = (legend_h + 1.1) / height
-        fig.subplots_adjust(left=0.1, right=0.97, bottom=axes_bottom, top=1 - 0.35 / height)
-        ax.legend(fontsize=7, frameon=False, loc="upper left", ncol=1,
-                  bbox_to_anchor=(0.0, -1.0 / (height * (1 - 0.35 / height - axes_bottom))))
-        fig.savefig(path, format="svg", metadata={"Date": None})  # reproducible files
+        fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.32)
+        # Measure what the axes drew (tick labels, axis title), then hang the legend below it.
+        renderer = fig.canvas.get_renderer()
+        drawn = ax.get_tightbbox(renderer).transformed(fig.transFigure.inverted())
+        fig.legend(*ax.get_legend_handles_labels(), fontsize=7, frameon=False, loc="upper left", ncol=1,
+                   bbox_to_anchor=(max(0.0, drawn.x0), drawn.y0 - 0.02), bbox_transform=fig.transFigure)
+        fig.savefig(path, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.15)
         plt.close(fig)
     return True

@@ -105,24 +105,25 @@ def _samples(v) -> list[float]:
         return []
 
 
-def run_label(row: dict) -> str:
-    """A run as people tell runs apart: its start time (to the minute) and the suite commit."""
-    stamp = str(row.get("timestamp") or "").replace("T", " ").rstrip("Z")[:16]
+def run_label(row: dict, index: int | None = None) -> str:
+    """A run as people tell runs apart: its date, the short suite commit and, where given, its
+    index among the runs of that date and commit ("2026-12-04 a1b2c3d #2")."""
+    stamp = str(row.get("timestamp") or "").replace("T", " ").rstrip("Z")[:10]
     commit = str(row.get("git_commit") or "")
     commit = commit if commit.startswith("v") else commit[:7] + ("+" if commit.endswith("+dirty") else "")
-    return " ".join(x for x in (stamp, commit) if x) or str(row.get("run_id") or "?")
+    label = " ".join(x for x in (stamp, commit) if x) or str(row.get("run_id") or "?")
+    return f"{label} #{index}" if index is not None else label
 
 
 def _run_labels(frame: pd.DataFrame) -> dict[str, str]:
-    """run id -> its label; two runs that would share a label (same minute and commit) get the
-    run id's tail added, so the history never folds two runs into one point."""
+    """run id -> its label, the runs of one date and commit numbered in start order (#1, #2, ...):
+    two runs never fold into one point, and a reader tells them apart by order, not by a hash."""
     out: dict[str, str] = {}
-    taken: dict[str, str] = {}
+    count: dict[str, int] = {}
     for r in frame.drop_duplicates("run_id").to_dict("records"):
-        label = run_label(r)
-        if taken.setdefault(label, r["run_id"]) != r["run_id"]:
-            label = f"{label} #{r['run_id'][-6:]}"
-        out[r["run_id"]] = label
+        base = run_label(r)
+        count[base] = count.get(base, 0) + 1
+        out[r["run_id"]] = run_label(r, count[base])
     return out
 
 

@@ -441,6 +441,14 @@ def recipe_context(cells: pd.DataFrame) -> RecipeContext:
         else:
             out.differs[key] = [f"{v} ({', '.join(sorted(set(names))[:6])}"
                                 f"{', ...' if len(set(names)) > 6 else ''})" for v, names in seen.items()]
+        for v, names in seen.items():
+            for name in dict.fromkeys(names):
+                mine = out.by_variant.setdefault(name, {})
+                mine[key] = f"{mine[key]} / {v}" if key in mine else v
+        if len(seen) > 1:
+            counts = sorted(((len(set(names)), v) for v, names in seen.items()), reverse=True)
+            if counts[0][0] > counts[1][0]:
+                out.usual[key] = counts[0][1]
     return out
 
 

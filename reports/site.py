@@ -43,6 +43,8 @@ from suite import __version__, metrics
 from suite.errors import UserError
 from suite.reports import (
     board,
+    citations,
+    export,
     figures,
     kernel_figures,
     kernels,
@@ -102,7 +104,23 @@ def make_env() -> jinja2.Environment:
                        raw=f_raw, bytes=f_bytes, scrub=scrub_paths)
     env.globals["cost_columns"] = _cost_labels
     env.globals["protocol_legend"] = board.PROTOCOL_LEGEND
+    env.globals["method_parts"] = _method_parts
+    env.globals["row_configuration"] = _row_configuration
     return env
+
+
+def _method_parts(variant: str) -> SimpleNamespace:
+    """A row label for the tables: each method's name with its paper's link (``citations``), the
+    suffix (" (tuned)"), and the non-default arguments shown on the row's configuration line."""
+    parts, suffix = citations.split_label(variant)
+    return SimpleNamespace(parts=parts, suffix=suffix)
+
+
+def _row_configuration(recipe, variant: str) -> SimpleNamespace:
+    """A row's configuration line: its non-default arguments and the recipe fields where it differs
+    from its table's common recipe (``recipe``: the board's, or the task's on a task page)."""
+    return SimpleNamespace(args=citations.configuration(variant),
+                           recipe=recipe.differing(variant) if recipe else {})
 
 
 @functools.lru_cache(maxsize=1)
@@ -204,6 +222,7 @@ def render_site(
         by_board.setdefault(slug, []).append({"src": name, "subtask": scrub_paths(sub)})
     index = dict(title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
                  tuning_figures=by_board,
+                 references_list=citations.references([r.variant for b in boards for r in b.rows]),
                  baselines=sorted({f"{b.family}: {b.baseline}" for b in boards if b.baseline}), alpha=alpha,
                  n_ok=n_ok, n_failed=n_failed, skipped=skipped.as_list(),
                  kinds=sorted({r.kind for b in boards for r in b.rows if r.kind}),
@@ -533,8 +552,10 @@ def _plan_data(cells: pd.DataFrame, kern: pd.DataFrame, boards: list, store_path
     if not kern.empty:
         data["kernels_csv"] = f"{DATA}/kernels.csv"
         data["kernels_parquet"] = f"{DATA}/kernels.parquet"
+    data["exports"] = {}
     for b in boards:
         data["boards"][b.slug] = f"{DATA}/board-{b.slug}.csv"
+        data["exports"][b.slug] = {fmt: f"{DATA}/board-{b.slug}{export.SUFFIXES[fmt]}" for fmt in ("latex", "markdown")}
     return data
 
 
@@ -567,6 +588,9 @@ def _write_data(out: Path, cells: pd.DataFrame, kern: pd.DataFrame, boards: list
     for b in boards:
         board_frame(b).to_csv(out / data["boards"][b.slug], index=False)
         written.append(data["boards"][b.slug])
+        for fmt, name in data["exports"][b.slug].items():  # the paper tables of ``suite export``
+            _write(out / name, export.render(b, fmt))
+            written.append(name)
     return written
 
 
@@ -601,7 +625,8 @@ def board_frame(board) -> pd.DataFrame:
     records = []
     for r in board.rows:
         base = {"board": f"{board.family} · {board.model_label}", "rank": r.rank, "variant": r.variant,
-                "method": r.method, "kind": r.kind, "stage": r.stage, "status": r.status,
+                "method": r.method, "configuration": export.configuration(board, r.variant),
+                "kind": r.kind, "stage": r.stage, "status": r.status,
                 "cells_ok": r.n_ok_cells, "cells_failed": r.n_failed_cells, "error": r.error,
                 **{c.name: r.costs.get(c.name, math.nan) for c in board.cost_columns},
                 "emulated_gemms": r.emulated, **_protocol_fields(board, r.variant)}

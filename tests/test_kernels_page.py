@@ -83,6 +83,65 @@ def test_history_figure_keeps_long_legends_and_labels_its_axes(tmp_path):
     path = tmp_path / "h.svg"
     assert kernel_figures.history_svg(series, "matmul_fp8", path)
     svg = path.read_text()
-    assert label in svg and "run (start time UTC, suite commit)" in svg and "median time (ms)" in svg
+    assert label in svg and kernel_figures.RUN_AXIS in svg and "median time (ms)" in svg
     assert "2025-01-02 00:00 abc1234" in svg
     assert not kernel_figures.history_svg({}, "x", tmp_path / "empty.svg")
+
+
+def test_runs_of_one_day_and_commit_are_numbered_not_hashed():
+    """Two runs in the same minute at one commit read as "#1" and "#2", in start order."""
+    frame = _two_runs_one_commit()
+    frame["git_commit"] = "a1b2c3d4e5f6"
+    frame["timestamp"] = "2026-12-04T10:15:00"
+    (group,) = [g for g in kernels.build_kernel_groups(frame) if g.kernel == "quantize_mxfp4"]
+    for points in group.history.values():
+        assert [p[0] for p in points] == ["2026-12-04 a1b2c3d #1", "2026-12-04 a1b2c3d #2"]
+
+
+def _text_boxes(svg: str) -> tuple[tuple[float, float, float, float], list[tuple[str, list]]]:
+    """The view box and, per <text>, the corners of a box estimated from its anchor point,
+    rotation, font size and length (half an em per character, the font's height above the baseline)."""
+    import math
+    import re
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg)
+    view = tuple(float(v) for v in root.attrib["viewBox"].split())
+    out = []
+    for el in root.iter("{http://www.w3.org/2000/svg}text"):
+        style = el.attrib.get("style", "")
+        size = float(re.search(r"font-size: ([0-9.]+)px", style).group(1))
+        anchor = (re.search(r"text-anchor: (\w+)", style) or [None, "start"])[1]
+        transform = el.attrib.get("transform", "")
+        shift = re.search(r"translate\(([-0-9.e]+) ([-0-9.e]+)\)", transform)
+        x, y = (float(shift.group(1)), float(shift.group(2))) if shift else (0.0, 0.0)
+        x += float(el.attrib.get("x", 0))
+        y += float(el.attrib.get("y", 0))
+        turn = re.search(r"rotate\(([-0-9.e]+)", transform)
+        angle = math.radians(float(turn.group(1)) if turn else 0.0)
+        width = 0.5 * size * len(el.text or "")
+        start = {"start": 0.0, "middle": -width / 2, "end": -width}[anchor]
+        ux, uy = math.cos(angle), math.sin(angle)  # along the text (SVG: y grows downwards)
+        vx, vy = math.sin(angle), -math.cos(angle)  # up from the baseline
+        corners = [(x + (start + a) * ux + h * vx, y + (start + a) * uy + h * vy)
+                   for a in (0.0, width) for h in (0.0, 0.8 * size)]
+        out.append((el.text or "", corners))
+    return view, out
+
+
+def test_history_figure_text_lies_inside_its_view_box_and_the_legend_below_the_axis_title(tmp_path):
+    runs = ["2026-12-04 a1b2c3d #1", "2026-12-04 a1b2c3d #2", "2026-12-05 ffff000 #1"]
+    series = {f"{impl} 4096x4096x4096 bfloat16 @ NVIDIA H100 80GB HBM3": [(r, t, False) for r, t in zip(runs, times, strict=True)]
+              for impl, times in (("triton", (1.0, 1.1, 1.0)), ("reference", (2.0, 2.1, 2.0)), ("torchao", (1.2, 1.2, 1.3)))}
+    path = tmp_path / "h.svg"
+    assert kernel_figures.history_svg(series, "matmul_fp8", path)
+    (x0, y0, width, height), boxes = _text_boxes(path.read_text())
+    texts = {t for t, _ in boxes}
+    assert set(runs) <= texts and set(series) <= texts and kernel_figures.RUN_AXIS in texts
+    for text, corners in boxes:
+        for cx, cy in corners:
+            assert x0 <= cx <= x0 + width and y0 <= cy <= y0 + height, (text, cx, cy, width, height)
+    axis_title = next(c for t, c in boxes if t == kernel_figures.RUN_AXIS)
+    legend_top = min(cy for t, c in boxes if t in series for _, cy in c)
+    ticks_bottom = max(cy for t, c in boxes if t in runs for _, cy in c)
+    assert legend_top > max(cy for _, cy in axis_title) and legend_top > ticks_bottom

@@ -14,7 +14,7 @@ import sys
 from suite import __version__
 from suite.errors import UserError
 
-COMMANDS = ["run", "status", "list", "bench", "report", "compare", "plan", "scaling", "store"]
+COMMANDS = ["run", "status", "list", "bench", "report", "compare", "export", "plan", "scaling", "store"]
 
 
 def build_parser() -> argparse.ArgumentParser:
