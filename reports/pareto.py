@@ -54,6 +54,14 @@ class PlotPoint:
     rank: int | None
     values: list[float]  # one per quantity (nan where the row lacks it)
     emulated: bool = False
+    # The 95% interval over seeds per quantity (nan for costs and one-seed scores): drawn as a bar.
+    lows: list[float] = field(default_factory=list)
+    highs: list[float] = field(default_factory=list)
+
+    def bounds(self, q: int) -> tuple[float, float] | None:
+        lo = self.lows[q] if q < len(self.lows) else math.nan
+        hi = self.highs[q] if q < len(self.highs) else math.nan
+        return (lo, hi) if _finite(lo) and _finite(hi) else None
 
 
 @dataclass
@@ -189,8 +197,10 @@ def render_svg(plot: Plot) -> Markup:
         shown.append(i)
     xs = [plot.points[i].values[plot.x] for i in shown]
     ys = [plot.points[i].values[plot.y] for i in shown]
-    rx = axis_range(xs, [r for r, _ in qx.refs], qx.log)
-    ry = axis_range(ys, [r for r, _ in qy.refs], qy.log)
+    bars_x = [b for i in shown if (b := plot.points[i].bounds(plot.x))]
+    bars_y = [b for i in shown if (b := plot.points[i].bounds(plot.y))]
+    rx = axis_range(xs, [r for r, _ in qx.refs] + [v for b in bars_x for v in b], qx.log)
+    ry = axis_range(ys, [r for r, _ in qy.refs] + [v for b in bars_y for v in b], qy.log)
     on_front = front(xs, ys, qx.higher_is_better, qy.higher_is_better)
     e = escape
     parts = [f'<svg class="pareto-svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -226,6 +236,9 @@ def render_svg(plot: Plot) -> Markup:
         vals = " ".join(_num(v) for v in p.values)
         attrs = (f'class="pt" data-method="{e(p.name)}" data-rank="{p.rank if p.rank is not None else ""}" '
                  f'data-v="{vals}"' + (' data-emulated="1"' if p.emulated else ""))
+        if any(_finite(v) for v in p.lows):
+            attrs += (f' data-lo="{" ".join(_num(v) for v in p.lows)}"'
+                      f' data-hi="{" ".join(_num(v) for v in p.highs)}"')
         if i not in at:
             parts.append(f'<g {attrs} hidden></g>')
             continue
@@ -233,9 +246,16 @@ def render_svg(plot: Plot) -> Markup:
         x, y = _px(rx, xs[k], True), _px(ry, ys[k], False)
         cls = "dot front" if on_front[k] else "dot"
         title = f"{p.name}: {qx.label} {human(xs[k])}, {qy.label} {human(ys[k])}"
+        bars = ""
+        if (b := p.bounds(plot.y)) and ry is not None:
+            bars += (f'<line class="err" x1="{x:.2f}" x2="{x:.2f}" y1="{_px(ry, b[0], False):.2f}" '
+                     f'y2="{_px(ry, b[1], False):.2f}"></line>')
+        if (b := p.bounds(plot.x)) and rx is not None:
+            bars += (f'<line class="err" x1="{_px(rx, b[0], True):.2f}" x2="{_px(rx, b[1], True):.2f}" '
+                     f'y1="{y:.2f}" y2="{y:.2f}"></line>')
         text = (f'<text class="pt-label" x="{labels[i][0]:.1f}" y="{labels[i][1]:.1f}">{e(p.name[:LABEL_CHARS])}</text>'
                 if i in labels else "")
-        parts.append(f'<g {attrs}><title>{e(title)}</title><circle class="{cls}" cx="{x:.2f}" cy="{y:.2f}" r="5">'
+        parts.append(f'<g {attrs}><title>{e(title)}</title>{bars}<circle class="{cls}" cx="{x:.2f}" cy="{y:.2f}" r="5">'
                      f'</circle>{text}</g>')
     parts.append('</g>')
     note = ""
@@ -324,7 +344,8 @@ def _score_refs(board, key: tuple[str, str, str] | None, base_value: float, scal
     return refs
 
 
-def _finish(board, scores: list[Quantity], score_values: list[list[float]], names: list[str],
+def _finish(board, scores: list[Quantity], score_values: list[tuple[list[float], list[float], list[float]]],
+            names: list[str],
             ranks: list[int | None], costs: list[dict[str, float]], emulated: list[bool], title: str) -> Plot | None:
     """Add the cost quantities and choose the default axes:
     the first score against the first cost whose shown points differ; None with under two quantities."""
@@ -332,9 +353,11 @@ def _finish(board, scores: list[Quantity], score_values: list[list[float]], name
     values = {s.name: [c.get(s.name, math.nan) for c in costs] for s in specs}
     cq = cost_quantities(board.cost_columns, board.memory_label, values)
     quantities = scores + cq
-    if len(quantities) < 2 or not any(_finite(v) for v in score_values[0]):
+    if len(quantities) < 2 or not any(_finite(v) for v in score_values[0][0]):
         return None
-    points = [PlotPoint(n, r, [*(sv[i] for sv in score_values), *(values[q.key][i] for q in cq)], em)
+    nan = [math.nan] * len(cq)
+    points = [PlotPoint(n, r, [*(sv[0][i] for sv in score_values), *(values[q.key][i] for q in cq)], em,
+                        [*(sv[1][i] for sv in score_values), *nan], [*(sv[2][i] for sv in score_values), *nan])
               for i, (n, r, em) in enumerate(zip(names, ranks, emulated, strict=True))]
     x = len(scores) if cq else 1
     for j, q in enumerate(cq):
@@ -344,6 +367,20 @@ def _finish(board, scores: list[Quantity], score_values: list[list[float]], name
             x = len(scores) + j
             break
     return Plot(quantities, points, x, 0, title)
+
+
+def _summaries(entries: list, scale: float) -> tuple[list[float], list[float], list[float]]:
+    """Means and 95% interval ends over seeds (display units) of each entry; nan where none (or one seed)."""
+    means, lows, highs = [], [], []
+    for e in entries:
+        if e is None:
+            means.append(math.nan), lows.append(math.nan), highs.append(math.nan)
+            continue
+        several = e.summary.n > 1
+        means.append(e.summary.mean * scale)
+        lows.append(e.summary.ci_low * scale if several else math.nan)
+        highs.append(e.summary.ci_high * scale if several else math.nan)
+    return means, lows, highs
 
 
 def board_plot(board) -> Plot | None:
@@ -358,17 +395,17 @@ def board_plot(board) -> Plot | None:
     base = next((r for r in rows if r.variant == board.baseline), None)
     if head:
         vals = [r.aggregates.get(head.name, math.nan) * head.scale for r in rows]
+        ivs = [r.intervals.get(head.name, (math.nan, math.nan, 0)) for r in rows]
         bv = base.aggregates.get(head.name, math.nan) * head.scale if base else math.nan
         scores.append(Quantity(f"agg:{head.name}", head.label, head.higher_is_better,
                                refs=_score_refs(board, None, bv, head.scale)))
-        score_values.append(vals)
+        score_values.append((vals, [iv[0] * head.scale for iv in ivs], [iv[1] * head.scale for iv in ivs]))
     for c in board.columns:
         scale = display_scale(c.metric)
-        vals = [r.entries[c.key].summary.mean * scale if c.key in r.entries else math.nan for r in rows]
         bv = base.entries[c.key].summary.mean * scale if base and c.key in base.entries else math.nan
         scores.append(Quantity("col:" + "/".join(c.key), f"{c.label} ({c.metric})", c.higher_is_better,
                                refs=_score_refs(board, c.key, bv, scale)))
-        score_values.append(vals)
+        score_values.append(_summaries([r.entries.get(c.key) for r in rows], scale))
     specs = plot_specs(board.cost_columns)
     costs = [{s.name: row_cost([e.costs for e in r.entries.values()], r.costs, s) for s in specs} for r in rows]
     return _finish(board, scores, score_values, [r.variant for r in rows], [r.rank for r in rows], costs,
@@ -386,13 +423,11 @@ def task_plot(board, columns: list, rows: list[dict]) -> Plot | None:
     base = next((r for r in scored if r["row"].variant == board.baseline), None)
     for c in columns:
         scale = display_scale(c.metric)
-        vals = [r["row"].entries[c.key].summary.mean * scale if c.key in r["row"].entries else math.nan
-                for r in scored]
         bv = (base["row"].entries[c.key].summary.mean * scale
               if base is not None and c.key in base["row"].entries else math.nan)
         scores.append(Quantity("col:" + "/".join(c.key), f"{c.label} ({c.metric})", c.higher_is_better,
                                refs=_score_refs(board, c.key, bv, scale)))
-        score_values.append(vals)
+        score_values.append(_summaries([r["row"].entries.get(c.key) for r in scored], scale))
     specs = plot_specs(board.cost_columns)
     costs = [{s.name: float(r["entry"].costs.get(s.name, math.nan)) for s in specs} for r in scored]
     return _finish(board, scores, score_values, [r["row"].variant for r in scored], [r["rank"] for r in scored],

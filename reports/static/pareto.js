@@ -88,10 +88,13 @@
     this.svg = fig.querySelector("svg.pareto-svg");
     this.q = JSON.parse(fig.getAttribute("data-quantities"));
     this.box = this.svg.getAttribute("data-box").split(" ").map(Number);
+    var nums = function (text) {
+      return (text || "").split(" ").map(function (s) { return s === "nan" || s === "" ? NaN : Number(s); });
+    };
     this.points = Array.prototype.map.call(this.svg.querySelectorAll("g.pt"), function (g) {
       return { g: g, name: g.getAttribute("data-method"), rank: g.getAttribute("data-rank"),
-               emulated: g.getAttribute("data-emulated") === "1",
-               v: g.getAttribute("data-v").split(" ").map(function (s) { return s === "nan" ? NaN : Number(s); }) };
+               emulated: g.getAttribute("data-emulated") === "1", v: nums(g.getAttribute("data-v")),
+               lo: nums(g.getAttribute("data-lo")), hi: nums(g.getAttribute("data-hi")) };
     });
     this.xSel = fig.querySelector("select.pareto-x");
     this.ySel = fig.querySelector("select.pareto-y");
@@ -120,8 +123,14 @@
       if (ok) shown.push(p);
     });
     var xs = shown.map(function (p) { return p.v[xi]; }), ys = shown.map(function (p) { return p.v[yi]; });
-    var rx = axisRange(xs, qx.refs.map(function (r) { return r[0]; }), qx.log);
-    var ry = axisRange(ys, qy.refs.map(function (r) { return r[0]; }), qy.log);
+    // Interval ends (95% over seeds) widen the range as the reference lines do.
+    var ends = function (i) {
+      var out = [];
+      shown.forEach(function (p) { if (finite(p.lo[i]) && finite(p.hi[i])) out.push(p.lo[i], p.hi[i]); });
+      return out;
+    };
+    var rx = axisRange(xs, qx.refs.map(function (r) { return r[0]; }).concat(ends(xi)), qx.log);
+    var ry = axisRange(ys, qy.refs.map(function (r) { return r[0]; }).concat(ends(yi)), qy.log);
     var px = function (v) { return rx ? position(v, rx, L, R) : (L + R) / 2; };
     var py = function (v) { return ry ? position(v, ry, B, T) : (T + B) / 2; };
     var onFront = front(xs, ys, qx.hib, qy.hib);
@@ -200,6 +209,14 @@
       g.removeAttribute("hidden");
       var k = at.get(p), x = px(xs[k]), y = py(ys[k]);
       g.appendChild(el("title", {}, p.name + ": " + qx.label + " " + human(xs[k]) + ", " + qy.label + " " + human(ys[k])));
+      if (ry && finite(p.lo[yi]) && finite(p.hi[yi])) {
+        g.appendChild(el("line", { "class": "err", x1: x.toFixed(2), x2: x.toFixed(2),
+                                   y1: py(p.lo[yi]).toFixed(2), y2: py(p.hi[yi]).toFixed(2) }));
+      }
+      if (rx && finite(p.lo[xi]) && finite(p.hi[xi])) {
+        g.appendChild(el("line", { "class": "err", x1: px(p.lo[xi]).toFixed(2), x2: px(p.hi[xi]).toFixed(2),
+                                   y1: y.toFixed(2), y2: y.toFixed(2) }));
+      }
       g.appendChild(el("circle", { "class": onFront[k] ? "dot front" : "dot", cx: x.toFixed(2), cy: y.toFixed(2), r: 5 }));
       if (label[k]) {
         g.appendChild(el("text", { "class": "pt-label", x: label[k][0].toFixed(1), y: label[k][1].toFixed(1) },
@@ -222,15 +239,28 @@
     name.className = "tip-name";
     name.textContent = p.name;
     tip.appendChild(name);
-    [[this.q[xi], p.v[xi]], [this.q[yi], p.v[yi]]].forEach(function (a) {
-      var line = document.createElement("span");
-      line.textContent = a[0].label + ": " + human(a[1]);
+    [[this.q[xi], xi], [this.q[yi], yi]].forEach(function (a) {
+      var line = document.createElement("span"), i = a[1];
+      line.textContent = a[0].label + ": " + human(p.v[i]) +
+        (finite(p.lo[i]) && finite(p.hi[i]) ? " (95% interval " + human(p.lo[i]) + " to " + human(p.hi[i]) + ")" : "");
       tip.appendChild(line);
     });
     if (p.rank) {
       var rank = document.createElement("span");
       rank.textContent = "rank " + p.rank;
       tip.appendChild(rank);
+    }
+    // Points drawn on top of each other (equal values) are named together, so none is hidden by another.
+    var c = g.querySelector("circle"), cx = Number(c.getAttribute("cx")), cy = Number(c.getAttribute("cy"));
+    var also = this.points.filter(function (q) {
+      var d = q !== p && !q.g.hasAttribute("hidden") && q.g.querySelector("circle");
+      return d && Math.abs(Number(d.getAttribute("cx")) - cx) < 4 && Math.abs(Number(d.getAttribute("cy")) - cy) < 4;
+    }).map(function (q) { return q.name; });
+    if (also.length) {
+      var more = document.createElement("span");
+      more.className = "tip-also";
+      more.textContent = "at the same place: " + also.join(", ");
+      tip.appendChild(more);
     }
     var host = tip.parentNode.getBoundingClientRect();
     var box = g.querySelector("circle").getBoundingClientRect();
