@@ -36,7 +36,7 @@ CHAR_W = 6.0  # estimated width of a label character (11 px sans), for the overl
 class Quantity:
     """One thing a point can be placed by: a score or a cost, with its direction and references."""
 
-    key: str
+    key: str  # a cost's metric name; "agg:<aggregate>" or "col:<n>" for a score (never a stored subtask: no paths)
     label: str  # the axis label, with the unit
     higher_is_better: bool
     log: bool = False
@@ -403,7 +403,7 @@ def board_plot(board) -> Plot | None:
     for c in board.columns:
         scale = display_scale(c.metric)
         bv = base.entries[c.key].summary.mean * scale if base and c.key in base.entries else math.nan
-        scores.append(Quantity("col:" + "/".join(c.key), f"{c.label} ({c.metric})", c.higher_is_better,
+        scores.append(Quantity(f"col:{len(scores)}", f"{c.label} ({c.metric})", c.higher_is_better,
                                refs=_score_refs(board, c.key, bv, scale)))
         score_values.append(_summaries([r.entries.get(c.key) for r in rows], scale))
     specs = plot_specs(board.cost_columns)
@@ -425,7 +425,7 @@ def task_plot(board, columns: list, rows: list[dict]) -> Plot | None:
         scale = display_scale(c.metric)
         bv = (base["row"].entries[c.key].summary.mean * scale
               if base is not None and c.key in base["row"].entries else math.nan)
-        scores.append(Quantity("col:" + "/".join(c.key), f"{c.label} ({c.metric})", c.higher_is_better,
+        scores.append(Quantity(f"col:{len(scores)}", f"{c.label} ({c.metric})", c.higher_is_better,
                                refs=_score_refs(board, c.key, bv, scale)))
         score_values.append(_summaries([r["row"].entries.get(c.key) for r in scored], scale))
     specs = plot_specs(board.cost_columns)
