@@ -179,7 +179,8 @@ def human(v: float) -> str:
 
 
 def _num(v: float) -> str:
-    return repr(float(v)) if _finite(v) else "nan"
+    """A value as the script reads it: 7 significant digits (finer than any pixel), "nan" for none."""
+    return f"{float(v):.7g}" if _finite(v) else "nan"
 
 
 def render_svg(plot: Plot) -> Markup:
@@ -298,7 +299,8 @@ def _axis_parts(rng, q: Quantity, horizontal: bool, values: list[float]) -> list
         out.append(f'<text class="axis-title y-title" transform="translate(14 {(TOP + BOTTOM) / 2}) rotate(-90)">'
                    f'{e(title)}</text>')
     if rng is None:
-        said = (f"all {len(values)} points at {human(values[0])}: axis not drawn" if values else "no values")
+        said = (("one point" if len(values) == 1 else f"all {len(values)} points") + f" at {human(values[0])}: axis not drawn"
+                if values else "no points shown")
         x, y = ((LEFT + RIGHT) / 2, BOTTOM + 18) if horizontal else (LEFT + 6, TOP + 14)
         out.append(f'<text class="degenerate" x="{x}" y="{y}" data-axis="{"x" if horizontal else "y"}">{e(said)}</text>')
         return out

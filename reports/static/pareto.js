@@ -148,7 +148,8 @@
         ? el("text", { "class": "axis-title x-title", x: (L + R) / 2, y: B + 38 }, title)
         : el("text", { "class": "axis-title y-title", transform: "translate(14 " + (T + B) / 2 + ") rotate(-90)" }, title));
       if (!rng) {
-        var said = vals.length ? "all " + vals.length + " points at " + human(vals[0]) + ": axis not drawn" : "no values";
+        var said = vals.length ? (vals.length === 1 ? "one point" : "all " + vals.length + " points") + " at " +
+          human(vals[0]) + ": axis not drawn" : "no points shown";
         axes.appendChild(el("text", horizontal ? { "class": "degenerate", x: (L + R) / 2, y: B + 18, "data-axis": "x" }
                                                : { "class": "degenerate", x: L + 6, y: T + 14, "data-axis": "y" }, said));
         return;
