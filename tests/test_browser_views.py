@@ -328,3 +328,31 @@ def test_the_wide_lm_table_scrolls_in_its_box_with_the_method_pinned(browser: Pa
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride")
     assert browser.errors == [], browser.errors
+
+
+def test_front_and_ranges_follow_each_axis_direction():
+    from suite.reports import pareto
+
+    # tokens/s (higher is better) against val_loss (lower is better): (150, 1.9) beats (100, 2.0).
+    assert pareto.front([100, 200, 150], [2.0, 2.5, 1.9], True, False) == [False, True, True]
+    assert pareto.front([100, 200, 150], [2.0, 2.5, 1.9], False, True) == [True, True, False]
+    lo, hi, log = pareto.axis_range([600.0, 700.0, 900.0], [], False)
+    assert (lo, hi, log) == (pytest.approx(582.0), pytest.approx(918.0), False)  # fitted, not from zero
+    lo, hi, log = pareto.axis_range([1e5, 1e7], [], True)
+    assert log and (lo, hi) == (pytest.approx(5 - 0.12), pytest.approx(7 + 0.12))
+    assert pareto.axis_range([1.04e6] * 4, [], True) is None  # degenerate: said, not drawn
+    assert not pareto.axis_range([-1.0, 2.0], [], True)[2]  # a log axis needs positive values
+
+
+def test_reference_lines_are_the_baseline_and_the_majority_rate(views, frame):
+    from suite.reports import leaderboard, pareto
+
+    glue = next(b for b in leaderboard.build_boards(frame, predictions=ResultStore(views[0]).load_predictions)
+                if b.family == "glue")
+    plot = pareto.board_plot(glue)
+    sst2 = next(q for q in plot.quantities if q.label == "sst2 (accuracy)")
+    refs = dict((what, value) for value, what in sst2.refs)
+    lora = frame[(frame["variant"] == "lora") & (frame["subtask"] == "sst2") & (frame["metric"] == "accuracy")]
+    assert refs["baseline lora"] == pytest.approx(lora["value"].mean() * 100)
+    one = ResultStore(views[0]).load_predictions([lora["cell_id"].iloc[0]])
+    assert refs["majority-class rate"] == pytest.approx(one["label"].value_counts(normalize=True).iloc[0] * 100)
