@@ -198,10 +198,10 @@ def render_svg(plot: Plot) -> Markup:
         shown.append(i)
     xs = [plot.points[i].values[plot.x] for i in shown]
     ys = [plot.points[i].values[plot.y] for i in shown]
-    bars_x = [b for i in shown if (b := plot.points[i].bounds(plot.x))]
-    bars_y = [b for i in shown if (b := plot.points[i].bounds(plot.y))]
-    rx = axis_range(xs, [r for r, _ in qx.refs] + [v for b in bars_x for v in b], qx.log)
-    ry = axis_range(ys, [r for r, _ in qy.refs] + [v for b in bars_y for v in b], qy.log)
+    # Ranges fit the points and reference lines; interval bars are cut at the frame (wide seed
+    # intervals would otherwise squeeze the points together).
+    rx = axis_range(xs, [r for r, _ in qx.refs], qx.log)
+    ry = axis_range(ys, [r for r, _ in qy.refs], qy.log)
     on_front = front(xs, ys, qx.higher_is_better, qy.higher_is_better)
     e = escape
     parts = [f'<svg class="pareto-svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -249,10 +249,11 @@ def render_svg(plot: Plot) -> Markup:
         title = f"{p.name}: {qx.label} {human(xs[k])}, {qy.label} {human(ys[k])}"
         bars = ""
         if (b := p.bounds(plot.y)) and ry is not None:
-            bars += (f'<line class="err" x1="{x:.2f}" x2="{x:.2f}" y1="{_px(ry, b[0], False):.2f}" '
-                     f'y2="{_px(ry, b[1], False):.2f}"></line>')
+            bars += (f'<line class="err" x1="{x:.2f}" x2="{x:.2f}" y1="{_clip(_px(ry, b[0], False), TOP, BOTTOM):.2f}" '
+                     f'y2="{_clip(_px(ry, b[1], False), TOP, BOTTOM):.2f}"></line>')
         if (b := p.bounds(plot.x)) and rx is not None:
-            bars += (f'<line class="err" x1="{_px(rx, b[0], True):.2f}" x2="{_px(rx, b[1], True):.2f}" '
+            bars += (f'<line class="err" x1="{_clip(_px(rx, b[0], True), LEFT, RIGHT):.2f}" '
+                     f'x2="{_clip(_px(rx, b[1], True), LEFT, RIGHT):.2f}" '
                      f'y1="{y:.2f}" y2="{y:.2f}"></line>')
         text = (f'<text class="pt-label" x="{labels[i][0]:.1f}" y="{labels[i][1]:.1f}">{e(p.name[:LABEL_CHARS])}</text>'
                 if i in labels else "")
@@ -266,6 +267,10 @@ def render_svg(plot: Plot) -> Markup:
     parts.append(f'<text class="note-text" x="{LEFT}" y="{HEIGHT - 6}">{e(note)}</text>')
     parts.append('</svg>')
     return Markup("".join(parts))
+
+
+def _clip(v: float, a: float, b: float) -> float:
+    return min(max(v, a), b)
 
 
 def _overlap(a, b) -> bool:

@@ -123,14 +123,10 @@
       if (ok) shown.push(p);
     });
     var xs = shown.map(function (p) { return p.v[xi]; }), ys = shown.map(function (p) { return p.v[yi]; });
-    // Interval ends (95% over seeds) widen the range as the reference lines do.
-    var ends = function (i) {
-      var out = [];
-      shown.forEach(function (p) { if (finite(p.lo[i]) && finite(p.hi[i])) out.push(p.lo[i], p.hi[i]); });
-      return out;
-    };
-    var rx = axisRange(xs, qx.refs.map(function (r) { return r[0]; }).concat(ends(xi)), qx.log);
-    var ry = axisRange(ys, qy.refs.map(function (r) { return r[0]; }).concat(ends(yi)), qy.log);
+    // Ranges fit the points and reference lines; interval bars are cut at the frame.
+    var rx = axisRange(xs, qx.refs.map(function (r) { return r[0]; }), qx.log);
+    var ry = axisRange(ys, qy.refs.map(function (r) { return r[0]; }), qy.log);
+    var clip = function (v, a, b) { return Math.min(Math.max(v, a), b); };
     var px = function (v) { return rx ? position(v, rx, L, R) : (L + R) / 2; };
     var py = function (v) { return ry ? position(v, ry, B, T) : (T + B) / 2; };
     var onFront = front(xs, ys, qx.hib, qy.hib);
@@ -212,10 +208,10 @@
       g.appendChild(el("title", {}, p.name + ": " + qx.label + " " + human(xs[k]) + ", " + qy.label + " " + human(ys[k])));
       if (ry && finite(p.lo[yi]) && finite(p.hi[yi])) {
         g.appendChild(el("line", { "class": "err", x1: x.toFixed(2), x2: x.toFixed(2),
-                                   y1: py(p.lo[yi]).toFixed(2), y2: py(p.hi[yi]).toFixed(2) }));
+                                   y1: clip(py(p.lo[yi]), T, B).toFixed(2), y2: clip(py(p.hi[yi]), T, B).toFixed(2) }));
       }
       if (rx && finite(p.lo[xi]) && finite(p.hi[xi])) {
-        g.appendChild(el("line", { "class": "err", x1: px(p.lo[xi]).toFixed(2), x2: px(p.hi[xi]).toFixed(2),
+        g.appendChild(el("line", { "class": "err", x1: clip(px(p.lo[xi]), L, R).toFixed(2), x2: clip(px(p.hi[xi]), L, R).toFixed(2),
                                    y1: y.toFixed(2), y2: y.toFixed(2) }));
       }
       g.appendChild(el("circle", { "class": onFront[k] ? "dot front" : "dot", cx: x.toFixed(2), cy: y.toFixed(2), r: 5 }));
