@@ -237,9 +237,10 @@ def render_svg(plot: Plot) -> Markup:
         vals = " ".join(_num(v) for v in p.values)
         attrs = (f'class="pt" data-method="{e(p.name)}" data-rank="{p.rank if p.rank is not None else ""}" '
                  f'data-v="{vals}"' + (' data-emulated="1"' if p.emulated else ""))
-        if any(_finite(v) for v in p.lows):
-            attrs += (f' data-lo="{" ".join(_num(v) for v in p.lows)}"'
-                      f' data-hi="{" ".join(_num(v) for v in p.highs)}"')
+        n = max((j + 1 for j, v in enumerate(p.lows) if _finite(v)), default=0)  # the scores lead: cut the nans after
+        if n:
+            attrs += (f' data-lo="{" ".join(_num(v) for v in p.lows[:n])}"'
+                      f' data-hi="{" ".join(_num(v) for v in p.highs[:n])}"')
         if i not in at:
             parts.append(f'<g {attrs} hidden></g>')
             continue
