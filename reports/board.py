@@ -367,6 +367,9 @@ class Board:
     protocol: Protocol = field(default_factory=Protocol)  # tuned or defaults, per row and for the baseline
     # (variant, subtask) -> (failed cells, all cells, first line of the first error, paths removed)
     failures: dict[tuple[str, str], tuple[int, int, str]] = field(default_factory=dict)
+    # column key -> (level, "majority" | "chance"): the majority-class rate (accuracy) or chance score
+    # (MCC) its scores were compared with, where the board knows it (reference lines on the Pareto plot)
+    chance_levels: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
 
     @property
     def headline(self) -> AggregateColumn | None:

@@ -199,7 +199,7 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
     col_stage = part["stage"].fillna("").astype(str).to_numpy() if "stage" in part else None
     pairing = [c for c in PAIRING_COLUMNS if c in part.columns]
     col_key = list(zip(part["seed"].astype(str), *(part[c].astype(str) for c in pairing), strict=True))
-    wanted = dict.fromkeys([*(s.name for s in metrics.columns()), *COSTS_READ])
+    wanted = dict.fromkeys([*(s.name for s in metrics.columns()), *(s.name for s in metrics.axes()), *COSTS_READ])
     cost_names = [c for c in wanted if c in costs.columns] if not costs.empty else []
     cost_pos = {cid: i for i, cid in enumerate(costs.index)} if cost_names else {}
     cost_arr = costs[cost_names].to_numpy(dtype=float) if cost_names else None
@@ -489,6 +489,7 @@ def _flag_chance(board: Board, preds: pd.DataFrame) -> None:
             continue
         if math.isnan(level) or not col.higher_is_better:
             continue
+        board.chance_levels[col.key] = (level, kind)
         for r in board.rows:
             e = r.entries.get(col.key)
             if e is None or math.isnan(e.summary.mean):

@@ -7,15 +7,17 @@ Layout of the output folder::
     task-<slug>.html        one page per task: every metric, costs, tests, cells, failures
     cells/<cell_id>.html    one page per cell: metrics, resolved config, provenance
     kernels.html            kernel timings, peers side by side, history across commits
-    figures/*.svg           matplotlib figures, one SVG per Pareto panel (they stack on narrow screens)
+    figures/*.svg           matplotlib figures: tuned-value and training curves, kernel histories
+                            (the Pareto plots are inline SVG in the pages: reports.pareto, static/pareto.js)
     data/                   the store's rows as CSV and parquet (cells, predictions, kernels) and
                             each leaderboard as a CSV, linked from every page
     static/                 the stylesheet, the sorting and the filter scripts (no CDN)
     .suite-site.json        the files this render wrote: the next render into the folder removes
                             the ones it no longer writes, and never touches any other file
 
-Templates autoescape everything; figures are <img> files, so no user-controlled text
-(method names, arguments, error messages) can become markup or script.
+Templates autoescape everything; figures are <img> files, and the inline Pareto SVG escapes every
+text it holds (reports.pareto), so no user-controlled text (method names, arguments, error
+messages) can become markup or script.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from suite.reports import (
     kernels,
     leaderboard,
     loading,
+    pareto,
     stats,
     variants,
 )
@@ -197,14 +200,7 @@ def render_site(
     }
     plan = FigurePlan(out)
     task_pages = _task_page_names(boards)
-    fig_paths: dict[str, list[dict]] = {}
-    for b in boards:
-        head = b.headline  # the ranking score: the family's headline aggregate, else the first task's score
-        ylabel = head.label if head else f"{b.columns[0].label} ({b.columns[0].metric})"
-        hib = head.higher_is_better if head else b.columns[0].higher_is_better
-        panels = plan.pareto(_overview_points(b), ylabel, f"figures/pareto-{b.slug}", hib, b.memory_label)
-        if panels:
-            fig_paths[b.slug] = panels
+    plots = {b.slug: pareto.context(pareto.board_plot(b)) for b in boards}  # inline SVG, one per board
     tuning_figs = {key: plan.tuning(curves, metric, f"figures/tuning-{task_pages[key][5:-5]}")
                    for key, (curves, metric) in _tuning_curves(boards).items() if key in task_pages}
     tuning_figs = {key: name for key, name in tuning_figs.items() if name}
@@ -220,7 +216,7 @@ def render_site(
     by_board: dict[str, list[dict]] = {}
     for (slug, sub), name in tuning_figs.items():
         by_board.setdefault(slug, []).append({"src": name, "subtask": scrub_paths(sub)})
-    index = dict(title="Leaderboard", root="", boards=boards, figures=fig_paths, task_pages=task_pages,
+    index = dict(title="Leaderboard", root="", boards=boards, plots=plots, task_pages=task_pages,
                  tuning_figures=by_board,
                  references_list=citations.references([r.variant for b in boards for r in b.rows]),
                  baselines=sorted({f"{b.family}: {b.baseline}" for b in boards if b.baseline}), alpha=alpha,
@@ -263,14 +259,6 @@ class FigurePlan:
     out: Path
     jobs: list[tuple] = field(default_factory=list)  # (function, arguments, file names)
 
-    def pareto(self, pts: list, ylabel: str, stem: str, hib: bool, memory: str) -> list[dict]:
-        keys = figures.panel_keys(pts)
-        if not keys:
-            return []
-        names = [f"{stem}-{key}.svg" for key in keys]
-        self.jobs.append((figures.pareto_panels, (pts, ylabel, [self.out / n for n in names], hib, memory), names))
-        return [{"src": n, "axis": k} for n, k in zip(names, keys, strict=True)]
-
     def tuning(self, curves: list, metric: str, stem: str) -> str:
         """A task's tuned-value curves (one panel per searched value); "" when no trial has a score."""
         if not any(p.mean == p.mean for c in curves for p in c.points):
@@ -297,24 +285,6 @@ def _task_page_names(boards: list) -> dict[tuple[str, str], str]:
             for b in boards for sub in dict.fromkeys(c.key[0] for c in b.columns)}
 
 
-def _overview_points(b) -> list:
-    """A board's rows as Pareto points: the ranking score (headline aggregate, else the first task's)."""
-    head = b.headline
-    pts = []
-    for r in b.rows:
-        if head:
-            scale = head.scale
-            y = r.aggregates.get(head.name, math.nan) * scale
-            low, high, _ = r.intervals.get(head.name, (math.nan, math.nan, 0))
-        else:
-            e = r.entries.get(b.columns[0].key)
-            scale = display_scale(b.columns[0].metric)
-            y = (e.summary.mean if e else math.nan) * scale
-            low, high = (e.summary.ci_low, e.summary.ci_high) if e else (math.nan, math.nan)
-        pts.append(figures.Point(r.variant, y, r.costs, r.rank, low * scale, high * scale, r.emulated))
-    return pts
-
-
 def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_pages: dict, plan: FigurePlan,
                 common: dict, tuning_figs: dict | None = None) -> tuple[list[tuple[str, dict]], list[dict], dict[str, str]]:
     """Every task page's context, the task list, and which task page each cell belongs to."""
@@ -336,7 +306,7 @@ def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_page
         for sub in dict.fromkeys(c.key[0] for c in b.columns):
             href = task_pages[(b.slug, sub)]
             fails = failed_by.get((b.family, b.model, sub))
-            rows, pts = _task_rows(b, sub, other_stats.get((b.family, b.model, sub), {}), fails)
+            rows = _task_rows(b, sub, other_stats.get((b.family, b.model, sub), {}), fails)
             cols = [c for c in b.columns if c.key[0] == sub]
             chosen = {(c.key[1], c.key[2]) for c in cols}
             sub_stats = other_stats.get((b.family, b.model, sub), {})
@@ -345,8 +315,7 @@ def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_page
             for r in rows:
                 for cell in r["cells"]:
                     cell_task_href[cell["id"]] = href
-            fig = plan.pareto(pts, f"{cols[0].label} ({cols[0].metric})", f"figures/pareto-{href[5:-5]}",
-                              cols[0].higher_is_better, b.memory_label)
+            plot = pareto.context(pareto.task_plot(b, cols, rows))
             curve = ""
             show_gap = cols[0].key in {c.key for c in b.gap_columns}
             if show_gap:  # training curves of the judged metric, where the cells stored them
@@ -363,7 +332,7 @@ def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_page
             task_ctx.append((href, dict(
                 title=f"{b.family}:{scrub_paths(sub)}" if sub else b.family, root="", board=b,
                 subtask=scrub_paths(sub), columns=cols, other_metrics=other, rows=rows, failures=failures,
-                figures=fig, show_gap=show_gap, curve=curve, recipe=b.recipes.get(sub),
+                plot=plot, show_gap=show_gap, curve=curve, recipe=b.recipes.get(sub),
                 tuning_figure=(tuning_figs or {}).get((b.slug, sub), ""),
                 searches=[x for x in b.searches if x.subtask == sub],
                 cost_labels=_cost_labels(b), **common)))
@@ -373,9 +342,9 @@ def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_page
     return task_ctx, task_list, cell_task_href
 
 
-def _task_rows(b, sub: str, sub_stats: dict, fails: pd.DataFrame | None) -> tuple[list[dict], list]:
-    """One task page's rows, ranked by its first column, and its Pareto points; a method whose every
-    cell of the task failed keeps a row with its first error."""
+def _task_rows(b, sub: str, sub_stats: dict, fails: pd.DataFrame | None) -> list[dict]:
+    """One task page's rows, ranked by its first column; a method whose every cell of the task failed
+    keeps a row with its first error."""
     cols = [c for c in b.columns if c.key[0] == sub]
     base = next((x for x in b.rows if x.variant == b.baseline), None)
     base_entry = base.entries.get(cols[0].key) if base else None
@@ -385,8 +354,7 @@ def _task_rows(b, sub: str, sub_stats: dict, fails: pd.DataFrame | None) -> tupl
     scored.sort(key=lambda x: (math.isnan(x[1].summary.mean), sign * x[1].summary.mean
                                if not math.isnan(x[1].summary.mean) else 0.0, x[0].variant))
     task_ranks = stats.competition_ranks([e.summary.mean for _, e in scored], cols[0].higher_is_better)
-    scale = display_scale(cols[0].metric)
-    rows, pts = [], []
+    rows = []
     for (r, entry), task_rank in zip(scored, task_ranks, strict=True):
         rows.append({
             "row": r, "entry": entry, "costs": entry.costs, "gap": entry.gap, "rank": task_rank, "failed": None,
@@ -395,8 +363,6 @@ def _task_rows(b, sub: str, sub_stats: dict, fails: pd.DataFrame | None) -> tupl
             "cells": [{"seed": s, "id": c, "href": f"cells/{cell_file(c)}"}
                       for s, c in zip(entry.seeds, entry.cell_ids, strict=True)],
         })
-        pts.append(figures.Point(r.variant, entry.summary.mean * scale, entry.costs, task_rank,
-                                 entry.summary.ci_low * scale, entry.summary.ci_high * scale, entry.emulated))
     for r in b.rows:
         if cols[0].key in r.entries or r.variant not in failed_here:
             continue
@@ -407,7 +373,7 @@ def _task_rows(b, sub: str, sub_stats: dict, fails: pd.DataFrame | None) -> tupl
                      "failed": {"n": len(g), "error": first_line(scrub_paths(error))},
                      "cells": [{"seed": s, "id": c, "href": f"cells/{cell_file(c)}"}
                                for s, c in zip(g["seed"], g["cell_id"], strict=True)]})
-    return rows, pts
+    return rows
 
 
 def _write_all(env, out: Path, pages: list[tuple[str, str, dict]], fig_jobs: list[tuple], chunks: list[tuple],

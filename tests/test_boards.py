@@ -105,8 +105,7 @@ def _render(store: Path, **options) -> Path:
 
 
 def test_emulated_timings_are_marked_everywhere_and_never_drawn_as_speed(mixed, capsys):
-    from suite.metrics import spec_of
-    from suite.reports import figures
+    from suite.reports import pareto
 
     assert main(["compare", str(mixed), "--tasks", "lm"]) == 0
     out = capsys.readouterr().out
@@ -119,11 +118,17 @@ def test_emulated_timings_are_marked_everywhere_and_never_drawn_as_speed(mixed, 
     board_csv = pd.read_csv(next((site / "data").glob("board-lm-*.csv")))
     assert dict(zip(board_csv["variant"], board_csv["emulated_gemms"], strict=True)) == \
         {"bf16-train": False, "fp8-train": True}
-    time_axis = spec_of("train_time_s")
-    real = figures.Point("bf16-train", 2.4, {"train_time_s": 30.0})
-    emulated = figures.Point("fp8-train", 2.42, {"train_time_s": 90.0, "peak_memory_mb": 700.0}, emulated=True)
-    assert figures._on_axis(real, time_axis) and not figures._on_axis(emulated, time_axis)
-    assert figures._on_axis(emulated, spec_of("peak_memory_mb"))  # memory is not a speed
+    # The Pareto plot never draws an emulated time as a speed: left out of the time axis, and said.
+    (lm,) = [b for b in leaderboard.build_boards(ResultStore(mixed).load()) if b.family == "lm"]
+    plot = pareto.board_plot(lm)
+    keys = [q.key for q in plot.quantities]
+    plot.x = keys.index("train_time_s")
+    svg = pareto.render_svg(plot)
+    assert svg.count("<circle") == 1 and 'data-method="fp8-train" data-rank="2" data-v="' in svg
+    assert "1 row with emulated GEMMs left out of this timing axis" in svg
+    plot.x = keys.index("peak_memory_mb")  # memory is not a speed
+    svg = pareto.render_svg(plot)
+    assert svg.count("<circle") == 2 and "emulated GEMMs left out" not in svg
 
 
 def test_one_configuration_is_one_row(tmp_path):

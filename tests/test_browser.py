@@ -196,10 +196,11 @@ def test_overview_in_chromium(browser: Page, site: Path, tmp_path: Path):
 
     assert browser.js("document.title").startswith("Leaderboard")
     assert browser.js("document.querySelectorAll('table.leaderboard tbody tr').length") == 5  # + failed prefix
-    # Figures: every <img> loaded and has a size (SVG read from file://).
+    # Figures: every <img> loaded and has a size (SVG read from file://); the Pareto plot is inline SVG.
     imgs = browser.js("Promise.all(Array.from(document.images).map(i => i.decode().then(() => "
                       "[i.getAttribute('src'), i.naturalWidth]).catch(() => [i.getAttribute('src'), 0])))")
-    assert imgs and all(w > 0 for _, w in imgs), imgs
+    assert all(w > 0 for _, w in imgs), imgs
+    assert browser.js("document.querySelectorAll('svg.pareto-svg circle').length") > 0
 
     # The hostile method name is shown as text, and nothing ran.
     names = browser.js("Array.from(document.querySelectorAll('table.leaderboard tbody th')).map(t => t.firstChild.textContent)")
@@ -327,7 +328,7 @@ def test_csv_download_parses_back_into_the_table(browser: Page, served: str, sit
     assert browser.errors == [], browser.errors
 
 
-def test_narrow_screen_keeps_the_method_column_and_stacks_figures(browser: Page, site: Path):
+def test_narrow_screen_keeps_the_method_column_and_fits_the_plot(browser: Page, site: Path):
     browser.errors.clear()
     browser.call("Emulation.setDeviceMetricsOverride", width=420, height=900, deviceScaleFactor=1, mobile=True)
     try:
@@ -341,9 +342,8 @@ def test_narrow_screen_keeps_the_method_column_and_stacks_figures(browser: Page,
                           ".getBoundingClientRect(); return [w.left, m.left, m.right]; })()")
         assert browser.js("document.querySelector('.table-wrap').scrollLeft") > 0
         assert left[0] - 1 <= left[1] < left[0] + 100 and left[2] > left[1]  # still in view
-        tops = browser.js("Array.from(document.querySelectorAll('section.board .panels figure'))"
-                          ".map(f => f.getBoundingClientRect().top)")
-        assert len(tops) >= 2 and len(set(round(t) for t in tops)) == len(tops)  # one above the other
+        plot = browser.js("document.querySelector('section.board svg.pareto-svg').getBoundingClientRect().right")
+        assert 0 < plot <= 420  # the Pareto plot shrinks to the screen
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride")
     assert browser.errors == [], browser.errors
