@@ -85,9 +85,11 @@ class Page:
         return result["result"].get("value")
 
     def click(self, selector: str) -> None:
-        """A real mouse click at the element's centre (not a synthetic element.click())."""
-        box = self.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                      ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        """A real mouse click at the element's centre (not a synthetic element.click()), scrolled into
+        view first as a reader would: a click outside the viewport reaches nothing."""
+        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                      "e.scrollIntoView({block: 'center', inline: 'nearest'}); const r = e.getBoundingClientRect(); "
+                      "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
