@@ -172,3 +172,32 @@ def test_lm_tunes_on_every_tenth_training_document_never_on_the_validation_text(
     assert held == training[9::10] and len(kept) + len(held) == len(training)
     assert sorted(kept + held) == sorted(training)  # the validation files' documents appear in neither part
     assert view.eval_splits == ("val",) and task.eval_splits == ("valid",)
+
+
+def test_the_scaling_presets_run_a_grid_at_the_protocols_lr_that_suite_scaling_reads(tmp_path, corpus, capsys):
+    """The grid presets: sizes x budgets x recipes, the baseline searched per size and budget. Run
+    smoke-sized (two sizes, two tiny budgets, one seed); suite scaling then refuses the grid, naming
+    what it lacks, rather than fitting a law it cannot identify."""
+    from suite.app.commands.run import PRESETS
+    from suite.models.catalog import LLAMA_SIZES
+
+    for name in ("scaling-cpu", "scaling"):
+        preset = PRESETS[name]
+        assert preset["tune_baseline"] == "bf16-train" and preset["methods"].startswith("bf16-train,")
+        assert len(preset["models"].split(",")) >= 3 and len(preset["task_options"]["lm"]["tokens_per_param"]) >= 3
+        assert all(m in LLAMA_SIZES for m in preset["models"].split(","))
+    store = tmp_path / "s"
+    argv = ["run", "--preset", "scaling-cpu", "--methods", "bf16-train,mxfp4-train", "--models",
+            "llama-250k,llama-500k", "--seeds", "1", "--tune", "lr=1e-3,3e-3", "--tokens-per-param", "0.002,0.004",
+            "--data-dir", str(corpus), "--store", str(store), "--batch-size", "2", "--max-length", "32",
+            "--eval-tokens", "256", "--eval-batch-size", "8", "--no-progress"]
+    assert main(argv) == 0
+    frame = cells_of(store)
+    trials = frame[frame["stage"] == "trial"]
+    assert len(set(trials["search_id"])) == 4 and set(trials["method"]) == {"bf16-train"}  # per size x budget
+    tuned = frame[(frame["stage"] == "tuned") & (frame["method"] == "mxfp4-train")]
+    budgets = {json.loads(r)["tokens_per_param"] for r in tuned["recipe"]}
+    assert budgets == {0.002, 0.004} and len(tuned) == 4
+    capsys.readouterr()
+    assert main(["scaling", str(store), "--bootstrap", "0"]) == 2
+    assert "2 model size(s)" in capsys.readouterr().err

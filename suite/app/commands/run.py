@@ -64,6 +64,36 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "with --models (default llama-tiny) and the data with --data-dir (default: FineWeb-Edu from "
                  "the hub)",
     },
+    # Quartet's grid (model sizes x token budgets x recipes), at the lowp protocol: bf16-train's lr
+    # searched at every size and budget, every recipe at that size and budget's choice. Read with
+    # `suite scaling`. The CPU grid stops well short of 20 tokens per parameter; its law is of that regime.
+    "scaling-cpu": {
+        "methods": "bf16-train,fp8-train,mxfp4-train,nvfp4-train,quartet-train",
+        "tasks": "lm",
+        "models": "llama-250k,llama-500k,llama-tiny,llama-2m",
+        "seeds": "5",
+        "task_options": {"lm": {"tokens_per_param": [0.05, 0.1, 0.2]}},
+        "tune": "lr=5e-4,1e-3,2e-3,4e-3",
+        "tune_baseline": "bf16-train",
+        "about": "a scaling-law grid a CPU can train (on Ray or SLURM, or overnight): 4 sizes (0.27M-1.9M "
+                 "non-embedding parameters) x 0.05/0.1/0.2 tokens per parameter x 5 recipes x 5 seeds, "
+                 "bf16-train's lr searched per size and budget and every recipe at its choice; then "
+                 "`suite scaling STORE`; give the data with --data-dir",
+    },
+    "scaling": {
+        "methods": ",".join(["bf16-train", "fp8-train", "mxfp8-train", "mxfp4-train", "nvfp4-train",
+                             "quartet-train", "halo-train", "coat-train"]),
+        "tasks": "lm",
+        "models": "llama-4m,llama-10m,llama-30m,llama-125m",
+        "seeds": "3",
+        "task_options": {"lm": {"tokens_per_param": [5.0, 10.0, 20.0, 40.0]}},
+        "tune": "lr=3e-4,6e-4,1.2e-3,2.4e-3",
+        "tune_baseline": "bf16-train",
+        "about": "Quartet's scaling-law grid on GPUs (sized for Ray or SLURM): 4 sizes (4M-127M non-embedding "
+                 "parameters) x 5/10/20/40 tokens per parameter x every training recipe x 3 seeds, "
+                 "bf16-train's lr searched per size and budget and every recipe at its choice; then "
+                 "`suite scaling STORE --speedup ...`; data from the hub or --data-dir",
+    },
 }
 PRESET_SEARCH_KEYS = ("tune", "tune_baseline", "tune_each_too")  # a preset's search: read by main, not plan
 MAX_SWEEP_FILE_BYTES = 1_000_000
