@@ -53,6 +53,7 @@ from suite.reports import (
     leaderboard,
     loading,
     pareto,
+    scaling_page,
     stats,
     variants,
 )
@@ -198,6 +199,8 @@ def render_site(
         "has_kernels": bool(kernel_groups),
         "data": data_files,
     }
+    scaling = scaling_page.build(cells)  # a pretraining grid's law, where the store has one
+    common["has_scaling"] = scaling is not None
     plan = FigurePlan(out)
     task_pages = _task_page_names(boards)
     plots = {b.slug: pareto.context(pareto.board_plot(b)) for b in boards}  # inline SVG, one per board
@@ -230,6 +233,15 @@ def render_site(
         pages_html.append(("kernels.html", "kernels.html", dict(
             title="Kernels", root="", groups=kernel_groups, gate=kernels.gate_settings(),
             has_samples=kernels.has_samples(kern), **common)))
+    if scaling is not None:
+        scaling.csv = f"{DATA}/scaling.csv"
+        scaling_page.frame(scaling).to_csv(out / scaling.csv, index=False)
+        written.append(scaling.csv)
+        scaling.figure = "figures/scaling.svg"
+        plan.jobs.append((scaling_page.draw, (scaling, out / scaling.figure), [scaling.figure]))
+        pages_html.append(("scaling.html", "scaling.html", dict(
+            title="Scaling law", root="", fit=scaling.fit, refused=scaling.refused, figure=scaling.figure,
+            csv=scaling.csv, law_names=list(scaling_page.scaling.LAW_PARAMETERS), **common)))
     chunks = _cell_chunks(cells, cell_task_href, out, common)
     data_job = (_write_data, (out, cells, kern, boards, data_files, store_path))
     n_pages, figs, files = _write_all(env, out, pages_html, plan.jobs, chunks, data_job, workers, lap)

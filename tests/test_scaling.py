@@ -240,3 +240,48 @@ def test_on_a_budget_grid_the_baseline_is_tuned_per_budget_and_each_recipe_inher
     for g in heirs:
         assert g.source.base.model == g.base.model
         assert g.source.base.task_options.tokens_per_param == g.base.task_options.tokens_per_param
+
+
+def test_the_site_has_a_scaling_page_with_the_fit_its_figure_and_its_csv(tmp_path):
+    import pandas as pd
+
+    from suite.reports.site import render_site
+    from suite.results.store import ResultStore
+
+    _write_grid(ResultStore(tmp_path / "store"), {"bf16-train": (1.0, 1.0), "mxfp4-train": (0.6, 0.8)})
+    render_site(tmp_path / "store", tmp_path / "site", workers=1)
+    page = (tmp_path / "site" / "scaling.html").read_text(encoding="utf-8")
+    assert "mxfp4-train" in page and "0.600" in page and "0.800" in page and "Residuals" in page
+    assert (tmp_path / "site" / "figures" / "scaling.svg").stat().st_size > 0
+    table = pd.read_csv(tmp_path / "site" / "data" / "scaling.csv")
+    eff = table[(table["kind"] == "efficiency") & (table["recipe"] == "mxfp4-train")].set_index("name")["value"]
+    assert eff["eff_N"] == pytest.approx(0.6, rel=1e-3) and eff["eff_D"] == pytest.approx(0.8, rel=1e-3)
+    points = table[table["kind"] == "point"]
+    assert len(points) == 2 * 12 and (points["residual"].abs() < 0.01).all()
+    assert 'href="scaling.html"' in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_grid_without_enough_sizes_gets_a_page_that_says_why(tmp_path):
+    from suite.reports.site import render_site
+    from suite.results.store import ResultStore
+
+    store = ResultStore(tmp_path / "store")
+    _write_grid(store, {"bf16-train": (1.0, 1.0)})
+    frame = store.load()
+    small = frame[frame["model"].isin(["llama-tiny", "llama-10m"])]
+    other = ResultStore(tmp_path / "small")
+    for _, cell in small.groupby("cell_id"):
+        other.write_cell(cell.to_dict("records"))
+    render_site(tmp_path / "small", tmp_path / "site", workers=1)
+    page = (tmp_path / "site" / "scaling.html").read_text(encoding="utf-8")
+    assert "No law fitted." in page and "2 model size(s)" in page
+
+
+def test_a_store_without_a_grid_has_no_scaling_page(tmp_path):
+    from benchmarks import synthetic_store as synthetic
+    from suite.reports.site import render_site
+
+    store = synthetic.write_store(tmp_path / "store", subtasks=("sst2",), n_examples=50)
+    render_site(store.root, tmp_path / "site", workers=1)
+    assert not (tmp_path / "site" / "scaling.html").exists()
+    assert "scaling.html" not in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
