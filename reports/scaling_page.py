@@ -14,6 +14,7 @@ import pandas as pd
 
 from suite.errors import UserError
 from suite.reports import scaling
+from suite.reports.export import Table
 
 SITE_BOOTSTRAP = 100  # draws for the page's intervals (suite scaling defaults to more)
 
@@ -27,6 +28,7 @@ class ScalingPage:
     refused: str = ""
     figure: str = ""
     csv: str = ""
+    tables: dict[str, str] = field(default_factory=dict)  # format -> file (LaTeX, Markdown)
     recipes: list[str] = field(default_factory=list)
 
 
@@ -74,6 +76,30 @@ def frame(page: ScalingPage) -> pd.DataFrame:
             rows.append(dict(kind="point", recipe=recipe, name="loss", n=n, d=d, seeds=len(losses),
                              value=sum(losses) / len(losses)))
     return pd.DataFrame.from_records(rows)
+
+
+def efficiency_table(fit: scaling.ScalingFit) -> Table:
+    """The efficiencies as a paper table (LaTeX and Markdown through ``reports.export``), with a
+    caption that states the law, the fit and the intervals."""
+    def interval(low: float, high: float) -> str:
+        return f"[{low:.3f}, {high:.3f}]" if math.isfinite(low) and math.isfinite(high) else "-"
+
+    rows = [[fit.baseline, "1", "", "1", "", ""]]
+    for r in fit.recipes:
+        if r.refused:
+            rows.append([r.recipe, "-", "", "-", "", f"not fitted: {r.refused}"])
+        else:
+            rows.append([r.recipe, f"{r.eff_n:.3f}", interval(*r.eff_n_interval), f"{r.eff_d:.3f}",
+                         interval(*r.eff_d_interval), f"{r.rmse:.4f}"])
+    law = ", ".join(f"{k} = {v:.4g}" for k, v in fit.law.as_dict().items())
+    what = (f"95% percentile intervals of {fit.bootstrap} bootstrap draws over {fit.seeds} seeds"
+            if fit.bootstrap else "no intervals (one seed)")
+    caption = (f"Parameter and data efficiency of each training recipe relative to {fit.baseline}, with "
+               f"L(N, D) = E + A/(N eff_N)^alpha + B/(D eff_D)^beta fitted by least squares on {fit.baseline}'s "
+               f"cells ({law}) and held for the recipes; {what}; rms residual of each recipe's fit.")
+    return Table("Scaling-law efficiencies", ["recipe", "eff_N", "95% interval", "eff_D", "95% interval",
+                                              "rms residual"], rows, caption, "tab:scaling-efficiencies",
+                 ["l", "r", "r", "r", "r", "r"])
 
 
 def draw(page: ScalingPage, path: Path) -> None:

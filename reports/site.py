@@ -237,11 +237,19 @@ def render_site(
         scaling.csv = f"{DATA}/scaling.csv"
         scaling_page.frame(scaling).to_csv(out / scaling.csv, index=False)
         written.append(scaling.csv)
+        if scaling.fit is not None:
+            table = scaling_page.efficiency_table(scaling.fit)
+            for fmt, text in (("latex", export.to_latex(table)), ("markdown", export.to_markdown(table))):
+                name = f"{DATA}/scaling{export.SUFFIXES[fmt]}"
+                (out / name).write_text(text, encoding="utf-8")
+                scaling.tables[fmt] = name
+                written.append(name)
         scaling.figure = "figures/scaling.svg"
         plan.jobs.append((scaling_page.draw, (scaling, out / scaling.figure), [scaling.figure]))
         pages_html.append(("scaling.html", "scaling.html", dict(
             title="Scaling law", root="", fit=scaling.fit, refused=scaling.refused, figure=scaling.figure,
-            csv=scaling.csv, law_names=list(scaling_page.scaling.LAW_PARAMETERS), **common)))
+            csv=scaling.csv, tables=scaling.tables, law_names=list(scaling_page.scaling.LAW_PARAMETERS),
+            **common)))
     chunks = _cell_chunks(cells, cell_task_href, out, common)
     data_job = (_write_data, (out, cells, kern, boards, data_files, store_path))
     n_pages, figs, files = _write_all(env, out, pages_html, plan.jobs, chunks, data_job, workers, lap)

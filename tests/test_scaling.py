@@ -259,6 +259,10 @@ def test_the_site_has_a_scaling_page_with_the_fit_its_figure_and_its_csv(tmp_pat
     points = table[table["kind"] == "point"]
     assert len(points) == 2 * 12 and (points["residual"].abs() < 0.01).all()
     assert 'href="scaling.html"' in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    latex = (tmp_path / "site" / "data" / "scaling.tex").read_text(encoding="utf-8")
+    row = next(x for x in latex.splitlines() if x.startswith("mxfp4-train"))
+    assert row.count("&") == 5 and row.split("&")[1].strip() == "0.600"
+    assert "| mxfp4-train | 0.600 |" in (tmp_path / "site" / "data" / "scaling.md").read_text(encoding="utf-8")
 
 
 def test_a_grid_without_enough_sizes_gets_a_page_that_says_why(tmp_path):
