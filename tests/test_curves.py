@@ -88,6 +88,18 @@ def test_task_and_method_pages_show_the_curves_with_their_band_named(site):
     msvg = re.search(r'<img src="(figures/curves-method-[^"]+\.svg)"', method).group(1)
     assert "lora (baseline)" in (out / msvg).read_text(encoding="utf-8")
     assert 'href="method-' in task  # each row's name links its method page
+    cell = next((out / "cells").glob("*.html")).read_text(encoding="utf-8")  # a small store: each cell's own figure
+    assert re.search(r'<img src="\.\./(figures/cell-[^"]+\.svg)"', cell) and "one seed: no band" in cell
+
+
+def test_large_stores_link_each_cell_to_its_method_curves(store_dir, tmp_path, monkeypatch):
+    from suite.reports import views
+
+    monkeypatch.setattr(views, "CELL_CURVES_MAX", 2)
+    out = render_site(store_dir, tmp_path / "site", baseline="lora", workers=1).out
+    assert not list((out / "figures").glob("cell-*.svg"))
+    cell = next((out / "cells").glob("*.html")).read_text(encoding="utf-8")
+    assert re.search(r'<img src="\.\./figures/curves-method-[^"]+\.svg"', cell)
 
 
 def test_published_curves_are_the_stored_points(store_dir, site):
