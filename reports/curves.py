@@ -146,10 +146,12 @@ def caption(curves: Sequence[MethodCurves], baseline: str | None, left_out: int 
              "interval of the mean where two or more seeds have the step (none with one seed)."]
     if baseline and any(c.variant == baseline for c in curves):
         parts.append(f"The baseline ({baseline}) is the thick black line.")
-    differ = [c.variant for c in curves if any(b.seeds_differ for b in c.bands.values())]
+    differ = [(c.variant, [b for b in c.bands.values() if b.seeds_differ]) for c in curves]
+    differ = [(v, bs) for v, bs in differ if bs]
     if differ:
-        parts.append("Seeds per point differ for " + ", ".join(differ[:5]) + ("…" if len(differ) > 5 else "")
-                     + " (the dotted part of a line has fewer seeds than its most).")
+        said = [f"{v} ({', '.join(_seed_range(b) for b in bs[:3])})" for v, bs in differ[:5]]
+        parts.append("Seeds per point differ for " + "; ".join(said) + ("…" if len(differ) > 5 else "")
+                     + ": the dotted part of a line has fewer seeds than its most.")
     counts = sorted({int(b.n.max()) for c in curves for b in c.bands.values() if len(b.n)})
     if counts:
         parts.append("Seeds per method: " + ", ".join(str(x) for x in counts) + ".")
@@ -160,6 +162,16 @@ def caption(curves: Sequence[MethodCurves], baseline: str | None, left_out: int 
     if left_out:
         parts.append(f"{left_out} more method(s) not drawn (the baseline and the {MAX_LINES} best-ranked are).")
     return " ".join(parts)
+
+
+def _seed_range(b: Band) -> str:
+    """Where a band's seeds per step differ, in words: "train_loss: 4 seeds to step 20, then 3"."""
+    n = b.n.astype(int)
+    changes = [i for i in range(1, len(n)) if n[i] != n[i - 1]]
+    if len(changes) == 1:
+        i = changes[0]
+        return f"{b.metric}: {n[0]} seeds to step {b.steps[i - 1]:g}, then {n[i]}"
+    return f"{b.metric}: {n.min()} to {n.max()} seeds per step"
 
 
 def figure_metrics(curves: Sequence[MethodCurves]) -> list[str]:

@@ -82,7 +82,7 @@ def test_task_and_method_pages_show_the_curves_with_their_band_named(site):
     src = re.search(r'<img src="(figures/curves-[^"]+\.svg)"', task).group(1)
     svg = (out / src).read_text(encoding="utf-8")
     assert "train_loss" in svg and "accuracy" in svg and "lora (baseline)" in svg and "full" in svg
-    assert "95% Student-t interval" in task and "Seeds per point differ for lora" in task
+    assert "95% Student-t interval" in task and "Seeds per point differ for lora (train_loss: 4 seeds to step 20, then 3" in task
     method = next(out.glob("method-*full*.html")).read_text(encoding="utf-8")
     assert method.count('class="curve"') == 2  # sst2 and rte: full against lora
     msvg = re.search(r'<img src="(figures/curves-method-[^"]+\.svg)"', method).group(1)
