@@ -23,7 +23,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 
 MAX_ROWS = 500  # examples rendered on one page; the CSV has every one
@@ -71,22 +73,53 @@ def is_binary(correct: pd.Series) -> bool:
 
 def four_counts(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, int]:
     """The McNemar table of two cells on their shared examples (joined on split and example_id)."""
-    joined = join(a, b)
-    return {k: int((joined["case"] == k).sum()) for k in ORDER}
+    return _counts(_keys(a), _right(a), _unique(_keys(b)), _right(b))
+
+
+def _counts(ka: pd.Index, ra: np.ndarray, kb: pd.Index, rb: np.ndarray) -> dict[str, int]:
+    """``four_counts`` from each cell's keys (``kb`` unique) and right/wrong, computed once per cell."""
+    pos = kb.get_indexer(ka)
+    hit = pos >= 0
+    ca, cb = ra[hit], rb[pos[hit]]
+    return {BOTH_RIGHT: int((ca & cb).sum()), ONLY_A: int((ca & ~cb).sum()), ONLY_B: int((~ca & cb).sum()),
+            BOTH_WRONG: int((~ca & ~cb).sum())}
+
+
+def _keys(frame: pd.DataFrame) -> pd.Index:
+    """(split, example_id) as one text key per row: ids may be numbers in one file and text in another."""
+    split = frame["split"].fillna("").astype(str) if "split" in frame else pd.Series("", index=frame.index)
+    return pd.Index(split.to_numpy(dtype=object) + "\x1f" + frame["example_id"].astype(str).to_numpy(dtype=object))
+
+
+def _pairs(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+    """For each row of ``a``, the row of ``b`` on the same example (its first, if stored twice), or -1."""
+    return _unique(_keys(b)).get_indexer(_keys(a))
+
+
+def _unique(kb: pd.Index) -> pd.Index:
+    """Keys of the other cell made unique: a repeated example's first row answers, the others match nothing."""
+    if kb.is_unique:
+        return kb
+    return pd.Index([k if not d else f"\x00{i}" for i, (k, d) in enumerate(zip(kb, kb.duplicated(), strict=True))])
+
+
+def _right(frame: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(frame["correct"], errors="coerce").fillna(0).to_numpy() > 0.5
 
 
 def join(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Rows of both cells on the same (split, example_id), with each one's correctness and the case."""
-    keys = ["split", "example_id"]
-    left = _keyed(a)
-    right = _keyed(b)
-    joined = left.merge(right.drop(columns=[c for c in ("label",) if c in right]), on=keys, how="inner",
-                        suffixes=("", "_b"))
-    ca = pd.to_numeric(joined["correct"], errors="coerce").fillna(0) > 0.5
-    cb = pd.to_numeric(joined["correct_b"], errors="coerce").fillna(0) > 0.5
-    joined["case"] = [BOTH_RIGHT if x and y else ONLY_A if x else ONLY_B if y else BOTH_WRONG
-                      for x, y in zip(ca, cb, strict=True)]
-    return joined
+    """Rows of ``a`` that ``b`` shares (same split and example_id), ``b``'s answer columns beside them
+    (suffix ``_b``), and the case of the pair."""
+    pos = _pairs(a, b)
+    hit = pos >= 0
+    out = _keyed(a).iloc[np.flatnonzero(hit)].reset_index(drop=True)
+    rows = pos[hit]
+    for col in b.columns:
+        if col not in ("split", "example_id", "label", "cell_id"):
+            out[f"{col}_b"] = b[col].to_numpy()[rows]
+    ca, cb = _right(a)[hit], _right(b)[rows]
+    out["case"] = np.select([ca & cb, ca, cb], [BOTH_RIGHT, ONLY_A, ONLY_B], BOTH_WRONG)
+    return out
 
 
 def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -98,18 +131,21 @@ def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=[c for c in ("cell_id",) if c in out])
 
 
-def ordered(frame: pd.DataFrame, paired: bool, binary: bool) -> pd.DataFrame:
+def ordered(frame: pd.DataFrame, paired: bool, binary: bool, limit: int | None = None) -> pd.DataFrame:
     """The page's order: disagreements first (this method right, then the other right), then both
-    wrong, then both right; one cell alone: wrong answers first. Ties by split and example id."""
-    frame = frame.assign(_id=pd.to_numeric(frame["example_id"], errors="coerce"))
+    wrong, then both right; one cell alone: wrong answers first. Ties by split and example id.
+    ``limit``: only the first rows of that order (one sort, then a take)."""
+    ids = frame["example_id"].astype(str).to_numpy(dtype=object)
+    num = pd.to_numeric(frame["example_id"], errors="coerce").to_numpy(dtype=float)
+    split = frame["split"].astype(str).to_numpy(dtype=object)
     if paired:
-        frame = frame.assign(_k=frame["case"].map(ORDER))
+        key = frame["case"].map(ORDER).to_numpy()
     elif binary:
-        frame = frame.assign(_k=(pd.to_numeric(frame["correct"], errors="coerce").fillna(0) > 0.5).astype(int))
+        key = _right(frame).astype(int)
     else:
-        frame = frame.assign(_k=0)
-    frame = frame.sort_values(["_k", "split", "_id", "example_id"], kind="stable")
-    return frame.drop(columns=["_k", "_id"])
+        key = np.zeros(len(frame), dtype=int)
+    order = np.lexsort((ids, num, split, key))  # the last key sorts first
+    return frame.iloc[order[:limit] if limit is not None else order]
 
 
 def _text(value, limit: int = MAX_TEXT) -> tuple[str, bool]:
@@ -117,10 +153,10 @@ def _text(value, limit: int = MAX_TEXT) -> tuple[str, bool]:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "", False
     if isinstance(value, float):
-        text = f"{value:.6g}"
-    else:
-        text = _scrub_text(str(value))
-    text = "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
+        return f"{value:.6g}", False
+    text = _scrub_text(str(value))
+    if not text.isprintable():  # control characters (a terminal escape in a generation) never reach the page
+        text = "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
     return (text[:limit], True) if len(text) > limit else (text, False)
 
 
@@ -140,7 +176,7 @@ def public_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def page_rows(frame: pd.DataFrame, paired: bool, binary: bool, limit: int = MAX_ROWS) -> list[dict]:
+def page_rows(frame: pd.DataFrame, paired: bool, binary: bool, limit: int = MAX_ROWS) -> list[SimpleNamespace]:
     """The first ``limit`` rows of the page, as plain text fields for the template."""
     out = []
     for r in frame.head(limit).to_dict("records"):
@@ -157,7 +193,7 @@ def page_rows(frame: pd.DataFrame, paired: bool, binary: bool, limit: int = MAX_
         row["search"] = " ".join(str(v) for k, v in row.items() if k in (
             "split", "id", "label", "prediction", "strict", "generated", "prediction_b", "strict_b", "generated_b")
                                  ).lower()
-        out.append(row)
+        out.append(SimpleNamespace(**row))  # jinja reads an attribute first: a namespace answers at once
     return out
 
 
@@ -243,6 +279,9 @@ def write_views(views: Sequence[View], store_path: str, out: Path, common: dict)
         preds = pd.DataFrame()
     by_cell = {str(k): g.drop(columns="cell_id") for k, g in preds.groupby("cell_id", sort=False)} \
         if not preds.empty and "cell_id" in preds else {}
+    binary = {c for c, f in by_cell.items() if is_binary(f["correct"])}  # each cell's keys and answers, once
+    keys = {c: _unique(_keys(by_cell[c])) for c in binary}
+    right = {c: _right(by_cell[c]) for c in binary}
     tpl = _env().get_template("examples.html")
     written_csv: set[str] = set()
     for v in views:
@@ -255,9 +294,9 @@ def write_views(views: Sequence[View], store_path: str, out: Path, common: dict)
         per_seed = []
         for seed, cid in v.seeds_a:
             other = v.seeds_b.get(seed)
-            fa, fb = by_cell.get(cid), by_cell.get(other) if other else None
-            if fa is not None and fb is not None and is_binary(fa["correct"]) and is_binary(fb["correct"]):
-                per_seed.append({"seed": seed, "counts": four_counts(fa, fb), "shown": cid == v.a.cell_id})
+            if cid in binary and other in binary:
+                per_seed.append({"seed": seed, "counts": _counts(keys[cid], right[cid], keys[other], right[other]),
+                                 "shown": cid == v.a.cell_id})
         _write(out / v.page, tpl.render(**context(v, a, b), per_seed=per_seed, root="../", **common))
     return True
 
@@ -270,8 +309,7 @@ def context(v: View, a: pd.DataFrame | None, b: pd.DataFrame | None) -> dict:
     paired = b is not None and binary
     frame = join(a, b) if paired else _keyed(a)
     counts = {k: int((frame["case"] == k).sum()) for k in ORDER} if paired else {}
-    frame = ordered(frame, paired, binary)
-    rows = page_rows(frame, paired, binary)
+    rows = page_rows(ordered(frame, paired, binary, MAX_ROWS), paired, binary)
     columns = {c: c in a for c in TEXT_COLUMNS}
     title = f"{v.a.variant} · {v.subtask or v.board_label} · examples"
     return dict(title=title, v=v, rows=rows, n_total=len(frame), cap=MAX_ROWS, paired=paired, binary=binary,
