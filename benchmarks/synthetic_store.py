@@ -157,6 +157,23 @@ def make_cell(
     return rows, preds
 
 
+def make_curve(cell_id: str, skill: float, steps: int, eval_every: int = 0, metric: str = "accuracy",
+               split: str = "dev") -> pd.DataFrame:
+    """A cell's training curve as the runner stores it: ``train_loss`` at every step and ``metric`` every
+    ``eval_every`` steps. Its own random stream (from the cell id and "curve"), so adding curves leaves
+    every other generated value unchanged."""
+    rng = np.random.default_rng(int(cell_id_for(cell_id, "curve")[:8], 16))
+    step = np.arange(1, steps + 1)
+    loss = 0.3 + 0.5 * np.exp(-step / max(1, steps / 4)) * (1.5 - skill) + rng.normal(0, 0.03, steps)
+    rows = [{"step": int(s), "metric": "train_loss", "value": float(v), "split": "train"}
+            for s, v in zip(step, loss, strict=True)]
+    if eval_every:
+        for s in range(eval_every, steps + 1, eval_every):
+            value = skill - 0.2 * np.exp(-s / max(1, steps / 4)) + rng.normal(0, 0.01)
+            rows.append({"step": s, "metric": metric, "value": float(value), "split": split})
+    return pd.DataFrame(rows, columns=["step", "metric", "value", "split"])
+
+
 def write_store(
     root: str | Path,
     methods: Iterable[str] = ("lora", "pissa", "full"),
@@ -165,8 +182,11 @@ def write_store(
     skill: Mapping[str, float] | None = None,
     n_examples: int = 200,
     with_predictions: bool = True,
+    curve_steps: int = 0,
+    eval_every: int = 0,
 ) -> ResultStore:
-    """A complete synthetic GLUE store: methods x subtasks x seeds."""
+    """A complete synthetic GLUE store: methods x subtasks x seeds; ``curve_steps`` > 0 adds each cell's
+    training curve (its evaluations every ``eval_every`` steps on the primary split)."""
     store = ResultStore(root)
     skill = {**DEFAULT_SKILL, **(skill or {})}
     for method in methods:
@@ -178,6 +198,11 @@ def write_store(
                 store.write_cell(rows)
                 if preds is not None:
                     store.write_predictions(rows[0]["cell_id"], preds)
+                if curve_steps:
+                    metric = GLUE_SHAPES[sub][2]
+                    store.write_curve(rows[0]["cell_id"], make_curve(rows[0]["cell_id"], skill.get(method, 0.85),
+                                                                     curve_steps, eval_every, metric,
+                                                                     GLUE_SHAPES[sub][0][0]))
     return store
 
 

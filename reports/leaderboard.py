@@ -470,8 +470,8 @@ def _flag_chance(board: Board, preds: pd.DataFrame) -> None:
         one = preds[preds["cell_id"].isin(set(cells_by_sub.values()))]
         sub_of = {cid: sub for sub, cid in cells_by_sub.items()}
         for (cid, split), g in one.groupby(["cell_id", "split"], sort=False):
-            labels = g["label"].dropna()
-            if labels.empty or labels.nunique() > 50 or not np.allclose(labels, np.round(labels)):
+            labels = pd.to_numeric(g["label"].dropna(), errors="coerce")  # answers stored as text (GSM8K)
+            if labels.empty or labels.isna().any() or labels.nunique() > 50 or not np.allclose(labels, np.round(labels)):
                 continue  # regression targets or generated text: no majority class
             majority[(sub_of[cid], str(split))] = float(labels.value_counts(normalize=True).iloc[0])
         for sub in {s for s, _ in majority}:

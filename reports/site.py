@@ -5,12 +5,16 @@ Layout of the output folder::
     index.html              overview: one leaderboard per task family x model, Pareto figures
     tasks.html              list of task pages
     task-<slug>.html        one page per task: every metric, costs, tests, cells, failures
-    cells/<cell_id>.html    one page per cell: metrics, resolved config, provenance
+    cells/<cell_id>.html    one page per cell: method, recipe, metrics, curve, provenance (raw JSON collapsed)
+    method-<slug>.html      one page per board row: its scores, cells, examples and curves against the baseline
+    examples/*.html         the example browser (per cell in small stores, else per method and task; see examples.py)
     kernels.html            kernel timings, peers side by side, history across commits
-    figures/*.svg           matplotlib figures: tuned-value and training curves, kernel histories
-                            (the Pareto plots are inline SVG in the pages: reports.pareto, static/pareto.js)
-    data/                   the store's rows as CSV and parquet (cells, predictions, kernels) and
-                            each leaderboard as a CSV, linked from every page
+    figures/*.svg           matplotlib figures: tuned-value and training curves, kernel histories, the
+                            scaling law (the Pareto plots are inline SVG in the pages: reports.pareto,
+                            static/pareto.js)
+    data/                   the store's rows as CSV and parquet (cells, predictions, curves, kernels),
+                            each leaderboard as a CSV, linked from every page, and predictions/<cell>.csv
+                            of each cell an example page shows
     static/                 the stylesheet, the sorting and the filter scripts (no CDN)
     .suite-site.json        the files this render wrote: the next render into the folder removes
                             the ones it no longer writes, and never touches any other file
@@ -45,6 +49,7 @@ from suite import __version__, metrics
 from suite.errors import UserError
 from suite.reports import (
     board,
+    cell_page,
     citations,
     export,
     figures,
@@ -56,6 +61,7 @@ from suite.reports import (
     scaling_page,
     stats,
     variants,
+    views,
 )
 from suite.reports.format import (
     display_scale,
@@ -208,6 +214,10 @@ def render_site(
                    for key, (curves, metric) in _tuning_curves(boards).items() if key in task_pages}
     tuning_figs = {key: name for key, name in tuning_figs.items() if name}
     task_ctx, task_list, cell_task_href = _task_pages(boards, cells, store, task_pages, plan, common, tuning_figs)
+    extra = views.plan(boards, cells, store, str(store_path), task_pages, plan, common, cell_file)
+    data_files.update(extra.data)
+    for href, ctx in task_ctx:  # curves and method pages beside each task table
+        ctx.update(curves=extra.task_curves.get(href), method_pages=extra.method_pages)
     for g in kernel_groups:
         name = f"figures/kernel-{board.slugify(g.kernel)}.svg"
         if g.history:
@@ -250,12 +260,14 @@ def render_site(
             title="Scaling law", root="", fit=scaling.fit, refused=scaling.refused, figure=scaling.figure,
             csv=scaling.csv, tables=scaling.tables, law_names=list(scaling_page.scaling.LAW_PARAMETERS),
             **common)))
-    chunks = _cell_chunks(cells, cell_task_href, out, common)
+    chunks = _cell_chunks(cells, cell_task_href, out, common, extra.cells)
     data_job = (_write_data, (out, cells, kern, boards, data_files, store_path))
     n_pages, figs, files = _write_all(env, out, pages_html, plan.jobs, chunks, data_job, workers, lap)
     written += files
     removed = remove_stale(out, written)
-    return RenderResult(out, n_ok, n_failed, n_pages, len(figs), time.perf_counter() - start, boards, timings,
+    n_pages += sum(1 for f in figs if f.endswith(".html"))  # method and example pages are jobs of the plan
+    n_figs = sum(1 for f in figs if f.endswith(".svg"))
+    return RenderResult(out, n_ok, n_failed, n_pages, n_figs, time.perf_counter() - start, boards, timings,
                         removed, singles)
 
 
@@ -336,14 +348,7 @@ def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_page
                 for cell in r["cells"]:
                     cell_task_href[cell["id"]] = href
             plot = pareto.context(pareto.task_plot(b, cols, rows))
-            curve = ""
             show_gap = cols[0].key in {c.key for c in b.gap_columns}
-            if show_gap:  # training curves of the judged metric, where the cells stored them
-                series = _curve_series(store, cols[0], [(r["row"].variant, r["entry"]) for r in rows
-                                                        if r["entry"] is not None])
-                if series:
-                    curve = f"figures/curve-{href[5:-5]}.svg"
-                    plan.jobs.append((_curve_svg, (series, f"{cols[0].metric}", plan.out / curve), [curve]))
             failures = [] if fails is None else [
                 {"variant": f["variant"], "seed": f["seed"], "error": scrub_paths(f["error"]),
                  "href": f"cells/{cell_file(f['cell_id'])}"} for f in fails.to_dict("records")]
@@ -352,7 +357,7 @@ def _task_pages(boards: list, cells: pd.DataFrame, store: ResultStore, task_page
             task_ctx.append((href, dict(
                 title=f"{b.family}:{scrub_paths(sub)}" if sub else b.family, root="", board=b,
                 subtask=scrub_paths(sub), columns=cols, other_metrics=other, rows=rows, failures=failures,
-                plot=plot, show_gap=show_gap, curve=curve, recipe=b.recipes.get(sub),
+                plot=plot, show_gap=show_gap, recipe=b.recipes.get(sub),
                 tuning_figure=(tuning_figs or {}).get((b.slug, sub), ""),
                 searches=[x for x in b.searches if x.subtask == sub],
                 cost_labels=_cost_labels(b), **common)))
@@ -656,51 +661,6 @@ def _protocol_fields(board, variant: str) -> dict[str, object]:
             "baseline_off_optimum": board.protocol.off_optimum if board.baseline else ""}
 
 
-def _curve_series(store, column, entries: list) -> dict[str, list[tuple[float, float]]]:
-    """Per method: (step, mean over seeds) of ``column``'s metric during training, then its final
-    value at the last step. Empty when no cell stored evaluations during training."""
-    ids = [cid for _, e in entries for cid in e.cell_ids]
-    try:
-        curves = store.load_curves(ids)
-    except Exception:  # noqa: BLE001 - an unreadable curve file leaves the page without the figure
-        return {}
-    if curves is None or curves.empty:
-        return {}
-    curves = curves[curves["metric"] == column.metric]
-    out: dict[str, list[tuple[float, float]]] = {}
-    for variant, entry in entries:
-        mine = curves[curves["cell_id"].isin(entry.cell_ids)]
-        if mine.empty:
-            continue
-        points = [(float(step), float(v)) for step, v in mine.groupby("step")["value"].mean().items()]
-        last = entry.costs.get("train_steps")
-        if last is not None and last == last and not math.isnan(entry.summary.mean):
-            points.append((float(last), float(entry.summary.mean)))
-        out[str(variant)] = points
-    return out
-
-
-def _curve_svg(series: dict[str, list[tuple[float, float]]], ylabel: str, path: Path) -> bool:
-    """One line per method: the judged metric against optimizer steps (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for variant, points in sorted(series.items()):
-        xs, ys = zip(*sorted(points), strict=True)
-        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=variant)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
-    return True
-
-
 def _pool(workers: int | None, n_jobs: int):
     """A forked process pool, or None to render in this process (one CPU, few jobs, no fork)."""
     if workers is None:
@@ -736,7 +696,8 @@ def _other_metric_stats(ok: pd.DataFrame) -> dict:
 CELL_CHUNK = 1000
 
 
-def _cell_chunks(cells: pd.DataFrame, task_href: dict[str, str], out: Path, common: dict) -> list[tuple]:
+def _cell_chunks(cells: pd.DataFrame, task_href: dict[str, str], out: Path, common: dict,
+                 links: dict[str, dict] | None = None) -> list[tuple]:
     """Split the frame by cell with one sort (no pandas groupby per cell) into jobs of plain data."""
     if cells.empty:
         return []
@@ -755,12 +716,13 @@ def _cell_chunks(cells: pd.DataFrame, task_href: dict[str, str], out: Path, comm
         jobs.append((recs, (starts[a:b] - lo).tolist(), (ends[a:b] - lo).tolist(),
                      {k: v[lo:hi] for k, v in cols.items()},
                      {str(r["cell_id"]): task_href[str(r["cell_id"])] for r in recs
-                      if str(r["cell_id"]) in task_href}, out, common))
+                      if str(r["cell_id"]) in task_href}, out, common,
+                     {str(r["cell_id"]): links[str(r["cell_id"])] for r in recs if str(r["cell_id"]) in (links or {})}))
     return jobs
 
 
 def _render_cell_chunk(records: list[dict], starts: list[int], ends: list[int], cols: dict[str, list],
-                       task_href: dict[str, str], out: Path, common: dict) -> int:
+                       task_href: dict[str, str], out: Path, common: dict, links: dict[str, dict] | None = None) -> int:
     """Write the pages of a run of cells; returns how many. Runs in a worker or in-process."""
     tpl = _env().get_template("cell.html")
     split, metric, value, primary = cols["split"], cols["metric"], cols["value"], cols["is_primary"]
@@ -782,7 +744,9 @@ def _render_cell_chunk(records: list[dict], starts: list[int], ends: list[int], 
             title=f"{c['variant']} · {c['task']}", root="../", c=SimpleNamespace(**c), metrics=metrics,
             method_args=pretty(c.get("method_args")), config=scrub_paths(_pretty_json(c.get("config"))),
             recipe=pretty(c.get("recipe")), provenance=[(k, c.get(k, "")) for k in provenance],
-            task_href=f"../{href}" if href else "", **common)
+            task_href=f"../{href}" if href else "", links=(links or {}).get(cid, {}),
+            recipe_fields=cell_page.recipe_fields(c.get("recipe")), method_fields=cell_page.method_fields(c.get("method_args")),
+            **common)
         _write(folder / cell_file(cid), html)
     return len(records)
 
