@@ -550,6 +550,23 @@ def _plan_data(cells: pd.DataFrame, kern: pd.DataFrame, boards: list, store_path
     return data
 
 
+def _public_predictions(preds: pd.DataFrame) -> pd.DataFrame:
+    """Predictions as published: local paths removed from every text value (image files, and
+    generations that name a folder), and a column that mixes numbers and text (GLUE labels beside
+    GSM8K answers) written as text, which one parquet column can hold."""
+    out = {}
+    for name in preds.columns:
+        column = preds[name]
+        if column.dtype == object or pd.api.types.is_string_dtype(column):
+            kinds = {type(v) for v in column.dropna()}
+            if str in kinds:
+                column = column.map(lambda v: scrub_paths(v) if isinstance(v, str) else v)
+            if len(kinds) > 1:
+                column = column.map(lambda v: v if v is None or v != v else str(v))
+        out[name] = column
+    return pd.DataFrame(out, index=preds.index)
+
+
 def _write_data(out: Path, cells: pd.DataFrame, kern: pd.DataFrame, boards: list, data: dict,
                 store_path: str | Path) -> list[str]:
     """The store's rows as CSV and parquet, each board as a CSV; returns the files written."""
@@ -565,8 +582,8 @@ def _write_data(out: Path, cells: pd.DataFrame, kern: pd.DataFrame, boards: list
             preds = _load_predictions(store_path, cells)
             if preds is None or preds.empty:  # unreadable files: an empty table keeps the link valid
                 preds = pd.DataFrame(columns=PREDICTION_COLUMNS)
-            elif "path" in preds:  # image files of the image tasks
-                preds = preds.assign(path=preds["path"].map(scrub_paths))
+            else:
+                preds = _public_predictions(preds)
             preds.to_parquet(out / data["predictions_parquet"], index=False)
             written.append(data["predictions_parquet"])
             if len(preds) <= PREDICTIONS_CSV_MAX_ROWS:

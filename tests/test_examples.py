@@ -154,3 +154,24 @@ def test_counts_on_unaligned_examples_use_only_the_shared_ones():
     assert examples.four_counts(a, b) == {examples.BOTH_RIGHT: 0, examples.ONLY_A: 1, examples.ONLY_B: 1,
                                           examples.BOTH_WRONG: 1}
     assert not examples.is_binary(pd.Series([-0.5, -1.2])) and examples.is_binary(pd.Series([0.0, 1.0, np.nan]))
+
+
+def test_a_store_mixing_numeric_and_text_predictions_publishes_them_without_local_paths(gen_dir, store_dir,
+                                                                                        tmp_path):
+    """GLUE-style numeric predictions beside GSM8K-style text answers in one store: the site-wide
+    predictions file is written (one parquet column cannot mix types: they are written as text), and
+    no generation publishes the store's folder."""
+    import pandas as pd
+
+    mixed = ResultStore(tmp_path / "mixed")
+    for source in (store_dir, gen_dir):
+        frame = ResultStore(source).load()
+        for cid, cell in frame[frame["subtask"].isin(["sst2", "rte"])].groupby("cell_id"):
+            mixed.write_cell(cell.to_dict("records"))
+            mixed.write_predictions(cid, ResultStore(source).load_predictions([cid]).drop(columns=["cell_id"]))
+    out = render_site(tmp_path / "mixed", tmp_path / "site", workers=1).out
+    published = pd.read_parquet(out / "data" / "predictions.parquet")
+    assert set(published["cell_id"]) == set(mixed.load()["cell_id"])
+    assert published["label"].map(type).isin([str]).all() or published["label"].dtype != object
+    text = published.astype(str).to_string()
+    assert str(gen_dir) not in text and str(tmp_path) not in text
