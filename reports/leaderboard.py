@@ -34,7 +34,7 @@ from suite.reports.board import (
     Row,
 )
 from suite.reports.format import common_scale, display_scale, first_line, scrub_paths
-from suite.reports.loading import ok_and_failed, truthy
+from suite.reports.loading import ok_and_failed, parsed_recipes, truthy
 from suite.reports.protocol import _protocol, _searches, _tuning_rows
 from suite.reports.variants import Baselines, canonical_variants
 
@@ -413,16 +413,8 @@ def memory_label(cells: pd.DataFrame) -> str:
 
 def recipe_context(cells: pd.DataFrame) -> RecipeContext:
     """The shown recipe fields shared by these cells, and per field the values where they differ."""
-    import json
-
     pairs = cells[["variant", "recipe"]].drop_duplicates()
-    parsed: dict[str, dict] = {}
-    for text in pairs["recipe"].dropna().unique():
-        try:
-            value = json.loads(text)
-        except (TypeError, ValueError):
-            value = {}
-        parsed[text] = value if isinstance(value, dict) else {}
+    parsed = parsed_recipes(pairs["recipe"].dropna().unique())
     values: dict[str, dict[str, list[str]]] = {}  # field -> shown value -> variants
     for variant, text in pairs.itertuples(index=False):
         recipe = parsed.get(text, {})

@@ -112,3 +112,16 @@ def ok_and_failed(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, pd.Dat
     return ok, failed
 
 
+def parsed_recipes(texts: Iterable) -> dict[str, dict]:
+    """Each distinct stored recipe (JSON text) as a dict; one that does not parse as an object reads
+    as empty, so a hand-edited store cannot stop a report."""
+    import json
+
+    out: dict[str, dict] = {}
+    for text in dict.fromkeys(t for t in texts if isinstance(t, str)):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = {}
+        out[text] = value if isinstance(value, dict) else {}
+    return out

@@ -362,9 +362,8 @@ def points_from_cells(cells, metric: str = "val_loss",
     size, D the tokens it trained (steps x batch x accumulation x length, from its stored recipe).
     Trial cells (tuning) are left out; a recipe's tuned and inherited rows are the recipe. Also
     returns the models left out (not a named pretraining size, or no step count stored)."""
-    import json
-
     from suite.models.catalog import LLAMA_SIZES, split_model_name
+    from suite.reports.loading import parsed_recipes
     from suite.reports.variants import canonical_variants
 
     if cells.empty:
@@ -379,10 +378,11 @@ def points_from_cells(cells, metric: str = "val_loss",
         raise UserError(f"no finished cell stored '{metric}'" + (f" on {', '.join(tasks)}" if tasks else ""))
     steps = frame[frame["metric"] == "train_steps"].set_index("cell_id")["value"]
     scores = canonical_variants(scores)
+    recipes = parsed_recipes(scores["recipe"].dropna().unique())
     points, outside = [], set()
     for row in scores.itertuples(index=False):
         size = LLAMA_SIZES.get(split_model_name(str(row.model))[0])
-        recipe = json.loads(row.recipe) if isinstance(row.recipe, str) else {}
+        recipe = recipes.get(row.recipe, {})
         if size is None or row.cell_id not in steps.index:
             outside.add(str(row.model))
             continue

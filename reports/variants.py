@@ -114,19 +114,13 @@ def _split_by_budget(frame: pd.DataFrame) -> pd.DataFrame:
     (a scaling grid's ``tokens_per_param``) are different experiments, so where a variant has
     several on one task and model each gets its budget in its label ("bf16-train [tokens_per_param=5]")
     rather than one mean over them."""
-    import json
-
     from suite.recipe import MOVED_TO_TASK_OPTIONS
+    from suite.reports.loading import parsed_recipes
 
     if "recipe" not in frame or frame.empty:
         return frame
-    parsed: dict[str, dict] = {}
-    for text in frame["recipe"].dropna().unique():
-        try:
-            recipe = json.loads(text)
-        except (TypeError, ValueError):
-            recipe = {}
-        parsed[text] = {k: recipe.get(k) for k in MOVED_TO_TASK_OPTIONS} if isinstance(recipe, dict) else {}
+    parsed = {text: {k: recipe.get(k) for k in MOVED_TO_TASK_OPTIONS}
+              for text, recipe in parsed_recipes(frame["recipe"].dropna().unique()).items()}
     varying = [k for k in MOVED_TO_TASK_OPTIONS if len({repr(r.get(k)) for r in parsed.values()}) > 1]
     budget_of = {text: ", ".join(f"{k}={r[k]:g}" if isinstance(r.get(k), float) else f"{k}={r.get(k)}"
                                  for k in varying if r.get(k) is not None) for text, r in parsed.items()}
