@@ -267,3 +267,43 @@ _dequant("dequantize_nvfp4", "nvfp4", "NVFP4 (packed) -> dense")
 _dequant("dequantize_int8_row", "int8", "INT8 with row scales -> dense", {"granularity": "row"})
 _dequant("dequantize_int4_group", "int4", "INT4 groups of 128 (packed) -> dense",
          {"granularity": "group", "group_size": 128})
+
+
+# -- the same kernels serving the recipes (suite.numerics.dispatch) -------------------------------------
+# Round-to-nearest fake quantisation, the block formats the training recipes run: Triton quantise
+# then dequantise, which the correctness tests hold to suite.numerics.formats bit for bit.
+FAKE_QUANTIZE_FORMATS = {"mxfp4": 32, "mxfp8_e4m3": 32, "nvfp4": 16}
+
+
+def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest"):
+    import torch
+
+    from suite.kernels._quant_triton import dequantize, quantize
+
+    stored = quantize(x.contiguous(), fmt)
+    tensor_scale = stored[2] if len(stored) > 2 else None
+    return dequantize(stored[0], stored[1], fmt, tuple(x.shape), torch.float32, tensor_scale)
+
+
+def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "nearest") -> bool:
+    import torch
+
+    block = FAKE_QUANTIZE_FORMATS.get(fmt)
+    return (block is not None and rounding == "nearest" and x.dim() == 2 and x.dtype == torch.float32
+            and x.shape[0] > 0 and x.shape[1] % block == 0 and (x.is_cuda or on_cpu_too)
+            and _triton_importable())
+
+
+def _triton_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def _register_dispatch() -> None:
+    from suite.numerics import dispatch
+
+    dispatch.register("fake_quantize", "triton", _triton_fake_quantize, _supports_fake_quantize)
+
+
+_register_dispatch()

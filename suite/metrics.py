@@ -111,6 +111,8 @@ COSTS: tuple[MetricSpec, ...] = (
          summary="training throughput; a speed only where the GEMMs ran on hardware, not emulated"),
     cost("adapter_bytes", "adapter size", "B", fmt="bytes", summary="what the method saves to keep its training"),
     cost("train_loss", "final train loss", fmt="number"),
+    cost("train_kernel_fraction", "kernel share", higher_is_better=True, fmt="fraction",
+         summary="the share of the cell's number-format operations a registered kernel ran (--kernels)"),
 )
 
 

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.numerics import dispatch
 from suite.numerics import elements as el
 from suite.numerics import formats as F
 from suite.numerics.hadamard import (
@@ -53,6 +54,9 @@ FORMAT_NAMES = {"e4m3": "fp8_e4m3", "e5m2": "fp8_e5m2", "int8": "int8", "mxfp8":
                 "mxfp8_e5m2": "mxfp8_e5m2", "mxfp4": "mxfp4", "nvfp4": "nvfp4"}
 FP8_ELEMENTS = {"e4m3": el.FP8_E4M3, "e5m2": el.FP8_E5M2}
 BLOCK_OF = {"mxfp8": 32, "mxfp8_e5m2": 32, "mxfp4": 32, "nvfp4": 16}
+# Block formats whose round-to-nearest fake quantisation goes through suite.numerics.dispatch.
+NEAREST_REFERENCE = {"mxfp4": lambda t: mxfp4_fast(t), "nvfp4": lambda t: nvfp4_fast(t, 16),
+                     "mxfp8": lambda t: F.fake_quantize(t, "mxfp8_e4m3", rounding="nearest")}
 QUEST_GAUSSIAN_SCALE = 2.92247856 / 6.0  # QuEST's RMS multiple for a Gaussian, over FP4's largest value
 FAST_HADAMARD_ABOVE = 64  # larger blocks rotate with the butterflies, O(n log n)
 
@@ -299,6 +303,8 @@ class LayerState:
             return Quantized(nvfp4_tiles(t, **rnd))
         if op.scaling == "rceil":
             return Quantized(mx_rceil(t, op.fmt, op.rounding, rnd.get("generator")))
+        if op.rounding == "nearest" and op.fmt in NEAREST_REFERENCE:  # a kernel may serve it (suite.numerics.dispatch)
+            return Quantized(dispatch.call("fake_quantize", fake_quantize_nearest, t, FORMAT_NAMES[op.fmt]))
         if op.fmt == "mxfp4":
             return Quantized(mxfp4_fast(t, op.rounding, rnd.get("generator")))
         if op.fmt == "nvfp4":
@@ -408,6 +414,13 @@ def nvfp4_tiles(t: torch.Tensor, rounding: str = "nearest", generator: torch.Gen
     q = nvfp4_fast(tiles, 256, rounding, generator, tensor_amax=t.abs().amax())
     back = q.reshape(r // 16, c // 16, 16, 16).permute(0, 2, 1, 3).reshape(r, c)
     return back[:rows, :cols]
+
+
+def fake_quantize_nearest(t: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Round-to-nearest fake quantisation of a block format along the last dim, the reference a
+    registered kernel must equal: ``formats.fake_quantize`` (MXFP4 and NVFP4 through their faster,
+    equal forms ``mxfp4_fast`` and ``nvfp4_fast``)."""
+    return NEAREST_REFERENCE[{v: k for k, v in FORMAT_NAMES.items()}[fmt]](t)
 
 
 def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None,

@@ -36,6 +36,7 @@ class RunSettings:
     run_id: str = ""
     export_dir: str | None = None
     progress: bool = True
+    kernels: str = "auto"  # suite.numerics.dispatch mode: which implementation serves the format operations
 
 
 @dataclass
@@ -148,11 +149,24 @@ def apply_methods(prepared: Prepared, methods: Sequence[Any]) -> None:
 def run_cell(cell: Cell, settings: RunSettings) -> CellResult:
     """Run one cell and return its record; nothing is written to the store here."""
     from suite.app import provenance
+    from suite.numerics import dispatch
 
     started = now()
     base = identity_columns(cell, settings.run_id, started) | provenance.collect(settings.device)
+    base["kernels"] = settings.kernels
+    if settings.kernels != "torch":
+        from suite.registry import KERNELS
+
+        KERNELS.names()  # the kernel plugins register their implementations (in this worker too)
     try:
-        metrics, records, curve, synthetic = _execute(cell, settings)
+        dispatch.reset_counts()
+        with dispatch.kernels(settings.kernels):
+            metrics, records, curve, synthetic = _execute(cell, settings)
+        served = dispatch.counts()
+        if served:  # the share of the cell's format operations a registered kernel ran
+            metrics.append({"metric": "train_kernel_fraction", "value": dispatch.kernel_fraction(served),
+                            "split": COST, "is_primary": False,
+                            "higher_is_better": higher_is_better("train_kernel_fraction")})
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the sweep goes on

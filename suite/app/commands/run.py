@@ -141,6 +141,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--tune-each-too", action="store_true",
                       help="with --tune-baseline: also tune every other method on its own (a second view)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument("--kernels", default="auto", help="which implementation runs the number-format operations "
+                   "of the recipes: auto (Triton kernels on a GPU where they take the shape, else PyTorch), "
+                   "triton (wherever they take it; on a CPU under TRITON_INTERPRET=1), torch; the numbers are "
+                   "the same, each cell stores the choice")
     p.add_argument("--export-dir", help="save each trained model, merged, as a transformers folder here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--skip-unsupported", action="store_true",
@@ -407,6 +411,26 @@ def distinct_methods(specs: list) -> int:
                 for spec in specs})
 
 
+def check_kernels(mode: str, device: str) -> None:
+    """``--kernels``: a known mode, and for ``triton`` a Triton to run (on a CPU its interpreter),
+    checked before any cell; the kernel plugins are loaded so their implementations are registered."""
+    import importlib.util
+
+    from suite.numerics import dispatch
+    from suite.registry import KERNELS
+
+    dispatch.check_mode(mode)
+    if mode == "torch":
+        return
+    if mode == "triton":
+        if importlib.util.find_spec("triton") is None:
+            raise UserError("--kernels triton: Triton is not installed (pip install triton)")
+        if not str(device).startswith("cuda") and not dispatch.interpreted():
+            raise UserError(f"--kernels triton on device '{device}' runs the kernels in Triton's CPU interpreter "
+                            "(correct, far slower): set TRITON_INTERPRET=1 to ask for that, or use --kernels auto")
+    KERNELS.names()
+
+
 def check_cell_count(methods: int, places: int, seeds: int, search: Any, yes: bool) -> None:
     """Refuse a sweep of more than ``MAX_CELLS_WITHOUT_YES`` cells without ``--yes`` (more than
     ``MAX_CELLS`` at all), counting a search's trials and tuned cells with the default ones.
@@ -567,6 +591,7 @@ def main(args: argparse.Namespace) -> int:
             raise UserError("--tune needs each trial's result before it selects: drop --no-wait")
         found = prepare(cells, search)  # every trial's values resolved now, not after the default cells ran
     device = pick_device(sweep.get("device") or "auto")
+    check_kernels(args.kernels, device)
     quiet_library_noise(device)  # before the checks below import peft
     preflight(cells + (search_cells(found) if found is not None else []))
     print(f"suite run with {versions_line()}", file=sys.stderr)
@@ -599,7 +624,7 @@ def main(args: argparse.Namespace) -> int:
     if args.preset:
         print(f"preset {args.preset}: {PRESETS[args.preset]['about']}", file=sys.stderr)
     settings = RunSettings(device=device, run_id=timestamp_run_id(), export_dir=args.export_dir,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, kernels=args.kernels)
     outcomes = run_sweep(todo, store, executor, settings)
     ran = [] if inherit else list(cells)
     if search is not None:

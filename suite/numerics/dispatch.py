@@ -1,0 +1,114 @@
+"""One number-format operation, several implementations: the device and shape choose, a setting forces.
+
+A recipe, a QAT layer or a quantizer calls an operation (``call("fake_quantize", reference, x,
+fmt)``) with its PyTorch reference; a kernel plugin registers a faster implementation of the
+same operation (``register``) with the inputs it supports. The mode decides which runs:
+
+* ``auto`` (default): a registered implementation where it supports the input on a CUDA device,
+  else the reference;
+* ``triton``: a registered implementation wherever it supports the input, the CPU included
+  under ``TRITON_INTERPRET=1`` (how CI proves a kernel equal to its reference inside a recipe);
+* ``torch``: always the reference.
+
+Implementations must equal the reference bit for bit (``tests/test_kernel_dispatch.py`` holds
+each one to it), so the mode changes speed, never a number. ``counts`` says which ran, so a cell
+records the share of its operations a kernel served.
+
+Core, like the rest of ``suite.numerics``: it imports no kernel; the kernels register themselves
+when their plugin package loads (``suite.registry.KERNELS``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+MODES = ("auto", "triton", "torch")
+REFERENCE = "torch"
+
+_mode: ContextVar[str] = ContextVar("suite_kernels", default="auto")
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A registered implementation of an operation; ``supports(on_cpu_too, *args, **kw)`` says whether
+    it takes these inputs (``on_cpu_too``: the mode allows a CPU tensor, under the interpreter)."""
+
+    name: str
+    run: Callable[..., Any]
+    supports: Callable[..., bool]
+
+
+_REGISTRY: dict[str, list[Implementation]] = {}
+_COUNTS: Counter[tuple[str, str]] = Counter()
+
+
+def register(op: str, name: str, run: Callable[..., Any], supports: Callable[..., bool]) -> None:
+    """Register ``run`` as an implementation of ``op`` (the latest registration of a name wins)."""
+    impls = [i for i in _REGISTRY.get(op, []) if i.name != name]
+    _REGISTRY[op] = [*impls, Implementation(name, run, supports)]
+
+
+def implementations(op: str) -> list[str]:
+    return [i.name for i in _REGISTRY.get(op, [])]
+
+
+def check_mode(mode: str) -> str:
+    from suite.errors import UserError
+
+    if mode not in MODES:
+        raise UserError(f"--kernels '{mode}': choose one of {', '.join(MODES)}")
+    return mode
+
+
+@contextmanager
+def kernels(mode: str) -> Iterator[None]:
+    """Run the body with ``mode`` (``auto``, ``triton`` or ``torch``)."""
+    token = _mode.set(check_mode(mode))
+    try:
+        yield
+    finally:
+        _mode.reset(token)
+
+
+def current_mode() -> str:
+    return _mode.get()
+
+
+def interpreted() -> bool:
+    """Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``): correct, not fast."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def call(op: str, reference: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``op`` on these inputs: the first registered implementation the mode allows and that supports
+    them, else ``reference``."""
+    mode = _mode.get()
+    if mode != "torch":
+        on_cpu_too = mode == "triton" and interpreted()
+        for impl in _REGISTRY.get(op, ()):
+            if impl.supports(on_cpu_too, *args, **kwargs):
+                _COUNTS[(op, impl.name)] += 1
+                return impl.run(*args, **kwargs)
+    _COUNTS[(op, REFERENCE)] += 1
+    return reference(*args, **kwargs)
+
+
+def counts() -> dict[tuple[str, str], int]:
+    """(operation, implementation) -> calls since the last ``reset_counts``."""
+    return dict(_COUNTS)
+
+
+def reset_counts() -> None:
+    _COUNTS.clear()
+
+
+def kernel_fraction(seen: dict[tuple[str, str], int]) -> float:
+    """The share of the counted calls that a registered implementation (not the reference) served."""
+    total = sum(seen.values())
+    return sum(n for (_, impl), n in seen.items() if impl != REFERENCE) / total if total else 0.0

@@ -1,0 +1,118 @@
+"""The recipes' number-format operations served by the Triton kernels (suite.numerics.dispatch).
+
+On a CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set by conftest where
+no GPU is present): every registered implementation is held to ``suite.numerics.formats`` bit for
+bit at small and ragged shapes, and a recipe trained with the kernels on and off gives identical
+losses. Speed is the GPU's question (benchmarks), never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from suite.errors import UserError
+from suite.numerics import dispatch
+from suite.numerics import formats as F
+
+pytestmark = pytest.mark.skipif(not dispatch.interpreted() and not torch.cuda.is_available(),
+                                reason="needs a GPU or TRITON_INTERPRET=1")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels_registered():
+    from suite.registry import KERNELS
+
+    KERNELS.names()
+    assert "triton" in dispatch.implementations("fake_quantize")
+
+
+def _reference(t: torch.Tensor, fmt: str, rounding: str = "nearest") -> torch.Tensor:
+    return F.fake_quantize(t, fmt, rounding=rounding)
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "mxfp8_e4m3", "nvfp4"])
+@pytest.mark.parametrize("shape", [(1, 32), (37, 64), (5, 96), (130, 256)])
+def test_the_kernel_equals_the_formats_module_bit_for_bit(fmt, shape):
+    if fmt != "nvfp4" and shape[1] % 32:
+        pytest.skip("MX blocks are 32 wide")
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) * torch.logspace(-3, 3, shape[1])).to(DEVICE)  # every binade
+    x[0, :8] = 0.0  # an all-zero stretch (a zero block scale)
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize", _reference, x, fmt)
+    assert dispatch.counts() == {("fake_quantize", "triton"): 1}
+    assert torch.equal(served, F.fake_quantize(x, fmt))
+
+
+def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference():
+    x = torch.randn(4, 64, device=DEVICE)
+    dispatch.reset_counts()
+    with dispatch.kernels("torch"):
+        dispatch.call("fake_quantize", _reference, x, "mxfp4")
+    with dispatch.kernels("triton"):
+        dispatch.call("fake_quantize", _reference, x.reshape(2, 2, 64), "mxfp4")  # the kernel takes 2-D only
+        dispatch.call("fake_quantize", _reference, x, "mxfp4", rounding="stochastic")  # no kernel registered
+    with dispatch.kernels("auto"):
+        dispatch.call("fake_quantize", _reference, x, "mxfp4")  # a CPU tensor: auto keeps PyTorch
+    expected_triton = 1 if DEVICE == "cuda" else 0
+    assert dispatch.counts() == {("fake_quantize", "torch"): 4 - expected_triton,
+                                 **({("fake_quantize", "triton"): 1} if expected_triton else {})}
+    with pytest.raises(UserError, match="--kernels 'fast': choose one of auto, triton, torch"):
+        with dispatch.kernels("fast"):
+            pass
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    import random
+
+    folder = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    words = "the cat sat on a mat and the dog ran to the big red house by the sea".split()
+    for split, n in (("train", 40), ("valid", 8)):
+        rows = [json.dumps({"text": " ".join(rng.choices(words, k=40))}) for _ in range(n)]
+        (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def _run(store, kernels: str, method: str, corpus) -> None:
+    from suite.app.cli import main
+
+    assert main(["run", "--methods", method, "--tasks", "lm", "--data-dir", str(corpus), "--models", "tiny-llama",
+                 "--max-steps", "2",
+                 "--batch-size", "2", "--max-length", "32", "--eval-tokens", "128", "--eval-batch-size", "4",
+                 "--seeds", "1", "--no-progress", "--kernels", kernels, "--store", str(store)]) == 0
+
+
+@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train:rht=false,stochastic=false,tiles=false"])
+def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_path, monkeypatch, method, corpus):
+    """The recipe's forward, dgrad and wgrad operands through the kernels (interpreted) and through
+    PyTorch: the same losses bit for bit, and each cell says which served it."""
+    from suite.results.store import ResultStore
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for mode in ("torch", "triton"):
+        _run(tmp_path / mode, mode, method, corpus)
+    frames = {mode: ResultStore(tmp_path / mode).load() for mode in ("torch", "triton")}
+    for metric in ("val_loss", "train_loss"):
+        values = {mode: f.loc[f["metric"] == metric, "value"].tolist() for mode, f in frames.items()}
+        assert values["torch"] == values["triton"] and len(values["torch"]) == 1
+    share = {mode: f.loc[f["metric"] == "train_kernel_fraction", "value"].tolist() for mode, f in frames.items()}
+    assert share == {"torch": [0.0], "triton": [1.0]}
+    assert set(frames["triton"]["kernels"]) == {"triton"} and set(frames["torch"]["kernels"]) == {"torch"}
+    recipe = json.loads(frames["triton"]["recipe"].iloc[0])
+    assert "kernels" not in recipe  # an execution choice, not part of the cell's identity
+
+
+def test_triton_on_a_cpu_without_the_interpreter_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from suite.app.cli import main
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    code = main(["run", "--preset", "smoke", "--device", "cpu", "--kernels", "triton", "--store", str(tmp_path / "s")])
+    assert code == 2 and "set TRITON_INTERPRET=1" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
