@@ -20,18 +20,20 @@ def print_summary(store, cells: list, outcomes: list) -> int:
 
     ok = canonical_variants(frame[frame["status"] == "ok"])  # the rows' names as the reports give them
     rows = []
-    for (variant, task, subtask), group in ok.groupby(["variant", "task", "subtask"], sort=True):
+    several_models = ok["model"].nunique() > 1  # a row per model then, never a mean over models
+    for (variant, task, subtask, model), group in ok.groupby(["variant", "task", "subtask", "model"], sort=True):
         primary = group[group["is_primary"].map(_is_true)]
         cost = group[group["split"] == "cost"].groupby("metric")["value"].mean()
         rows.append([
-            variant, f"{task}:{subtask}" if subtask else task,
+            variant, *([str(model)] if several_models else []), f"{task}:{subtask}" if subtask else task,
             f"{primary['metric'].iloc[0]}={primary['value'].mean():.4f}" if len(primary) else "-",
             str(group["seed"].nunique()),
             f"{cost.get('train_time_s', float('nan')):.1f}",
             f"{cost.get('peak_memory_mb', float('nan')):.0f}",
             f"{int(cost.get('trainable_params', 0)):,}",
         ])
-    header = ["method", "task", "primary (mean)", "seeds", "train s", "peak MB", "trainable"]
+    header = ["method", *(["model"] if several_models else []), "task", "primary (mean)", "seeds", "train s",
+              "peak MB", "trainable"]
     _print_table(header, rows)
     _print_aggregates(ok)
     if failed:

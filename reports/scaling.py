@@ -37,6 +37,8 @@ from suite.errors import UserError
 LAW_PARAMETERS = ("E", "A", "alpha", "B", "beta")
 MIN_LEVELS = 3  # distinct sizes and budgets the baseline needs: E separates from A/N^alpha only then
 START_EXPONENTS = (0.15, 0.3, 0.5, 0.8)
+# The range each of (E, log A, alpha, log B, beta) may take; E's top is the smallest loss (set per fit).
+_LAW_BOUNDS = ((0.0, -50.0, 1e-3, -50.0, 1e-3), (math.inf, 80.0, 3.0, 80.0, 3.0))
 FEW_SEEDS = 5  # below this a bootstrap over seeds is known to give intervals narrower than their level
 RANK_TOLERANCE = 1e-9  # a singular value below this fraction of the largest: the parameter is not identified
 
@@ -140,6 +142,7 @@ def fit_law(points: Sequence[Point]) -> Law:
         raise UserError("the baseline's scaling law did not converge from any starting point")
     _check_rank(best.jac, "the baseline's law (E, A, alpha, B, beta)",
                 "the losses do not separate the size and data terms: add sizes or budgets")
+    _check_bounds(best.x, n, d, float(y.min()))
     E, log_a, alpha, log_b, beta = best.x
     return Law(float(E), float(math.exp(log_a)), float(alpha), float(math.exp(log_b)), float(beta))
 
@@ -158,11 +161,28 @@ def _least_squares_law(n, d, y, alpha0: float, beta0: float):
     excess = max(float(np.mean(y)) - floor, 1e-3)
     theta0 = [floor, math.log(excess / 2) + alpha0 * float(np.mean(log_n)), alpha0,
               math.log(excess / 2) + beta0 * float(np.mean(log_d)), beta0]
-    bounds = ([0.0, -50.0, 1e-3, -50.0, 1e-3], [float(y.min()), 80.0, 3.0, 80.0, 3.0])
+    bounds = (list(_LAW_BOUNDS[0]), [float(y.min()), *_LAW_BOUNDS[1][1:]])  # the floor E lies below every loss
     try:
         return least_squares(residuals, theta0, bounds=bounds, x_scale="jac", max_nfev=4000)
     except (ValueError, FloatingPointError):
         return None
+
+
+def _check_bounds(x: np.ndarray, n: np.ndarray, d: np.ndarray, floor_cap: float) -> None:
+    """A least-squares optimum on the edge of the parameters' range is not one the data chose: the
+    grid does not determine that parameter (an exponent run to its cap, a coefficient to zero)."""
+    names = ("E", "log A", "alpha", "log B", "beta")
+    lows, highs = _LAW_BOUNDS[0], (floor_cap, *_LAW_BOUNDS[1][1:])
+    edges = []
+    for name, value, lo, hi in zip(names, x, lows, highs, strict=True):
+        span = max(abs(hi - lo), 1.0)
+        if value - lo <= 1e-6 * span or hi - value <= 1e-6 * span:
+            edges.append(f"{name} = {value:.4g} (its range is {lo:g} to {hi:.4g})")
+    if edges:
+        raise UserError(
+            f"the baseline's law is not identified by this grid: the best fit puts {'; '.join(edges)} at the edge of "
+            f"what it may take. The sizes span {n.max() / n.min():.3g}x and the budgets {d.max() / d.min():.3g}x; "
+            "widen either (more sizes or budgets further apart) before reading efficiencies from it")
 
 
 def fit_efficiency(law: Law, points: Sequence[Point]) -> tuple[float, float, object]:

@@ -289,3 +289,13 @@ def test_a_store_without_a_grid_has_no_scaling_page(tmp_path):
     render_site(store.root, tmp_path / "site", workers=1)
     assert not (tmp_path / "site" / "scaling.html").exists()
     assert "scaling.html" not in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_law_the_grid_cannot_determine_is_refused_not_fitted_to_a_bound():
+    """Losses with no size term at all: the least-squares optimum runs an exponent or coefficient to
+    the edge of its range, which the data did not choose; the fit says so instead of reporting it."""
+    flat = Law(E=1.8, A=1e-12, alpha=0.34, B=2000.0, beta=0.28)
+    points = [Point("bf16-train", n, n * tpp, 0, float(flat.loss(n, n * tpp)))
+              for n in SIZES for tpp in TOKENS_PER_PARAM]
+    with pytest.raises(UserError, match="not identified|cannot be identified"):
+        scaling.fit_scaling(points, "bf16-train", bootstrap=0)
