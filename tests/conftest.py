@@ -124,3 +124,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def write_word_corpus(folder: Path, n_train: int = 120, n_valid: int = 12) -> Path:
+    """A tiny pretraining corpus in the jsonl layout of ``--data-dir`` (``train.jsonl``,
+    ``valid.jsonl``): seeded sentences of common words, for runs of the ``lm`` task offline."""
+    import json
+
+    rng = random.Random(0)
+    words = "the cat sat on a mat and the dog ran to the big red house by the sea".split()
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = [json.dumps({"text": " ".join(rng.choices(words, k=40))}) for _ in range(n)]
+        (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder

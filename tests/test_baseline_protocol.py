@@ -10,7 +10,6 @@ held out, the rest trained on, never the validation files the board reports.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import torch
 import suite.results
 from suite.app.cli import main
 from suite.tasks.pretraining import LmTask
+from tests.conftest import write_word_corpus
 
 SMOKE = ["--tasks", "smoke", "--models", "tiny-bert", "--max-steps", "2", "--limit", "32", "--no-progress"]
 LM = ["--models", "llama-tiny", "--max-steps", "2", "--batch-size", "2", "--max-length", "32",
@@ -35,13 +35,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    words = "the cat sat on a mat and the dog ran to the big red house by the sea".split()
-    for split, n in (("train", 120), ("valid", 12)):
-        rows = [json.dumps({"text": " ".join(rng.choices(words, k=40))}) for _ in range(n)]
-        (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
+    return write_word_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def cells_of(store: Path):

@@ -16,6 +16,7 @@ import torch
 from suite.errors import UserError
 from suite.numerics import dispatch
 from suite.numerics import formats as F
+from tests.conftest import write_word_corpus
 
 pytestmark = pytest.mark.skipif(not dispatch.interpreted() and not torch.cuda.is_available(),
                                 reason="needs a GPU or TRITON_INTERPRET=1")
@@ -69,15 +70,7 @@ def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference()
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    import random
-
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    words = "the cat sat on a mat and the dog ran to the big red house by the sea".split()
-    for split, n in (("train", 40), ("valid", 8)):
-        rows = [json.dumps({"text": " ".join(rng.choices(words, k=40))}) for _ in range(n)]
-        (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
+    return write_word_corpus(tmp_path_factory.mktemp("corpus"), n_train=40, n_valid=8)
 
 
 def _run(store, kernels: str, method: str, corpus) -> None:
