@@ -13,7 +13,10 @@ the ratio is the cost of the emulation on this machine, not a speed-up.
         --recipes bf16-train,fp8-train,fp8-train:scaling=row,torchao-float8 --json out.json
 
 ``--size hidden,layers,heads,intermediate`` builds a Llama of that shape instead of a named
-size (GEMMs dominate a step at widths of a few thousand).
+size (GEMMs dominate a step at widths of a few thousand). ``--kernels torch,auto`` measures
+each recipe once per mode of ``suite.numerics.dispatch`` in the same interleaved rounds (the
+recipe's number-format operations in PyTorch, then through the Triton kernels where they take
+the shape), with the share of operations a kernel served.
 """
 
 from __future__ import annotations
@@ -73,18 +76,36 @@ def prepare(spec: str, template: torch.nn.Module, device: str) -> dict:
 
 
 def step(entry: dict, ids: torch.Tensor, device: str) -> float:
+    from suite.numerics import dispatch
+
     model, optimizer = entry["model"], entry["optimizer"]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+    dispatch.reset_counts()
     start = time.perf_counter()
-    with entry["policy"].autocast(device):
+    with dispatch.kernels(entry["kernels"]), entry["policy"].autocast(device):
         loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()
+        loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    for key, n in dispatch.counts().items():
+        entry["served"][key] = entry["served"].get(key, 0) + n
+    return seconds
+
+
+def split_recipes(text: str) -> list[str]:
+    """The comma-separated recipe list, keeping a recipe's own ``key=value,key=value`` arguments
+    with it (``nvfp4-train:rht=false,tiles=false,mxfp4-train``)."""
+    out: list[str] = []
+    for part in text.split(","):
+        if out and "=" in part and ":" not in part and ":" in out[-1]:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
 
 
 def main() -> int:
@@ -98,7 +119,14 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--recipes", default=DEFAULT_RECIPES)
     p.add_argument("--json", default="", help="also write the rows here")
+    p.add_argument("--kernels", default="auto", help="comma-separated dispatch modes to measure each recipe "
+                   "under (auto, triton, torch); e.g. torch,auto for the kernels off and on")
     args = p.parse_args()
+    from suite.numerics import dispatch
+    from suite.registry import KERNELS
+
+    modes = [dispatch.check_mode(m.strip()) for m in args.kernels.split(",") if m.strip()]
+    KERNELS.names()  # the kernels register their implementations
 
     from suite.app.library_noise import quiet_library_noise
 
@@ -106,11 +134,16 @@ def main() -> int:
     template = build(args)
     ids = torch.randint(0, 256, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(args.device)
     entries = []
-    for spec in [s for s in args.recipes.split(",") if s]:
-        try:
-            entries.append(prepare(spec, template, args.device))
-        except Exception as exc:  # noqa: BLE001 - a recipe that cannot run here is reported, the rest run
-            print(f"{spec}: not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
+    for spec in [s for s in split_recipes(args.recipes) if s]:
+        for mode in modes:
+            try:
+                entry = prepare(spec, template, args.device)
+            except Exception as exc:  # noqa: BLE001 - a recipe that cannot run here is reported, the rest run
+                print(f"{spec}: not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
+                break
+            entry.update(kernels=mode, served={},
+                         label=spec if len(modes) == 1 else f"{spec} [kernels {mode}]")
+            entries.append(entry)
     for round_ in range(args.warmup + args.steps):
         for entry in list(entries):
             try:
@@ -121,7 +154,8 @@ def main() -> int:
                 continue
             if round_ >= args.warmup:
                 entry["times"].append(seconds)
-    base = next((statistics.median(e["times"]) for e in entries if e["spec"] == "bf16-train"), float("nan"))
+    base = next((statistics.median(e["times"]) for e in entries if e["spec"] == "bf16-train"
+                 and e["kernels"] == modes[0]), float("nan"))
     tokens = args.batch * args.seq
     rows = []
     for e in entries:
@@ -129,16 +163,21 @@ def main() -> int:
         measured = {}
         for m in e["methods"]:
             measured.update(m.measurements(e["model"]))
-        rows.append({"recipe": e["spec"], "step_ms": median * 1000, "ratio_to_bf16": median / base,
-                     "tokens_per_s": tokens / median, "emulated": measured.get("train_gemm_emulated", float("nan")),
-                     "real_fraction": measured.get("train_gemm_real_fraction", float("nan"))})
+        rows.append({"recipe": e["label"], "kernels": e["kernels"], "step_ms": median * 1000,
+                     "ratio_to_bf16": median / base, "tokens_per_s": tokens / median,
+                     "emulated": measured.get("train_gemm_emulated", float("nan")),
+                     "real_fraction": measured.get("train_gemm_real_fraction", float("nan")),
+                     "kernel_fraction": dispatch.kernel_fraction(e["served"]) if e["served"] else float("nan")})
     shape = args.size or args.model
     print(f"step time per recipe, {shape}, batch {args.batch} x {args.seq} tokens, {args.device}, "
           f"median of {args.steps} interleaved rounds after {args.warmup} warm-up:")
-    print(f"  {'recipe':28s} {'step ms':>9s} {'x bf16':>7s} {'tokens/s':>10s}  GEMMs")
+    width = max([28, *(len(r["recipe"]) for r in rows)])
+    print(f"  {'recipe':{width}s} {'step ms':>9s} {'x bf16':>7s} {'tokens/s':>10s}  GEMMs      format ops by kernel")
     for r in rows:
         how = "emulated" if r["emulated"] == 1.0 else f"real ({r['real_fraction']:.0%})"
-        print(f"  {r['recipe']:28s} {r['step_ms']:9.1f} {r['ratio_to_bf16']:7.2f} {r['tokens_per_s']:10.0f}  {how}")
+        served = "-" if r["kernel_fraction"] != r["kernel_fraction"] else f"{r['kernel_fraction']:.0%}"
+        print(f"  {r['recipe']:{width}s} {r['step_ms']:9.1f} {r['ratio_to_bf16']:7.2f} {r['tokens_per_s']:10.0f}  "
+              f"{how:10s} {served}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"device": args.device, "shape": shape, "batch": args.batch, "seq": args.seq,

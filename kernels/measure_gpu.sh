@@ -26,6 +26,14 @@ timeout 300 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2
   --steps 10 --warmup 3 --recipes bf16-train,fp8-train,fp8-train:scaling=row,torchao-float8 \
   --json "$OUT/train_step.json" 2>&1 | tee "$OUT/train_step.txt" || echo "train step measurement failed" | tee -a "$OUT/train_step.txt"
 
+# 2b. the block-format recipes with their number-format operations in PyTorch and through the
+#     Triton kernels (suite.numerics.dispatch, --kernels torch vs auto), same shape, interleaved.
+timeout 150 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \
+  --steps 5 --warmup 2 --kernels torch,auto \
+  --recipes bf16-train,mxfp8-train,mxfp4-train,nvfp4-train:rht=false,stochastic=false,tiles=false \
+  --json "$OUT/train_step_kernels.json" 2>&1 | tee "$OUT/train_step_kernels.txt" \
+  || echo "kernels on/off measurement failed" | tee -a "$OUT/train_step_kernels.txt"
+
 # 3. benchmark every kernel x impl at its full shapes; rows go to the store, a baseline is saved
 suite bench kernels --store "$OUT/store" --save "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/bench.txt"
 
@@ -35,5 +43,7 @@ suite bench kernels --store "$OUT/store" --compare "gpu-$(date +%Y%m%d)" 2>&1 | 
 # 5. RESULTS.md from the stored rows, with the training step times of step 2 appended
 python kernels/render_results.py "$OUT/store" > kernels/RESULTS.md
 { echo; echo "## FP8 vs BF16 training step (benchmarks/bench_train_recipes.py)"; echo; echo '```';
-  cat "$OUT/train_step.txt"; echo '```'; } >> kernels/RESULTS.md
+  cat "$OUT/train_step.txt"; echo '```';
+  echo; echo "## Block-format recipes, kernels off and on (--kernels torch vs auto)"; echo; echo '```';
+  cat "$OUT/train_step_kernels.txt"; echo '```'; } >> kernels/RESULTS.md
 echo "wrote kernels/RESULTS.md"

@@ -109,3 +109,23 @@ def test_triton_on_a_cpu_without_the_interpreter_is_refused_before_any_work(tmp_
     code = main(["run", "--preset", "smoke", "--device", "cpu", "--kernels", "triton", "--store", str(tmp_path / "s")])
     assert code == 2 and "set TRITON_INTERPRET=1" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_recipe_benchmark_measures_each_recipe_with_the_kernels_off_and_on(tmp_path, monkeypatch, capsys):
+    """benchmarks/bench_train_recipes.py --kernels torch,triton: one row per recipe and mode, the
+    share of format operations a kernel served (no timing is judged here)."""
+    import sys
+
+    from benchmarks import bench_train_recipes as bench
+
+    assert bench.split_recipes("bf16-train,nvfp4-train:rht=false,tiles=false,mxfp4-train") == [
+        "bf16-train", "nvfp4-train:rht=false,tiles=false", "mxfp4-train"]
+    out = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", ["bench", "--size", "64,1,2,128", "--batch", "1", "--seq", "32", "--steps", "1",
+                                      "--warmup", "0", "--recipes", "bf16-train,mxfp4-train",
+                                      "--kernels", "torch,triton", "--json", str(out)])
+    assert bench.main() == 0
+    rows = {r["recipe"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {f"{r} [kernels {m}]" for r in ("bf16-train", "mxfp4-train") for m in ("torch", "triton")}
+    assert rows["mxfp4-train [kernels torch]"]["kernel_fraction"] == 0.0
+    assert rows["mxfp4-train [kernels triton]"]["kernel_fraction"] == 1.0
