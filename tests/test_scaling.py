@@ -299,3 +299,21 @@ def test_a_law_the_grid_cannot_determine_is_refused_not_fitted_to_a_bound():
               for n in SIZES for tpp in TOKENS_PER_PARAM]
     with pytest.raises(UserError, match="not identified|cannot be identified"):
         scaling.fit_scaling(points, "bf16-train", bootstrap=0)
+
+
+def test_a_dry_run_prints_each_cells_resolved_configuration_and_runs_nothing(tmp_path, capsys):
+    """See before you run: every cell with its method arguments (defaults filled), task options and
+    recipe, one JSON object a line, the same ids a run would store; no store is made."""
+    from suite.app.cli import main
+
+    argv = ["run", "--methods", "full,fp8-train:scaling=row", "--tasks", "lm", "--models", "llama-250k", "--seeds",
+            "2", "--tokens-per-param", "0.1,0.2", "--lr", "2e-3", "--store", str(tmp_path / "s"), "--dry-run"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+    assert len(rows) == 2 * 2 * 2 and len({r["cell_id"] for r in rows}) == 8
+    assert {r["task_options"]["tokens_per_param"] for r in rows} == {0.1, 0.2}
+    assert all(r["recipe"]["lr"] == 2e-3 for r in rows)
+    fp8 = next(m["args"] for r in rows for m in r["methods"] if m["name"] == "fp8-train")
+    assert fp8["scaling"] == "row" and "real" in fp8  # the given argument and the defaults beside it
+    assert "nothing runs" in captured.err and not (tmp_path / "s").exists()

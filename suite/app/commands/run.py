@@ -126,6 +126,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="local dataset folder (e.g. the original GLUE layout)")
     p.add_argument("--store", help=f"result store folder (default ./{DEFAULT_STORE})")
     p.add_argument("--force", action="store_true", help="re-run cells that already have an ok result")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every cell's resolved configuration (method arguments with their defaults, "
+                        "task options, recipe) as one JSON object per line, and exit without running anything")
     p.add_argument("--yes", action="store_true",
                    help=f"run a sweep of more than {MAX_CELLS_WITHOUT_YES:,} cells without asking")
     tune = p.add_argument_group("hyperparameter search (the same budget for every method; selection on data "
@@ -411,6 +414,23 @@ def distinct_methods(specs: list) -> int:
                 for spec in specs})
 
 
+def print_resolved(cells: list, search: Any = None) -> int:
+    """``--dry-run``: each cell as it would run, resolved (the configuration its id is made of)."""
+    import json
+
+    from suite.config import config_to_dict
+
+    print(f"suite run --dry-run: {len(cells)} cell(s); nothing runs"
+          + (f" (a search would also run trials of {dict(search.grid) or search.trials}, then the cells at "
+             "its choice)" if search is not None else ""), file=sys.stderr)
+    for cell in cells:
+        print(json.dumps({"cell_id": cell.cell_id, "method": cell.label, "task": cell.task_name, "model": cell.model,
+                          "seed": cell.seed, "methods": [m.to_dict() for m in cell.methods],
+                          "task_options": config_to_dict(cell.task_options), "recipe": cell.stored_recipe()},
+                         default=str))
+    return 0
+
+
 def check_kernels(mode: str, device: str) -> None:
     """``--kernels``: a known mode, and for ``triton`` a Triton to run (on a CPU its interpreter),
     checked before any cell; the kernel plugins are loaded so their implementations are registered."""
@@ -572,6 +592,8 @@ def search_from(args: argparse.Namespace) -> Any:
 def main(args: argparse.Namespace) -> int:
     search = search_from(args)
     cells, sweep = plan(args, search)
+    if getattr(args, "dry_run", False):
+        return print_resolved(cells, search)
     from suite.app.driver import run_sweep
     from suite.app.executor import make_executor
     from suite.app.library_noise import quiet_library_noise
