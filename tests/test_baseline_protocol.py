@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import suite.results
 from suite.app.cli import main
@@ -25,12 +24,7 @@ LM = ["--models", "llama-tiny", "--max-steps", "2", "--batch-size", "2", "--max-
       "--eval-tokens", "256", "--eval-batch-size", "8", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

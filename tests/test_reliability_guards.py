@@ -17,12 +17,7 @@ from tests.test_faults import COUNTS
 FAST = ["--tasks", "smoke", "--models", "tiny-bert", "--max-steps", "2", "--limit", "32", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def refused(capsys, store: Path, *argv: str) -> str:

@@ -11,7 +11,6 @@ import random
 from typing import ClassVar
 
 import pytest
-import torch
 
 import suite.results
 from suite.app.cli import main
@@ -53,12 +52,7 @@ if "test-poisonable" not in TASKS:
     register_task("test-poisonable", kind="classification", summary=Poisonable.__doc__, source="tests")(Poisonable)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tuned_choice(store) -> dict[str, dict]:
