@@ -137,4 +137,3 @@ def write_word_corpus(folder: Path, n_train: int = 120, n_valid: int = 12) -> Pa
         rows = [json.dumps({"text": " ".join(rng.choices(words, k=40))}) for _ in range(n)]
         (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder
-

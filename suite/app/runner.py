@@ -154,10 +154,10 @@ def run_cell(cell: Cell, settings: RunSettings) -> CellResult:
     started = now()
     base = identity_columns(cell, settings.run_id, started) | provenance.collect(settings.device)
     base["kernels"] = settings.kernels
-    if settings.kernels != "torch":
+    if settings.kernels == "triton" or (settings.kernels == "auto" and str(settings.device).startswith("cuda")):
         from suite.registry import KERNELS
 
-        KERNELS.names()  # the kernel plugins register their implementations (in this worker too)
+        KERNELS.names()  # where a kernel may serve: the plugins register their implementations (in this worker)
     try:
         dispatch.reset_counts()
         with dispatch.kernels(settings.kernels):

@@ -440,8 +440,8 @@ def check_kernels(mode: str, device: str) -> None:
     from suite.registry import KERNELS
 
     dispatch.check_mode(mode)
-    if mode == "torch":
-        return
+    if mode == "torch" or (mode == "auto" and not str(device).startswith("cuda")):
+        return  # no kernel serves here (auto uses them on a GPU only): none is loaded
     if mode == "triton":
         if importlib.util.find_spec("triton") is None:
             raise UserError("--kernels triton: Triton is not installed (pip install triton)")
