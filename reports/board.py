@@ -120,6 +120,7 @@ class Row:
     tuned: list[str] = field(default_factory=list)  # the selected hyperparameters, "lr=0.0003", ...
     inherited: str = ""  # the baseline whose selected values this tuned row ran at (no search of its own)
     emulated: bool = False  # some cell ran emulated GEMMs: its times and throughputs are not speeds
+    targets: str = ""  # the modules its adapters were placed on ("q_proj;v_proj"), " | " between differing cells
 
     @property
     def status(self) -> str:

@@ -229,6 +229,7 @@ def _build_board(family, model, part, scores: PrimaryScores, costs, failed, base
                 entry.emulated = entry.costs.get("train_gemm_emulated", 0.0) > 0
         row.entries[(sub, split, met)] = entry
     _failed_rows(rows, part, fam_failed)
+    _row_targets(rows, part)
     failures = _failures(part, fam_failed)
     for row in rows.values():
         _row_costs(row)
@@ -526,6 +527,17 @@ def paired_gap(diffs: list[float], baseline: list[float], confidence: float = 0.
     half = float(stats.t_quantile(d.size - 1, confidence) * d.std(ddof=1) / math.sqrt(d.size))
     low, high = mean - half, mean + half
     return Gap(mean, low, high, int(d.size), noise, relative, bool(low > 0 or high < 0))
+
+
+def _row_targets(rows: dict[str, Row], part: pd.DataFrame) -> None:
+    """Each row's adapted modules as its cells stored them (cells stored before the column have none)."""
+    if "targets" not in part:
+        return
+    stored = part[["variant", "targets"]].dropna().drop_duplicates()
+    for variant, keys in stored.groupby("variant")["targets"]:
+        shown = sorted({str(k) for k in keys if str(k)})
+        if variant in rows and shown:
+            rows[variant].targets = " | ".join(shown)
 
 
 def _nanmean(x: np.ndarray) -> float:

@@ -121,6 +121,11 @@ def format_boards(boards, unicode: bool = True, width: int = 100) -> str:
                      for c in b.cost_columns]
             table.append(line)
         out += _fit(_ascii(table, unicode), width)
+        placed = [r for r in rows if r.targets]
+        if placed:  # where each adapter sat, as peft resolved it: equal placement is checkable here
+            out += _wrap("adapted modules:", width, "  ")
+            for r in placed:
+                out += _wrap(f"{clean(r.variant)}: {clean(r.targets.replace(';', ', '))}", width, "    ", "      ")
         out.append("")
         if b.baseline is not None:
             out += _wrap(f"{delta} vs {clean(b.baseline)}{dagger} (Holm-adjusted p; {up}/{down}: p < {b.alpha}):",

@@ -145,7 +145,8 @@ def canonical_label(variant: str, method_args: str, stage: str = "", tuned: str 
     suffix = f" (at {heir}'s tuned {', '.join(sorted(values)) or 'values'})" if heir else " (tuned)"
     try:
         parts = json.loads(method_args)
-        label = "+".join(_canonical_part(p["name"], p.get("args") or {}) for p in parts)
+        experiment = next((p["experiment"] for p in parts if p.get("experiment")), "")
+        label = experiment or "+".join(_canonical_part(p["name"], p.get("args") or {}) for p in parts)
     except (TypeError, ValueError, KeyError, AttributeError):
         label = ""
     if not label:

@@ -59,11 +59,13 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
 }
 
 
-def parameter_groups(named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> Groups:
-    """Decay matrices; biases and norm weights get none (the usual convention)."""
+def parameter_groups(named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float,
+                     decay_all: bool = False) -> Groups:
+    """Decay matrices; biases and norm weights get none (the usual convention), unless ``decay_all``
+    (one group, as ``torch.optim.AdamW(model.parameters())`` decays: peft's method_comparison)."""
     decay, no_decay = [], []
     for name, p in named:
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        (no_decay if not decay_all and (p.ndim < 2 or "norm" in name.lower()) else decay).append(p)
     return [g for g in ({"params": decay, "weight_decay": weight_decay},
                         {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
 

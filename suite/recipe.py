@@ -31,7 +31,7 @@ class Recipe:
     max_length: int = option(128, "tokens per example, longer ones truncated")
     warmup_ratio: float = option(0.06, "fraction of the steps with linear warm-up")
     schedule: Literal["linear", "cosine", "constant"] = option("linear", "learning-rate decay after warm-up")
-    weight_decay: float = option(0.01, "decoupled weight decay (not on biases and norms)")
+    weight_decay: float = option(0.01, "decoupled weight decay (not on biases and norms, unless decay=all)")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: no clipping)")
     eval_every: int = option(0, "also evaluate every N optimizer steps (0: only at the end)")
     eval_batch_size: int = option(64, "examples per evaluation batch")
@@ -44,6 +44,9 @@ class Recipe:
                                              "more time)", added=True)
     diverge_factor: float = option(10.0, "fail a cell as diverged when its running loss exceeds this multiple "
                                          "of its starting loss (0: only non-finite losses)", added=True)
+    decay: Literal["matrices", "all"] = option("matrices", "which parameters weight decay applies to: matrices "
+                                               "(not biases and norms) or all (as peft's benchmark does)",
+                                               added=True)
     group_by_length: bool = option(False, "batch examples of similar length together (less padding); the "
                                           "order of the batches stays seeded and random", added=True)
 

@@ -294,7 +294,7 @@ class Trainer:
                  if (p.requires_grad if wanted is None else id(p) in wanted)]
         if not named:
             return None
-        groups = parameter_groups(named, self.recipe.weight_decay)
+        groups = parameter_groups(named, self.recipe.weight_decay, self.recipe.decay == "all")
         for method in self.methods:
             optimizer = method.make_optimizer(self.model, groups, self.recipe)
             if optimizer is not None:

@@ -207,14 +207,15 @@ def test_the_peft_metamath_preset_runs_with_a_model_and_overrides(tmp_path):
     (data / "MetaMathQA-395K.json").write_text(json.dumps(rows), encoding="utf-8")
     store = tmp_path / "store"
     result = run_suite("run", "--preset", "peft-metamath", "--models", "tiny-llama", "--data-dir", str(data),
-                       "--max-steps", "2", "--limit", "3", "--max-length", "64", "--max-new-tokens", "4",
-                       "--validation-rows", "2", "--store", str(store), "--no-progress")
+                       "--methods", "lora:r=32", "--max-steps", "2", "--limit", "3", "--max-length", "64",
+                       "--max-new-tokens", "4", "--validation-rows", "2", "--store", str(store), "--no-progress")
     assert result.returncode == 0, result.stderr
     frame = suite.results.load(store)
     config = json.loads(frame["config"].iloc[0])
     assert config["task_identity"]["train_data"] == "metamath" and config["task_identity"]["max_new_tokens"] == 4
-    recipe = json.loads(frame["recipe"].iloc[0])
+    recipe = json.loads(frame["recipe"].iloc[0])  # a method given with --methods trains at peft's defaults
     assert recipe["lr"] == 1e-4 and recipe["schedule"] == "cosine" and recipe["max_steps"] == 2
+    assert recipe["weight_decay"] == 0.1 and recipe["warmup_ratio"] == 0.1 and recipe["decay"] == "all"
     assert frame["variant"].iloc[0] == "lora:r=32"
 
 

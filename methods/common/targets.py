@@ -49,6 +49,9 @@ _VIT = {  # transformers 5's ViT: Llama-style attention projections, fc1/fc2 MLP
 # Biderman et al. 2024 find it needed to match full fine-tuning, and on MiniLM + SST-2
 # (300 steps) LoRA reached 0.842 all-linear vs 0.818 on query/value at the same step size.
 DEFAULT_ADAPTER_TARGETS = "all-linear"
+# A target name that leaves the choice to peft (its ``target_modules: null``: peft's own default for the
+# architecture, e.g. q_proj and v_proj for Llama's LoRA), as a peft experiment's files ask.
+PEFT_DEFAULT_TARGETS = "peft-default"
 BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra", "camembert", "mpnet")
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "granite")
 VIT_LIKE = ("vit",)
@@ -57,8 +60,16 @@ FAMILY_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+def leaves_targets_to_peft(explicit: Any) -> bool:
+    return bool(explicit) and tuple(explicit) == (PEFT_DEFAULT_TARGETS,)
+
+
 def no_default_targets(method: str, model_type: str, explicit: Any, peft_knows: bool = False) -> str | None:
     """Why ``method`` cannot pick its modules on ``model_type`` by itself (None: it can, or the user named them)."""
+    if leaves_targets_to_peft(explicit):
+        return None if peft_knows or not model_type else (
+            f"target_modules={PEFT_DEFAULT_TARGETS} asks for peft's default modules, and peft has none for model "
+            f"family '{model_type}'; name them with {method}:target_modules=name1;name2")
     if explicit or not model_type or model_type in FAMILY_TARGETS or peft_knows:
         return None
     return (f"there are no default target modules for model family '{model_type}'; name them with "
@@ -97,6 +108,8 @@ def resolve_targets(model: Any, method: str, kind: str, explicit: tuple[str, ...
     Returns None when the family is unknown and the user named nothing: the caller then
     falls back to its library's own default (peft knows many families) or fails clearly.
     """
+    if leaves_targets_to_peft(explicit):
+        return None  # peft picks them (its default for the architecture)
     names = [n for n, _ in model.named_modules() if n]
     if explicit:
         missing = [k for k in explicit if not any(module_matches(n, k) for n in names)]
@@ -124,6 +137,9 @@ def resolve_targets(model: Any, method: str, kind: str, explicit: tuple[str, ...
 def require_targets(model: Any, method: str, kind: str, explicit: tuple[str, ...] | None,
                     argument: str = "target_modules") -> list[str]:
     """Like ``resolve_targets`` but an unknown family is an error (written-here methods have no fallback)."""
+    if leaves_targets_to_peft(explicit):
+        raise UserError(f"method '{method}' is not one of peft's tuners, so {argument}={PEFT_DEFAULT_TARGETS} "
+                        f"(peft's own default) does not apply; name its modules")
     keys = resolve_targets(model, method, kind, explicit, argument)
     if keys is None:
         raise UserError(
@@ -175,6 +191,8 @@ def placement_refusal(method: str, target: Any, kind: str, explicit: Any, rank: 
     if skeleton is None:
         return None
     names = [n for n, _ in skeleton.named_modules() if n]
+    if leaves_targets_to_peft(explicit):
+        explicit = peft_default_targets(target.model_type)
     if explicit:
         missing = [k for k in explicit if k not in HEAD_NAMES and not any(module_matches(n, k) for n in names)]
         if missing:
@@ -206,8 +224,73 @@ class TargetedMethod:
 
     def unsupported(self, target: Any) -> str | None:
         explicit = getattr(self.config, "target_modules", None)
+        if leaves_targets_to_peft(explicit):
+            return f"it is not one of peft's tuners, so target_modules={PEFT_DEFAULT_TARGETS} does not apply"
         reason = no_default_targets(self.name, target.model_type, explicit)
         if reason:
             return reason
         rank = getattr(self.config, "r", None) if self.rank_bounded else None
         return placement_refusal(self.name, target, DEFAULT_ADAPTER_TARGETS, explicit, rank)
+
+
+def peft_default_targets(model_type: str, peft_type: str = "LORA") -> tuple[str, ...] | None:
+    """The modules peft adapts for ``target_modules: null`` on ``model_type`` (its per-tuner tables)."""
+    try:
+        from peft.utils import constants
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return None
+    table = getattr(constants, f"TRANSFORMERS_MODELS_TO_{peft_type}_TARGET_MODULES_MAPPING", None) or {}
+    keys = table.get(model_type)
+    return tuple(keys) if keys else None
+
+
+def adapted_targets(model: Any) -> str:
+    """The module keys the model's peft adapters sit on, as peft resolved them (its own default included),
+    ';'-joined; "" when no peft adapter was applied."""
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, dict):
+        return ""
+    keys: set[str] = set()
+    for config in configs.values():
+        found = getattr(config, "target_modules", None)
+        if isinstance(found, str):
+            keys.add(found)
+        elif found:
+            keys.update(str(k) for k in found)
+    return ";".join(sorted(keys))
+
+
+def describe_targets(method: Any, target: Any) -> dict[str, Any] | None:
+    """Where ``method`` would place itself on ``target``'s model, resolved before anything runs: the module
+    keys, which rule chose them, and how many modules of the model's structure they match (None: the
+    structure is unknown offline). None for a method that has no target modules."""
+    explicit = getattr(method.config, "target_modules", "absent")
+    if explicit == "absent":
+        return None
+    family = target.model_type
+    kind = getattr(method, "target_kind", None) or DEFAULT_ADAPTER_TARGETS
+    if leaves_targets_to_peft(explicit):
+        keys, rule = peft_default_targets(family, _peft_type(method)), f"peft's default for {family}"
+    elif explicit:
+        keys, rule = tuple(explicit), "named"
+    elif kind in FAMILY_TARGETS.get(family, {}):
+        keys, rule = FAMILY_TARGETS[family][kind], f"the suite's default ({kind}) for {family}"
+    else:
+        keys, rule = peft_default_targets(family, _peft_type(method)), f"peft's default for {family}"
+    skeleton = target.skeleton()
+    matched = None if skeleton is None or not keys else \
+        sum(1 for name, _ in skeleton.named_modules() if name and any(module_matches(name, k) for k in keys))
+    return {"keys": list(keys or ()), "rule": rule, "modules": matched}
+
+
+def _peft_type(method: Any) -> str:
+    """The peft_type of the config class a peft method builds ("LORA", "IA3", ...); LORA otherwise."""
+    name = getattr(method, "peft_config_class", "")
+    try:
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    except ImportError:  # pragma: no cover
+        return "LORA"
+    for peft_type, config_class in PEFT_TYPE_TO_CONFIG_MAPPING.items():
+        if config_class.__name__ == name:
+            return str(getattr(peft_type, "value", peft_type))
+    return "LORA"

@@ -90,6 +90,13 @@ class PeftMethod(Method):
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
         raise NotImplementedError
 
+    @classmethod
+    def peft_argument_map(cls) -> tuple[dict[str, str], dict[str, Any]] | None:
+        """How this method's arguments become peft's, for reading a peft config back into them
+        (``suite.methods.peft.experiments``): our field -> peft argument (target modules included), and
+        the peft arguments it always sets. None: not declared, so no peft config is read as this method."""
+        return None
+
     # -- helpers for subclasses --------------------------------------------------------------
     def targets(self, model: Any, kind: str | None = None, explicit: Any = "config") -> list[str] | None:
         """Target module keys: the config's ``target_modules`` if set, else the family default."""

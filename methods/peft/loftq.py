@@ -98,6 +98,11 @@ class LoftQ(Lora):
     metrics = (*QuantMethod.metrics, cost("loftq_init_error_mean", "LoftQ initial error"),
                cost("qlora_init_error_mean", "QLoRA initial error"))
 
+    @classmethod
+    def peft_argument_map(cls) -> None:
+        """Not read from a peft config: LoftQ quantises the base itself, with its own formats."""
+        return None
+
     def __init__(self, config: Any = None):
         super().__init__(config)
         self.records: list = []

@@ -44,6 +44,10 @@ class Lora(PeftMethod):
         c = self.config
         return {arg: getattr(c, name) for name, arg in LORA_ARGS.items()}
 
+    @classmethod
+    def peft_argument_map(cls) -> tuple[dict[str, str], dict[str, Any]]:
+        return {**LORA_ARGS, "target_modules": "target_modules"}, {}
+
 
 @dataclass
 class PissaConfig(LoraConfig):
@@ -71,6 +75,11 @@ class Pissa(Lora):
         n = self.config.fast_svd_niter
         kwargs["init_lora_weights"] = f"pissa_niter_{n}" if n else "pissa"
         return kwargs
+
+    @classmethod
+    def peft_argument_map(cls) -> tuple[dict[str, str], dict[str, Any]]:
+        fields, _ = super().peft_argument_map()
+        return fields, {"init_lora_weights": "pissa"}  # the exact SVD (fast_svd_niter=0)
 
 
 # -- typed configs of the tuners -----------------------------------------------------------------

@@ -125,6 +125,11 @@ class PeftAdaptionPrompt(PromptLearningTuner):
     families = ("llama", "mistral")
     default_lr = 1e-2
 
+    @classmethod
+    def peft_argument_map(cls) -> tuple[dict[str, str], dict[str, Any]]:
+        fields, fixed = super().peft_argument_map()
+        return {**fields, "adapter_layers": "adapter_layers"}, fixed
+
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
         """The layer count depends on the model: 0 (every layer) or more than it has means all of them."""
         layers = model.config.num_hidden_layers

@@ -81,6 +81,18 @@ class PeftTuner(PeftMethod):
         """Config fields that do not pass through: targets, skipped and inert fields, target_args sources."""
         return {TARGET_FIELD, *cls.skip, *cls.inert, *(source for _, source in cls.target_args.values())}
 
+    @classmethod
+    def peft_argument_map(cls) -> tuple[dict[str, str], dict[str, Any]]:
+        """The declarations read backwards: each passed-through field under its peft name, the target
+        fields under theirs, and ``fixed``."""
+        consumed = cls._consumed()
+        fields = {f.name: cls.renames.get(f.name, f.name) for f in dataclasses.fields(cls.Config)
+                  if f.name not in consumed}
+        if cls.target_kind is not None and TARGET_FIELD in {f.name for f in dataclasses.fields(cls.Config)}:
+            fields[TARGET_FIELD] = TARGET_FIELD
+        fields.update({source: arg for arg, (_, source) in cls.target_args.items()})
+        return fields, dict(cls.fixed)
+
     def peft_kwargs(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
         """peft's arguments for ``self.config`` on ``model`` (targets are added by ``PeftMethod``)."""
         config = self.config

@@ -201,6 +201,7 @@ def identity_columns(cell: Cell, run_id: str, started: str) -> dict[str, Any]:
 
 
 def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, bool]:
+    from suite.methods.common.targets import adapted_targets
     from suite.models.accounting import count_parameters, measure_adapter_size
     from suite.train import Trainer
 
@@ -211,6 +212,7 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
     prepared = prepare(task, cell.model, recipe, device, cell.seed, methods)
     apply_methods(prepared, methods)
     bundle, policy = prepared.bundle, prepared.ctx.precision
+    targets = adapted_targets(bundle.model)  # before training: a method may unwrap the model after it
     trainable, total = count_parameters(bundle.model)
 
     def evaluate() -> Any:
@@ -263,6 +265,8 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
               "higher_is_better": higher_is_better(k)} for k, v in cost.items()]
     if settings.export_dir:
         _export(cell, methods, bundle, settings.export_dir)
+    for row in rows:
+        row["targets"] = targets
     return rows, evaluation.records, training_curve(result, task.validation_split), bool(task.synthetic)
 
 

@@ -41,9 +41,15 @@ def _fmt(value: Any) -> str:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A composition applied left to right, e.g. ``nf4+lora:r=8``."""
+    """A composition applied left to right, e.g. ``nf4+lora:r=8``.
+
+    A spec read from an experiment folder (``peft-experiment:<dir>``) also carries that experiment's
+    training values (``recipe``: above the preset's, below the user's) and its name (``origin``),
+    which labels its cells: two experiments of one method differ in their recipes, not their arguments."""
 
     parts: tuple[MethodPart, ...]
+    recipe: tuple[tuple[str, Any], ...] = ()
+    origin: str = ""
 
     @property
     def name(self) -> str:
@@ -51,7 +57,7 @@ class MethodSpec:
 
     @property
     def label(self) -> str:
-        return "+".join(p.label for p in self.parts)
+        return self.origin or "+".join(p.label for p in self.parts)
 
 
 def split_method_list(text: str) -> list[str]:
@@ -71,9 +77,17 @@ def split_method_list(text: str) -> list[str]:
     return specs
 
 
+EXPERIMENT_PREFIXES = ("peft-experiment:", "peft:")  # a peft experiment folder, or one peft publishes
+
+
 def parse_method_spec(text: str) -> MethodSpec:
     if not str(text).strip():
         raise UserError("an empty method name; write e.g. --methods lora,full")
+    text = str(text).strip()
+    if text.startswith(EXPERIMENT_PREFIXES):  # the rest is a path or a name: '+' and ':' are part of it
+        from suite.methods.peft.experiments import experiment_spec
+
+        return experiment_spec(text)
     parts = []
     for piece in text.split("+"):
         piece = piece.strip()
@@ -89,6 +103,8 @@ def method_spec_from_yaml(item: Any) -> MethodSpec:
     """A YAML entry: ``"lora:r=8"`` or ``{name: lora, args: {r: 8}}`` or a list of those (composition)."""
     if isinstance(item, str):
         return parse_method_spec(item)
+    if isinstance(item, dict) and item.get("name") in ("peft-experiment", "peft") and set(item) == {"name", "path"}:
+        return parse_method_spec(f"{item['name']}:{item['path']}")
     if isinstance(item, dict):
         unknown = set(item) - {"name", "args"}
         if unknown or "name" not in item:
@@ -100,7 +116,10 @@ def method_spec_from_yaml(item: Any) -> MethodSpec:
     if isinstance(item, list):
         if not item:
             raise UserError("an empty method composition [] in the sweep file; name its methods")
-        return MethodSpec(tuple(p for sub in item for p in method_spec_from_yaml(sub).parts))
+        subs = [method_spec_from_yaml(sub) for sub in item]
+        if any(sub.origin for sub in subs) and len(subs) > 1:
+            raise UserError(f"a peft experiment runs as its folder says, alone; it cannot be composed ({item!r})")
+        return MethodSpec(tuple(p for sub in subs for p in sub.parts))
     raise UserError(f"malformed method entry {item!r}")
 
 
@@ -109,22 +128,24 @@ class ResolvedMethod:
     name: str
     config: Any
     cls: type
+    experiment: str = ""  # the experiment folder it was read from (MethodSpec.origin), if any
 
     def instantiate(self) -> Any:
         return self.cls(self.config)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "args": config_to_dict(self.config), "version": self.cls.version}
+        out = {"name": self.name, "args": config_to_dict(self.config), "version": self.cls.version}
+        return out | ({"experiment": self.experiment} if self.experiment else {})
 
     def __reduce__(self) -> tuple:
         """Pickled by registered name and arguments, so a cell travels to another process (a Ray
         worker, a SLURM job) however its plugin class was made; rebuilt there through the registry."""
-        return (_rebuild_method, (self.name, config_to_dict(self.config)))
+        return (_rebuild_method, (self.name, config_to_dict(self.config), self.experiment))
 
 
-def _rebuild_method(name: str, args: dict[str, Any]) -> ResolvedMethod:
+def _rebuild_method(name: str, args: dict[str, Any], experiment: str = "") -> ResolvedMethod:
     cls = METHODS.get(name).target
-    return ResolvedMethod(name, build_config(cls.Config, args, f"method '{name}'"), cls)
+    return ResolvedMethod(name, build_config(cls.Config, args, f"method '{name}'"), cls, experiment)
 
 
 def resolve_method_spec(spec: MethodSpec) -> list[ResolvedMethod]:
@@ -133,8 +154,34 @@ def resolve_method_spec(spec: MethodSpec) -> list[ResolvedMethod]:
         entry = METHODS.get(part.name)
         cls = entry.target
         config = build_config(cls.Config, dict(part.args), f"method '{part.name}'")
-        resolved.append(ResolvedMethod(part.name, config, cls))
+        resolved.append(ResolvedMethod(part.name, config, cls, spec.origin))
     return resolved
+
+
+@dataclass(frozen=True)
+class RecipeRule:
+    """Recipe values a preset sets for some methods on some tasks: a paper's per-task learning rates
+    and epochs, or a benchmark's per-method settings. Applied above the preset's recipe and below an
+    experiment's and the user's."""
+
+    recipe: dict[str, Any]
+    methods: tuple[str, ...] = ()  # method names (any part of a composition) or full labels; empty: all
+    tasks: tuple[str, ...] = ()  # task families ("glue") or family:subtask ("glue:rte"); empty: all
+
+    def applies(self, spec: MethodSpec, family: str, subtask: str | None) -> bool:
+        method_ok = not self.methods or spec.label in self.methods or any(p.name in self.methods for p in spec.parts)
+        task_ok = not self.tasks or family in self.tasks or f"{family}:{subtask}" in self.tasks
+        return method_ok and task_ok
+
+    @classmethod
+    def parse(cls, item: Any) -> RecipeRule:
+        """A rule as a preset or sweep file writes it: ``{methods: [...], tasks: [...], recipe: {...}}``."""
+        if not isinstance(item, dict) or not isinstance(item.get("recipe"), dict) or \
+                set(item) - {"methods", "tasks", "recipe"}:
+            raise UserError(f"malformed recipe rule {item!r}: write {{methods: [lora], tasks: [glue:rte], "
+                            f"recipe: {{lr: 5e-4}}}}")
+        check_recipe_keys(item["recipe"], "a recipe rule")
+        return cls(dict(item["recipe"]), tuple(item.get("methods") or ()), tuple(item.get("tasks") or ()))
 
 
 def parse_task_list(text: str) -> list[tuple[str, str | None]]:
@@ -300,11 +347,16 @@ def build_cells(
     recipe_layers: list[dict[str, Any]],
     data_dir: str | None,
     task_options: dict[str, dict[str, Any]] | None = None,
+    preset_layers: tuple[dict[str, Any], ...] = (),
+    rules: tuple[RecipeRule, ...] = (),
 ) -> list[Cell]:
     """Expand methods x tasks x models x seeds; resolve every recipe; validate everything up front.
 
     ``task_options`` maps a task family to its raw options (from flags or a sweep file),
-    validated against the family's ``Options`` dataclass.
+    validated against the family's ``Options`` dataclass. A cell's recipe, later wins: the task's
+    recommendation for the model family, the method's learning rate, ``preset_layers``, the ``rules``
+    that apply to it, its experiment's values (``MethodSpec.recipe``), then ``recipe_layers`` (the
+    sweep file's, the flags').
     """
     from suite.models.loading import guess_family
 
@@ -322,8 +374,9 @@ def build_cells(
             model_family = guess_family(model)
             for spec, methods in resolved_specs:
                 method_lr = next((m.cls.default_lr for m in reversed(methods) if m.cls.default_lr), None)
-                recipe = resolve_recipe(task.default_recipe(model_family),
-                                        {"lr": method_lr}, *recipe_layers)
+                ruled = [rule.recipe for rule in rules if rule.applies(spec, family, subtask)]
+                recipe = resolve_recipe(task.default_recipe(model_family), {"lr": method_lr}, *preset_layers,
+                                        *ruled, dict(spec.recipe), *recipe_layers)
                 for seed in seeds:
                     cells.append(Cell(spec, methods, family, subtask, model, seed, recipe, data_dir,
                                       task.data_source(), task_cls.version, task_options=task.options,
@@ -347,16 +400,15 @@ class Refusal:
                 f"({self.model}, task {self.task}): {self.reason}")
 
 
-def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
-    """Split cells into those every method can run and the refusals of the rest (asked once per pair)."""
+def method_targets(cells: list[Cell]) -> list[tuple[Cell, Any]]:
+    """Each cell with what its methods will be applied to (``MethodTarget``), known without loading weights;
+    each task and model configuration read once."""
     from suite.method import MethodTarget
     from suite.models.loading import guess_family, model_config
 
-    reasons: dict[tuple, str | None] = {}
     configs: dict[str, Any] = {}
-    refusals: dict[tuple, Refusal] = {}
-    runnable: list[Cell] = []
     tasks: dict[tuple, Any] = {}
+    out = []
     for cell in cells:
         task_key = (cell.task, cell.subtask)
         if task_key not in tasks:
@@ -364,8 +416,17 @@ def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
         task = tasks[task_key]
         if cell.model not in configs:
             configs[cell.model] = model_config(cell.model)
-        target = MethodTarget(cell.model, guess_family(cell.model), task.objective, configs[cell.model],
-                              from_scratch=task.trains_from_scratch(cell.model))
+        out.append((cell, MethodTarget(cell.model, guess_family(cell.model), task.objective, configs[cell.model],
+                                       from_scratch=task.trains_from_scratch(cell.model))))
+    return out
+
+
+def unsupported_cells(cells: list[Cell]) -> tuple[list[Cell], list[Refusal]]:
+    """Split cells into those every method can run and the refusals of the rest (asked once per pair)."""
+    reasons: dict[tuple, str | None] = {}
+    refusals: dict[tuple, Refusal] = {}
+    runnable: list[Cell] = []
+    for cell, target in method_targets(cells):
         refused = False
         for part, method in zip(cell.spec.parts, cell.methods, strict=True):
             key = (part.label, target)

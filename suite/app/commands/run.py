@@ -16,6 +16,7 @@ from suite.app.commands import DEFAULT_STORE
 from suite.app.executor import executor_flags
 from suite.config import OptionFlag, option_flags, option_grid
 from suite.errors import UserError
+from suite.methods.peft import experiments as peft_experiments
 from suite.recipe import Recipe
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -29,17 +30,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "about": "tiny BERT (random weights, built from a config) on a synthetic task in GLUE format; "
                  "offline, < 1 min on a CPU; one lr (3e-3) for every method",
     },
-    # peft's method_comparison protocol (MetaMathQA -> GSM8K): a GPU run comparable with its table.
+    # peft's method_comparison (MetaMathQA -> GSM8K) as peft's own experiment files say: each published
+    # experiment the suite reproduces, at its own training values (suite.methods.peft.experiments).
     "peft-metamath": {
-        "methods": "lora:r=32",
+        "methods": ",".join(f"peft:{name}" for name in peft_experiments.PRESET_EXPERIMENTS),
         "tasks": "gsm8k",
+        "models": peft_experiments.DEFAULT_TRAINING_PARAMS["model_id"],
         "seeds": "1",
-        "recipe": {"lr": 1e-4, "schedule": "cosine", "max_steps": 5000, "batch_size": 4, "max_length": 768},
+        # peft's default training parameters: what a method given with --methods (pissa, lora:r=16) trains with.
+        "recipe": peft_experiments.map_training(peft_experiments.DEFAULT_TRAINING_PARAMS, "peft's defaults"),
         "task_options": {"gsm8k": {"train_data": "metamath", "max_chars": 1300, "validation_rows": 50,
                                    "few_shot": 0, "max_new_tokens": 300}},
-        "about": "peft's method_comparison: MetaMathQA rows <= 1,300 characters, 5,000 steps of 4, AdamW 1e-4 "
-                 "cosine, max length 768, greedy decoding of 300 tokens, zero-shot GSM8K test; give the model "
-                 "with --models (default meta-llama/Llama-3.2-3B) and the methods with --methods",
+        "about": f"peft's method_comparison, as its files say ({peft_experiments.PEFT_SOURCE}): every experiment "
+                 f"it publishes for Llama-3.2-3B that the suite reproduces "
+                 f"({len(peft_experiments.PRESET_EXPERIMENTS)}, peft:<method>/<name>), each with its own adapter "
+                 "config and training values over peft's defaults (MetaMathQA rows <= 1,300 characters, 5,000 "
+                 "steps of 4, AdamW 1e-4 with weight decay 0.1, cosine after 10% warm-up, max length 768, bf16, "
+                 "greedy decoding of 300 tokens, zero-shot GSM8K test); pick some with --methods "
+                 "peft:lora/llama-3.2-3B-rank32,..., run a folder with --methods peft-experiment:<dir>, see "
+                 "each cell's configuration with --dry-run",
     },
     # The low-precision papers' protocol: BF16's learning rate is tuned and every recipe inherits it. A
     # recipe run at an lr past BF16's stability edge would be judged against a baseline that diverges there.
@@ -318,6 +327,7 @@ def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, 
     """Turn flags, sweep file and preset into cells (everything validated before any training);
     ``search``: the ``--tune`` search, whose trials and tuned cells the cell-count guard counts."""
     from suite.app.sweep import (
+        RecipeRule,
         build_cells,
         method_spec_from_yaml,
         parse_method_spec,
@@ -329,7 +339,8 @@ def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, 
 
     sweep: dict[str, Any] = {}
     if args.preset:
-        sweep.update({k: v for k, v in PRESETS[args.preset].items() if k not in ("about", *PRESET_SEARCH_KEYS)})
+        sweep.update({k: v for k, v in PRESETS[args.preset].items()
+                      if k not in ("about", "recipe_rules", *PRESET_SEARCH_KEYS)})
     empty_file = False
     if args.config:
         from_file = load_sweep_file(args.config)
@@ -370,6 +381,8 @@ def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, 
     preset_options = PRESETS[args.preset].get("task_options") if args.preset else None
     if preset_options is not None and sweep.get("task_options") is preset_options:  # no sweep file's instead
         sweep["task_options"] = follow_tasks(preset_options, tasks)
+    # The preset's recipe lies below an experiment's own values; a sweep file's recipe (replacing it) above.
+    from_preset = bool(args.preset) and sweep.get("recipe") is PRESETS[args.preset].get("recipe")
     recipe = move_task_keys_out_of_recipe(sweep, tasks)
     raw_options = task_options_for(args, sweep, tasks)
     # Counted before any cell (or seed list) is built: a mistyped count must not exhaust memory first.
@@ -387,7 +400,10 @@ def plan(args: argparse.Namespace, search: Any = None) -> tuple[list, dict[str, 
         raise UserError(f"--data-dir '{data_dir}' does not exist")
     cli_recipe = {flag.key: getattr(args, f"recipe_{flag.key}") for flag in option_flags([("", Recipe)])
                   if getattr(args, f"recipe_{flag.key}", None) is not None}
-    cells = build_cells(specs, tasks, models, seeds, [recipe, cli_recipe], data_dir, raw_options)
+    rules = tuple(RecipeRule.parse(item) for item in (PRESETS[args.preset].get("recipe_rules", ()) if args.preset
+                                                      else ()))
+    cells = build_cells(specs, tasks, models, seeds, [cli_recipe] if from_preset else [recipe, cli_recipe], data_dir,
+                        raw_options, preset_layers=(recipe,) if from_preset else (), rules=rules)
     return cells, sweep
 
 
@@ -423,11 +439,25 @@ def print_resolved(cells: list, search: Any = None) -> int:
     print(f"suite run --dry-run: {len(cells)} cell(s); nothing runs"
           + (f" (a search would also run trials of {dict(search.grid) or search.trials}, then the cells at "
              "its choice)" if search is not None else ""), file=sys.stderr)
-    for cell in cells:
+    from suite.app.library_noise import quiet_library_noise
+    from suite.app.sweep import method_targets
+    from suite.methods.common.targets import describe_targets
+
+    quiet_library_noise("cpu")
+    placed: dict[tuple, Any] = {}  # (method, model, task): its targets and refusal, resolved once
+    for cell, target in method_targets(cells):
+        methods = []
+        for resolved in cell.methods:
+            key = (json.dumps(resolved.to_dict(), sort_keys=True, default=str), target)
+            if key not in placed:
+                method = resolved.instantiate()
+                placed[key] = (describe_targets(method, target), method.unsupported(target))
+            targets, refused = placed[key]
+            methods.append(resolved.to_dict() | ({"targets": targets} if targets else {})
+                           | ({"refused": refused} if refused else {}))
         print(json.dumps({"cell_id": cell.cell_id, "method": cell.label, "task": cell.task_name, "model": cell.model,
-                          "seed": cell.seed, "methods": [m.to_dict() for m in cell.methods],
-                          "task_options": config_to_dict(cell.task_options), "recipe": cell.stored_recipe()},
-                         default=str))
+                          "seed": cell.seed, "methods": methods, "task_options": config_to_dict(cell.task_options),
+                          "recipe": cell.stored_recipe()}, default=str))
     return 0
 
 
