@@ -138,11 +138,20 @@ def test_what_cannot_be_mapped_is_refused_with_the_field_named(tmp_path):
         read_folder(str(tmp_path / "experiments" / "lora" / "empty"))
 
 
-# Peft's recorded trainable parameters (results/<experiment>.json) that a meta-device build checks quickly.
-ANCHORED = ["lora/llama-3.2-3B-rank32", "lora/llama-3.2-3B-rank64", "lora/llama-3.2-3B-rank32-dora",
-            "lora/llama-3.2-3B-rank10-target-mlp", "ia3/llama-3.2-3B-default", "loha/llama-3.2-3B-rank32",
-            "lokr/llama-3.2-3B-rank32-factor4-lr0.003", "vera/llama-3.2-3B-default",
-            "full-finetuning/llama-3.2-3B-lr_0.00001"]
+# Every published experiment with a recorded parameter count, on Llama-3.2-3B's structure, but those whose
+# initialisation needs weights (AdaMSS's and MiCA's SVDs cannot run on the meta device) and the
+# spectral ones that take seconds each on a CPU (FourierFT, WaveFT).
+NEEDS_WEIGHTS_OR_SLOW = ("adamss/", "lora/llama-3.2-3B-rank32-mica", "fourierft/", "waveft/")
+
+
+def _anchored() -> list[str]:
+    from suite.methods.peft.peft_published import PUBLISHED
+
+    return [name for name, entry in PUBLISHED.items()
+            if entry.trainable_params is not None and not name.startswith(NEEDS_WEIGHTS_OR_SLOW)]
+
+
+ANCHORED = _anchored()
 
 
 @pytest.mark.parametrize("name", ANCHORED)
@@ -209,6 +218,11 @@ def test_a_folder_runs_as_a_method_and_its_placement_is_stored_and_shown(tmp_pat
     shown = run_suite("compare", str(store), "--width", "200")
     assert shown.returncode == 0, shown.stderr
     assert "peft:lora/llama-3.2-3B-rank32: q_proj, v_proj" in shown.stdout
+    site = tmp_path / "site"
+    assert run_suite("report", str(store), "--out", str(site)).returncode == 0
+    assert "modules: q_proj, v_proj" in (site / "index.html").read_text(encoding="utf-8")
+    assert any("adapted modules</dt><dd>q_proj, v_proj" in page.read_text(encoding="utf-8")
+               for page in site.rglob("*.html"))
 
 
 def test_weight_decay_on_every_parameter_is_torch_adamw_over_model_parameters():
