@@ -15,6 +15,7 @@ import json
 
 import pytest
 
+from suite.app.sweep import parse_method_spec
 from suite.errors import UserError
 from tests.conftest import REPO, run_suite
 
@@ -70,10 +71,9 @@ def _adapted(model) -> list[str]:
 def test_a_peft_folder_builds_the_adapter_peft_builds_from_it(folder):
     from peft import PeftConfig, get_peft_model
 
-    from suite.methods.peft.experiments import read_folder
 
     path = EXPERIMENTS / folder
-    ours = _apply(read_folder(str(path)).spec(), _tiny_llama())
+    ours = _apply(parse_method_spec(f"peft-experiment:{path}"), _tiny_llama())
     theirs = get_peft_model(_tiny_llama(), PeftConfig.from_pretrained(str(path)))
     assert _adapted(ours) == _adapted(theirs) and _adapted(ours)
     assert _trainable(ours) == _trainable(theirs)
@@ -94,7 +94,7 @@ def test_the_lora_folder_is_alpha_64_on_q_and_v_and_trains_at_peft_s_values():
                                  "eval_batch_size": 50, "eval_every": 250, "max_grad_norm": 1.0,
                                  "grad_checkpointing": False, "lr": 1e-4, "optimizer": "adamw",
                                  "decay": "all", "weight_decay": 0.1, "schedule": "cosine", "warmup_ratio": 0.1}
-    on_llama = _apply(experiment.spec(), _tiny_llama())
+    on_llama = _apply(parse_method_spec(f"peft-experiment:{LORA_RANK32}"), _tiny_llama())
     assert sorted(on_llama.peft_config["default"].target_modules) == ["q_proj", "v_proj"]
 
 
@@ -162,7 +162,7 @@ def test_a_published_experiment_trains_the_parameters_peft_recorded_on_llama_3_2
     experiment = published(name)
     model = _llama_3b_on_meta()
     if experiment.method != "full":
-        model = _apply(experiment.spec(), model)
+        model = _apply(parse_method_spec(f"peft:{name}"), model)
     assert _trainable(model) == PUBLISHED[name].trainable_params
 
 

@@ -76,20 +76,19 @@ class Experiment:
     model_id: str
     source: str  # the folder read, or PEFT_SOURCE for a published one
 
-    def spec(self) -> Any:
-        from suite.app.sweep import MethodPart, MethodSpec
+    @property
+    def label(self) -> str:
+        """How its cells are labelled: by the experiment, since two of one method differ in their recipes."""
+        return f"peft:{self.name}"
 
-        return MethodSpec((MethodPart(self.method, tuple(self.args.items())),), tuple(self.recipe.items()),
-                          origin=f"peft:{self.name}")
 
-
-def experiment_spec(text: str) -> Any:
-    """``peft-experiment:<dir>`` or ``peft:<method>/<name>`` as a MethodSpec."""
+def experiment_from_text(text: str) -> Experiment:
+    """``peft-experiment:<dir>`` or ``peft:<method>/<name>``, read and mapped."""
     kind, _, ref = text.partition(":")
     if not ref.strip():
         raise UserError(f"'{text}' names no experiment: write peft-experiment:<folder> or peft:<method>/<name> "
                         f"(one of {', '.join(sorted(PUBLISHED))})")
-    return (read_folder(ref.strip()) if kind == "peft-experiment" else published(ref.strip())).spec()
+    return read_folder(ref.strip()) if kind == "peft-experiment" else published(ref.strip())
 
 
 def published(name: str) -> Experiment:

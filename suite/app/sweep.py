@@ -85,9 +85,11 @@ def parse_method_spec(text: str) -> MethodSpec:
         raise UserError("an empty method name; write e.g. --methods lora,full")
     text = str(text).strip()
     if text.startswith(EXPERIMENT_PREFIXES):  # the rest is a path or a name: '+' and ':' are part of it
-        from suite.methods.peft.experiments import experiment_spec
+        from suite.methods.peft.experiments import experiment_from_text
 
-        return experiment_spec(text)
+        experiment = experiment_from_text(text)
+        return MethodSpec((MethodPart(experiment.method, tuple(experiment.args.items())),),
+                          tuple(experiment.recipe.items()), origin=experiment.label)
     parts = []
     for piece in text.split("+"):
         piece = piece.strip()
