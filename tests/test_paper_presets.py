@@ -126,6 +126,13 @@ VPETL_METHOD_ARGS = {
 # batch_size 64, epochs 100, warmup_epochs 10, alike for all 19; train/train_model_<method>.py: AdamW over
 # every trainable parameter with weight_decay=--wd, timm's CosineLRScheduler, no gradient clipping, no autocast.
 VPETL_CONFIG = {"batch_size": 64, "epochs": 100, "warmup_epochs": 10}
+# ... and labelsmoothing, per dataset (timm's LabelSmoothingCrossEntropy when above 0).
+VPETL_LABEL_SMOOTHING = {
+    "cifar100": 0.1, "caltech101": 0.1, "dtd": 0.1, "oxford_flowers102": 0.1, "oxford_iiit_pet": 0.1, "svhn": 0.1,
+    "sun397": 0.1, "patch_camelyon": 0.1, "eurosat": 0.1, "resisc45": 0.1, "diabetic_retinopathy": 0.1,
+    "clevr_count": 0.0, "clevr_dist": 0.0, "dmlab": 0.0, "kitti": 0.1, "dsprites_loc": 0.0, "dsprites_ori": 0.0,
+    "smallnorb_azi": 0.0, "smallnorb_ele": 0.0,
+}
 VPETL_TRAINER = {"optimizer": "adamw", "decay": "all", "schedule": "cosine", "max_grad_norm": 0.0,
                  "precision": "fp32"}
 VTAB_NAMES = {"cifar100": "cifar"}  # V-PETL's --dataset -> the suite's subtask, where they differ
@@ -246,6 +253,7 @@ def test_vpetl_vtab_resolves_every_cell_to_its_scripts_and_configs():
         recipe = cell.recipe.to_dict()
         assert {k: recipe[k] for k in expected_common} == expected_common
         assert (recipe["lr"], recipe["weight_decay"]) == (lr, wd), (vpetl, dataset)
+        assert recipe["label_smoothing"] == VPETL_LABEL_SMOOTHING[dataset], dataset
         seen.add((vpetl, dataset))
     assert len(seen) == len(VPETL_METHOD_ARGS) * 19
 
@@ -271,7 +279,7 @@ def test_vpetl_vtab_places_each_method_on_a_vit_and_names_its_sources(capsys):
     assert {c["recipe"]["lr"] for c in cells} == {VPETL_SCRIPTS["lora"]["dtd"][0]}
     about = run_command.PRESETS["vpetl-vtab"]["about"]
     for stated in ("c188fad2", "scripts/run_vit_<method>.sh", "configs/model_<method>/vtab/<dataset>.yaml",
-                   "label smoothing", "drop-path", "RandAugment", "full fine-tuning", "ssf", "adapter"):
+                   "label smoothing 0.1", "drop-path", "RandAugment", "full fine-tuning", "ssf", "adapter"):
         assert stated in about, stated
 
 
@@ -282,3 +290,49 @@ def test_the_readme_describes_the_preset_and_its_sources(name):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert f"--preset {name}" in readme
     assert ("c4593f06" if name == "lora-glue" else "c188fad2") in readme
+
+
+# -- label smoothing, the recipe option V-PETL's configs needed ----------------------------------------------
+
+def test_label_smoothing_is_torchs_smoothed_cross_entropy_and_leaves_stored_ids_alone():
+    import types
+
+    import torch
+
+    from suite.recipe import Recipe
+    from suite.train import Trainer
+
+    class Classifier(torch.nn.Module):  # returns what a transformers classifier returns
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x, labels=None):
+            logits = self.linear(x)
+            loss = None if labels is None else torch.nn.functional.cross_entropy(logits, labels)
+            return types.SimpleNamespace(logits=logits, loss=loss)
+
+    torch.manual_seed(0)
+    model = Classifier()
+    batch = {"x": torch.randn(6, 4), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
+    logits = model.linear(batch["x"])
+    for smoothing in (0.0, 0.1):
+        trainer = Trainer(model, [0], lambda items: batch, Recipe(label_smoothing=smoothing, max_steps=1), [], "cpu", 0,
+                          progress=False)
+        expected = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=smoothing)
+        assert torch.allclose(trainer.loss(batch), expected)
+    smoothed = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=0.1)
+    assert not torch.allclose(smoothed, torch.nn.functional.cross_entropy(logits, batch["labels"]))
+    assert "label_smoothing" not in Recipe().identity()  # cells stored before the option keep their ids
+    assert Recipe(label_smoothing=0.1).identity()["label_smoothing"] == 0.1
+    with pytest.raises(ValueError, match="label_smoothing"):
+        Recipe(label_smoothing=1.0)
+
+
+def test_label_smoothing_is_refused_where_a_label_is_no_class():
+    from suite.errors import UserError
+
+    assert [c.recipe.label_smoothing for c in resolve("--methods", "lora", "--tasks", "glue:rte", "--models",
+                                                       "tiny-bert", "--label-smoothing", "0.1")] == [0.1]
+    with pytest.raises(UserError, match="label_smoothing applies to classification tasks"):
+        resolve("--methods", "lora", "--tasks", "glue:stsb", "--models", "tiny-bert", "--label-smoothing", "0.1")
