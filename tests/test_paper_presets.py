@@ -336,3 +336,19 @@ def test_label_smoothing_is_refused_where_a_label_is_no_class():
                                                        "tiny-bert", "--label-smoothing", "0.1")] == [0.1]
     with pytest.raises(UserError, match="label_smoothing applies to classification tasks"):
         resolve("--methods", "lora", "--tasks", "glue:stsb", "--models", "tiny-bert", "--label-smoothing", "0.1")
+
+
+def test_vpetl_vtab_runs_its_six_methods_to_ok_cells_with_label_smoothing(tmp_path, capsys, one_torch_thread):
+    """The preset end to end on a tiny ViT and a V-PETL-layout folder (patch_camelyon: label smoothing 0.1)."""
+    from suite.results.store import ResultStore
+    from tests.test_vtab import write_vtab_task
+
+    write_vtab_task(tmp_path / "vtab-1k", "patch_camelyon")
+    store = tmp_path / "store"
+    assert main(["run", "--preset", "vpetl-vtab", "--models", "tiny-vit", "--tasks", "vtab:patch_camelyon",
+                 "--seeds", "1", "--max-steps", "2", "--batch-size", "4", "--data-dir", str(tmp_path / "vtab-1k"),
+                 "--store", str(store)]) == 0, capsys.readouterr().err
+    frame = ResultStore(store).load()
+    assert set(frame["status"]) == {"ok"} and frame["cell_id"].nunique() == len(VPETL_METHOD_ARGS)
+    recipes = {json.loads(text)["label_smoothing"] for text in frame["recipe"]}
+    assert recipes == {VPETL_LABEL_SMOOTHING["patch_camelyon"]}

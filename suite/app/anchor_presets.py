@@ -58,7 +58,7 @@ LORA_GLUE_PRESET: dict[str, Any] = {
              "16 (the paper; the scripts' per-device 16 or 32 on 2-8 GPUs is larger), max length 512, AdamW "
              "with weight decay 0.1 (the scripts), linear decay after 6% warm-up, fp32, 5 seeds. Not "
              "reproduced: the scripts start MRPC, RTE and STS-B from the MNLI-trained LoRA weights, the suite "
-             "from the pre-trained model (as the paper's dagger rows do); the paper reports each run's best "
+             "from the pre-trained model (as the paper's dagger runs, RoBERTa-large, do); the paper reports each run's best "
              "epoch and the median over seeds, the suite scores the last epoch and shows mean and interval",
 }
 
