@@ -49,6 +49,9 @@ class Recipe:
                                                added=True)
     group_by_length: bool = option(False, "batch examples of similar length together (less padding); the "
                                           "order of the batches stays seeded and random", added=True)
+    label_smoothing: float = option(0.0, "cross-entropy against labels smoothed by this much, as torch's "
+                                         "label_smoothing (classification tasks only; 0: the model's own loss)",
+                                    added=True)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -69,6 +72,7 @@ class Recipe:
             (self.limit is None or self.limit > 0, "limit must be positive"),
             (bool(self.optimizer), "optimizer must be named"),
             (self.diverge_factor == 0 or self.diverge_factor > 1, "diverge_factor must be 0 (off) or above 1"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -273,7 +273,12 @@ class Trainer:
     # -- loss and optimizer ---------------------------------------------------------------------------
     def loss(self, batch: dict) -> torch.Tensor:
         with self.state.precision.autocast(self.device):
-            loss = self.model(**batch).loss
+            smoothing = getattr(self.recipe, "label_smoothing", 0.0)
+            if smoothing and "labels" in batch:  # build_cells admits it for classification tasks only
+                logits = self.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], label_smoothing=smoothing)
+            else:
+                loss = self.model(**batch).loss
             for method in self.methods:
                 extra = method.regularizer(self.model)
                 if extra is not None:

@@ -341,6 +341,9 @@ class Cell:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+LABEL_SMOOTHING_OBJECTIVES = ("classification", "image-classification")  # one integer class per example
+
+
 def build_cells(
     method_specs: list[MethodSpec],
     tasks: list[tuple[str, str | None]],
@@ -379,6 +382,9 @@ def build_cells(
                 ruled = [rule.recipe for rule in rules if rule.applies(spec, family, subtask)]
                 recipe = resolve_recipe(task.default_recipe(model_family), {"lr": method_lr}, *preset_layers,
                                         *ruled, dict(spec.recipe), *recipe_layers)
+                if recipe.label_smoothing and task.objective not in LABEL_SMOOTHING_OBJECTIVES:
+                    raise UserError(f"label_smoothing applies to classification tasks; {task.name} is "
+                                    f"{task.objective}: leave it at 0 for this task")
                 for seed in seeds:
                     cells.append(Cell(spec, methods, family, subtask, model, seed, recipe, data_dir,
                                       task.data_source(), task_cls.version, task_options=task.options,

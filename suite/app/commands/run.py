@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from suite.app import anchor_presets
 from suite.app.commands import DEFAULT_STORE
 from suite.app.executor import executor_flags
 from suite.config import OptionFlag, option_flags, option_grid
@@ -50,6 +51,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "peft:lora/llama-3.2-3B-rank32,..., run a folder with --methods peft-experiment:<dir>, see "
                  "each cell's configuration with --dry-run",
     },
+    # Two anchors' protocols as their sources state them (suite.app.anchor_presets; held to the sources by
+    # tests/test_paper_presets.py): the LoRA paper's GLUE runs and V-PETL Bench's VTAB-1k runs.
+    "lora-glue": anchor_presets.LORA_GLUE_PRESET,
+    "vpetl-vtab": anchor_presets.VPETL_PRESET,
     # The low-precision papers' protocol: BF16's learning rate is tuned and every recipe inherits it. A
     # recipe run at an lr past BF16's stability edge would be judged against a baseline that diverges there.
     "lowp": {
