@@ -593,3 +593,60 @@ def e4m3_soft_encode(x: torch.Tensor) -> torch.Tensor:
     y = torch.empty(x.numel(), dtype=torch.uint8, device=x.device)
     _e4m3_soft_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
     return y.reshape(x.shape)
+
+
+# -- stochastic-rounding fake quantisation (suite.numerics.stochastic), fused --------------------------
+@triton.jit
+def _fp4_sr_kernel(x_ptr, u_ptr, y_ptr, ts_ptr, M, N,
+                   FMT: tl.constexpr, G: tl.constexpr, SCALE34: tl.constexpr, SOFT: tl.constexpr,
+                   BM: tl.constexpr, BN: tl.constexpr):
+    """Y = the FP4 block format's value of X with stochastic rounding by the uniforms U (both
+    [M, N] float32, blocks of G along N): quantise and dequantise in registers, one read of X
+    and U, one write of Y. MXFP4: E8M0 scale (``SCALE34``: divided by 3/4); NVFP4: E4M3 block
+    scale under the FP32 tensor scale read from ``ts_ptr``."""
+    pid_m, pid_n = _tile_ids(M, BM)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    offs = rm[:, None] * N + rn[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    u = tl.load(u_ptr + offs, mask=mask, other=0.0)
+    NB: tl.constexpr = BN // G
+    xb = tl.reshape(x, (BM, NB, G))
+    ub = tl.reshape(u, (BM, NB, G))
+    if FMT == MXFP4:
+        scale = _e8m0_value(_e8m0(tl.max(tl.abs(xb), axis=2), 2))
+        if SCALE34:
+            scale = tl.math.div_rn(scale, 0.75)
+        code = _fp4_code(tl.math.div_rn(xb, scale[:, :, None]), ub, True)
+        out_scale = scale
+    else:  # NVFP4
+        ts = tl.load(ts_ptr)
+        bscale = tl.math.div_rn(tl.max(tl.abs(xb), axis=2), 6.0)
+        s8 = _e4m3_value_soft(_fp8_code(tl.clamp(tl.math.div_rn(bscale, ts), 0.015625, 448.0), SOFT))
+        recip = tl.math.div_rn(tl.math.div_rn(1.0, ts), s8)
+        code = _fp4_code(tl.clamp(xb * recip[:, :, None], -6.0, 6.0), ub, True)
+        out_scale = ts * s8
+    val = _fp4_value(code & 7) * out_scale[:, :, None]
+    val = tl.where((code & 8) != 0, -val, val)
+    tl.store(y_ptr + offs, tl.reshape(val, (BM, BN)), mask=mask)
+
+
+def fake_quantize_fp4_stochastic(x: torch.Tensor, u: torch.Tensor, fmt: str, scaling: str = "block") -> torch.Tensor:
+    """``suite.numerics.stochastic.fake_quantize_stochastic(x, fmt, u, scaling)`` in one kernel:
+    x and u float32 [M, N], N a multiple of the block (32 MXFP4, 16 NVFP4)."""
+    fmt_id = FORMAT_IDS[fmt]
+    G = BLOCK[fmt_id]
+    M, N = x.shape
+    x, u = x.contiguous(), u.contiguous()
+    y = torch.empty_like(x)
+    ts = x
+    if fmt_id == NVFP4:
+        from suite.numerics.formats import nvfp4_tensor_scale
+
+        ts = nvfp4_tensor_scale(tensor_amax(x)).reshape(()).to(torch.float32)
+    BM, BN = (32, 128) if triton_interpreted() else (16, 256)
+    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+    _fp4_sr_kernel[grid](x, u, y, ts, M, N, FMT=fmt_id, G=G, SCALE34=scaling == "sr34",
+                         SOFT=triton_interpreted(), BM=BM, BN=BN, num_warps=4)
+    return y

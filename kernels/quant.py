@@ -300,10 +300,30 @@ def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+# Stochastic rounding (suite.numerics.stochastic): one fused kernel, fed the caller's uniforms.
+def _triton_fake_quantize_stochastic(x, fmt: str, u, scaling: str = "block"):
+    from suite.kernels._quant_triton import fake_quantize_fp4_stochastic
+
+    return fake_quantize_fp4_stochastic(x, u, fmt, scaling)
+
+
+def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, u, scaling: str = "block") -> bool:
+    import torch
+
+    from suite.numerics.stochastic import SHAPES
+
+    block = SHAPES.get((fmt, scaling))
+    return (block is not None and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
+            and x.shape[1] % block == 0 and u.dtype == torch.float32 and tuple(u.shape) == tuple(x.shape)
+            and u.device == x.device and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
 def _register_dispatch() -> None:
     from suite.numerics import dispatch
 
     dispatch.register("fake_quantize", "triton", _triton_fake_quantize, _supports_fake_quantize)
+    dispatch.register("fake_quantize_stochastic", "triton", _triton_fake_quantize_stochastic,
+                      _supports_fake_quantize_stochastic)
 
 
 _register_dispatch()

@@ -82,10 +82,11 @@ def _run(store, kernels: str, method: str, corpus) -> None:
                  "--seeds", "1", "--no-progress", "--kernels", kernels, "--store", str(store)]) == 0
 
 
-@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train:rht=false,stochastic=false,tiles=false"])
+@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train:rht=false,tiles=false", "quartet-train"])
 def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_path, monkeypatch, method, corpus):
     """The recipe's forward, dgrad and wgrad operands through the kernels (interpreted) and through
-    PyTorch: the same losses bit for bit, and each cell says which served it."""
+    PyTorch: the same losses bit for bit, and each cell says which served it. NVFP4's gradients and
+    Quartet's backward round stochastically: the kernel takes the generator's uniforms."""
     from suite.results.store import ResultStore
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
