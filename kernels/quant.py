@@ -318,12 +318,91 @@ def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, u, scaling
             and u.device == x.device and (x.is_cuda or on_cpu_too) and _triton_importable())
 
 
+class _FakeQuantizeStochastic(Kernel):
+    """Stochastic-rounding fake quantisation (``suite.numerics.stochastic``) as the recipes run it:
+    float32 X and uniforms U in, float32 values out, one fused pass (NVFP4: an amax pass first)."""
+
+    fmt: ClassVar[str] = ""
+    scaling: ClassVar[str] = "block"
+    dims = ("M", "N")
+    dtypes = ("float32",)
+    shapes = ((8192, 8192), (16384, 8192))
+    cpu_shapes = ((256, 1024),)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.divisors = {"N": BLOCKS[cls.fmt]}
+
+    def make_inputs(self, shape, dtype, device, generator):
+        import torch
+
+        gen_device = generator.device if generator is not None else device
+        u = torch.rand(shape, generator=generator, dtype=torch.float32, device=gen_device).to(device)
+        return randn(shape, dtype, device, generator, scale=2.0), u
+
+    def reference(self, x, u):
+        from suite.numerics.stochastic import fake_quantize_stochastic
+
+        return fake_quantize_stochastic(x, self.fmt, u, self.scaling)
+
+    def triton(self, x, u):
+        from suite.kernels._quant_triton import fake_quantize_fp4_stochastic
+
+        return fake_quantize_fp4_stochastic(x, u, self.fmt, self.scaling)
+
+    def impls(self):
+        return {"triton": Impl("triton", self.triton, needs="triton"),
+                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+
+    def bytes_moved(self, shape, dtype):
+        """X (twice for NVFP4: the tensor amax, then the quantise pass) and U read, Y written."""
+        n = shape[0] * shape[1]
+        return (2 if self.fmt == "nvfp4" else 1) * n * 4 + n * 4 + n * 4
+
+
+def _sr(name: str, fmt: str, scaling: str, summary: str) -> None:
+    cls = type(name.title().replace("_", ""), (_FakeQuantizeStochastic,),
+               {"name": name, "fmt": fmt, "scaling": scaling})
+    cls.__module__ = __name__
+    register_kernel(name, kind="quant", summary=summary)(cls)
+
+
+_sr("fake_quantize_mxfp4_sr", "mxfp4", "block", "MXFP4 quantise-dequantise, stochastic rounding by given uniforms")
+_sr("fake_quantize_mxfp4_sr34", "mxfp4", "sr34",
+    "MXFP4 with the OCP scale x 4/3 (never saturates), stochastic rounding by given uniforms (Quartet's backward)")
+_sr("fake_quantize_nvfp4_sr", "nvfp4", "block", "NVFP4 quantise-dequantise, stochastic rounding by given uniforms")
+
+
+# -- which benchmark kernels time what an implementation runs (suite bench kernels lists the methods) ---
+def _timed_by_fake_quantize(fmt: str, rounding: str = "nearest") -> tuple[str, ...]:
+    """The nearest-rounding kernel is ``quantize`` then ``dequantize`` of ``fmt``: the single-layout
+    benchmark kernels of that format."""
+    from suite.registry import KERNELS
+
+    out = []
+    for entry in KERNELS.entries():
+        cls = entry.target
+        if isinstance(cls, type) and issubclass(cls, (_Quantize, _Dequantize)) and cls.fmt == fmt \
+                and not getattr(cls, "dual", False) and not getattr(cls, "per_tensor", False) and not cls.opts:
+            out.append(cls.name)
+    return tuple(sorted(out, key=lambda n: not n.startswith("quantize")))
+
+
+def _timed_by_fake_quantize_stochastic(fmt: str, scaling: str = "block") -> tuple[str, ...]:
+    from suite.registry import KERNELS
+
+    return tuple(e.target.name for e in KERNELS.entries()
+                 if isinstance(e.target, type) and issubclass(e.target, _FakeQuantizeStochastic)
+                 and (e.target.fmt, e.target.scaling) == (fmt, scaling))
+
+
 def _register_dispatch() -> None:
     from suite.numerics import dispatch
 
-    dispatch.register("fake_quantize", "triton", _triton_fake_quantize, _supports_fake_quantize)
+    dispatch.register("fake_quantize", "triton", _triton_fake_quantize, _supports_fake_quantize,
+                      timed_by=_timed_by_fake_quantize)
     dispatch.register("fake_quantize_stochastic", "triton", _triton_fake_quantize_stochastic,
-                      _supports_fake_quantize_stochastic)
+                      _supports_fake_quantize_stochastic, timed_by=_timed_by_fake_quantize_stochastic)
 
 
 _register_dispatch()
