@@ -275,23 +275,39 @@ _dequant("dequantize_int4_group", "int4", "INT4 groups of 128 (packed) -> dense"
 FAKE_QUANTIZE_FORMATS = {"mxfp4": 32, "mxfp8_e4m3": 32, "nvfp4": 16}
 
 
-def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest"):
+# FP8 E4M3 with one scale per tensor or per row (fp8-train's, COAT's and HALO-fp8's operands): the
+# quantise kernel (an amax pass first for a tensor scale), then the row-scaled dequantise kernel.
+FP8_GRANULARITIES = ("tensor", "row")
+FP8_MAX_ROW = 32768  # the row kernels keep a whole row in registers
+
+
+def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: str | None = None):
     import torch
 
     from suite.kernels._quant_triton import dequantize, quantize
 
-    stored = quantize(x.contiguous(), fmt)
+    x = x.contiguous()
+    if fmt == "fp8_e4m3":
+        q, scale = quantize(x, fmt, per_tensor=granularity == "tensor")[:2]
+        if granularity == "tensor":
+            scale = scale.reshape(1, 1).expand(x.shape[0], 1).contiguous()
+        return dequantize(q, scale, fmt, tuple(x.shape), torch.float32)
+    stored = quantize(x, fmt)
     tensor_scale = stored[2] if len(stored) > 2 else None
     return dequantize(stored[0], stored[1], fmt, tuple(x.shape), torch.float32, tensor_scale)
 
 
-def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "nearest") -> bool:
+def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "nearest",
+                            granularity: str | None = None) -> bool:
     import torch
 
-    block = FAKE_QUANTIZE_FORMATS.get(fmt)
-    return (block is not None and rounding == "nearest" and x.dim() == 2 and x.dtype == torch.float32
-            and x.shape[0] > 0 and x.shape[1] % block == 0 and (x.is_cuda or on_cpu_too)
-            and _triton_importable())
+    if fmt == "fp8_e4m3":
+        shaped = granularity in FP8_GRANULARITIES and 0 < x.shape[-1] <= FP8_MAX_ROW
+    else:
+        block = FAKE_QUANTIZE_FORMATS.get(fmt)
+        shaped = block is not None and granularity is None and x.shape[-1] % block == 0
+    return (shaped and rounding == "nearest" and x.dim() == 2 and x.dtype == torch.float32
+            and x.shape[0] > 0 and (x.is_cuda or on_cpu_too) and _triton_importable())
 
 
 def _triton_importable() -> bool:
@@ -364,7 +380,8 @@ def _sr(name: str, fmt: str, scaling: str, summary: str) -> None:
     cls = type(name.title().replace("_", ""), (_FakeQuantizeStochastic,),
                {"name": name, "fmt": fmt, "scaling": scaling})
     cls.__module__ = __name__
-    register_kernel(name, kind="quant", summary=summary)(cls)
+    # kind fake_quant: values in, values out (no stored codes and scales, as the quant kernels have)
+    register_kernel(name, kind="fake_quant", summary=summary)(cls)
 
 
 _sr("fake_quantize_mxfp4_sr", "mxfp4", "block", "MXFP4 quantise-dequantise, stochastic rounding by given uniforms")
@@ -374,16 +391,22 @@ _sr("fake_quantize_nvfp4_sr", "nvfp4", "block", "NVFP4 quantise-dequantise, stoc
 
 
 # -- which benchmark kernels time what an implementation runs (suite bench kernels lists the methods) ---
-def _timed_by_fake_quantize(fmt: str, rounding: str = "nearest") -> tuple[str, ...]:
+def _timed_by_fake_quantize(fmt: str, *options: str) -> tuple[str, ...]:
     """The nearest-rounding kernel is ``quantize`` then ``dequantize`` of ``fmt``: the single-layout
-    benchmark kernels of that format."""
+    benchmark kernels of that format with those options (``granularity=tensor``: FP8's per-tensor
+    quantise kernel, then the row-scaled dequantise kernel given the one scale for every row)."""
     from suite.registry import KERNELS
 
+    opts = dict(o.split("=", 1) for o in options if "=" in o)
+    opts.pop("rounding", None)
+    want = {"quantize": opts, "dequantize": {"granularity": "row"} if opts.get("granularity") == "tensor" else opts}
     out = []
     for entry in KERNELS.entries():
         cls = entry.target
-        if isinstance(cls, type) and issubclass(cls, (_Quantize, _Dequantize)) and cls.fmt == fmt \
-                and not getattr(cls, "dual", False) and not getattr(cls, "per_tensor", False) and not cls.opts:
+        if not (isinstance(cls, type) and issubclass(cls, (_Quantize, _Dequantize)) and cls.fmt == fmt):
+            continue
+        role = "quantize" if issubclass(cls, _Quantize) else "dequantize"
+        if not getattr(cls, "dual", False) and {k: str(v) for k, v in cls.opts.items()} == want[role]:
             out.append(cls.name)
     return tuple(sorted(out, key=lambda n: not n.startswith("quantize")))
 

@@ -50,6 +50,23 @@ def test_the_kernel_equals_the_formats_module_bit_for_bit(fmt, shape):
     assert torch.equal(served, F.fake_quantize(x, fmt))
 
 
+@pytest.mark.parametrize("granularity", ["tensor", "row"])
+@pytest.mark.parametrize("shape", [(1, 32), (37, 64), (5, 100), (3, 7)])
+def test_the_fp8_kernel_equals_the_formats_module_bit_for_bit(granularity, shape):
+    """FP8 E4M3 with a tensor or row scale (fp8-train's and COAT's operands), any row length,
+    an all-zero row (scale 1) and values across ten decades (subnormal codes, saturation)."""
+    from suite.kernel import as_bits
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) * torch.logspace(-6, 4, shape[1])).to(DEVICE)
+    x[-1] = 0.0
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize", F.fake_quantize, x, "fp8_e4m3", granularity=granularity)
+    assert dispatch.counts() == {("fake_quantize", "triton"): 1}
+    assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, "fp8_e4m3", granularity=granularity)))
+
+
 def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference():
     x = torch.randn(4, 64, device=DEVICE)
     dispatch.reset_counts()
@@ -58,10 +75,11 @@ def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference()
     with dispatch.kernels("triton"):
         dispatch.call("fake_quantize", _reference, x.reshape(2, 2, 64), "mxfp4")  # the kernel takes 2-D only
         dispatch.call("fake_quantize", _reference, x, "mxfp4", rounding="stochastic")  # no kernel registered
+        dispatch.call("fake_quantize", F.fake_quantize, x, "fp8_e5m2", granularity="tensor")  # E4M3 only
     with dispatch.kernels("auto"):
         dispatch.call("fake_quantize", _reference, x, "mxfp4")  # a CPU tensor: auto keeps PyTorch
     expected_triton = 1 if DEVICE == "cuda" else 0
-    assert dispatch.counts() == {("fake_quantize", "torch"): 4 - expected_triton,
+    assert dispatch.counts() == {("fake_quantize", "torch"): 5 - expected_triton,
                                  **({("fake_quantize", "triton"): 1} if expected_triton else {})}
     with pytest.raises(UserError, match="--kernels 'fast': choose one of auto, triton, torch"):
         with dispatch.kernels("fast"):
@@ -82,7 +100,7 @@ def _run(store, kernels: str, method: str, corpus) -> None:
                  "--seeds", "1", "--no-progress", "--kernels", kernels, "--store", str(store)]) == 0
 
 
-@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train:rht=false,tiles=false", "quartet-train"])
+@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train:rht=false,tiles=false", "quartet-train", "fp8-train"])
 def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_path, monkeypatch, method, corpus):
     """The recipe's forward, dgrad and wgrad operands through the kernels (interpreted) and through
     PyTorch: the same losses bit for bit, and each cell says which served it. NVFP4's gradients and

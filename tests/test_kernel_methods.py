@@ -133,3 +133,19 @@ def test_recipe_bench_user_errors_are_one_clear_message(tmp_path, capsys, argv, 
 
     assert main([*argv, "--store", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_kernel_table_states_the_methods_and_gaps_the_code_derives(derived):
+    """kernels/RESULTS.md carries the generated sections (a GPU run re-renders them): every kernel
+    row and every gap there is what ``suite.bench.methods`` derives now."""
+    from pathlib import Path
+
+    from suite.bench.methods import markdown_methods
+
+    text = (Path(__file__).resolve().parents[1] / "kernels" / "RESULTS.md").read_text()
+    now = markdown_methods()
+    table = [line for line in now.splitlines() if line.startswith("| ") and not line.startswith("| kernel ")]
+    present = [line for line in table if line.split(" | ")[0] + " |" in text]
+    assert present and all(line in text for line in present), "re-generate kernels/RESULTS.md's sections"
+    gaps = now.split("## What no kernel serves yet", 1)[1]
+    assert gaps in text, "kernels/RESULTS.md's 'What no kernel serves yet' is stale: re-generate it"

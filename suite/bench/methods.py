@@ -92,6 +92,9 @@ def train_methods() -> list[str]:
 
 def kernel_methods(methods: list[str] | None = None) -> tuple[dict[str, list[str]], list[MethodKernels]]:
     """(benchmark kernel -> the methods that run it, each method's ``MethodKernels``)."""
+    from suite.registry import KERNELS
+
+    KERNELS.names()  # the kernel plugins register their implementations when they load
     found = [method_kernels(m) for m in (train_methods() if methods is None else methods)]
     by_kernel: dict[str, list[str]] = {}
     for mk in found:
@@ -117,3 +120,25 @@ def format_methods(kernels: list[str], by_kernel: dict[str, list[str]], found: l
                 continue
             lines.append(f"  {mk.method}: " + "; ".join(mk.gaps))
     return "\n".join(lines)
+
+
+def markdown_methods(kernels: list[str] | None = None) -> str:
+    """The same as ``format_methods``, as the Markdown section of kernels/RESULTS.md."""
+    from suite.registry import KERNELS
+
+    by_kernel, found = kernel_methods()
+    kernels = sorted(KERNELS.names()) if kernels is None else kernels
+    lines = ["## Which methods run each kernel", "",
+             "Derived from the training recipes' declared operands (`Operand.dispatched`) and the kernels "
+             "registered with `suite.numerics.dispatch` (`suite.bench.methods`; `suite bench kernels` prints "
+             "the same after its table), for each recipe's default configuration.", "",
+             "| kernel | methods that run it |", "|---|---|"]
+    lines += [f"| {k} | {', '.join(by_kernel.get(k, [])) or '-'} |" for k in kernels]
+    lines += ["", "## What no kernel serves yet", "",
+              "Operations of the recipes that run in PyTorch whatever `--kernels` says: the missing kernels.", ""]
+    for mk in found:
+        if not mk.linear:
+            lines.append(f"- **{mk.method}**: a peer library's recipe (its own kernels)")
+        elif mk.gaps:
+            lines.append(f"- **{mk.method}**: " + "; ".join(mk.gaps))
+    return "\n".join(lines) + "\n"
