@@ -19,8 +19,8 @@ from suite.kernel import DTYPE_BYTES, Impl, Kernel, compiled, parse_dtype, randn
 from suite.registry import register_kernel
 
 BLOCKS = {"mxfp8_e4m3": 32, "mxfp4": 32, "nvfp4": 16, "int4": 128}
-CODE_BITS = {"fp8_e4m3": 8, "mxfp8_e4m3": 8, "mxfp4": 4, "nvfp4": 4, "int8": 8, "int4": 4}
-SCALE_BYTES = {"fp8_e4m3": 4, "mxfp8_e4m3": 1, "mxfp4": 1, "nvfp4": 1, "int8": 4, "int4": 4}
+CODE_BITS = {"fp8_e4m3": 8, "fp8_e5m2": 8, "mxfp8_e4m3": 8, "mxfp4": 4, "nvfp4": 4, "int8": 8, "int4": 4}
+SCALE_BYTES = {"fp8_e4m3": 4, "fp8_e5m2": 4, "mxfp8_e4m3": 1, "mxfp4": 1, "nvfp4": 1, "int8": 4, "int4": 4}
 
 
 def _storage(q) -> tuple:
@@ -65,7 +65,7 @@ class _Quantize(_QuantBase):
         block = BLOCKS.get(cls.fmt)
         if block:
             cls.divisors = {"N": block, "M": block} if cls.dual else {"N": block}
-        if cls.fmt in ("fp8_e4m3", "int8") and not cls.per_tensor:
+        if cls.fmt in ("fp8_e4m3", "fp8_e5m2", "int8") and not cls.per_tensor:
             cls.max_row = 32768
 
     def reference(self, x):
@@ -192,6 +192,10 @@ _quant("quantize_fp8_tensor_dual", "fp8_e4m3", "FP8 E4M3 per-tensor cast of X an
        {"granularity": "tensor"}, per_tensor=True, dual=True)()
 _quant("quantize_fp8_row", "fp8_e4m3", "FP8 E4M3 cast with one amax scale per row",
        {"granularity": "row"})()
+_quant("quantize_fp8_e5m2_tensor", "fp8_e5m2", "FP8 E5M2 cast with one amax scale per tensor (gradients)",
+       {"granularity": "tensor"}, per_tensor=True)()
+_quant("quantize_fp8_e5m2_row", "fp8_e5m2", "FP8 E5M2 cast with one amax scale per row (gradients)",
+       {"granularity": "row"})()
 _quant("quantize_mxfp8", "mxfp8_e4m3", "MXFP8 (E4M3, blocks of 32, E8M0 scales)")(_torchao_mxfp8)
 _quant("quantize_mxfp8_dual", "mxfp8_e4m3", "MXFP8 of X and X^T in one pass",
        dual=True)(_torchao_mxfp8)
@@ -216,7 +220,7 @@ class _Dequantize(_QuantBase):
         block = BLOCKS.get(cls.fmt)
         if block:
             cls.divisors = {"N": block}
-        if cls.fmt in ("fp8_e4m3", "int8"):
+        if cls.fmt in ("fp8_e4m3", "fp8_e5m2", "int8"):
             cls.max_row = 32768
 
     def make_inputs(self, shape, dtype, device, generator):
@@ -261,6 +265,8 @@ def _dequant(name: str, fmt: str, summary: str, opts: dict | None = None) -> Non
 
 _dequant("dequantize_fp8_row", "fp8_e4m3", "FP8 E4M3 with row scales -> dense",
          {"granularity": "row"})
+_dequant("dequantize_fp8_e5m2_row", "fp8_e5m2", "FP8 E5M2 with row scales -> dense",
+         {"granularity": "row"})
 _dequant("dequantize_mxfp8", "mxfp8_e4m3", "MXFP8 -> dense")
 _dequant("dequantize_mxfp4", "mxfp4", "MXFP4 (packed) -> dense")
 _dequant("dequantize_nvfp4", "nvfp4", "NVFP4 (packed) -> dense")
@@ -275,8 +281,9 @@ _dequant("dequantize_int4_group", "int4", "INT4 groups of 128 (packed) -> dense"
 FAKE_QUANTIZE_FORMATS = {"mxfp4": 32, "mxfp8_e4m3": 32, "nvfp4": 16}
 
 
-# FP8 E4M3 with one scale per tensor or per row (fp8-train's, COAT's and HALO-fp8's operands): the
+# FP8 E4M3 / E5M2 with one scale per tensor or per row (fp8-train's, COAT's and HALO-fp8's operands): the
 # quantise kernel (an amax pass first for a tensor scale), then the row-scaled dequantise kernel.
+FP8_FORMATS = ("fp8_e4m3", "fp8_e5m2")
 FP8_GRANULARITIES = ("tensor", "row")
 FP8_MAX_ROW = 32768  # the row kernels keep a whole row in registers
 
@@ -287,7 +294,7 @@ def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: s
     from suite.kernels._quant_triton import dequantize, quantize
 
     x = x.contiguous()
-    if fmt == "fp8_e4m3":
+    if fmt in FP8_FORMATS:
         q, scale = quantize(x, fmt, per_tensor=granularity == "tensor")[:2]
         if granularity == "tensor":
             scale = scale.reshape(1, 1).expand(x.shape[0], 1).contiguous()
@@ -301,7 +308,7 @@ def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "near
                             granularity: str | None = None) -> bool:
     import torch
 
-    if fmt == "fp8_e4m3":
+    if fmt in FP8_FORMATS:
         shaped = granularity in FP8_GRANULARITIES and 0 < x.shape[-1] <= FP8_MAX_ROW
     else:
         block = FAKE_QUANTIZE_FORMATS.get(fmt)

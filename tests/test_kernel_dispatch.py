@@ -50,11 +50,12 @@ def test_the_kernel_equals_the_formats_module_bit_for_bit(fmt, shape):
     assert torch.equal(served, F.fake_quantize(x, fmt))
 
 
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
 @pytest.mark.parametrize("granularity", ["tensor", "row"])
 @pytest.mark.parametrize("shape", [(1, 32), (37, 64), (5, 100), (3, 7)])
-def test_the_fp8_kernel_equals_the_formats_module_bit_for_bit(granularity, shape):
-    """FP8 E4M3 with a tensor or row scale (fp8-train's and COAT's operands), any row length,
-    an all-zero row (scale 1) and values across ten decades (subnormal codes, saturation)."""
+def test_the_fp8_kernel_equals_the_formats_module_bit_for_bit(fmt, granularity, shape):
+    """FP8 E4M3 / E5M2 with a tensor or row scale (fp8-train's and COAT's operands), any row
+    length, an all-zero row (scale 1) and values across ten decades (subnormal codes)."""
     from suite.kernel import as_bits
 
     g = torch.Generator().manual_seed(sum(shape))
@@ -62,9 +63,32 @@ def test_the_fp8_kernel_equals_the_formats_module_bit_for_bit(granularity, shape
     x[-1] = 0.0
     dispatch.reset_counts()
     with dispatch.kernels("triton"):
-        served = dispatch.call("fake_quantize", F.fake_quantize, x, "fp8_e4m3", granularity=granularity)
+        served = dispatch.call("fake_quantize", F.fake_quantize, x, fmt, granularity=granularity)
     assert dispatch.counts() == {("fake_quantize", "triton"): 1}
-    assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, "fp8_e4m3", granularity=granularity)))
+    assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, fmt, granularity=granularity)))
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+def test_the_fp8_kernel_rounds_every_code_and_midpoint_as_the_formats_module(fmt):
+    """Rows whose amax is the element's largest value (scale 1): every positive code's value, the
+    midpoints to its neighbours and one float32 step either side of each, both signs."""
+    from suite.kernel import as_bits
+
+    dtype = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[fmt]
+    values = torch.arange(0, 0x80, dtype=torch.uint8).view(dtype).float()
+    values = values[torch.isfinite(values)].unique()
+    mids = (values[1:] + values[:-1]) / 2
+    pts = torch.cat([values, mids])
+    bits = pts.view(torch.int32)
+    pts = torch.cat([pts, (bits + 1).view(torch.float32), (bits - 1).clamp(min=0).view(torch.float32)])
+    pts = torch.cat([pts, -pts])
+    top = values.max()
+    x = torch.cat([torch.full((1,), top), pts]).to(DEVICE)
+    x = torch.nn.functional.pad(x, (0, (-x.numel()) % 64)).reshape(-1, 64)
+    x[:, 0] = top
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize", F.fake_quantize, x, fmt, granularity="row")
+    assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, fmt, granularity="row")))
 
 
 def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference():
@@ -75,7 +99,8 @@ def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference()
     with dispatch.kernels("triton"):
         dispatch.call("fake_quantize", _reference, x.reshape(2, 2, 64), "mxfp4")  # the kernel takes 2-D only
         dispatch.call("fake_quantize", _reference, x, "mxfp4", rounding="stochastic")  # no kernel registered
-        dispatch.call("fake_quantize", F.fake_quantize, x, "fp8_e5m2", granularity="tensor")  # E4M3 only
+        dispatch.call("fake_quantize", F.fake_quantize, x, "fp8_e5m2", granularity="tensor",
+                      rounding="stochastic")  # FP8 kernels round to nearest only
     with dispatch.kernels("auto"):
         dispatch.call("fake_quantize", _reference, x, "mxfp4")  # a CPU tensor: auto keeps PyTorch
     expected_triton = 1 if DEVICE == "cuda" else 0
