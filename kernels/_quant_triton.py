@@ -694,3 +694,43 @@ def fake_quantize_fp4_stochastic(x: torch.Tensor, u: torch.Tensor, fmt: str, sca
     _fp4_sr_kernel[grid](x, u, y, ts, M, N, FMT=fmt_id, G=G, SCALE34=scaling == "sr34",
                          SOFT=triton_interpreted(), BM=BM, BN=BN, num_warps=4)
     return y
+
+
+# -- NVFP4 in 16 x 16 tiles (suite.numerics.tiles), fused ------------------------------------------------
+@triton.jit
+def _nvfp4_tile_kernel(x_ptr, y_ptr, ts_ptr, M, N, SOFT: tl.constexpr, BN: tl.constexpr):
+    """Y = NVFP4 of X with one E4M3 scale per 16 x 16 tile, rounded to nearest: a program owns a
+    band of 16 rows and BN columns (BN // 16 tiles); rows and columns past the edge read as zeros,
+    the zero padding of the reference."""
+    pid_m, pid_n = _tile_ids(M, 16)
+    rm = pid_m * 16 + tl.arange(0, 16)
+    rn = pid_n * BN + tl.arange(0, BN)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    offs = rm[:, None] * N + rn[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    NB: tl.constexpr = BN // 16
+    xb = tl.reshape(x, (16, NB, 16))
+    amax = tl.max(tl.max(tl.abs(xb), axis=2), axis=0)  # [NB]: one per tile
+    ts = tl.load(ts_ptr)
+    s = tl.clamp(tl.math.div_rn(tl.math.div_rn(amax, 6.0), ts), 0.015625, 448.0)
+    s8 = _e4m3_value_soft(_fp8_code(s, SOFT))
+    recip = tl.math.div_rn(tl.math.div_rn(1.0, ts), s8)
+    v = tl.clamp(xb * recip[None, :, None], -6.0, 6.0)
+    code = _fp4_code(v, v, False)
+    val = _fp4_value(code & 7) * (ts * s8)[None, :, None]
+    val = tl.where((code & 8) != 0, -val, val)
+    tl.store(y_ptr + offs, tl.reshape(val, (16, BN)), mask=mask)
+
+
+def fake_quantize_nvfp4_tiles(x: torch.Tensor) -> torch.Tensor:
+    """``suite.numerics.tiles.nvfp4_tiles(x)`` in one kernel (after the tensor amax): x float32 [M, N]."""
+    from suite.numerics.formats import nvfp4_tensor_scale
+
+    M, N = x.shape
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    ts = nvfp4_tensor_scale(tensor_amax(x)).reshape(()).to(torch.float32)
+    BN = 128 if triton_interpreted() else 256
+    grid = (triton.cdiv(M, 16) * triton.cdiv(N, BN),)
+    _nvfp4_tile_kernel[grid](x, y, ts, M, N, SOFT=triton_interpreted(), BN=BN, num_warps=4)
+    return y

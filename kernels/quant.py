@@ -397,6 +397,56 @@ _sr("fake_quantize_mxfp4_sr34", "mxfp4", "sr34",
 _sr("fake_quantize_nvfp4_sr", "nvfp4", "block", "NVFP4 quantise-dequantise, stochastic rounding by given uniforms")
 
 
+class FakeQuantizeNvfp4Tiles(Kernel):
+    """NVFP4 with one E4M3 scale per 16 x 16 tile (``suite.numerics.tiles``; the NVFP4 recipe's
+    weights): float32 X in, float32 values out, an amax pass then one fused pass."""
+
+    name = "fake_quantize_nvfp4_tiles"
+    dims = ("M", "N")
+    dtypes = ("float32",)
+    shapes = ((8192, 8192), (16384, 8192))
+    cpu_shapes = ((256, 1024),)
+
+    def make_inputs(self, shape, dtype, device, generator):
+        return (randn(shape, dtype, device, generator, scale=2.0),)
+
+    def reference(self, x):
+        from suite.numerics.tiles import nvfp4_tiles
+
+        return nvfp4_tiles(x)
+
+    def triton(self, x):
+        from suite.kernels._quant_triton import fake_quantize_nvfp4_tiles
+
+        return fake_quantize_nvfp4_tiles(x)
+
+    def impls(self):
+        return {"triton": Impl("triton", self.triton, needs="triton"),
+                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+
+    def bytes_moved(self, shape, dtype):
+        """X read twice (the tensor amax, then the quantise pass), Y written."""
+        return 3 * shape[0] * shape[1] * 4
+
+
+register_kernel("fake_quantize_nvfp4_tiles", kind="fake_quant",
+                summary="NVFP4 in 16x16 tiles (E4M3 per tile x FP32 per tensor) quantise-dequantise, "
+                        "nearest (the NVFP4 recipe's weights)")(FakeQuantizeNvfp4Tiles)
+
+
+def _triton_fake_quantize_tiles(x, fmt: str):
+    from suite.kernels._quant_triton import fake_quantize_nvfp4_tiles
+
+    return fake_quantize_nvfp4_tiles(x)
+
+
+def _supports_fake_quantize_tiles(on_cpu_too: bool, x, fmt: str) -> bool:
+    import torch
+
+    return (fmt == "nvfp4" and x.dim() == 2 and x.dtype == torch.float32 and x.numel() > 0
+            and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
 # -- which benchmark kernels time what an implementation runs (suite bench kernels lists the methods) ---
 def _timed_by_fake_quantize(fmt: str, *options: str) -> tuple[str, ...]:
     """The nearest-rounding kernel is ``quantize`` then ``dequantize`` of ``fmt``: the single-layout
@@ -433,6 +483,8 @@ def _register_dispatch() -> None:
                       timed_by=_timed_by_fake_quantize)
     dispatch.register("fake_quantize_stochastic", "triton", _triton_fake_quantize_stochastic,
                       _supports_fake_quantize_stochastic, timed_by=_timed_by_fake_quantize_stochastic)
+    dispatch.register("fake_quantize_tiles", "triton", _triton_fake_quantize_tiles, _supports_fake_quantize_tiles,
+                      timed_by=lambda fmt: ("fake_quantize_nvfp4_tiles",) if fmt == "nvfp4" else ())
 
 
 _register_dispatch()

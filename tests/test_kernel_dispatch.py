@@ -91,6 +91,32 @@ def test_the_fp8_kernel_rounds_every_code_and_midpoint_as_the_formats_module(fmt
     assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, fmt, granularity="row")))
 
 
+@pytest.mark.parametrize("shape", [(1, 16), (37, 70), (33, 300), (130, 256)])
+def test_the_nvfp4_tile_kernel_equals_the_formats_module_tile_by_tile(shape):
+    """NVFP4 in 16 x 16 tiles (the NVFP4 recipe's weights), ragged shapes zero-padded: each tile is
+    the formats module's NVFP4 block of 256 values; the recipe's own function gives the same."""
+    from suite.kernel import as_bits
+    from suite.methods.train.gemm import nvfp4_tiles
+    from suite.numerics.tiles import nvfp4_tiles as reference
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) * torch.logspace(-3, 3, shape[1])).to(DEVICE)
+    x[0, :8] = 0.0
+    rows, cols = shape
+    padded = torch.nn.functional.pad(x, (0, (-cols) % 16, 0, (-rows) % 16))
+    r, c = padded.shape
+    tiles = padded.reshape(r // 16, 16, c // 16, 16).permute(0, 2, 1, 3).reshape(-1, 256)
+    by_formats = F.fake_quantize(tiles, "nvfp4", block_size=256)
+    by_formats = by_formats.reshape(r // 16, c // 16, 16, 16).permute(0, 2, 1, 3).reshape(r, c)[:rows, :cols]
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize_tiles", lambda t, fmt: reference(t), x, "nvfp4")
+    assert dispatch.counts() == {("fake_quantize_tiles", "triton"): 1}
+    assert torch.equal(served, by_formats)
+    assert torch.equal(as_bits(served), as_bits(reference(x)))
+    assert torch.equal(as_bits(served), as_bits(nvfp4_tiles(x)))
+
+
 def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference():
     x = torch.randn(4, 64, device=DEVICE)
     dispatch.reset_counts()
@@ -125,11 +151,12 @@ def _run(store, kernels: str, method: str, corpus) -> None:
                  "--seeds", "1", "--no-progress", "--kernels", kernels, "--store", str(store)]) == 0
 
 
-@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train:rht=false,tiles=false", "quartet-train", "fp8-train"])
+@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train", "quartet-train", "fp8-train"])
 def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_path, monkeypatch, method, corpus):
     """The recipe's forward, dgrad and wgrad operands through the kernels (interpreted) and through
     PyTorch: the same losses bit for bit, and each cell says which served it. NVFP4's gradients and
-    Quartet's backward round stochastically: the kernel takes the generator's uniforms."""
+    Quartet's backward round stochastically (the kernel takes the generator's uniforms); NVFP4's
+    weights are quantised in 16 x 16 tiles; fp8-train's operands are E4M3 and E5M2 per tensor."""
     from suite.results.store import ResultStore
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -92,6 +92,8 @@ class Operand:
             return ("fake_quantize", FORMAT_NAMES[self.fmt])
         if self.rounding == "nearest" and self.fmt in FP8_ELEMENTS and self.scaling in ("tensor", "row"):
             return ("fake_quantize", FORMAT_NAMES[self.fmt], f"granularity={self.scaling}")
+        if self.rounding == "nearest" and self.scaling == "tile" and self.fmt == "nvfp4":
+            return ("fake_quantize_tiles", "nvfp4")
         if self.rounding == "stochastic" and (FORMAT_NAMES.get(self.fmt), self.scaling) in STOCHASTIC_SHAPES:
             return ("fake_quantize_stochastic", FORMAT_NAMES[self.fmt], self.scaling)
         return None
@@ -318,6 +320,8 @@ class LayerState:
         if op.scaling == "sr34":
             return mxfp4_sr34(t, op.rounding, rnd.get("generator"))
         if op.scaling == "tile":
+            if op.dispatched():  # a kernel may serve it (suite.numerics.dispatch)
+                return Quantized(dispatch.call("fake_quantize_tiles", lambda x, fmt: nvfp4_tiles(x), t, "nvfp4"))
             return Quantized(nvfp4_tiles(t, **rnd))
         if op.scaling == "rceil":
             return Quantized(mx_rceil(t, op.fmt, op.rounding, rnd.get("generator")))
