@@ -45,7 +45,7 @@ FP8E5 = 6  # fp8_e5m2, one float32 scale per row (or a given per-tensor scale); 
 
 FORMAT_IDS = {"fp8_e4m3": FP8, "mxfp8_e4m3": MXFP8, "mxfp4": MXFP4, "nvfp4": NVFP4,
               "int8": INT8, "int4": INT4, "fp8_e5m2": FP8E5}
-FP8_MAX = {FP8: 448.0, FP8E5: 57344.0}
+FP8_MAX = {FP8: 448.0, FP8E5: 57344.0, INT8: 127.0}  # per-tensor scale = amax / this
 PACKED = {MXFP4, NVFP4, INT4}
 
 
@@ -276,8 +276,11 @@ def _encode(xb, u, ts, FMT: tl.constexpr, SR: tl.constexpr, SOFT: tl.constexpr):
         return _e5m2_bits_soft(tl.math.div_rn(xb, scale[:, :, None])), scale
     else:  # INT8 / INT4, symmetric
         QMAX: tl.constexpr = 127.0 if FMT == INT8 else 7.0
-        scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), QMAX)
-        scale = tl.where(scale > 0, scale, 1.0)
+        if ts > 0:  # a given per-tensor scale (INT8)
+            scale = tl.zeros((xb.shape[0], xb.shape[1]), tl.float32) + ts
+        else:
+            scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), QMAX)
+            scale = tl.where(scale > 0, scale, 1.0)
         v = _rne(tl.math.div_rn(xb, scale[:, :, None]))
         v = tl.where(xb != xb, 0.0, tl.clamp(v, -QMAX, QMAX))
         return v.to(tl.int32), scale

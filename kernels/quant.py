@@ -208,6 +208,8 @@ _quant("quantize_nvfp4_dual", "nvfp4", "NVFP4 of X and X^T (one amax pass + one 
        dual=True)(_torchao_nvfp4)
 _quant("quantize_int8_row", "int8", "symmetric INT8, one scale per row",
        {"granularity": "row"})()
+_quant("quantize_int8_tensor", "int8", "symmetric INT8, one amax scale per tensor",
+       {"granularity": "tensor"}, per_tensor=True)()
 _quant("quantize_int4_group", "int4", "symmetric INT4, one scale per group of 128, packed",
        {"granularity": "group", "group_size": 128})()
 
@@ -283,7 +285,7 @@ FAKE_QUANTIZE_FORMATS = {"mxfp4": 32, "mxfp8_e4m3": 32, "nvfp4": 16}
 
 # FP8 E4M3 / E5M2 with one scale per tensor or per row (fp8-train's, COAT's and HALO-fp8's operands): the
 # quantise kernel (an amax pass first for a tensor scale), then the row-scaled dequantise kernel.
-FP8_FORMATS = ("fp8_e4m3", "fp8_e5m2")
+FP8_FORMATS = ("fp8_e4m3", "fp8_e5m2", "int8")  # (INT8 too: one float32 scale per tensor or row)
 FP8_GRANULARITIES = ("tensor", "row")
 FP8_MAX_ROW = 32768  # the row kernels keep a whole row in registers
 
@@ -298,7 +300,9 @@ def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: s
         q, scale = quantize(x, fmt, per_tensor=granularity == "tensor")[:2]
         if granularity == "tensor":
             scale = scale.reshape(1, 1).expand(x.shape[0], 1).contiguous()
-        return dequantize(q, scale, fmt, tuple(x.shape), torch.float32)
+        y = dequantize(q, scale, fmt, tuple(x.shape), torch.float32)
+        # INT8 has no NaN code: fake quantisation keeps a NaN where it was (formats' rule)
+        return torch.where(torch.isnan(x), x, y) if fmt == "int8" else y
     stored = quantize(x, fmt)
     tensor_scale = stored[2] if len(stored) > 2 else None
     return dequantize(stored[0], stored[1], fmt, tuple(x.shape), torch.float32, tensor_scale)

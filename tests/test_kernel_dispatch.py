@@ -50,22 +50,28 @@ def test_the_kernel_equals_the_formats_module_bit_for_bit(fmt, shape):
     assert torch.equal(served, F.fake_quantize(x, fmt))
 
 
-@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2", "int8"])
 @pytest.mark.parametrize("granularity", ["tensor", "row"])
 @pytest.mark.parametrize("shape", [(1, 32), (37, 64), (5, 100), (3, 7)])
 def test_the_fp8_kernel_equals_the_formats_module_bit_for_bit(fmt, granularity, shape):
-    """FP8 E4M3 / E5M2 with a tensor or row scale (fp8-train's and COAT's operands), any row
-    length, an all-zero row (scale 1) and values across ten decades (subnormal codes)."""
+    """FP8 E4M3 / E5M2 and INT8 with a tensor or row scale (fp8-train's, COAT's and HALO's
+    operands), any row length, an all-zero row (scale 1), values across ten decades (subnormal
+    codes) and a row with NaN and +-inf (scales from the finite values)."""
     from suite.kernel import as_bits
 
     g = torch.Generator().manual_seed(sum(shape))
     x = (torch.randn(shape, generator=g) * torch.logspace(-6, 4, shape[1])).to(DEVICE)
     x[-1] = 0.0
+    if shape[0] > 2:
+        x[1, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])  # kept / saturated alike
     dispatch.reset_counts()
     with dispatch.kernels("triton"):
         served = dispatch.call("fake_quantize", F.fake_quantize, x, fmt, granularity=granularity)
     assert dispatch.counts() == {("fake_quantize", "triton"): 1}
-    assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, fmt, granularity=granularity)))
+    reference = F.fake_quantize(x, fmt, granularity=granularity)
+    nan = torch.isnan(reference)  # a NaN stays NaN (its payload bits may differ)
+    assert torch.equal(torch.isnan(served), nan)
+    assert torch.equal(as_bits(served)[~nan], as_bits(reference)[~nan])
 
 
 @pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])

@@ -90,7 +90,7 @@ class Operand:
         where PyTorch alone does (no kernel can serve it)."""
         if self.rounding == "nearest" and self.scaling == "block" and self.fmt in NEAREST_REFERENCE:
             return ("fake_quantize", FORMAT_NAMES[self.fmt])
-        if self.rounding == "nearest" and self.fmt in FP8_ELEMENTS and self.scaling in ("tensor", "row"):
+        if self.rounding == "nearest" and self.fmt in (*FP8_ELEMENTS, "int8") and self.scaling in ("tensor", "row"):
             return ("fake_quantize", FORMAT_NAMES[self.fmt], f"granularity={self.scaling}")
         if self.rounding == "nearest" and self.scaling == "tile" and self.fmt == "nvfp4":
             return ("fake_quantize_tiles", "nvfp4")
@@ -341,7 +341,7 @@ class LayerState:
         if real and op.real_capable:
             q = F.quantize(t, name, granularity=op.scaling)
             return Quantized(F.dequantize(q), codes=q.data, scale=q.scale.float())
-        if op.dispatched():  # FP8 per tensor / per row: a kernel may serve it (suite.numerics.dispatch)
+        if op.dispatched():  # FP8 / INT8 per tensor / per row: a kernel may serve it (suite.numerics.dispatch)
             return Quantized(dispatch.call("fake_quantize", F.fake_quantize, t, name, granularity=op.scaling))
         return Quantized(F.fake_quantize(t, name, **rnd))
 
