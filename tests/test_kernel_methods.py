@@ -132,6 +132,8 @@ def test_the_recipe_benchmark_joins_the_gate(tmp_path, capsys, monkeypatch, one_
     (["bench", "recipes", "--compare", "nope"], "no recipe baseline 'nope'"),
     (["bench", "recipes", "--size", "64,1,3,128"], "hidden a multiple of heads"),
     (["bench", "recipes", "--modes", "fast"], "--kernels 'fast': choose one of"),
+    (["bench", "recipes", "--recipes", "nope-train"], "nope-train"),
+    (["bench", "recipes", "--recipes", "mxfp4-train:bogus=1"], "bogus"),
 ])
 def test_recipe_bench_user_errors_are_one_clear_message(tmp_path, capsys, argv, message):
     from suite.app.cli import main

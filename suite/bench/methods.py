@@ -51,12 +51,29 @@ def timed_by(call: tuple) -> tuple[str, ...]:
     return tuple(names)
 
 
+def instantiate(spec: str) -> list:
+    """The method instances of a spec ``name[:key=value,...][+name...]``, built as ``suite run``
+    builds them (the registry's class, its Config validated by ``suite.config``); an unknown name
+    or argument is a UserError."""
+    from suite.config import build_config, parse_kv
+    from suite.errors import UserError
+    from suite.registry import METHODS
+
+    out = []
+    for piece in spec.split("+"):
+        name, _, arg_text = piece.strip().partition(":")
+        if not name.strip():
+            raise UserError(f"method spec '{spec}': an empty method name")
+        cls = METHODS.get(name.strip()).target
+        args = parse_kv(arg_text, f"method '{name}'") if arg_text else {}
+        out.append(cls(build_config(cls.Config, args, f"method '{name}'")))
+    return out
+
+
 def method_kernels(spec: str) -> MethodKernels:
     """The calls and kernels of one method spec (``nvfp4-train``, ``mxfp4-train:scale=rceil``)."""
-    from suite.app.sweep import parse_method_spec, resolve_method_spec
-
     out = MethodKernels(spec)
-    for method in [m.instantiate() for m in resolve_method_spec(parse_method_spec(spec))]:
+    for method in instantiate(spec):
         recipe = method.linear_recipe() if hasattr(method, "linear_recipe") else None
         if recipe is None or not hasattr(recipe, "forward"):
             out.linear = False

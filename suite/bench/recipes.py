@@ -1,7 +1,7 @@
 """Training-step time of the recipes with their kernels off and on, for the regression gate.
 
 ``suite bench recipes`` builds one small Llama, applies each recipe to its own copy exactly as a
-cell applies it (``suite.app.sweep``'s method specs, precision policy, optimizer), and times one
+cell applies it (the method spec, precision policy, optimizer), and times one
 training step (forward, backward, optimizer) per round for every recipe x dispatch mode
 (``suite.numerics.dispatch``: ``torch`` the kernels off, ``auto``/``triton`` on), interleaved with
 the calibration op like the kernel benchmark (``suite.bench.timing.run_interleaved``). The rows go
@@ -78,12 +78,12 @@ def prepare(spec: str, template, device: str) -> dict:
     """The model under one method spec, its optimizer and precision policy, as a cell sets them."""
     import torch
 
-    from suite.app.sweep import parse_method_spec, resolve_method_spec
+    from suite.bench.methods import instantiate
     from suite.method import MethodContext
     from suite.precision import FP32
     from suite.task import ModelBundle
 
-    methods = [m.instantiate() for m in resolve_method_spec(parse_method_spec(spec))]
+    methods = instantiate(spec)
     model = copy.deepcopy(template).to(device)
     policy = FP32
     for m in methods:
