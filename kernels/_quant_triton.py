@@ -9,6 +9,8 @@ scale rules live in one place here, written after the formats module:
 * FP8 E4M3 codes are the RNE saturating cast after a clamp to +-448; stochastic rounding
   truncates to the E4M3 grid by integer arithmetic and takes the next code up with the
   same rule as FP4 below;
+* FP8 E5M2 codes (the gradients' format, round to nearest only) likewise by integer
+  arithmetic after a clamp to +-57344, everywhere (no hardware cast is used for them);
 * FP4 E2M1 nearest rounding compares with the exact midpoints of its grid, ties to the
   even code, as the formats module's table search does; stochastic rounding takes the
   upper neighbour when ``u < (a - lo) / (hi - lo)``, the same rule, fed the same uniforms.
@@ -39,9 +41,11 @@ MXFP4 = 2  # OCP MX: E2M1 elements, blocks of 32, E8M0 scale
 NVFP4 = 3  # E2M1, blocks of 16, E4M3 block scale, float32 tensor scale
 INT8 = 4  # symmetric int8, one float32 scale per row
 INT4 = 5  # symmetric int4, one float32 scale per group, packed two per byte
+FP8E5 = 6  # fp8_e5m2, one float32 scale per row (or a given per-tensor scale); round to nearest only
 
 FORMAT_IDS = {"fp8_e4m3": FP8, "mxfp8_e4m3": MXFP8, "mxfp4": MXFP4, "nvfp4": NVFP4,
-              "int8": INT8, "int4": INT4}
+              "int8": INT8, "int4": INT4, "fp8_e5m2": FP8E5}
+FP8_MAX = {FP8: 448.0, FP8E5: 57344.0, INT8: 127.0}  # per-tensor scale = amax / this
 PACKED = {MXFP4, NVFP4, INT4}
 
 
@@ -74,6 +78,32 @@ def _e4m3_bits_soft(v):
     code = tl.where(a < 0.015625, sub, normal)
     code = tl.where(v != v, 0x7F, code)
     return code | (sign << 7)
+
+
+@triton.jit
+def _e5m2_bits_soft(v):
+    """float32 -> E5M2 bits by integer arithmetic: clamp to +-57344, round to nearest even (the
+    formats module's saturating cast); NaN -> 0x7F."""
+    sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
+    a = tl.minimum(tl.abs(v), 57344.0)
+    ab = a.to(tl.int32, bitcast=True)
+    normal = ((ab + 0xFFFFF + ((ab >> 21) & 1)) >> 21) - 448  # drop 21 mantissa bits, rebias
+    sub = _rne(tl.minimum(a, 0.00006103515625) * 65536.0).to(tl.int32)  # multiples of 2^-16 below 2^-14
+    # (the minimum keeps the unused lanes' products inside int32)
+    code = tl.where(a < 0.00006103515625, sub, normal)
+    code = tl.where(v != v, 0x7F, code)
+    return code | (sign << 7)
+
+
+@triton.jit
+def _e5m2_value_soft(c):
+    """E5M2 bits (int32) -> float32, built from bits (exact everywhere)."""
+    e = (c >> 2) & 31
+    m = c & 3
+    normal = (((e + 112) << 23) | (m << 21)).to(tl.float32, bitcast=True)
+    val = tl.where(e == 0, m.to(tl.float32) * 0.0000152587890625, normal)
+    val = tl.where(e == 31, float("nan"), val)
+    return tl.where((c & 0x80) != 0, -val, val)
 
 
 @triton.jit
@@ -237,10 +267,20 @@ def _encode(xb, u, ts, FMT: tl.constexpr, SR: tl.constexpr, SOFT: tl.constexpr):
             scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), 448.0)
             scale = tl.where(scale > 0, scale, 1.0)
         return _fp8_encode(tl.math.div_rn(xb, scale[:, :, None]), u, SR, SOFT), scale
+    elif FMT == FP8E5:
+        if ts > 0:  # a given per-tensor scale
+            scale = tl.zeros((xb.shape[0], xb.shape[1]), tl.float32) + ts
+        else:
+            scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), 57344.0)
+            scale = tl.where(scale > 0, scale, 1.0)
+        return _e5m2_bits_soft(tl.math.div_rn(xb, scale[:, :, None])), scale
     else:  # INT8 / INT4, symmetric
         QMAX: tl.constexpr = 127.0 if FMT == INT8 else 7.0
-        scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), QMAX)
-        scale = tl.where(scale > 0, scale, 1.0)
+        if ts > 0:  # a given per-tensor scale (INT8)
+            scale = tl.zeros((xb.shape[0], xb.shape[1]), tl.float32) + ts
+        else:
+            scale = tl.math.div_rn(tl.max(_finite_abs(xb), axis=2), QMAX)
+            scale = tl.where(scale > 0, scale, 1.0)
         v = _rne(tl.math.div_rn(xb, scale[:, :, None]))
         v = tl.where(xb != xb, 0.0, tl.clamp(v, -QMAX, QMAX))
         return v.to(tl.int32), scale
@@ -411,6 +451,8 @@ def _dequant_kernel(q_ptr, s_ptr, ts_ptr, y_ptr, M, N,
         val = tl.where(codes >= 8, codes - 16, codes).to(tl.float32)
     elif FMT == INT8:
         val = codes.to(tl.float32)
+    elif FMT == FP8E5:
+        val = _e5m2_value_soft(codes.to(tl.int32))
     else:  # FP8 / MXFP8: E4M3 bit patterns
         val = _e4m3_value_soft(codes.to(tl.int32))
     if FMT == MXFP4 or FMT == MXFP8:
@@ -485,7 +527,7 @@ def _plan(fmt_id: int, N: int, dual: bool, per_tensor: bool, dequant: bool = Fal
     config (``_tiles``) is the one every launch used before autotuning and still uses
     wherever the autotuner does not run."""
     G, BM, BN, warps = _tiles(fmt_id, N, dual or per_tensor)
-    if fmt_id in (FP8, INT8) and not (dual or per_tensor):
+    if fmt_id in (FP8, FP8E5, INT8) and not (dual or per_tensor):
         kernel = _DEQUANT_ROW if dequant else _QUANT_ROW
         return kernel, G, {"BN": BN}, {"BM": BM, "num_warps": warps}
     kernel = _DEQUANT_BLOCK if dequant else (_QUANT_DUAL if dual else _QUANT_BLOCK)
@@ -494,7 +536,7 @@ def _plan(fmt_id: int, N: int, dual: bool, per_tensor: bool, dequant: bool = Fal
 
 def _tiles(fmt_id: int, N: int, dual: bool) -> tuple[int, int, int, int]:
     """(G, BM, BN, num_warps) for a format and row length, without autotuning."""
-    if fmt_id in (FP8, INT8) and not dual:
+    if fmt_id in (FP8, FP8E5, INT8) and not dual:
         bn = triton.next_power_of_2(N)
         return bn, max(1, min(8, 8192 // bn)), bn, 8
     g = BLOCK.get(fmt_id, 128)
@@ -519,6 +561,8 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     kernel, G, tile_args, fixed = _plan(fmt_id, N, dual, per_tensor)
     dev = x.device
     sr = 0 if rounding == "nearest" else (1 if noise is not None else 2)
+    if sr and fmt_id == FP8E5:
+        raise ValueError("the E5M2 kernel rounds to nearest only")
     ts = None
     if fmt_id == NVFP4:
         from suite.numerics.formats import nvfp4_tensor_scale
@@ -526,13 +570,16 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
         ts = nvfp4_tensor_scale(tensor_amax(x, hadamard, had_scale)).reshape(())
     elif per_tensor:
         amax = tensor_amax(x, hadamard, had_scale)
-        ts = torch.where(amax / 448.0 > 0, amax / 448.0, torch.ones_like(amax)).reshape(())
+        top = FP8_MAX[fmt_id]
+        ts = torch.where(amax / top > 0, amax / top, torch.ones_like(amax)).reshape(())
 
     def buffers(rows: int, cols: int):
         if fmt_id in PACKED:
             q = torch.empty(rows, cols // 2, device=dev, dtype=torch.uint8)
         elif fmt_id == INT8:
             q = torch.empty(rows, cols, device=dev, dtype=torch.int8)
+        elif fmt_id == FP8E5:
+            q = torch.empty(rows, cols, device=dev, dtype=torch.float8_e5m2)
         else:
             q = torch.empty(rows, cols, device=dev, dtype=torch.float8_e4m3fn)
         n_scales = triton.cdiv(cols, G)
@@ -545,7 +592,7 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
         return q, s
 
     def bits(t):
-        return t.view(torch.uint8) if t.dtype == torch.float8_e4m3fn else t
+        return t.view(torch.uint8) if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else t
 
     q, s = buffers(M, N)
     qt, st = buffers(N, M) if dual else (q, s)
@@ -570,7 +617,7 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int,
     M, N = shape
     kernel, G, tile_args, fixed = _plan(fmt_id, N, False, False, dequant=True)
     y = torch.empty(M, N, device=q.device, dtype=dtype)
-    qb = q.view(torch.uint8) if q.dtype == torch.float8_e4m3fn else q
+    qb = q.view(torch.uint8) if q.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else q
     sb = scale.view(torch.uint8) if scale.dtype == torch.float8_e4m3fn else scale
     soft = triton_interpreted() and dtype == torch.bfloat16
     launch(kernel, _grid(M, N), fixed, q.device,
@@ -593,3 +640,100 @@ def e4m3_soft_encode(x: torch.Tensor) -> torch.Tensor:
     y = torch.empty(x.numel(), dtype=torch.uint8, device=x.device)
     _e4m3_soft_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
     return y.reshape(x.shape)
+
+
+# -- stochastic-rounding fake quantisation (suite.numerics.stochastic), fused --------------------------
+@triton.jit
+def _fp4_sr_kernel(x_ptr, u_ptr, y_ptr, ts_ptr, M, N,
+                   FMT: tl.constexpr, G: tl.constexpr, SCALE34: tl.constexpr, SOFT: tl.constexpr,
+                   BM: tl.constexpr, BN: tl.constexpr):
+    """Y = the FP4 block format's value of X with stochastic rounding by the uniforms U (both
+    [M, N] float32, blocks of G along N): quantise and dequantise in registers, one read of X
+    and U, one write of Y. MXFP4: E8M0 scale (``SCALE34``: divided by 3/4); NVFP4: E4M3 block
+    scale under the FP32 tensor scale read from ``ts_ptr``."""
+    pid_m, pid_n = _tile_ids(M, BM)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    offs = rm[:, None] * N + rn[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    u = tl.load(u_ptr + offs, mask=mask, other=0.0)
+    NB: tl.constexpr = BN // G
+    xb = tl.reshape(x, (BM, NB, G))
+    ub = tl.reshape(u, (BM, NB, G))
+    if FMT == MXFP4:
+        scale = _e8m0_value(_e8m0(tl.max(tl.abs(xb), axis=2), 2))
+        if SCALE34:
+            scale = tl.math.div_rn(scale, 0.75)
+        code = _fp4_code(tl.math.div_rn(xb, scale[:, :, None]), ub, True)
+        out_scale = scale
+    else:  # NVFP4
+        ts = tl.load(ts_ptr)
+        bscale = tl.math.div_rn(tl.max(tl.abs(xb), axis=2), 6.0)
+        s8 = _e4m3_value_soft(_fp8_code(tl.clamp(tl.math.div_rn(bscale, ts), 0.015625, 448.0), SOFT))
+        recip = tl.math.div_rn(tl.math.div_rn(1.0, ts), s8)
+        code = _fp4_code(tl.clamp(xb * recip[:, :, None], -6.0, 6.0), ub, True)
+        out_scale = ts * s8
+    val = _fp4_value(code & 7) * out_scale[:, :, None]
+    val = tl.where((code & 8) != 0, -val, val)
+    tl.store(y_ptr + offs, tl.reshape(val, (BM, BN)), mask=mask)
+
+
+def fake_quantize_fp4_stochastic(x: torch.Tensor, u: torch.Tensor, fmt: str, scaling: str = "block") -> torch.Tensor:
+    """``suite.numerics.stochastic.fake_quantize_stochastic(x, fmt, u, scaling)`` in one kernel:
+    x and u float32 [M, N], N a multiple of the block (32 MXFP4, 16 NVFP4)."""
+    fmt_id = FORMAT_IDS[fmt]
+    G = BLOCK[fmt_id]
+    M, N = x.shape
+    x, u = x.contiguous(), u.contiguous()
+    y = torch.empty_like(x)
+    ts = x
+    if fmt_id == NVFP4:
+        from suite.numerics.formats import nvfp4_tensor_scale
+
+        ts = nvfp4_tensor_scale(tensor_amax(x)).reshape(()).to(torch.float32)
+    BM, BN = (32, 128) if triton_interpreted() else (16, 256)
+    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+    _fp4_sr_kernel[grid](x, u, y, ts, M, N, FMT=fmt_id, G=G, SCALE34=scaling == "sr34",
+                         SOFT=triton_interpreted(), BM=BM, BN=BN, num_warps=4)
+    return y
+
+
+# -- NVFP4 in 16 x 16 tiles (suite.numerics.tiles), fused ------------------------------------------------
+@triton.jit
+def _nvfp4_tile_kernel(x_ptr, y_ptr, ts_ptr, M, N, SOFT: tl.constexpr, BN: tl.constexpr):
+    """Y = NVFP4 of X with one E4M3 scale per 16 x 16 tile, rounded to nearest: a program owns a
+    band of 16 rows and BN columns (BN // 16 tiles); rows and columns past the edge read as zeros,
+    the zero padding of the reference."""
+    pid_m, pid_n = _tile_ids(M, 16)
+    rm = pid_m * 16 + tl.arange(0, 16)
+    rn = pid_n * BN + tl.arange(0, BN)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    offs = rm[:, None] * N + rn[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    NB: tl.constexpr = BN // 16
+    xb = tl.reshape(x, (16, NB, 16))
+    amax = tl.max(tl.max(tl.abs(xb), axis=2), axis=0)  # [NB]: one per tile
+    ts = tl.load(ts_ptr)
+    s = tl.clamp(tl.math.div_rn(tl.math.div_rn(amax, 6.0), ts), 0.015625, 448.0)
+    s8 = _e4m3_value_soft(_fp8_code(s, SOFT))
+    recip = tl.math.div_rn(tl.math.div_rn(1.0, ts), s8)
+    v = tl.clamp(xb * recip[None, :, None], -6.0, 6.0)
+    code = _fp4_code(v, v, False)
+    val = _fp4_value(code & 7) * (ts * s8)[None, :, None]
+    val = tl.where((code & 8) != 0, -val, val)
+    tl.store(y_ptr + offs, tl.reshape(val, (16, BN)), mask=mask)
+
+
+def fake_quantize_nvfp4_tiles(x: torch.Tensor) -> torch.Tensor:
+    """``suite.numerics.tiles.nvfp4_tiles(x)`` in one kernel (after the tensor amax): x float32 [M, N]."""
+    from suite.numerics.formats import nvfp4_tensor_scale
+
+    M, N = x.shape
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    ts = nvfp4_tensor_scale(tensor_amax(x)).reshape(()).to(torch.float32)
+    BN = 128 if triton_interpreted() else 256
+    grid = (triton.cdiv(M, 16) * triton.cdiv(N, BN),)
+    _nvfp4_tile_kernel[grid](x, y, ts, M, N, SOFT=triton_interpreted(), BN=BN, num_warps=4)
+    return y

@@ -26,11 +26,12 @@ timeout 300 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2
   --steps 10 --warmup 3 --recipes bf16-train,fp8-train,fp8-train:scaling=row,torchao-float8 \
   --json "$OUT/train_step.json" 2>&1 | tee "$OUT/train_step.txt" || echo "train step measurement failed" | tee -a "$OUT/train_step.txt"
 
-# 2b. the block-format recipes with their number-format operations in PyTorch and through the
-#     Triton kernels (suite.numerics.dispatch, --kernels torch vs auto), same shape, interleaved.
-timeout 150 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \
+# 2b. the recipes the kernels serve with their number-format operations in PyTorch and through the
+#     Triton kernels (suite.numerics.dispatch, --kernels torch vs auto), same shape, interleaved;
+#     nvfp4-train's and quartet-train's gradients round stochastically (the SR kernel).
+timeout 200 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \
   --steps 5 --warmup 2 --kernels torch,auto \
-  --recipes bf16-train,mxfp8-train,mxfp4-train,nvfp4-train:rht=false,stochastic=false,tiles=false \
+  --recipes bf16-train,mxfp8-train:scale=floor,mxfp4-train,nvfp4-train:rht=false,tiles=false,quartet-train,fp8-train \
   --json "$OUT/train_step_kernels.json" 2>&1 | tee "$OUT/train_step_kernels.txt" \
   || echo "kernels on/off measurement failed" | tee -a "$OUT/train_step_kernels.txt"
 
@@ -40,10 +41,19 @@ suite bench kernels --store "$OUT/store" --save "gpu-$(date +%Y%m%d)" 2>&1 | tee
 # 4. the same run twice more, compared with the first (noise check of the gate on a GPU)
 suite bench kernels --store "$OUT/store" --compare "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/gate.txt" || true
 
+# 4b. the recipe half of the gate: a training step of each recipe the kernels serve (and bf16-train),
+#     kernels off and on, saved as a recipe baseline, then a second run compared with it. CI on a GPU
+#     runs `suite bench recipes --compare <baseline>` beside `suite bench kernels --compare <baseline>`.
+timeout 600 suite bench recipes --store "$OUT/store" --save "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/recipes.txt" \
+  || echo "recipe step measurement failed" | tee -a "$OUT/recipes.txt"
+timeout 600 suite bench recipes --store "$OUT/store" --compare "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/recipes_gate.txt" || true
+
 # 5. RESULTS.md from the stored rows, with the training step times of step 2 appended
 python kernels/render_results.py "$OUT/store" > kernels/RESULTS.md
 { echo; echo "## FP8 vs BF16 training step (benchmarks/bench_train_recipes.py)"; echo; echo '```';
   cat "$OUT/train_step.txt"; echo '```';
   echo; echo "## Block-format recipes, kernels off and on (--kernels torch vs auto)"; echo; echo '```';
-  cat "$OUT/train_step_kernels.txt"; echo '```'; } >> kernels/RESULTS.md
+  cat "$OUT/train_step_kernels.txt"; echo '```';
+  echo; echo "## Recipe gate (suite bench recipes --save, then --compare)"; echo; echo '```';
+  cat "$OUT/recipes.txt" "$OUT/recipes_gate.txt"; echo '```'; } >> kernels/RESULTS.md
 echo "wrote kernels/RESULTS.md"

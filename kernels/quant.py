@@ -19,8 +19,8 @@ from suite.kernel import DTYPE_BYTES, Impl, Kernel, compiled, parse_dtype, randn
 from suite.registry import register_kernel
 
 BLOCKS = {"mxfp8_e4m3": 32, "mxfp4": 32, "nvfp4": 16, "int4": 128}
-CODE_BITS = {"fp8_e4m3": 8, "mxfp8_e4m3": 8, "mxfp4": 4, "nvfp4": 4, "int8": 8, "int4": 4}
-SCALE_BYTES = {"fp8_e4m3": 4, "mxfp8_e4m3": 1, "mxfp4": 1, "nvfp4": 1, "int8": 4, "int4": 4}
+CODE_BITS = {"fp8_e4m3": 8, "fp8_e5m2": 8, "mxfp8_e4m3": 8, "mxfp4": 4, "nvfp4": 4, "int8": 8, "int4": 4}
+SCALE_BYTES = {"fp8_e4m3": 4, "fp8_e5m2": 4, "mxfp8_e4m3": 1, "mxfp4": 1, "nvfp4": 1, "int8": 4, "int4": 4}
 
 
 def _storage(q) -> tuple:
@@ -65,7 +65,7 @@ class _Quantize(_QuantBase):
         block = BLOCKS.get(cls.fmt)
         if block:
             cls.divisors = {"N": block, "M": block} if cls.dual else {"N": block}
-        if cls.fmt in ("fp8_e4m3", "int8") and not cls.per_tensor:
+        if cls.fmt in ("fp8_e4m3", "fp8_e5m2", "int8") and not cls.per_tensor:
             cls.max_row = 32768
 
     def reference(self, x):
@@ -192,6 +192,10 @@ _quant("quantize_fp8_tensor_dual", "fp8_e4m3", "FP8 E4M3 per-tensor cast of X an
        {"granularity": "tensor"}, per_tensor=True, dual=True)()
 _quant("quantize_fp8_row", "fp8_e4m3", "FP8 E4M3 cast with one amax scale per row",
        {"granularity": "row"})()
+_quant("quantize_fp8_e5m2_tensor", "fp8_e5m2", "FP8 E5M2 cast with one amax scale per tensor (gradients)",
+       {"granularity": "tensor"}, per_tensor=True)()
+_quant("quantize_fp8_e5m2_row", "fp8_e5m2", "FP8 E5M2 cast with one amax scale per row (gradients)",
+       {"granularity": "row"})()
 _quant("quantize_mxfp8", "mxfp8_e4m3", "MXFP8 (E4M3, blocks of 32, E8M0 scales)")(_torchao_mxfp8)
 _quant("quantize_mxfp8_dual", "mxfp8_e4m3", "MXFP8 of X and X^T in one pass",
        dual=True)(_torchao_mxfp8)
@@ -204,6 +208,8 @@ _quant("quantize_nvfp4_dual", "nvfp4", "NVFP4 of X and X^T (one amax pass + one 
        dual=True)(_torchao_nvfp4)
 _quant("quantize_int8_row", "int8", "symmetric INT8, one scale per row",
        {"granularity": "row"})()
+_quant("quantize_int8_tensor", "int8", "symmetric INT8, one amax scale per tensor",
+       {"granularity": "tensor"}, per_tensor=True)()
 _quant("quantize_int4_group", "int4", "symmetric INT4, one scale per group of 128, packed",
        {"granularity": "group", "group_size": 128})()
 
@@ -216,7 +222,7 @@ class _Dequantize(_QuantBase):
         block = BLOCKS.get(cls.fmt)
         if block:
             cls.divisors = {"N": block}
-        if cls.fmt in ("fp8_e4m3", "int8"):
+        if cls.fmt in ("fp8_e4m3", "fp8_e5m2", "int8"):
             cls.max_row = 32768
 
     def make_inputs(self, shape, dtype, device, generator):
@@ -261,6 +267,8 @@ def _dequant(name: str, fmt: str, summary: str, opts: dict | None = None) -> Non
 
 _dequant("dequantize_fp8_row", "fp8_e4m3", "FP8 E4M3 with row scales -> dense",
          {"granularity": "row"})
+_dequant("dequantize_fp8_e5m2_row", "fp8_e5m2", "FP8 E5M2 with row scales -> dense",
+         {"granularity": "row"})
 _dequant("dequantize_mxfp8", "mxfp8_e4m3", "MXFP8 -> dense")
 _dequant("dequantize_mxfp4", "mxfp4", "MXFP4 (packed) -> dense")
 _dequant("dequantize_nvfp4", "nvfp4", "NVFP4 (packed) -> dense")
@@ -275,23 +283,42 @@ _dequant("dequantize_int4_group", "int4", "INT4 groups of 128 (packed) -> dense"
 FAKE_QUANTIZE_FORMATS = {"mxfp4": 32, "mxfp8_e4m3": 32, "nvfp4": 16}
 
 
-def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest"):
+# FP8 E4M3 / E5M2 with one scale per tensor or per row (fp8-train's, COAT's and HALO-fp8's operands): the
+# quantise kernel (an amax pass first for a tensor scale), then the row-scaled dequantise kernel.
+FP8_FORMATS = ("fp8_e4m3", "fp8_e5m2", "int8")  # (INT8 too: one float32 scale per tensor or row)
+FP8_GRANULARITIES = ("tensor", "row")
+FP8_MAX_ROW = 32768  # the row kernels keep a whole row in registers
+
+
+def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: str | None = None):
     import torch
 
     from suite.kernels._quant_triton import dequantize, quantize
 
-    stored = quantize(x.contiguous(), fmt)
+    x = x.contiguous()
+    if fmt in FP8_FORMATS:
+        q, scale = quantize(x, fmt, per_tensor=granularity == "tensor")[:2]
+        if granularity == "tensor":
+            scale = scale.reshape(1, 1).expand(x.shape[0], 1).contiguous()
+        y = dequantize(q, scale, fmt, tuple(x.shape), torch.float32)
+        # INT8 has no NaN code: fake quantisation keeps a NaN where it was (formats' rule)
+        return torch.where(torch.isnan(x), x, y) if fmt == "int8" else y
+    stored = quantize(x, fmt)
     tensor_scale = stored[2] if len(stored) > 2 else None
     return dequantize(stored[0], stored[1], fmt, tuple(x.shape), torch.float32, tensor_scale)
 
 
-def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "nearest") -> bool:
+def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "nearest",
+                            granularity: str | None = None) -> bool:
     import torch
 
-    block = FAKE_QUANTIZE_FORMATS.get(fmt)
-    return (block is not None and rounding == "nearest" and x.dim() == 2 and x.dtype == torch.float32
-            and x.shape[0] > 0 and x.shape[1] % block == 0 and (x.is_cuda or on_cpu_too)
-            and _triton_importable())
+    if fmt in FP8_FORMATS:
+        shaped = granularity in FP8_GRANULARITIES and 0 < x.shape[-1] <= FP8_MAX_ROW
+    else:
+        block = FAKE_QUANTIZE_FORMATS.get(fmt)
+        shaped = block is not None and granularity is None and x.shape[-1] % block == 0
+    return (shaped and rounding == "nearest" and x.dim() == 2 and x.dtype == torch.float32
+            and x.shape[0] > 0 and (x.is_cuda or on_cpu_too) and _triton_importable())
 
 
 def _triton_importable() -> bool:
@@ -300,10 +327,168 @@ def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+# Stochastic rounding (suite.numerics.stochastic): one fused kernel, fed the caller's uniforms.
+def _triton_fake_quantize_stochastic(x, fmt: str, u, scaling: str = "block"):
+    from suite.kernels._quant_triton import fake_quantize_fp4_stochastic
+
+    return fake_quantize_fp4_stochastic(x, u, fmt, scaling)
+
+
+def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, u, scaling: str = "block") -> bool:
+    import torch
+
+    from suite.numerics.stochastic import SHAPES
+
+    block = SHAPES.get((fmt, scaling))
+    return (block is not None and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
+            and x.shape[1] % block == 0 and u.dtype == torch.float32 and tuple(u.shape) == tuple(x.shape)
+            and u.device == x.device and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
+class _FakeQuantizeStochastic(Kernel):
+    """Stochastic-rounding fake quantisation (``suite.numerics.stochastic``) as the recipes run it:
+    float32 X and uniforms U in, float32 values out, one fused pass (NVFP4: an amax pass first)."""
+
+    fmt: ClassVar[str] = ""
+    scaling: ClassVar[str] = "block"
+    dims = ("M", "N")
+    dtypes = ("float32",)
+    shapes = ((8192, 8192), (16384, 8192))
+    cpu_shapes = ((256, 1024),)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.divisors = {"N": BLOCKS[cls.fmt]}
+
+    def make_inputs(self, shape, dtype, device, generator):
+        import torch
+
+        gen_device = generator.device if generator is not None else device
+        u = torch.rand(shape, generator=generator, dtype=torch.float32, device=gen_device).to(device)
+        return randn(shape, dtype, device, generator, scale=2.0), u
+
+    def reference(self, x, u):
+        from suite.numerics.stochastic import fake_quantize_stochastic
+
+        return fake_quantize_stochastic(x, self.fmt, u, self.scaling)
+
+    def triton(self, x, u):
+        from suite.kernels._quant_triton import fake_quantize_fp4_stochastic
+
+        return fake_quantize_fp4_stochastic(x, u, self.fmt, self.scaling)
+
+    def impls(self):
+        return {"triton": Impl("triton", self.triton, needs="triton"),
+                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+
+    def bytes_moved(self, shape, dtype):
+        """X (twice for NVFP4: the tensor amax, then the quantise pass) and U read, Y written."""
+        n = shape[0] * shape[1]
+        return (2 if self.fmt == "nvfp4" else 1) * n * 4 + n * 4 + n * 4
+
+
+def _sr(name: str, fmt: str, scaling: str, summary: str) -> None:
+    cls = type(name.title().replace("_", ""), (_FakeQuantizeStochastic,),
+               {"name": name, "fmt": fmt, "scaling": scaling})
+    cls.__module__ = __name__
+    # kind fake_quant: values in, values out (no stored codes and scales, as the quant kernels have)
+    register_kernel(name, kind="fake_quant", summary=summary)(cls)
+
+
+_sr("fake_quantize_mxfp4_sr", "mxfp4", "block", "MXFP4 quantise-dequantise, stochastic rounding by given uniforms")
+_sr("fake_quantize_mxfp4_sr34", "mxfp4", "sr34",
+    "MXFP4 with the OCP scale x 4/3 (never saturates), stochastic rounding by given uniforms (Quartet's backward)")
+_sr("fake_quantize_nvfp4_sr", "nvfp4", "block", "NVFP4 quantise-dequantise, stochastic rounding by given uniforms")
+
+
+class FakeQuantizeNvfp4Tiles(Kernel):
+    """NVFP4 with one E4M3 scale per 16 x 16 tile (``suite.numerics.tiles``; the NVFP4 recipe's
+    weights): float32 X in, float32 values out, an amax pass then one fused pass."""
+
+    name = "fake_quantize_nvfp4_tiles"
+    dims = ("M", "N")
+    dtypes = ("float32",)
+    shapes = ((8192, 8192), (16384, 8192))
+    cpu_shapes = ((256, 1024),)
+
+    def make_inputs(self, shape, dtype, device, generator):
+        return (randn(shape, dtype, device, generator, scale=2.0),)
+
+    def reference(self, x):
+        from suite.numerics.tiles import nvfp4_tiles
+
+        return nvfp4_tiles(x)
+
+    def triton(self, x):
+        from suite.kernels._quant_triton import fake_quantize_nvfp4_tiles
+
+        return fake_quantize_nvfp4_tiles(x)
+
+    def impls(self):
+        return {"triton": Impl("triton", self.triton, needs="triton"),
+                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+
+    def bytes_moved(self, shape, dtype):
+        """X read twice (the tensor amax, then the quantise pass), Y written."""
+        return 3 * shape[0] * shape[1] * 4
+
+
+register_kernel("fake_quantize_nvfp4_tiles", kind="fake_quant",
+                summary="NVFP4 in 16x16 tiles (E4M3 per tile x FP32 per tensor) quantise-dequantise, "
+                        "nearest (the NVFP4 recipe's weights)")(FakeQuantizeNvfp4Tiles)
+
+
+def _triton_fake_quantize_tiles(x, fmt: str):
+    from suite.kernels._quant_triton import fake_quantize_nvfp4_tiles
+
+    return fake_quantize_nvfp4_tiles(x)
+
+
+def _supports_fake_quantize_tiles(on_cpu_too: bool, x, fmt: str) -> bool:
+    import torch
+
+    return (fmt == "nvfp4" and x.dim() == 2 and x.dtype == torch.float32 and x.numel() > 0
+            and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
+# -- which benchmark kernels time what an implementation runs (suite bench kernels lists the methods) ---
+def _timed_by_fake_quantize(fmt: str, *options: str) -> tuple[str, ...]:
+    """The nearest-rounding kernel is ``quantize`` then ``dequantize`` of ``fmt``: the single-layout
+    benchmark kernels of that format with those options (``granularity=tensor``: FP8's per-tensor
+    quantise kernel, then the row-scaled dequantise kernel given the one scale for every row)."""
+    from suite.registry import KERNELS
+
+    opts = dict(o.split("=", 1) for o in options if "=" in o)
+    opts.pop("rounding", None)
+    want = {"quantize": opts, "dequantize": {"granularity": "row"} if opts.get("granularity") == "tensor" else opts}
+    out = []
+    for entry in KERNELS.entries():
+        cls = entry.target
+        if not (isinstance(cls, type) and issubclass(cls, (_Quantize, _Dequantize)) and cls.fmt == fmt):
+            continue
+        role = "quantize" if issubclass(cls, _Quantize) else "dequantize"
+        if not getattr(cls, "dual", False) and {k: str(v) for k, v in cls.opts.items()} == want[role]:
+            out.append(cls.name)
+    return tuple(sorted(out, key=lambda n: not n.startswith("quantize")))
+
+
+def _timed_by_fake_quantize_stochastic(fmt: str, scaling: str = "block") -> tuple[str, ...]:
+    from suite.registry import KERNELS
+
+    return tuple(e.target.name for e in KERNELS.entries()
+                 if isinstance(e.target, type) and issubclass(e.target, _FakeQuantizeStochastic)
+                 and (e.target.fmt, e.target.scaling) == (fmt, scaling))
+
+
 def _register_dispatch() -> None:
     from suite.numerics import dispatch
 
-    dispatch.register("fake_quantize", "triton", _triton_fake_quantize, _supports_fake_quantize)
+    dispatch.register("fake_quantize", "triton", _triton_fake_quantize, _supports_fake_quantize,
+                      timed_by=_timed_by_fake_quantize)
+    dispatch.register("fake_quantize_stochastic", "triton", _triton_fake_quantize_stochastic,
+                      _supports_fake_quantize_stochastic, timed_by=_timed_by_fake_quantize_stochastic)
+    dispatch.register("fake_quantize_tiles", "triton", _triton_fake_quantize_tiles, _supports_fake_quantize_tiles,
+                      timed_by=lambda fmt: ("fake_quantize_nvfp4_tiles",) if fmt == "nvfp4" else ())
 
 
 _register_dispatch()

@@ -3,7 +3,8 @@
     python kernels/render_results.py STORE > kernels/RESULTS.md
 
 Uses the newest run in the store's ``kernels`` table; every number comes from the rows
-(times, the roofline measured in that run, correctness), none is typed in.
+(times, the roofline measured in that run, correctness), none is typed in. The methods that
+run each kernel, and what no kernel serves, come from the recipes (``suite.bench.methods``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def render(store: str) -> str:
         lines += ["", "Cases this run could not measure:", ""]
         for _, r in failed.drop_duplicates(["kernel", "shape", "dtype"]).iterrows():
             lines.append(f"- {r['kernel']} {r['shape']} {r['dtype']}: {r['error']}")
-    return "\n".join(lines) + "\n"
+    from suite.bench.methods import markdown_methods
+
+    return "\n".join(lines) + "\n\n" + markdown_methods(sorted(rows["kernel"].unique()))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,79 @@ def test_the_kernel_equals_the_formats_module_bit_for_bit(fmt, shape):
     assert torch.equal(served, F.fake_quantize(x, fmt))
 
 
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2", "int8"])
+@pytest.mark.parametrize("granularity", ["tensor", "row"])
+@pytest.mark.parametrize("shape", [(1, 32), (37, 64), (5, 100), (3, 7)])
+def test_the_fp8_kernel_equals_the_formats_module_bit_for_bit(fmt, granularity, shape):
+    """FP8 E4M3 / E5M2 and INT8 with a tensor or row scale (fp8-train's, COAT's and HALO's
+    operands), any row length, an all-zero row (scale 1), values across ten decades (subnormal
+    codes) and a row with NaN and +-inf (scales from the finite values)."""
+    from suite.kernel import as_bits
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) * torch.logspace(-6, 4, shape[1])).to(DEVICE)
+    x[-1] = 0.0
+    if shape[0] > 2:
+        x[1, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])  # kept / saturated alike
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize", F.fake_quantize, x, fmt, granularity=granularity)
+    assert dispatch.counts() == {("fake_quantize", "triton"): 1}
+    reference = F.fake_quantize(x, fmt, granularity=granularity)
+    nan = torch.isnan(reference)  # a NaN stays NaN (its payload bits may differ)
+    assert torch.equal(torch.isnan(served), nan)
+    assert torch.equal(as_bits(served)[~nan], as_bits(reference)[~nan])
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+def test_the_fp8_kernel_rounds_every_code_and_midpoint_as_the_formats_module(fmt):
+    """Rows whose amax is the element's largest value (scale 1): every positive code's value, the
+    midpoints to its neighbours and one float32 step either side of each, both signs."""
+    from suite.kernel import as_bits
+
+    dtype = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}[fmt]
+    values = torch.arange(0, 0x80, dtype=torch.uint8).view(dtype).float()
+    values = values[torch.isfinite(values)].unique()
+    mids = (values[1:] + values[:-1]) / 2
+    pts = torch.cat([values, mids])
+    bits = pts.view(torch.int32)
+    pts = torch.cat([pts, (bits + 1).view(torch.float32), (bits - 1).clamp(min=0).view(torch.float32)])
+    pts = torch.cat([pts, -pts])
+    top = values.max()
+    x = torch.cat([torch.full((1,), top), pts]).to(DEVICE)
+    x = torch.nn.functional.pad(x, (0, (-x.numel()) % 64)).reshape(-1, 64)
+    x[:, 0] = top
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize", F.fake_quantize, x, fmt, granularity="row")
+    assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, fmt, granularity="row")))
+
+
+@pytest.mark.parametrize("shape", [(1, 16), (37, 70), (33, 300), (130, 256)])
+def test_the_nvfp4_tile_kernel_equals_the_formats_module_tile_by_tile(shape):
+    """NVFP4 in 16 x 16 tiles (the NVFP4 recipe's weights), ragged shapes zero-padded: each tile is
+    the formats module's NVFP4 block of 256 values; the recipe's own function gives the same."""
+    from suite.kernel import as_bits
+    from suite.methods.train.gemm import nvfp4_tiles
+    from suite.numerics.tiles import nvfp4_tiles as reference
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) * torch.logspace(-3, 3, shape[1])).to(DEVICE)
+    x[0, :8] = 0.0
+    rows, cols = shape
+    padded = torch.nn.functional.pad(x, (0, (-cols) % 16, 0, (-rows) % 16))
+    r, c = padded.shape
+    tiles = padded.reshape(r // 16, 16, c // 16, 16).permute(0, 2, 1, 3).reshape(-1, 256)
+    by_formats = F.fake_quantize(tiles, "nvfp4", block_size=256)
+    by_formats = by_formats.reshape(r // 16, c // 16, 16, 16).permute(0, 2, 1, 3).reshape(r, c)[:rows, :cols]
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize_tiles", lambda t, fmt: reference(t), x, "nvfp4")
+    assert dispatch.counts() == {("fake_quantize_tiles", "triton"): 1}
+    assert torch.equal(served, by_formats)
+    assert torch.equal(as_bits(served), as_bits(reference(x)))
+    assert torch.equal(as_bits(served), as_bits(nvfp4_tiles(x)))
+
+
 def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference():
     x = torch.randn(4, 64, device=DEVICE)
     dispatch.reset_counts()
@@ -58,10 +131,12 @@ def test_the_mode_chooses_and_an_unsupported_input_falls_back_to_the_reference()
     with dispatch.kernels("triton"):
         dispatch.call("fake_quantize", _reference, x.reshape(2, 2, 64), "mxfp4")  # the kernel takes 2-D only
         dispatch.call("fake_quantize", _reference, x, "mxfp4", rounding="stochastic")  # no kernel registered
+        dispatch.call("fake_quantize", F.fake_quantize, x, "fp8_e5m2", granularity="tensor",
+                      rounding="stochastic")  # FP8 kernels round to nearest only
     with dispatch.kernels("auto"):
         dispatch.call("fake_quantize", _reference, x, "mxfp4")  # a CPU tensor: auto keeps PyTorch
     expected_triton = 1 if DEVICE == "cuda" else 0
-    assert dispatch.counts() == {("fake_quantize", "torch"): 4 - expected_triton,
+    assert dispatch.counts() == {("fake_quantize", "torch"): 5 - expected_triton,
                                  **({("fake_quantize", "triton"): 1} if expected_triton else {})}
     with pytest.raises(UserError, match="--kernels 'fast': choose one of auto, triton, torch"):
         with dispatch.kernels("fast"):
@@ -82,10 +157,12 @@ def _run(store, kernels: str, method: str, corpus) -> None:
                  "--seeds", "1", "--no-progress", "--kernels", kernels, "--store", str(store)]) == 0
 
 
-@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train:rht=false,stochastic=false,tiles=false"])
+@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train", "quartet-train", "fp8-train"])
 def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_path, monkeypatch, method, corpus):
     """The recipe's forward, dgrad and wgrad operands through the kernels (interpreted) and through
-    PyTorch: the same losses bit for bit, and each cell says which served it."""
+    PyTorch: the same losses bit for bit, and each cell says which served it. NVFP4's gradients and
+    Quartet's backward round stochastically (the kernel takes the generator's uniforms); NVFP4's
+    weights are quantised in 16 x 16 tiles; fp8-train's operands are E4M3 and E5M2 per tensor."""
     from suite.results.store import ResultStore
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -79,7 +79,8 @@ def test_every_kernel_has_a_cost_model_and_supported_defaults():
 
 # Quantisers whose scale depends on the whole tensor: the amax must be complete before the
 # first element is quantised, so the algorithm reads X twice (amax pass, quantise pass).
-TWO_PASS = {"quantize_fp8_tensor", "quantize_fp8_tensor_dual", "quantize_nvfp4",
+TWO_PASS = {"quantize_fp8_tensor", "quantize_fp8_tensor_dual", "quantize_fp8_e5m2_tensor", "quantize_int8_tensor",
+            "quantize_nvfp4",
             "quantize_nvfp4_dual", "hadamard16_nvfp4", "hadamard32_nvfp4", "hadamard128_nvfp4"}
 
 

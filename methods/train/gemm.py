@@ -48,6 +48,8 @@ from suite.numerics.hadamard import (
     next_hadamard_size,
     random_signs,
 )
+from suite.numerics.stochastic import SHAPES as STOCHASTIC_SHAPES
+from suite.numerics.stochastic import fake_quantize_stochastic
 
 # Short operand format names -> suite.numerics format names.
 FORMAT_NAMES = {"e4m3": "fp8_e4m3", "e5m2": "fp8_e5m2", "int8": "int8", "mxfp8": "mxfp8_e4m3",
@@ -81,6 +83,20 @@ class Operand:
     scaling: str = "tensor"
     rounding: str = "nearest"
     ties: str = "even"
+
+    def dispatched(self) -> tuple[str, ...] | None:
+        """The ``suite.numerics.dispatch`` call that quantises this operand, as (operation, format[,
+        scaling]) (``quantize`` makes it; ``suite bench kernels`` lists methods by it), or None
+        where PyTorch alone does (no kernel can serve it)."""
+        if self.rounding == "nearest" and self.scaling == "block" and self.fmt in NEAREST_REFERENCE:
+            return ("fake_quantize", FORMAT_NAMES[self.fmt])
+        if self.rounding == "nearest" and self.fmt in (*FP8_ELEMENTS, "int8") and self.scaling in ("tensor", "row"):
+            return ("fake_quantize", FORMAT_NAMES[self.fmt], f"granularity={self.scaling}")
+        if self.rounding == "nearest" and self.scaling == "tile" and self.fmt == "nvfp4":
+            return ("fake_quantize_tiles", "nvfp4")
+        if self.rounding == "stochastic" and (FORMAT_NAMES.get(self.fmt), self.scaling) in STOCHASTIC_SHAPES:
+            return ("fake_quantize_stochastic", FORMAT_NAMES[self.fmt], self.scaling)
+        return None
 
     def describe(self) -> str:
         name = {"fp32": "FP32", "bf16": "BF16", "e4m3": "E4M3", "e5m2": "E5M2", "int8": "INT8",
@@ -295,11 +311,17 @@ class LayerState:
             return Quantized(t)
         if op.fmt == "bf16":
             return Quantized(t.to(torch.bfloat16).float())
+        if op.rounding == "stochastic" and op.dispatched():  # a kernel may serve it, fed the generator's uniforms
+            u = torch.rand(t.shape, generator=rnd["generator"], device=t.device, dtype=torch.float32)
+            return Quantized(dispatch.call("fake_quantize_stochastic", fake_quantize_stochastic, t,
+                                           FORMAT_NAMES[op.fmt], u, op.scaling))
         if op.scaling == "quest":
             return quest_mxfp4(t, op.ties)
         if op.scaling == "sr34":
             return mxfp4_sr34(t, op.rounding, rnd.get("generator"))
         if op.scaling == "tile":
+            if op.dispatched():  # a kernel may serve it (suite.numerics.dispatch)
+                return Quantized(dispatch.call("fake_quantize_tiles", lambda x, fmt: nvfp4_tiles(x), t, "nvfp4"))
             return Quantized(nvfp4_tiles(t, **rnd))
         if op.scaling == "rceil":
             return Quantized(mx_rceil(t, op.fmt, op.rounding, rnd.get("generator")))
@@ -319,6 +341,8 @@ class LayerState:
         if real and op.real_capable:
             q = F.quantize(t, name, granularity=op.scaling)
             return Quantized(F.dequantize(q), codes=q.data, scale=q.scale.float())
+        if op.dispatched():  # FP8 / INT8 per tensor / per row: a kernel may serve it (suite.numerics.dispatch)
+            return Quantized(dispatch.call("fake_quantize", F.fake_quantize, t, name, granularity=op.scaling))
         return Quantized(F.fake_quantize(t, name, **rnd))
 
     # -- one GEMM --------------------------------------------------------------------------------------

@@ -46,15 +46,18 @@ class Comparison:
     verdict: str  # "ok" | "slower" | "faster" | "drift" | "missing" | "new"
 
 
-def baseline_path(store: str | os.PathLike, name: str) -> Path:
+def baseline_path(store: str | os.PathLike, name: str, kind: str = "kernels") -> Path:
+    """Where baseline ``name`` of ``suite bench <kind>`` lives: kernels' at the top of the baseline
+    folder, the recipes' in its ``recipes/`` subfolder (a recipe baseline never replaces a kernel one)."""
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise UserError(f"baseline name '{name}' is not a plain file name; use e.g. 'main'")
-    return Path(store) / BASELINE_DIR / f"{name}.json"
+    folder = Path(store) / BASELINE_DIR
+    return (folder if kind == "kernels" else folder / kind) / f"{name}.json"
 
 
-def save_baseline(store: str | os.PathLike, name: str, rows: list[dict], meta: dict) -> Path:
+def save_baseline(store: str | os.PathLike, name: str, rows: list[dict], meta: dict, kind: str = "kernels") -> Path:
     """Write the samples of a run as baseline ``name`` (atomically, replacing an older one)."""
-    path = baseline_path(store, name)
+    path = baseline_path(store, name, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "meta": meta, "rows": rows}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -63,14 +66,14 @@ def save_baseline(store: str | os.PathLike, name: str, rows: list[dict], meta: d
     return path
 
 
-def load_baseline(store: str | os.PathLike, name: str) -> dict:
-    path = baseline_path(store, name)
+def load_baseline(store: str | os.PathLike, name: str, kind: str = "kernels") -> dict:
+    path = baseline_path(store, name, kind)
     if not path.exists():
         known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
         hint = f" Known baselines: {', '.join(known)}." if known else ""
         raise UserError(
-            f"no kernel baseline '{name}' in {path.parent}: record one first with "
-            f"'suite bench kernels --save {name}'.{hint}"
+            f"no {kind[:-1]} baseline '{name}' in {path.parent}: record one first with "
+            f"'suite bench {kind} --save {name}'.{hint}"
         )
     try:
         return json.loads(path.read_text())

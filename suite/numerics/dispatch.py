@@ -12,7 +12,10 @@ same operation (``register``) with the inputs it supports. The mode decides whic
 
 Implementations must equal the reference bit for bit (``tests/test_kernel_dispatch.py`` holds
 each one to it), so the mode changes speed, never a number. ``counts`` says which ran, so a cell
-records the share of its operations a kernel served.
+records the share of its operations a kernel served; ``calls`` says which operations on which
+formats ran (``key``: the operation and its non-tensor arguments), and an implementation's
+``timed_by`` names the benchmark kernels (``suite bench kernels``) that time its work for such a
+key, so the kernel table lists the methods that run each kernel (``suite.bench.methods``).
 
 Core, like the rest of ``suite.numerics``: it imports no kernel; the kernels register themselves
 when their plugin package loads (``suite.registry.KERNELS``).
@@ -42,16 +45,33 @@ class Implementation:
     name: str
     run: Callable[..., Any]
     supports: Callable[..., bool]
+    timed_by: Callable[..., tuple[str, ...]] | None = None  # (*key[1:]) -> benchmark kernel names
+
+
+def key(op: str, *args: Any, **kwargs: Any) -> tuple:
+    """What a call is, without its data: the operation and its non-tensor arguments, in order
+    (keywords by name), e.g. ``("fake_quantize", "mxfp4")``."""
+    def plain(v: Any) -> bool:
+        return isinstance(v, (str, int, float, bool, type(None)))
+
+    return (op, *(a for a in args if plain(a)), *(f"{k}={v}" for k, v in sorted(kwargs.items()) if plain(v)))
 
 
 _REGISTRY: dict[str, list[Implementation]] = {}
 _COUNTS: Counter[tuple[str, str]] = Counter()
+_CALLS: Counter[tuple] = Counter()
 
 
-def register(op: str, name: str, run: Callable[..., Any], supports: Callable[..., bool]) -> None:
-    """Register ``run`` as an implementation of ``op`` (the latest registration of a name wins)."""
+def register(op: str, name: str, run: Callable[..., Any], supports: Callable[..., bool],
+             timed_by: Callable[..., tuple[str, ...]] | None = None) -> None:
+    """Register ``run`` as an implementation of ``op`` (the latest registration of a name wins);
+    ``timed_by(*key[1:])`` names the benchmark kernels that time what it runs for a call ``key``."""
     impls = [i for i in _REGISTRY.get(op, []) if i.name != name]
-    _REGISTRY[op] = [*impls, Implementation(name, run, supports)]
+    _REGISTRY[op] = [*impls, Implementation(name, run, supports, timed_by)]
+
+
+def registered(op: str) -> list[Implementation]:
+    return list(_REGISTRY.get(op, ()))
 
 
 def implementations(op: str) -> list[str]:
@@ -89,6 +109,7 @@ def call(op: str, reference: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     """``op`` on these inputs: the first registered implementation the mode allows and that supports
     them, else ``reference``."""
     mode = _mode.get()
+    _CALLS[key(op, *args, **kwargs)] += 1
     if mode != "torch":
         on_cpu_too = mode == "triton" and interpreted()
         for impl in _REGISTRY.get(op, ()):
@@ -104,8 +125,14 @@ def counts() -> dict[tuple[str, str], int]:
     return dict(_COUNTS)
 
 
+def calls() -> dict[tuple, int]:
+    """Call ``key`` -> calls since the last ``reset_counts``, whichever implementation served them."""
+    return dict(_CALLS)
+
+
 def reset_counts() -> None:
     _COUNTS.clear()
+    _CALLS.clear()
 
 
 def kernel_fraction(seen: dict[tuple[str, str], int]) -> float:

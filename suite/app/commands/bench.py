@@ -6,7 +6,14 @@ kernel got slower than the baseline beyond the threshold and the measured noise 
 calibration op, for baselines taken on another machine of the same kind or a noisy one.
 A case found slower is re-measured ``--confirm`` times (default 2) before it counts: a
 regression must be slower every time, so a burst of load elsewhere on a shared machine
-during one measurement is not reported as a slower kernel.
+during one measurement is not reported as a slower kernel. After the table, each kernel's line
+names the methods that run it (the training recipes' declared operands through
+``suite.numerics.dispatch``) and the methods' operations no kernel serves.
+
+``suite bench recipes`` times a training step of each recipe with the kernels off and on
+(``--modes torch,auto``; default recipes: those a kernel serves, beside bf16-train) and joins the
+same gate: ``--save NAME`` / ``--compare NAME`` (baselines kept apart from the kernels'), so a
+recipe whose path got slower fails on a GPU.
 """
 
 from __future__ import annotations
@@ -28,8 +35,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", choices=["kernels"], help="what to benchmark")
+    p.add_argument("target", choices=["kernels", "recipes"],
+                   help="what to benchmark: the kernels, or the recipes' training step with the kernels off and on")
     p.add_argument("--kernels", type=_csv, help="comma-separated kernel names (default: all)")
+    p.add_argument("--recipes", type=_recipes,
+                   help="recipes: comma-separated method specs, e.g. mxfp4-train,nvfp4-train:tiles=false "
+                   "(default: every recipe a kernel serves, and bf16-train)")
+    p.add_argument("--modes", type=_csv, default=None,
+                   help="recipes: the dispatch modes to time each recipe under (default torch,auto: kernels off, on)")
+    p.add_argument("--size", help="recipes: Llama hidden,layers,heads,intermediate (default 64,1,2,128 on a CPU, "
+                   "4096,2,32,11008 on a GPU)")
+    p.add_argument("--batch", type=int, help="recipes: sequences a step (default 1 CPU, 4 GPU)")
+    p.add_argument("--seq", type=int, help="recipes: tokens a sequence (default 32 CPU, 2048 GPU)")
     p.add_argument("--shapes", type=_csv,
                    help="comma-separated shapes like 4096x4096 (default: each kernel's own; "
                    "small ones on a CPU)")
@@ -58,7 +75,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=main)
 
 
+def _recipes(text: str) -> list[str]:
+    """Comma-separated method specs; a recipe's own ``key=value,key=value`` stay with it."""
+    out: list[str] = []
+    for piece in (t.strip() for t in text.split(",")):
+        if not piece:
+            continue
+        if "=" in piece and ":" not in piece and out:
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    return out
+
+
+KERNEL_ONLY = ("kernels", "shapes", "impls", "dtype")
+RECIPE_ONLY = ("recipes", "modes", "size", "batch", "seq")
+
+
 def main(args: argparse.Namespace) -> int:
+    from suite.errors import UserError
+
+    own, other = (KERNEL_ONLY, RECIPE_ONLY) if args.target == "kernels" else (RECIPE_ONLY, KERNEL_ONLY)
+    wrong = [f"--{name}" for name in other if getattr(args, name, None) is not None]
+    if wrong:
+        raise UserError(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for 'suite bench "
+                        f"{'recipes' if args.target == 'kernels' else 'kernels'}', not '{args.target}'")
+    if args.target == "recipes":
+        return main_recipes(args)
+    return main_kernels(args)
+
+
+def main_kernels(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from suite.bench.gate import (
@@ -100,6 +147,7 @@ def main(args: argparse.Namespace) -> int:
     print_rows(result.rows)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    _print_methods(sorted({r["kernel"] for r in result.rows}))
 
     if not args.no_store:
         frame = pd.DataFrame(result.rows, columns=KERNEL_COLUMNS)
@@ -181,3 +229,70 @@ def _confirm(slower: list, base_rows: list[dict], opts, args: argparse.Namespace
                   f"({again.verdict}) on re-measurement {len(ratios)}: load on the machine, "
                   "not a regression")
     return confirmed
+
+
+def _print_methods(kernels: list[str]) -> None:
+    """Which methods run each kernel of the table, and what no kernel serves."""
+    from suite.bench.methods import format_methods, kernel_methods
+
+    if not kernels:
+        return
+    by_kernel, found = kernel_methods()
+    print()
+    print(format_methods(kernels, by_kernel, found))
+
+
+def main_recipes(args: argparse.Namespace) -> int:
+    """``suite bench recipes``: step times with the kernels off and on; the same save/compare gate."""
+    from suite.bench.gate import (
+        check_alpha,
+        check_threshold,
+        compare_rows,
+        format_table,
+        load_baseline,
+        min_rounds,
+        save_baseline,
+    )
+    from suite.bench.recipes import RecipeBenchOptions, format_rows, run_recipes
+    from suite.errors import UserError
+
+    check_threshold(args.threshold)
+    check_alpha(args.alpha)
+    needed = max(3, min_rounds(args.alpha)) if (args.compare or args.save) else 3
+    if args.rounds is not None and args.rounds < needed:
+        raise UserError(f"--rounds {args.rounds} is too few: a median and a spread need 3, and a slowdown can "
+                        f"reach alpha={args.alpha} only with {min_rounds(args.alpha)} samples per run")
+    baseline = load_baseline(args.store, args.compare, kind="recipes") if args.compare else None
+    opts = RecipeBenchOptions(recipes=args.recipes, modes=tuple(args.modes or ("torch", "auto")),
+                              size=args.size, batch=args.batch, seq=args.seq, device=args.device,
+                              rounds=args.rounds or max(needed, 7))
+    result = run_recipes(opts, progress=lambda m: print(f"bench: {m}", file=sys.stderr))
+    print(f"device: {result.device}   training step of each recipe, Llama {result.shape}, median of "
+          f"{opts.rounds} interleaved rounds")
+    print(format_rows(result.rows))
+    status = 0
+    if baseline is not None:
+        meta_device = baseline.get("meta", {}).get("device", "")
+        if not args.normalized and meta_device and meta_device != result.device:
+            print(f"warning: baseline '{args.compare}' was taken on '{meta_device}', this run on "
+                  f"'{result.device}': absolute times are not comparable; add --normalized", file=sys.stderr)
+        selected = {r["kernel"] for r in result.samples}
+        base_rows = [r for r in baseline["rows"] if r["kernel"] in selected]
+        comparisons = compare_rows(base_rows, result.samples, threshold=args.threshold,
+                                   normalized=args.normalized, alpha=args.alpha)
+        print()
+        print(f"compared with recipe baseline '{args.compare}' (threshold {args.threshold:.0%} beyond noise, "
+              f"alpha {args.alpha:g}{', normalised' if args.normalized else ''}):")
+        print(format_table(comparisons, args.normalized))
+        slower = [c for c in comparisons if c.verdict == "slower"]
+        if slower:
+            print(f"REGRESSION: {len(slower)} recipe step(s) slower than baseline '{args.compare}': "
+                  + ", ".join(f"{c.kernel}/{c.impl} x{c.ratio:.2f}" for c in slower))
+            status = 1
+        else:
+            print(f"no regression against recipe baseline '{args.compare}'")
+    if args.save:
+        meta = {"device": result.device, "shape": result.shape}
+        path = save_baseline(args.store, args.save, result.samples, meta, kind="recipes")
+        print(f"recipe baseline '{args.save}' saved to {path}")
+    return status

@@ -1,0 +1,161 @@
+"""Which methods run which benchmark kernel: the training recipes' declared operands through the
+dispatch registry, never a hand-kept table.
+
+Each registered training recipe (kind ``train``) declares, per GEMM operand, its format, scaling and
+rounding (``LinearRecipe``); ``Operand.dispatched()`` names the ``suite.numerics.dispatch`` call that
+quantises it (or None where PyTorch alone does); each registered implementation's ``timed_by`` names
+the benchmark kernels that time that call. Put together: kernel -> the methods that run it, and per
+method the operations no kernel serves (the gaps the kernel table states). A test runs each recipe a
+step under dispatch counting and holds the declared calls to the ones it made
+(``tests/test_kernel_methods.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NOT_QUANTISED = ("fp32", "bf16")
+OPERANDS = (("forward", "a", "X"), ("forward", "b", "W"), ("dgrad", "a", "dY"), ("dgrad", "b", "W"),
+            ("wgrad", "a", "dY"), ("wgrad", "b", "X"))
+
+
+@dataclass
+class MethodKernels:
+    """One training recipe (its default configuration): the dispatch calls its operands make, the
+    benchmark kernels that time them, and what no kernel serves."""
+
+    method: str
+    calls: dict[tuple, list[str]] = field(default_factory=dict)  # dispatch key -> operands ("fwd X", ...)
+    kernels: dict[tuple, tuple[str, ...]] = field(default_factory=dict)  # dispatch key -> benchmark kernels
+    gaps: list[str] = field(default_factory=list)  # "dgrad dY: MXFP4 QuEST ... (PyTorch)"
+    linear: bool = True  # False: the method declares no GEMM operands (a peer library's recipe)
+
+
+def declared(recipe) -> list[tuple[str, object, tuple | None]]:
+    """(label, operand, dispatch key or None) for each of a ``LinearRecipe``'s six operands."""
+    out = []
+    for gemm, side, name in OPERANDS:
+        op = getattr(getattr(recipe, gemm), side)
+        out.append((f"{gemm} {name}", op, op.dispatched()))
+    return out
+
+
+def timed_by(call: tuple) -> tuple[str, ...]:
+    """The benchmark kernels of every registered implementation of ``call``'s operation."""
+    from suite.numerics import dispatch
+
+    names: list[str] = []
+    for impl in dispatch.registered(call[0]):
+        if impl.timed_by is not None:
+            names += [n for n in impl.timed_by(*call[1:]) if n not in names]
+    return tuple(names)
+
+
+def instantiate(spec: str) -> list:
+    """The method instances of a spec ``name[:key=value,...][+name...]``, built as ``suite run``
+    builds them (the registry's class, its Config validated by ``suite.config``); an unknown name
+    or argument is a UserError."""
+    from suite.config import build_config, parse_kv
+    from suite.errors import UserError
+    from suite.registry import METHODS
+
+    out = []
+    for piece in spec.split("+"):
+        name, _, arg_text = piece.strip().partition(":")
+        if not name.strip():
+            raise UserError(f"method spec '{spec}': an empty method name")
+        cls = METHODS.get(name.strip()).target
+        args = parse_kv(arg_text, f"method '{name}'") if arg_text else {}
+        out.append(cls(build_config(cls.Config, args, f"method '{name}'")))
+    return out
+
+
+def method_kernels(spec: str) -> MethodKernels:
+    """The calls and kernels of one method spec (``nvfp4-train``, ``mxfp4-train:scale=rceil``)."""
+    out = MethodKernels(spec)
+    for method in instantiate(spec):
+        recipe = method.linear_recipe() if hasattr(method, "linear_recipe") else None
+        if recipe is None or not hasattr(recipe, "forward"):
+            out.linear = False
+            continue
+        missing: dict[str, list[str]] = {}
+        for label, op, call in declared(recipe):
+            if op.fmt in NOT_QUANTISED:
+                continue
+            if call is None:
+                missing.setdefault(op.describe(), []).append(label)
+                continue
+            out.calls.setdefault(call, []).append(label)
+            out.kernels[call] = timed_by(call)
+            if not out.kernels[call]:
+                out.gaps.append(f"{label}: {op.describe()} (dispatched as {'/'.join(call)}, no kernel registered)")
+        out.gaps += [f"{what} ({', '.join(labels)})" for what, labels in missing.items()]
+        rotations: dict[str, list[str]] = {}
+        for gemm in ("forward", "dgrad", "wgrad"):
+            g = getattr(recipe, gemm)
+            for size, where in ((g.hadamard, "contraction"), (g.outer_hadamard, "rows of dY")):
+                if size:
+                    what = f"{'full-size' if size < 0 else f'{size}-point'} Hadamard along the {where}"
+                    rotations.setdefault(what, []).append(gemm)
+        out.gaps += [f"{what} ({', '.join(gemms)})" for what, gemms in rotations.items()]
+    return out
+
+
+def train_methods() -> list[str]:
+    from suite.registry import METHODS
+
+    return [e.name for e in METHODS.entries() if e.kind == "train"]
+
+
+def kernel_methods(methods: list[str] | None = None) -> tuple[dict[str, list[str]], list[MethodKernels]]:
+    """(benchmark kernel -> the methods that run it, each method's ``MethodKernels``)."""
+    from suite.registry import KERNELS
+
+    KERNELS.names()  # the kernel plugins register their implementations when they load
+    found = [method_kernels(m) for m in (train_methods() if methods is None else methods)]
+    by_kernel: dict[str, list[str]] = {}
+    for mk in found:
+        for names in mk.kernels.values():
+            for name in names:
+                if mk.method not in by_kernel.setdefault(name, []):
+                    by_kernel[name].append(mk.method)
+    return by_kernel, found
+
+
+def format_methods(kernels: list[str], by_kernel: dict[str, list[str]], found: list[MethodKernels]) -> str:
+    """The text ``suite bench kernels`` prints after its table: who runs each kernel, and the gaps."""
+    lines = ["methods that run each kernel (the recipes' declared operands through suite.numerics.dispatch):"]
+    width = max([len(k) for k in kernels] or [0])
+    for k in kernels:
+        lines.append(f"  {k:{width}s}  {', '.join(by_kernel.get(k, [])) or '- (no method dispatches to it)'}")
+    gaps = [mk for mk in found if mk.gaps or not mk.linear]
+    if gaps:
+        lines.append("operations of the methods that no kernel serves (they run in PyTorch):")
+        for mk in gaps:
+            if not mk.linear:
+                lines.append(f"  {mk.method}: a peer library's recipe (its own kernels)")
+                continue
+            lines.append(f"  {mk.method}: " + "; ".join(mk.gaps))
+    return "\n".join(lines)
+
+
+def markdown_methods(kernels: list[str] | None = None) -> str:
+    """The same as ``format_methods``, as the Markdown section of kernels/RESULTS.md."""
+    from suite.registry import KERNELS
+
+    by_kernel, found = kernel_methods()
+    kernels = sorted(KERNELS.names()) if kernels is None else kernels
+    lines = ["## Which methods run each kernel", "",
+             "Derived from the training recipes' declared operands (`Operand.dispatched`) and the kernels "
+             "registered with `suite.numerics.dispatch` (`suite.bench.methods`; `suite bench kernels` prints "
+             "the same after its table), for each recipe's default configuration.", "",
+             "| kernel | methods that run it |", "|---|---|"]
+    lines += [f"| {k} | {', '.join(by_kernel.get(k, [])) or '-'} |" for k in kernels]
+    lines += ["", "## What no kernel serves yet", "",
+              "Operations of the recipes that run in PyTorch whatever `--kernels` says: the missing kernels.", ""]
+    for mk in found:
+        if not mk.linear:
+            lines.append(f"- **{mk.method}**: a peer library's recipe (its own kernels)")
+        elif mk.gaps:
+            lines.append(f"- **{mk.method}**: " + "; ".join(mk.gaps))
+    return "\n".join(lines) + "\n"

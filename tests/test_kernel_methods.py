@@ -1,0 +1,158 @@
+"""The kernel benchmark follows the methods: ``suite bench kernels`` names, for each kernel, the
+training recipes that run it, derived from the recipes' declared operands (``Operand.dispatched``)
+and the dispatch registry (``timed_by``); here each recipe trains a step under dispatch counting and
+the calls it made are held to the declared ones. ``suite bench recipes`` (step time with the
+kernels off and on) joins the regression gate; its wiring is checked, never its timings.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from suite.bench import recipes as rb
+from suite.bench.methods import format_methods, kernel_methods
+
+
+@pytest.fixture(scope="module")
+def derived(one_torch_thread):
+    from suite.registry import KERNELS
+
+    KERNELS.names()
+    return kernel_methods()
+
+
+@pytest.fixture(scope="module")
+def template():
+    return rb.build_llama(rb.CPU_SIZE)
+
+
+def test_each_recipe_makes_the_dispatch_calls_its_operands_declare(derived, template):
+    """One training step of every registered training recipe (kernels off: the calls are the same
+    either way) against ``suite.bench.methods``' declaration: the same calls, none missing or extra."""
+    import torch
+
+    from suite.numerics import dispatch
+
+    _, found = derived
+    ids = torch.randint(0, 256, (1, 16), generator=torch.Generator().manual_seed(0))
+    checked = []
+    for mk in found:
+        if not mk.linear:
+            continue  # a peer library's recipe: its own kernels, no suite operands
+        entry = rb.prepare(mk.method, template, "cpu")
+        dispatch.reset_counts()
+        rb.train_step(entry, ids, "cpu", "torch")
+        assert set(dispatch.calls()) == set(mk.calls), mk.method
+        checked.append(mk.method)
+    assert {"mxfp4-train", "nvfp4-train", "quartet-train", "fp8-train"} <= set(checked)
+
+
+def test_every_kernel_a_method_runs_is_a_benchmark_kernel_and_the_gaps_are_stated(derived):
+    from suite.registry import KERNELS
+
+    by_kernel, found = derived
+    assert set(by_kernel) <= set(KERNELS.names())
+    served = {mk.method for mk in found if mk.calls}
+    assert served == {m for methods in by_kernel.values() for m in methods}
+    # a declared operand with no dispatch call is a gap; one with a call is not
+    for mk in found:
+        if mk.linear:
+            assert all(names for names in mk.kernels.values()), mk.method
+    text = format_methods(sorted(KERNELS.names()), by_kernel, found)
+    for mk in found:
+        for gap in mk.gaps:
+            assert gap in text
+
+
+def test_bench_kernels_prints_the_methods_of_its_kernels(tmp_path, capsys, monkeypatch):
+    from suite.app.cli import main
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert main(["bench", "kernels", "--kernels", "fake_quantize_nvfp4_sr,quantize_fp8_row", "--shapes", "16x64",
+                 "--impls", "reference", "--rounds", "3", "--no-store", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in out.split("methods that run each kernel")[1]
+             .splitlines()[1:3]}
+    _, found = kernel_methods()
+    expected = {k: sorted(mk.method for mk in found if k in {n for names in mk.kernels.values() for n in names})
+                for k in ("fake_quantize_nvfp4_sr", "quantize_fp8_row")}
+    assert lines["fake_quantize_nvfp4_sr"] == ", ".join(expected["fake_quantize_nvfp4_sr"]) != ""
+    assert lines["quantize_fp8_row"] == (", ".join(expected["quantize_fp8_row"]) or "- (no method dispatches to it)")
+    assert "operations of the methods that no kernel serves" in out
+
+
+def test_the_recipe_benchmark_joins_the_gate(tmp_path, capsys, monkeypatch, one_torch_thread):
+    """A real run saves a recipe baseline (apart from the kernels'); a run whose steps are slower
+    than it fails --compare and one as fast passes (samples supplied: no timing is judged)."""
+    from suite.app.cli import main
+
+    store = str(tmp_path)
+    assert main(["bench", "recipes", "--recipes", "bf16-train,nvfp4-train:rht=false,tiles=false",
+                 "--modes", "torch,auto", "--rounds", "5", "--save", "base", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "nvfp4-train:rht=false,tiles=false  auto" in out
+    saved = json.loads((tmp_path / "kernel-baselines" / "recipes" / "base.json").read_text())
+    keys = {(r["kernel"], r["impl"]) for r in saved["rows"]}
+    assert keys == {(f"recipe:{r}", f"kernels-{m}") for r in ("bf16-train", "nvfp4-train:rht=false,tiles=false")
+                    for m in ("torch", "auto")}
+    assert all(len(r["samples_ms"]) == 5 == len(r["normalized_samples"]) for r in saved["rows"])
+    assert not (tmp_path / "kernel-baselines" / "base.json").exists()  # the kernels' baseline is apart
+
+    # from here on fixed samples (the real run's noise on a shared CPU must not decide the verdicts)
+    steady = [10.0, 10.1, 9.9, 10.05, 9.95]
+    saved["rows"] = [{**r, "samples_ms": steady, "normalized_samples": steady} for r in saved["rows"]]
+    (tmp_path / "kernel-baselines" / "recipes" / "base.json").write_text(json.dumps(saved))
+
+    def replay(factor):
+        def run(opts, progress=None):
+            res = rb.RecipeBenchResult(device=saved["meta"]["device"], shape=saved["meta"]["shape"])
+            for r in saved["rows"]:
+                slow = factor if r["impl"] == "kernels-auto" and "nvfp4" in r["kernel"] else 1.0
+                res.samples.append({**r, "samples_ms": [t * slow for t in steady],
+                                    "normalized_samples": [t * slow for t in steady]})
+                res.rows.append({"recipe": r["kernel"][7:], "kernels": r["impl"][8:], "step_ms": 1.0,
+                                 "kernel_fraction": float("nan"), "n_samples": 5})
+            return res
+        return run
+
+    monkeypatch.setattr(rb, "run_recipes", replay(3.0))
+    assert main(["bench", "recipes", "--rounds", "5", "--compare", "base", "--store", store]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION: 1 recipe step(s)" in out and "recipe:nvfp4-train:rht=false,tiles=false/kernels-auto" in out
+    monkeypatch.setattr(rb, "run_recipes", replay(1.0))
+    assert main(["bench", "recipes", "--rounds", "5", "--compare", "base", "--store", store]) == 0
+    assert "no regression against recipe baseline 'base'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "recipes", "--shapes", "8x8"], "--shapes is for 'suite bench kernels', not 'recipes'"),
+    (["bench", "kernels", "--recipes", "mxfp4-train"], "--recipes is for 'suite bench recipes', not 'kernels'"),
+    (["bench", "recipes", "--compare", "nope"], "no recipe baseline 'nope'"),
+    (["bench", "recipes", "--size", "64,1,3,128"], "hidden a multiple of heads"),
+    (["bench", "recipes", "--modes", "fast"], "--kernels 'fast': choose one of"),
+    (["bench", "recipes", "--recipes", "nope-train"], "nope-train"),
+    (["bench", "recipes", "--recipes", "mxfp4-train:bogus=1"], "bogus"),
+])
+def test_recipe_bench_user_errors_are_one_clear_message(tmp_path, capsys, argv, message):
+    from suite.app.cli import main
+
+    assert main([*argv, "--store", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_kernel_table_states_the_methods_and_gaps_the_code_derives(derived):
+    """kernels/RESULTS.md carries the generated sections (a GPU run re-renders them): every kernel
+    row and every gap there is what ``suite.bench.methods`` derives now."""
+    from pathlib import Path
+
+    from suite.bench.methods import markdown_methods
+
+    text = (Path(__file__).resolve().parents[1] / "kernels" / "RESULTS.md").read_text()
+    now = markdown_methods()
+    table = [line for line in now.splitlines() if line.startswith("| ") and not line.startswith("| kernel ")]
+    present = [line for line in table if line.split(" | ")[0] + " |" in text]
+    assert present and all(line in text for line in present), "re-generate kernels/RESULTS.md's sections"
+    gaps = now.split("## What no kernel serves yet", 1)[1]
+    assert gaps in text, "kernels/RESULTS.md's 'What no kernel serves yet' is stale: re-generate it"
