@@ -148,15 +148,17 @@ def main() -> int:
     for spec in [s for s in split_recipes(args.recipes) if s]:
         axes = [(mode, fast) for mode in modes for fast in fasts]
         for mode, fast in axes:
-            if spec == "bf16-train" and (mode, fast) != axes[0]:
-                continue  # no format operations: one baseline
+            if spec == "bf16-train" and fast != fasts[0]:
+                continue  # no quantisers: one baseline per kernels mode
             try:
                 entry = prepare(spec, template, args.device)
             except Exception as exc:  # noqa: BLE001 - a recipe that cannot run here is reported, the rest run
                 print(f"{spec}: not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
                 break
             tags = ([f"kernels {mode}"] if len(modes) > 1 else []) + ([f"fast {fast}"] if len(fasts) > 1 else [])
-            label = spec if spec == "bf16-train" or not tags else f"{spec} [{', '.join(tags)}]"
+            if spec == "bf16-train":
+                tags = tags[:1] if len(modes) > 1 else []
+            label = f"{spec} [{', '.join(tags)}]" if tags else spec
             entry.update(kernels=mode, fast=fast, served={}, fused={}, label=label)
             entries.append(entry)
     for round_ in range(args.warmup + args.steps):

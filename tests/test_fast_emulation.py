@@ -68,6 +68,17 @@ def test_every_fused_quantiser_equals_its_eager_form_bit_for_bit(name):
         assert torch.equal(out["off"].mask, out["on"].mask)
 
 
+@pytest.mark.parametrize("signs", [False, True])
+def test_fused_butterflies_equal_the_eager_rotation(signs):
+    """HALO's rotation of a 128-wide contraction (butterflies), with and without random signs."""
+    x = _edge_values(40, 256)
+    s = torch.tensor([1.0, -1.0, -1.0, 1.0] * 64) if signs else None  # over the whole last dimension
+    for inverse in (False, True):
+        off = G.rotate(x, 128, s, inverse)
+        with compiled.emulation("on"):
+            assert torch.equal(off, G.rotate(x, 128, s, inverse))
+
+
 def test_delayed_fp8_is_fused_too_and_keeps_its_codes():
     x, amax = _edge_values(), torch.tensor(50.0)
     off = G.fp8_given_amax(x, G.FP8_ELEMENTS["e4m3"], amax)

@@ -60,6 +60,9 @@ NEAREST_REFERENCE = {"mxfp4": lambda t: mxfp4_fast(t), "nvfp4": lambda t: nvfp4_
                      "mxfp8": lambda t: _fake_quantize_scaled(t, "mxfp8_e4m3", None)}
 QUEST_GAUSSIAN_SCALE = 2.92247856 / 6.0  # QuEST's RMS multiple for a Gaussian, over FP4's largest value
 FAST_HADAMARD_ABOVE = 64  # larger blocks rotate with the butterflies, O(n log n)
+# Butterflies of blocks up to this size run fused (suite.numerics.compiled): inductor keeps every
+# stage of such a block in one loop; past it, it stores each stage as eager does, for no gain.
+FUSED_BUTTERFLIES_UP_TO = 256
 
 
 @dataclass(frozen=True)
@@ -382,8 +385,15 @@ def pad_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
     """The normalised block Hadamard of ``suite.numerics.hadamard`` along the last dimension."""
+    if FAST_HADAMARD_ABOVE < block <= FUSED_BUTTERFLIES_UP_TO:
+        return _butterflies(t.contiguous(), block, signs, inverse)
     method = "fast" if block > FAST_HADAMARD_ABOVE else "dense"
     return apply_block_hadamard(t.contiguous(), block, signs=signs, inverse=inverse, method=method)
+
+
+@fused
+def _butterflies(t: torch.Tensor, block: int, signs: torch.Tensor | None, inverse: bool) -> torch.Tensor:
+    return apply_block_hadamard(t, block, signs=signs, inverse=inverse, method="fast")
 
 
 def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
