@@ -48,6 +48,10 @@ def _edge_values(rows: int = 40, cols: int = 64) -> torch.Tensor:
     x[1, :32] = 1.5
     x[2] *= 1e4
     x[3, :32] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 4)  # E2M1 midpoints, block max 6
+    # an ulp either side of powers of two: where a float32 log2 rounds onto the integer
+    powers = torch.exp2(torch.arange(-8.0, 8.0))
+    x[4, :16], x[4, 16:32] = powers * (1 + 2.0 ** -23), powers * (1 - 2.0 ** -24)
+    x[5, :32] = torch.cat([powers, -powers]) * 448.0 * (1 + 2.0 ** -23)  # block amax / max just above 2^k
     return x
 
 

@@ -477,11 +477,15 @@ def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Gener
     then ``2``), so rounding is ``round(|v| / step) * step`` with that binade's power-of-two step:
     ``torch.round`` rounds half to even, and an even quotient is the even mantissa.
     ``ties="down"`` sends exact ties toward zero instead (``ceil(q - 1/2)``, exact in float32
-    for these quotients): Quartet's kernel, whose thresholds are strict ``>``. Stochastic
+    for these quotients): Quartet's kernel, whose thresholds are strict ``>``. The binade comes
+    from the float's exponent field (``frexp``), not from ``log2``, whose float32 result is off
+    by an ulp in different places in ATen's vectorised code and in inductor's, so the compiled
+    and eager forms agree everywhere. Stochastic
     rounding takes the uniforms ``u`` (shaped like ``v``) where given, else draws them.
     """
     m = v.abs().clamp(max=el.FP4_E2M1.max)
-    step = torch.exp2(torch.floor(torch.log2(m)).clamp(0, 2) - 1)
+    binade = (torch.frexp(m).exponent - 1).clamp(0, 2)  # floor(log2 m), exact (0 and NaN: 0)
+    step = torch.where(binade == 0, 0.5, torch.where(binade == 1, 1.0, 2.0))
     q = m / step
     if rounding == "nearest":
         q = torch.round(q) if ties == "even" else torch.ceil(q - 0.5).clamp(min=0)
@@ -567,10 +571,20 @@ def mx_rceil(t: torch.Tensor, fmt: str, rounding: str = "nearest",
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
     amax = blocks.abs().amax(-1, keepdim=True)
-    exponent = torch.ceil(torch.log2(amax / elem.max)).clamp(-127, 127)
-    scale = torch.where(amax > 0, torch.exp2(exponent), torch.full_like(amax, 2.0 ** -127))
+    scale = torch.where(amax > 0, _pow2_ceil(amax / elem.max), torch.full_like(amax, 2.0 ** -127))
     codes = el.encode_float(blocks / scale, elem, rounding, generator=generator)
     return (el.decode_float(codes, elem) * scale).reshape(rows, k)
+
+
+def _pow2_ceil(v: torch.Tensor) -> torch.Tensor:
+    """``2^ceil(log2 v)`` clamped to ``2^-127 .. 2^127`` for positive ``v``, from the exponent field
+    (``frexp``: ``v = m 2^e``, ``m`` in [1/2, 1)), so it is exact: a float32 ``log2`` rounds
+    ``v`` just above a power of two down onto it, and does so in different places in ATen and in
+    inductor. Infinity gives ``2^127`` as the log2 form did."""
+    mantissa, exponent = torch.frexp(v)
+    up = torch.where(mantissa == 0.5, exponent - 1, exponent)
+    up = torch.where(torch.isinf(v), 127, up).clamp(-127, 127)
+    return torch.ldexp(torch.ones_like(v), up)
 
 
 @fused
@@ -580,8 +594,7 @@ def _mx_rceil(t: torch.Tensor, fmt: str, rounding: str, u: torch.Tensor | None) 
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
     amax = blocks.abs().amax(-1, keepdim=True)
-    exponent = torch.ceil(torch.log2(amax / elem.max)).clamp(-127, 127)
-    scale = torch.where(amax > 0, torch.exp2(exponent), torch.full_like(amax, 2.0 ** -127))
+    scale = torch.where(amax > 0, _pow2_ceil(amax / elem.max), torch.full_like(amax, 2.0 ** -127))
     if elem is el.FP4_E2M1:
         u = None if u is None else u.reshape(blocks.shape)
         return (fp4_round(blocks / scale, rounding, u=u) * scale).reshape(rows, k)
@@ -617,7 +630,11 @@ def _quest_mxfp4(t: torch.Tensor, ties: str) -> tuple[torch.Tensor, torch.Tensor
     blocks = t.reshape(rows, k // 32, 32)
     mean = _pairwise_sum(blocks) / 32
     var = (_pairwise_sum(blocks * blocks) / 32 - mean * mean).clamp(min=0)
-    scale = torch.exp2(torch.floor(torch.log2(QUEST_GAUSSIAN_SCALE * var.sqrt() + 1e-8)))
+    # the square root correctly rounded (float64, then float32: exact for a float32 input), and
+    # floor(log2) from the exponent field: ATen's vectorised float32 sqrt and log2 are an ulp off
+    # in places where inductor's are not, and the floor turns such an ulp into a factor of 2
+    std = var.double().sqrt().float()
+    scale = torch.ldexp(torch.ones_like(std), torch.frexp(QUEST_GAUSSIAN_SCALE * std + 1e-8).exponent - 1)
     scaled = blocks / scale
     values = (fp4_round(scaled, ties=ties) * scale).reshape(rows, k)
     return values, (scaled.abs() < el.FP4_E2M1.max).reshape(rows, k)
