@@ -478,14 +478,16 @@ def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Gener
     ``torch.round`` rounds half to even, and an even quotient is the even mantissa.
     ``ties="down"`` sends exact ties toward zero instead (``ceil(q - 1/2)``, exact in float32
     for these quotients): Quartet's kernel, whose thresholds are strict ``>``. The binade comes
-    from the float's exponent field (``frexp``), not from ``log2``, whose float32 result is off
+    from the float's exponent field (``_exponent``), not from ``log2``, whose float32 result is off
     by an ulp in different places in ATen's vectorised code and in inductor's, so the compiled
     and eager forms agree everywhere. Stochastic
     rounding takes the uniforms ``u`` (shaped like ``v``) where given, else draws them.
     """
     m = v.abs().clamp(max=el.FP4_E2M1.max)
-    binade = (torch.frexp(m).exponent - 1).clamp(0, 2)  # floor(log2 m), exact (0 and NaN: 0)
-    step = torch.where(binade == 0, 0.5, torch.where(binade == 1, 1.0, 2.0))
+    # the step 2^(clamp(floor(log2 m), 0, 2) - 1) built from m's biased exponent field (m >= 0, so
+    # the sign bit is clear): exact, and as few passes as the log2 form (0 and subnormals: 1/2;
+    # NaN stays NaN)
+    step = (((m.view(torch.int32) >> 23).clamp(127, 129) - 1) << 23).view(torch.float32)
     q = m / step
     if rounding == "nearest":
         q = torch.round(q) if ties == "even" else torch.ceil(q - 0.5).clamp(min=0)
@@ -576,15 +578,23 @@ def mx_rceil(t: torch.Tensor, fmt: str, rounding: str = "nearest",
     return (el.decode_float(codes, elem) * scale).reshape(rows, k)
 
 
+def _exponent(v: torch.Tensor) -> torch.Tensor:
+    """The unbiased exponent field of float32 ``v`` (int32): ``floor(log2 |v|)`` exactly for a
+    normal ``v``; -127 for zero and subnormals, 128 for inf and NaN. Bit arithmetic, which
+    vectorises in ATen and in inductor alike (``frexp`` does not in ATen)."""
+    return ((v.view(torch.int32) >> 23) & 0xFF) - 127
+
+
 def _pow2_ceil(v: torch.Tensor) -> torch.Tensor:
-    """``2^ceil(log2 v)`` clamped to ``2^-127 .. 2^127`` for positive ``v``, from the exponent field
-    (``frexp``: ``v = m 2^e``, ``m`` in [1/2, 1)), so it is exact: a float32 ``log2`` rounds
-    ``v`` just above a power of two down onto it, and does so in different places in ATen and in
-    inductor. Infinity gives ``2^127`` as the log2 form did."""
-    mantissa, exponent = torch.frexp(v)
-    up = torch.where(mantissa == 0.5, exponent - 1, exponent)
-    up = torch.where(torch.isinf(v), 127, up).clamp(-127, 127)
-    return torch.ldexp(torch.ones_like(v), up)
+    """``2^ceil(log2 v)`` clamped to ``2^-127 .. 2^127`` for positive ``v``, from the exponent and
+    mantissa fields, so it is exact: a float32 ``log2`` rounds ``v`` just above a power of two
+    down onto it, and does so in different places in ATen and in inductor. Infinity gives
+    ``2^127`` and a subnormal ``2^-126`` or ``2^-127``, as the log2 form did."""
+    bits = v.view(torch.int32)
+    exponent = _exponent(v)
+    up = torch.where((bits & 0x7FFFFF) == 0, exponent, exponent + 1)
+    up = torch.where(exponent == -127, torch.where(v > 2.0 ** -127, -126, -127), up)
+    return torch.ldexp(torch.ones_like(v), up.clamp(-127, 127))
 
 
 @fused
@@ -634,7 +644,7 @@ def _quest_mxfp4(t: torch.Tensor, ties: str) -> tuple[torch.Tensor, torch.Tensor
     # floor(log2) from the exponent field: ATen's vectorised float32 sqrt and log2 are an ulp off
     # in places where inductor's are not, and the floor turns such an ulp into a factor of 2
     std = var.double().sqrt().float()
-    scale = torch.ldexp(torch.ones_like(std), torch.frexp(QUEST_GAUSSIAN_SCALE * std + 1e-8).exponent - 1)
+    scale = torch.ldexp(torch.ones_like(std), _exponent(QUEST_GAUSSIAN_SCALE * std + 1e-8))
     scaled = blocks / scale
     values = (fp4_round(scaled, ties=ties) * scale).reshape(rows, k)
     return values, (scaled.abs() < el.FP4_E2M1.max).reshape(rows, k)
