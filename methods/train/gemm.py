@@ -477,11 +477,11 @@ def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Gener
     then ``2``), so rounding is ``round(|v| / step) * step`` with that binade's power-of-two step:
     ``torch.round`` rounds half to even, and an even quotient is the even mantissa.
     ``ties="down"`` sends exact ties toward zero instead (``ceil(q - 1/2)``, exact in float32
-    for these quotients): Quartet's kernel, whose thresholds are strict ``>``. The binade comes
-    from the float's exponent field (``_exponent``), not from ``log2``, whose float32 result is off
-    by an ulp in different places in ATen's vectorised code and in inductor's, so the compiled
-    and eager forms agree everywhere. Stochastic
-    rounding takes the uniforms ``u`` (shaped like ``v``) where given, else draws them.
+    for these quotients): Quartet's kernel, whose thresholds are strict ``>``. ``v`` is float32:
+    the binade comes from its exponent bits, not from ``log2``, whose float32 result is an ulp
+    off in different places in ATen's vectorised code and in inductor's, so the compiled and
+    eager forms agree everywhere. Stochastic rounding takes the uniforms ``u`` (shaped like
+    ``v``) where given, else draws them.
     """
     m = v.abs().clamp(max=el.FP4_E2M1.max)
     # the step 2^(clamp(floor(log2 m), 0, 2) - 1) built from m's biased exponent field (m >= 0, so
