@@ -142,6 +142,22 @@ def test_the_mode_is_checked_and_auto_leaves_small_operands_eager():
     assert compiled.compiled_fraction({("a", "compiled"): 3, ("b", "eager"): 1}) == 0.75
 
 
+def test_auto_falls_back_to_eager_where_a_function_does_not_compile_and_on_raises():
+    def breaks(t: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.graph_break()  # fullgraph=True refuses it
+        return t + 1
+
+    fn, x = compiled.fused(breaks), torch.zeros(compiled.AUTO_MIN_NUMEL)
+    with compiled.emulation("on"), pytest.raises(Exception, match="graph_break|graph break"):
+        fn(x)
+    compiled.reset_counts()
+    with compiled.emulation("auto"), pytest.warns(RuntimeWarning, match="could not be compiled"):
+        assert torch.equal(fn(x), x + 1)
+    with compiled.emulation("auto"):
+        fn(x)  # no second attempt
+    assert set(compiled.counts().values()) == {2} and {h for (_, h) in compiled.counts()} == {"eager"}
+
+
 def test_the_recipe_benchmark_measures_each_recipe_eager_and_compiled(tmp_path, monkeypatch):
     """``--fast off,on``: one baseline row, and per recipe a row per mode with the compiled share."""
     from benchmarks import bench_train_recipes as bench

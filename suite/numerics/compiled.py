@@ -8,7 +8,7 @@ whether it runs compiled:
 
 * ``auto`` (default): compiled where ``torch.compile`` can build code for the tensor's device
   (a C++ compiler for the CPU, Triton for CUDA) and the operand has at least ``AUTO_MIN_NUMEL``
-  elements, else eager;
+  elements, else eager; a function that fails to compile warns once and runs eager;
 * ``on``: always compiled (an error where it cannot be);
 * ``off``: always the eager function.
 
@@ -107,6 +107,7 @@ def fused(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` (tensors in, tensors out, no generator) compiled where the mode allows, else as is.
     Compiled lazily at the first compiled call; ``.eager`` is the plain function."""
     compiled: list[Callable[..., Any]] = []
+    failed: list[str] = []  # auto: why this function could not be compiled (then it runs eager)
     name = getattr(fn, "__qualname__", repr(fn))
 
     @functools.wraps(fn)
@@ -118,7 +119,7 @@ def fused(fn: Callable[..., Any]) -> Callable[..., Any]:
         first = next((a for a in args if hasattr(a, "device")), None)
         mode = _mode.get()
         small = mode == "auto" and first is not None and first.numel() < AUTO_MIN_NUMEL
-        if first is None or small or not active(first.device.type, mode):
+        if first is None or small or (failed and mode == "auto") or not active(first.device.type, mode):
             _COUNTS[(name, "eager")] += 1
             return fn(*args, **kwargs)
         if not compiled:
@@ -127,8 +128,21 @@ def fused(fn: Callable[..., Any]) -> Callable[..., Any]:
             limit = torch._dynamo.config.recompile_limit
             torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
             compiled.append(torch.compile(fn, dynamic=False, fullgraph=True))
+        try:
+            out = compiled[0](*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - auto falls back to the same function, eager
+            if mode != "auto":
+                raise
+            import warnings
+
+            out = fn(*args, **kwargs)  # an error of the function itself is raised here, as eager would
+            failed.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            warnings.warn(f"suite.numerics.compiled: {name} could not be compiled ({failed[0]}); it runs eager "
+                          f"from now on (--fast-emulation on would raise instead)", RuntimeWarning, stacklevel=2)
+            _COUNTS[(name, "eager")] += 1
+            return out
         _COUNTS[(name, "compiled")] += 1
-        return compiled[0](*args, **kwargs)
+        return out
 
     run.eager = fn  # type: ignore[attr-defined]
     return run
