@@ -16,7 +16,12 @@ the ratio is the cost of the emulation on this machine, not a speed-up.
 size (GEMMs dominate a step at widths of a few thousand). ``--kernels torch,auto`` measures
 each recipe once per mode of ``suite.numerics.dispatch`` in the same interleaved rounds (the
 recipe's number-format operations in PyTorch, then through the Triton kernels where they take
-the shape), with the share of operations a kernel served.
+the shape), with the share of operations a kernel served. ``--fast off,on`` does the same for
+``suite.numerics.compiled`` (the recipes' quantisers eager, then fused by ``torch.compile``), with
+the share of quantiser calls that ran compiled; compilation happens in the warm-up rounds (each
+shape compiles at its first call), never in a timed one.
+
+    python benchmarks/bench_train_recipes.py --model llama-10m --kernels torch --fast off,on
 """
 
 from __future__ import annotations
@@ -76,14 +81,15 @@ def prepare(spec: str, template: torch.nn.Module, device: str) -> dict:
 
 
 def step(entry: dict, ids: torch.Tensor, device: str) -> float:
-    from suite.numerics import dispatch
+    from suite.numerics import compiled, dispatch
 
     model, optimizer = entry["model"], entry["optimizer"]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     dispatch.reset_counts()
+    compiled.reset_counts()
     start = time.perf_counter()
-    with dispatch.kernels(entry["kernels"]), entry["policy"].autocast(device):
+    with dispatch.kernels(entry["kernels"]), compiled.emulation(entry["fast"]), entry["policy"].autocast(device):
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
     optimizer.step()
@@ -93,6 +99,8 @@ def step(entry: dict, ids: torch.Tensor, device: str) -> float:
     seconds = time.perf_counter() - start
     for key, n in dispatch.counts().items():
         entry["served"][key] = entry["served"].get(key, 0) + n
+    for key, n in compiled.counts().items():
+        entry["fused"][key] = entry["fused"].get(key, 0) + n
     return seconds
 
 
@@ -121,11 +129,14 @@ def main() -> int:
     p.add_argument("--json", default="", help="also write the rows here")
     p.add_argument("--kernels", default="auto", help="comma-separated dispatch modes to measure each recipe "
                    "under (auto, triton, torch); e.g. torch,auto for the kernels off and on")
+    p.add_argument("--fast", default="auto", help="comma-separated suite.numerics.compiled modes (auto, on, off) "
+                   "to measure each recipe under; e.g. off,on for the quantisers eager and compiled")
     args = p.parse_args()
-    from suite.numerics import dispatch
+    from suite.numerics import compiled, dispatch
     from suite.registry import KERNELS
 
     modes = [dispatch.check_mode(m.strip()) for m in args.kernels.split(",") if m.strip()]
+    fasts = [compiled.check_mode(m.strip()) for m in args.fast.split(",") if m.strip()]
     KERNELS.names()  # the kernels register their implementations
 
     from suite.app.library_noise import quiet_library_noise
@@ -135,14 +146,20 @@ def main() -> int:
     ids = torch.randint(0, 256, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(args.device)
     entries = []
     for spec in [s for s in split_recipes(args.recipes) if s]:
-        for mode in modes:
+        axes = [(mode, fast) for mode in modes for fast in fasts]
+        for mode, fast in axes:
+            if spec == "bf16-train" and fast != fasts[0]:
+                continue  # no quantisers: one baseline per kernels mode
             try:
                 entry = prepare(spec, template, args.device)
             except Exception as exc:  # noqa: BLE001 - a recipe that cannot run here is reported, the rest run
                 print(f"{spec}: not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
                 break
-            entry.update(kernels=mode, served={},
-                         label=spec if len(modes) == 1 else f"{spec} [kernels {mode}]")
+            tags = ([f"kernels {mode}"] if len(modes) > 1 else []) + ([f"fast {fast}"] if len(fasts) > 1 else [])
+            if spec == "bf16-train":
+                tags = tags[:1] if len(modes) > 1 else []
+            label = f"{spec} [{', '.join(tags)}]" if tags else spec
+            entry.update(kernels=mode, fast=fast, served={}, fused={}, label=label)
             entries.append(entry)
     for round_ in range(args.warmup + args.steps):
         for entry in list(entries):
@@ -154,8 +171,7 @@ def main() -> int:
                 continue
             if round_ >= args.warmup:
                 entry["times"].append(seconds)
-    base = next((statistics.median(e["times"]) for e in entries if e["spec"] == "bf16-train"
-                 and e["kernels"] == modes[0]), float("nan"))
+    base = next((statistics.median(e["times"]) for e in entries if e["spec"] == "bf16-train"), float("nan"))
     tokens = args.batch * args.seq
     rows = []
     for e in entries:
@@ -163,21 +179,24 @@ def main() -> int:
         measured = {}
         for m in e["methods"]:
             measured.update(m.measurements(e["model"]))
-        rows.append({"recipe": e["label"], "kernels": e["kernels"], "step_ms": median * 1000,
+        rows.append({"recipe": e["label"], "kernels": e["kernels"], "fast": e["fast"], "step_ms": median * 1000,
                      "ratio_to_bf16": median / base, "tokens_per_s": tokens / median,
                      "emulated": measured.get("train_gemm_emulated", float("nan")),
                      "real_fraction": measured.get("train_gemm_real_fraction", float("nan")),
-                     "kernel_fraction": dispatch.kernel_fraction(e["served"]) if e["served"] else float("nan")})
+                     "kernel_fraction": dispatch.kernel_fraction(e["served"]) if e["served"] else float("nan"),
+                     "compiled_fraction": compiled.compiled_fraction(e["fused"]) if e["fused"] else float("nan")})
     shape = args.size or args.model
     print(f"step time per recipe, {shape}, batch {args.batch} x {args.seq} tokens, {args.device}, "
           f"median of {args.steps} interleaved rounds after {args.warmup} warm-up:")
     width = max([28, *(len(r["recipe"]) for r in rows)])
-    print(f"  {'recipe':{width}s} {'step ms':>9s} {'x bf16':>7s} {'tokens/s':>10s}  GEMMs      format ops by kernel")
+    print(f"  {'recipe':{width}s} {'step ms':>9s} {'x bf16':>7s} {'tokens/s':>10s}  GEMMs      "
+          f"format ops by kernel  quantisers compiled")
     for r in rows:
         how = "emulated" if r["emulated"] == 1.0 else f"real ({r['real_fraction']:.0%})"
         served = "-" if r["kernel_fraction"] != r["kernel_fraction"] else f"{r['kernel_fraction']:.0%}"
+        fused = "-" if r["compiled_fraction"] != r["compiled_fraction"] else f"{r['compiled_fraction']:.0%}"
         print(f"  {r['recipe']:{width}s} {r['step_ms']:9.1f} {r['ratio_to_bf16']:7.2f} {r['tokens_per_s']:10.0f}  "
-              f"{how:10s} {served}")
+              f"{how:10s} {served:21s} {fused}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"device": args.device, "shape": shape, "batch": args.batch, "seq": args.seq,

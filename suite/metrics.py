@@ -113,6 +113,9 @@ COSTS: tuple[MetricSpec, ...] = (
     cost("train_loss", "final train loss", fmt="number"),
     cost("train_kernel_fraction", "kernel share", higher_is_better=True, fmt="fraction",
          summary="the share of the cell's number-format operations a registered kernel ran (--kernels)"),
+    cost("train_compiled_fraction", "compiled share", higher_is_better=True, fmt="fraction",
+         summary="the share of an emulated recipe's quantiser calls that ran fused by torch.compile "
+                 "(--fast-emulation); the numbers are the same either way"),
 )
 
 

@@ -35,7 +35,8 @@ WRITE = os.environ.get("SUITE_WRITE_SNAPSHOT") == "1"
 INPUTS = Path(tempfile.gettempdir()) / "suite-behaviour-snapshot"  # fixed: cell ids hash data paths
 # Metrics that measure the machine, not the method: they differ from run to run.
 VOLATILE = ("train_time_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb",
-            "eval_time_s", "wall_time_s", "state_memory_mb")
+            "eval_time_s", "wall_time_s", "state_memory_mb",
+            "train_compiled_fraction")  # whether torch.compile can build code depends on the machine
 # Cells run on one thread so float results do not depend on the machine's core count.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

@@ -38,9 +38,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.numerics import dispatch
+from suite.numerics import compiled, dispatch
 from suite.numerics import elements as el
 from suite.numerics import formats as F
+from suite.numerics.compiled import fused
 from suite.numerics.hadamard import (
     apply_block_hadamard,
     apply_hadamard,
@@ -49,7 +50,6 @@ from suite.numerics.hadamard import (
     random_signs,
 )
 from suite.numerics.stochastic import SHAPES as STOCHASTIC_SHAPES
-from suite.numerics.stochastic import fake_quantize_stochastic
 
 # Short operand format names -> suite.numerics format names.
 FORMAT_NAMES = {"e4m3": "fp8_e4m3", "e5m2": "fp8_e5m2", "int8": "int8", "mxfp8": "mxfp8_e4m3",
@@ -58,9 +58,12 @@ FP8_ELEMENTS = {"e4m3": el.FP8_E4M3, "e5m2": el.FP8_E5M2}
 BLOCK_OF = {"mxfp8": 32, "mxfp8_e5m2": 32, "mxfp4": 32, "nvfp4": 16}
 # Block formats whose round-to-nearest fake quantisation goes through suite.numerics.dispatch.
 NEAREST_REFERENCE = {"mxfp4": lambda t: mxfp4_fast(t), "nvfp4": lambda t: nvfp4_fast(t, 16),
-                     "mxfp8": lambda t: F.fake_quantize(t, "mxfp8_e4m3", rounding="nearest")}
+                     "mxfp8": lambda t: _fake_quantize_scaled(t, "mxfp8_e4m3", None)}
 QUEST_GAUSSIAN_SCALE = 2.92247856 / 6.0  # QuEST's RMS multiple for a Gaussian, over FP4's largest value
 FAST_HADAMARD_ABOVE = 64  # larger blocks rotate with the butterflies, O(n log n)
+# Butterflies of blocks up to this size run fused (suite.numerics.compiled): inductor keeps every
+# stage of such a block in one loop; past it, it stores each stage as eager does, for no gain.
+FUSED_BUTTERFLIES_UP_TO = 256
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,7 @@ class LayerState:
             return Quantized(t.to(torch.bfloat16).float())
         if op.rounding == "stochastic" and op.dispatched():  # a kernel may serve it, fed the generator's uniforms
             u = torch.rand(t.shape, generator=rnd["generator"], device=t.device, dtype=torch.float32)
-            return Quantized(dispatch.call("fake_quantize_stochastic", fake_quantize_stochastic, t,
+            return Quantized(dispatch.call("fake_quantize_stochastic", fused_stochastic, t,
                                            FORMAT_NAMES[op.fmt], u, op.scaling))
         if op.scaling == "quest":
             return quest_mxfp4(t, op.ties)
@@ -341,8 +344,10 @@ class LayerState:
         if real and op.real_capable:
             q = F.quantize(t, name, granularity=op.scaling)
             return Quantized(F.dequantize(q), codes=q.data, scale=q.scale.float())
-        if op.dispatched():  # FP8 / INT8 per tensor / per row: a kernel may serve it (suite.numerics.dispatch)
-            return Quantized(dispatch.call("fake_quantize", F.fake_quantize, t, name, granularity=op.scaling))
+        if op.dispatched():  # FP8 / INT8 per tensor / per row: a kernel may serve it, else the fused reference
+            return Quantized(dispatch.call("fake_quantize", _fake_quantize_scaled, t, name, granularity=op.scaling))
+        if op.rounding == "nearest":
+            return Quantized(_fake_quantize_scaled(t, name, op.scaling))
         return Quantized(F.fake_quantize(t, name, **rnd))
 
     # -- one GEMM --------------------------------------------------------------------------------------
@@ -403,8 +408,15 @@ def pad_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
     """The normalised block Hadamard of ``suite.numerics.hadamard`` along the last dimension."""
+    if FAST_HADAMARD_ABOVE < block <= FUSED_BUTTERFLIES_UP_TO:
+        return _butterflies(t.contiguous(), block, signs, inverse)
     method = "fast" if block > FAST_HADAMARD_ABOVE else "dense"
     return apply_block_hadamard(t.contiguous(), block, signs=signs, inverse=inverse, method=method)
+
+
+@fused
+def _butterflies(t: torch.Tensor, block: int, signs: torch.Tensor | None, inverse: bool) -> torch.Tensor:
+    return apply_block_hadamard(t, block, signs=signs, inverse=inverse, method="fast")
 
 
 def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
@@ -419,11 +431,34 @@ def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: boo
 def fp8_given_amax(t: torch.Tensor, elem: el.FloatElement, amax: torch.Tensor) -> Quantized:
     """FP8 per tensor with a given amax (delayed scaling): the arithmetic of the formats
     module's tensor scaling (scale = amax / max, saturating cast), with the amax supplied."""
-    scale = (amax.float() / elem.max).to(t.device)
+    values, codes, scale = _fp8_given_amax(t, elem.name, amax.to(t.device))
+    return Quantized(values, codes=codes.view(elem.torch_dtype), scale=scale)
+
+
+@fused
+def _fp8_given_amax(t: torch.Tensor, element: str, amax: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    elem = el.float_element(element)
+    scale = amax.float() / elem.max
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     codes = el.encode_float(t / scale, elem)
-    return Quantized(el.decode_float(codes, elem) * scale, codes=codes.view(elem.torch_dtype),
-                     scale=scale.reshape(()))
+    return el.decode_float(codes, elem) * scale, codes, scale.reshape(())
+
+
+@fused
+def _fake_quantize_scaled(t: torch.Tensor, name: str, granularity: str | None) -> torch.Tensor:
+    """``formats.fake_quantize`` to nearest: FP8 or INT8 with one scale per tensor or row
+    (``granularity``), or a block format with its own blocks (None)."""
+    return F.fake_quantize(t, name) if granularity is None else F.fake_quantize(t, name, granularity=granularity)
+
+
+def uniforms(shape: tuple[int, ...], rounding: str, generator: torch.Generator | None,
+             device: torch.device) -> torch.Tensor | None:
+    """The uniforms stochastic rounding of a tensor of ``shape`` uses (None to nearest), drawn
+    eagerly from ``generator``: the fused quantisers take them as an input, so compiled and
+    eager runs consume the same random stream."""
+    if rounding == "nearest":
+        return None
+    return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
 
 
 def nvfp4_tiles(t: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None) -> torch.Tensor:
@@ -432,10 +467,17 @@ def nvfp4_tiles(t: torch.Tensor, rounding: str = "nearest", generator: torch.Gen
     (same scale rule and element rounding, as ``nvfp4_fast``), so ``W`` and ``W^T`` get the
     same values."""
     rows, cols = t.shape
+    tiles = (-(-rows // 16) * -(-cols // 16), 256)
+    return _nvfp4_tiles(t, rounding, uniforms(tiles, rounding, generator, t.device))
+
+
+@fused
+def _nvfp4_tiles(t: torch.Tensor, rounding: str, u: torch.Tensor | None) -> torch.Tensor:
+    rows, cols = t.shape
     tp = pad_last(pad_rows(t, 16), 16)
     r, c = tp.shape
     tiles = tp.reshape(r // 16, 16, c // 16, 16).permute(0, 2, 1, 3).reshape(-1, 256)
-    q = nvfp4_fast(tiles, 256, rounding, generator, tensor_amax=t.abs().amax())
+    q = _nvfp4(tiles, 256, rounding, u, t.abs().amax())
     back = q.reshape(r // 16, c // 16, 16, 16).permute(0, 2, 1, 3).reshape(r, c)
     return back[:rows, :cols]
 
@@ -448,7 +490,7 @@ def fake_quantize_nearest(t: torch.Tensor, fmt: str) -> torch.Tensor:
 
 
 def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None,
-              ties: str = "even") -> torch.Tensor:
+              ties: str = "even", u: torch.Tensor | None = None) -> torch.Tensor:
     """``v`` rounded onto the FP4 E2M1 values (saturating at 6): the same values as
     ``elements.decode_float(elements.encode_float(v, FP4_E2M1, rounding), FP4_E2M1)``, which
     the tests check bit for bit (stochastic: with the same generator, the same uniforms), in a
@@ -458,15 +500,23 @@ def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Gener
     then ``2``), so rounding is ``round(|v| / step) * step`` with that binade's power-of-two step:
     ``torch.round`` rounds half to even, and an even quotient is the even mantissa.
     ``ties="down"`` sends exact ties toward zero instead (``ceil(q - 1/2)``, exact in float32
-    for these quotients): Quartet's kernel, whose thresholds are strict ``>``.
+    for these quotients): Quartet's kernel, whose thresholds are strict ``>``. ``v`` is float32:
+    the binade comes from its exponent bits, not from ``log2``, whose float32 result is an ulp
+    off in different places in ATen's vectorised code and in inductor's, so the compiled and
+    eager forms agree everywhere. Stochastic rounding takes the uniforms ``u`` (shaped like
+    ``v``) where given, else draws them.
     """
     m = v.abs().clamp(max=el.FP4_E2M1.max)
-    step = torch.exp2(torch.floor(torch.log2(m)).clamp(0, 2) - 1)
+    # the step 2^(clamp(floor(log2 m), 0, 2) - 1) built from m's biased exponent field (m >= 0, so
+    # the sign bit is clear): exact, and as few passes as the log2 form (0 and subnormals: 1/2;
+    # NaN stays NaN)
+    step = (((m.view(torch.int32) >> 23).clamp(127, 129) - 1) << 23).view(torch.float32)
     q = m / step
     if rounding == "nearest":
         q = torch.round(q) if ties == "even" else torch.ceil(q - 0.5).clamp(min=0)
     else:
-        u = torch.rand(m.shape, generator=generator, device=m.device, dtype=torch.float32)
+        if u is None:
+            u = torch.rand(m.shape, generator=generator, device=m.device, dtype=torch.float32)
         low = torch.floor(q)
         q = low + (u < q - low).to(q.dtype)
     return torch.copysign(q * step, v)
@@ -475,10 +525,16 @@ def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Gener
 def mxfp4_fast(t: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None) -> torch.Tensor:
     """``formats.fake_quantize(t, "mxfp4", rounding=...)`` (blocks of 32 along the last dim, the
     OCP scale ``formats.mx_scale_e8m0``), with ``fp4_round`` for the elements."""
+    return _mxfp4(t, rounding, uniforms(t.shape, rounding, generator, t.device))
+
+
+@fused
+def _mxfp4(t: torch.Tensor, rounding: str, u: torch.Tensor | None) -> torch.Tensor:
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
     scale = _e8m0(F.mx_scale_e8m0(blocks.abs().amax(-1, keepdim=True), el.FP4_E2M1))
-    return (fp4_round(blocks / scale, rounding, generator) * scale).reshape(rows, k)
+    u = None if u is None else u.reshape(blocks.shape)
+    return (fp4_round(blocks / scale, rounding, u=u) * scale).reshape(rows, k)
 
 
 def nvfp4_fast(t: torch.Tensor, block: int = 16, rounding: str = "nearest",
@@ -486,6 +542,12 @@ def nvfp4_fast(t: torch.Tensor, block: int = 16, rounding: str = "nearest",
     """``formats.fake_quantize(t, "nvfp4", block_size=block, ...)``: the formats module's NVFP4
     arithmetic (FP32 tensor scale ``nvfp4_tensor_scale``, E4M3 block scale, the same operation
     order), with ``fp4_round`` for the elements."""
+    return _nvfp4(t, block, rounding, uniforms(t.shape, rounding, generator, t.device), tensor_amax)
+
+
+@fused
+def _nvfp4(t: torch.Tensor, block: int, rounding: str, u: torch.Tensor | None,
+           tensor_amax: torch.Tensor | None) -> torch.Tensor:
     rows, k = t.shape
     blocks = t.reshape(rows, k // block, block)
     amax = t.abs().amax() if tensor_amax is None else tensor_amax
@@ -494,7 +556,8 @@ def nvfp4_fast(t: torch.Tensor, block: int = 16, rounding: str = "nearest",
     s8 = torch.clamp(blocks.abs().amax(-1, keepdim=True) / el.FP4_E2M1.max / ts, min=torch.finfo(e4m3).tiny,
                      max=el.FP8_E4M3.max).to(e4m3).float()
     scaled = torch.clamp(blocks * ((1.0 / ts) / s8), -el.FP4_E2M1.max, el.FP4_E2M1.max)
-    return (fp4_round(scaled, rounding, generator) * (ts * s8)).reshape(rows, k)
+    u = None if u is None else u.reshape(blocks.shape)
+    return (fp4_round(scaled, rounding, u=u) * (ts * s8)).reshape(rows, k)
 
 
 def _e8m0(code: torch.Tensor) -> torch.Tensor:
@@ -505,11 +568,25 @@ def mxfp4_sr34(t: torch.Tensor, rounding: str = "stochastic", generator: torch.G
     """MXFP4 (blocks of 32) with the OCP scale divided by 3/4: block maxima land at or below 6,
     so stochastic rounding is unbiased and never saturates (Tseng et al. 2025; Quartet's
     gradient quantiser). Scale: ``formats.mx_scale_e8m0``; elements: the FP4 element codec."""
+    return Quantized(_mxfp4_sr34(t, rounding, uniforms(t.shape, rounding, generator, t.device)))
+
+
+def fused_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str = "block") -> torch.Tensor:
+    """``suite.numerics.stochastic.fake_quantize_stochastic`` (the reference its kernel equals) through
+    the fused quantisers, so the emulated path compiles; equal to it bit for bit (tests)."""
+    if fmt == "nvfp4":
+        return _nvfp4(t, 16, "stochastic", u, None)
+    return _mxfp4_sr34(t, "stochastic", u) if scaling == "sr34" else _mxfp4(t, "stochastic", u)
+
+
+@fused
+def _mxfp4_sr34(t: torch.Tensor, rounding: str, u: torch.Tensor | None) -> torch.Tensor:
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
     amax = blocks.abs().amax(-1, keepdim=True)
     scale = _e8m0(F.mx_scale_e8m0(amax, el.FP4_E2M1)) / 0.75
-    return Quantized((fp4_round(blocks / scale, rounding, generator) * scale).reshape(rows, k))
+    u = None if u is None else u.reshape(blocks.shape)
+    return (fp4_round(blocks / scale, rounding, u=u) * scale).reshape(rows, k)
 
 
 MX_ELEMENTS = {"mxfp8": el.FP8_E4M3, "mxfp8_e5m2": el.FP8_E5M2, "mxfp4": el.FP4_E2M1}
@@ -522,14 +599,47 @@ def mx_rceil(t: torch.Tensor, fmt: str, rounding: str = "nearest",
     the rule TransformerEngine and torchao (RCEIL) train MXFP8 with. Elements: the codec of
     ``suite.numerics.elements``."""
     elem = MX_ELEMENTS[fmt]
+    if elem is el.FP4_E2M1 or rounding == "nearest":
+        return _mx_rceil(t, fmt, rounding, uniforms(t.shape, rounding, generator, t.device))
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
     amax = blocks.abs().amax(-1, keepdim=True)
-    exponent = torch.ceil(torch.log2(amax / elem.max)).clamp(-127, 127)
-    scale = torch.where(amax > 0, torch.exp2(exponent), torch.full_like(amax, 2.0 ** -127))
-    if elem is el.FP4_E2M1:
-        return (fp4_round(blocks / scale, rounding, generator) * scale).reshape(rows, k)
+    scale = torch.where(amax > 0, _pow2_ceil(amax / elem.max), torch.full_like(amax, 2.0 ** -127))
     codes = el.encode_float(blocks / scale, elem, rounding, generator=generator)
+    return (el.decode_float(codes, elem) * scale).reshape(rows, k)
+
+
+def _exponent(v: torch.Tensor) -> torch.Tensor:
+    """The unbiased exponent field of float32 ``v`` (int32): ``floor(log2 |v|)`` exactly for a
+    normal ``v``; -127 for zero and subnormals, 128 for inf and NaN. Bit arithmetic, which
+    vectorises in ATen and in inductor alike (``frexp`` does not in ATen)."""
+    return ((v.view(torch.int32) >> 23) & 0xFF) - 127
+
+
+def _pow2_ceil(v: torch.Tensor) -> torch.Tensor:
+    """``2^ceil(log2 v)`` clamped to ``2^-127 .. 2^127`` for positive ``v``, from the exponent and
+    mantissa fields, so it is exact: a float32 ``log2`` rounds ``v`` just above a power of two
+    down onto it, and does so in different places in ATen and in inductor. Infinity gives
+    ``2^127`` and a subnormal ``2^-126`` or ``2^-127``, as the log2 form did."""
+    bits = v.view(torch.int32)
+    exponent = _exponent(v)
+    up = torch.where((bits & 0x7FFFFF) == 0, exponent, exponent + 1)
+    up = torch.where(exponent == -127, torch.where(v > 2.0 ** -127, -126, -127), up)
+    return torch.ldexp(torch.ones_like(v), up.clamp(-127, 127))
+
+
+@fused
+def _mx_rceil(t: torch.Tensor, fmt: str, rounding: str, u: torch.Tensor | None) -> torch.Tensor:
+    """``mx_rceil`` with FP4 elements (any rounding, ``u`` the uniforms) or FP8 ones to nearest."""
+    elem = MX_ELEMENTS[fmt]
+    rows, k = t.shape
+    blocks = t.reshape(rows, k // 32, 32)
+    amax = blocks.abs().amax(-1, keepdim=True)
+    scale = torch.where(amax > 0, _pow2_ceil(amax / elem.max), torch.full_like(amax, 2.0 ** -127))
+    if elem is el.FP4_E2M1:
+        u = None if u is None else u.reshape(blocks.shape)
+        return (fp4_round(blocks / scale, rounding, u=u) * scale).reshape(rows, k)
+    codes = el.encode_float(blocks / scale, elem)
     return (el.decode_float(codes, elem) * scale).reshape(rows, k)
 
 
@@ -551,14 +661,24 @@ def quest_mxfp4(t: torch.Tensor, ties: str = "down") -> Quantized:
     range, whose gradient passes. A variance that rounding makes negative is taken as 0 (the
     kernel's square root would return NaN there). A constant block has no spread: its scale
     bottoms out at ``2^-27`` and it saturates, gradient masked, as in the kernel."""
+    values, mask = _quest_mxfp4(t, ties)
+    return Quantized(values, mask=mask)
+
+
+@fused
+def _quest_mxfp4(t: torch.Tensor, ties: str) -> tuple[torch.Tensor, torch.Tensor]:
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
     mean = _pairwise_sum(blocks) / 32
     var = (_pairwise_sum(blocks * blocks) / 32 - mean * mean).clamp(min=0)
-    scale = torch.exp2(torch.floor(torch.log2(QUEST_GAUSSIAN_SCALE * var.sqrt() + 1e-8)))
+    # the square root correctly rounded (float64, then float32: exact for a float32 input), and
+    # floor(log2) from the exponent field: ATen's vectorised float32 sqrt and log2 are an ulp off
+    # in places where inductor's are not, and the floor turns such an ulp into a factor of 2
+    std = var.double().sqrt().float()
+    scale = torch.ldexp(torch.ones_like(std), _exponent(QUEST_GAUSSIAN_SCALE * std + 1e-8))
     scaled = blocks / scale
     values = (fp4_round(scaled, ties=ties) * scale).reshape(rows, k)
-    return Quantized(values, mask=(scaled.abs() < el.FP4_E2M1.max).reshape(rows, k))
+    return values, (scaled.abs() < el.FP4_E2M1.max).reshape(rows, k)
 
 
 def scaled_mm(qa: Quantized, qb: Quantized) -> torch.Tensor:
@@ -602,6 +722,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
     def forward(ctx: Any, x2: torch.Tensor, weight: torch.Tensor, state: LayerState) -> torch.Tensor:
         recipe = state.recipe
         g = recipe.forward
+        ctx.fast = compiled.current_mode()  # the backward may run in another thread: take the mode along
         with no_autocast(x2.device.type):
             x, w = x2.detach().float(), weight.detach().float()
             amax = (None, None)
@@ -637,7 +758,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
         state: LayerState = ctx.state
         recipe = state.recipe
         dx = dw = None
-        with no_autocast(grad.device.type):
+        with no_autocast(grad.device.type), compiled.emulation(ctx.fast):
             dy = grad.float()
             if recipe.from_forward:
                 xq, wq, mask_x, mask_w = ctx.saved_tensors

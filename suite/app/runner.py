@@ -37,6 +37,7 @@ class RunSettings:
     export_dir: str | None = None
     progress: bool = True
     kernels: str = "auto"  # suite.numerics.dispatch mode: which implementation serves the format operations
+    fast_emulation: str = "auto"  # suite.numerics.compiled mode: the recipes' quantisers compiled or eager
 
 
 @dataclass
@@ -149,24 +150,31 @@ def apply_methods(prepared: Prepared, methods: Sequence[Any]) -> None:
 def run_cell(cell: Cell, settings: RunSettings) -> CellResult:
     """Run one cell and return its record; nothing is written to the store here."""
     from suite.app import provenance
-    from suite.numerics import dispatch
+    from suite.numerics import compiled, dispatch
 
     started = now()
     base = identity_columns(cell, settings.run_id, started) | provenance.collect(settings.device)
     base["kernels"] = settings.kernels
+    base["fast_emulation"] = settings.fast_emulation
     if settings.kernels == "triton" or (settings.kernels == "auto" and str(settings.device).startswith("cuda")):
         from suite.registry import KERNELS
 
         KERNELS.names()  # where a kernel may serve: the plugins register their implementations (in this worker)
     try:
         dispatch.reset_counts()
-        with dispatch.kernels(settings.kernels):
+        compiled.reset_counts()
+        with dispatch.kernels(settings.kernels), compiled.emulation(settings.fast_emulation):
             metrics, records, curve, synthetic = _execute(cell, settings)
         served = dispatch.counts()
         if served:  # the share of the cell's format operations a registered kernel ran
             metrics.append({"metric": "train_kernel_fraction", "value": dispatch.kernel_fraction(served),
                             "split": COST, "is_primary": False,
                             "higher_is_better": higher_is_better("train_kernel_fraction")})
+        fused = compiled.counts()
+        if fused:  # the share of the recipe's quantiser calls that ran compiled (--fast-emulation)
+            metrics.append({"metric": "train_compiled_fraction", "value": compiled.compiled_fraction(fused),
+                            "split": COST, "is_primary": False,
+                            "higher_is_better": higher_is_better("train_compiled_fraction")})
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the sweep goes on

@@ -26,6 +26,7 @@ Tests tie the result bit for bit to torch's FP8 casts and torchao's FP6/FP4 cast
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from functools import cache
 
@@ -82,8 +83,20 @@ class FloatElement:
         return None
 
     @property
+    def finite_codes(self) -> int:
+        """How many magnitude codes are finite numbers (the special codes left out)."""
+        n_codes = 1 << (self.ebits + self.mbits)
+        if self.special == "fn":
+            return n_codes - 1  # S.1111.111 is NaN
+        if self.special == "ieee":
+            return n_codes - (1 << self.mbits)  # exponent all ones: inf and NaN
+        return n_codes
+
+    @property
     def max(self) -> float:
-        return float(magnitudes(self)[-1])
+        """The largest finite magnitude, as float32 holds it. Plain Python (no tensor), so that
+        ``torch.compile`` reads it as a constant instead of breaking its graph there."""
+        return _as_float32(self.magnitude_of(self.finite_codes - 1))
 
     @property
     def emax(self) -> int:
@@ -216,14 +229,17 @@ def enumerate_values(elem: FloatElement) -> list[float]:
     return out
 
 
+def _as_float32(value: float) -> float:
+    """``value`` rounded to float32 (inf beyond its range), as a float32 tensor would hold it."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.inf
+
+
 @cache
 def _magnitudes_cpu(elem: FloatElement) -> torch.Tensor:
-    n_codes = 1 << (elem.ebits + elem.mbits)
-    if elem.special == "fn":
-        n_codes -= 1  # S.1111.111 is NaN
-    elif elem.special == "ieee":
-        n_codes -= 1 << elem.mbits  # exponent all ones: inf and NaN
-    return torch.tensor([elem.magnitude_of(c) for c in range(n_codes)], dtype=torch.float32)
+    return torch.tensor([elem.magnitude_of(c) for c in range(elem.finite_codes)], dtype=torch.float32)
 
 
 def magnitudes(elem: FloatElement, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -162,6 +162,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "of the recipes: auto (Triton kernels on a GPU where they take the shape, else PyTorch), "
                    "triton (wherever they take it; on a CPU under TRITON_INTERPRET=1), torch; the numbers are "
                    "the same, each cell stores the choice")
+    p.add_argument("--fast-emulation", default="auto", choices=["auto", "on", "off"],
+                   help="the emulated recipes' quantisers fused by torch.compile: auto (where it can build code: "
+                        "a C++ compiler on a CPU, Triton on a GPU), on, off; the numbers are the same bit for bit, "
+                        "each cell stores the choice and the share of calls that ran compiled")
     p.add_argument("--export-dir", help="save each trained model, merged, as a transformers folder here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--skip-unsupported", action="store_true",
@@ -486,6 +490,15 @@ def check_kernels(mode: str, device: str) -> None:
     KERNELS.names()
 
 
+def check_fast_emulation(mode: str, device: str) -> None:
+    """``--fast-emulation on``: refused before any cell where torch.compile cannot build code."""
+    from suite.numerics import compiled
+
+    compiled.check_mode(mode)
+    if mode == "on":
+        compiled.active(str(device).split(":")[0], mode)
+
+
 def check_cell_count(methods: int, places: int, seeds: int, search: Any, yes: bool) -> None:
     """Refuse a sweep of more than ``MAX_CELLS_WITHOUT_YES`` cells without ``--yes`` (more than
     ``MAX_CELLS`` at all), counting a search's trials and tuned cells with the default ones.
@@ -649,6 +662,7 @@ def main(args: argparse.Namespace) -> int:
         found = prepare(cells, search)  # every trial's values resolved now, not after the default cells ran
     device = pick_device(sweep.get("device") or "auto")
     check_kernels(args.kernels, device)
+    check_fast_emulation(args.fast_emulation, device)
     quiet_library_noise(device)  # before the checks below import peft
     preflight(cells + (search_cells(found) if found is not None else []))
     print(f"suite run with {versions_line()}", file=sys.stderr)
@@ -681,7 +695,8 @@ def main(args: argparse.Namespace) -> int:
     if args.preset:
         print(f"preset {args.preset}: {PRESETS[args.preset]['about']}", file=sys.stderr)
     settings = RunSettings(device=device, run_id=timestamp_run_id(), export_dir=args.export_dir,
-                           progress=not args.no_progress, kernels=args.kernels)
+                           progress=not args.no_progress, kernels=args.kernels,
+                           fast_emulation=args.fast_emulation)
     outcomes = run_sweep(todo, store, executor, settings)
     ran = [] if inherit else list(cells)
     if search is not None:

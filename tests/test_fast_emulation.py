@@ -1,0 +1,190 @@
+"""The fused (torch.compile'd) emulation equals the eager one bit for bit.
+
+``suite.numerics.compiled`` compiles the recipes' quantise-dequantise functions; the mode
+(``--fast-emulation auto|on|off``) must change speed only, never a number. Every fused quantiser
+is compared with its eager form on values that reach the edge cases (zero blocks, saturation,
+exact ties), and a few recipes train three steps both ways to the same losses and weights.
+Speed is the benchmark's question (``benchmarks/bench_train_recipes.py --fast off,on``), never
+asserted here. All shapes are one tiny square, so each function compiles once per argument set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pytest
+import torch
+
+from suite.errors import UserError
+from suite.methods.train import gemm as G
+from suite.numerics import compiled
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.skipif(bool(compiled.unavailable("cpu")), reason=compiled.unavailable("cpu") or "-")]
+
+OPERANDS = {
+    "mxfp4": G.Operand("mxfp4", "block"),
+    "mxfp4 rceil": G.Operand("mxfp4", "rceil"),
+    "mxfp4 3/4 scale, stochastic": G.Operand("mxfp4", "sr34", "stochastic"),
+    "mxfp4 QuEST": G.Operand("mxfp4", "quest", ties="down"),
+    "mxfp8 rceil": G.Operand("mxfp8", "rceil"),
+    "mxfp8 floor": G.Operand("mxfp8", "block"),
+    "nvfp4": G.Operand("nvfp4", "block"),
+    "nvfp4 stochastic": G.Operand("nvfp4", "block", "stochastic"),
+    "nvfp4 tiles": G.Operand("nvfp4", "tile"),
+    "e4m3 per tensor": G.Operand("e4m3", "tensor"),
+    "e5m2 per row": G.Operand("e5m2", "row"),
+    "int8 per tensor": G.Operand("int8", "tensor"),
+}
+
+
+def _edge_values(rows: int = 40, cols: int = 64) -> torch.Tensor:
+    """Gaussian values with a zero block, a constant block, a huge row and exact FP4 ties."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, cols, generator=g) * 3
+    x[0, :32] = 0.0
+    x[1, :32] = 1.5
+    x[2] *= 1e4
+    x[3, :32] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 4)  # E2M1 midpoints, block max 6
+    # an ulp either side of powers of two: where a float32 log2 rounds onto the integer
+    powers = torch.exp2(torch.arange(-8.0, 8.0))
+    x[4, :16], x[4, 16:32] = powers * (1 + 2.0 ** -23), powers * (1 - 2.0 ** -24)
+    x[5, :32] = torch.cat([powers, -powers]) * 448.0 * (1 + 2.0 ** -23)  # block amax / max just above 2^k
+    return x
+
+
+@pytest.mark.parametrize("name", list(OPERANDS))
+def test_every_fused_quantiser_equals_its_eager_form_bit_for_bit(name):
+    op, x = OPERANDS[name], _edge_values()
+    out = {}
+    for mode in ("off", "on"):
+        state = G.LayerState("layer", None, seed=7)  # the same generator: the same uniforms
+        compiled.reset_counts()
+        with compiled.emulation(mode):
+            q = state.quantize(x, op)
+        how = {h for (_, h) in compiled.counts()}
+        assert how == {"eager" if mode == "off" else "compiled"}, (mode, compiled.counts())
+        out[mode] = q
+    assert torch.equal(out["off"].values, out["on"].values)
+    if out["off"].mask is not None:
+        assert torch.equal(out["off"].mask, out["on"].mask)
+
+
+@pytest.mark.parametrize("signs", [False, True])
+def test_fused_butterflies_equal_the_eager_rotation(signs):
+    """HALO's rotation of a 128-wide contraction (butterflies), with and without random signs."""
+    x = _edge_values(40, 256)
+    s = torch.tensor([1.0, -1.0, -1.0, 1.0] * 64) if signs else None  # over the whole last dimension
+    for inverse in (False, True):
+        off = G.rotate(x, 128, s, inverse)
+        with compiled.emulation("on"):
+            assert torch.equal(off, G.rotate(x, 128, s, inverse))
+
+
+def test_delayed_fp8_is_fused_too_and_keeps_its_codes():
+    x, amax = _edge_values(), torch.tensor(50.0)
+    off = G.fp8_given_amax(x, G.FP8_ELEMENTS["e4m3"], amax)
+    with compiled.emulation("on"):
+        on = G.fp8_given_amax(x, G.FP8_ELEMENTS["e4m3"], amax)
+    assert torch.equal(off.values, on.values) and torch.equal(off.scale, on.scale)
+    assert torch.equal(off.codes.view(torch.uint8), on.codes.view(torch.uint8))
+
+
+def _train(spec: str, mode: str, steps: int = 3) -> tuple[list[float], dict[str, torch.Tensor]]:
+    from benchmarks import bench_train_recipes as bench
+
+    template = bench.build(argparse.Namespace(size="64,1,2,64", model=""))
+    entry = bench.prepare(spec, template, "cpu")
+    entry.update(kernels="torch", fast=mode, served={}, fused={})
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    losses = []
+    for _ in range(steps):
+        with compiled.emulation(mode), entry["policy"].autocast("cpu"):
+            loss = entry["model"](input_ids=ids, labels=ids).loss
+            loss.backward()
+        entry["optimizer"].step()
+        entry["optimizer"].zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, {k: v.detach().clone() for k, v in entry["model"].state_dict().items()}
+
+
+def _assert_same_training(spec: str) -> None:
+    (loss_off, w_off), (loss_on, w_on) = _train(spec, "off"), _train(spec, "on")
+    assert loss_off == loss_on, spec
+    assert all(torch.equal(w_off[k], w_on[k]) for k in w_off), spec
+
+
+@pytest.mark.parametrize("spec", ["mxfp4-train", "nvfp4-train:bf16_layers=none", "fp8-train"])
+def test_recipes_train_to_identical_losses_and_weights_eager_and_compiled(spec):
+    """Forward, dgrad and wgrad with every operand quantised (NVFP4: stochastic dY, tiles, random
+    Hadamard), three AdamW steps: the same losses and weights bit for bit."""
+    _assert_same_training(spec)
+
+
+@pytest.mark.parametrize("spec", ["quartet-train", "halo-train", "coat-train"])
+def test_the_rotating_recipes_and_coat_train_identically_eager_and_compiled(spec):
+    """Quartet (QuEST forward, re-rotated stochastic backward), HALO (INT8, full-size rotations of the
+    contraction and of the tokens in dgrad), COAT (FP8 GEMMs beside its eager FP8 states)."""
+    _assert_same_training(spec)
+
+
+def test_the_mode_is_checked_and_auto_leaves_small_operands_eager():
+    with pytest.raises(UserError, match="--fast-emulation 'fast': choose one of auto, on, off"):
+        with compiled.emulation("fast"):
+            pass
+    small = torch.randn(16, 64)
+    compiled.reset_counts()
+    with compiled.emulation("auto"):
+        G.mxfp4_fast(small)  # below AUTO_MIN_NUMEL: compiling would cost more than it saves
+    assert compiled.counts() == {("_mxfp4", "eager"): 1}
+    assert compiled.compiled_fraction({("a", "compiled"): 3, ("b", "eager"): 1}) == 0.75
+
+
+def test_auto_falls_back_to_eager_where_a_function_does_not_compile_and_on_raises():
+    def breaks(t: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.graph_break()  # fullgraph=True refuses it
+        return t + 1
+
+    fn, x = compiled.fused(breaks), torch.zeros(compiled.AUTO_MIN_NUMEL)
+    with compiled.emulation("on"), pytest.raises(Exception, match="graph_break|graph break"):
+        fn(x)
+    compiled.reset_counts()
+    with compiled.emulation("auto"), pytest.warns(RuntimeWarning, match="could not be compiled"):
+        assert torch.equal(fn(x), x + 1)
+    with compiled.emulation("auto"):
+        fn(x)  # no second attempt
+    assert set(compiled.counts().values()) == {2} and {h for (_, h) in compiled.counts()} == {"eager"}
+
+
+def test_the_recipe_benchmark_measures_each_recipe_eager_and_compiled(tmp_path, monkeypatch):
+    """``--fast off,on``: one baseline row, and per recipe a row per mode with the compiled share."""
+    from benchmarks import bench_train_recipes as bench
+
+    out = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", ["bench", "--size", "64,1,2,64", "--batch", "2", "--seq", "32", "--steps", "1",
+                                      "--warmup", "1", "--recipes", "bf16-train,mxfp4-train", "--kernels", "torch",
+                                      "--fast", "off,on", "--json", str(out)])
+    assert bench.main() == 0
+    rows = {r["recipe"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"bf16-train", "mxfp4-train [fast off]", "mxfp4-train [fast on]"}
+    assert rows["mxfp4-train [fast off]"]["compiled_fraction"] == 0.0
+    assert rows["mxfp4-train [fast on]"]["compiled_fraction"] == 1.0
+
+
+@pytest.mark.parametrize("fmt,scaling", [("mxfp4", "block"), ("mxfp4", "sr34"), ("nvfp4", "block")])
+def test_the_recipes_stochastic_path_equals_the_reference_its_kernel_is_held_to(fmt, scaling):
+    """gemm.fused_stochastic (what the recipes run where no kernel serves) against
+    suite.numerics.stochastic.fake_quantize_stochastic, the reference the Triton kernel equals, on
+    every binade and on values within 64 float32 steps of each E2M1 value, with the same uniforms."""
+    from suite.numerics.stochastic import fake_quantize_stochastic
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(37, 64, generator=g) * torch.logspace(-3, 3, 64)
+    grid = torch.tensor([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0])
+    near = (grid.view(torch.int32)[:, None] + torch.arange(-64, 64, dtype=torch.int32)).view(torch.float32)
+    x = torch.cat([x, near.reshape(-1, 64), -near.reshape(-1, 64)])
+    u = torch.rand(x.shape, generator=g)
+    with compiled.emulation("off"):
+        assert torch.equal(G.fused_stochastic(x, fmt, u, scaling), fake_quantize_stochastic(x, fmt, u, scaling))
