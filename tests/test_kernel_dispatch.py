@@ -206,3 +206,46 @@ def test_the_recipe_benchmark_measures_each_recipe_with_the_kernels_off_and_on(t
     assert set(rows) == {f"{r} [kernels {m}]" for r in ("bf16-train", "mxfp4-train") for m in ("torch", "triton")}
     assert rows["mxfp4-train [kernels torch]"]["kernel_fraction"] == 0.0
     assert rows["mxfp4-train [kernels triton]"]["kernel_fraction"] == 1.0
+
+
+@pytest.mark.parametrize("fmt,opts", [("mxfp4", {}), ("nvfp4", {}), ("fp8_e4m3", {"granularity": "row"}),
+                                      ("int4", {"group_size": 32})])
+def test_qat_weights_go_through_the_kernels_where_one_serves_and_train_alike(fmt, opts):
+    """QAT's fake-quantised weight (FakeQuantLinear, straight-through) with the kernels on and off: the
+    same output and gradient, served by a kernel where one exists (int4 groups: none, the formats module)."""
+    from suite.methods.quant.qat_layers import FakeQuantLinear
+    from suite.registry import KERNELS
+
+    KERNELS.names()
+    torch.manual_seed(0)
+    layer = FakeQuantLinear.from_linear(torch.nn.Linear(64, 32), fmt, opts)
+    x = torch.randn(5, 64)
+    results = {}
+    for mode in ("torch", "triton"):
+        layer.zero_grad()
+        dispatch.reset_counts()
+        with dispatch.kernels(mode):
+            out = layer(x)
+            out.square().sum().backward()
+        results[mode] = (out.detach(), layer.weight.grad.clone(), dispatch.counts())
+    assert torch.equal(results["torch"][0], results["triton"][0])
+    assert torch.equal(results["torch"][1], results["triton"][1])
+    served = results["triton"][2]
+    assert served == ({} if fmt == "int4" else {("fake_quantize", "triton"): 1})
+
+
+@pytest.mark.parametrize("fmt,opts", [("mxfp4", {}), ("fp8_e4m3", {"granularity": "row"}),
+                                      ("fp8_e4m3", {"granularity": "tensor"}), ("int8", {"granularity": "tensor"})])
+def test_fake_quantised_activations_through_the_kernels_equal_the_formats_module(fmt, opts):
+    """A [batch, tokens, features] activation served as rows of its last dimension: equal to the
+    formats module on the whole tensor (whose scales run along that dimension, or over all of it)."""
+    from suite.methods.quant.layers import fake_quantize
+    from suite.registry import KERNELS
+
+    KERNELS.names()
+    x = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(2)) * 4
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = fake_quantize(x, fmt, opts)
+    assert dispatch.counts() == {("fake_quantize", "triton"): 1}
+    assert torch.equal(served, F.fake_quantize(x, fmt, **opts))

@@ -36,13 +36,29 @@ from suite.errors import UserError
 from suite.numerics import formats as F
 from suite.numerics.hadamard import apply_block_hadamard
 
+# The options the fake_quantize kernels take (suite.numerics.dispatch); with others the formats module runs.
+DISPATCHED_OPTIONS = {"granularity", "rounding"}
+
+
+def fake_quantize(x: torch.Tensor, fmt: str, opts: dict) -> torch.Tensor:
+    """``formats.fake_quantize`` for QAT weights and fake-quantised activations: with options a kernel
+    takes, through ``suite.numerics.dispatch`` (activations as rows of their last dimension, where
+    every scale of these formats lies), so a registered kernel serves it where the device and shape
+    allow; anything else runs the formats module."""
+    if x.dim() >= 2 and set(opts) <= DISPATCHED_OPTIONS and opts.get("rounding", "nearest") == "nearest":
+        from suite.numerics import dispatch
+
+        rows = x.reshape(-1, x.shape[-1])
+        return dispatch.call("fake_quantize", F.fake_quantize, rows, fmt, **opts).reshape(x.shape)
+    return F.fake_quantize(x, fmt, **opts)
+
 
 class _STE(torch.autograd.Function):
     """Straight-through: forward the quantised value, pass the gradient unchanged."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, fmt: str, opts: dict) -> torch.Tensor:
-        return F.fake_quantize(x, fmt, **opts)
+        return fake_quantize(x, fmt, opts)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
