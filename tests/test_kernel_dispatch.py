@@ -173,7 +173,11 @@ def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_pat
         values = {mode: f.loc[f["metric"] == metric, "value"].tolist() for mode, f in frames.items()}
         assert values["torch"] == values["triton"] and len(values["torch"]) == 1
     share = {mode: f.loc[f["metric"] == "train_kernel_fraction", "value"].tolist() for mode, f in frames.items()}
-    assert share == {"torch": [0.0], "triton": [1.0]}
+    assert share["torch"] == [0.0]
+    if method == "quartet-train":  # its QuEST forward quantiser has no kernel: counted, in PyTorch
+        assert 0.0 < share["triton"][0] < 1.0
+    else:
+        assert share["triton"] == [1.0]
     assert set(frames["triton"]["kernels"]) == {"triton"} and set(frames["torch"]["kernels"]) == {"torch"}
     recipe = json.loads(frames["triton"]["recipe"].iloc[0])
     assert "kernels" not in recipe  # an execution choice, not part of the cell's identity

@@ -314,6 +314,8 @@ class LayerState:
             return Quantized(t)
         if op.fmt == "bf16":
             return Quantized(t.to(torch.bfloat16).float())
+        if not op.dispatched():  # runs in PyTorch whatever --kernels says: counted as such
+            dispatch.unserved(f"quantize:{op.fmt}/{op.scaling}/{op.rounding}")
         if op.rounding == "stochastic" and op.dispatched():  # a kernel may serve it, fed the generator's uniforms
             u = torch.rand(t.shape, generator=rnd["generator"], device=t.device, dtype=torch.float32)
             return Quantized(dispatch.call("fake_quantize_stochastic", fused_stochastic, t,

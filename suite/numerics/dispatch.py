@@ -120,6 +120,12 @@ def call(op: str, reference: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     return reference(*args, **kwargs)
 
 
+def unserved(op: str) -> None:
+    """Count a format operation that has no dispatched form (it always runs in PyTorch), so
+    ``kernel_fraction`` is the share of all of a cell's format operations, not of the dispatched ones."""
+    _COUNTS[(op, REFERENCE)] += 1
+
+
 def counts() -> dict[tuple[str, str], int]:
     """(operation, implementation) -> calls since the last ``reset_counts``."""
     return dict(_COUNTS)
