@@ -55,29 +55,11 @@ def build(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def prepare(spec: str, template: torch.nn.Module, device: str) -> dict:
-    """The model under one recipe, its optimizer and precision policy, as a cell would set them."""
-    import copy
+    """The model under one recipe, its optimizer and precision policy, as a cell would set them
+    (``suite.bench.recipes.prepare``, which the recipe gate uses too), with a list for its times."""
+    from suite.bench import recipes
 
-    from suite.app.sweep import parse_method_spec, resolve_method_spec
-    from suite.method import MethodContext
-    from suite.precision import FP32
-    from suite.task import ModelBundle
-
-    methods = [m.instantiate() for m in resolve_method_spec(parse_method_spec(spec))]
-    model = copy.deepcopy(template).to(device)
-    policy = FP32
-    for m in methods:
-        policy = m.precision_policy(policy)
-    ctx = MethodContext(device=device, bundle=ModelBundle(model, new_modules=(model,)), precision=policy)
-    for m in methods:
-        model = m.apply(model, ctx)
-    model.to(device).train()
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    optimizer = None
-    for m in methods:
-        optimizer = optimizer or m.make_optimizer(model, groups, argparse.Namespace(lr=1e-4, optimizer="adamw"))
-    optimizer = optimizer or torch.optim.AdamW(groups, lr=1e-4)
-    return {"spec": spec, "model": model, "methods": methods, "policy": policy, "optimizer": optimizer, "times": []}
+    return {**recipes.prepare(spec, template, device), "times": []}
 
 
 def step(entry: dict, ids: torch.Tensor, device: str) -> float:

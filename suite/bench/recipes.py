@@ -97,7 +97,7 @@ def prepare(spec: str, template, device: str) -> dict:
     for m in methods:
         optimizer = optimizer or m.make_optimizer(model, groups, argparse.Namespace(lr=1e-4, optimizer="adamw"))
     optimizer = optimizer or torch.optim.AdamW(groups, lr=1e-4)
-    return {"spec": spec, "model": model, "policy": policy, "optimizer": optimizer}
+    return {"spec": spec, "model": model, "methods": methods, "policy": policy, "optimizer": optimizer}
 
 
 def train_step(entry: dict, ids, device: str, mode: str) -> float:
