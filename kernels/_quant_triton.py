@@ -737,3 +737,56 @@ def fake_quantize_nvfp4_tiles(x: torch.Tensor) -> torch.Tensor:
     grid = (triton.cdiv(M, 16) * triton.cdiv(N, BN),)
     _nvfp4_tile_kernel[grid](x, y, ts, M, N, SOFT=triton_interpreted(), BN=BN, num_warps=4)
     return y
+
+
+# -- MX with the scale rounded up (RCEIL: TransformerEngine's and torchao's MXFP8 training rule), fused ----
+@triton.jit
+def _pow2_ceil_code(y):
+    """E8M0 code of ``2^ceil(log2 y)`` for y >= 0, clamped to 2^-127 .. 2^127, from y's exponent and
+    mantissa fields (the reference's exact rule, ``gemm._pow2_ceil``): y = 0 or subnormal gives
+    2^-127 or 2^-126, infinity 2^127."""
+    bits = y.to(tl.int32, bitcast=True)
+    exponent = ((bits >> 23) & 0xFF) - 127
+    up = tl.where((bits & 0x7FFFFF) == 0, exponent, exponent + 1)
+    up = tl.where(exponent == -127, tl.where(y > 5.877471754111438e-39, -126, -127), up)
+    return tl.minimum(tl.maximum(up, -127), 127) + 127
+
+
+@triton.jit
+def _mx_rceil_kernel(x_ptr, y_ptr, M, N, FP4: tl.constexpr, EMAX: tl.constexpr, SOFT: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr):
+    """Y = MX (blocks of 32 along N) of X with the scale ``2^ceil(log2(amax / max))`` (2^-127 for a
+    block whose amax is not above 0), elements to nearest: one read of X, one write of Y."""
+    pid_m, pid_n = _tile_ids(M, BM)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    offs = rm[:, None] * N + rn[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    NB: tl.constexpr = BN // 32
+    xb = tl.reshape(x, (BM, NB, 32))
+    amax = tl.max(tl.abs(xb), axis=2)
+    code = tl.where(amax > 0, _pow2_ceil_code(tl.math.div_rn(amax, EMAX)), 0)
+    scale = _e8m0_value(code)
+    v = tl.math.div_rn(xb, scale[:, :, None])
+    if FP4:
+        q = _fp4_code(v, v, False)
+        val = _fp4_value(q & 7)
+        val = tl.where((q & 8) != 0, -val, val)
+    else:
+        val = _e4m3_value_soft(_fp8_code(v, SOFT))
+    tl.store(y_ptr + offs, tl.reshape(val * scale[:, :, None], (BM, BN)), mask=mask)
+
+
+def fake_quantize_mx_rceil(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """``gemm.mx_rceil(x, fmt)`` to nearest in one kernel: x float32 [M, N], N a multiple of 32;
+    ``fmt`` ``mxfp8_e4m3`` or ``mxfp4``."""
+    fp4 = fmt == "mxfp4"
+    M, N = x.shape
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    BM, BN = (32, 128) if triton_interpreted() else (16, 256)
+    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+    _mx_rceil_kernel[grid](x, y, M, N, FP4=fp4, EMAX=6.0 if fp4 else 448.0, SOFT=triton_interpreted(),
+                           BM=BM, BN=BN, num_warps=4)
+    return y

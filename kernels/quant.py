@@ -438,6 +438,59 @@ register_kernel("fake_quantize_nvfp4_tiles", kind="fake_quant",
                         "nearest (the NVFP4 recipe's weights)")(FakeQuantizeNvfp4Tiles)
 
 
+class FakeQuantizeMxRceil(Kernel):
+    """MX with the scale rounded up (``2^ceil(log2(amax / max))``, RCEIL; ``gemm.mx_rceil``, the
+    rule mxfp8-train defaults to), elements to nearest: float32 X in, float32 values out, one pass."""
+
+    fmt: ClassVar[str] = ""
+    dims = ("M", "N")
+    dtypes = ("float32",)
+    shapes = ((8192, 8192), (16384, 8192))
+    cpu_shapes = ((256, 1024),)
+
+    def make_inputs(self, shape, dtype, device, generator):
+        return (randn(shape, dtype, device, generator, scale=2.0),)
+
+    def reference(self, x):
+        from suite.methods.train.gemm import mx_rceil_nearest
+
+        return mx_rceil_nearest(x, self.fmt)
+
+    def triton(self, x):
+        from suite.kernels._quant_triton import fake_quantize_mx_rceil
+
+        return fake_quantize_mx_rceil(x, self.fmt)
+
+    def impls(self):
+        return {"triton": Impl("triton", self.triton, needs="triton"),
+                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+
+    def bytes_moved(self, shape, dtype):
+        """X read once, Y written."""
+        return 2 * shape[0] * shape[1] * 4
+
+
+for _fmt, _short in (("mxfp8_e4m3", "mxfp8"), ("mxfp4", "mxfp4")):
+    register_kernel(f"fake_quantize_{_short}_rceil", kind="fake_quant",
+                    summary=f"{_short.upper()} with the scale rounded up (RCEIL) quantise-dequantise, nearest "
+                            f"(the MX training recipes' scale=rceil)")(
+        type(f"FakeQuantize{_short.capitalize()}Rceil", (FakeQuantizeMxRceil,),
+             {"fmt": _fmt, "name": f"fake_quantize_{_short}_rceil"}))
+
+
+def _triton_fake_quantize_mx_rceil(x, fmt: str):
+    from suite.kernels._quant_triton import fake_quantize_mx_rceil
+
+    return fake_quantize_mx_rceil(x, fmt)
+
+
+def _supports_fake_quantize_mx_rceil(on_cpu_too: bool, x, fmt: str) -> bool:
+    import torch
+
+    return (fmt in ("mxfp8_e4m3", "mxfp4") and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
+            and x.shape[1] > 0 and x.shape[1] % 32 == 0 and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
 def _triton_fake_quantize_tiles(x, fmt: str):
     from suite.kernels._quant_triton import fake_quantize_nvfp4_tiles
 
@@ -489,6 +542,9 @@ def _register_dispatch() -> None:
                       _supports_fake_quantize_stochastic, timed_by=_timed_by_fake_quantize_stochastic)
     dispatch.register("fake_quantize_tiles", "triton", _triton_fake_quantize_tiles, _supports_fake_quantize_tiles,
                       timed_by=lambda fmt: ("fake_quantize_nvfp4_tiles",) if fmt == "nvfp4" else ())
+    dispatch.register("fake_quantize_mx_rceil", "triton", _triton_fake_quantize_mx_rceil,
+                      _supports_fake_quantize_mx_rceil,
+                      timed_by=lambda fmt: (f"fake_quantize_{fmt.removesuffix('_e4m3')}_rceil",))
 
 
 _register_dispatch()

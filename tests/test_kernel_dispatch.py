@@ -157,7 +157,7 @@ def _run(store, kernels: str, method: str, corpus) -> None:
                  "--seeds", "1", "--no-progress", "--kernels", kernels, "--store", str(store)]) == 0
 
 
-@pytest.mark.parametrize("method", ["mxfp4-train", "nvfp4-train", "quartet-train", "fp8-train"])
+@pytest.mark.parametrize("method", ["mxfp4-train", "mxfp8-train", "nvfp4-train", "quartet-train", "fp8-train"])
 def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_path, monkeypatch, method, corpus):
     """The recipe's forward, dgrad and wgrad operands through the kernels (interpreted) and through
     PyTorch: the same losses bit for bit, and each cell says which served it. NVFP4's gradients and
@@ -253,3 +253,48 @@ def test_fake_quantised_activations_through_the_kernels_equal_the_formats_module
         served = fake_quantize(x, fmt, opts)
     assert dispatch.counts() == {("fake_quantize", "triton"): 1}
     assert torch.equal(served, F.fake_quantize(x, fmt, **opts))
+
+
+def _rceil_edges() -> torch.Tensor:
+    """Blocks whose amax / max sits at, one ulp below and one ulp above powers of two (where
+    ceil(log2) turns), in the subnormal range, and zero blocks: each row one block of 32."""
+    pow2 = torch.tensor([2.0 ** e for e in (-140, -130, -127, -126, -100, -20, -1, 0, 1, 20, 100, 120)])
+    near = (pow2.view(torch.int32)[:, None] + torch.tensor([-1, 0, 1], dtype=torch.int32)).view(torch.float32)
+    rows = []
+    for emax in (448.0, 6.0):
+        for amax in (near.flatten() * emax).tolist() + [0.0]:
+            row = torch.linspace(-1, 1, 32) * amax
+            row[7] = amax
+            rows.append(row)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp4"])
+@pytest.mark.parametrize("shape", [(1, 32), (37, 64), (130, 256), "edges"])
+def test_the_mx_rceil_kernel_equals_the_recipes_scale_rounded_up(fmt, shape):
+    """MX with the scale rounded up (mxfp8-train's default scale=rceil): the kernel against the
+    recipe's reference (gemm.mx_rceil) and, for FP8 elements, the formats module's E4M3 codec over
+    the scale 2^ceil(log2(amax / 448)) computed in float64 (an independent closed form)."""
+    from suite.methods.train.gemm import mx_rceil_nearest
+    from suite.numerics import elements as el
+    from suite.registry import KERNELS
+
+    KERNELS.names()
+    if shape == "edges":
+        x = _rceil_edges()
+    else:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape))) * torch.logspace(-30, 30, shape[1])
+        x[0, :32] = 0.0
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize_mx_rceil", mx_rceil_nearest, x, fmt)
+    assert dispatch.counts() == {("fake_quantize_mx_rceil", "triton"): 1}
+    assert torch.equal(served, mx_rceil_nearest(x, fmt))
+    if fmt == "mxfp8_e4m3":
+        blocks = x.reshape(x.shape[0], -1, 32).double()
+        amax = blocks.abs().amax(-1, keepdim=True)
+        exponent = torch.ceil(torch.log2(amax / 448.0)).clamp(-127, 127)
+        scale = torch.where(amax > 0, torch.exp2(exponent), torch.tensor(2.0 ** -127, dtype=torch.float64))
+        codes = el.encode_float((blocks / scale).float(), el.FP8_E4M3)
+        independent = (el.decode_float(codes, el.FP8_E4M3).double() * scale).float().reshape(x.shape)
+        assert torch.equal(served, independent)

@@ -97,6 +97,8 @@ class Operand:
             return ("fake_quantize", FORMAT_NAMES[self.fmt], f"granularity={self.scaling}")
         if self.rounding == "nearest" and self.scaling == "tile" and self.fmt == "nvfp4":
             return ("fake_quantize_tiles", "nvfp4")
+        if self.rounding == "nearest" and self.scaling == "rceil" and self.fmt in ("mxfp8", "mxfp4"):
+            return ("fake_quantize_mx_rceil", FORMAT_NAMES[self.fmt])
         if self.rounding == "stochastic" and (FORMAT_NAMES.get(self.fmt), self.scaling) in STOCHASTIC_SHAPES:
             return ("fake_quantize_stochastic", FORMAT_NAMES[self.fmt], self.scaling)
         return None
@@ -329,6 +331,8 @@ class LayerState:
                 return Quantized(dispatch.call("fake_quantize_tiles", lambda x, fmt: nvfp4_tiles(x), t, "nvfp4"))
             return Quantized(nvfp4_tiles(t, **rnd))
         if op.scaling == "rceil":
+            if op.dispatched():  # a kernel may serve it (suite.numerics.dispatch)
+                return Quantized(dispatch.call("fake_quantize_mx_rceil", mx_rceil_nearest, t, FORMAT_NAMES[op.fmt]))
             return Quantized(mx_rceil(t, op.fmt, op.rounding, rnd.get("generator")))
         if op.rounding == "nearest" and op.fmt in NEAREST_REFERENCE:  # a kernel may serve it (suite.numerics.dispatch)
             return Quantized(dispatch.call("fake_quantize", fake_quantize_nearest, t, FORMAT_NAMES[op.fmt]))
@@ -609,6 +613,12 @@ def mx_rceil(t: torch.Tensor, fmt: str, rounding: str = "nearest",
     scale = torch.where(amax > 0, _pow2_ceil(amax / elem.max), torch.full_like(amax, 2.0 ** -127))
     codes = el.encode_float(blocks / scale, elem, rounding, generator=generator)
     return (el.decode_float(codes, elem) * scale).reshape(rows, k)
+
+
+def mx_rceil_nearest(t: torch.Tensor, fmt: str) -> torch.Tensor:
+    """``mx_rceil`` to nearest for a ``suite.numerics`` format name (``mxfp8_e4m3``, ``mxfp4``): the
+    reference its kernel equals."""
+    return mx_rceil(t, {v: k for k, v in FORMAT_NAMES.items()}[fmt])
 
 
 def _exponent(v: torch.Tensor) -> torch.Tensor:
