@@ -71,8 +71,13 @@ def select_board(boards: list[Board], name: str) -> tuple[Board, str | None]:
     return board, subtask
 
 
-def build_table(board: Board, subtask: str | None = None, costs: bool = False) -> Table:
-    """The board (or one task's columns of it) as a paper table, with the caption that states its protocol."""
+STATISTICS = ("mean", "median")
+
+
+def build_table(board: Board, subtask: str | None = None, costs: bool = False, statistic: str = "mean") -> Table:
+    """The board (or one task's columns of it) as a paper table, with the caption that states its protocol.
+    ``statistic`` "median": each task's score is the median over seeds with their range (what the LoRA
+    paper reports); the differences from the baseline stay the mean's, with their test."""
     columns = [c for c in board.columns if subtask is None or c.key[0] == subtask]
     base = next((r for r in board.rows if r.variant == board.baseline), None)
     mark = board.protocol.mark
@@ -96,7 +101,7 @@ def build_table(board: Board, subtask: str | None = None, costs: bool = False) -
                "–" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"]
         for c in columns:
             e = r.entries.get(c.key)
-            row.append("–" if e is None else _score(e, c.metric))
+            row.append("–" if e is None else _median(e, c.metric) if statistic == "median" else _score(e, c.metric))
             if base is not None:
                 row.append(_delta(e, base.entries.get(c.key), c.metric, r is base, len(tests) > 1))
         # One task's columns show that task's costs; the whole board the row's, over its tasks.
@@ -107,7 +112,7 @@ def build_table(board: Board, subtask: str | None = None, costs: bool = False) -
         rows.append(row)
     where = f"{board.family}/{scrub_paths(subtask)}" if subtask else board.family
     return Table(title=f"{where} on {board.model_label}", header=header, rows=rows,
-                 caption=caption(board, columns, tests, cost_specs), label=f"tab:{board.slug}",
+                 caption=caption(board, columns, tests, cost_specs, statistic), label=f"tab:{board.slug}",
                  align=["l", "l", "l", "r"] + ["r"] * (len(header) - 4))
 
 
@@ -127,6 +132,17 @@ def _score(e, metric: str) -> str:
     return text
 
 
+def _median(e, metric: str) -> str:
+    """The median over seeds and, with more than one, the range they span."""
+    values = sorted(v for v in e.values if not math.isnan(v))
+    if not values:
+        return "–"
+    mid = len(values) // 2
+    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    text = f_score(median, metric)
+    return text + (f" ({f_score(values[0], metric)}–{f_score(values[-1], metric)})" if len(values) > 1 else "")
+
+
 def _delta(e, b, metric: str, is_base: bool, name_test: bool) -> str:
     """Mean minus the baseline's, its mark (▲/▼ where the Holm-adjusted test is significant) and p."""
     if is_base:
@@ -143,16 +159,20 @@ def _delta(e, b, metric: str, is_base: bool, name_test: bool) -> str:
     return f"{text} ({test}p={f_pval(e.p_adjusted)})"
 
 
-def caption(board: Board, columns: list, tests: set[str], cost_specs: list) -> str:
+def caption(board: Board, columns: list, tests: set[str], cost_specs: list, statistic: str = "mean") -> str:
     """The protocol in words: seeds, interval, test, Holm correction, baseline and its tuning, caveats."""
     entries = [e for r in board.rows for c in columns if (e := r.entries.get(c.key)) is not None]
     seeds = sorted({e.summary.n for e in entries})
     n_seeds = "–" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
     kinds = sorted({stats.INTERVAL_LABELS[e.summary.interval] for e in entries if e.summary.interval
                     and e.summary.n > 1})
-    parts = [f"{board.family} on {board.model_label}: mean over {n_seeds} seeds"
-             + (f" ± the half-width of its 95% {' or '.join(kinds)} interval over seeds" if kinds else "")
-             + "."]
+    if statistic == "median":
+        parts = [f"{board.family} on {board.model_label}: median over {n_seeds} seeds (in brackets, the range "
+                 f"over seeds); the differences from the baseline are of the means."]
+    else:
+        parts = [f"{board.family} on {board.model_label}: mean over {n_seeds} seeds"
+                 + (f" ± the half-width of its 95% {' or '.join(kinds)} interval over seeds" if kinds else "")
+                 + "."]
     scaled = list(dict.fromkeys(scrub_paths(c.label) for c in columns if display_scale(c.metric) != 1))
     if scaled:
         parts.append(f"Scores in points (×100): {', '.join(scaled)}.")
@@ -256,8 +276,8 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
-def render(board: Board, fmt: str, subtask: str | None = None, costs: bool = False) -> str:
-    """The board in ``fmt`` ("latex", "markdown" or "csv")."""
+def render(board: Board, fmt: str, subtask: str | None = None, costs: bool = False, statistic: str = "mean") -> str:
+    """The board in ``fmt`` ("latex", "markdown" or "csv"; the CSV holds every seed's value)."""
     if fmt == "csv":
         from suite.reports.site import board_frame
 
@@ -267,5 +287,5 @@ def render(board: Board, fmt: str, subtask: str | None = None, costs: bool = Fal
         return frame.to_csv(index=False)
     if fmt not in FORMATS:
         raise UserError(f"--format '{fmt}' is none of {', '.join(FORMATS)}")
-    table = build_table(board, subtask, costs)
+    table = build_table(board, subtask, costs, statistic)
     return to_latex(table) if fmt == "latex" else to_markdown(table)

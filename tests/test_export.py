@@ -324,3 +324,30 @@ def test_a_tuned_baseline_shows_its_selected_lr_and_the_caption_says_it_was_tune
     assert rows["pissa"][1:3] == ["defaults", "0.0002"]
     assert "baseline lora (tuned)'s" in text and "Baseline hyperparameters: tuned" in text
     assert "Rows differ in lr" in text
+
+
+def test_the_median_table_is_each_task_s_median_and_range_over_seeds(store_dir, tmp_path):
+    """--statistic median (the LoRA paper's statistic): each score the median of the stored per-seed
+    values (numpy's median, independent of the export) with their range; the caption says so."""
+    import numpy as np
+
+    text = _export(store_dir, tmp_path, "markdown", "--statistic", "median")
+    rows = parse_markdown(text)
+    header, body = rows[0], rows[1:]
+    expected = _expected(store_dir)
+    checked = 0
+    for row in body:
+        key = next((v for (name, config), v in ROW_KEYS.items() if row[0] == name and row[1] == config), None)
+        for sub in SUBTASKS:
+            column = next(i for i, h in enumerate(header) if h.lower().startswith(sub) and not h.startswith("Δ"))
+            e = expected.get((key, sub))
+            if e is None:
+                continue
+            shown = [float(x) for x in re.findall(r"-?\d+\.\d+", row[column])]
+            want = [np.median(e["values"])] + ([e["values"].min(), e["values"].max()] if e["n"] > 1 else [])
+            assert len(shown) == len(want), (row[0], sub, row[column])
+            for got, value in zip(shown, want, strict=True):  # as displayed: to 2 decimals at most
+                assert abs(got - value) <= 0.051, (row[0], sub, row[column], want)
+            checked += 1
+    assert checked >= 12
+    assert "median over" in text and "range over seeds" in text

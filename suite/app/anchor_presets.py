@@ -59,7 +59,8 @@ LORA_GLUE_PRESET: dict[str, Any] = {
              "with weight decay 0.1 (the scripts), linear decay after 6% warm-up, fp32, 5 seeds. Not "
              "reproduced: the scripts start MRPC, RTE and STS-B from the MNLI-trained LoRA weights, the suite "
              "from the pre-trained model (as the paper's dagger runs, RoBERTa-large, do); the paper reports each run's best "
-             "epoch and the median over seeds, the suite scores the last epoch and shows mean and interval",
+             "epoch and the median over seeds, the suite scores the last epoch and shows mean and interval "
+             "(suite export --statistic median writes the median)",
 }
 
 # -- V-PETL Bench on VTAB-1k (Xin et al. 2024) -----------------------------------------------------------

@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "task's columns (glue/sst2)")
     p.add_argument("--format", choices=FORMATS, default="latex", help="table format (default: latex)")
     p.add_argument("-o", "--output", default=None, help="file to write (default: standard output)")
+    p.add_argument("--statistic", choices=("mean", "median"), default="mean",
+                   help="each task's score: the mean ± 95%% interval over seeds (default), or the median with "
+                        "the range over seeds (as the LoRA paper reports)")
     p.add_argument("--costs", action="store_true",
                    help="add the board's cost columns (parameters, memory, time)")
     add_comparison_options(p)
@@ -76,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     boards = leaderboard.build_boards(cells, args.baseline, store.load_predictions, args.metric,
                                       args.alpha, args.store)
     board, subtask = export.select_board(boards, args.board)
-    text = export.render(board, args.format, subtask, args.costs)
+    text = export.render(board, args.format, subtask, args.costs, args.statistic)
     if out is None:
         sys.stdout.write(text)
     else:
