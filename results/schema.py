@@ -30,7 +30,7 @@ CELL_COLUMNS = [
     "search_id",  # the hyperparameter search a trial or tuned cell belongs to ("" otherwise)
     "trial",  # the trial's index within its search (-1 otherwise)
     "tuned",  # JSON of the hyperparameters the search selected, on tuned cells
-    "targets",  # the module keys peft adapters were placed on, ';'-joined, as peft resolved them ("" if none)
+    "targets",  # the module keys the methods placed themselves on, ';'-joined, as resolved on the model ("" if none)
     "status",  # "ok" | "failed"
     "error",
     "started_at",

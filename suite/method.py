@@ -203,6 +203,11 @@ class Method:
         return model
 
     # -- cost and export -----------------------------------------------------------------------
+    def placement(self, model: torch.nn.Module) -> str:
+        """The module keys it adapted on ``model`` after ``apply`` (';'-joined), stored with the cell so
+        equal placement can be checked; "" for a method that places nothing on named modules."""
+        return ""
+
     def measurements(self, model: torch.nn.Module) -> dict[str, float]:
         """Method-specific metrics stored with the cell (bits per weight, sparsity, ...)."""
         return {}

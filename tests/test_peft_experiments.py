@@ -260,3 +260,26 @@ def test_a_recipe_rule_sets_values_for_the_methods_and_tasks_it_names():
                    ("lora", "sst2"): (1e-3, 3.0, 8), ("full", "sst2"): (1e-3, 3.0, 8)}
     with pytest.raises(UserError, match="recipe key"):
         RecipeRule.parse({"recipe": {"learning_rate": 1}})
+
+
+def test_an_adapter_written_here_reports_where_it_placed_itself():
+    """LoRA-XS (written here, not peft's) on tiny BERT: its placement is the family's all-linear keys that
+    the model has, the modules its apply replaced; a named target_modules is reported as named."""
+    import torch
+
+    from suite.method import MethodContext
+    from suite.methods.common.targets import FAMILY_TARGETS, module_matches
+    from suite.models.loading import load_model
+    from suite.registry import METHODS
+
+    cls = METHODS.get("lora-xs").target
+    for explicit, expected in ((None, FAMILY_TARGETS["bert"]["all-linear"]), (("query",), ("query",))):
+        torch.manual_seed(0)
+        model = load_model("tiny-bert", "sequence-classification", task="test", config={"num_labels": 2}).model
+        before = {n: type(m) for n, m in model.named_modules()}
+        method = cls(cls.Config(target_modules=explicit))
+        adapted = method.apply(model, MethodContext(task_kind="classification"))
+        keys = method.placement(adapted).split(";")
+        assert sorted(keys) == sorted(expected)
+        replaced = [n for n, m in adapted.named_modules() if n in before and type(m) is not before[n]]
+        assert replaced and all(any(module_matches(n, k) for k in keys) for n in replaced)

@@ -232,6 +232,11 @@ class TargetedMethod:
         rank = getattr(self.config, "r", None) if self.rank_bounded else None
         return placement_refusal(self.name, target, DEFAULT_ADAPTER_TARGETS, explicit, rank)
 
+    def placement(self, model: Any) -> str:
+        """The keys its ``apply`` resolved (named, or the family's default), on the adapted model."""
+        return ";".join(require_targets(model, self.name, DEFAULT_ADAPTER_TARGETS,
+                                        getattr(self.config, "target_modules", None)))
+
 
 def peft_default_targets(model_type: str, peft_type: str = "LORA") -> tuple[str, ...] | None:
     """The modules peft adapts for ``target_modules: null`` on ``model_type`` (its per-tuner tables)."""

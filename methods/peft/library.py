@@ -192,6 +192,12 @@ class PeftMethod(Method):
         return self.finish(peft_model, ctx)
 
     # -- cost and export ---------------------------------------------------------------------------
+    def placement(self, model: Any) -> str:
+        """As peft resolved them (its own default included)."""
+        from suite.methods.common.targets import adapted_targets
+
+        return adapted_targets(model)
+
     def save_adapter(self, model: Any, path: str) -> None:
         """The peft format: adapter_config.json + adapter_model.safetensors (trained head included)."""
         model.save_pretrained(path)

@@ -209,7 +209,6 @@ def identity_columns(cell: Cell, run_id: str, started: str) -> dict[str, Any]:
 
 
 def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, bool]:
-    from suite.methods.common.targets import adapted_targets
     from suite.models.accounting import count_parameters, measure_adapter_size
     from suite.train import Trainer
 
@@ -220,7 +219,8 @@ def _execute(cell: Cell, settings: RunSettings) -> tuple[list[dict], Any, Any, b
     prepared = prepare(task, cell.model, recipe, device, cell.seed, methods)
     apply_methods(prepared, methods)
     bundle, policy = prepared.bundle, prepared.ctx.precision
-    targets = adapted_targets(bundle.model)  # before training: a method may unwrap the model after it
+    # where the methods placed themselves, before training (a method may unwrap the model after it)
+    targets = ";".join(dict.fromkeys(k for m in methods for k in m.placement(bundle.model).split(";") if k))
     trainable, total = count_parameters(bundle.model)
 
     def evaluate() -> Any:
