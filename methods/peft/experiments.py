@@ -57,12 +57,6 @@ BOOKKEEPING = {"peft_type", "task_type", "base_model_name_or_path", "revision", 
                "peft_version", "num_layers", "token_dim", "num_attention_heads", "num_transformer_submodules"}
 # peft arguments that change what is printed, not what is trained.
 NO_EFFECT = {"progressbar"}
-# Training parameters read elsewhere or of no effect on the trained numbers, each with why.
-NOT_TRAINING = {
-    "model_id": "the model is the sweep's (--models); the preset defaults to this one",
-    "seed": "the sweep's seeds (--seeds) seed every cell",
-}
-PROMPT_PLACEHOLDER = "{query}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +231,9 @@ def _same(a: Any, b: Any) -> bool:
 
 # -- the training parameters ---------------------------------------------------------------------------
 def map_training(params: dict[str, Any], where: str) -> dict[str, Any]:
-    """peft's training parameters as the suite's recipe; a value with no counterpart is refused."""
+    """peft's training parameters as the suite's recipe; a value with no counterpart is refused.
+    ``model_id`` and ``seed`` are not the recipe's: the sweep's --models (the preset defaults to peft's
+    model) and --seeds set them."""
     recipe: dict[str, Any] = {}
     refused: list[str] = []
     unknown = sorted(set(params) - set(DEFAULT_TRAINING_PARAMS))
