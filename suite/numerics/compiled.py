@@ -40,39 +40,20 @@ import functools
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
+
+from suite.numerics.switch import ModeSwitch
 
 MODES = ("auto", "on", "off")
 RECOMPILE_LIMIT = 64  # operand shapes per fused function (a model has about ten)
 AUTO_MIN_NUMEL = 1 << 16  # auto: smaller operands stay eager (see the module docstring)
 
-_mode: ContextVar[str] = ContextVar("suite_fast_emulation", default="auto")
+_SWITCH = ModeSwitch("--fast-emulation", MODES)
+check_mode = _SWITCH.check
+emulation = _SWITCH.using  # ``with emulation("off"): ...`` runs the body with that mode
+current_mode = _SWITCH.current
 _COUNTS: Counter[tuple[str, str]] = Counter()
-
-
-def check_mode(mode: str) -> str:
-    from suite.errors import UserError
-
-    if mode not in MODES:
-        raise UserError(f"--fast-emulation '{mode}': choose one of {', '.join(MODES)}")
-    return mode
-
-
-@contextmanager
-def emulation(mode: str) -> Iterator[None]:
-    """Run the body with ``mode`` (``auto``, ``on`` or ``off``)."""
-    token = _mode.set(check_mode(mode))
-    try:
-        yield
-    finally:
-        _mode.reset(token)
-
-
-def current_mode() -> str:
-    return _mode.get()
 
 
 @functools.cache
@@ -92,7 +73,7 @@ def unavailable(device_type: str) -> str:
 
 def active(device_type: str, mode: str | None = None) -> bool:
     """Whether fused functions run compiled for tensors on ``device_type`` under ``mode``."""
-    mode = mode or _mode.get()
+    mode = mode or current_mode()
     if mode == "off":
         return False
     why = unavailable(device_type)
@@ -117,7 +98,7 @@ def fused(fn: Callable[..., Any]) -> Callable[..., Any]:
         if torch.compiler.is_compiling():  # called from another fused function: inline it
             return fn(*args, **kwargs)
         first = next((a for a in args if hasattr(a, "device")), None)
-        mode = _mode.get()
+        mode = current_mode()
         small = mode == "auto" and first is not None and first.numel() < AUTO_MIN_NUMEL
         if first is None or small or (failed and mode == "auto") or not active(first.device.type, mode):
             _COUNTS[(name, "eager")] += 1

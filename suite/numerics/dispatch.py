@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from suite.numerics.switch import ModeSwitch
 
 MODES = ("auto", "triton", "torch")
 REFERENCE = "torch"
 
-_mode: ContextVar[str] = ContextVar("suite_kernels", default="auto")
+_SWITCH = ModeSwitch("--kernels", MODES)
+check_mode = _SWITCH.check
+kernels = _SWITCH.using  # ``with kernels("torch"): ...`` runs the body with that mode
+current_mode = _SWITCH.current
 
 
 @dataclass(frozen=True)
@@ -78,28 +81,6 @@ def implementations(op: str) -> list[str]:
     return [i.name for i in _REGISTRY.get(op, [])]
 
 
-def check_mode(mode: str) -> str:
-    from suite.errors import UserError
-
-    if mode not in MODES:
-        raise UserError(f"--kernels '{mode}': choose one of {', '.join(MODES)}")
-    return mode
-
-
-@contextmanager
-def kernels(mode: str) -> Iterator[None]:
-    """Run the body with ``mode`` (``auto``, ``triton`` or ``torch``)."""
-    token = _mode.set(check_mode(mode))
-    try:
-        yield
-    finally:
-        _mode.reset(token)
-
-
-def current_mode() -> str:
-    return _mode.get()
-
-
 def interpreted() -> bool:
     """Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``): correct, not fast."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "yes", "on"}
@@ -108,7 +89,7 @@ def interpreted() -> bool:
 def call(op: str, reference: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``op`` on these inputs: the first registered implementation the mode allows and that supports
     them, else ``reference``."""
-    mode = _mode.get()
+    mode = current_mode()
     _CALLS[key(op, *args, **kwargs)] += 1
     if mode != "torch":
         on_cpu_too = mode == "triton" and interpreted()
