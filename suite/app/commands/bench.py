@@ -108,29 +108,16 @@ def main(args: argparse.Namespace) -> int:
 def main_kernels(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from suite.bench.gate import (
-        check_alpha,
-        check_threshold,
-        compare_rows,
-        format_table,
-        load_baseline,
-        min_rounds,
-        save_baseline,
-    )
+    from suite.bench.gate import load_baseline, save_baseline
     from suite.bench.harness import BenchOptions, print_rows, run_bench, sig
     from suite.errors import UserError
     from suite.kernel import parse_shape
     from suite.results import ResultStore
     from suite.results.schema import KERNEL_COLUMNS
 
-    check_threshold(args.threshold)
-    check_alpha(args.alpha)
+    _check_gate_options(args)
     if args.confirm < 0:
         raise UserError(f"--confirm {args.confirm} is negative; give the number of re-measurements, e.g. 2")
-    needed = max(3, min_rounds(args.alpha)) if (args.compare or args.save) else 3
-    if args.rounds is not None and args.rounds < needed:
-        raise UserError(f"--rounds {args.rounds} is too few: a median and a spread need 3, and a slowdown can "
-                        f"reach alpha={args.alpha} only with {min_rounds(args.alpha)} samples per run")
     baseline = load_baseline(args.store, args.compare) if args.compare else None
     opts = BenchOptions(
         kernels=args.kernels,
@@ -156,19 +143,7 @@ def main_kernels(args: argparse.Namespace) -> int:
 
     status = 0
     if baseline is not None:
-        meta_device = baseline.get("meta", {}).get("device", "")
-        if not args.normalized and meta_device and meta_device != result.device:
-            print(f"warning: baseline '{args.compare}' was taken on '{meta_device}', this run on "
-                  f"'{result.device}': absolute times are not comparable; add --normalized",
-                  file=sys.stderr)
-        selected = {r["kernel"] for r in result.samples}
-        base_rows = [r for r in baseline["rows"] if r["kernel"] in selected]
-        comparisons = compare_rows(base_rows, result.samples, threshold=args.threshold,
-                                   normalized=args.normalized, alpha=args.alpha)
-        print()
-        print(f"compared with baseline '{args.compare}' (threshold {args.threshold:.0%} beyond "
-              f"noise, alpha {args.alpha:g}{', normalised' if args.normalized else ''}):")
-        print(format_table(comparisons, args.normalized))
+        comparisons, base_rows = _compare(baseline, result.device, result.samples, args, "baseline")
         slower = [c for c in comparisons if c.verdict == "slower"]
         if slower and args.confirm:
             slower = _confirm(slower, base_rows, opts, args)
@@ -195,6 +170,42 @@ def main_kernels(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return 2
     return status
+
+
+def _check_gate_options(args: argparse.Namespace) -> int:
+    """--threshold, --alpha and --rounds checked before anything is measured; returns the rounds a run
+    needs (more where a baseline is saved or compared: the test needs that many samples)."""
+    from suite.bench.gate import check_alpha, check_threshold, min_rounds
+    from suite.errors import UserError
+
+    check_threshold(args.threshold)
+    check_alpha(args.alpha)
+    needed = max(3, min_rounds(args.alpha)) if (args.compare or args.save) else 3
+    if args.rounds is not None and args.rounds < needed:
+        raise UserError(f"--rounds {args.rounds} is too few: a median and a spread need 3, and a slowdown can "
+                        f"reach alpha={args.alpha} only with {min_rounds(args.alpha)} samples per run")
+    return needed
+
+
+def _compare(baseline: dict, device: str, samples: list[dict], args: argparse.Namespace,
+             what: str) -> tuple[list, list[dict]]:
+    """This run's samples against ``baseline``'s rows of the same kernels (or recipes), the table printed;
+    a baseline from another device is warned about unless the comparison is normalised."""
+    from suite.bench.gate import compare_rows, format_table
+
+    meta_device = baseline.get("meta", {}).get("device", "")
+    if not args.normalized and meta_device and meta_device != device:
+        print(f"warning: baseline '{args.compare}' was taken on '{meta_device}', this run on "
+              f"'{device}': absolute times are not comparable; add --normalized", file=sys.stderr)
+    selected = {r["kernel"] for r in samples}
+    base_rows = [r for r in baseline["rows"] if r["kernel"] in selected]
+    comparisons = compare_rows(base_rows, samples, threshold=args.threshold, normalized=args.normalized,
+                               alpha=args.alpha)
+    print()
+    print(f"compared with {what} '{args.compare}' (threshold {args.threshold:.0%} beyond noise, "
+          f"alpha {args.alpha:g}{', normalised' if args.normalized else ''}):")
+    print(format_table(comparisons, args.normalized))
+    return comparisons, base_rows
 
 
 def _confirm(slower: list, base_rows: list[dict], opts, args: argparse.Namespace) -> list:
@@ -244,24 +255,10 @@ def _print_methods(kernels: list[str]) -> None:
 
 def main_recipes(args: argparse.Namespace) -> int:
     """``suite bench recipes``: step times with the kernels off and on; the same save/compare gate."""
-    from suite.bench.gate import (
-        check_alpha,
-        check_threshold,
-        compare_rows,
-        format_table,
-        load_baseline,
-        min_rounds,
-        save_baseline,
-    )
+    from suite.bench.gate import load_baseline, save_baseline
     from suite.bench.recipes import RecipeBenchOptions, format_rows, run_recipes
-    from suite.errors import UserError
 
-    check_threshold(args.threshold)
-    check_alpha(args.alpha)
-    needed = max(3, min_rounds(args.alpha)) if (args.compare or args.save) else 3
-    if args.rounds is not None and args.rounds < needed:
-        raise UserError(f"--rounds {args.rounds} is too few: a median and a spread need 3, and a slowdown can "
-                        f"reach alpha={args.alpha} only with {min_rounds(args.alpha)} samples per run")
+    needed = _check_gate_options(args)
     baseline = load_baseline(args.store, args.compare, kind="recipes") if args.compare else None
     opts = RecipeBenchOptions(recipes=args.recipes, modes=tuple(args.modes or ("torch", "auto")),
                               size=args.size, batch=args.batch, seq=args.seq, device=args.device,
@@ -272,18 +269,7 @@ def main_recipes(args: argparse.Namespace) -> int:
     print(format_rows(result.rows))
     status = 0
     if baseline is not None:
-        meta_device = baseline.get("meta", {}).get("device", "")
-        if not args.normalized and meta_device and meta_device != result.device:
-            print(f"warning: baseline '{args.compare}' was taken on '{meta_device}', this run on "
-                  f"'{result.device}': absolute times are not comparable; add --normalized", file=sys.stderr)
-        selected = {r["kernel"] for r in result.samples}
-        base_rows = [r for r in baseline["rows"] if r["kernel"] in selected]
-        comparisons = compare_rows(base_rows, result.samples, threshold=args.threshold,
-                                   normalized=args.normalized, alpha=args.alpha)
-        print()
-        print(f"compared with recipe baseline '{args.compare}' (threshold {args.threshold:.0%} beyond noise, "
-              f"alpha {args.alpha:g}{', normalised' if args.normalized else ''}):")
-        print(format_table(comparisons, args.normalized))
+        comparisons, _ = _compare(baseline, result.device, result.samples, args, "recipe baseline")
         slower = [c for c in comparisons if c.verdict == "slower"]
         if slower:
             print(f"REGRESSION: {len(slower)} recipe step(s) slower than baseline '{args.compare}': "
