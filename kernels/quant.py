@@ -345,16 +345,30 @@ def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, u, scaling
             and u.device == x.device and (x.is_cuda or on_cpu_too) and _triton_importable())
 
 
-class _FakeQuantizeStochastic(Kernel):
+class _FakeQuantizeValues(Kernel):
+    """A fake quantisation as the recipes run it: float32 X in, float32 values out (no stored codes
+    and scales), timed against its reference compiled; subclasses give ``reference``, ``triton`` and
+    ``bytes_moved``."""
+
+    dims = ("M", "N")
+    dtypes = ("float32",)
+    shapes = ((8192, 8192), (16384, 8192))
+    cpu_shapes = ((256, 1024),)
+
+    def make_inputs(self, shape, dtype, device, generator):
+        return (randn(shape, dtype, device, generator, scale=2.0),)
+
+    def impls(self):
+        return {"triton": Impl("triton", self.triton, needs="triton"),
+                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+
+
+class _FakeQuantizeStochastic(_FakeQuantizeValues):
     """Stochastic-rounding fake quantisation (``suite.numerics.stochastic``) as the recipes run it:
     float32 X and uniforms U in, float32 values out, one fused pass (NVFP4: an amax pass first)."""
 
     fmt: ClassVar[str] = ""
     scaling: ClassVar[str] = "block"
-    dims = ("M", "N")
-    dtypes = ("float32",)
-    shapes = ((8192, 8192), (16384, 8192))
-    cpu_shapes = ((256, 1024),)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -377,10 +391,6 @@ class _FakeQuantizeStochastic(Kernel):
 
         return fake_quantize_fp4_stochastic(x, u, self.fmt, self.scaling)
 
-    def impls(self):
-        return {"triton": Impl("triton", self.triton, needs="triton"),
-                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
-
     def bytes_moved(self, shape, dtype):
         """X (twice for NVFP4: the tensor amax, then the quantise pass) and U read, Y written."""
         n = shape[0] * shape[1]
@@ -401,18 +411,11 @@ _sr("fake_quantize_mxfp4_sr34", "mxfp4", "sr34",
 _sr("fake_quantize_nvfp4_sr", "nvfp4", "block", "NVFP4 quantise-dequantise, stochastic rounding by given uniforms")
 
 
-class FakeQuantizeNvfp4Tiles(Kernel):
+class FakeQuantizeNvfp4Tiles(_FakeQuantizeValues):
     """NVFP4 with one E4M3 scale per 16 x 16 tile (``suite.numerics.tiles``; the NVFP4 recipe's
     weights): float32 X in, float32 values out, an amax pass then one fused pass."""
 
     name = "fake_quantize_nvfp4_tiles"
-    dims = ("M", "N")
-    dtypes = ("float32",)
-    shapes = ((8192, 8192), (16384, 8192))
-    cpu_shapes = ((256, 1024),)
-
-    def make_inputs(self, shape, dtype, device, generator):
-        return (randn(shape, dtype, device, generator, scale=2.0),)
 
     def reference(self, x):
         from suite.numerics.tiles import nvfp4_tiles
@@ -424,10 +427,6 @@ class FakeQuantizeNvfp4Tiles(Kernel):
 
         return fake_quantize_nvfp4_tiles(x)
 
-    def impls(self):
-        return {"triton": Impl("triton", self.triton, needs="triton"),
-                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
-
     def bytes_moved(self, shape, dtype):
         """X read twice (the tensor amax, then the quantise pass), Y written."""
         return 3 * shape[0] * shape[1] * 4
@@ -438,18 +437,12 @@ register_kernel("fake_quantize_nvfp4_tiles", kind="fake_quant",
                         "nearest (the NVFP4 recipe's weights)")(FakeQuantizeNvfp4Tiles)
 
 
-class FakeQuantizeMxRceil(Kernel):
+class FakeQuantizeMxRceil(_FakeQuantizeValues):
     """MX with the scale rounded up (``2^ceil(log2(amax / max))``, RCEIL; ``gemm.mx_rceil``, the
     rule mxfp8-train defaults to), elements to nearest: float32 X in, float32 values out, one pass."""
 
     fmt: ClassVar[str] = ""
-    dims = ("M", "N")
-    dtypes = ("float32",)
-    shapes = ((8192, 8192), (16384, 8192))
-    cpu_shapes = ((256, 1024),)
-
-    def make_inputs(self, shape, dtype, device, generator):
-        return (randn(shape, dtype, device, generator, scale=2.0),)
+    divisors = {"N": 32}  # whole blocks along the row
 
     def reference(self, x):
         from suite.methods.train.gemm import mx_rceil_nearest
@@ -460,10 +453,6 @@ class FakeQuantizeMxRceil(Kernel):
         from suite.kernels._quant_triton import fake_quantize_mx_rceil
 
         return fake_quantize_mx_rceil(x, self.fmt)
-
-    def impls(self):
-        return {"triton": Impl("triton", self.triton, needs="triton"),
-                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
 
     def bytes_moved(self, shape, dtype):
         """X read once, Y written."""
