@@ -142,8 +142,7 @@ def map_adapter(adapter: dict[str, Any], where: str) -> tuple[str, dict[str, Any
     values = {**peft_defaults, **adapter}
     refusals: list[str] = []
     best: tuple[tuple[int, int, bool], str, dict[str, Any]] | None = None
-    for name, cls in _methods_on(config_class.__name__):
-        fields, fixed = cls.peft_argument_map()
+    for name, cls, (fields, fixed) in _methods_on(config_class.__name__):
         target_args = {"target_modules", *getattr(cls, "target_args", {})}
         differs = [f"{arg}={value!r}" for arg, value in fixed.items()
                    if arg not in NO_EFFECT and not _same(values.get(arg), value)]
@@ -194,16 +193,18 @@ def _defaults(config_class: type) -> dict[str, Any]:
     return out
 
 
-def _methods_on(config_class_name: str) -> list[tuple[str, type]]:
+def _methods_on(config_class_name: str) -> list[tuple[str, type, tuple[dict[str, str], dict[str, Any]]]]:
+    """The registered methods that build ``config_class_name`` and declare how (with that declaration)."""
     from suite.methods.peft.library import PeftMethod
     from suite.registry import METHODS
 
     out = []
     for name in METHODS.names():
         cls = METHODS.get(name).target
-        if isinstance(cls, type) and issubclass(cls, PeftMethod) and cls.peft_config_class == config_class_name \
-                and cls.peft_argument_map() is not None:
-            out.append((name, cls))
+        if isinstance(cls, type) and issubclass(cls, PeftMethod) and cls.peft_config_class == config_class_name:
+            declared = cls.peft_argument_map()
+            if declared is not None:
+                out.append((name, cls, declared))
     return out
 
 

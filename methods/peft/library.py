@@ -63,15 +63,6 @@ FROM_SCRATCH = ("the model is trained from scratch, so every module is new and t
                 "...), or continue pretraining a pretrained model (a folder or hub id) with this method")
 
 
-def _peft_has_targets_for(model_type: str) -> bool:
-    """peft's own default LoRA targets cover this family (peft then picks the modules itself)."""
-    try:
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
-    except ImportError:  # pragma: no cover - moved in some peft release
-        return False
-    return model_type in known
-
-
 def _accepts(config_class: type, name: str) -> bool:
     import dataclasses
 
@@ -122,11 +113,15 @@ class PeftMethod(Method):
             return (f"the installed peft {library_version('peft')} has no {self.peft_config_class}; "
                     f"install the tested versions (pip install -c constraints.txt -e .) or a newer peft")
         if self.target_kind is not None:
-            from suite.methods.common.targets import no_default_targets, placement_refusal
+            from suite.methods.common.targets import (
+                no_default_targets,
+                peft_default_targets,
+                placement_refusal,
+            )
 
             explicit = getattr(self.config, "target_modules", None)
-            reason = no_default_targets(self.name, target.model_type, explicit,
-                                        peft_knows=_peft_has_targets_for(target.model_type))
+            peft_knows = peft_default_targets(target.model_type) is not None  # peft then picks the modules
+            reason = no_default_targets(self.name, target.model_type, explicit, peft_knows=peft_knows)
             if reason:
                 return reason
             rank = getattr(self.config, "r", None) if self.rank_bounded else None
