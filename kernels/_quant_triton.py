@@ -371,12 +371,16 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, qt_ptr, st_ptr, ts_ptr, noise_ptr, seed, 
 
 
 @triton.jit
-def _amax_kernel(x_ptr, out_ptr, numel, BLOCK: tl.constexpr, HAD: tl.constexpr, had_scale):
+def _amax_kernel(x_ptr, out_ptr, numel, BLOCK: tl.constexpr, HAD: tl.constexpr, had_scale, signs_ptr,
+                 SIGNS: tl.constexpr):
     """Per-program finite amax (the first pass of a per-tensor scale), of the Hadamard
-    transform of x when HAD > 0 (blocks of HAD never straddle rows: N % HAD == 0)."""
+    transform of x when HAD > 0 (blocks of HAD never straddle rows: N % HAD == 0; ``SIGNS``: of
+    x times the HAD signs, repeated over the blocks, first)."""
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + offs, mask=offs < numel, other=0.0).to(tl.float32)
+    if SIGNS:
+        x = x * tl.load(signs_ptr + offs % HAD)
     if HAD > 0:
         x = tl.reshape(_hadamard_rows(tl.reshape(x, (1, BLOCK)), 1, BLOCK, HAD) * had_scale,
                        (BLOCK,))
@@ -397,7 +401,7 @@ def _prune_amax(candidates, named_args, **kwargs):
 # is sized for the smallest BLOCK and zeroed: slots a larger BLOCK leaves unwritten stay 0,
 # below any amax, and reset_to_zero clears what the timed candidates wrote before the
 # winner runs.
-_AMAX = autotuned(_amax_kernel, AMAX_CANDIDATES, key=["numel", "HAD"], prune=_prune_amax,
+_AMAX = autotuned(_amax_kernel, AMAX_CANDIDATES, key=["numel", "HAD", "SIGNS"], prune=_prune_amax,
                   reset_to_zero=["out_ptr"])
 
 
@@ -406,9 +410,10 @@ def _amax_fixed() -> dict:
     return {"BLOCK": 1024 if triton_interpreted() else 8192, "num_warps": 8}
 
 
-def tensor_amax(x: torch.Tensor, hadamard: int = 0, had_scale: float = 1.0) -> torch.Tensor:
-    """Finite amax of ``x`` (or of its block Hadamard transform) as a 0-dim float32 tensor:
-    Triton partials, then one small max."""
+def tensor_amax(x: torch.Tensor, hadamard: int = 0, had_scale: float = 1.0,
+                signs: torch.Tensor | None = None) -> torch.Tensor:
+    """Finite amax of ``x`` (or of its block Hadamard transform, of ``x`` times ``signs`` repeated
+    over the blocks where given) as a 0-dim float32 tensor: Triton partials, then one small max."""
     n = x.numel()
     fixed = _amax_fixed()
     pin = getattr(_AMAX, "pinned_config", None)
@@ -419,7 +424,8 @@ def tensor_amax(x: torch.Tensor, hadamard: int = 0, had_scale: float = 1.0) -> t
         smallest = min(c.kwargs["BLOCK"] for c in AMAX_CANDIDATES)
         partial = torch.zeros(triton.cdiv(n, smallest), device=x.device, dtype=torch.float32)
     launch(_AMAX, lambda meta: (triton.cdiv(n, meta["BLOCK"]),), fixed, x.device,
-           x, partial, n, HAD=hadamard, had_scale=had_scale)
+           x, partial, n, HAD=hadamard, had_scale=had_scale, signs_ptr=x if signs is None else signs,
+           SIGNS=signs is not None)
     return partial.max()
 
 
@@ -642,61 +648,145 @@ def e4m3_soft_encode(x: torch.Tensor) -> torch.Tensor:
     return y.reshape(x.shape)
 
 
-# -- stochastic-rounding fake quantisation (suite.numerics.stochastic), fused --------------------------
+# -- FP4 fake quantisation as the recipes run it, fused: optional block Hadamard first, then the block ----
+# format's scale and the element rounding, quantise and dequantise in registers (one read of X, one write)
+SCALE_OCP, SCALE_SR34, SCALE_QUEST = 0, 1, 2  # MXFP4's OCP scale (NVFP4: its own), over 3/4, QuEST's RMS
+ROUND_EVEN, ROUND_DOWN, ROUND_STOCHASTIC = 0, 1, 2  # nearest (ties to even / toward zero), stochastic
+QUEST_SCALE = 2.92247856 / 6.0  # gemm.QUEST_GAUSSIAN_SCALE (core may not import methods)
+
+
 @triton.jit
-def _fp4_sr_kernel(x_ptr, u_ptr, y_ptr, ts_ptr, M, N,
-                   FMT: tl.constexpr, G: tl.constexpr, SCALE34: tl.constexpr, SOFT: tl.constexpr,
-                   BM: tl.constexpr, BN: tl.constexpr):
-    """Y = the FP4 block format's value of X with stochastic rounding by the uniforms U (both
-    [M, N] float32, blocks of G along N): quantise and dequantise in registers, one read of X
-    and U, one write of Y. MXFP4: E8M0 scale (``SCALE34``: divided by 3/4); NVFP4: E4M3 block
-    scale under the FP32 tensor scale read from ``ts_ptr``."""
+def _fp4_code_ties_down(v):
+    """float32 (already scaled) -> E2M1 code, nearest with ties toward zero (every threshold strict),
+    saturating: Quartet's QuEST kernel."""
+    a = tl.minimum(tl.abs(v), 6.0)
+    a = tl.where(v != v, 0.0, a)
+    mag = ((a > 0.25).to(tl.int32) + (a > 0.75).to(tl.int32) + (a > 1.25).to(tl.int32)
+           + (a > 1.75).to(tl.int32) + (a > 2.5).to(tl.int32) + (a > 3.5).to(tl.int32)
+           + (a > 5.0).to(tl.int32))
+    sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
+    return mag | (sign << 3)
+
+
+@triton.jit
+def _fold_halves(x, R: tl.constexpr, NB: tl.constexpr, H: tl.constexpr):
+    """[R, NB, 2H] -> [R, NB, H]: the first half of each block plus its second half."""
+    a, b = tl.split(tl.permute(tl.reshape(x, (R, NB, 2, H)), (0, 1, 3, 2)))
+    return a + b
+
+
+@triton.jit
+def _block_sum32(x, R: tl.constexpr, NB: tl.constexpr):
+    """Sum of each block of 32 ([R, NB, 32] -> [R, NB]) by folding halves, in the order of
+    ``gemm._pairwise_sum``, so the sums equal the reference's bit for bit."""
+    x = _fold_halves(x, R, NB, 16)
+    x = _fold_halves(x, R, NB, 8)
+    x = _fold_halves(x, R, NB, 4)
+    x = _fold_halves(x, R, NB, 2)
+    return tl.reshape(_fold_halves(x, R, NB, 1), (R, NB))
+
+
+@triton.jit
+def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had_scale,
+                     FMT: tl.constexpr, G: tl.constexpr, SCALE: tl.constexpr, ROUND: tl.constexpr,
+                     HAD: tl.constexpr, SIGNS: tl.constexpr, SOFT: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr):
+    """Y = the FP4 block format's value of X ([M, N] float32, blocks of G along N), after a block
+    Hadamard of HAD points along N (0: none; ``SIGNS``: X times the HAD signs first, repeated over
+    the blocks), as ``suite.numerics.hadamard.apply_block_hadamard(method="fast")`` rotates.
+    Scales: MXFP4 E8M0 (``SCALE_SR34``: divided by 3/4; ``SCALE_QUEST``: ``2^floor(log2(c * std
+    + 1e-8))`` of the block's spread, and ``keep_ptr`` gets 1 where the scaled value is inside
+    +-6); NVFP4 E4M3 block scale under the FP32 tensor scale read from ``ts_ptr``. Rounding: to
+    nearest (ties to even or toward zero) or stochastic by the uniforms U."""
     pid_m, pid_n = _tile_ids(M, BM)
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     offs = rm[:, None] * N + rn[None, :]
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
-    u = tl.load(u_ptr + offs, mask=mask, other=0.0)
+    if HAD > 0:
+        if SIGNS:
+            x = x * tl.load(signs_ptr + rn % HAD)[None, :]
+        x = _hadamard_rows(x, BM, BN, HAD) * had_scale
     NB: tl.constexpr = BN // G
     xb = tl.reshape(x, (BM, NB, G))
-    ub = tl.reshape(u, (BM, NB, G))
+    if ROUND == ROUND_STOCHASTIC:
+        ub = tl.reshape(tl.load(u_ptr + offs, mask=mask, other=0.0), (BM, NB, G))
+    else:
+        ub = xb
     if FMT == MXFP4:
-        scale = _e8m0_value(_e8m0(tl.max(tl.abs(xb), axis=2), 2))
-        if SCALE34:
-            scale = tl.math.div_rn(scale, 0.75)
-        code = _fp4_code(tl.math.div_rn(xb, scale[:, :, None]), ub, True)
+        if SCALE == SCALE_QUEST:
+            mean = _block_sum32(xb, BM, NB) / 32.0
+            var = _block_sum32(xb * xb, BM, NB) / 32.0 - mean * mean
+            var = tl.where(var < 0.0, 0.0, var)  # NaN stays NaN, as the reference's clamp
+            spread = QUEST_SCALE * tl.sqrt_rn(var) + 1e-8
+            exponent = ((spread.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+            scale = ((exponent + 127) << 23).to(tl.float32, bitcast=True)
+        else:
+            scale = _e8m0_value(_e8m0(tl.max(tl.abs(xb), axis=2), 2))
+            if SCALE == SCALE_SR34:
+                scale = tl.math.div_rn(scale, 0.75)
+        v = tl.math.div_rn(xb, scale[:, :, None])
         out_scale = scale
     else:  # NVFP4
         ts = tl.load(ts_ptr)
         bscale = tl.math.div_rn(tl.max(tl.abs(xb), axis=2), 6.0)
         s8 = _e4m3_value_soft(_fp8_code(tl.clamp(tl.math.div_rn(bscale, ts), 0.015625, 448.0), SOFT))
         recip = tl.math.div_rn(tl.math.div_rn(1.0, ts), s8)
-        code = _fp4_code(tl.clamp(xb * recip[:, :, None], -6.0, 6.0), ub, True)
+        v = tl.clamp(xb * recip[:, :, None], -6.0, 6.0)
         out_scale = ts * s8
+    if ROUND == ROUND_DOWN:
+        code = _fp4_code_ties_down(v)
+    else:
+        code = _fp4_code(v, ub, ROUND == ROUND_STOCHASTIC)
     val = _fp4_value(code & 7) * out_scale[:, :, None]
     val = tl.where((code & 8) != 0, -val, val)
     tl.store(y_ptr + offs, tl.reshape(val, (BM, BN)), mask=mask)
+    if SCALE == SCALE_QUEST:
+        tl.store(keep_ptr + offs, tl.reshape((tl.abs(v) < 6.0).to(tl.int8), (BM, BN)), mask=mask)
 
 
-def fake_quantize_fp4_stochastic(x: torch.Tensor, u: torch.Tensor, fmt: str, scaling: str = "block") -> torch.Tensor:
-    """``suite.numerics.stochastic.fake_quantize_stochastic(x, fmt, u, scaling)`` in one kernel:
-    x and u float32 [M, N], N a multiple of the block (32 MXFP4, 16 NVFP4)."""
+def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", rounding: str = "nearest",
+                      ties: str = "even", u: torch.Tensor | None = None, hadamard: int = 0,
+                      signs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """FP4 fake quantisation of x (float32 [M, N], N a multiple of the block and of ``hadamard``) in
+    one kernel, after an optional block Hadamard of ``hadamard`` points (``signs``: a vector of that
+    many +-1, repeated over the blocks). ``fmt`` ``mxfp4`` (``scaling`` ``block``, ``sr34`` or
+    ``quest``) or ``nvfp4`` (``block``: an amax pass of the rotated X first, for the tensor scale);
+    ``rounding`` ``nearest`` (``ties`` ``even`` or ``down``) or ``stochastic`` with the uniforms
+    ``u`` (shaped like x). Returns the values and, for ``quest``, the keep mask (bool), else None."""
     fmt_id = FORMAT_IDS[fmt]
     G = BLOCK[fmt_id]
     M, N = x.shape
-    x, u = x.contiguous(), u.contiguous()
+    x = x.contiguous()
     y = torch.empty_like(x)
+    quest = scaling == "quest"
+    keep = torch.empty(x.shape, dtype=torch.int8, device=x.device) if quest else y
+    had_scale = hadamard_scale(hadamard) if hadamard else 1.0
+    signs = signs.to(device=x.device, dtype=torch.float32).contiguous() if signs is not None else None
     ts = x
     if fmt_id == NVFP4:
         from suite.numerics.formats import nvfp4_tensor_scale
 
-        ts = nvfp4_tensor_scale(tensor_amax(x)).reshape(()).to(torch.float32)
+        ts = nvfp4_tensor_scale(tensor_amax(x, hadamard, had_scale, signs)).reshape(()).to(torch.float32)
+    stochastic = rounding == "stochastic"
+    round_id = ROUND_STOCHASTIC if stochastic else (ROUND_DOWN if ties == "down" else ROUND_EVEN)
+    scale_id = {"block": SCALE_OCP, "sr34": SCALE_SR34, "quest": SCALE_QUEST}[scaling]
     BM, BN = (32, 128) if triton_interpreted() else (16, 256)
     grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
-    _fp4_sr_kernel[grid](x, u, y, ts, M, N, FMT=fmt_id, G=G, SCALE34=scaling == "sr34",
-                         SOFT=triton_interpreted(), BM=BM, BN=BN, num_warps=4)
-    return y
+    _fp4_fake_kernel[grid](x, u.contiguous() if stochastic else x, y, keep, ts, signs if signs is not None else x,
+                           M, N, had_scale, FMT=fmt_id, G=G, SCALE=scale_id, ROUND=round_id, HAD=hadamard,
+                           SIGNS=signs is not None, SOFT=triton_interpreted(), BM=BM, BN=BN, num_warps=4,
+                           enable_fp_fusion=False)  # no FMA: QuEST's mean, variance and spread round as eager
+    return y, (keep.view(torch.bool) if quest else None)
+
+
+def fake_quantize_fp4_stochastic(x: torch.Tensor, u: torch.Tensor, fmt: str, scaling: str = "block",
+                                 hadamard: int = 0, signs: torch.Tensor | None = None) -> torch.Tensor:
+    """``suite.numerics.stochastic.fake_quantize_stochastic(x, fmt, u, scaling, hadamard, signs)`` in
+    one kernel: x and u float32 [M, N], N a multiple of the block (32 MXFP4, 16 NVFP4)."""
+    return fake_quantize_fp4(x, fmt, scaling=scaling, rounding="stochastic", u=u, hadamard=hadamard,
+                             signs=signs)[0]
 
 
 # -- NVFP4 in 16 x 16 tiles (suite.numerics.tiles), fused ------------------------------------------------

@@ -12,6 +12,7 @@ are timed, not checked).
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from suite.errors import UserError
@@ -290,11 +291,14 @@ FP8_GRANULARITIES = ("tensor", "row")
 FP8_MAX_ROW = 32768  # the row kernels keep a whole row in registers
 
 
-def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: str | None = None):
+def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: str | None = None,
+                          hadamard: int = 0, signs=None):
     import torch
 
-    from suite.kernels._quant_triton import dequantize, quantize
+    from suite.kernels._quant_triton import dequantize, fake_quantize_fp4, quantize
 
+    if hadamard:  # rotate and quantise in one pass
+        return fake_quantize_fp4(x, fmt, hadamard=hadamard, signs=signs)[0]
     x = x.contiguous()
     if fmt in FP8_FORMATS:
         q, scale = quantize(x, fmt, per_tensor=granularity == "tensor")[:2]
@@ -309,16 +313,33 @@ def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: s
 
 
 def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "nearest",
-                            granularity: str | None = None) -> bool:
+                            granularity: str | None = None, hadamard: int = 0, signs=None) -> bool:
     import torch
 
-    if fmt in FP8_FORMATS:
+    if hadamard:
+        shaped = fmt in ("mxfp4", "nvfp4") and granularity is None and _rotation_fits(x, hadamard, signs) \
+            and x.shape[-1] % FAKE_QUANTIZE_FORMATS[fmt] == 0
+    elif fmt in FP8_FORMATS:
         shaped = granularity in FP8_GRANULARITIES and 0 < x.shape[-1] <= FP8_MAX_ROW
     else:
         block = FAKE_QUANTIZE_FORMATS.get(fmt)
         shaped = block is not None and granularity is None and x.shape[-1] % block == 0
     return (shaped and rounding == "nearest" and x.dim() == 2 and x.dtype == torch.float32
             and x.shape[0] > 0 and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
+# Block rotations the fused FP4 kernel applies before it quantises (``_quant_triton._hadamard_rows``'s sizes)
+ROTATION_BLOCKS = (16, 32, 64, 128)
+
+
+def _rotation_fits(x, hadamard: int, signs) -> bool:
+    """A block rotation the FP4 kernel takes: a size it rotates by, whole blocks along the row, and
+    signs (where given) a float32 vector of that many entries on x's device."""
+    import torch
+
+    return (hadamard in ROTATION_BLOCKS and x.dim() == 2 and x.shape[-1] % hadamard == 0
+            and (signs is None or (tuple(signs.shape) == (hadamard,) and signs.dtype == torch.float32
+                                   and signs.device == x.device)))
 
 
 def _triton_importable() -> bool:
@@ -328,21 +349,39 @@ def _triton_importable() -> bool:
 
 
 # Stochastic rounding (suite.numerics.stochastic): one fused kernel, fed the caller's uniforms.
-def _triton_fake_quantize_stochastic(x, fmt: str, u, scaling: str = "block"):
+def _triton_fake_quantize_stochastic(x, fmt: str, u, scaling: str = "block", hadamard: int = 0, signs=None):
     from suite.kernels._quant_triton import fake_quantize_fp4_stochastic
 
-    return fake_quantize_fp4_stochastic(x, u, fmt, scaling)
+    return fake_quantize_fp4_stochastic(x, u, fmt, scaling, hadamard, signs)
 
 
-def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, u, scaling: str = "block") -> bool:
+def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, u, scaling: str = "block",
+                                       hadamard: int = 0, signs=None) -> bool:
     import torch
 
     from suite.numerics.stochastic import SHAPES
 
     block = SHAPES.get((fmt, scaling))
     return (block is not None and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
+            and (not hadamard or _rotation_fits(x, hadamard, signs))
             and x.shape[1] % block == 0 and u.dtype == torch.float32 and tuple(u.shape) == tuple(x.shape)
             and u.device == x.device and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
+# QuEST's MXFP4 forward quantiser (gemm.quest_mxfp4: RMS scale, clip mask), optionally after a block
+# Hadamard (Quartet's forward): one fused kernel, values and the keep mask out.
+def _triton_fake_quantize_quest(x, ties: str = "down", hadamard: int = 0, signs=None):
+    from suite.kernels._quant_triton import fake_quantize_fp4
+
+    return fake_quantize_fp4(x, "mxfp4", scaling="quest", ties=ties, hadamard=hadamard, signs=signs)
+
+
+def _supports_fake_quantize_quest(on_cpu_too: bool, x, ties: str = "down", hadamard: int = 0, signs=None) -> bool:
+    import torch
+
+    return (ties in ("down", "even") and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
+            and x.shape[1] > 0 and x.shape[1] % 32 == 0 and (not hadamard or _rotation_fits(x, hadamard, signs))
+            and (x.is_cuda or on_cpu_too) and _triton_importable())
 
 
 class _FakeQuantizeValues(Kernel):
@@ -363,52 +402,97 @@ class _FakeQuantizeValues(Kernel):
                 "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
 
 
-class _FakeQuantizeStochastic(_FakeQuantizeValues):
-    """Stochastic-rounding fake quantisation (``suite.numerics.stochastic``) as the recipes run it:
-    float32 X and uniforms U in, float32 values out, one fused pass (NVFP4: an amax pass first)."""
+class _FakeQuantizeFp4(_FakeQuantizeValues):
+    """An FP4 fake quantisation as the recipes run it (``_quant_triton.fake_quantize_fp4``): float32 X
+    in (with uniforms U for stochastic rounding, +-1 signs for a randomised rotation), float32 values
+    out (QuEST: and its keep mask), one fused pass after an optional block Hadamard (NVFP4: an amax
+    pass of the rotated X first). References: ``suite.numerics.stochastic`` and ``gemm``'s nearest and
+    QuEST quantisers, each rotating with ``suite.numerics.hadamard.rotate_blocks``."""
 
     fmt: ClassVar[str] = ""
-    scaling: ClassVar[str] = "block"
+    scaling: ClassVar[str] = "block"  # block, sr34 (MXFP4 over 3/4), quest (MXFP4, ties toward zero)
+    rounding: ClassVar[str] = "nearest"
+    hadamard: ClassVar[int] = 0
+    signs: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        cls.divisors = {"N": BLOCKS[cls.fmt]}
+        if cls.fmt:
+            cls.divisors = {"N": math.lcm(BLOCKS[cls.fmt], cls.hadamard or 1)}
 
     def make_inputs(self, shape, dtype, device, generator):
         import torch
 
         gen_device = generator.device if generator is not None else device
-        u = torch.rand(shape, generator=generator, dtype=torch.float32, device=gen_device).to(device)
-        return randn(shape, dtype, device, generator, scale=2.0), u
+        inputs = [randn(shape, dtype, device, generator, scale=2.0)]
+        if self.rounding == "stochastic":
+            inputs.append(torch.rand(shape, generator=generator, dtype=torch.float32, device=gen_device).to(device))
+        if self.signs:
+            bits = torch.randint(0, 2, (self.hadamard,), generator=generator, device=gen_device)
+            inputs.append((bits * 2 - 1).to(device=device, dtype=torch.float32))
+        return tuple(inputs)
 
-    def reference(self, x, u):
+    def _extra(self, rest: tuple) -> tuple:
+        """(uniforms, signs) from the inputs after X."""
+        rest = list(rest)
+        u = rest.pop(0) if self.rounding == "stochastic" else None
+        return u, (rest.pop(0) if self.signs else None)
+
+    def reference(self, x, *rest):
+        from suite.methods.train import gemm
         from suite.numerics.stochastic import fake_quantize_stochastic
 
-        return fake_quantize_stochastic(x, self.fmt, u, self.scaling)
+        u, signs = self._extra(rest)
+        if self.scaling == "quest":
+            return gemm._quest_mxfp4(x, "down", self.hadamard, signs)
+        if self.rounding == "stochastic":
+            return fake_quantize_stochastic(x, self.fmt, u, self.scaling, self.hadamard, signs)
+        return gemm.fake_quantize_nearest(x, self.fmt, self.hadamard, signs)
 
-    def triton(self, x, u):
-        from suite.kernels._quant_triton import fake_quantize_fp4_stochastic
+    def triton(self, x, *rest):
+        from suite.kernels._quant_triton import fake_quantize_fp4
 
-        return fake_quantize_fp4_stochastic(x, u, self.fmt, self.scaling)
+        u, signs = self._extra(rest)
+        values, keep = fake_quantize_fp4(x, self.fmt, scaling=self.scaling, rounding=self.rounding,
+                                         ties="down" if self.scaling == "quest" else "even", u=u,
+                                         hadamard=self.hadamard, signs=signs)
+        return (values, keep) if self.scaling == "quest" else values
 
     def bytes_moved(self, shape, dtype):
-        """X (twice for NVFP4: the tensor amax, then the quantise pass) and U read, Y written."""
+        """X read (twice for NVFP4: the tensor amax, then the quantise pass), U read where stochastic,
+        Y written (QuEST: and its one-byte mask)."""
         n = shape[0] * shape[1]
-        return (2 if self.fmt == "nvfp4" else 1) * n * 4 + n * 4 + n * 4
+        reads = (2 if self.fmt == "nvfp4" else 1) + (self.rounding == "stochastic")
+        return reads * n * 4 + n * 4 + (n if self.scaling == "quest" else 0)
 
 
-def _sr(name: str, fmt: str, scaling: str, summary: str) -> None:
-    cls = type(name.title().replace("_", ""), (_FakeQuantizeStochastic,),
-               {"name": name, "fmt": fmt, "scaling": scaling})
+def _fp4(name: str, summary: str, fmt: str, **attrs) -> None:
+    cls = type(name.title().replace("_", ""), (_FakeQuantizeFp4,), {"name": name, "fmt": fmt, **attrs})
     cls.__module__ = __name__
     # kind fake_quant: values in, values out (no stored codes and scales, as the quant kernels have)
     register_kernel(name, kind="fake_quant", summary=summary)(cls)
 
 
-_sr("fake_quantize_mxfp4_sr", "mxfp4", "block", "MXFP4 quantise-dequantise, stochastic rounding by given uniforms")
-_sr("fake_quantize_mxfp4_sr34", "mxfp4", "sr34",
-    "MXFP4 with the OCP scale x 4/3 (never saturates), stochastic rounding by given uniforms (Quartet's backward)")
-_sr("fake_quantize_nvfp4_sr", "nvfp4", "block", "NVFP4 quantise-dequantise, stochastic rounding by given uniforms")
+_SR = {"rounding": "stochastic"}
+_fp4("fake_quantize_mxfp4_sr", "MXFP4 quantise-dequantise, stochastic rounding by given uniforms", "mxfp4", **_SR)
+_fp4("fake_quantize_mxfp4_sr34",
+     "MXFP4 with the OCP scale x 4/3 (never saturates), stochastic rounding by given uniforms (Quartet's backward)",
+     "mxfp4", scaling="sr34", **_SR)
+_fp4("fake_quantize_nvfp4_sr", "NVFP4 quantise-dequantise, stochastic rounding by given uniforms", "nvfp4", **_SR)
+_fp4("fake_quantize_mxfp4_quest", "MXFP4 with QuEST's RMS scale and clip mask, ties toward zero", "mxfp4",
+     scaling="quest")
+_fp4("fake_quantize_mxfp4_quest_h32",
+     "32-point Hadamard then MXFP4 with QuEST's RMS scale and clip mask, one pass (Quartet's forward)", "mxfp4",
+     scaling="quest", hadamard=32)
+_fp4("fake_quantize_mxfp4_sr34_h32",
+     "random-sign 32-point Hadamard then MXFP4 x 4/3, stochastic rounding, one pass (Quartet's backward)",
+     "mxfp4", scaling="sr34", hadamard=32, signs=True, **_SR)
+_fp4("fake_quantize_nvfp4_sr_h16",
+     "random-sign 16-point Hadamard then NVFP4, stochastic rounding, one pass (the NVFP4 recipe's wgrad dY)",
+     "nvfp4", hadamard=16, signs=True, **_SR)
+_fp4("fake_quantize_nvfp4_h16",
+     "random-sign 16-point Hadamard then NVFP4 to nearest, one pass (the NVFP4 recipe's wgrad X)",
+     "nvfp4", hadamard=16, signs=True)
 
 
 class FakeQuantizeNvfp4Tiles(_FakeQuantizeValues):
@@ -502,6 +586,8 @@ def _timed_by_fake_quantize(fmt: str, *options: str) -> tuple[str, ...]:
 
     opts = dict(o.split("=", 1) for o in options if "=" in o)
     opts.pop("rounding", None)
+    if "hadamard" in opts:  # rotate and quantise: the fused FP4 kernel
+        return _timed_by_fp4(fmt, "block", "nearest", *options)
     want = {"quantize": opts, "dequantize": {"granularity": "row"} if opts.get("granularity") == "tensor" else opts}
     out = []
     for entry in KERNELS.entries():
@@ -514,12 +600,21 @@ def _timed_by_fake_quantize(fmt: str, *options: str) -> tuple[str, ...]:
     return tuple(sorted(out, key=lambda n: not n.startswith("quantize")))
 
 
-def _timed_by_fake_quantize_stochastic(fmt: str, scaling: str = "block") -> tuple[str, ...]:
+def _timed_by_fp4(fmt: str, scaling: str, rounding: str, *options: str) -> tuple[str, ...]:
+    """The FP4 fake-quantisation benchmark kernels of this format, scaling and rounding, at the
+    rotation the call names (``hadamard=<points>``, else none)."""
     from suite.registry import KERNELS
 
+    opts = dict(o.split("=", 1) for o in options if "=" in o)
+    hadamard = int(opts.get("hadamard", 0))
     return tuple(e.target.name for e in KERNELS.entries()
-                 if isinstance(e.target, type) and issubclass(e.target, _FakeQuantizeStochastic)
-                 and (e.target.fmt, e.target.scaling) == (fmt, scaling))
+                 if isinstance(e.target, type) and issubclass(e.target, _FakeQuantizeFp4)
+                 and (e.target.fmt, e.target.scaling, e.target.rounding, e.target.hadamard)
+                 == (fmt, scaling, rounding, hadamard))
+
+
+def _timed_by_fake_quantize_stochastic(fmt: str, scaling: str = "block", *options: str) -> tuple[str, ...]:
+    return _timed_by_fp4(fmt, scaling, "stochastic", *options)
 
 
 def _register_dispatch() -> None:
@@ -529,6 +624,8 @@ def _register_dispatch() -> None:
                       timed_by=_timed_by_fake_quantize)
     dispatch.register("fake_quantize_stochastic", "triton", _triton_fake_quantize_stochastic,
                       _supports_fake_quantize_stochastic, timed_by=_timed_by_fake_quantize_stochastic)
+    dispatch.register("fake_quantize_quest", "triton", _triton_fake_quantize_quest, _supports_fake_quantize_quest,
+                      timed_by=lambda ties="down", *options: _timed_by_fp4("mxfp4", "quest", "nearest", *options))
     dispatch.register("fake_quantize_tiles", "triton", _triton_fake_quantize_tiles, _supports_fake_quantize_tiles,
                       timed_by=lambda fmt: ("fake_quantize_nvfp4_tiles",) if fmt == "nvfp4" else ())
     dispatch.register("fake_quantize_mx_rceil", "triton", _triton_fake_quantize_mx_rceil,

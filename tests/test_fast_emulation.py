@@ -72,6 +72,30 @@ def test_every_fused_quantiser_equals_its_eager_form_bit_for_bit(name):
         assert torch.equal(out["off"].mask, out["on"].mask)
 
 
+ROTATED = {
+    "mxfp4 QuEST after 32 points": (G.Operand("mxfp4", "quest", ties="down"), 32, False),
+    "mxfp4 3/4 scale, stochastic, after 32 signed points": (G.Operand("mxfp4", "sr34", "stochastic"), 32, True),
+    "nvfp4 stochastic after 16 signed points": (G.Operand("nvfp4", "block", "stochastic"), 16, True),
+    "nvfp4 after 16 signed points": (G.Operand("nvfp4", "block"), 16, True),
+}
+
+
+@pytest.mark.parametrize("name", list(ROTATED))
+def test_every_fused_rotate_and_quantise_equals_its_eager_form_bit_for_bit(name):
+    """The rotation and the quantiser compiled as one function (what the recipes' rotating operands
+    run where no kernel serves) against the same eager."""
+    (op, block, signed), x = ROTATED[name], _edge_values()
+    signs = (torch.arange(block) % 3 == 0).float() * 2 - 1 if signed else None
+    out = {}
+    for mode in ("off", "on"):
+        state = G.LayerState("layer", None, seed=7)
+        with compiled.emulation(mode):
+            out[mode] = state.quantize(x, op, hadamard=block, signs=signs)
+    assert torch.equal(out["off"].values, out["on"].values)
+    if out["off"].mask is not None:
+        assert torch.equal(out["off"].mask, out["on"].mask)
+
+
 @pytest.mark.parametrize("signs", [False, True])
 def test_fused_butterflies_equal_the_eager_rotation(signs):
     """HALO's rotation of a 128-wide contraction (butterflies), with and without random signs."""

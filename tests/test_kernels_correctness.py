@@ -326,7 +326,7 @@ def _huge_amax(device: str = "cpu") -> None:
     last = torch.randn(block, generator=torch.Generator().manual_seed(2)).bfloat16()
     x[-block:] = last.to(device)
     partial = torch.full((n // block,), -1.0, device=device)
-    _amax_kernel[(partial.numel(),)](x, partial, n, BLOCK=block, HAD=0, had_scale=1.0)
+    _amax_kernel[(partial.numel(),)](x, partial, n, BLOCK=block, HAD=0, had_scale=1.0, signs_ptr=x, SIGNS=False)
     assert partial[-1].item() == last.float().abs().max().item(), "amax of the last block"
 
 

@@ -92,8 +92,8 @@ def recorded(layer) -> list:
     state, calls = layer.state, []
     original = state.quantize
 
-    def quantize(t, op, amax=None, real=False):
-        q = original(t, op, amax, real)
+    def quantize(t, op, *args, **kwargs):
+        q = original(t, op, *args, **kwargs)
         calls.append((op, q.values.detach().clone()))
         return q
 

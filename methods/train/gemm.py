@@ -48,6 +48,7 @@ from suite.numerics.hadamard import (
     is_power_of_two,
     next_hadamard_size,
     random_signs,
+    rotate_blocks,
 )
 from suite.numerics.stochastic import SHAPES as STOCHASTIC_SHAPES
 
@@ -64,6 +65,8 @@ FAST_HADAMARD_ABOVE = 64  # larger blocks rotate with the butterflies, O(n log n
 # Butterflies of blocks up to this size run fused (suite.numerics.compiled): inductor keeps every
 # stage of such a block in one loop; past it, it stores each stage as eager does, for no gain.
 FUSED_BUTTERFLIES_UP_TO = 256
+# Block rotations a rotate-and-quantise call takes with the FP4 quantisers (the Triton kernel's sizes)
+ROTATED_BLOCKS = (16, 32, 64, 128)
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,24 @@ class Operand:
     rounding: str = "nearest"
     ties: str = "even"
 
-    def dispatched(self) -> tuple[str, ...] | None:
+    def takes_rotation(self, block: int) -> bool:
+        """Whether this operand's quantiser rotates too, in the same dispatched call (a block
+        Hadamard of ``block`` points before an FP4 quantiser: one pass in the kernel)."""
+        return block in ROTATED_BLOCKS and self.fmt in ("mxfp4", "nvfp4") and (
+            self.scaling == "quest" or (self.rounding == "nearest" and self.scaling == "block")
+            or (self.rounding == "stochastic" and (FORMAT_NAMES[self.fmt], self.scaling) in STOCHASTIC_SHAPES))
+
+    def dispatched(self, hadamard: int = 0) -> tuple[str, ...] | None:
         """The ``suite.numerics.dispatch`` call that quantises this operand, as (operation, format[,
         scaling]) (``quantize`` makes it; ``suite bench kernels`` lists methods by it), or None
-        where PyTorch alone does (no kernel can serve it)."""
+        where PyTorch alone does (no kernel can serve it). ``hadamard``: the block rotation the call
+        applies first (``takes_rotation``), named in the call as ``hadamard=<points>``."""
+        call = self._dispatched()
+        return (*call, f"hadamard={hadamard}") if call and hadamard else call
+
+    def _dispatched(self) -> tuple[str, ...] | None:
+        if self.scaling == "quest" and self.fmt == "mxfp4":
+            return ("fake_quantize_quest", self.ties)
         if self.rounding == "nearest" and self.scaling == "block" and self.fmt in NEAREST_REFERENCE:
             return ("fake_quantize", FORMAT_NAMES[self.fmt])
         if self.rounding == "nearest" and self.fmt in (*FP8_ELEMENTS, "int8") and self.scaling in ("tensor", "row"):
@@ -183,6 +200,16 @@ class Gemm:
     hadamard: int = 0
     signs: str = "none"
     outer_hadamard: int = 0
+
+    def fused_rotation(self) -> int:
+        """The block rotation along the contraction that both operands' quantisers apply in their
+        dispatched calls (``Operand.takes_rotation``), else 0 (the rotation runs on its own)."""
+        block = self.hadamard
+        return block if block > 0 and self.a.takes_rotation(block) and self.b.takes_rotation(block) else 0
+
+    def dispatched(self, side: str) -> tuple[str, ...] | None:
+        """The dispatch call that quantises operand ``side`` (``a`` or ``b``), rotation included."""
+        return getattr(self, side).dispatched(self.fused_rotation())
 
     def describe(self, a: str, b: str) -> str:
         text = f"{a} {self.a.describe()} x {b} {self.b.describe()}"
@@ -307,8 +334,12 @@ class LayerState:
 
     # -- quantisation ------------------------------------------------------------------------------
     def quantize(self, t: torch.Tensor, op: Operand, amax: torch.Tensor | None = None,
-                 real: bool = False) -> Quantized:
-        """``t`` (float32, [rows, contraction]) quantised as ``op`` says, scales along the last dim."""
+                 real: bool = False, hadamard: int = 0, signs: torch.Tensor | None = None) -> Quantized:
+        """``t`` (float32, [rows, contraction]) quantised as ``op`` says, scales along the last dim;
+        ``hadamard`` (where ``op.takes_rotation``): rotated first, in the same dispatched call."""
+        rot: dict[str, Any] = {"hadamard": hadamard} if hadamard else {}
+        if signs is not None:
+            rot["signs"] = signs
         rnd: dict[str, Any] = {"rounding": op.rounding}
         if op.rounding == "stochastic":
             rnd["generator"] = self.generator(t.device)
@@ -321,9 +352,10 @@ class LayerState:
         if op.rounding == "stochastic" and op.dispatched():  # a kernel may serve it, fed the generator's uniforms
             u = torch.rand(t.shape, generator=rnd["generator"], device=t.device, dtype=torch.float32)
             return Quantized(dispatch.call("fake_quantize_stochastic", fused_stochastic, t,
-                                           FORMAT_NAMES[op.fmt], u, op.scaling))
-        if op.scaling == "quest":
-            return quest_mxfp4(t, op.ties)
+                                           FORMAT_NAMES[op.fmt], u, op.scaling, **rot))
+        if op.scaling == "quest":  # a kernel may serve it (suite.numerics.dispatch)
+            values, mask = dispatch.call("fake_quantize_quest", _quest_mxfp4, t, op.ties, **rot)
+            return Quantized(values, mask=mask)
         if op.scaling == "sr34":
             return mxfp4_sr34(t, op.rounding, rnd.get("generator"))
         if op.scaling == "tile":
@@ -335,7 +367,7 @@ class LayerState:
                 return Quantized(dispatch.call("fake_quantize_mx_rceil", mx_rceil_nearest, t, FORMAT_NAMES[op.fmt]))
             return Quantized(mx_rceil(t, op.fmt, op.rounding, rnd.get("generator")))
         if op.rounding == "nearest" and op.fmt in NEAREST_REFERENCE:  # a kernel may serve it (suite.numerics.dispatch)
-            return Quantized(dispatch.call("fake_quantize", fake_quantize_nearest, t, FORMAT_NAMES[op.fmt]))
+            return Quantized(dispatch.call("fake_quantize", fake_quantize_nearest, t, FORMAT_NAMES[op.fmt], **rot))
         if op.fmt == "mxfp4":
             return Quantized(mxfp4_fast(t, op.rounding, rnd.get("generator")))
         if op.fmt == "nvfp4":
@@ -365,10 +397,8 @@ class LayerState:
             size = next_hadamard_size(rows) if g.outer_hadamard < 0 else -(-rows // g.outer_hadamard) * g.outer_hadamard
             a = torch.nn.functional.pad(a.t(), (0, size - rows))
             a = (rotate_full(a) if g.outer_hadamard < 0 else rotate(a, g.outer_hadamard)).t()
-        a, b, block = self.rotate_pair(a, b, g)
         use_real = self.real and g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
-        qa = self.quantize(a, g.a, amax[0], real=use_real)
-        qb = self.quantize(b, g.b, amax[1], real=use_real)
+        qa, qb, _ = self.quantize_pair(a, b, g, amax, use_real)
         c = self.matmul(qa, qb, use_real)
         if g.outer_hadamard:
             c = c.t().contiguous()
@@ -376,12 +406,31 @@ class LayerState:
             c = c.t()[:rows]
         return c
 
+    def quantize_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None),
+                      real: bool = False) -> tuple[Quantized, Quantized, int]:
+        """Both operands padded, rotated along the contraction and quantised; returns them and the
+        rotation's block. Where both quantisers take the rotation (``Gemm.fused_rotation``), each
+        operand is one dispatched call (rotate and quantise in one kernel pass where one serves)."""
+        fused_block = g.fused_rotation()
+        if not fused_block:
+            a, b, block = self.rotate_pair(a, b, g)
+            return self.quantize(a, g.a, amax[0], real=real), self.quantize(b, g.b, amax[1], real=real), block
+        a, b = self.pad_pair(a, b, g)
+        s = self.signs(fused_block, g.signs, a.device)  # drawn before the uniforms, as rotate_pair does
+        return (self.quantize(a, g.a, hadamard=fused_block, signs=s),
+                self.quantize(b, g.b, hadamard=fused_block, signs=s), fused_block)
+
+    @staticmethod
+    def pad_pair(a: torch.Tensor, b: torch.Tensor, g: Gemm) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both operands zero-padded along the contraction to whole blocks of their formats and rotation."""
+        need = math.lcm(max(g.hadamard, 0) or 1, BLOCK_OF.get(g.a.fmt, 1), BLOCK_OF.get(g.b.fmt, 1),
+                        16 if "tile" in (g.a.scaling, g.b.scaling) else 1)
+        return pad_last(a, need), pad_last(b, need)
+
     def rotate_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Pad the contraction for the block formats and rotate both operands along it."""
         block = max(g.hadamard, 0)
-        need = math.lcm(block or 1, BLOCK_OF.get(g.a.fmt, 1), BLOCK_OF.get(g.b.fmt, 1),
-                        16 if "tile" in (g.a.scaling, g.b.scaling) else 1)
-        a, b = pad_last(a, need), pad_last(b, need)
+        a, b = self.pad_pair(a, b, g)
         if g.hadamard < 0:  # the whole (padded) contraction at once
             block = a.shape[-1]
             s = self.signs(block, g.signs, a.device)
@@ -488,11 +537,20 @@ def _nvfp4_tiles(t: torch.Tensor, rounding: str, u: torch.Tensor | None) -> torc
     return back[:rows, :cols]
 
 
-def fake_quantize_nearest(t: torch.Tensor, fmt: str) -> torch.Tensor:
+def fake_quantize_nearest(t: torch.Tensor, fmt: str, hadamard: int = 0, signs: torch.Tensor | None = None) -> torch.Tensor:
     """Round-to-nearest fake quantisation of a block format along the last dim, the reference a
     registered kernel must equal: ``formats.fake_quantize`` (MXFP4 and NVFP4 through their faster,
-    equal forms ``mxfp4_fast`` and ``nvfp4_fast``)."""
+    equal forms ``mxfp4_fast`` and ``nvfp4_fast``); ``hadamard``: of ``t`` rotated first
+    (``rotate_blocks``, with ``signs``)."""
+    if hadamard:
+        return _rotated_nearest(t, fmt, hadamard, signs)
     return NEAREST_REFERENCE[{v: k for k, v in FORMAT_NAMES.items()}[fmt]](t)
+
+
+@fused
+def _rotated_nearest(t: torch.Tensor, fmt: str, hadamard: int, signs: torch.Tensor | None) -> torch.Tensor:
+    """``fake_quantize_nearest`` of ``t`` rotated: the rotation and the quantiser in one compiled function."""
+    return fake_quantize_nearest(rotate_blocks(t, hadamard, signs), fmt)
 
 
 def fp4_round(v: torch.Tensor, rounding: str = "nearest", generator: torch.Generator | None = None,
@@ -577,12 +635,23 @@ def mxfp4_sr34(t: torch.Tensor, rounding: str = "stochastic", generator: torch.G
     return Quantized(_mxfp4_sr34(t, rounding, uniforms(t.shape, rounding, generator, t.device)))
 
 
-def fused_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str = "block") -> torch.Tensor:
+def fused_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str = "block", hadamard: int = 0,
+                     signs: torch.Tensor | None = None) -> torch.Tensor:
     """``suite.numerics.stochastic.fake_quantize_stochastic`` (the reference its kernel equals) through
     the fused quantisers, so the emulated path compiles; equal to it bit for bit (tests)."""
+    if hadamard:
+        return _rotated_stochastic(t, fmt, u, scaling, hadamard, signs)
     if fmt == "nvfp4":
         return _nvfp4(t, 16, "stochastic", u, None)
     return _mxfp4_sr34(t, "stochastic", u) if scaling == "sr34" else _mxfp4(t, "stochastic", u)
+
+
+@fused
+def _rotated_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str, hadamard: int,
+                        signs: torch.Tensor | None) -> torch.Tensor:
+    """``fused_stochastic`` of ``t`` rotated (``rotate_blocks``): the rotation and the quantiser in one
+    compiled function."""
+    return fused_stochastic(rotate_blocks(t, hadamard, signs), fmt, u, scaling)
 
 
 @fused
@@ -664,7 +733,7 @@ def _pairwise_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def quest_mxfp4(t: torch.Tensor, ties: str = "down") -> Quantized:
+def quest_mxfp4(t: torch.Tensor, ties: str = "down", hadamard: int = 0) -> Quantized:
     """QuEST's MXFP4 forward quantiser, with the arithmetic of Quartet's kernel
     (IST-DASLab/Quartet, ``mxfp4_triton.py``): per block of 32, ``std = sqrt(E[x^2] - E[x]^2)``,
     the power-of-two scale ``2^floor(log2(c * std + 1e-8))`` with ``c = 2.92247856 / 6`` (the
@@ -672,13 +741,18 @@ def quest_mxfp4(t: torch.Tensor, ties: str = "down") -> Quantized:
     to nearest with ties toward zero and saturated at 6; the mask marks the values inside the
     range, whose gradient passes. A variance that rounding makes negative is taken as 0 (the
     kernel's square root would return NaN there). A constant block has no spread: its scale
-    bottoms out at ``2^-27`` and it saturates, gradient masked, as in the kernel."""
-    values, mask = _quest_mxfp4(t, ties)
+    bottoms out at ``2^-27`` and it saturates, gradient masked, as in the kernel. ``hadamard``:
+    ``t`` rotated first (``rotate_blocks``: Quartet's forward rotates by 32 points)."""
+    values, mask = _quest_mxfp4(t, ties, hadamard)
     return Quantized(values, mask=mask)
 
 
 @fused
-def _quest_mxfp4(t: torch.Tensor, ties: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _quest_mxfp4(t: torch.Tensor, ties: str, hadamard: int = 0,
+                 signs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quest_mxfp4``'s values and mask (of ``t`` rotated first where ``hadamard``, with ``signs``):
+    the reference of the dispatch operation ``fake_quantize_quest``."""
+    t = rotate_blocks(t, hadamard, signs)
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
     mean = _pairwise_sum(blocks) / 32
@@ -744,8 +818,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
             if recipe.from_forward:
                 # the rotation is undone in the backward by the plain (sign-free) Hadamard
                 assert g.signs == "none", "a from_forward recipe rotates its forward without signs"
-                xr, wr, block = state.rotate_pair(x, w, g)
-                qx, qw = state.quantize(xr, g.a), state.quantize(wr, g.b)
+                qx, qw, block = state.quantize_pair(x, w, g)
                 state.emulated_gemms += 1
                 y = qx.values @ qw.values.t()
                 ctx.block = block

@@ -32,11 +32,12 @@ class MethodKernels:
 
 
 def declared(recipe) -> list[tuple[str, object, tuple | None]]:
-    """(label, operand, dispatch key or None) for each of a ``LinearRecipe``'s six operands."""
+    """(label, operand, dispatch key or None) for each of a ``LinearRecipe``'s six operands (the
+    key names the rotation where the operand's quantiser applies it: ``Gemm.dispatched``)."""
     out = []
     for gemm, side, name in OPERANDS:
-        op = getattr(getattr(recipe, gemm), side)
-        out.append((f"{gemm} {name}", op, op.dispatched()))
+        g = getattr(recipe, gemm)
+        out.append((f"{gemm} {name}", getattr(g, side), g.dispatched(side)))
     return out
 
 
@@ -94,7 +95,7 @@ def method_kernels(spec: str) -> MethodKernels:
         for gemm in ("forward", "dgrad", "wgrad"):
             g = getattr(recipe, gemm)
             for size, where in ((g.hadamard, "contraction"), (g.outer_hadamard, "rows of dY")):
-                if size:
+                if size and not (where == "contraction" and g.fused_rotation()):  # else its quantisers rotate
                     what = f"{'full-size' if size < 0 else f'{size}-point'} Hadamard along the {where}"
                     rotations.setdefault(what, []).append(gemm)
         out.gaps += [f"{what} ({', '.join(gemms)})" for what, gemms in rotations.items()]

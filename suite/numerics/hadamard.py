@@ -201,6 +201,21 @@ def apply_block_hadamard(x: torch.Tensor, block: int, *, signs: torch.Tensor | N
     return y
 
 
+
+def rotate_blocks(x: torch.Tensor, block: int, signs: torch.Tensor | None = None) -> torch.Tensor:
+    """The rotation a rotate-and-quantise kernel applies before it quantises: the butterflies of
+    ``apply_block_hadamard(method="fast")`` in blocks of ``block`` along the last dim, after ``x``
+    times ``signs`` (a vector of ``block`` +-1, repeated over the blocks) where given; ``block`` 0:
+    ``x`` unchanged. The references of those operations rotate with it, so a kernel that repeats
+    the butterflies equals them bit for bit."""
+    if not block:
+        return x
+    if signs is not None and tuple(signs.shape) != (block,):
+        raise UserError(f"the signs of a {block}-point block rotation must be a vector of {block} values (+-1), "
+                        f"got shape {tuple(signs.shape)}")
+    full = None if signs is None else signs.to(x.dtype).repeat(x.shape[-1] // block)
+    return apply_block_hadamard(x, block, signs=full, method="fast")
+
 # -- full size: H_K (x) H_(2^m), HALO's Kronecker construction -------------------------------------------
 # HALO's non-power-of-two factors with a Paley construction: order -> (construction, q)
 # (I: q + 1 for a prime q = 3 mod 4; II: 2 (q + 1) for a prime power q = 1 mod 4). Its 40 is

@@ -22,6 +22,7 @@ import torch
 
 from suite.numerics import elements as el
 from suite.numerics import formats as F
+from suite.numerics.hadamard import rotate_blocks
 
 # (format, scaling) -> the block size along the last dimension
 SHAPES = {("mxfp4", "block"): 32, ("mxfp4", "sr34"): 32, ("nvfp4", "block"): 16}
@@ -41,10 +42,14 @@ def _e8m0(code: torch.Tensor) -> torch.Tensor:
     return torch.ldexp(torch.ones_like(code, dtype=torch.float32), code.to(torch.int32) - 127)
 
 
-def fake_quantize_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str = "block") -> torch.Tensor:
+def fake_quantize_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str = "block",
+                             hadamard: int = 0, signs: torch.Tensor | None = None) -> torch.Tensor:
     """``t`` (float32, [rows, k], k a multiple of the block) fake-quantised with stochastic rounding:
     ``fmt`` ``mxfp4`` (``scaling`` ``block``: the OCP scale; ``sr34``: it divided by 3/4) or
-    ``nvfp4`` (``block``: E4M3 scales of 16 values and the FP32 tensor scale)."""
+    ``nvfp4`` (``block``: E4M3 scales of 16 values and the FP32 tensor scale). ``hadamard``: rotate
+    ``t`` first (``suite.numerics.hadamard.rotate_blocks``, with ``signs``), as Quartet's backward
+    and NVFP4's weight gradient do; ``u`` are the uniforms of the rotated values."""
+    t = rotate_blocks(t, hadamard, signs)
     block = SHAPES.get((fmt, scaling))
     if block is None:
         raise ValueError(f"no stochastic fake quantisation for format '{fmt}' with scaling '{scaling}'; "
