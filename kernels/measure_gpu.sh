@@ -31,10 +31,11 @@ timeout 100 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2
 
 # 2b. the recipes the kernels serve with their number-format operations in PyTorch and through the
 #     Triton kernels (suite.numerics.dispatch, --kernels torch vs auto), same shape, interleaved;
-#     nvfp4-train's and quartet-train's gradients round stochastically (the SR kernel).
+#     nvfp4-train's and quartet-train's gradients round stochastically (the SR kernel); Quartet's and
+#     NVFP4's rotations run inside their quantisers' kernel pass (rotate-and-quantise).
 timeout 90 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \
   --steps 5 --warmup 2 --kernels torch,auto \
-  --recipes bf16-train,mxfp8-train,mxfp4-train,nvfp4-train:rht=false,tiles=false,quartet-train,fp8-train \
+  --recipes bf16-train,mxfp8-train,mxfp4-train,nvfp4-train,quartet-train,fp8-train \
   --json "$OUT/train_step_kernels.json" 2>&1 | tee "$OUT/train_step_kernels.txt" \
   || echo "kernels on/off measurement failed" | tee -a "$OUT/train_step_kernels.txt"
 

@@ -45,6 +45,7 @@ from suite.numerics.compiled import fused
 from suite.numerics.hadamard import (
     apply_block_hadamard,
     apply_hadamard,
+    fwht,
     is_power_of_two,
     next_hadamard_size,
     random_signs,
@@ -465,6 +466,8 @@ def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inver
     """The normalised block Hadamard of ``suite.numerics.hadamard`` along the last dimension."""
     if FAST_HADAMARD_ABOVE < block <= FUSED_BUTTERFLIES_UP_TO:
         return _butterflies(t.contiguous(), block, signs, inverse)
+    if FUSED_BUTTERFLIES_UP_TO < block <= FUSED_BUTTERFLIES_UP_TO ** 2:
+        return _butterflies_in_two(t.contiguous(), block, signs, inverse)
     method = "fast" if block > FAST_HADAMARD_ABOVE else "dense"
     return apply_block_hadamard(t.contiguous(), block, signs=signs, inverse=inverse, method=method)
 
@@ -472,6 +475,26 @@ def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inver
 @fused
 def _butterflies(t: torch.Tensor, block: int, signs: torch.Tensor | None, inverse: bool) -> torch.Tensor:
     return apply_block_hadamard(t, block, signs=signs, inverse=inverse, method="fast")
+
+
+@fused
+def _butterflies_in_two(t: torch.Tensor, block: int, signs: torch.Tensor | None, inverse: bool) -> torch.Tensor:
+    """``apply_block_hadamard(method="fast")`` of a block too large for one fused loop (HALO's
+    rotation along the tokens): the butterflies of strides below ``low`` on runs of ``low`` points,
+    then those of the larger strides, which act on the runs' index, along it as the last dimension.
+    The same additions in the same order (the fast transform's stages run from the smallest stride
+    up), normalised once, so equal bit for bit; each half fuses into one loop."""
+    rows, n = t.reshape(-1, t.shape[-1]).shape
+    low = FUSED_BUTTERFLIES_UP_TO
+    high = block // low
+    s = None if signs is None else signs.to(t.dtype)
+    x = t.reshape(rows, n) * s if s is not None and not inverse else t.reshape(rows, n)
+    x = fwht(x, low).reshape(rows, n // block, high, low).transpose(-1, -2)
+    x = fwht(x.contiguous(), high).transpose(-1, -2).reshape(rows, n)
+    x = x * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
+    if s is not None and inverse:
+        x = x * s
+    return x.reshape(t.shape)
 
 
 def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
