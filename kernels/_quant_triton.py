@@ -555,11 +555,13 @@ def _tiles(fmt_id: int, N: int, dual: bool) -> tuple[int, int, int, int]:
 
 def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "nearest",
              noise: torch.Tensor | None = None, seed: int = 0, per_tensor: bool = False,
-             hadamard: int = 0):
+             hadamard: int = 0, tensor_scale: torch.Tensor | None = None):
     """Quantise a 2-D contiguous tensor. Returns (data, scale[, tensor_scale]) and, with
     ``dual``, the same for X^T appended: the storage of ``formats.quantize``. With
     ``hadamard`` = 16/32/128 the rows are first rotated by the normalised block Hadamard
-    transform (``dual`` is then not supported: X^T would need the rotation along columns)."""
+    transform (``dual`` is then not supported: X^T would need the rotation along columns).
+    ``tensor_scale`` (with ``per_tensor``; FP8 / INT8): a given positive per-tensor scale, used
+    as it is instead of the amax pass's (delayed scaling: the amax of earlier steps)."""
     had_scale = hadamard_scale(hadamard) if hadamard else 1.0
     fmt_id = FORMAT_IDS[fmt]
     M, N = x.shape
@@ -574,6 +576,8 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
         from suite.numerics.formats import nvfp4_tensor_scale
 
         ts = nvfp4_tensor_scale(tensor_amax(x, hadamard, had_scale)).reshape(())
+    elif per_tensor and tensor_scale is not None:
+        ts = tensor_scale.to(device=dev, dtype=torch.float32).reshape(())
     elif per_tensor:
         amax = tensor_amax(x, hadamard, had_scale)
         top = FP8_MAX[fmt_id]

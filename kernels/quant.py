@@ -104,7 +104,7 @@ class _Quantize(_QuantBase):
         the Triton kernels make an amax pass and then the quantise pass, as torchao's
         per-tensor float8 cast does. At the benchmark shapes X (128-512 MiB) is far larger
         than the L2 cache (50 MiB on H100), so the second read comes from device memory;
-        only a given (delayed) scale would avoid it.
+        only a given (delayed) scale avoids it (``quantize_fp8_tensor_given``).
         """
         return 2 if self.per_tensor or self.fmt == "nvfp4" else 1
 
@@ -575,6 +575,109 @@ def _supports_fake_quantize_tiles(on_cpu_too: bool, x, fmt: str) -> bool:
 
     return (fmt == "nvfp4" and x.dim() == 2 and x.dtype == torch.float32 and x.numel() > 0
             and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
+# -- delayed scaling: FP8 per tensor with a given amax (fp8-train:scaling=delayed) -----------------------
+# The amax is the largest of earlier steps' (gemm.LayerState.delayed_amax), so no amax pass runs: the
+# quantise kernel takes the scale amax / max as given (values beyond it saturate), then the row-scaled
+# dequantise kernel gives every row that one scale. Reference: the recipe's gemm.fake_quantize_given_amax.
+GIVEN_AMAX_FORMATS = ("fp8_e4m3", "fp8_e5m2")
+
+
+def _given_scale(amax, fmt: str):
+    """The per-tensor scale of a given amax: ``amax / max``, 1 where that is not positive (the
+    recipe's arithmetic, ``gemm._fp8_given_amax``)."""
+    import torch
+
+    from suite.kernels._quant_triton import FORMAT_IDS, FP8_MAX
+
+    scale = amax.float() / FP8_MAX[FORMAT_IDS[fmt]]
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+class _QuantizeGivenAmax(_QuantBase):
+    """The quantise pass of FP8 per tensor with a given amax (delayed scaling): X and the amax in,
+    codes and the scale out, one read of X (no amax pass). The inputs' amax is 3/4 of X's, so the
+    largest values saturate, as delayed scaling's do when a tensor outgrows its history."""
+
+    opts = {"granularity": "tensor"}
+
+    def make_inputs(self, shape, dtype, device, generator):
+        x = randn(shape, dtype, device, generator, scale=2.0)
+        return x, x.float().abs().amax() * 0.75
+
+    def reference(self, x, amax):
+        from suite.methods.train.gemm import fp8_given_amax
+        from suite.numerics import elements as el
+
+        q = fp8_given_amax(x.float(), el.float_element(self.fmt), amax)
+        return q.codes, q.scale
+
+    def triton(self, x, amax):
+        from suite.kernels._quant_triton import quantize
+
+        return quantize(x.contiguous(), self.fmt, per_tensor=True, tensor_scale=_given_scale(amax.to(x.device), self.fmt))
+
+    def impls(self):
+        return {"triton": Impl("triton", self.triton, needs="triton"),
+                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+
+    def bytes_moved(self, shape, dtype):
+        """X read once (no amax pass: the point of a given scale), codes and the scale written (the
+        given amax's 4 bytes read are not counted, as the amax pass's partials are not)."""
+        n = shape[0] * shape[1]
+        return n * DTYPE_BYTES[parse_dtype(dtype)] + n * CODE_BITS[self.fmt] // 8 + 4
+
+
+for _fmt, _name, _what in (("fp8_e4m3", "quantize_fp8_tensor_given", "E4M3"),
+                           ("fp8_e5m2", "quantize_fp8_e5m2_tensor_given", "E5M2")):
+    _cls = type(_name.title().replace("_", ""), (_QuantizeGivenAmax,), {"name": _name, "fmt": _fmt})
+    _cls.__module__ = __name__
+    register_kernel(_name, kind="quant",
+                    summary=f"FP8 {_what} cast with a given per-tensor amax (delayed scaling: no amax pass, "
+                            f"saturating)")(_cls)
+
+
+def _triton_fake_quantize_given_amax(x, fmt: str, amax):
+    import torch
+
+    from suite.kernels._quant_triton import dequantize, quantize
+
+    x = x.contiguous()
+    q, scale = quantize(x, fmt, per_tensor=True, tensor_scale=_given_scale(amax.to(x.device), fmt))
+    rows = scale.reshape(1, 1).expand(x.shape[0], 1).contiguous()
+    return dequantize(q, rows, fmt, tuple(x.shape), torch.float32)
+
+
+def _supports_fake_quantize_given_amax(on_cpu_too: bool, x, fmt: str, amax) -> bool:
+    import torch
+
+    return (fmt in GIVEN_AMAX_FORMATS and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
+            and 0 < x.shape[1] <= FP8_MAX_ROW and isinstance(amax, torch.Tensor) and amax.numel() == 1
+            and (x.is_cuda or on_cpu_too) and _triton_importable())
+
+
+def _timed_by_fake_quantize_given_amax(fmt: str) -> tuple[str, ...]:
+    """The given-amax quantise kernel of ``fmt``, then its row-scaled dequantise kernel (one scale
+    for every row)."""
+    from suite.registry import KERNELS
+
+    quant = [e.target.name for e in KERNELS.entries()
+             if isinstance(e.target, type) and issubclass(e.target, _QuantizeGivenAmax) and e.target.fmt == fmt]
+    dequant = [e.target.name for e in KERNELS.entries()
+               if isinstance(e.target, type) and issubclass(e.target, _Dequantize) and e.target.fmt == fmt
+               and e.target.opts == {"granularity": "row"}]
+    return tuple(quant + dequant)
+
+
+def _register_dispatch_given_amax() -> None:
+    from suite.numerics import dispatch
+
+    dispatch.register("fake_quantize_given_amax", "triton", _triton_fake_quantize_given_amax,
+                      _supports_fake_quantize_given_amax, timed_by=_timed_by_fake_quantize_given_amax)
+
+
+_register_dispatch_given_amax()
 
 
 # -- which benchmark kernels time what an implementation runs (suite bench kernels lists the methods) ---

@@ -97,6 +97,55 @@ def test_the_fp8_kernel_rounds_every_code_and_midpoint_as_the_formats_module(fmt
     assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, fmt, granularity="row")))
 
 
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+@pytest.mark.parametrize("shape", [(1, 32), (37, 64), (5, 100), (3, 7)])
+@pytest.mark.parametrize("amax_of", [0.0, 0.25, 1.0, 3.0])
+def test_the_given_amax_kernel_equals_delayed_scaling_bit_for_bit(fmt, shape, amax_of):
+    """FP8 per tensor with a given amax (fp8-train:scaling=delayed): the quantise kernel given the
+    scale amax / max, then the row dequantise kernel, against the recipe's fused reference
+    (gemm.fake_quantize_given_amax) at ragged shapes, values across ten decades, an amax of 0 (scale
+    1: the plain saturating cast), one below the tensor's (its largest values saturate at the
+    element's largest value), its own (the formats module's tensor scaling) and one above it."""
+    from suite.kernel import as_bits
+    from suite.methods.train.gemm import fake_quantize_given_amax
+    from suite.numerics import elements as el
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) * torch.logspace(-6, 4, shape[1])).to(DEVICE)
+    x[-1, : shape[1] // 2] = 0.0
+    amax = x.abs().amax() * amax_of
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = dispatch.call("fake_quantize_given_amax", fake_quantize_given_amax, x, fmt, amax)
+    assert dispatch.counts() == {("fake_quantize_given_amax", "triton"): 1}
+    reference = fake_quantize_given_amax(x, fmt, amax)
+    assert torch.equal(as_bits(served), as_bits(reference))
+    top = el.float_element(fmt).max
+    if amax_of == 0.0:  # scale 1
+        assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, fmt, granularity="none")))
+    elif amax_of == 1.0:
+        assert torch.equal(as_bits(served), as_bits(F.fake_quantize(x, fmt, granularity="tensor")))
+    elif amax_of < 1.0:
+        scale = amax / top
+        over = x.abs() > amax
+        assert over.any() and torch.equal(served[over], torch.sign(x[over]) * top * scale)
+
+
+def test_the_given_amax_kernel_refuses_what_it_cannot_take():
+    """3-D inputs, INT8 and an amax of several values fall back to the reference; so does the
+    auto mode on a CPU tensor."""
+    from suite.methods.train.gemm import fake_quantize_given_amax
+
+    x = torch.randn(4, 64, device=DEVICE)
+    amax = x.abs().amax()
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        dispatch.call("fake_quantize_given_amax", fake_quantize_given_amax, x.reshape(2, 2, 64), "fp8_e4m3", amax)
+        dispatch.call("fake_quantize_given_amax", lambda t, f, a: t, x, "int8", amax)
+        dispatch.call("fake_quantize_given_amax", lambda t, f, a: t, x, "fp8_e4m3", x.abs().amax(-1))
+    assert dispatch.counts() == {("fake_quantize_given_amax", "torch"): 3}
+
+
 @pytest.mark.parametrize("shape", [(1, 16), (37, 70), (33, 300), (130, 256)])
 def test_the_nvfp4_tile_kernel_equals_the_formats_module_tile_by_tile(shape):
     """NVFP4 in 16 x 16 tiles (the NVFP4 recipe's weights), ragged shapes zero-padded: each tile is
@@ -157,14 +206,16 @@ def _run(store, kernels: str, method: str, corpus) -> None:
                  "--seeds", "1", "--no-progress", "--kernels", kernels, "--store", str(store)]) == 0
 
 
-@pytest.mark.parametrize("method", ["mxfp4-train", "mxfp8-train", "nvfp4-train", "quartet-train", "fp8-train"])
+@pytest.mark.parametrize("method", ["mxfp4-train", "mxfp8-train", "nvfp4-train", "quartet-train", "fp8-train",
+                                    "fp8-train:scaling=delayed"])
 def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_path, monkeypatch, method, corpus):
     """The recipe's forward, dgrad and wgrad operands through the kernels (interpreted) and through
     PyTorch: the same losses bit for bit, and each cell says which served it. NVFP4's gradients and
     Quartet's backward round stochastically (the kernel takes the generator's uniforms); NVFP4's
     weights are quantised in 16 x 16 tiles and its weight gradient rotated with random signs in the
     same kernel pass; Quartet's forward is QuEST after a 32-point rotation, one pass too; fp8-train's
-    operands are E4M3 and E5M2 per tensor."""
+    operands are E4M3 and E5M2 per tensor (with delayed scaling: given the largest amax of earlier
+    steps, through the given-amax kernel)."""
     from suite.results.store import ResultStore
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

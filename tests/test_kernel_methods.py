@@ -1,7 +1,8 @@
 """The kernel benchmark follows the methods: ``suite bench kernels`` names, for each kernel, the
-training recipes that run it, derived from the recipes' declared operands (``Operand.dispatched``)
-and the dispatch registry (``timed_by``); here each recipe trains a step under dispatch counting and
-the calls it made are held to the declared ones. ``suite bench recipes`` (step time with the
+training recipes, quantizers and QAT methods that run it, derived from the recipes' declared operands
+(``Operand.dispatched``), the quantizers' and QAT's declared formats (``format_calls``) and the
+dispatch registry (``timed_by``); here each recipe trains a step, and each quantizer and QAT method
+applies and runs a forward, under dispatch counting, and the calls made are held to the declared ones. ``suite bench recipes`` (step time with the
 kernels off and on) joins the regression gate; its wiring is checked, never its timings.
 """
 
@@ -12,7 +13,13 @@ import json
 import pytest
 
 from suite.bench import recipes as rb
-from suite.bench.methods import format_methods, kernel_methods
+from suite.bench.methods import format_methods, kernel_methods, method_kernels
+
+# Off the default configurations, held to their declarations too (the defaults come from the registry).
+EXTRA_RECIPES = ("fp8-train:scaling=delayed", "mxfp4-train:scale=rceil")
+EXTRA_QUANT = ("qat:backend=suite,format=mxfp4,acts=fp8_e4m3", "qat:backend=suite,format=int8,group=0,acts=int8",
+               "l4q:format=nvfp4", "l4q:format=int8,group=0,learn_scale=false", "rtn:format=fp8_e4m3,group=0",
+               "w8a8:format=fp8", "mxfp8:acts=false", "quarot:format=mxfp4")
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +45,64 @@ def test_each_recipe_makes_the_dispatch_calls_its_operands_declare(derived, temp
     _, found = derived
     ids = torch.randint(0, 256, (1, 16), generator=torch.Generator().manual_seed(0))
     checked = []
-    for mk in found:
-        if not mk.linear:
-            continue  # a peer library's recipe: its own kernels, no suite operands
+    for mk in [*found, *map(method_kernels, EXTRA_RECIPES)]:
+        if not mk.linear or mk.kind != "train":
+            continue  # a peer library's recipe (its own kernels, no suite operands), or a quantizer
         entry = rb.prepare(mk.method, template, "cpu")
         dispatch.reset_counts()
         rb.train_step(entry, ids, "cpu", "torch")
         assert set(dispatch.calls()) == set(mk.calls), mk.method
         checked.append(mk.method)
-    assert {"mxfp4-train", "nvfp4-train", "quartet-train", "fp8-train"} <= set(checked)
+    assert {"mxfp4-train", "nvfp4-train", "quartet-train", "fp8-train", *EXTRA_RECIPES} <= set(checked)
+    assert method_kernels("fp8-train:scaling=delayed").kernels[("fake_quantize_given_amax", "fp8_e4m3")] == (
+        "quantize_fp8_tensor_given", "dequantize_fp8_row")
+
+
+def _tiny_bert():
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=32, num_labels=2)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def test_each_quantizer_and_qat_method_makes_the_dispatch_calls_its_formats_declare(derived, one_torch_thread):
+    """Every listed quantizer and QAT method (its default configuration, and some others) applied to a
+    tiny BERT and run forward, under dispatch counting (kernels off: the calls are the same either
+    way): the calls made (weights quantised when it applies, the weights or activations of every
+    forward) are exactly those its ``format_calls`` declares for the model's layer widths."""
+    import torch
+
+    from suite.bench.methods import instantiate
+    from suite.method import MethodContext
+    from suite.methods.common.new_modules import not_adapted
+    from suite.methods.quant import engine
+    from suite.numerics import dispatch
+    from suite.task import ModelBundle
+
+    _, found = derived
+    g = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(5, 100, (2, 12), generator=g), "attention_mask": torch.ones(2, 12, dtype=torch.long)}
+    listed = [mk.method for mk in found if mk.kind == "quant"]
+    assert {"qat", "l4q", "w8a8", "mxfp4", "nvfp4"} <= set(listed)
+    served = set()
+    for spec in [*listed, *EXTRA_QUANT]:
+        model = _tiny_bert()
+        ctx = MethodContext(device="cpu", dtype=torch.float32, seed=0, task_kind="classification",
+                            calibration_source=lambda n, bs=None: [batch] * n,
+                            bundle=ModelBundle(model, new_modules=(model.classifier,)))
+        (method,) = instantiate(spec)
+        widths = {lin.in_features for lin in engine.target_linears(model, not_adapted(model, ctx)).values()}
+        declared = {call for k in widths for _, _, call in method.format_calls(k) if call is not None}
+        dispatch.reset_counts()
+        with dispatch.kernels("torch"):
+            model = method.apply(model, ctx)
+            model(**batch)
+        assert set(dispatch.calls()) == declared, spec
+        served |= {spec for call in declared if method_kernels(spec).kernels.get(call)}
+    assert {"w8a8", "mxfp4", "nvfp4", *EXTRA_QUANT[:2], "l4q:format=nvfp4", "w8a8:format=fp8"} <= served
 
 
 def test_every_kernel_a_method_runs_is_a_benchmark_kernel_and_the_gaps_are_stated(derived):
@@ -54,12 +110,16 @@ def test_every_kernel_a_method_runs_is_a_benchmark_kernel_and_the_gaps_are_state
 
     by_kernel, found = derived
     assert set(by_kernel) <= set(KERNELS.names())
-    served = {mk.method for mk in found if mk.calls}
+    served = {mk.method for mk in found if any(mk.kernels.values())}
     assert served == {m for methods in by_kernel.values() for m in methods}
-    # a declared operand with no dispatch call is a gap; one with a call is not
+    # a declared operand with no dispatch call is a gap; every recipe's dispatch call has a kernel, and
+    # a quantizer's that has none (a format or option no kernel takes) is a stated gap
     for mk in found:
-        if mk.linear:
+        if mk.linear and mk.kind == "train":
             assert all(names for names in mk.kernels.values()), mk.method
+        for call, names in mk.kernels.items():
+            if not names:
+                assert any("/".join(call) in gap for gap in mk.gaps), (mk.method, call)
     text = format_methods(sorted(KERNELS.names()), by_kernel, found)
     for mk in found:
         for gap in mk.gaps:

@@ -130,6 +130,7 @@ N8K = 8192 * 8192
     ("quantize_nvfp4", 2 * 2 * N8K + N8K // 2 + N8K // 16 + 4),
     ("quantize_nvfp4_dual", 2 * 2 * N8K + 2 * (N8K // 2 + N8K // 16) + 4),
     ("hadamard32_nvfp4", 2 * 2 * N8K + N8K // 2 + N8K // 16 + 4),
+    ("quantize_fp8_tensor_given", 2 * N8K + N8K + 4),  # a given (delayed) scale: one read of X
     ("quantize_fp8_row", 2 * N8K + N8K + 4 * 8192),
     ("quantize_mxfp8_dual", 2 * N8K + 2 * (N8K + N8K // 32)),
 ])

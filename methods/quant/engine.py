@@ -16,7 +16,7 @@ from torch import nn
 from suite.errors import CellFailure, UserError
 from suite.methods.common.new_modules import inside
 from suite.methods.quant.algorithms import relative_error
-from suite.methods.quant.layers import PackedWeight, QuantLinear
+from suite.methods.quant.layers import PackedWeight, QuantLinear, fake_quantize
 from suite.numerics import formats as F
 
 
@@ -101,9 +101,10 @@ def activation_options(fmt: str) -> dict:
 def quantize_weight(w: torch.Tensor, fmt: str, opts: dict) -> tuple[torch.Tensor, int]:
     """(dequantised weight, storage bytes with ideal bit packing, scales included:
     ``formats.effective_bits``; equal to ``QTensor.nbytes`` except int2/3/5/6/7, which
-    this implementation stores in nibbles / bytes)."""
+    this implementation stores in nibbles / bytes). The values are ``formats.fake_quantize``'s,
+    through ``layers.fake_quantize``: a registered kernel serves the options it takes."""
     wf = w.detach().float()
-    deq = F.fake_quantize(wf, fmt, **opts)
+    deq = fake_quantize(wf, fmt, opts)
     nbytes = int(round(F.effective_bits(fmt, tuple(w.shape), **opts) * w.numel() / 8))
     return deq.to(w.dtype), nbytes
 

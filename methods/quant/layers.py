@@ -38,18 +38,49 @@ from suite.numerics.hadamard import apply_block_hadamard
 
 # The options the fake_quantize kernels take (suite.numerics.dispatch); with others the formats module runs.
 DISPATCHED_OPTIONS = {"granularity", "rounding"}
+# The formats module's granularity aliases: a scale per output channel of a weight, or per token of an
+# activation, is one per row of the 2-D tensor either way.
+ROW_ALIASES = ("channel", "token")
+
+
+def dispatch_options(fmt: str, opts: dict) -> dict | None:
+    """The options ``fake_quantize`` dispatches ``fmt`` with, or None where the formats module runs:
+    options a kernel takes, to nearest, written one way (the granularity aliases ``channel`` and
+    ``token`` as ``row``; ``symmetric=True``, the integer formats' default, left out), so a call
+    means the same to the formats module and has one dispatch key."""
+    out = dict(opts)
+    if "symmetric" in out and F.resolve_format(fmt).family == "int":
+        if out.pop("symmetric") is not True:
+            return None  # asymmetric integers: no kernel
+    if not set(out) <= DISPATCHED_OPTIONS or out.get("rounding", "nearest") != "nearest":
+        return None
+    if out.get("granularity") in ROW_ALIASES:
+        out["granularity"] = "row"
+    return out
+
+
+def format_call(label: str, fmt: str, opts: dict) -> tuple[str, str, tuple | None]:
+    """(label, description, dispatch key or None) of ``fake_quantize(x, fmt, opts)``: how a method
+    declares its format operations (``format_calls``; ``suite.bench.methods`` lists the kernels)."""
+    from suite.numerics import dispatch
+
+    o = dispatch_options(fmt, opts)
+    what = fmt + (f" ({', '.join(f'{k}={v}' for k, v in opts.items())})" if opts else "")
+    return label, what, None if o is None else dispatch.key("fake_quantize", fmt, **o)
 
 
 def fake_quantize(x: torch.Tensor, fmt: str, opts: dict) -> torch.Tensor:
-    """``formats.fake_quantize`` for QAT weights and fake-quantised activations: with options a kernel
-    takes, through ``suite.numerics.dispatch`` (activations as rows of their last dimension, where
-    every scale of these formats lies), so a registered kernel serves it where the device and shape
-    allow; anything else runs the formats module."""
-    if x.dim() >= 2 and set(opts) <= DISPATCHED_OPTIONS and opts.get("rounding", "nearest") == "nearest":
+    """``formats.fake_quantize`` for QAT weights, quantizers' weights and fake-quantised activations:
+    with options a kernel takes (``dispatch_options``), through ``suite.numerics.dispatch``
+    (activations as rows of their last dimension, where every scale of these formats lies), so a
+    registered kernel serves it where the device and shape allow; anything else runs the formats
+    module."""
+    o = dispatch_options(fmt, opts) if x.dim() >= 2 else None
+    if o is not None:
         from suite.numerics import dispatch
 
         rows = x.reshape(-1, x.shape[-1])
-        return dispatch.call("fake_quantize", F.fake_quantize, rows, fmt, **opts).reshape(x.shape)
+        return dispatch.call("fake_quantize", F.fake_quantize, rows, fmt, **o).reshape(x.shape)
     return F.fake_quantize(x, fmt, **opts)
 
 

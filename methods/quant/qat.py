@@ -141,6 +141,23 @@ class Qat(_QatBase):
         c = self.config
         return engine.weight_format_options(c.format, c.group, k, c.sym)
 
+    def format_calls(self, k: int) -> list[tuple[str, str, tuple | None]]:
+        """The format operations of a layer with ``k`` inputs during training (label, description,
+        ``suite.numerics.dispatch`` key or None), as ``suite.bench.methods`` lists the kernels each
+        method runs: torchao's fake quantisation (PyTorch, never dispatched), or ``FakeQuantLinear``'s
+        weight and activations through ``layers.fake_quantize``."""
+        from suite.methods.quant import engine
+        from suite.methods.quant.layers import format_call
+
+        c = self.config
+        if self.uses_torchao():
+            what = f"torchao's QAT fake quantisation ({c.format}, group {c.group}{', int8 activations' if c.acts else ''})"
+            return [("weights", what, None)]
+        calls = [format_call("weights", *self.weight_opts(k))]
+        if c.acts:
+            calls.append(format_call("activations", c.acts, engine.activation_options(c.acts)))
+        return calls
+
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from suite.methods.common.new_modules import not_adapted, train_new_modules
         from suite.methods.quant import engine
@@ -293,6 +310,23 @@ class L4q(_QatBase):
         super().__init__(config)
         self.layers: dict[str, Any] = {}
 
+    def weight_opts(self, k: int) -> tuple[str, dict]:
+        from suite.methods.quant import engine
+
+        return engine.weight_format_options(self.config.format, self.config.group, k, True)
+
+    def format_calls(self, k: int) -> list[tuple[str, str, tuple | None]]:
+        """The quantised weight's format operation (see ``Qat.format_calls``): LSQ's learned step
+        sizes (integer formats, ``learn_scale``) in PyTorch, else ``layers.fake_quantize``."""
+        from suite.methods.quant.layers import format_call
+        from suite.methods.quant.qat_layers import L4QLinear
+
+        fmt, opts = self.weight_opts(k)
+        if L4QLinear.learns_scale(fmt, opts, self.config.learn_scale):
+            return [("weights", f"{fmt} LSQ with learned step sizes ({', '.join(f'{a}={v}' for a, v in opts.items())})",
+                     None)]
+        return [format_call("weights", fmt, opts)]
+
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from suite.methods.common.new_modules import not_adapted, train_new_modules
         from suite.methods.quant import engine
@@ -303,7 +337,7 @@ class L4q(_QatBase):
         for p in model.parameters():
             p.requires_grad_(False)
         for name, lin in layers.items():
-            fmt, opts = engine.weight_format_options(c.format, c.group, lin.in_features, True)
+            fmt, opts = self.weight_opts(lin.in_features)
             self.layers[name] = L4QLinear(lin, c.r, c.alpha, fmt, opts, c.learn_scale)
             engine.set_module(model, name, self.layers[name])
         train_new_modules(ctx)

@@ -125,7 +125,7 @@ class L4QLinear(nn.Module):
         self.scaling = alpha / r
         self.fmt, self.opts = fmt, dict(opts)
         spec = F.resolve_format(fmt)
-        self.lsq = learn_scale and spec.family == "int" and self.opts.get("symmetric", True)
+        self.lsq = self.learns_scale(fmt, self.opts, learn_scale)
         if self.lsq:
             self.group = self.opts.get("group_size", self.in_features) \
                 if self.opts.get("granularity") == "group" else self.in_features
@@ -135,6 +135,11 @@ class L4QLinear(nn.Module):
             self.register_buffer("step_init", init.reshape(self.out_features, -1))
             self.log_step = nn.Parameter(torch.zeros_like(self.step_init))
             self.grad_scale = 1.0 / math.sqrt(self.group * self.qmax)
+
+    @staticmethod
+    def learns_scale(fmt: str, opts: dict, learn_scale: bool) -> bool:
+        """Whether the step sizes are learned (LSQ): symmetric integer formats with ``learn_scale``."""
+        return bool(learn_scale and F.resolve_format(fmt).family == "int" and opts.get("symmetric", True))
 
     def step_size(self) -> torch.Tensor:
         """The LSQ step sizes ``s0 * exp(theta)`` (exactly ``s0`` before training)."""

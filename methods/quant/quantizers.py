@@ -71,6 +71,26 @@ class QuantMethod(Method):
     def check(self, ctx: MethodContext) -> None:
         """Refuse impossible requests before any work (e.g. real FP8 on a CPU)."""
 
+    def layer_formats(self, k: int) -> tuple[tuple[str, dict], tuple[str, dict] | None] | None:
+        """(weight format and options, activation format and options or None) of a layer with ``k``
+        inputs, as ``quantize`` installs it: the weight fake-quantised once (``engine.quantize_weight``),
+        the activations at every forward (``QuantLinear``). None where the method computes its
+        weights with its own algorithm (GPTQ, AWQ, HAWQ)."""
+        return None
+
+    def format_calls(self, k: int) -> list[tuple[str, str, tuple | None]] | None:
+        """The format operations of a layer with ``k`` inputs, from ``layer_formats``: (label,
+        description, ``suite.numerics.dispatch`` key or None where no dispatched form exists), as
+        ``suite.bench.methods`` lists the kernels each method runs; None: not declared."""
+        from suite.methods.quant.layers import format_call
+
+        formats = self.layer_formats(k)
+        if formats is None:
+            return None
+        (wfmt, wopts), act = formats
+        calls = [format_call("weights", wfmt, wopts)]
+        return calls + [format_call("activations", *act)] if act is not None else calls
+
     def quantize(self, model: Any, layers: dict, batches: list | None, ctx: MethodContext) -> None:
         raise NotImplementedError
 
@@ -124,11 +144,14 @@ class Rtn(QuantMethod):
             return engine.weight_format_options(c.format, c.group, k, c.sym)
         return f"int{c.bits}", engine.int_weight_opts(c.bits, c.group, k, c.sym)
 
+    def layer_formats(self, k: int) -> tuple[tuple[str, dict], None]:
+        return self.weight_format(k), None
+
     def quantize(self, model, layers, batches, ctx) -> None:
         from suite.methods.quant import engine
 
         for name, lin in layers.items():
-            fmt, opts = self.weight_format(lin.in_features)
+            (fmt, opts), _ = self.layer_formats(lin.in_features)
             wq, nbytes = engine.quantize_weight(lin.weight, fmt, opts)
             engine.install(model, name, lin, wq, nbytes, self.records,
                            packed=engine.pack_weight(lin.weight, fmt, opts))
@@ -145,11 +168,14 @@ class Nf4Config(QuantBaseConfig):
 class Nf4(QuantMethod):
     Config = Nf4Config
 
+    def layer_formats(self, k: int) -> tuple[tuple[str, dict], None]:
+        return ("nf4", {"block_size": self.config.block, "double_quant": self.config.double_quant}), None
+
     def quantize(self, model, layers, batches, ctx) -> None:
         from suite.methods.quant import engine
 
-        opts = {"block_size": self.config.block, "double_quant": self.config.double_quant}
         for name, lin in layers.items():
+            (_, opts), _ = self.layer_formats(lin.in_features)
             wq, nbytes = engine.quantize_weight(lin.weight, "nf4", opts)
             engine.install(model, name, lin, wq, nbytes, self.records,
                            packed=engine.pack_weight(lin.weight, "nf4", opts))
@@ -198,20 +224,24 @@ class W8A8(QuantMethod):
                 raise UserError(f"w8a8: real=true asks for FP8 matmuls, but {why}; "
                                 f"drop real=true to simulate them")
 
+    def layer_formats(self, k: int) -> tuple[tuple[str, dict], tuple[str, dict]]:
+        c = self.config
+        fmt = "int8" if c.format == "int8" else "fp8_e4m3"
+        if c.scaling == "block":
+            return (fmt, {"granularity": "tile", "block_size": c.block}), \
+                (fmt, {"granularity": "block", "block_size": c.block})
+        wopts = ({"granularity": "channel", "symmetric": True} if fmt == "int8"
+                 else {"granularity": "row"})
+        return (fmt, wopts), (fmt, act_options(fmt))
+
     def quantize(self, model, layers, batches, ctx) -> None:
         from suite.methods.quant import engine
 
         c = self.config
         if c.scaling == "block" and c.format != "fp8":
             raise UserError("w8a8: scaling=block is defined for format=fp8; INT8 uses row scaling")
-        fmt = "int8" if c.format == "int8" else "fp8_e4m3"
-        wopts = ({"granularity": "channel", "symmetric": True} if fmt == "int8"
-                 else {"granularity": "row"})
-        aopts = act_options(fmt)
-        if c.scaling == "block":
-            wopts = {"granularity": "tile", "block_size": c.block}
-            aopts = {"granularity": "block", "block_size": c.block}
         for name, lin in layers.items():
+            (fmt, wopts), (_, aopts) = self.layer_formats(lin.in_features)
             wq, nbytes = engine.quantize_weight(lin.weight, fmt, wopts)
             layer = engine.install(model, name, lin, wq, nbytes, self.records,
                                    act_fmt=fmt, act_opts=aopts,
@@ -240,15 +270,19 @@ class _BlockFormat(QuantMethod):
             raise UserError(f"{self.name}: element {e!r} is not one of {', '.join(self.elements) or '(none)'}")
         return f"{self.base_format}_{e}"
 
+    def layer_formats(self, k: int) -> tuple[tuple[str, dict], tuple[str, dict] | None]:
+        fmt = self.format_name()
+        return (fmt, {}), ((fmt, {}) if self.config.acts else None)
+
     def quantize(self, model, layers, batches, ctx) -> None:
         from suite.methods.quant import engine
 
-        fmt = self.format_name()
         for name, lin in layers.items():
-            wq, nbytes = engine.quantize_weight(lin.weight, fmt, {})
+            (fmt, opts), act = self.layer_formats(lin.in_features)
+            wq, nbytes = engine.quantize_weight(lin.weight, fmt, opts)
             engine.install(model, name, lin, wq, nbytes, self.records,
-                           act_fmt=fmt if self.config.acts else None, act_opts={},
-                           packed=engine.pack_weight(lin.weight, fmt, {}))
+                           act_fmt=act[0] if act else None, act_opts=act[1] if act else {},
+                           packed=engine.pack_weight(lin.weight, fmt, opts))
 
 
 @register_method("mxfp4", kind="quant", summary="OCP MXFP4 (E2M1, blocks of 32, E8M0 scale) weights+activations",
@@ -385,6 +419,12 @@ class SmoothQuant(QuantMethod):
     Config = SmoothQuantConfig
     needs_calibration = True
 
+    def layer_formats(self, k: int) -> tuple[tuple[str, dict], tuple[str, dict]]:
+        """The weights after the smoothing scales are folded in, the smoothed activations."""
+        fmt = "int8" if self.config.format == "int8" else "fp8_e4m3"
+        wopts = {"granularity": "channel"} if fmt == "int8" else {"granularity": "row"}
+        return (fmt, wopts), (fmt, act_options(fmt))
+
     def quantize(self, model, layers, batches, ctx) -> None:
         from suite.methods.quant import algorithms as A
         from suite.methods.quant import engine
@@ -392,15 +432,14 @@ class SmoothQuant(QuantMethod):
         c = self.config
         if not 0 <= c.alpha <= 1:
             raise UserError("smoothquant: alpha must be in [0, 1]")
-        fmt = "int8" if c.format == "int8" else "fp8_e4m3"
-        wopts = {"granularity": "channel"} if fmt == "int8" else {"granularity": "row"}
         stats = A.collect_input_stats(model, layers, batches)
         for name, lin in layers.items():
+            (fmt, wopts), (_, aopts) = self.layer_formats(lin.in_features)
             s = A.smoothquant_scales(stats[name].abs_max, lin.weight, c.alpha).to(lin.weight.device)
             w_s = lin.weight.float() * s
             wq, nbytes = engine.quantize_weight(w_s, fmt, wopts)
             engine.install(model, name, lin, wq, nbytes + 4 * s.numel(), self.records,
-                           reference=w_s, input_scale=s, act_fmt=fmt, act_opts=act_options(fmt),
+                           reference=w_s, input_scale=s, act_fmt=fmt, act_opts=aopts,
                            packed=engine.pack_weight(w_s, fmt, wopts, dtype=lin.weight.dtype))
 
 
@@ -419,26 +458,34 @@ class QuarotConfig(QuantBaseConfig):
 class Quarot(QuantMethod):
     Config = QuarotConfig
 
-    def quantize(self, model, layers, batches, ctx) -> None:
+    def layer_formats(self, k: int) -> tuple[tuple[str, dict], tuple[str, dict] | None]:
+        """The rotated weights and the rotated activations."""
         from suite.methods.quant import engine
         from suite.numerics import formats as F
-        from suite.numerics.hadamard import apply_block_hadamard, hadamard_block_size
 
         c = self.config
         spec = F.resolve_format(c.format)
+        opts = (engine.int_weight_opts(spec.bits, c.group, k)
+                if spec.family == "int" else {"granularity": "row"} if spec.family == "float" else {})
+        return (spec.name, opts), ((spec.name, act_options(spec.name)) if c.acts else None)
+
+    def quantize(self, model, layers, batches, ctx) -> None:
+        from suite.methods.quant import engine
+        from suite.numerics.hadamard import apply_block_hadamard, hadamard_block_size
+
+        c = self.config
         for name, lin in layers.items():
             block = hadamard_block_size(lin.in_features, c.max_block)
             if block < 2:
                 raise UserError(f"quarot: layer {name} has an odd input dimension {lin.in_features}; "
                                 f"no Hadamard block fits")
             w_rot = apply_block_hadamard(lin.weight.float(), block)
-            opts = (engine.int_weight_opts(spec.bits, c.group, lin.in_features)
-                    if spec.family == "int" else {"granularity": "row"} if spec.family == "float" else {})
-            wq, nbytes = engine.quantize_weight(w_rot, spec.name, opts)
+            (fmt, opts), act = self.layer_formats(lin.in_features)
+            wq, nbytes = engine.quantize_weight(w_rot, fmt, opts)
             engine.install(model, name, lin, wq, nbytes, self.records, reference=w_rot,
-                           hadamard_block=block, act_fmt=spec.name if c.acts else None,
-                           act_opts=act_options(spec.name),
-                           packed=engine.pack_weight(w_rot, spec.name, opts, dtype=lin.weight.dtype))
+                           hadamard_block=block, act_fmt=act[0] if act else None,
+                           act_opts=act_options(fmt),
+                           packed=engine.pack_weight(w_rot, fmt, opts, dtype=lin.weight.dtype))
 
 
 # -- mixed precision ---------------------------------------------------------------------------------

@@ -113,6 +113,8 @@ class Operand:
             return ("fake_quantize", FORMAT_NAMES[self.fmt])
         if self.rounding == "nearest" and self.fmt in (*FP8_ELEMENTS, "int8") and self.scaling in ("tensor", "row"):
             return ("fake_quantize", FORMAT_NAMES[self.fmt], f"granularity={self.scaling}")
+        if self.rounding == "nearest" and self.scaling == "delayed" and self.fmt in FP8_ELEMENTS:
+            return ("fake_quantize_given_amax", FORMAT_NAMES[self.fmt])
         if self.rounding == "nearest" and self.scaling == "tile" and self.fmt == "nvfp4":
             return ("fake_quantize_tiles", "nvfp4")
         if self.rounding == "nearest" and self.scaling == "rceil" and self.fmt in ("mxfp8", "mxfp4"):
@@ -376,7 +378,11 @@ class LayerState:
         if op.scaling == "delayed":
             if amax is None:
                 raise ValueError("delayed scaling needs the amax to use")
-            return fp8_given_amax(t, FP8_ELEMENTS[op.fmt], amax)
+            if real or not op.dispatched():  # real FP8 needs the codes and scale for torch._scaled_mm
+                return fp8_given_amax(t, FP8_ELEMENTS[op.fmt], amax)
+            # emulated: values only, which a kernel may serve (suite.numerics.dispatch)
+            return Quantized(dispatch.call("fake_quantize_given_amax", fake_quantize_given_amax, t,
+                                           FORMAT_NAMES[op.fmt], amax))
         name = FORMAT_NAMES[op.fmt]
         if op.fmt in FP8_ELEMENTS or op.fmt == "int8":
             rnd["granularity"] = op.scaling
@@ -511,6 +517,13 @@ def fp8_given_amax(t: torch.Tensor, elem: el.FloatElement, amax: torch.Tensor) -
     module's tensor scaling (scale = amax / max, saturating cast), with the amax supplied."""
     values, codes, scale = _fp8_given_amax(t, elem.name, amax.to(t.device))
     return Quantized(values, codes=codes.view(elem.torch_dtype), scale=scale)
+
+
+def fake_quantize_given_amax(t: torch.Tensor, fmt: str, amax: torch.Tensor) -> torch.Tensor:
+    """``fp8_given_amax``'s values for a ``suite.numerics`` format name (``fp8_e4m3``, ``fp8_e5m2``):
+    FP8 per tensor with the scale ``amax / max`` (1 where ``amax`` is 0), values beyond ``amax``
+    saturating (delayed scaling), the reference its kernel equals (``fake_quantize_given_amax``)."""
+    return _fp8_given_amax(t, fmt, amax.to(t.device))[0]
 
 
 @fused

@@ -1,13 +1,15 @@
-"""Which methods run which benchmark kernel: the training recipes' declared operands through the
+"""Which methods run which benchmark kernel: the methods' declared format operations through the
 dispatch registry, never a hand-kept table.
 
 Each registered training recipe (kind ``train``) declares, per GEMM operand, its format, scaling and
 rounding (``LinearRecipe``); ``Operand.dispatched()`` names the ``suite.numerics.dispatch`` call that
-quantises it (or None where PyTorch alone does); each registered implementation's ``timed_by`` names
-the benchmark kernels that time that call. Put together: kernel -> the methods that run it, and per
-method the operations no kernel serves (the gaps the kernel table states). A test runs each recipe a
-step under dispatch counting and holds the declared calls to the ones it made
-(``tests/test_kernel_methods.py``).
+quantises it (or None where PyTorch alone does). A quantizer or QAT method (kind ``quant``) that
+declares ``format_calls(k)`` (its weight and activation formats for a layer of ``k`` inputs, with the
+dispatch call of each or None) is listed too, at ``LISTED_IN_FEATURES`` inputs. Each registered
+implementation's ``timed_by`` names the benchmark kernels that time a call. Put together: kernel ->
+the methods that run it, and per method the operations no kernel serves (the gaps the kernel table
+states). Tests run each recipe a step, and each quantizer and QAT method its apply and a forward,
+under dispatch counting and hold the declared calls to the ones made (``tests/test_kernel_methods.py``).
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 NOT_QUANTISED = ("fp32", "bf16")
+# The layer width (inputs) a quantizer's declaration is listed at: group sizes that divide it are kept,
+# as in a large model (a tiny test model's layers may fall back to one scale per row).
+LISTED_IN_FEATURES = 4096
 OPERANDS = (("forward", "a", "X"), ("forward", "b", "W"), ("dgrad", "a", "dY"), ("dgrad", "b", "W"),
             ("wgrad", "a", "dY"), ("wgrad", "b", "X"))
 
 
 @dataclass
 class MethodKernels:
-    """One training recipe (its default configuration): the dispatch calls its operands make, the
-    benchmark kernels that time them, and what no kernel serves."""
+    """One method (its default configuration): the dispatch calls its operands (a training recipe) or
+    its weights and activations (a quantizer, QAT) make, the benchmark kernels that time them, and
+    what no kernel serves."""
 
     method: str
+    kind: str = "train"  # or "quant": a quantizer or QAT method declaring format_calls
     calls: dict[tuple, list[str]] = field(default_factory=dict)  # dispatch key -> operands ("fwd X", ...)
     kernels: dict[tuple, tuple[str, ...]] = field(default_factory=dict)  # dispatch key -> benchmark kernels
     gaps: list[str] = field(default_factory=list)  # "dgrad dY: MXFP4 QuEST ... (PyTorch)"
@@ -71,10 +78,30 @@ def instantiate(spec: str) -> list:
     return out
 
 
+def _add_format_calls(out: MethodKernels, calls: list[tuple[str, str, tuple | None]]) -> None:
+    """A quantizer's or QAT method's declared (label, description, dispatch key or None) into ``out``."""
+    out.kind = "quant"
+    missing: dict[str, list[str]] = {}
+    for label, what, call in calls:
+        if call is None:
+            missing.setdefault(what, []).append(label)
+            continue
+        out.calls.setdefault(call, []).append(label)
+        out.kernels[call] = timed_by(call)
+        if not out.kernels[call]:
+            out.gaps.append(f"{label}: {what} (dispatched as {'/'.join(call)}, no kernel takes it)")
+    out.gaps += [f"{what} ({', '.join(labels)})" for what, labels in missing.items()]
+
+
 def method_kernels(spec: str) -> MethodKernels:
-    """The calls and kernels of one method spec (``nvfp4-train``, ``mxfp4-train:scale=rceil``)."""
+    """The calls and kernels of one method spec (``nvfp4-train``, ``mxfp4-train:scale=rceil``,
+    ``qat:format=mxfp4,backend=suite``)."""
     out = MethodKernels(spec)
     for method in instantiate(spec):
+        declared_calls = method.format_calls(LISTED_IN_FEATURES) if hasattr(method, "format_calls") else None
+        if declared_calls is not None:
+            _add_format_calls(out, declared_calls)
+            continue
         recipe = method.linear_recipe() if hasattr(method, "linear_recipe") else None
         if recipe is None or not hasattr(recipe, "forward"):
             out.linear = False
@@ -108,12 +135,27 @@ def train_methods() -> list[str]:
     return [e.name for e in METHODS.entries() if e.kind == "train"]
 
 
+def quant_methods() -> list[str]:
+    """The quantizers and QAT methods whose default configuration declares its format operations
+    (``format_calls``); GPTQ, AWQ and HAWQ compute their weights by their own algorithms and peer
+    libraries' quantizers run their own code: neither declares."""
+    from suite.registry import METHODS
+
+    out = []
+    for e in METHODS.entries():
+        if e.kind == "quant" and hasattr(e.target, "format_calls"):
+            (method,) = instantiate(e.name)
+            if method.format_calls(LISTED_IN_FEATURES) is not None:
+                out.append(e.name)
+    return out
+
+
 def kernel_methods(methods: list[str] | None = None) -> tuple[dict[str, list[str]], list[MethodKernels]]:
     """(benchmark kernel -> the methods that run it, each method's ``MethodKernels``)."""
     from suite.registry import KERNELS
 
     KERNELS.names()  # the kernel plugins register their implementations when they load
-    found = [method_kernels(m) for m in (train_methods() if methods is None else methods)]
+    found = [method_kernels(m) for m in (train_methods() + quant_methods() if methods is None else methods)]
     by_kernel: dict[str, list[str]] = {}
     for mk in found:
         for names in mk.kernels.values():
@@ -125,7 +167,8 @@ def kernel_methods(methods: list[str] | None = None) -> tuple[dict[str, list[str
 
 def format_methods(kernels: list[str], by_kernel: dict[str, list[str]], found: list[MethodKernels]) -> str:
     """The text ``suite bench kernels`` prints after its table: who runs each kernel, and the gaps."""
-    lines = ["methods that run each kernel (the recipes' declared operands through suite.numerics.dispatch):"]
+    lines = ["methods that run each kernel (the recipes' declared operands, the quantizers' and QAT's declared "
+             "formats, through suite.numerics.dispatch):"]
     width = max([len(k) for k in kernels] or [0])
     for k in kernels:
         lines.append(f"  {k:{width}s}  {', '.join(by_kernel.get(k, [])) or '- (no method dispatches to it)'}")
@@ -147,13 +190,15 @@ def markdown_methods(kernels: list[str] | None = None) -> str:
     by_kernel, found = kernel_methods()
     kernels = sorted(KERNELS.names()) if kernels is None else kernels
     lines = ["## Which methods run each kernel", "",
-             "Derived from the training recipes' declared operands (`Operand.dispatched`) and the kernels "
-             "registered with `suite.numerics.dispatch` (`suite.bench.methods`; `suite bench kernels` prints "
-             "the same after its table), for each recipe's default configuration.", "",
+             "Derived from the training recipes' declared operands (`Operand.dispatched`), the quantizers' and "
+             "QAT methods' declared weight and activation formats (`format_calls`, at a layer of "
+             f"{LISTED_IN_FEATURES} inputs) and the kernels registered with `suite.numerics.dispatch` "
+             "(`suite.bench.methods`; `suite bench kernels` prints the same after its table), for each "
+             "method's default configuration.", "",
              "| kernel | methods that run it |", "|---|---|"]
     lines += [f"| {k} | {', '.join(by_kernel.get(k, [])) or '-'} |" for k in kernels]
     lines += ["", "## What no kernel serves yet", "",
-              "Operations of the recipes that run in PyTorch whatever `--kernels` says: the missing kernels.", ""]
+              "Operations of the methods that run in PyTorch whatever `--kernels` says: the missing kernels.", ""]
     for mk in found:
         if not mk.linear:
             lines.append(f"- **{mk.method}**: a peer library's recipe (its own kernels)")
