@@ -670,3 +670,13 @@ def test_the_gap_names_the_training_budget_it_was_measured_at(tmp_path, capsys):
            "2 (fp8-train [tokens_per_param=2])" in heading
     rows = [x.split()[0:2] for x in out.splitlines() if x.strip().startswith("fp8-train [")]
     assert ["fp8-train", "[tokens_per_param=2]"] in rows and ["fp8-train", "[tokens_per_param=0.5]"] in rows
+
+
+def test_an_operand_whose_quantiser_cannot_round_as_declared_is_refused():
+    """Delayed FP8 scaling has a round-to-nearest quantiser only: a stochastic declaration is refused
+    when the operand is built, not rounded to nearest in silence."""
+    from suite.methods.train.gemm import Operand
+
+    with pytest.raises(ValueError, match="delayed scaling rounds to nearest, not 'stochastic'"):
+        Operand("e4m3", "delayed", "stochastic")
+    assert Operand("e4m3", "delayed").dispatched() == ("fake_quantize_given_amax", "fp8_e4m3")

@@ -91,6 +91,11 @@ class Operand:
     rounding: str = "nearest"
     ties: str = "even"
 
+    def __post_init__(self) -> None:
+        if self.scaling == "delayed" and self.rounding != "nearest":
+            # the given-amax quantiser rounds to nearest: refuse rather than round otherwise than declared
+            raise ValueError(f"an operand with delayed scaling rounds to nearest, not '{self.rounding}'")
+
     def takes_rotation(self, block: int) -> bool:
         """Whether this operand's quantiser rotates too, in the same dispatched call (a block
         Hadamard of ``block`` points before an FP4 quantiser: one pass in the kernel)."""
