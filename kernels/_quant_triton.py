@@ -700,7 +700,7 @@ def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had
     the blocks), as ``suite.numerics.hadamard.apply_block_hadamard(method="fast")`` rotates.
     Scales: MXFP4 E8M0 (``SCALE_SR34``: divided by 3/4; ``SCALE_QUEST``: ``2^floor(log2(c * std
     + 1e-8))`` of the block's spread, and ``keep_ptr`` gets 1 where the scaled value is inside
-    +-6); NVFP4 E4M3 block scale under the FP32 tensor scale read from ``ts_ptr``. Rounding: to
+    +-6, else 0); NVFP4 E4M3 block scale under the FP32 tensor scale read from ``ts_ptr``. Rounding: to
     nearest (ties to even or toward zero) or stochastic by the uniforms U."""
     pid_m, pid_n = _tile_ids(M, BM)
     rm = pid_m * BM + tl.arange(0, BM)
@@ -747,7 +747,7 @@ def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had
     val = tl.where((code & 8) != 0, -val, val)
     tl.store(y_ptr + offs, tl.reshape(val, (BM, BN)), mask=mask)
     if SCALE == SCALE_QUEST:
-        tl.store(keep_ptr + offs, tl.reshape((tl.abs(v) < 6.0).to(tl.int8), (BM, BN)), mask=mask)
+        tl.store(keep_ptr + offs, tl.reshape((tl.abs(v) < 6.0).to(tl.float32), (BM, BN)), mask=mask)
 
 
 def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", rounding: str = "nearest",
@@ -758,14 +758,15 @@ def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", roun
     many +-1, repeated over the blocks). ``fmt`` ``mxfp4`` (``scaling`` ``block``, ``sr34`` or
     ``quest``) or ``nvfp4`` (``block``: an amax pass of the rotated X first, for the tensor scale);
     ``rounding`` ``nearest`` (``ties`` ``even`` or ``down``) or ``stochastic`` with the uniforms
-    ``u`` (shaped like x). Returns the values and, for ``quest``, the keep mask (bool), else None."""
+    ``u`` (shaped like x). Returns the values and, for ``quest``, the keep mask (float32: 1 where the
+    gradient passes), else None."""
     fmt_id = FORMAT_IDS[fmt]
     G = BLOCK[fmt_id]
     M, N = x.shape
     x = x.contiguous()
     y = torch.empty_like(x)
     quest = scaling == "quest"
-    keep = torch.empty(x.shape, dtype=torch.int8, device=x.device) if quest else y
+    keep = torch.empty_like(x) if quest else y
     had_scale = hadamard_scale(hadamard) if hadamard else 1.0
     signs = signs.to(device=x.device, dtype=torch.float32).contiguous() if signs is not None else None
     ts = x
@@ -782,7 +783,7 @@ def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", roun
                            M, N, had_scale, FMT=fmt_id, G=G, SCALE=scale_id, ROUND=round_id, HAD=hadamard,
                            SIGNS=signs is not None, SOFT=triton_interpreted(), BM=BM, BN=BN, num_warps=4,
                            enable_fp_fusion=False)  # no FMA: QuEST's mean, variance and spread round as eager
-    return y, (keep.view(torch.bool) if quest else None)
+    return y, (keep if quest else None)
 
 
 def fake_quantize_fp4_stochastic(x: torch.Tensor, u: torch.Tensor, fmt: str, scaling: str = "block",

@@ -405,7 +405,7 @@ class _FakeQuantizeValues(Kernel):
 class _FakeQuantizeFp4(_FakeQuantizeValues):
     """An FP4 fake quantisation as the recipes run it (``_quant_triton.fake_quantize_fp4``): float32 X
     in (with uniforms U for stochastic rounding, +-1 signs for a randomised rotation), float32 values
-    out (QuEST: and its keep mask), one fused pass after an optional block Hadamard (NVFP4: an amax
+    out (QuEST: and its float32 keep mask), one fused pass after an optional block Hadamard (NVFP4: an amax
     pass of the rotated X first). References: ``suite.numerics.stochastic`` and ``gemm``'s nearest and
     QuEST quantisers, each rotating with ``suite.numerics.hadamard.rotate_blocks``."""
 
@@ -444,7 +444,7 @@ class _FakeQuantizeFp4(_FakeQuantizeValues):
 
         u, signs = self._extra(rest)
         if self.scaling == "quest":
-            return gemm._quest_mxfp4(x, "down", self.hadamard, signs)
+            return gemm.quest_reference(x, "down", self.hadamard, signs)
         if self.rounding == "stochastic":
             return fake_quantize_stochastic(x, self.fmt, u, self.scaling, self.hadamard, signs)
         return gemm.fake_quantize_nearest(x, self.fmt, self.hadamard, signs)
@@ -460,10 +460,10 @@ class _FakeQuantizeFp4(_FakeQuantizeValues):
 
     def bytes_moved(self, shape, dtype):
         """X read (twice for NVFP4: the tensor amax, then the quantise pass), U read where stochastic,
-        Y written (QuEST: and its one-byte mask)."""
+        Y written (QuEST: and its float32 mask)."""
         n = shape[0] * shape[1]
         reads = (2 if self.fmt == "nvfp4" else 1) + (self.rounding == "stochastic")
-        return reads * n * 4 + n * 4 + (n if self.scaling == "quest" else 0)
+        return reads * n * 4 + n * 4 + (n * 4 if self.scaling == "quest" else 0)
 
 
 def _fp4(name: str, summary: str, fmt: str, **attrs) -> None:

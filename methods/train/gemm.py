@@ -288,7 +288,7 @@ class Quantized:
     """An operand after quantisation: float32 values on the grid, and what else the GEMM needs."""
 
     values: torch.Tensor
-    mask: torch.Tensor | None = None  # QuEST: True where the value was not clipped
+    mask: torch.Tensor | None = None  # QuEST: float32, 1 where the value was not clipped (its gradient passes)
     codes: torch.Tensor | None = None  # real FP8 codes (torch.float8_*) for torch._scaled_mm
     scale: torch.Tensor | None = None  # their dequantisation scale: a scalar or one per row
 
@@ -362,7 +362,7 @@ class LayerState:
             return Quantized(dispatch.call("fake_quantize_stochastic", fused_stochastic, t,
                                            FORMAT_NAMES[op.fmt], u, op.scaling, **rot))
         if op.scaling == "quest":  # a kernel may serve it (suite.numerics.dispatch)
-            values, mask = dispatch.call("fake_quantize_quest", _quest_mxfp4, t, op.ties, **rot)
+            values, mask = dispatch.call("fake_quantize_quest", quest_reference, t, op.ties, **rot)
             return Quantized(values, mask=mask)
         if op.scaling == "sr34":
             return mxfp4_sr34(t, op.rounding, rnd.get("generator"))
@@ -783,17 +783,30 @@ def quest_mxfp4(t: torch.Tensor, ties: str = "down", hadamard: int = 0) -> Quant
     range, whose gradient passes. A variance that rounding makes negative is taken as 0 (the
     kernel's square root would return NaN there). A constant block has no spread: its scale
     bottoms out at ``2^-27`` and it saturates, gradient masked, as in the kernel. ``hadamard``:
-    ``t`` rotated first (``rotate_blocks``: Quartet's forward rotates by 32 points)."""
-    values, mask = _quest_mxfp4(t, ties, hadamard)
+    ``t`` rotated first (``rotate_blocks``: Quartet's forward rotates by 32 points). The mask is
+    float32 (1 where the gradient passes), what the backward multiplies by."""
+    values, mask = quest_reference(t, ties, hadamard)
     return Quantized(values, mask=mask)
 
 
+def quest_reference(t: torch.Tensor, ties: str = "down", hadamard: int = 0,
+                    signs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quest_mxfp4``'s values and float32 mask, of ``t`` rotated first where ``hadamard`` (with
+    ``signs``): the reference of the dispatch operation ``fake_quantize_quest``. Compiled, the
+    rotation and the quantiser are two fused functions: inductor recomputes the butterflies for
+    each of the quantiser's block reductions when they share one."""
+    if hadamard:
+        t = _rotated(t, hadamard, signs)
+    return _quest_mxfp4(t, ties)
+
+
 @fused
-def _quest_mxfp4(t: torch.Tensor, ties: str, hadamard: int = 0,
-                 signs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``quest_mxfp4``'s values and mask (of ``t`` rotated first where ``hadamard``, with ``signs``):
-    the reference of the dispatch operation ``fake_quantize_quest``."""
-    t = rotate_blocks(t, hadamard, signs)
+def _rotated(t: torch.Tensor, block: int, signs: torch.Tensor | None) -> torch.Tensor:
+    return rotate_blocks(t, block, signs)
+
+
+@fused
+def _quest_mxfp4(t: torch.Tensor, ties: str) -> tuple[torch.Tensor, torch.Tensor]:
     rows, k = t.shape
     blocks = t.reshape(rows, k // 32, 32)
     mean = _pairwise_sum(blocks) / 32
@@ -805,7 +818,8 @@ def _quest_mxfp4(t: torch.Tensor, ties: str, hadamard: int = 0,
     scale = torch.ldexp(torch.ones_like(std), _exponent(QUEST_GAUSSIAN_SCALE * std + 1e-8))
     scaled = blocks / scale
     values = (fp4_round(scaled, ties=ties) * scale).reshape(rows, k)
-    return values, (scaled.abs() < el.FP4_E2M1.max).reshape(rows, k)
+    # float32, not bool: inductor's CPU code stores a bool output elementwise, at several times the cost
+    return values, (scaled.abs() < el.FP4_E2M1.max).to(torch.float32).reshape(rows, k)
 
 
 def scaled_mm(qa: Quantized, qb: Quantized) -> torch.Tensor:
