@@ -673,6 +673,28 @@ def _fp4_code_ties_down(v):
 
 
 @triton.jit
+def _mix32(x):
+    """lowbias32 of uint32 words (``suite.numerics.counter_rng.mix32``; uint32 products wrap)."""
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * 0x846CA68B
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _counter_uniforms(offs, key_ptr):
+    """The uniforms ``counter_rng.counter_uniforms`` gives the elements at int64 offsets ``offs`` of a
+    call keyed by the two words at ``key_ptr``: computed here, never read from memory."""
+    k0 = tl.load(key_ptr).to(tl.uint32)
+    k1 = tl.load(key_ptr + 1).to(tl.uint32)
+    low = (offs & 0xFFFFFFFF).to(tl.uint32)
+    high = (offs >> 32).to(tl.uint32)
+    h = _mix32(_mix32(low + k0) ^ k1 ^ high)
+    return (h >> 8).to(tl.float32) * 5.9604644775390625e-08  # 2^-24
+
+
+@triton.jit
 def _fold_halves(x, R: tl.constexpr, NB: tl.constexpr, H: tl.constexpr):
     """[R, NB, 2H] -> [R, NB, H]: the first half of each block plus its second half."""
     a, b = tl.split(tl.permute(tl.reshape(x, (R, NB, 2, H)), (0, 1, 3, 2)))
@@ -693,7 +715,7 @@ def _block_sum32(x, R: tl.constexpr, NB: tl.constexpr):
 @triton.jit
 def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had_scale,
                      FMT: tl.constexpr, G: tl.constexpr, SCALE: tl.constexpr, ROUND: tl.constexpr,
-                     HAD: tl.constexpr, SIGNS: tl.constexpr, SOFT: tl.constexpr,
+                     HAD: tl.constexpr, SIGNS: tl.constexpr, KEYED: tl.constexpr, SOFT: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr):
     """Y = the FP4 block format's value of X ([M, N] float32, blocks of G along N), after a block
     Hadamard of HAD points along N (0: none; ``SIGNS``: X times the HAD signs first, repeated over
@@ -701,7 +723,8 @@ def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had
     Scales: MXFP4 E8M0 (``SCALE_SR34``: divided by 3/4; ``SCALE_QUEST``: ``2^floor(log2(c * std
     + 1e-8))`` of the block's spread, and ``keep_ptr`` gets 1 where the scaled value is inside
     +-6, else 0); NVFP4 E4M3 block scale under the FP32 tensor scale read from ``ts_ptr``. Rounding: to
-    nearest (ties to even or toward zero) or stochastic by the uniforms U."""
+    nearest (ties to even or toward zero) or stochastic by the uniforms U, or with ``KEYED`` by the
+    counter-based uniforms of the key at ``u_ptr`` (``suite.numerics.counter_rng``), made here."""
     pid_m, pid_n = _tile_ids(M, BM)
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
@@ -715,7 +738,10 @@ def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had
     NB: tl.constexpr = BN // G
     xb = tl.reshape(x, (BM, NB, G))
     if ROUND == ROUND_STOCHASTIC:
-        ub = tl.reshape(tl.load(u_ptr + offs, mask=mask, other=0.0), (BM, NB, G))
+        if KEYED:
+            ub = tl.reshape(_counter_uniforms(offs, u_ptr), (BM, NB, G))
+        else:
+            ub = tl.reshape(tl.load(u_ptr + offs, mask=mask, other=0.0), (BM, NB, G))
     else:
         ub = xb
     if FMT == MXFP4:
@@ -751,14 +777,14 @@ def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had
 
 
 def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", rounding: str = "nearest",
-                      ties: str = "even", u: torch.Tensor | None = None, hadamard: int = 0,
-                      signs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      ties: str = "even", u: torch.Tensor | None = None, key: torch.Tensor | None = None,
+                      hadamard: int = 0, signs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """FP4 fake quantisation of x (float32 [M, N], N a multiple of the block and of ``hadamard``) in
     one kernel, after an optional block Hadamard of ``hadamard`` points (``signs``: a vector of that
     many +-1, repeated over the blocks). ``fmt`` ``mxfp4`` (``scaling`` ``block``, ``sr34`` or
     ``quest``) or ``nvfp4`` (``block``: an amax pass of the rotated X first, for the tensor scale);
-    ``rounding`` ``nearest`` (``ties`` ``even`` or ``down``) or ``stochastic`` with the uniforms
-    ``u`` (shaped like x). Returns the values and, for ``quest``, the keep mask (float32: 1 where the
+    ``rounding`` ``nearest`` (``ties`` ``even`` or ``down``) or ``stochastic`` with the counter-based
+    uniforms of ``key`` (int64, two words: ``counter_rng``), or given uniforms ``u`` (shaped like x). Returns the values and, for ``quest``, the keep mask (float32: 1 where the
     gradient passes), else None."""
     fmt_id = FORMAT_IDS[fmt]
     G = BLOCK[fmt_id]
@@ -779,18 +805,21 @@ def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", roun
     scale_id = {"block": SCALE_OCP, "sr34": SCALE_SR34, "quest": SCALE_QUEST}[scaling]
     BM, BN = (32, 128) if triton_interpreted() else (16, 256)
     grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
-    _fp4_fake_kernel[grid](x, u.contiguous() if stochastic else x, y, keep, ts, signs if signs is not None else x,
+    keyed = stochastic and key is not None
+    noise = (key.to(device=x.device, dtype=torch.int64).contiguous() if keyed else u.contiguous()) if stochastic else x
+    _fp4_fake_kernel[grid](x, noise, y, keep, ts, signs if signs is not None else x,
                            M, N, had_scale, FMT=fmt_id, G=G, SCALE=scale_id, ROUND=round_id, HAD=hadamard,
-                           SIGNS=signs is not None, SOFT=triton_interpreted(), BM=BM, BN=BN, num_warps=4,
+                           SIGNS=signs is not None, KEYED=keyed, SOFT=triton_interpreted(), BM=BM, BN=BN,
+                           num_warps=4,
                            enable_fp_fusion=False)  # no FMA: QuEST's mean, variance and spread round as eager
     return y, (keep if quest else None)
 
 
-def fake_quantize_fp4_stochastic(x: torch.Tensor, u: torch.Tensor, fmt: str, scaling: str = "block",
-                                 hadamard: int = 0, signs: torch.Tensor | None = None) -> torch.Tensor:
-    """``suite.numerics.stochastic.fake_quantize_stochastic(x, fmt, u, scaling, hadamard, signs)`` in
-    one kernel: x and u float32 [M, N], N a multiple of the block (32 MXFP4, 16 NVFP4)."""
-    return fake_quantize_fp4(x, fmt, scaling=scaling, rounding="stochastic", u=u, hadamard=hadamard,
+def fake_quantize_fp4_keyed(x: torch.Tensor, key: torch.Tensor, fmt: str, scaling: str = "block",
+                            hadamard: int = 0, signs: torch.Tensor | None = None) -> torch.Tensor:
+    """``suite.numerics.stochastic.fake_quantize_keyed(x, fmt, key, scaling, hadamard, signs)`` in one
+    kernel: x float32 [M, N], N a multiple of the block (32 MXFP4, 16 NVFP4) and of ``hadamard``."""
+    return fake_quantize_fp4(x, fmt, scaling=scaling, rounding="stochastic", key=key, hadamard=hadamard,
                              signs=signs)[0]
 
 

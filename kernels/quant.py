@@ -348,14 +348,14 @@ def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-# Stochastic rounding (suite.numerics.stochastic): one fused kernel, fed the caller's uniforms.
-def _triton_fake_quantize_stochastic(x, fmt: str, u, scaling: str = "block", hadamard: int = 0, signs=None):
-    from suite.kernels._quant_triton import fake_quantize_fp4_stochastic
+# Stochastic rounding (suite.numerics.stochastic): one fused kernel, making the uniforms of the caller's key.
+def _triton_fake_quantize_stochastic(x, fmt: str, key, scaling: str = "block", hadamard: int = 0, signs=None):
+    from suite.kernels._quant_triton import fake_quantize_fp4_keyed
 
-    return fake_quantize_fp4_stochastic(x, u, fmt, scaling, hadamard, signs)
+    return fake_quantize_fp4_keyed(x, key, fmt, scaling, hadamard, signs)
 
 
-def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, u, scaling: str = "block",
+def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, key, scaling: str = "block",
                                        hadamard: int = 0, signs=None) -> bool:
     import torch
 
@@ -364,8 +364,8 @@ def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, u, scaling
     block = SHAPES.get((fmt, scaling))
     return (block is not None and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
             and (not hadamard or _rotation_fits(x, hadamard, signs))
-            and x.shape[1] % block == 0 and u.dtype == torch.float32 and tuple(u.shape) == tuple(x.shape)
-            and u.device == x.device and (x.is_cuda or on_cpu_too) and _triton_importable())
+            and x.shape[1] % block == 0 and key.dtype == torch.int64 and tuple(key.shape) == (2,)
+            and key.device == x.device and (x.is_cuda or on_cpu_too) and _triton_importable())
 
 
 # QuEST's MXFP4 forward quantiser (gemm.quest_mxfp4: RMS scale, clip mask), optionally after a block
@@ -404,7 +404,8 @@ class _FakeQuantizeValues(Kernel):
 
 class _FakeQuantizeFp4(_FakeQuantizeValues):
     """An FP4 fake quantisation as the recipes run it (``_quant_triton.fake_quantize_fp4``): float32 X
-    in (with uniforms U for stochastic rounding, +-1 signs for a randomised rotation), float32 values
+    in (with a key for stochastic rounding's counter-based uniforms, made in the kernel; +-1 signs for
+    a randomised rotation), float32 values
     out (QuEST: and its float32 keep mask), one fused pass after an optional block Hadamard (NVFP4: an amax
     pass of the rotated X first). References: ``suite.numerics.stochastic`` and ``gemm``'s nearest and
     QuEST quantisers, each rotating with ``suite.numerics.hadamard.rotate_blocks``."""
@@ -426,43 +427,44 @@ class _FakeQuantizeFp4(_FakeQuantizeValues):
         gen_device = generator.device if generator is not None else device
         inputs = [randn(shape, dtype, device, generator, scale=2.0)]
         if self.rounding == "stochastic":
-            inputs.append(torch.rand(shape, generator=generator, dtype=torch.float32, device=gen_device).to(device))
+            inputs.append(torch.randint(0, 2 ** 32, (2,), generator=generator, dtype=torch.int64,
+                                        device=gen_device).to(device))
         if self.signs:
             bits = torch.randint(0, 2, (self.hadamard,), generator=generator, device=gen_device)
             inputs.append((bits * 2 - 1).to(device=device, dtype=torch.float32))
         return tuple(inputs)
 
     def _extra(self, rest: tuple) -> tuple:
-        """(uniforms, signs) from the inputs after X."""
+        """(key, signs) from the inputs after X."""
         rest = list(rest)
-        u = rest.pop(0) if self.rounding == "stochastic" else None
-        return u, (rest.pop(0) if self.signs else None)
+        key = rest.pop(0) if self.rounding == "stochastic" else None
+        return key, (rest.pop(0) if self.signs else None)
 
     def reference(self, x, *rest):
         from suite.methods.train import gemm
-        from suite.numerics.stochastic import fake_quantize_stochastic
+        from suite.numerics.stochastic import fake_quantize_keyed
 
-        u, signs = self._extra(rest)
+        key, signs = self._extra(rest)
         if self.scaling == "quest":
             return gemm.quest_reference(x, "down", self.hadamard, signs)
         if self.rounding == "stochastic":
-            return fake_quantize_stochastic(x, self.fmt, u, self.scaling, self.hadamard, signs)
+            return fake_quantize_keyed(x, self.fmt, key, self.scaling, self.hadamard, signs)
         return gemm.fake_quantize_nearest(x, self.fmt, self.hadamard, signs)
 
     def triton(self, x, *rest):
         from suite.kernels._quant_triton import fake_quantize_fp4
 
-        u, signs = self._extra(rest)
+        key, signs = self._extra(rest)
         values, keep = fake_quantize_fp4(x, self.fmt, scaling=self.scaling, rounding=self.rounding,
-                                         ties="down" if self.scaling == "quest" else "even", u=u,
+                                         ties="down" if self.scaling == "quest" else "even", key=key,
                                          hadamard=self.hadamard, signs=signs)
         return (values, keep) if self.scaling == "quest" else values
 
     def bytes_moved(self, shape, dtype):
-        """X read (twice for NVFP4: the tensor amax, then the quantise pass), U read where stochastic,
-        Y written (QuEST: and its float32 mask)."""
+        """X read (twice for NVFP4: the tensor amax, then the quantise pass), Y written (QuEST: and its
+        float32 mask); stochastic rounding's uniforms are made in registers, never read."""
         n = shape[0] * shape[1]
-        reads = (2 if self.fmt == "nvfp4" else 1) + (self.rounding == "stochastic")
+        reads = 2 if self.fmt == "nvfp4" else 1
         return reads * n * 4 + n * 4 + (n * 4 if self.scaling == "quest" else 0)
 
 
@@ -474,11 +476,11 @@ def _fp4(name: str, summary: str, fmt: str, **attrs) -> None:
 
 
 _SR = {"rounding": "stochastic"}
-_fp4("fake_quantize_mxfp4_sr", "MXFP4 quantise-dequantise, stochastic rounding by given uniforms", "mxfp4", **_SR)
+_fp4("fake_quantize_mxfp4_sr", "MXFP4 quantise-dequantise, stochastic rounding (counter-based uniforms made in the kernel)", "mxfp4", **_SR)
 _fp4("fake_quantize_mxfp4_sr34",
-     "MXFP4 with the OCP scale x 4/3 (never saturates), stochastic rounding by given uniforms (Quartet's backward)",
+     "MXFP4 with the OCP scale x 4/3 (never saturates), stochastic rounding (Quartet's backward)",
      "mxfp4", scaling="sr34", **_SR)
-_fp4("fake_quantize_nvfp4_sr", "NVFP4 quantise-dequantise, stochastic rounding by given uniforms", "nvfp4", **_SR)
+_fp4("fake_quantize_nvfp4_sr", "NVFP4 quantise-dequantise, stochastic rounding (counter-based uniforms made in the kernel)", "nvfp4", **_SR)
 _fp4("fake_quantize_mxfp4_quest", "MXFP4 with QuEST's RMS scale and clip mask, ties toward zero", "mxfp4",
      scaling="quest")
 _fp4("fake_quantize_mxfp4_quest_h32",

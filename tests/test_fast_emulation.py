@@ -200,15 +200,18 @@ def test_the_recipe_benchmark_measures_each_recipe_eager_and_compiled(tmp_path, 
 @pytest.mark.parametrize("fmt,scaling", [("mxfp4", "block"), ("mxfp4", "sr34"), ("nvfp4", "block")])
 def test_the_recipes_stochastic_path_equals_the_reference_its_kernel_is_held_to(fmt, scaling):
     """gemm.fused_stochastic (what the recipes run where no kernel serves) against
-    suite.numerics.stochastic.fake_quantize_stochastic, the reference the Triton kernel equals, on
-    every binade and on values within 64 float32 steps of each E2M1 value, with the same uniforms."""
-    from suite.numerics.stochastic import fake_quantize_stochastic
+    suite.numerics.stochastic.fake_quantize_keyed, the reference the Triton kernel equals, on every
+    binade and on values within 64 float32 steps of each E2M1 value, with the same key, eager and
+    compiled (the counter-based uniforms made inside the compiled loop)."""
+    from suite.numerics.counter_rng import new_key
+    from suite.numerics.stochastic import fake_quantize_keyed
 
     g = torch.Generator().manual_seed(5)
     x = torch.randn(37, 64, generator=g) * torch.logspace(-3, 3, 64)
     grid = torch.tensor([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0])
     near = (grid.view(torch.int32)[:, None] + torch.arange(-64, 64, dtype=torch.int32)).view(torch.float32)
     x = torch.cat([x, near.reshape(-1, 64), -near.reshape(-1, 64)])
-    u = torch.rand(x.shape, generator=g)
-    with compiled.emulation("off"):
-        assert torch.equal(G.fused_stochastic(x, fmt, u, scaling), fake_quantize_stochastic(x, fmt, u, scaling))
+    key = new_key(g, "cpu")
+    for mode in ("off", "on"):
+        with compiled.emulation(mode):
+            assert torch.equal(G.fused_stochastic(x, fmt, key, scaling), fake_quantize_keyed(x, fmt, key, scaling))

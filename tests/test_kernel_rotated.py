@@ -1,7 +1,8 @@
 """Rotate-and-quantise and QuEST through the kernels: one Triton pass equals its reference bit for bit.
 
 Quartet's forward (32-point Hadamard, then MXFP4 with QuEST's RMS scale and clip mask), its backward
-(32-point Hadamard with fresh random signs, then MXFP4 over 3/4 with stochastic rounding) and the
+(32-point Hadamard with fresh random signs, then MXFP4 over 3/4 with stochastic rounding by the
+counter-based uniforms of a key) and the
 NVFP4 recipe's weight gradient (16-point random-sign Hadamard, then NVFP4 stochastic or to nearest)
 are each one dispatched call (``hadamard=<points>``). The references rotate with the butterflies of
 ``suite.numerics.hadamard.rotate_blocks`` and quantise with the recipes' quantisers; here they are
@@ -17,8 +18,9 @@ import torch
 from suite.methods.train import gemm as G
 from suite.numerics import dispatch
 from suite.numerics import formats as F
+from suite.numerics.counter_rng import counter_uniforms, new_key
 from suite.numerics.hadamard import hadamard_matrix, rotate_blocks
-from suite.numerics.stochastic import fake_quantize_stochastic
+from suite.numerics.stochastic import fake_quantize_keyed, fake_quantize_stochastic
 
 pytestmark = pytest.mark.skipif(not dispatch.interpreted() and not torch.cuda.is_available(),
                                 reason="needs a GPU or TRITON_INTERPRET=1")
@@ -100,12 +102,14 @@ def test_quest_ties_go_toward_zero_and_nan_blocks_stay_nan():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_rotated_stochastic_rounding_equals_the_reference_and_the_formats_module(fmt, scaling, hadamard, shape):
     x, s = _values(shape), _signs(hadamard)
-    u = torch.rand(shape, generator=torch.Generator().manual_seed(3)).to(DEVICE)
-    reference = fake_quantize_stochastic(x, fmt, u, scaling, hadamard, s)
-    served = _served("fake_quantize_stochastic", fake_quantize_stochastic, x, fmt, u, scaling, hadamard=hadamard,
+    key = new_key(torch.Generator().manual_seed(3), DEVICE)
+    reference = fake_quantize_keyed(x, fmt, key, scaling, hadamard, s)
+    served = _served("fake_quantize_stochastic", fake_quantize_keyed, x, fmt, key, scaling, hadamard=hadamard,
                      signs=s)
     assert torch.equal(served, reference)
-    assert torch.equal(G.fused_stochastic(x, fmt, u, scaling, hadamard, s), reference)
+    assert torch.equal(G.fused_stochastic(x, fmt, key, scaling, hadamard, s), reference)
+    u = counter_uniforms(shape, key)
+    assert torch.equal(reference, fake_quantize_stochastic(rotate_blocks(x, hadamard, s), fmt, u, scaling))
     if scaling == "block":  # independent: the formats module's stochastic rounding of the rotated values
         assert torch.equal(reference, F.fake_quantize(rotate_blocks(x, hadamard, s), fmt, rounding="stochastic",
                                                       noise=u))

@@ -42,6 +42,7 @@ from suite.numerics import compiled, dispatch
 from suite.numerics import elements as el
 from suite.numerics import formats as F
 from suite.numerics.compiled import fused
+from suite.numerics.counter_rng import counter_uniforms, new_key
 from suite.numerics.hadamard import (
     apply_block_hadamard,
     apply_hadamard,
@@ -357,10 +358,10 @@ class LayerState:
             return Quantized(t.to(torch.bfloat16).float())
         if not op.dispatched():  # runs in PyTorch whatever --kernels says: counted as such
             dispatch.unserved(f"quantize:{op.fmt}/{op.scaling}/{op.rounding}")
-        if op.rounding == "stochastic" and op.dispatched():  # a kernel may serve it, fed the generator's uniforms
-            u = torch.rand(t.shape, generator=rnd["generator"], device=t.device, dtype=torch.float32)
+        if op.rounding == "stochastic" and op.dispatched():  # a kernel may serve it, keyed by the generator
+            key = new_key(rnd["generator"], t.device)
             return Quantized(dispatch.call("fake_quantize_stochastic", fused_stochastic, t,
-                                           FORMAT_NAMES[op.fmt], u, op.scaling, **rot))
+                                           FORMAT_NAMES[op.fmt], key, op.scaling, **rot))
         if op.scaling == "quest":  # a kernel may serve it (suite.numerics.dispatch)
             values, mask = dispatch.call("fake_quantize_quest", quest_reference, t, op.ties, **rot)
             return Quantized(values, mask=mask)
@@ -428,7 +429,7 @@ class LayerState:
             a, b, block = self.rotate_pair(a, b, g)
             return self.quantize(a, g.a, amax[0], real=real), self.quantize(b, g.b, amax[1], real=real), block
         a, b = self.pad_pair(a, b, g)
-        s = self.signs(fused_block, g.signs, a.device)  # drawn before the uniforms, as rotate_pair does
+        s = self.signs(fused_block, g.signs, a.device)  # drawn before the keys, as rotate_pair does
         return (self.quantize(a, g.a, hadamard=fused_block, signs=s),
                 self.quantize(b, g.b, hadamard=fused_block, signs=s), fused_block)
 
@@ -676,23 +677,17 @@ def mxfp4_sr34(t: torch.Tensor, rounding: str = "stochastic", generator: torch.G
     return Quantized(_mxfp4_sr34(t, rounding, uniforms(t.shape, rounding, generator, t.device)))
 
 
-def fused_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str = "block", hadamard: int = 0,
+@fused
+def fused_stochastic(t: torch.Tensor, fmt: str, key: torch.Tensor, scaling: str = "block", hadamard: int = 0,
                      signs: torch.Tensor | None = None) -> torch.Tensor:
-    """``suite.numerics.stochastic.fake_quantize_stochastic`` (the reference its kernel equals) through
-    the fused quantisers, so the emulated path compiles; equal to it bit for bit (tests)."""
-    if hadamard:
-        return _rotated_stochastic(t, fmt, u, scaling, hadamard, signs)
+    """``suite.numerics.stochastic.fake_quantize_keyed`` (the reference its kernel equals) through the
+    fused quantisers: compiled, the rotation, the counter-based uniforms of ``key`` and the quantiser
+    are one loop, the uniforms never stored; equal to it bit for bit (tests)."""
+    t = rotate_blocks(t, hadamard, signs)
+    u = counter_uniforms(tuple(t.shape), key)
     if fmt == "nvfp4":
         return _nvfp4(t, 16, "stochastic", u, None)
     return _mxfp4_sr34(t, "stochastic", u) if scaling == "sr34" else _mxfp4(t, "stochastic", u)
-
-
-@fused
-def _rotated_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str, hadamard: int,
-                        signs: torch.Tensor | None) -> torch.Tensor:
-    """``fused_stochastic`` of ``t`` rotated (``rotate_blocks``): the rotation and the quantiser in one
-    compiled function."""
-    return fused_stochastic(rotate_blocks(t, hadamard, signs), fmt, u, scaling)
 
 
 @fused

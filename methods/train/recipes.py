@@ -382,7 +382,9 @@ class Nvfp4Train(TrainRecipe):
     """
 
     Config = Nvfp4Config
-    version = "2"  # 2: the paper's BF16 blocks kept by default
+    # 2: the paper's BF16 blocks kept by default; 3: stochastic rounding by counter-based uniforms
+    # (suite.numerics.counter_rng), the wgrad's RHT by butterflies in the quantiser's pass
+    version = "3"
     metrics = (*TrainRecipe.metrics, BF16_LAYERS)
 
     def kept_in_bf16(self, model: Any, names: list[str]) -> list[str]:
@@ -443,7 +445,9 @@ class QuartetTrain(TrainRecipe):
     block saturates with its gradient masked. Emulated.
     """
 
-    version = "2"  # 2: the kernel's tie rule and variance clamp
+    # 2: the kernel's tie rule and variance clamp; 3: the backward's stochastic rounding by counter-based
+    # uniforms (suite.numerics.counter_rng), the 32-point rotations by butterflies in the quantiser's pass
+    version = "3"
 
     def linear_recipe(self) -> Any:
         from suite.methods.train.gemm import Gemm, LinearRecipe, Operand

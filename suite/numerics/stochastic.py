@@ -5,8 +5,9 @@ recipe) and MXFP4 with the OCP scale divided by 3/4 (``sr34``: block maxima land
 so rounding is unbiased and never saturates; Tseng et al. 2025, Quartet's backward). This is the
 one reference of that operation (``suite.numerics.dispatch`` op ``fake_quantize_stochastic``):
 the uniforms come in as a tensor ``u`` shaped like ``t``, so a kernel fed the same ``u`` must give
-the same values bit for bit (``tests/test_kernel_stochastic.py``). The caller draws ``u`` with
-``torch.rand(t.shape, generator=...)``, the draws the recipes made before this operation existed.
+the same values bit for bit (``tests/test_kernel_stochastic.py``). The recipes call it through
+``fake_quantize_keyed`` (the dispatch operation ``fake_quantize_stochastic``): the uniforms of a
+per-call key (``suite.numerics.counter_rng``), which a kernel computes in registers.
 
 Elements: E2M1 with stochastic rounding as ``suite.numerics.rounding`` defines it (the upper
 neighbour when ``u < (|v| - lo) / (hi - lo)``, saturating at 6), computed in a few elementwise
@@ -22,6 +23,7 @@ import torch
 
 from suite.numerics import elements as el
 from suite.numerics import formats as F
+from suite.numerics.counter_rng import counter_uniforms
 from suite.numerics.hadamard import rotate_blocks
 
 # (format, scaling) -> the block size along the last dimension
@@ -70,3 +72,11 @@ def fake_quantize_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling
                      max=el.FP8_E4M3.max).to(e4m3).float()
     scaled = torch.clamp(blocks * ((1.0 / ts) / s8), -el.FP4_E2M1.max, el.FP4_E2M1.max)
     return (fp4_stochastic(scaled, ub) * (ts * s8)).reshape(rows, k)
+
+
+def fake_quantize_keyed(t: torch.Tensor, fmt: str, key: torch.Tensor, scaling: str = "block",
+                        hadamard: int = 0, signs: torch.Tensor | None = None) -> torch.Tensor:
+    """``fake_quantize_stochastic`` with the counter-based uniforms of ``key``
+    (``counter_rng.counter_uniforms``): the reference of the dispatch operation
+    ``fake_quantize_stochastic``, whose kernel makes the same uniforms itself."""
+    return fake_quantize_stochastic(t, fmt, counter_uniforms(tuple(t.shape), key), scaling, hadamard, signs)
