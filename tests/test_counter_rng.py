@@ -67,3 +67,13 @@ def test_a_seed_fixes_the_keys_and_successive_calls_get_new_ones():
     assert all(torch.equal(x, y) for x, y in zip(keys_a, keys_b, strict=True))
     assert len({tuple(k.tolist()) for k in keys_a}) == 3
     assert all(k.dtype == torch.int64 and 0 <= k.min() and k.max() < 2 ** 32 for k in keys_a)
+
+
+def test_the_int32_words_equal_the_int64_ones_at_every_key():
+    """The fast int32 form (wrapping products) against the int64 one (exact 16-bit halves), with keys
+    that wrap the counter and keys above 2^31 (negative as int32)."""
+    from suite.numerics.counter_rng import counter_uniforms_int64
+
+    for key in ([0, 0], [0xFFFFFFFF, 0xFFFFFFFF], [0x80000000, 0x7FFFFFFF], [0xFFFFFF00, 12345]):
+        k = torch.tensor(key)
+        assert torch.equal(counter_uniforms((33, 97), k), counter_uniforms_int64((33, 97), k)), key

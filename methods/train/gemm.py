@@ -677,14 +677,33 @@ def mxfp4_sr34(t: torch.Tensor, rounding: str = "stochastic", generator: torch.G
     return Quantized(_mxfp4_sr34(t, rounding, uniforms(t.shape, rounding, generator, t.device)))
 
 
-@fused
 def fused_stochastic(t: torch.Tensor, fmt: str, key: torch.Tensor, scaling: str = "block", hadamard: int = 0,
                      signs: torch.Tensor | None = None) -> torch.Tensor:
     """``suite.numerics.stochastic.fake_quantize_keyed`` (the reference its kernel equals) through the
-    fused quantisers: compiled, the rotation, the counter-based uniforms of ``key`` and the quantiser
-    are one loop, the uniforms never stored; equal to it bit for bit (tests)."""
-    t = rotate_blocks(t, hadamard, signs)
-    u = counter_uniforms(tuple(t.shape), key)
+    fused quantisers: compiled, the counter-based uniforms of ``key`` are one loop, the rotation and the
+    quantiser another (inductor's CPU code for the hash inside the quantiser's block loops is several
+    times slower than the two); equal to it bit for bit (tests)."""
+    u = _uniforms_like(t, key)
+    if hadamard:
+        return _rotated_stochastic(t, fmt, u, scaling, hadamard, signs)
+    return _stochastic(t, fmt, u, scaling)
+
+
+@fused
+def _uniforms_like(t: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``counter_uniforms`` for ``t``'s shape (``t`` is the operand, so the mode sizes the call by it)."""
+    return counter_uniforms(tuple(t.shape), key)
+
+
+@fused
+def _rotated_stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str, hadamard: int,
+                        signs: torch.Tensor | None) -> torch.Tensor:
+    """``_stochastic`` of ``t`` rotated (``rotate_blocks``): the rotation and the quantiser in one
+    compiled function."""
+    return _stochastic(rotate_blocks(t, hadamard, signs), fmt, u, scaling)
+
+
+def _stochastic(t: torch.Tensor, fmt: str, u: torch.Tensor, scaling: str) -> torch.Tensor:
     if fmt == "nvfp4":
         return _nvfp4(t, 16, "stochastic", u, None)
     return _mxfp4_sr34(t, "stochastic", u) if scaling == "sr34" else _mxfp4(t, "stochastic", u)

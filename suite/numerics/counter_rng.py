@@ -15,9 +15,12 @@ elements come from distinct 32-bit words, and a 24-bit uniform is what ``torch.r
 float32 too. The key comes from the layer's generator (two 32-bit draws per call, ``new_key``), so
 a seed still fixes the run.
 
-PyTorch has no unsigned 32-bit multiply, so ``mul32`` forms the product modulo 2^32 from 16-bit
-halves in int64 (never overflowing); a Triton kernel multiplies uint32 words, which wrap. Both are
-exact integer arithmetic, so they agree bit for bit (``tests/test_counter_rng.py``).
+PyTorch's unsigned 32-bit integers lack shifts and additions, so the words live in int32, whose
+products wrap modulo 2^32 (two's complement: ATen's and inductor's vectorised multiplies), with the
+right shifts masked to act as unsigned ones; a Triton kernel uses uint32. A tensor of 2^31 elements
+or more indexes in int64 and forms each product from 16-bit halves (``mul32``, never overflowing).
+All are exact integer arithmetic on the same words, so they agree bit for bit
+(``tests/test_counter_rng.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 
 MASK32 = 0xFFFFFFFF
 LOWBIAS32 = (0x7FEB352D, 0x846CA68B)  # lowbias32's multipliers (shifts 16, 15, 16)
+INT32_INDEX_LIMIT = 1 << 31  # tensors below this many elements index in int32
 
 
 def mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -47,9 +51,36 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def _signed(word: int) -> int:
+    return word - (1 << 32) if word >= 1 << 31 else word
+
+
+_LOWBIAS32_SIGNED = tuple(_signed(c) for c in LOWBIAS32)
+
+
+def mix32_int32(x: torch.Tensor) -> torch.Tensor:
+    """``lowbias32`` of int32 ``x`` holding the 32-bit words (wrapping products, masked shifts)."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * _LOWBIAS32_SIGNED[0]
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * _LOWBIAS32_SIGNED[1]
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
 def counter_uniforms(shape: tuple[int, ...], key: torch.Tensor) -> torch.Tensor:
     """float32 uniforms in ``[0, 1)`` (multiples of 2^-24) for a tensor of ``shape``, from ``key``
     (int64, two words in ``[0, 2^32)``), on ``key``'s device."""
+    n = math.prod(shape)
+    if n >= INT32_INDEX_LIMIT:
+        return counter_uniforms_int64(shape, key)
+    k = torch.where(key >= 1 << 31, key - (1 << 32), key).to(torch.int32)
+    i = torch.arange(n, dtype=torch.int32, device=key.device).reshape(shape)
+    h = mix32_int32(mix32_int32(i + k[0]) ^ k[1])
+    return ((h >> 8) & 0xFFFFFF).to(torch.float32) * 2.0 ** -24
+
+
+def counter_uniforms_int64(shape: tuple[int, ...], key: torch.Tensor) -> torch.Tensor:
+    """``counter_uniforms`` with int64 indices (any size; slower: products from 16-bit halves)."""
     i = torch.arange(math.prod(shape), dtype=torch.int64, device=key.device).reshape(shape)
     h = mix32(((i & MASK32) + key[0]) & MASK32)
     h = mix32(h ^ key[1] ^ (i >> 32))
