@@ -79,8 +79,8 @@ def instantiate(spec: str) -> list:
 
 
 def _add_format_calls(out: MethodKernels, calls: list[tuple[str, str, tuple | None]]) -> None:
-    """A quantizer's or QAT method's declared (label, description, dispatch key or None) into ``out``."""
-    out.kind = "quant"
+    """A method's declared format operations, (label, description, dispatch key or None), into ``out``:
+    the calls and their benchmark kernels, and as gaps those no kernel serves."""
     missing: dict[str, list[str]] = {}
     for label, what, call in calls:
         if call is None:
@@ -100,24 +100,15 @@ def method_kernels(spec: str) -> MethodKernels:
     for method in instantiate(spec):
         declared_calls = method.format_calls(LISTED_IN_FEATURES) if hasattr(method, "format_calls") else None
         if declared_calls is not None:
+            out.kind = "quant"
             _add_format_calls(out, declared_calls)
             continue
         recipe = method.linear_recipe() if hasattr(method, "linear_recipe") else None
         if recipe is None or not hasattr(recipe, "forward"):
             out.linear = False
             continue
-        missing: dict[str, list[str]] = {}
-        for label, op, call in declared(recipe):
-            if op.fmt in NOT_QUANTISED:
-                continue
-            if call is None:
-                missing.setdefault(op.describe(), []).append(label)
-                continue
-            out.calls.setdefault(call, []).append(label)
-            out.kernels[call] = timed_by(call)
-            if not out.kernels[call]:
-                out.gaps.append(f"{label}: {op.describe()} (dispatched as {'/'.join(call)}, no kernel registered)")
-        out.gaps += [f"{what} ({', '.join(labels)})" for what, labels in missing.items()]
+        _add_format_calls(out, [(label, op.describe(), call) for label, op, call in declared(recipe)
+                                if op.fmt not in NOT_QUANTISED])
         rotations: dict[str, list[str]] = {}
         for gemm in ("forward", "dgrad", "wgrad"):
             g = getattr(recipe, gemm)
