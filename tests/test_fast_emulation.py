@@ -294,3 +294,28 @@ def test_coats_fused_fp8_activations_equal_formats_quantize(width):
             values = _fp8_activation_decoded(q.data, q.scale)
         assert torch.equal(q.data.view(torch.uint8), ref.data.view(torch.uint8)) and torch.equal(q.scale, ref.scale)
         assert torch.equal(_bits(values), _bits(F.dequantize(ref))) and torch.equal(_bits(F.dequantize(q)), _bits(values))
+
+
+# -- HALO's full-size rotations, fused -----------------------------------------------------------------
+@pytest.mark.parametrize("transposed", [False, True])
+def test_halos_large_rotations_equal_the_fast_transform_eager_and_compiled(transposed):
+    """Blocks past 256 points (HALO's along the tokens: the transpose of a contiguous dY) against
+    ``apply_block_hadamard(method="fast")``, and the Kronecker construction (704 = 44 x 16) with its
+    fused butterflies against ``apply_hadamard``, bit for bit, with and without signs, both ways."""
+    from suite.numerics.hadamard import apply_block_hadamard, apply_hadamard, random_signs
+
+    g = torch.Generator().manual_seed(4)
+    for rows, n, block in [(24, 1024, 1024), (8, 1024, 512), (24, 704, 0)]:
+        x = torch.randn(rows, n, generator=g) * torch.logspace(-3, 3, n)
+        if transposed:
+            x = x.t().contiguous().t()
+        for signs in (None, random_signs(n, g)):
+            for inverse in (False, True):
+                if block:
+                    ref = apply_block_hadamard(x.contiguous(), block, signs=signs, inverse=inverse, method="fast")
+                else:
+                    ref = apply_hadamard(x.contiguous(), signs=signs, inverse=inverse)
+                for mode in ("off", "on"):
+                    with compiled.emulation(mode):
+                        got = G.rotate(x, block, signs, inverse) if block else G.rotate_full(x, signs, inverse)
+                    assert torch.equal(_bits(got), _bits(ref)) and got.is_contiguous(), (n, block, mode)
