@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import pytest
@@ -215,3 +216,109 @@ def test_the_recipes_stochastic_path_equals_the_reference_its_kernel_is_held_to(
     for mode in ("off", "on"):
         with compiled.emulation(mode):
             assert torch.equal(G.fused_stochastic(x, fmt, key, scaling), fake_quantize_keyed(x, fmt, key, scaling))
+
+
+# -- COAT: its FP8 optimizer states and FP8 activations, fused --------------------------------------------
+def _coat_moments() -> list[torch.Tensor]:
+    """Moments of several sizes (whole groups of 128 and a padded last group) with many decades,
+    zero and constant groups, a lone value, tiny negatives and negative zeros."""
+    g = torch.Generator().manual_seed(3)
+    wide = torch.exp(torch.randn(64, 128, generator=g) * 4) * 1e-6
+    wide[0] = 0.0
+    wide[1] = 0.37
+    wide[2, 1:] = 0.0
+    signed = torch.randn(300, generator=g)
+    signed[::5] *= -1e-12
+    signed[::7] = 0.0
+    signed[::11] = -0.0
+    return [wide, signed, torch.randn(33, 7, generator=g) ** 2 * 1e-8, torch.randn(1, generator=g)]
+
+
+def _coat_reference(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """COAT's state encoding as written with ``formats.quantize`` / ``dequantize`` before it was
+    fused: codes, scales, k, centre and the decoded values."""
+    from suite.methods.train.coat import E4M3_RANGE, EXPAND_STEPS, GROUP
+    from suite.numerics import formats as F
+
+    flat = x.detach().float().reshape(-1)
+    pad = (-flat.numel()) % GROUP
+    valid = torch.ones(flat.numel() + pad, dtype=torch.bool)
+    if pad:
+        valid[flat.numel():] = False
+        flat = torch.nn.functional.pad(flat, (0, pad))
+    groups, valid = flat.reshape(-1, GROUP), valid.reshape(-1, GROUP)
+    mag = groups.abs()
+    hi = torch.where(valid, mag, torch.zeros_like(mag)).amax(-1, keepdim=True) + 1e-20
+    lo = torch.where(valid, mag, torch.full_like(mag, float("inf"))).amin(-1, keepdim=True) + 1e-20
+    ratio = hi / lo
+    k = torch.floor(math.log2(E4M3_RANGE) / torch.log2(ratio) * EXPAND_STEPS) / EXPAND_STEPS
+    k = torch.where(ratio > 1, k, torch.ones_like(k)).clamp(min=1.0 / EXPAND_STEPS)
+    centre = torch.sqrt(hi * lo)
+    expanded = torch.where(valid, torch.sign(groups) * (mag / centre) ** k, torch.zeros_like(groups))
+    q = F.quantize(expanded, "fp8_e4m3", granularity="row")
+    y = F.dequantize(q).float()
+    decoded = (torch.sign(y) * y.abs() ** (1.0 / k) * centre).reshape(-1)[:x.numel()].reshape(x.shape)
+    return q.data.view(torch.uint8), q.scale, k, centre, decoded
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32) if t.dtype == torch.float32 else t
+
+
+def test_coats_fused_fp8_states_equal_the_formats_reference_eager_and_compiled():
+    """``ExpandedFp8`` (fused range, expansion and cast, decode) against the same arithmetic through
+    ``formats.quantize`` / ``dequantize``, bit for bit (signed zeros included) in both modes."""
+    from suite.methods.train.coat import ExpandedFp8
+
+    for x in _coat_moments():
+        ref = _coat_reference(x)
+        for mode in ("off", "on"):
+            compiled.reset_counts()
+            with compiled.emulation(mode):
+                state = ExpandedFp8(x)
+                state.encode(x)
+                got = (state.q.data.view(torch.uint8), state.q.scale, state.k, state.centre, state.decode())
+            assert {h for (_, h) in compiled.counts()} == {"eager" if mode == "off" else "compiled"}
+            assert state.q.data.dtype == torch.float8_e4m3fn
+            assert all(torch.equal(_bits(a), _bits(b)) for a, b in zip(ref, got, strict=True)), (tuple(x.shape), mode)
+
+
+@pytest.mark.parametrize("width", [64, 40])  # 40: the group of 16 does not divide it, one scale per row
+def test_coats_fused_fp8_activations_equal_formats_quantize(width):
+    from suite.methods.train.coat import _fp8_activation, _fp8_activation_decoded
+    from suite.numerics import formats as F
+
+    x = _edge_values(40, width).to(torch.bfloat16)
+    gran = {"granularity": "block", "block_size": 16} if width % 16 == 0 else {"granularity": "row"}
+    ref = F.quantize(x.float(), "fp8_e4m3", **gran)
+    for mode in ("off", "on"):
+        with compiled.emulation(mode):
+            q = _fp8_activation(x, 16)
+            values = _fp8_activation_decoded(q.data, q.scale)
+        assert torch.equal(q.data.view(torch.uint8), ref.data.view(torch.uint8)) and torch.equal(q.scale, ref.scale)
+        assert torch.equal(_bits(values), _bits(F.dequantize(ref))) and torch.equal(_bits(F.dequantize(q)), _bits(values))
+
+
+# -- HALO's full-size rotations, fused -----------------------------------------------------------------
+@pytest.mark.parametrize("transposed", [False, True])
+def test_halos_large_rotations_equal_the_fast_transform_eager_and_compiled(transposed):
+    """Blocks past 256 points (HALO's along the tokens: the transpose of a contiguous dY) against
+    ``apply_block_hadamard(method="fast")``, and the Kronecker construction (704 = 44 x 16) with its
+    fused butterflies against ``apply_hadamard``, bit for bit, with and without signs, both ways."""
+    from suite.numerics.hadamard import apply_block_hadamard, apply_hadamard, random_signs
+
+    g = torch.Generator().manual_seed(4)
+    for rows, n, block in [(24, 1024, 1024), (8, 1024, 512), (24, 704, 0)]:
+        x = torch.randn(rows, n, generator=g) * torch.logspace(-3, 3, n)
+        if transposed:
+            x = x.t().contiguous().t()
+        for signs in (None, random_signs(n, g)):
+            for inverse in (False, True):
+                if block:
+                    ref = apply_block_hadamard(x.contiguous(), block, signs=signs, inverse=inverse, method="fast")
+                else:
+                    ref = apply_hadamard(x.contiguous(), signs=signs, inverse=inverse)
+                for mode in ("off", "on"):
+                    with compiled.emulation(mode):
+                        got = G.rotate(x, block, signs, inverse) if block else G.rotate_full(x, signs, inverse)
+                    assert torch.equal(_bits(got), _bits(ref)) and got.is_contiguous(), (n, block, mode)

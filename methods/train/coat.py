@@ -19,6 +19,7 @@ layer from the decoded input.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from suite.numerics import formats as F
+from suite.numerics.compiled import fused
 from suite.optim import adamw_step
 
 GROUP = 128
@@ -35,7 +37,13 @@ E4M3_RANGE = 448.0 * 448.0 / 2
 
 
 class ExpandedFp8:
-    """One moment tensor in FP8 E4M3 with dynamic range expansion, groups of ``GROUP`` values."""
+    """One moment tensor in FP8 E4M3 with dynamic range expansion, groups of ``GROUP`` values.
+
+    The passes over the values are fused functions (``suite.numerics.compiled``: compiled where
+    ``--fast-emulation`` allows, equal bit for bit to the same functions run eagerly): encoding is
+    the groups' range, a few eager operations on the per-group values, then the expansion and the
+    cast; decoding is one function. The optimizer step so runs six fused calls per parameter
+    instead of some eighty eager passes over each moment."""
 
     def __init__(self, like: torch.Tensor):
         self.shape = like.shape
@@ -43,33 +51,70 @@ class ExpandedFp8:
         self.encode(torch.zeros_like(like, dtype=torch.float32))
 
     def encode(self, x: torch.Tensor) -> None:
-        flat = x.detach().float().reshape(-1)
-        pad = (-flat.numel()) % GROUP
-        valid = torch.ones(flat.numel() + pad, dtype=torch.bool, device=flat.device)
-        if pad:
-            valid[flat.numel():] = False
-            flat = torch.nn.functional.pad(flat, (0, pad))
-        groups, valid = flat.reshape(-1, GROUP), valid.reshape(-1, GROUP)
-        mag = groups.abs()
-        hi = torch.where(valid, mag, torch.zeros_like(mag)).amax(-1, keepdim=True) + 1e-20
-        lo = torch.where(valid, mag, torch.full_like(mag, float("inf"))).amin(-1, keepdim=True) + 1e-20
+        flat, pad = x.detach().float().reshape(-1), (-self.numel) % GROUP
+        hi, lo = _group_range(flat, pad)
+        # eager: torch.log2 and torch.sqrt on the CPU round differently from inductor's code
+        # (MKL's vector functions), and these per-group values are small
         ratio = hi / lo
         k = torch.floor(math.log2(E4M3_RANGE) / torch.log2(ratio) * EXPAND_STEPS) / EXPAND_STEPS
-        k = torch.where(ratio > 1, k, torch.ones_like(k)).clamp(min=1.0 / EXPAND_STEPS)
-        centre = torch.sqrt(hi * lo)
-        expanded = torch.sign(groups) * (mag / centre) ** k
-        expanded = torch.where(valid, expanded, torch.zeros_like(expanded))
-        self.q = F.quantize(expanded, "fp8_e4m3", granularity="row")
-        self.k, self.centre = k, centre
+        self.k = torch.where(ratio > 1, k, torch.ones_like(k)).clamp(min=1.0 / EXPAND_STEPS)
+        self.centre = torch.sqrt(hi * lo)
+        data, scale, _ = _expand_and_encode(flat, pad, self.k, self.centre)
+        self.q = F.QTensor("fp8_e4m3", _row_opts(), tuple(data.shape), torch.float32, data, scale)
 
     def decode(self) -> torch.Tensor:
-        y = F.dequantize(self.q).float()
-        x = torch.sign(y) * y.abs() ** (1.0 / self.k) * self.centre
-        return x.reshape(-1)[: self.numel].reshape(self.shape)
+        return _decode_expanded(self.q.data, self.q.scale, self.k, self.centre, self.numel).reshape(self.shape)
 
     @property
     def nbytes(self) -> int:
         return self.q.nbytes + (self.k.numel() + self.centre.numel()) * 4
+
+
+@functools.cache
+def _row_opts() -> dict:
+    """The options ``formats.quantize`` stores with E4M3 codes of one scale per row (group)."""
+    return F.quantize(torch.zeros(1, GROUP), "fp8_e4m3", granularity="row").opts
+
+
+def _groups(flat: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``flat`` zero-padded by ``pad`` to whole groups, ``[groups, GROUP]``, and where it is not padding."""
+    n = flat.numel()
+    valid = (torch.arange(n + pad, device=flat.device) < n).reshape(-1, GROUP)
+    return (torch.nn.functional.pad(flat, (0, pad)) if pad else flat).reshape(-1, GROUP), valid
+
+
+@fused
+def _group_range(flat: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each group's largest and smallest magnitude (padding left out), plus 1e-20: ``[groups, 1]``."""
+    groups, valid = _groups(flat, pad)
+    mag = groups.abs()
+    hi = torch.where(valid, mag, torch.zeros_like(mag)).amax(-1, keepdim=True) + 1e-20
+    lo = torch.where(valid, mag, torch.full_like(mag, float("inf"))).amin(-1, keepdim=True) + 1e-20
+    return hi, lo
+
+
+@fused
+def _expand_and_encode(flat: torch.Tensor, pad: int, k: torch.Tensor, centre: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Dynamic range expansion of ``flat``'s groups with their ``k`` and centre, then E4M3 codes
+    with one amax scale per group (``formats.quantize``, granularity ``row``): the codes
+    ``[groups, GROUP]``, their scales ``[groups, 1]``, and the expanded values (returned so that
+    the compiled code stores them once: else it computes the power twice, for the groups' amax and
+    again for the codes, at twice the cost)."""
+    groups, valid = _groups(flat, pad)
+    expanded = torch.sign(groups) * (groups.abs() / centre) ** k
+    expanded = torch.where(valid, expanded, torch.zeros_like(expanded))
+    q = F.quantize(expanded, "fp8_e4m3", granularity="row")
+    return q.data, q.scale, expanded
+
+
+@fused
+def _decode_expanded(data: torch.Tensor, scale: torch.Tensor, k: torch.Tensor, centre: torch.Tensor,
+                     numel: int) -> torch.Tensor:
+    """``_expand_and_encode`` undone: the codes dequantised (``formats.dequantize``'s product of
+    the decoded E4M3 value and its group's scale), then the expansion inverted; flat, unpadded."""
+    y = data.float() * scale
+    x = torch.sign(y) * y.abs() ** (1.0 / k) * centre
+    return x.reshape(-1)[:numel]
 
 
 class CoatAdamW(torch.optim.Optimizer):
@@ -115,11 +160,7 @@ class _RecomputeFromFp8(torch.autograd.Function):
     def forward(ctx: Any, fn: Any, group: int, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             y = fn(x)
-        rows = x.detach().float().reshape(-1, x.shape[-1])
-        if x.shape[-1] % group == 0:
-            ctx.q = F.quantize(rows, "fp8_e4m3", granularity="block", block_size=group)
-        else:  # a hidden size the group does not divide: one scale per row
-            ctx.q = F.quantize(rows, "fp8_e4m3", granularity="row")
+        ctx.q = _fp8_activation(x.detach(), group)
         ctx.fn, ctx.shape, ctx.dtype = fn, x.shape, x.dtype
         ctx.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
         ctx.save_for_backward(*params)
@@ -128,7 +169,7 @@ class _RecomputeFromFp8(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         params = ctx.saved_tensors
-        x = F.dequantize(ctx.q).reshape(ctx.shape).to(ctx.dtype).requires_grad_(True)
+        x = _fp8_activation_decoded(ctx.q.data, ctx.q.scale).reshape(ctx.shape).to(ctx.dtype).requires_grad_(True)
         enabled, dtype = ctx.autocast
         wanted = [x] + [p for p in params if p.requires_grad]
         with torch.enable_grad(), torch.autocast(grad.device.type, dtype=dtype, enabled=enabled):
@@ -137,6 +178,36 @@ class _RecomputeFromFp8(torch.autograd.Function):
         dx = next(grads)
         dparams = [next(grads) if p.requires_grad else None for p in params]
         return (None, None, dx, *dparams)
+
+
+def _fp8_activation(x: torch.Tensor, group: int) -> F.QTensor:
+    """``x`` as rows of its last dimension in E4M3, one scale per ``group`` values (per row where
+    the group does not divide the row): ``formats.quantize``, run as one fused function."""
+    granularity = "block" if x.shape[-1] % group == 0 else "row"
+    data, scale = _fp8_rows(x.reshape(-1, x.shape[-1]), granularity, group)
+    return F.QTensor("fp8_e4m3", _fp8_opts(granularity, group), tuple(data.shape), torch.float32, data, scale)
+
+
+@functools.cache
+def _fp8_opts(granularity: str, group: int) -> dict:
+    size = {"block_size": group} if granularity == "block" else {}
+    return F.quantize(torch.zeros(1, group), "fp8_e4m3", granularity=granularity, **size).opts
+
+
+@fused
+def _fp8_rows(rows: torch.Tensor, granularity: str, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    size = {"block_size": group} if granularity == "block" else {}
+    q = F.quantize(rows.float(), "fp8_e4m3", granularity=granularity, **size)
+    return q.data, q.scale
+
+
+@fused
+def _fp8_activation_decoded(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``formats.dequantize`` of ``_fp8_activation``'s codes: each E4M3 value times its scale
+    (``scale`` ``[rows, groups]``, one per group of the row)."""
+    rows, n = data.shape
+    blocks = scale.shape[-1]
+    return (data.float().reshape(rows, blocks, n // blocks) * scale.reshape(rows, blocks, 1)).reshape(rows, n)
 
 
 def is_nonlinear_layer(module: nn.Module) -> bool:

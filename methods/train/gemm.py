@@ -479,7 +479,9 @@ def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inver
     if FAST_HADAMARD_ABOVE < block <= FUSED_BUTTERFLIES_UP_TO:
         return _butterflies(t.contiguous(), block, signs, inverse)
     if FUSED_BUTTERFLIES_UP_TO < block <= FUSED_BUTTERFLIES_UP_TO ** 2:
-        return _butterflies_in_two(t.contiguous(), block, signs, inverse)
+        # as it lies: HALO's dY^T along the tokens is the transpose of a contiguous dY, which the
+        # butterflies read best (they run along the first dimension of t^T)
+        return _butterflies_in_two(t, block, signs, inverse)
     method = "fast" if block > FAST_HADAMARD_ABOVE else "dense"
     return apply_block_hadamard(t.contiguous(), block, signs=signs, inverse=inverse, method=method)
 
@@ -492,21 +494,43 @@ def _butterflies(t: torch.Tensor, block: int, signs: torch.Tensor | None, invers
 @fused
 def _butterflies_in_two(t: torch.Tensor, block: int, signs: torch.Tensor | None, inverse: bool) -> torch.Tensor:
     """``apply_block_hadamard(method="fast")`` of a block too large for one fused loop (HALO's
-    rotation along the tokens): the butterflies of strides below ``low`` on runs of ``low`` points,
-    then those of the larger strides, which act on the runs' index, along it as the last dimension.
-    The same additions in the same order (the fast transform's stages run from the smallest stride
-    up), normalised once, so equal bit for bit; each half fuses into one loop."""
-    rows, n = t.reshape(-1, t.shape[-1]).shape
-    low = FUSED_BUTTERFLIES_UP_TO
-    high = block // low
-    s = None if signs is None else signs.to(t.dtype)
-    x = t.reshape(rows, n) * s if s is not None and not inverse else t.reshape(rows, n)
-    x = fwht(x, low).reshape(rows, n // block, high, low).transpose(-1, -2)
-    x = fwht(x.contiguous(), high).transpose(-1, -2).reshape(rows, n)
-    x = x * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
+    rotation along the tokens), computed on the transpose ``[n, rows]``: each butterfly then adds
+    whole rows of ``rows`` values (vectorised, whatever the stride), and ``_butterflies_radix`` runs
+    three stages per pass (each pass one loop of loads, additions and stores). The same additions
+    in the same order as the fast transform (its stages from the smallest stride up), normalised
+    once, so equal bit for bit; the result is contiguous ``[rows, n]`` like ``t``'s shape."""
+    n = t.shape[-1]
+    u = t.reshape(-1, n).t()
+    s = None if signs is None else signs.to(t.dtype)[:, None]
+    if s is not None and not inverse:
+        u = u * s
+    u = _butterflies_radix(u, block) * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
     if s is not None and inverse:
-        x = x * s
-    return x.reshape(t.shape)
+        u = u * s
+    return u.t().contiguous().reshape(t.shape)
+
+
+def _butterflies_radix(u: torch.Tensor, block: int, radix: int = 8) -> torch.Tensor:
+    """``fwht`` along the first dimension of ``u`` ``[n, cols]`` (blocks of ``block`` rows): the
+    stages of strides 1, 2, ..., block/2 in that order, ``radix`` (a power of two) consecutive
+    stages per pass, each stage the pairs ``(a, b) -> (a + b, a - b)`` as ``fwht`` forms them."""
+    n, cols = u.shape
+    step = 1
+    while step < block:
+        r = min(radix, block // step)
+        y = u.reshape(n // (r * step), r, step, cols)
+        xs = [y[:, i] for i in range(r)]
+        stride = 1
+        while stride < r:  # stage of stride ``step * stride`` on the pass's r values
+            nxt = list(xs)
+            for i in range(r):
+                if not i & stride:
+                    nxt[i], nxt[i + stride] = xs[i] + xs[i + stride], xs[i] - xs[i + stride]
+            xs = nxt
+            stride *= 2
+        u = torch.stack(xs, dim=1).reshape(n, cols)
+        step *= r
+    return u
 
 
 def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
@@ -515,7 +539,14 @@ def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: boo
     n = t.shape[-1]
     if is_power_of_two(n):
         return rotate(t, n, signs, inverse)
-    return apply_hadamard(t.contiguous(), signs=signs, inverse=inverse)
+    return apply_hadamard(t.contiguous(), signs=signs, inverse=inverse, butterflies=_butterflies_unscaled)
+
+
+@fused
+def _butterflies_unscaled(t: torch.Tensor, block: int) -> torch.Tensor:
+    """``fwht`` (the Kronecker construction's ``2^m`` part: one fused loop instead of three eager
+    passes per stage; additions only, so equal bit for bit)."""
+    return fwht(t, block)
 
 
 def fp8_given_amax(t: torch.Tensor, elem: el.FloatElement, amax: torch.Tensor) -> Quantized:

@@ -47,6 +47,7 @@ entries ``+-1/sqrt(n)``, which is what the quantiser needs. HALO's list also has
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -312,13 +313,15 @@ def full_hadamard_matrix(n: int, device: Any = None, dtype: torch.dtype = torch.
 
 
 def apply_hadamard(x: torch.Tensor, *, signs: torch.Tensor | None = None, inverse: bool = False,
-                   method: Literal["dense", "fast"] = "fast") -> torch.Tensor:
+                   method: Literal["dense", "fast"] = "fast",
+                   butterflies: Callable[[torch.Tensor, int], torch.Tensor] = fwht) -> torch.Tensor:
     """``x`` times the full-size orthonormal Hadamard of its last dimension ``n``:
     ``x @ full_hadamard_matrix(n)``, with random ``signs`` as in ``apply_block_hadamard``, and
     ``inverse`` its transpose (``H_K`` need not be symmetric). A power of two is
     ``apply_block_hadamard(x, n, ...)``; otherwise, as HALO's ``matmul_hadU_cuda``, the ``2^m``
     part runs as butterflies (or dense) on the ``(K, 2^m)`` view, ``H_K`` multiplies it from
-    the left (``H_K^T`` to invert), then one multiplication by ``1/sqrt(n)``."""
+    the left (``H_K^T`` to invert), then one multiplication by ``1/sqrt(n)``. ``butterflies``: what
+    runs ``fwht(y, 2^m)`` there (the training recipes pass a fused form of it, equal bit for bit)."""
     n = x.shape[-1]
     k, p = _full_factor(n)
     if k == 1:
@@ -329,7 +332,7 @@ def apply_hadamard(x: torch.Tensor, *, signs: torch.Tensor | None = None, invers
     shape = x.shape
     y = x.reshape(*shape[:-1], k, p)
     if p > 1:
-        y = fwht(y, p) if method == "fast" else y @ _sylvester(p).to(device=x.device, dtype=x.dtype)
+        y = butterflies(y, p) if method == "fast" else y @ _sylvester(p).to(device=x.device, dtype=x.dtype)
     hk = paley_hadamard(k).to(device=x.device, dtype=x.dtype)
     y = torch.matmul(hk.t() if inverse else hk, y)
     y = (y * torch.tensor(n ** -0.5, dtype=x.dtype, device=x.device)).reshape(shape)
