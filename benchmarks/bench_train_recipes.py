@@ -71,10 +71,11 @@ def step(entry: dict, ids: torch.Tensor, device: str) -> float:
     dispatch.reset_counts()
     compiled.reset_counts()
     start = time.perf_counter()
-    with dispatch.kernels(entry["kernels"]), compiled.emulation(entry["fast"]), entry["policy"].autocast(device):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-    optimizer.step()
+    with dispatch.kernels(entry["kernels"]), compiled.emulation(entry["fast"]):
+        with entry["policy"].autocast(device):
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+        optimizer.step()  # in the mode too: COAT's optimizer quantises its states (as a cell runs it)
     optimizer.zero_grad(set_to_none=True)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
