@@ -673,10 +673,12 @@ def test_the_gap_names_the_training_budget_it_was_measured_at(tmp_path, capsys):
 
 
 def test_an_operand_whose_quantiser_cannot_round_as_declared_is_refused():
-    """Delayed FP8 scaling has a round-to-nearest quantiser only: a stochastic declaration is refused
-    when the operand is built, not rounded to nearest in silence."""
+    """Delayed FP8 scaling has a round-to-nearest quantiser only, and only QuEST's rounds ties toward
+    zero: other declarations are refused when the operand is built, not rounded otherwise in silence."""
     from suite.methods.train.gemm import Operand
 
     with pytest.raises(ValueError, match="delayed scaling rounds to nearest, not 'stochastic'"):
         Operand("e4m3", "delayed", "stochastic")
+    with pytest.raises(ValueError, match="ties toward zero are QuEST's rule"):
+        Operand("mxfp4", "block", ties="down")
     assert Operand("e4m3", "delayed").dispatched() == ("fake_quantize_given_amax", "fp8_e4m3")

@@ -93,9 +93,12 @@ class Operand:
     ties: str = "even"
 
     def __post_init__(self) -> None:
+        # refuse what no quantiser here does, rather than round otherwise than declared
         if self.scaling == "delayed" and self.rounding != "nearest":
-            # the given-amax quantiser rounds to nearest: refuse rather than round otherwise than declared
             raise ValueError(f"an operand with delayed scaling rounds to nearest, not '{self.rounding}'")
+        if self.ties == "down" and self.scaling != "quest":
+            raise ValueError("ties toward zero are QuEST's rule (scaling='quest'); the other quantisers round "
+                             "ties to even")
 
     def takes_rotation(self, block: int) -> bool:
         """Whether this operand's quantiser rotates too, in the same dispatched call (a block
