@@ -295,6 +295,23 @@ def _tile_ids(M, BM: tl.constexpr):
     return pid % tiles_m, pid // tiles_m
 
 
+@triton.jit
+def _tile(M, N, BM: tl.constexpr, BN: tl.constexpr):
+    """This program's [BM, BN] tile of a row-major [M, N] tensor: its column indices, its element
+    offsets (int64) and which of them lie inside the tensor."""
+    pid_m, pid_n = _tile_ids(M, BM)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    return rn, rm[:, None] * N + rn[None, :], (rm[:, None] < M) & (rn[None, :] < N)
+
+
+def _value_tiles(M: int, N: int) -> tuple[int, int, tuple[int]]:
+    """(BM, BN, grid) of the value-in / value-out kernels (fake quantisation as the recipes run it):
+    smaller tiles in the interpreter, which pays per element of a tile, not per program."""
+    BM, BN = (32, 128) if triton_interpreted() else (16, 256)
+    return BM, BN, (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+
+
 def _grid(M: int, N: int):
     """The 1-D launch grid for the [BM, BN] tiles the launch's config chose."""
     return lambda meta: (triton.cdiv(M, meta["BM"]) * triton.cdiv(N, meta["BN"]),)
@@ -725,11 +742,7 @@ def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had
     +-6, else 0); NVFP4 E4M3 block scale under the FP32 tensor scale read from ``ts_ptr``. Rounding: to
     nearest (ties to even or toward zero) or stochastic by the uniforms U, or with ``KEYED`` by the
     counter-based uniforms of the key at ``u_ptr`` (``suite.numerics.counter_rng``), made here."""
-    pid_m, pid_n = _tile_ids(M, BM)
-    rm = pid_m * BM + tl.arange(0, BM)
-    rn = pid_n * BN + tl.arange(0, BN)
-    mask = (rm[:, None] < M) & (rn[None, :] < N)
-    offs = rm[:, None] * N + rn[None, :]
+    rn, offs, mask = _tile(M, N, BM, BN)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
     if HAD > 0:
         if SIGNS:
@@ -803,8 +816,7 @@ def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", roun
     stochastic = rounding == "stochastic"
     round_id = ROUND_STOCHASTIC if stochastic else (ROUND_DOWN if ties == "down" else ROUND_EVEN)
     scale_id = {"block": SCALE_OCP, "sr34": SCALE_SR34, "quest": SCALE_QUEST}[scaling]
-    BM, BN = (32, 128) if triton_interpreted() else (16, 256)
-    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+    BM, BN, grid = _value_tiles(M, N)
     keyed = stochastic and key is not None
     noise = (key.to(device=x.device, dtype=torch.int64).contiguous() if keyed else u.contiguous()) if stochastic else x
     _fp4_fake_kernel[grid](x, noise, y, keep, ts, signs if signs is not None else x,
@@ -829,11 +841,7 @@ def _nvfp4_tile_kernel(x_ptr, y_ptr, ts_ptr, M, N, SOFT: tl.constexpr, BN: tl.co
     """Y = NVFP4 of X with one E4M3 scale per 16 x 16 tile, rounded to nearest: a program owns a
     band of 16 rows and BN columns (BN // 16 tiles); rows and columns past the edge read as zeros,
     the zero padding of the reference."""
-    pid_m, pid_n = _tile_ids(M, 16)
-    rm = pid_m * 16 + tl.arange(0, 16)
-    rn = pid_n * BN + tl.arange(0, BN)
-    mask = (rm[:, None] < M) & (rn[None, :] < N)
-    offs = rm[:, None] * N + rn[None, :]
+    _, offs, mask = _tile(M, N, 16, BN)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
     NB: tl.constexpr = BN // 16
     xb = tl.reshape(x, (16, NB, 16))
@@ -881,11 +889,7 @@ def _mx_rceil_kernel(x_ptr, y_ptr, M, N, FP4: tl.constexpr, EMAX: tl.constexpr, 
                      BM: tl.constexpr, BN: tl.constexpr):
     """Y = MX (blocks of 32 along N) of X with the scale ``2^ceil(log2(amax / max))`` (2^-127 for a
     block whose amax is not above 0), elements to nearest: one read of X, one write of Y."""
-    pid_m, pid_n = _tile_ids(M, BM)
-    rm = pid_m * BM + tl.arange(0, BM)
-    rn = pid_n * BN + tl.arange(0, BN)
-    mask = (rm[:, None] < M) & (rn[None, :] < N)
-    offs = rm[:, None] * N + rn[None, :]
+    _, offs, mask = _tile(M, N, BM, BN)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
     NB: tl.constexpr = BN // 32
     xb = tl.reshape(x, (BM, NB, 32))
@@ -909,8 +913,7 @@ def fake_quantize_mx_rceil(x: torch.Tensor, fmt: str) -> torch.Tensor:
     M, N = x.shape
     x = x.contiguous()
     y = torch.empty_like(x)
-    BM, BN = (32, 128) if triton_interpreted() else (16, 256)
-    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+    BM, BN, grid = _value_tiles(M, N)
     _mx_rceil_kernel[grid](x, y, M, N, FP4=fp4, EMAX=6.0 if fp4 else 448.0, SOFT=triton_interpreted(),
                            BM=BM, BN=BN, num_warps=4)
     return y

@@ -30,6 +30,12 @@ def _storage(q) -> tuple:
     return out + (q.tensor_scale,) if q.tensor_scale is not None else out
 
 
+def _triton_and_compiled(kernel: Kernel) -> dict[str, Impl]:
+    """A kernel's Triton implementation, timed against its reference under ``torch.compile`` (a peer)."""
+    return {"triton": Impl("triton", kernel.triton, needs="triton"),
+            "torch_compile": Impl("torch_compile", compiled(kernel.reference), peer=True, default_on_cpu=False)}
+
+
 class _QuantBase(Kernel):
     fmt: ClassVar[str] = ""
     opts: ClassVar[dict[str, Any]] = {}
@@ -83,11 +89,7 @@ class _Quantize(_QuantBase):
         return quantize(x, self.fmt, dual=self.dual, per_tensor=self.per_tensor)
 
     def impls(self):
-        out = {
-            "triton": Impl("triton", self.triton, needs="triton"),
-            "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True,
-                                  default_on_cpu=False),
-        }
+        out = _triton_and_compiled(self)
         peer = self.torchao_peer()
         if peer is not None:
             out["torchao"] = Impl("torchao", peer, needs="cuda", peer=True, checked=False)
@@ -243,11 +245,7 @@ class _Dequantize(_QuantBase):
         return dequantize(q.data, q.scale, self.fmt, q.shape, q.dtype, q.tensor_scale)
 
     def impls(self):
-        return {
-            "triton": Impl("triton", self.triton, needs="triton"),
-            "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True,
-                                  default_on_cpu=False),
-        }
+        return _triton_and_compiled(self)
 
     def bytes_moved(self, shape, dtype):
         """Codes + scales (+ NVFP4's FP32 tensor scale) read, the dense tensor written."""
@@ -314,8 +312,6 @@ def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: s
 
 def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "nearest",
                             granularity: str | None = None, hadamard: int = 0, signs=None) -> bool:
-    import torch
-
     if hadamard:
         shaped = fmt in ("mxfp4", "nvfp4") and granularity is None and _rotation_fits(x, hadamard, signs) \
             and x.shape[-1] % FAKE_QUANTIZE_FORMATS[fmt] == 0
@@ -324,8 +320,7 @@ def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "near
     else:
         block = FAKE_QUANTIZE_FORMATS.get(fmt)
         shaped = block is not None and granularity is None and x.shape[-1] % block == 0
-    return (shaped and rounding == "nearest" and x.dim() == 2 and x.dtype == torch.float32
-            and x.shape[0] > 0 and (x.is_cuda or on_cpu_too) and _triton_importable())
+    return shaped and rounding == "nearest" and _kernel_input(on_cpu_too, x)
 
 
 # Block rotations the fused FP4 kernel applies before it quantises (``_quant_triton._hadamard_rows``'s sizes)
@@ -348,6 +343,15 @@ def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def _kernel_input(on_cpu_too: bool, x) -> bool:
+    """What every value kernel here needs of X: float32 rows ([M, N], M > 0) on a CUDA device (or
+    the CPU under the interpreter, ``on_cpu_too``), with Triton installed."""
+    import torch
+
+    return (x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0 and (x.is_cuda or on_cpu_too)
+            and _triton_importable())
+
+
 # Stochastic rounding (suite.numerics.stochastic): one fused kernel, making the uniforms of the caller's key.
 def _triton_fake_quantize_stochastic(x, fmt: str, key, scaling: str = "block", hadamard: int = 0, signs=None):
     from suite.kernels._quant_triton import fake_quantize_fp4_keyed
@@ -362,10 +366,9 @@ def _supports_fake_quantize_stochastic(on_cpu_too: bool, x, fmt: str, key, scali
     from suite.numerics.stochastic import SHAPES
 
     block = SHAPES.get((fmt, scaling))
-    return (block is not None and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
-            and (not hadamard or _rotation_fits(x, hadamard, signs))
+    return (block is not None and _kernel_input(on_cpu_too, x) and (not hadamard or _rotation_fits(x, hadamard, signs))
             and x.shape[1] % block == 0 and key.dtype == torch.int64 and tuple(key.shape) == (2,)
-            and key.device == x.device and (x.is_cuda or on_cpu_too) and _triton_importable())
+            and key.device == x.device)
 
 
 # QuEST's MXFP4 forward quantiser (gemm.quest_mxfp4: RMS scale, clip mask), optionally after a block
@@ -377,11 +380,8 @@ def _triton_fake_quantize_quest(x, ties: str = "down", hadamard: int = 0, signs=
 
 
 def _supports_fake_quantize_quest(on_cpu_too: bool, x, ties: str = "down", hadamard: int = 0, signs=None) -> bool:
-    import torch
-
-    return (ties in ("down", "even") and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
-            and x.shape[1] > 0 and x.shape[1] % 32 == 0 and (not hadamard or _rotation_fits(x, hadamard, signs))
-            and (x.is_cuda or on_cpu_too) and _triton_importable())
+    return (ties in ("down", "even") and _kernel_input(on_cpu_too, x) and x.shape[1] > 0 and x.shape[1] % 32 == 0
+            and (not hadamard or _rotation_fits(x, hadamard, signs)))
 
 
 class _FakeQuantizeValues(Kernel):
@@ -398,8 +398,7 @@ class _FakeQuantizeValues(Kernel):
         return (randn(shape, dtype, device, generator, scale=2.0),)
 
     def impls(self):
-        return {"triton": Impl("triton", self.triton, needs="triton"),
-                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+        return _triton_and_compiled(self)
 
 
 class _FakeQuantizeFp4(_FakeQuantizeValues):
@@ -560,10 +559,8 @@ def _triton_fake_quantize_mx_rceil(x, fmt: str):
 
 
 def _supports_fake_quantize_mx_rceil(on_cpu_too: bool, x, fmt: str) -> bool:
-    import torch
-
-    return (fmt in ("mxfp8_e4m3", "mxfp4") and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
-            and x.shape[1] > 0 and x.shape[1] % 32 == 0 and (x.is_cuda or on_cpu_too) and _triton_importable())
+    return (fmt in ("mxfp8_e4m3", "mxfp4") and _kernel_input(on_cpu_too, x) and x.shape[1] > 0
+            and x.shape[1] % 32 == 0)
 
 
 def _triton_fake_quantize_tiles(x, fmt: str):
@@ -573,10 +570,7 @@ def _triton_fake_quantize_tiles(x, fmt: str):
 
 
 def _supports_fake_quantize_tiles(on_cpu_too: bool, x, fmt: str) -> bool:
-    import torch
-
-    return (fmt == "nvfp4" and x.dim() == 2 and x.dtype == torch.float32 and x.numel() > 0
-            and (x.is_cuda or on_cpu_too) and _triton_importable())
+    return fmt == "nvfp4" and _kernel_input(on_cpu_too, x) and x.shape[1] > 0
 
 
 # -- delayed scaling: FP8 per tensor with a given amax (fp8-train:scaling=delayed) -----------------------
@@ -584,17 +578,6 @@ def _supports_fake_quantize_tiles(on_cpu_too: bool, x, fmt: str) -> bool:
 # quantise kernel takes the scale amax / max as given (values beyond it saturate), then the row-scaled
 # dequantise kernel gives every row that one scale. Reference: the recipe's gemm.fake_quantize_given_amax.
 GIVEN_AMAX_FORMATS = ("fp8_e4m3", "fp8_e5m2")
-
-
-def _given_scale(amax, fmt: str):
-    """The per-tensor scale of a given amax: ``amax / max``, 1 where that is not positive (the
-    recipe's arithmetic, ``gemm._fp8_given_amax``)."""
-    import torch
-
-    from suite.kernels._quant_triton import FORMAT_IDS, FP8_MAX
-
-    scale = amax.float() / FP8_MAX[FORMAT_IDS[fmt]]
-    return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 class _QuantizeGivenAmax(_QuantBase):
@@ -617,12 +600,13 @@ class _QuantizeGivenAmax(_QuantBase):
 
     def triton(self, x, amax):
         from suite.kernels._quant_triton import quantize
+        from suite.methods.train.gemm import given_amax_scale
 
-        return quantize(x.contiguous(), self.fmt, per_tensor=True, tensor_scale=_given_scale(amax.to(x.device), self.fmt))
+        return quantize(x.contiguous(), self.fmt, per_tensor=True,
+                        tensor_scale=given_amax_scale(amax.to(x.device), self.fmt))
 
     def impls(self):
-        return {"triton": Impl("triton", self.triton, needs="triton"),
-                "torch_compile": Impl("torch_compile", compiled(self.reference), peer=True, default_on_cpu=False)}
+        return _triton_and_compiled(self)
 
     def bytes_moved(self, shape, dtype):
         """X read once (no amax pass: the point of a given scale), codes and the scale written (the
@@ -644,9 +628,10 @@ def _triton_fake_quantize_given_amax(x, fmt: str, amax):
     import torch
 
     from suite.kernels._quant_triton import dequantize, quantize
+    from suite.methods.train.gemm import given_amax_scale
 
     x = x.contiguous()
-    q, scale = quantize(x, fmt, per_tensor=True, tensor_scale=_given_scale(amax.to(x.device), fmt))
+    q, scale = quantize(x, fmt, per_tensor=True, tensor_scale=given_amax_scale(amax.to(x.device), fmt))
     rows = scale.reshape(1, 1).expand(x.shape[0], 1).contiguous()
     return dequantize(q, rows, fmt, tuple(x.shape), torch.float32)
 
@@ -654,22 +639,15 @@ def _triton_fake_quantize_given_amax(x, fmt: str, amax):
 def _supports_fake_quantize_given_amax(on_cpu_too: bool, x, fmt: str, amax) -> bool:
     import torch
 
-    return (fmt in GIVEN_AMAX_FORMATS and x.dim() == 2 and x.dtype == torch.float32 and x.shape[0] > 0
-            and 0 < x.shape[1] <= FP8_MAX_ROW and isinstance(amax, torch.Tensor) and amax.numel() == 1
-            and (x.is_cuda or on_cpu_too) and _triton_importable())
+    return (fmt in GIVEN_AMAX_FORMATS and _kernel_input(on_cpu_too, x) and 0 < x.shape[1] <= FP8_MAX_ROW
+            and isinstance(amax, torch.Tensor) and amax.numel() == 1)
 
 
 def _timed_by_fake_quantize_given_amax(fmt: str) -> tuple[str, ...]:
     """The given-amax quantise kernel of ``fmt``, then its row-scaled dequantise kernel (one scale
     for every row)."""
-    from suite.registry import KERNELS
-
-    quant = [e.target.name for e in KERNELS.entries()
-             if isinstance(e.target, type) and issubclass(e.target, _QuantizeGivenAmax) and e.target.fmt == fmt]
-    dequant = [e.target.name for e in KERNELS.entries()
-               if isinstance(e.target, type) and issubclass(e.target, _Dequantize) and e.target.fmt == fmt
-               and e.target.opts == {"granularity": "row"}]
-    return tuple(quant + dequant)
+    return tuple(_kernel_names(_QuantizeGivenAmax, fmt=fmt)
+                 + _kernel_names(_Dequantize, fmt=fmt, opts={"granularity": "row"}))
 
 
 def _register_dispatch_given_amax() -> None:
@@ -705,17 +683,21 @@ def _timed_by_fake_quantize(fmt: str, *options: str) -> tuple[str, ...]:
     return tuple(sorted(out, key=lambda n: not n.startswith("quantize")))
 
 
+def _kernel_names(base: type, **attrs: Any) -> list[str]:
+    """The registered benchmark kernels whose class derives from ``base`` and has these attributes."""
+    from suite.registry import KERNELS
+
+    return [e.target.name for e in KERNELS.entries()
+            if isinstance(e.target, type) and issubclass(e.target, base)
+            and all(getattr(e.target, k) == v for k, v in attrs.items())]
+
+
 def _timed_by_fp4(fmt: str, scaling: str, rounding: str, *options: str) -> tuple[str, ...]:
     """The FP4 fake-quantisation benchmark kernels of this format, scaling and rounding, at the
     rotation the call names (``hadamard=<points>``, else none)."""
-    from suite.registry import KERNELS
-
     opts = dict(o.split("=", 1) for o in options if "=" in o)
-    hadamard = int(opts.get("hadamard", 0))
-    return tuple(e.target.name for e in KERNELS.entries()
-                 if isinstance(e.target, type) and issubclass(e.target, _FakeQuantizeFp4)
-                 and (e.target.fmt, e.target.scaling, e.target.rounding, e.target.hadamard)
-                 == (fmt, scaling, rounding, hadamard))
+    return tuple(_kernel_names(_FakeQuantizeFp4, fmt=fmt, scaling=scaling, rounding=rounding,
+                               hadamard=int(opts.get("hadamard", 0))))
 
 
 def _timed_by_fake_quantize_stochastic(fmt: str, scaling: str = "block", *options: str) -> tuple[str, ...]:

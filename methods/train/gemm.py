@@ -58,6 +58,7 @@ from suite.numerics.stochastic import SHAPES as STOCHASTIC_SHAPES
 FORMAT_NAMES = {"e4m3": "fp8_e4m3", "e5m2": "fp8_e5m2", "int8": "int8", "mxfp8": "mxfp8_e4m3",
                 "mxfp8_e5m2": "mxfp8_e5m2", "mxfp4": "mxfp4", "nvfp4": "nvfp4"}
 FP8_ELEMENTS = {"e4m3": el.FP8_E4M3, "e5m2": el.FP8_E5M2}
+SHORT_NAMES = {v: k for k, v in FORMAT_NAMES.items()}  # suite.numerics format names -> short ones
 BLOCK_OF = {"mxfp8": 32, "mxfp8_e5m2": 32, "mxfp4": 32, "nvfp4": 16}
 # Block formats whose round-to-nearest fake quantisation goes through suite.numerics.dispatch.
 NEAREST_REFERENCE = {"mxfp4": lambda t: mxfp4_fast(t), "nvfp4": lambda t: nvfp4_fast(t, 16),
@@ -359,9 +360,10 @@ class LayerState:
             return Quantized(t)
         if op.fmt == "bf16":
             return Quantized(t.to(torch.bfloat16).float())
-        if not op.dispatched():  # runs in PyTorch whatever --kernels says: counted as such
+        served = op.dispatched() is not None  # a dispatch call makes it: a kernel may serve it
+        if not served:  # runs in PyTorch whatever --kernels says: counted as such
             dispatch.unserved(f"quantize:{op.fmt}/{op.scaling}/{op.rounding}")
-        if op.rounding == "stochastic" and op.dispatched():  # a kernel may serve it, keyed by the generator
+        if op.rounding == "stochastic" and served:  # a kernel may serve it, keyed by the generator
             key = new_key(rnd["generator"], t.device)
             return Quantized(dispatch.call("fake_quantize_stochastic", fused_stochastic, t,
                                            FORMAT_NAMES[op.fmt], key, op.scaling, **rot))
@@ -371,11 +373,11 @@ class LayerState:
         if op.scaling == "sr34":
             return mxfp4_sr34(t, op.rounding, rnd.get("generator"))
         if op.scaling == "tile":
-            if op.dispatched():  # a kernel may serve it (suite.numerics.dispatch)
+            if served:  # a kernel may serve it (suite.numerics.dispatch)
                 return Quantized(dispatch.call("fake_quantize_tiles", lambda x, fmt: nvfp4_tiles(x), t, "nvfp4"))
             return Quantized(nvfp4_tiles(t, **rnd))
         if op.scaling == "rceil":
-            if op.dispatched():  # a kernel may serve it (suite.numerics.dispatch)
+            if served:  # a kernel may serve it (suite.numerics.dispatch)
                 return Quantized(dispatch.call("fake_quantize_mx_rceil", mx_rceil_nearest, t, FORMAT_NAMES[op.fmt]))
             return Quantized(mx_rceil(t, op.fmt, op.rounding, rnd.get("generator")))
         if op.rounding == "nearest" and op.fmt in NEAREST_REFERENCE:  # a kernel may serve it (suite.numerics.dispatch)
@@ -387,7 +389,7 @@ class LayerState:
         if op.scaling == "delayed":
             if amax is None:
                 raise ValueError("delayed scaling needs the amax to use")
-            if real or not op.dispatched():  # real FP8 needs the codes and scale for torch._scaled_mm
+            if real or not served:  # real FP8 needs the codes and scale for torch._scaled_mm
                 return fp8_given_amax(t, FP8_ELEMENTS[op.fmt], amax)
             # emulated: values only, which a kernel may serve (suite.numerics.dispatch)
             return Quantized(dispatch.call("fake_quantize_given_amax", fake_quantize_given_amax, t,
@@ -398,7 +400,7 @@ class LayerState:
         if real and op.real_capable:
             q = F.quantize(t, name, granularity=op.scaling)
             return Quantized(F.dequantize(q), codes=q.data, scale=q.scale.float())
-        if op.dispatched():  # FP8 / INT8 per tensor / per row: a kernel may serve it, else the fused reference
+        if served:  # FP8 / INT8 per tensor / per row: a kernel may serve it, else the fused reference
             return Quantized(dispatch.call("fake_quantize", _fake_quantize_scaled, t, name, granularity=op.scaling))
         if op.rounding == "nearest":
             return Quantized(_fake_quantize_scaled(t, name, op.scaling))
@@ -566,11 +568,17 @@ def fake_quantize_given_amax(t: torch.Tensor, fmt: str, amax: torch.Tensor) -> t
     return _fp8_given_amax(t, fmt, amax.to(t.device))[0]
 
 
+def given_amax_scale(amax: torch.Tensor, element: str) -> torch.Tensor:
+    """FP8 per tensor's scale for a given amax: ``amax / max``, 1 where that is not positive (the
+    given-amax kernel takes it as is)."""
+    scale = amax.float() / el.float_element(element).max
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 @fused
 def _fp8_given_amax(t: torch.Tensor, element: str, amax: torch.Tensor) -> tuple[torch.Tensor, ...]:
     elem = el.float_element(element)
-    scale = amax.float() / elem.max
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    scale = given_amax_scale(amax, element)
     codes = el.encode_float(t / scale, elem)
     return el.decode_float(codes, elem) * scale, codes, scale.reshape(())
 
@@ -620,7 +628,7 @@ def fake_quantize_nearest(t: torch.Tensor, fmt: str, hadamard: int = 0, signs: t
     (``rotate_blocks``, with ``signs``)."""
     if hadamard:
         return _rotated_nearest(t, fmt, hadamard, signs)
-    return NEAREST_REFERENCE[{v: k for k, v in FORMAT_NAMES.items()}[fmt]](t)
+    return NEAREST_REFERENCE[SHORT_NAMES[fmt]](t)
 
 
 @fused
@@ -776,7 +784,7 @@ def mx_rceil(t: torch.Tensor, fmt: str, rounding: str = "nearest",
 def mx_rceil_nearest(t: torch.Tensor, fmt: str) -> torch.Tensor:
     """``mx_rceil`` to nearest for a ``suite.numerics`` format name (``mxfp8_e4m3``, ``mxfp4``): the
     reference its kernel equals."""
-    return mx_rceil(t, {v: k for k, v in FORMAT_NAMES.items()}[fmt])
+    return mx_rceil(t, SHORT_NAMES[fmt])
 
 
 def _exponent(v: torch.Tensor) -> torch.Tensor:
