@@ -140,6 +140,23 @@ def test_mx_recipes_match_numerics_bit_for_bit(spec, ref):
     assert torch.equal(dw, mm(ref(dy.t()), ref(x.t())))
 
 
+def test_mxfp8_e5m2_gradients_under_the_floor_scale():
+    layer, _ = one_layer("mxfp8-train:scale=floor,grad_element=e5m2")
+    x, dy = data()
+    w = layer.weight.detach()
+    y, dx, dw = run(layer, x, dy)
+
+    def e4(t):
+        return fq(t, "mxfp8_e4m3")
+
+    def e5(t):
+        return fq(t, "mxfp8_e5m2")
+
+    assert torch.equal(y, mm(e4(x), e4(w)))
+    assert torch.equal(dx, mm(e5(dy), e4(w.t())))
+    assert torch.equal(dw, mm(e5(dy.t()), e4(x.t())))
+
+
 def test_halo_int8_level2_rotations_match_numerics():
     layer, _ = one_layer("halo-train")
     x, dy = data()

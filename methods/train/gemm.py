@@ -17,10 +17,15 @@ operand table of the README (format, block, scale, rounding, rotation, clipping)
 ``_LowPrecisionLinearFn``.
 
 Emulated (everywhere): each operand is fake-quantised (``suite.numerics.formats``: values
-exactly on the format's grid, float32), and the product is a float32 matmul, the
-accumulation precision of the hardware's scaled GEMMs. Real (FP8 on GPUs that have it):
-both operands FP8 with tensor or row scales go through ``torch._scaled_mm``; nothing else
-has a real kernel here. The layer counts which of its GEMMs ran how.
+exactly on the format's grid, float32), and the product accumulates in FP32, the
+accumulation precision of the hardware's scaled GEMMs, and is rounded once to the dtype the
+layer keeps it in (the output's: BF16 under autocast; the input's for dX, the weight's for
+dW), as torchao's emulation does. Where that is BF16 and both operands' values are BF16
+numbers (``Operand.bf16_exact``: the MX formats under power-of-two scales), a CPU multiplies
+them in a BF16 GEMM, which accumulates in FP32 too: the same product, up to the order of the
+additions, at BF16's speed (``emulated_matmul``). Real (FP8 on GPUs that have it): both
+operands FP8 with tensor or row scales go through ``torch._scaled_mm``; nothing else has a
+real kernel here. The layer counts which of its GEMMs ran how.
 
 The backward quantises the saved high-precision ``X`` and ``W`` along their new contraction
 dimension (what torchao and TransformerEngine do), except for recipes marked
@@ -70,6 +75,9 @@ FAST_HADAMARD_ABOVE = 64  # larger blocks rotate with the butterflies, O(n log n
 FUSED_BUTTERFLIES_UP_TO = 256
 # Block rotations a rotate-and-quantise call takes with the FP4 quantisers (the Triton kernel's sizes)
 ROTATED_BLOCKS = (16, 32, 64, 128)
+# Scalings of the MX formats whose scale is a power of two (E8M0) and nothing else: their values
+# are an FP4/FP8 element times 2^k, a BF16 number (sr34's 4/3 and NVFP4's FP32 tensor scale are not)
+POWER_OF_TWO_SCALINGS = ("block", "rceil", "quest")
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,14 @@ class Operand:
         return {"format": element, "block": block, "scale": scale, "rounding": rounding, "clipping": clipping}
 
     @property
+    def bf16_exact(self) -> bool:
+        """Whether every value this operand quantises to is a BF16 number, so that a BF16 GEMM
+        multiplies it unchanged: BF16 itself, and MX elements under a power-of-two scale (exact
+        while the values stay in BF16's range: a block whose amax is at least 2^-109)."""
+        return self.fmt == "bf16" or (self.fmt in ("mxfp8", "mxfp8_e5m2", "mxfp4")
+                                      and self.scaling in POWER_OF_TWO_SCALINGS)
+
+    @property
     def real_capable(self) -> bool:
         """FP8 with tensor, delayed or row scales: what ``torch._scaled_mm`` takes."""
         return self.fmt in FP8_ELEMENTS and self.scaling in ("tensor", "row", "delayed") \
@@ -296,6 +312,7 @@ class Quantized:
     mask: torch.Tensor | None = None  # QuEST: float32, 1 where the value was not clipped (its gradient passes)
     codes: torch.Tensor | None = None  # real FP8 codes (torch.float8_*) for torch._scaled_mm
     scale: torch.Tensor | None = None  # their dequantisation scale: a scalar or one per row
+    bf16_exact: bool = False  # every value is a BF16 number (Operand.bf16_exact)
 
 
 @dataclass
@@ -350,6 +367,12 @@ class LayerState:
                  real: bool = False, hadamard: int = 0, signs: torch.Tensor | None = None) -> Quantized:
         """``t`` (float32, [rows, contraction]) quantised as ``op`` says, scales along the last dim;
         ``hadamard`` (where ``op.takes_rotation``): rotated first, in the same dispatched call."""
+        q = self._quantize(t, op, amax, real, hadamard, signs)
+        q.bf16_exact = op.bf16_exact
+        return q
+
+    def _quantize(self, t: torch.Tensor, op: Operand, amax: torch.Tensor | None, real: bool,
+                  hadamard: int, signs: torch.Tensor | None) -> Quantized:
         rot: dict[str, Any] = {"hadamard": hadamard} if hadamard else {}
         if signs is not None:
             rot["signs"] = signs
@@ -402,13 +425,15 @@ class LayerState:
             return Quantized(F.dequantize(q), codes=q.data, scale=q.scale.float())
         if served:  # FP8 / INT8 per tensor / per row: a kernel may serve it, else the fused reference
             return Quantized(dispatch.call("fake_quantize", _fake_quantize_scaled, t, name, granularity=op.scaling))
-        if op.rounding == "nearest":
-            return Quantized(_fake_quantize_scaled(t, name, op.scaling))
+        if op.rounding == "nearest":  # FP8/INT8 by their scaling; a block format by its own blocks
+            return Quantized(_fake_quantize_scaled(t, name, rnd.get("granularity")))
         return Quantized(F.fake_quantize(t, name, **rnd))
 
     # -- one GEMM --------------------------------------------------------------------------------------
-    def gemm(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None)) -> torch.Tensor:
-        """``a @ b^T`` (float32) with ``g``'s rotations and quantisation; returns [rows(a), rows(b)]."""
+    def gemm(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None),
+             out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``a @ b^T`` with ``g``'s rotations and quantisation, [rows(a), rows(b)], rounded once to
+        ``out_dtype`` (where the caller keeps it; after HALO's rotation of the rows is undone)."""
         rows = a.shape[0]
         if g.outer_hadamard:
             # rows zero-padded to the rotation's size; the padded rows of the product are dropped
@@ -417,12 +442,11 @@ class LayerState:
             a = (rotate_full(a) if g.outer_hadamard < 0 else rotate(a, g.outer_hadamard)).t()
         use_real = self.real and g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
         qa, qb, _ = self.quantize_pair(a, b, g, amax, use_real)
-        c = self.matmul(qa, qb, use_real)
-        if g.outer_hadamard:
-            c = c.t().contiguous()
-            c = rotate_full(c, inverse=True) if g.outer_hadamard < 0 else rotate(c, g.outer_hadamard)
-            c = c.t()[:rows]
-        return c
+        if not g.outer_hadamard:
+            return self.matmul(qa, qb, use_real, out_dtype)
+        c = self.matmul(qa, qb, use_real).t().contiguous()
+        c = rotate_full(c, inverse=True) if g.outer_hadamard < 0 else rotate(c, g.outer_hadamard)
+        return c.t()[:rows].to(out_dtype)
 
     def quantize_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None),
                       real: bool = False) -> tuple[Quantized, Quantized, int]:
@@ -459,12 +483,29 @@ class LayerState:
             a, b = rotate(a, block, full), rotate(b, block, full)
         return a, b, block
 
-    def matmul(self, qa: Quantized, qb: Quantized, use_real: bool) -> torch.Tensor:
+    def matmul(self, qa: Quantized, qb: Quantized, use_real: bool,
+               out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The product of two quantised operands in ``out_dtype``: on FP8 tensor cores where
+        ``use_real`` and both have codes (BF16 out), else emulated; counted either way."""
         if use_real and qa.codes is not None and qb.codes is not None:
             self.real_gemms += 1
-            return scaled_mm(qa, qb)
+            return scaled_mm(qa, qb).to(out_dtype)
         self.emulated_gemms += 1
-        return qa.values @ qb.values.t()
+        return emulated_matmul(qa, qb, out_dtype)
+
+
+def emulated_matmul(a: Quantized, b: Quantized, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``a @ b^T`` accumulated in FP32 and rounded once to ``out_dtype``.
+
+    For a BF16 result of two operands whose values are BF16 numbers (``Quantized.bf16_exact``),
+    a CPU multiplies them in a BF16 GEMM: it reads them unchanged and accumulates in FP32
+    before its one rounding to BF16, so it is the FP32 GEMM's product rounded, up to the order
+    of the additions, at BF16's speed. Elsewhere (other operands or results; GPUs, whose BF16
+    GEMMs may reduce in BF16) the FP32 product is rounded.
+    """
+    if out_dtype == torch.bfloat16 and a.bf16_exact and b.bf16_exact and a.values.device.type == "cpu":
+        return a.values.bfloat16() @ b.values.bfloat16().t()
+    return (a.values @ b.values.t()).to(out_dtype)
 
 
 # -- numerics the formats module does not have as one call ---------------------------------------------
@@ -913,10 +954,12 @@ def no_autocast(device_type: str):
 
 # -- the autograd function ------------------------------------------------------------------------------
 class _LowPrecisionLinearFn(torch.autograd.Function):
-    """``Y = X W^T`` with the recipe's quantised forward, dgrad and wgrad GEMMs (float32 out)."""
+    """``Y = X W^T`` with the recipe's quantised forward, dgrad and wgrad GEMMs; Y in the layer's
+    output dtype, the gradients in their inputs' dtypes, each rounded once from FP32."""
 
     @staticmethod
-    def forward(ctx: Any, x2: torch.Tensor, weight: torch.Tensor, state: LayerState) -> torch.Tensor:
+    def forward(ctx: Any, x2: torch.Tensor, weight: torch.Tensor, state: LayerState,
+                out_dtype: torch.dtype) -> torch.Tensor:
         recipe = state.recipe
         g = recipe.forward
         ctx.fast = compiled.current_mode()  # the backward may run in another thread: take the mode along
@@ -930,14 +973,13 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
                 # the rotation is undone in the backward by the plain (sign-free) Hadamard
                 assert g.signs == "none", "a from_forward recipe rotates its forward without signs"
                 qx, qw, block = state.quantize_pair(x, w, g)
-                state.emulated_gemms += 1
-                y = qx.values @ qw.values.t()
+                y = state.matmul(qx, qw, use_real=False, out_dtype=out_dtype)
                 ctx.block = block
                 ctx.save_for_backward(qx.values, qw.values,
                                       qx.mask if qx.mask is not None else torch.empty(0),
                                       qw.mask if qw.mask is not None else torch.empty(0))
             else:
-                y = state.gemm(x, w, g, amax)
+                y = state.gemm(x, w, g, amax, out_dtype)
                 if recipe.store_fp8_input:
                     ctx.x_fp8 = F.quantize(x, "fp8_e4m3", granularity="tensor")
                     ctx.save_for_backward(weight)
@@ -947,7 +989,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
         ctx.state = state
         ctx.k = x.shape[-1]
         ctx.x_dtype, ctx.w_dtype = x2.dtype, weight.dtype
-        return y
+        return y  # in the layer's output dtype: the gradient arrives in it
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
@@ -974,13 +1016,14 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
                 w = weight.detach().float()
                 amax_dy = state.delayed_amax("dy", dy) if recipe.dgrad.a.scaling == "delayed" else None
                 if ctx.needs_input_grad[0]:
-                    dx = state.gemm(dy, w.t().contiguous(), recipe.dgrad, (amax_dy, ctx.amax_w))
+                    dx = state.gemm(dy, w.t().contiguous(), recipe.dgrad, (amax_dy, ctx.amax_w), ctx.x_dtype)
                     dx = dx[:, :ctx.k]
                 if ctx.needs_input_grad[1]:
-                    dw = state.gemm(dy.t().contiguous(), x.t().contiguous(), recipe.wgrad, (amax_dy, ctx.amax_x))
+                    dw = state.gemm(dy.t().contiguous(), x.t().contiguous(), recipe.wgrad, (amax_dy, ctx.amax_x),
+                                    ctx.w_dtype)
                     dw = dw[:, :ctx.k]
         return (dx.to(ctx.x_dtype) if dx is not None else None,
-                dw.to(ctx.w_dtype) if dw is not None else None, None)
+                dw.to(ctx.w_dtype) if dw is not None else None, None, None)
 
 
 def _back_to_input_basis(grad: torch.Tensor, mask: torch.Tensor, block: int, k: int) -> torch.Tensor:
@@ -1027,8 +1070,8 @@ class LowPrecisionLinear(nn.Linear):
         device_type = x.device.type
         out_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
         shape = x.shape
-        y = _LowPrecisionLinearFn.apply(x.reshape(-1, shape[-1]), self.weight, self.state)
-        y = y.to(out_dtype).reshape(*shape[:-1], self.out_features)
+        y = _LowPrecisionLinearFn.apply(x.reshape(-1, shape[-1]), self.weight, self.state, out_dtype)
+        y = y.reshape(*shape[:-1], self.out_features)
         if self.bias is not None:
             y = y + self.bias.to(out_dtype)
         return y
