@@ -53,8 +53,9 @@ timeout 60 suite bench recipes --store "$OUT/store" --save "gpu-$(date +%Y%m%d)"
   || echo "recipe step measurement failed" | tee -a "$OUT/recipes.txt"
 timeout 25 suite bench recipes --store "$OUT/store" --compare "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/recipes_gate.txt" || true
 
-# 5. RESULTS.md from the stored rows, with the training step times of step 2 appended
-python kernels/render_results.py "$OUT/store" > kernels/RESULTS.md
+# 5. RESULTS.md from the stored rows (its hand-written blocks kept: the script writes the file itself,
+#    as a redirect would empty it before it is read), with the training step times of step 2 appended
+python kernels/render_results.py "$OUT/store" kernels/RESULTS.md
 { echo; echo "## FP8 vs BF16 training step (benchmarks/bench_train_recipes.py)"; echo; echo '```';
   cat "$OUT/train_step.txt"; echo '```';
   echo; echo "## Block-format recipes, kernels off and on (--kernels torch vs auto)"; echo; echo '```';

@@ -287,10 +287,13 @@ FAKE_QUANTIZE_FORMATS = {"mxfp4": 32, "mxfp8_e4m3": 32, "nvfp4": 16}
 FP8_FORMATS = ("fp8_e4m3", "fp8_e5m2", "int8")  # (INT8 too: one float32 scale per tensor or row)
 FP8_GRANULARITIES = ("tensor", "row")
 FP8_MAX_ROW = 32768  # the row kernels keep a whole row in registers
+# Symmetric INT4 with a scale per group of 128 inputs (rtn's, hawq's and qat's default weights): the
+# quantise kernel then the dequantise kernel, as FP8's, over the group layout they store.
+INT_GROUPS = {"int4": BLOCKS["int4"]}
 
 
 def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: str | None = None,
-                          hadamard: int = 0, signs=None):
+                          hadamard: int = 0, signs=None, group_size: int | None = None):
     import torch
 
     from suite.kernels._quant_triton import dequantize, fake_quantize_fp4, quantize
@@ -298,6 +301,10 @@ def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: s
     if hadamard:  # rotate and quantise in one pass
         return fake_quantize_fp4(x, fmt, hadamard=hadamard, signs=signs)[0]
     x = x.contiguous()
+    if fmt in INT_GROUPS:
+        q, scale = quantize(x, fmt)
+        y = dequantize(q, scale, fmt, tuple(x.shape), torch.float32)
+        return torch.where(torch.isnan(x), x, y)  # no NaN code: kept where it was (formats' rule)
     if fmt in FP8_FORMATS:
         q, scale = quantize(x, fmt, per_tensor=granularity == "tensor")[:2]
         if granularity == "tensor":
@@ -311,8 +318,12 @@ def _triton_fake_quantize(x, fmt: str, rounding: str = "nearest", granularity: s
 
 
 def _supports_fake_quantize(on_cpu_too: bool, x, fmt: str, rounding: str = "nearest",
-                            granularity: str | None = None, hadamard: int = 0, signs=None) -> bool:
-    if hadamard:
+                            granularity: str | None = None, hadamard: int = 0, signs=None,
+                            group_size: int | None = None) -> bool:
+    if group_size is not None:  # integer groups (layers.dispatch_options gives the size with them)
+        shaped = (not hadamard and granularity == "group" and group_size == INT_GROUPS.get(fmt)
+                  and x.shape[-1] > 0 and x.shape[-1] % group_size == 0)
+    elif hadamard:
         shaped = fmt in ("mxfp4", "nvfp4") and granularity is None and _rotation_fits(x, hadamard, signs) \
             and x.shape[-1] % FAKE_QUANTIZE_FORMATS[fmt] == 0
     elif fmt in FP8_FORMATS:

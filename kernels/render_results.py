@@ -1,15 +1,20 @@
 """Render kernels/RESULTS.md from the parquet rows of a ``suite bench kernels`` run.
 
-    python kernels/render_results.py STORE > kernels/RESULTS.md
+    python kernels/render_results.py STORE [RESULTS]    # rewrites RESULTS (default kernels/RESULTS.md)
 
 Uses the newest run in the store's ``kernels`` table; every number comes from the rows
 (times, the roofline measured in that run, correctness), none is typed in. The methods that
-run each kernel, and what no kernel serves, come from the recipes (``suite.bench.methods``).
+run each kernel, what no kernel serves and why come from the code (``suite.bench.methods``).
+What people wrote by hand (how to make the run) sits between ``KEEP_BEGIN`` and ``KEEP_END``
+in the file and is carried over as it is: the script reads the file before it rewrites it, so
+it writes the file itself (``> RESULTS`` would empty the file before it is read).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 # Stated in every rendered file (and in the hand-written one until the first GPU run), so a
 # reader knows what a GB/s figure divides by.
@@ -23,7 +28,30 @@ COST_MODEL_NOTE = (
 )
 
 
-def render(store: str) -> str:
+# The hand-written blocks of RESULTS.md a render keeps, between these lines.
+KEEP_BEGIN = "<!-- hand-written: kernels/render_results.py keeps this block as it is -->"
+KEEP_END = "<!-- end of hand-written block -->"
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def kept_blocks(text: str) -> list[str]:
+    """The hand-written blocks of a RESULTS.md, each with its marker lines; an unclosed block is an
+    error rather than prose silently lost."""
+    blocks = []
+    rest = text
+    while KEEP_BEGIN in rest:
+        start = rest.index(KEEP_BEGIN)
+        end = rest.find(KEEP_END, start)
+        if end < 0:
+            raise SystemExit(f"a hand-written block opened by '{KEEP_BEGIN}' has no '{KEEP_END}'")
+        blocks.append(rest[start:end + len(KEEP_END)])
+        rest = rest[end + len(KEEP_END):]
+    return blocks
+
+
+def render(store: str, kept: list[str] | None = None) -> str:
+    """RESULTS.md from the newest run in ``store``, with the hand-written blocks ``kept`` after the
+    cost model note."""
     from suite.bench.units import roof_label, sig
     from suite.results import ResultStore
 
@@ -48,6 +76,7 @@ def render(store: str) -> str:
         "",
         COST_MODEL_NOTE,
         "",
+        *(line for block in kept or () for line in (block, "")),
         "| kernel | impl | shape | dtype | ms (median) | p10-p90 | GB/s | TFLOP/s | of roof | correct |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -67,5 +96,15 @@ def render(store: str) -> str:
     return "\n".join(lines) + "\n\n" + markdown_methods(sorted(rows["kernel"].unique()))
 
 
+def write(store: str, path: str | os.PathLike = RESULTS) -> None:
+    """Rewrite ``path`` from ``store``, keeping its hand-written blocks; the new text replaces the old
+    in one step (a failed render leaves the file as it was)."""
+    path = Path(path)
+    text = render(store, kept_blocks(path.read_text()) if path.exists() else [])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 if __name__ == "__main__":
-    print(render(sys.argv[1] if len(sys.argv) > 1 else "kernels/results/store"), end="")
+    write(sys.argv[1] if len(sys.argv) > 1 else "kernels/results/store", *sys.argv[2:3])

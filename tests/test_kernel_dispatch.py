@@ -348,3 +348,111 @@ def test_the_mx_rceil_kernel_equals_the_recipes_scale_rounded_up(fmt, shape):
         codes = el.encode_float((blocks / scale).float(), el.FP8_E4M3)
         independent = (el.decode_float(codes, el.FP8_E4M3).double() * scale).float().reshape(x.shape)
         assert torch.equal(served, independent)
+
+
+def _int4_group_input(shape: tuple[int, int]) -> torch.Tensor:
+    """Values across ten decades, an all-zero group (scale 1), a row of ties (amax 7: scale 1, so k + 1/2
+    is a tie to even) and, where there are rows enough, NaN and +-inf (scales from the finite values)."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=g) * torch.logspace(-6, 4, shape[1])
+    x[-1, :128] = 0.0
+    x[0, :16] = torch.tensor([7.0, 0.5, 1.5, 2.5, 3.5, -0.5, -1.5, -2.5, -3.5, 4.5, 5.5, 6.5, -6.5, 0.25, -0.75, 6.49])
+    x[0, 16:128] = x[0, 16:128].clamp(-6.9, 6.9)
+    if shape[0] > 2:
+        x[1, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    return x.to(DEVICE)
+
+
+@pytest.mark.parametrize("shape", [(1, 128), (3, 384), (37, 256), (130, 128)])
+def test_the_int4_group_kernels_fake_quantise_as_the_formats_module_bit_for_bit(shape):
+    """Symmetric INT4 in groups of 128 (rtn's and hawq's weights, qat's without torchao) through
+    ``layers.fake_quantize``: the quantise and dequantise kernels against the formats module."""
+    from suite.kernel import as_bits
+    from suite.methods.quant.layers import fake_quantize
+
+    opts = {"symmetric": True, "granularity": "group", "group_size": 128}
+    x = _int4_group_input(shape)
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = fake_quantize(x, "int4", opts)
+    assert dispatch.counts() == {("fake_quantize", "triton"): 1}
+    assert dispatch.calls() == {("fake_quantize", "int4", "granularity=group", "group_size=128"): 1}
+    reference = F.fake_quantize(x, "int4", **opts)
+    nan = torch.isnan(reference)
+    assert torch.equal(torch.isnan(served), nan)
+    assert torch.equal(as_bits(served)[~nan], as_bits(reference)[~nan])
+    # the tie row by hand: round half to even on the scale-1 grid, clamped to +-7
+    expected = torch.tensor([7.0, 0.0, 2.0, 2.0, 4.0, 0.0, -2.0, -2.0, -4.0, 4.0, 6.0, 6.0, -6.0, 0.0, -1.0, 6.0])
+    assert torch.equal(served[0, :16].cpu(), expected)
+
+
+@pytest.mark.parametrize("fmt,opts,k", [
+    ("int4", {"granularity": "group", "group_size": 64}, 128),  # groups the kernel does not hold
+    ("int4", {"granularity": "channel"}, 192),  # a scale per row
+    ("int8", {"granularity": "group", "group_size": 128}, 128),  # groups of another format
+    ("int4", {"granularity": "group", "symmetric": False}, 128),  # asymmetric: not dispatched at all
+])
+def test_integer_groups_no_kernel_holds_run_the_formats_module(fmt, opts, k):
+    from suite.methods.quant.layers import fake_quantize
+    from suite.registry import KERNELS
+
+    KERNELS.names()
+    x = torch.randn(4, k, device=DEVICE)
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        served = fake_quantize(x, fmt, opts)
+    assert dispatch.counts() == ({} if opts.get("symmetric") is False else {("fake_quantize", "torch"): 1})
+    assert torch.equal(served, F.fake_quantize(x, fmt, **opts))
+
+
+def _quantised_weights(spec: str, mode: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weights ``spec`` installs on a tiny BERT (layers of 128 and 256 inputs: INT4 groups of 128
+    fit), applied (QAT: applied, trained a step and converted) with the kernels in ``mode``."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from suite.bench.methods import instantiate
+    from suite.method import MethodContext
+    from suite.methods.quant.layers import QuantLinear
+    from suite.task import ModelBundle
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=128, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=256, max_position_embeddings=32, num_labels=2)
+    model = BertForSequenceClassification(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(5, 100, (2, 12), generator=g),
+             "attention_mask": torch.ones(2, 12, dtype=torch.long), "labels": torch.tensor([0, 1])}
+    ctx = MethodContext(device="cpu", dtype=torch.float32, seed=0, task_kind="classification",
+                        calibration_source=lambda n, bs=None: [batch] * n,
+                        bundle=ModelBundle(model, new_modules=(model.classifier,)))
+    (method,) = instantiate(spec)
+    dispatch.reset_counts()
+    with dispatch.kernels(mode):
+        model = method.apply(model, ctx)
+        if hasattr(method, "after_training"):
+            model(**batch).loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p -= 0.1 * p.grad
+            model = method.after_training(model, ctx)
+    weights = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    return weights, dispatch.counts()
+
+
+@pytest.mark.parametrize("spec", ["rtn", "awq:sym=true,grid=2,calib_batches=1",
+                                  "hawq:calib_batches=1,samples=1", "qat:backend=suite"])
+def test_quantizers_and_qat_conversion_through_the_kernels_install_the_formats_modules_weights(spec, one_torch_thread):
+    """RTN's weights, AWQ's scale search and weights, HAWQ's sensitivities and weights, and QAT's
+    conversion (all symmetric INT4 in groups of 128 at these widths) with the kernels forced on (the
+    interpreter on a CPU) and off: the same installed weights, bit for bit, and the kernel served."""
+    from suite.registry import KERNELS
+
+    KERNELS.names()
+    by_torch, torch_counts = _quantised_weights(spec, "torch")
+    by_kernels, kernel_counts = _quantised_weights(spec, "triton")
+    assert by_torch and set(by_torch) == set(by_kernels)
+    for name, w in by_torch.items():
+        assert torch.equal(w, by_kernels[name]), name
+    assert ("fake_quantize", "triton") not in torch_counts
+    assert kernel_counts.get(("fake_quantize", "triton"), 0) > 0

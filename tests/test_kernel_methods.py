@@ -19,7 +19,8 @@ from suite.bench.methods import format_methods, kernel_methods, method_kernels
 EXTRA_RECIPES = ("fp8-train:scaling=delayed", "mxfp4-train:scale=rceil")
 EXTRA_QUANT = ("qat:backend=suite,format=mxfp4,acts=fp8_e4m3", "qat:backend=suite,format=int8,group=0,acts=int8",
                "l4q:format=nvfp4", "l4q:format=int8,group=0,learn_scale=false", "rtn:format=fp8_e4m3,group=0",
-               "w8a8:format=fp8", "mxfp8:acts=false", "quarot:format=mxfp4")
+               "w8a8:format=fp8", "mxfp8:acts=false", "quarot:format=mxfp4", "awq:sym=true,grid=2",
+               "qat:backend=suite")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,9 @@ def _tiny_bert():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
-                     intermediate_size=128, max_position_embeddings=32, num_labels=2)
+    # every layer over 128 inputs: INT4 groups of 128 everywhere (torchao's QAT takes one group rule)
+    cfg = BertConfig(vocab_size=100, hidden_size=256, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=512, max_position_embeddings=32, num_labels=2)
     return BertForSequenceClassification(cfg).eval()
 
 
@@ -84,9 +86,10 @@ def test_each_quantizer_and_qat_method_makes_the_dispatch_calls_its_formats_decl
 
     _, found = derived
     g = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(5, 100, (2, 12), generator=g), "attention_mask": torch.ones(2, 12, dtype=torch.long)}
+    batch = {"input_ids": torch.randint(5, 100, (2, 12), generator=g), "attention_mask": torch.ones(2, 12, dtype=torch.long),
+             "labels": torch.tensor([0, 1])}  # hawq's Hessian traces take the task loss
     listed = [mk.method for mk in found if mk.kind == "quant"]
-    assert {"qat", "l4q", "w8a8", "mxfp4", "nvfp4"} <= set(listed)
+    assert {"qat", "l4q", "w8a8", "mxfp4", "nvfp4", "awq", "hawq"} <= set(listed)
     served = set()
     for spec in [*listed, *EXTRA_QUANT]:
         model = _tiny_bert()
@@ -95,14 +98,17 @@ def test_each_quantizer_and_qat_method_makes_the_dispatch_calls_its_formats_decl
                             bundle=ModelBundle(model, new_modules=(model.classifier,)))
         (method,) = instantiate(spec)
         widths = {lin.in_features for lin in engine.target_linears(model, not_adapted(model, ctx)).values()}
-        declared = {call for k in widths for _, _, call in method.format_calls(k) if call is not None}
+        # qat's backend=auto declares both paths; the one this environment runs is held to its calls
+        path = {"torchao": method.uses_torchao()} if hasattr(method, "uses_torchao") else {}
+        declared = {call for k in widths for _, _, call in method.format_calls(k, **path) if call is not None}
         dispatch.reset_counts()
         with dispatch.kernels("torch"):
             model = method.apply(model, ctx)
             model(**batch)
         assert set(dispatch.calls()) == declared, spec
         served |= {spec for call in declared if method_kernels(spec).kernels.get(call)}
-    assert {"w8a8", "mxfp4", "nvfp4", *EXTRA_QUANT[:2], "l4q:format=nvfp4", "w8a8:format=fp8"} <= served
+    assert {"w8a8", "mxfp4", "nvfp4", "rtn", "hawq", *EXTRA_QUANT[:2], "l4q:format=nvfp4", "w8a8:format=fp8",
+            "awq:sym=true,grid=2", "qat:backend=suite"} <= served
 
 
 def test_every_kernel_a_method_runs_is_a_benchmark_kernel_and_the_gaps_are_stated(derived):
@@ -204,7 +210,8 @@ def test_recipe_bench_user_errors_are_one_clear_message(tmp_path, capsys, argv, 
 
 def test_the_kernel_table_states_the_methods_and_gaps_the_code_derives(derived):
     """kernels/RESULTS.md carries the generated sections (a GPU run re-renders them): every kernel
-    row and every gap there is what ``suite.bench.methods`` derives now."""
+    row, every gap, the configurations off the defaults and the notes there are what
+    ``suite.bench.methods`` derives now."""
     from pathlib import Path
 
     from suite.bench.methods import markdown_methods
@@ -216,3 +223,100 @@ def test_the_kernel_table_states_the_methods_and_gaps_the_code_derives(derived):
     assert present and all(line in text for line in present), "re-generate kernels/RESULTS.md's sections"
     gaps = now.split("## What no kernel serves yet", 1)[1]
     assert gaps in text, "kernels/RESULTS.md's 'What no kernel serves yet' is stale: re-generate it"
+
+
+def test_the_listing_is_the_same_with_and_without_torchao(monkeypatch, derived):
+    """qat's default (symmetric INT4 groups, backend=auto) runs torchao's QAT where torchao is installed
+    and the INT4 group kernels without it: the listing names both whatever this environment has, and
+    the path each environment runs declares only its own calls."""
+    from suite.bench.methods import instantiate, markdown_methods
+    from suite.methods.quant import qat
+
+    texts = {}
+    for installed in (True, False):
+        monkeypatch.setattr(qat, "_torchao_available", lambda v=installed: v)
+        texts[installed] = markdown_methods()
+        mk = method_kernels("qat")
+        int4 = ("fake_quantize", "int4", "granularity=group", "group_size=128")
+        assert mk.kernels[int4] == ("quantize_int4_group", "dequantize_int4_group")
+        assert any("torchao's QAT fake quantisation" in gap and "torchao is installed" in gap for gap in mk.gaps)
+        (method,) = instantiate("qat")
+        assert method.uses_torchao() is installed
+        runtime = {call for _, _, call in method.format_calls(4096, torchao=method.uses_torchao())}
+        assert runtime == ({None} if installed else {int4})
+    assert texts[True] == texts[False]
+    row = [line for line in texts[True].splitlines() if line.startswith("| quantize_int4_group |")]
+    assert row and "qat" in row[0]
+
+
+def test_hawq_lists_every_width_it_may_choose(derived):
+    """HAWQ's weights are round-to-nearest int<b> at the width each layer is given, any of its choices:
+    each choice is declared, and only INT4 (groups of 128) has a kernel."""
+    from suite.methods.quant.quantizers import HawqConfig
+
+    by_kernel, found = derived
+    (mk,) = [m for m in found if m.method == "hawq"]
+    choices = HawqConfig().choices
+    keys = {("fake_quantize", f"int{b}", "granularity=group", "group_size=128"): b for b in choices}
+    assert set(mk.calls) == set(keys)
+    assert {keys[c] for c, names in mk.kernels.items() if names} == {4}
+    assert "hawq" in by_kernel["quantize_int4_group"] and "hawq" in by_kernel["dequantize_int4_group"]
+    assert sum("no kernel takes it" in gap for gap in mk.gaps) == len(choices) - 1
+
+
+def test_the_notes_name_registered_kernels():
+    """Every kernel the generated notes name (a backticked name, or a pattern) is a registered one."""
+    import fnmatch
+    import re
+
+    from suite.bench.methods import NOTES, OFF_DEFAULT
+    from suite.registry import KERNELS
+
+    names = set(KERNELS.names())
+    named = re.findall(r"`((?:fake_quantize_|quantize_|dequantize_|hadamard\d)[\w*]*)`", " ".join(NOTES))
+    assert len(named) >= 6
+    for name in named:
+        assert fnmatch.filter(names, name), name
+    for spec, _ in OFF_DEFAULT:
+        assert any(method_kernels(spec).kernels.values()), spec
+
+
+def test_a_gpu_render_keeps_the_hand_written_blocks_and_generates_the_rest(tmp_path, monkeypatch):
+    """kernels/render_results.py on a small synthetic store, over the committed RESULTS.md: its
+    hand-written blocks come through as they are, the pre-run status goes, and the header, the table
+    and the methods' sections (gaps, configurations, notes) come from the rows and the code."""
+    from pathlib import Path
+
+    import pytest
+
+    from benchmarks import synthetic_store as synthetic
+    from suite.bench.methods import NOTES, markdown_methods
+    from suite.kernels import render_results as rr
+    from suite.results.store import ResultStore
+
+    frame = synthetic.kernel_rows(commits=("c1",), slow_at=None)
+    frame["roof"], frame["peak_tflops_dtype"], frame["status"], frame["error"] = "memory", "bfloat16", "ok", ""
+    ResultStore(str(tmp_path / "store")).write_table("kernels", frame)
+    committed = (Path(__file__).resolve().parents[1] / "kernels" / "RESULTS.md").read_text()
+    blocks = rr.kept_blocks(committed)
+    assert blocks and "bash kernels/measure_gpu.sh" in blocks[0]
+    results = tmp_path / "RESULTS.md"
+    results.write_text(committed)
+
+    rr.write(str(tmp_path / "store"), results)
+    text = results.read_text()
+    assert all(block in text for block in blocks)
+    assert "No GPU run has been made yet" not in text
+    assert "Device: **NVIDIA H100 (synthetic)**" in text and "| quantize_mxfp4 | triton | 4096x4096 |" in text
+    assert " ".join(rr.COST_MODEL_NOTE.split()) in " ".join(text.split())
+    assert markdown_methods(["matmul_fp8", "quantize_mxfp4"]) in text
+    assert all(f"- {note}" in text for note in NOTES)
+    assert text.index(blocks[0]) < text.index("| kernel | impl |") < text.index("## Which methods run each kernel")
+
+    rr.write(str(tmp_path / "store"), results)  # a second render over the first changes nothing
+    assert results.read_text() == text
+
+    results.write_text(rr.KEEP_BEGIN + "\nprose with no end marker\n")
+    with pytest.raises(SystemExit, match="has no"):
+        rr.write(str(tmp_path / "store"), results)
+    assert results.read_text() == rr.KEEP_BEGIN + "\nprose with no end marker\n"  # left as it was

@@ -37,7 +37,8 @@ from suite.numerics import formats as F
 from suite.numerics.hadamard import apply_block_hadamard
 
 # The options the fake_quantize kernels take (suite.numerics.dispatch); with others the formats module runs.
-DISPATCHED_OPTIONS = {"granularity", "rounding"}
+# ``group_size`` only with an integer format's ``granularity=group`` (the INT4 group kernel's scales).
+DISPATCHED_OPTIONS = {"granularity", "rounding", "group_size"}
 # The formats module's granularity aliases: a scale per output channel of a weight, or per token of an
 # activation, is one per row of the 2-D tensor either way.
 ROW_ALIASES = ("channel", "token")
@@ -46,14 +47,21 @@ ROW_ALIASES = ("channel", "token")
 def dispatch_options(fmt: str, opts: dict) -> dict | None:
     """The options ``fake_quantize`` dispatches ``fmt`` with, or None where the formats module runs:
     options a kernel takes, to nearest, written one way (the granularity aliases ``channel`` and
-    ``token`` as ``row``; ``symmetric=True``, the integer formats' default, left out), so a call
-    means the same to the formats module and has one dispatch key."""
+    ``token`` as ``row``; ``symmetric=True``, the integer formats' default, left out; an integer
+    format's groups with their size, the format's default where not given), so a call means the
+    same to the formats module and has one dispatch key."""
+    spec = F.resolve_format(fmt)
     out = dict(opts)
-    if "symmetric" in out and F.resolve_format(fmt).family == "int":
+    if "symmetric" in out and spec.family == "int":
         if out.pop("symmetric") is not True:
             return None  # asymmetric integers: no kernel
     if not set(out) <= DISPATCHED_OPTIONS or out.get("rounding", "nearest") != "nearest":
         return None
+    grouped = spec.family == "int" and out.get("granularity") == "group"
+    if grouped:
+        out.setdefault("group_size", spec.defaults["group_size"])
+    elif "group_size" in out:
+        return None  # a group size the call does not use (or another format's option): the formats module
     if out.get("granularity") in ROW_ALIASES:
         out["granularity"] = "row"
     return out

@@ -113,8 +113,10 @@ class Qat(_QatBase):
         self.torchao_config: Any = None
         self.torchao_group = 0
 
-    def uses_torchao(self) -> bool:
-        """torchao's QAT where it applies (symmetric int weights, int8 or no activations)."""
+    def declared_backend(self) -> bool | None:
+        """Whether the configuration runs torchao's QAT: True or False, or None where that depends on
+        whether torchao is installed (``backend=auto`` where torchao's applies: symmetric int weights,
+        int8 or no activations)."""
         from suite.numerics import formats as F
 
         c = self.config
@@ -128,7 +130,13 @@ class Qat(_QatBase):
                                 f"int8 on every device; format={c.format}, sym={c.sym}, acts={c.acts!r} "
                                 f"runs on the suite's formats: use backend=suite or auto")
             return True
-        return applies and _torchao_available()
+        return None if applies else False
+
+    def uses_torchao(self) -> bool:
+        """torchao's QAT where it applies (symmetric int weights, int8 or no activations) and, with
+        ``backend=auto``, is installed."""
+        declared = self.declared_backend()
+        return _torchao_available() if declared is None else declared
 
     def unsupported(self, target: MethodTarget) -> str | None:
         if self.config.backend == "torchao" and not _torchao_available():
@@ -141,22 +149,26 @@ class Qat(_QatBase):
         c = self.config
         return engine.weight_format_options(c.format, c.group, k, c.sym)
 
-    def format_calls(self, k: int) -> list[tuple[str, str, tuple | None]]:
+    def format_calls(self, k: int, torchao: bool | None = None) -> list[tuple[str, str, tuple | None]]:
         """The format operations of a layer with ``k`` inputs during training (label, description,
         ``suite.numerics.dispatch`` key or None), as ``suite.bench.methods`` lists the kernels each
         method runs: torchao's fake quantisation (PyTorch, never dispatched), or ``FakeQuantLinear``'s
-        weight and activations through ``layers.fake_quantize``."""
+        weight and activations through ``layers.fake_quantize``. ``torchao`` says which path to
+        declare; None: the configuration's, both paths where that depends on whether torchao is
+        installed (each labelled), so the listing is the same in every environment."""
         from suite.methods.quant import engine
         from suite.methods.quant.layers import format_call
 
         c = self.config
-        if self.uses_torchao():
-            what = f"torchao's QAT fake quantisation ({c.format}, group {c.group}{', int8 activations' if c.acts else ''})"
-            return [("weights", what, None)]
-        calls = [format_call("weights", *self.weight_opts(k))]
+        what = f"torchao's QAT fake quantisation ({c.format}, group {c.group}{', int8 activations' if c.acts else ''})"
+        ours = [format_call("weights", *self.weight_opts(k))]
         if c.acts:
-            calls.append(format_call("activations", c.acts, engine.activation_options(c.acts)))
-        return calls
+            ours.append(format_call("activations", c.acts, engine.activation_options(c.acts)))
+        path = self.declared_backend() if torchao is None else torchao
+        if path is None:
+            return [("weights where torchao is installed", what, None),
+                    *((f"{label} without torchao", desc, call) for label, desc, call in ours)]
+        return [("weights", what, None)] if path else ours
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from suite.methods.common.new_modules import not_adapted, train_new_modules

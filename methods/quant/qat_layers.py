@@ -1,7 +1,7 @@
 """Layers for quantisation-aware training on the shared formats.
 
 * ``FakeQuantLinear``: the weight (and optionally the input) fake-quantised in every
-  forward with ``formats.fake_quantize``, gradients passed straight through (Bengio et al.
+  forward with ``formats.fake_quantize`` (through ``layers.fake_quantize``: a kernel where one serves), gradients passed straight through (Bengio et al.
   2013; the STE every QAT recipe uses). ``convert()`` gives the ``QuantLinear`` a
   post-training quantizer would install for the trained weight: the same function on the
   same tensor, so the converted model computes exactly what training saw.
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.methods.quant.layers import _STE, PackedWeight, QuantLinear
+from suite.methods.quant.layers import _STE, PackedWeight, QuantLinear, fake_quantize
 from suite.numerics import formats as F
 
 
@@ -60,9 +60,11 @@ class FakeQuantLinear(nn.Linear):
         return nn.functional.linear(x, _STE.apply(self.weight, self.w_fmt, self.w_opts), self.bias)
 
     def convert(self) -> QuantLinear:
-        """The quantised layer with what training computed: ``fake_quantize(W)``, packed too."""
+        """The quantised layer with what training computed: ``fake_quantize(W)``, packed too. The
+        same dispatched operation as the forward's (``layers.fake_quantize``): a kernel serves it
+        where it serves training, and either way the values are the formats module's."""
         w = self.weight.detach()
-        wq = F.fake_quantize(w, self.w_fmt, **self.w_opts)
+        wq = fake_quantize(w, self.w_fmt, self.w_opts)
         nbytes = int(round(F.effective_bits(self.w_fmt, tuple(w.shape), **self.w_opts) * w.numel() / 8))
         layer = QuantLinear.from_linear(self, wq, act_fmt=self.act_fmt, act_opts=self.act_opts,
                                         storage_bytes=nbytes)

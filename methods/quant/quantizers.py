@@ -75,7 +75,8 @@ class QuantMethod(Method):
         """(weight format and options, activation format and options or None) of a layer with ``k``
         inputs, as ``quantize`` installs it: the weight fake-quantised once (``engine.quantize_weight``),
         the activations at every forward (``QuantLinear``). None where the method computes its
-        weights with its own algorithm (GPTQ, AWQ, HAWQ)."""
+        weights with its own algorithm (GPTQ's error feedback); HAWQ, which may choose one of
+        several widths per layer, declares ``format_calls`` itself."""
         return None
 
     def format_calls(self, k: int) -> list[tuple[str, str, tuple | None]] | None:
@@ -382,21 +383,29 @@ class Awq(QuantMethod):
     Config = AwqConfig
     needs_calibration = True
 
+    def layer_formats(self, k: int) -> tuple[tuple[str, dict], None]:
+        """The scaled weights (``W s``; ``1/s`` folded back after): its scale search fake-quantises each
+        candidate, then the chosen one, in this format."""
+        from suite.methods.quant import engine
+
+        c = self.config
+        return (f"int{c.bits}", engine.int_weight_opts(c.bits, c.group, k, c.sym)), None
+
     def quantize(self, model, layers, batches, ctx) -> None:
         import torch
 
         from suite.methods.quant import algorithms as A
         from suite.methods.quant import engine
-        from suite.numerics import formats as F
+        from suite.methods.quant.layers import fake_quantize
 
         c = self.config
         stats = A.collect_input_stats(model, layers, batches, keep_samples=c.search_tokens)
         for name, lin in layers.items():
-            fmt = f"int{c.bits}"
-            opts = engine.int_weight_opts(c.bits, c.group, lin.in_features, c.sym)
+            (fmt, opts), _ = self.layer_formats(lin.in_features)
             x = torch.cat(stats[name].samples).to(lin.weight.device)
+            # the scale search's candidates quantised as the weights are (a kernel where one serves)
             s, _alpha = A.awq_search(lin.weight, x, stats[name].abs_mean,
-                                     lambda w, f=fmt, o=opts: F.fake_quantize(w, f, **o), c.grid)
+                                     lambda w, f=fmt, o=opts: fake_quantize(w, f, o), c.grid)
             # weight-only: fold 1/s back into the dequantised weight, no runtime transform
             wq_scaled, nbytes = engine.quantize_weight(lin.weight.float() * s, fmt, opts)
             wq = (wq_scaled.float() / s).to(lin.weight.dtype)
@@ -536,10 +545,20 @@ class Hawq(QuantMethod):
             for name, lin in layers.items():
                 b = self.bits[name]
                 opts = engine.int_weight_opts(b, c.group, lin.in_features)
-                wq, nbytes = engine.quantize_weight(lin.weight, f"int{b}", opts)
+                wq, nbytes = engine.quantize_weight(lin.weight, f"int{b}", opts)  # = quantized_weight's
                 engine.install(model, name, lin, wq, nbytes, self.records,
                                packed=engine.pack_weight(lin.weight, f"int{b}", opts))
         self.traces = traces
+
+    def format_calls(self, k: int) -> list[tuple[str, str, tuple | None]]:
+        """Round-to-nearest int<b> weights at every bit width it may choose (``quantized_weight``: each
+        width's sensitivity, then each layer's allocated width), the declaration
+        ``QuantMethod.format_calls`` makes from one format."""
+        from suite.methods.quant import engine
+        from suite.methods.quant.layers import format_call
+
+        return [format_call(f"weights at {b} bits", f"int{b}", engine.int_weight_opts(b, self.config.group, k))
+                for b in self.config.choices]
 
     def sensitivities(self, layers: dict, traces: dict[str, float]) -> dict[str, dict[int, float]]:
         """HAWQ-V2's predicted loss increase per layer and bit width:

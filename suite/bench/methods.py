@@ -128,8 +128,8 @@ def train_methods() -> list[str]:
 
 def quant_methods() -> list[str]:
     """The quantizers and QAT methods whose default configuration declares its format operations
-    (``format_calls``); GPTQ, AWQ and HAWQ compute their weights by their own algorithms and peer
-    libraries' quantizers run their own code: neither declares."""
+    (``format_calls``); GPTQ computes its weights by its own algorithm (error feedback, column by
+    column) and peer libraries' quantizers run their own code: neither declares."""
     from suite.registry import METHODS
 
     out = []
@@ -174,8 +174,49 @@ def format_methods(kernels: list[str], by_kernel: dict[str, list[str]], found: l
     return "\n".join(lines)
 
 
+# Configurations off the defaults that a kernel serves, listed with the kernels they run (derived) and
+# what differs about their path.
+OFF_DEFAULT = (
+    ("fp8-train:scaling=delayed", "FP8 per tensor with the largest amax of earlier steps: the quantise kernel "
+     "takes that scale (no amax pass), then the row dequantise kernel runs; on the emulated path only (real "
+     "FP8 keeps PyTorch's cast, whose codes `torch._scaled_mm` takes)"),
+    ("mxfp4-train:scale=rceil", "MX scales rounded up (RCEIL)"),
+    ("awq:sym=true", "Symmetric INT4 groups: the candidates of its scale search and its final weights"),
+)
+
+# Why the kernels serve what they serve and why the gaps have none: the design, not a measurement. Each
+# kernel named here is a registered benchmark kernel (tests/test_kernel_methods.py checks the names).
+NOTES = (
+    "QuEST's forward scale and clip mask (quartet-train) and the block rotations of Quartet (32-point, "
+    "re-randomised signs in the backward) and of NVFP4's weight gradient (16-point random-sign RHT) run in one "
+    "pass with their quantiser: `fake_quantize_mxfp4_quest_h32`, `fake_quantize_mxfp4_sr34_h32`, "
+    "`fake_quantize_nvfp4_sr_h16`, `fake_quantize_nvfp4_h16` (the dispatched operations take "
+    "`hadamard=<points>` and the signs; their references rotate with the butterflies of "
+    "`suite.numerics.hadamard.rotate_blocks`, which the kernel repeats, so they are equal bit for bit).",
+    "Stochastic rounding makes its uniforms in the kernel from the element's index and a per-call key "
+    "(`suite.numerics.counter_rng`: lowbias32 of the counter, the same bits as the PyTorch reference), so the "
+    "`fake_quantize_*_sr*` kernels read X and write Y, nothing else.",
+    "HALO's full-size rotations (up to the model width along the contraction, and along the tokens of dY) run "
+    "in PyTorch before the quantiser: a size the tile does not hold (over 128 points, or a Kronecker "
+    "`H_k x H_2^m` of HALO's non-power-of-two widths) has no kernel here.",
+    "Quantizers and QAT call the same dispatched `fake_quantize` (`suite.methods.quant.layers.fake_quantize`): "
+    "a quantizer's weight once when it applies (AWQ: each candidate of its scale search too; HAWQ: each bit "
+    "width it may choose, then the chosen one), activations at every forward, QAT's weights at every forward "
+    "and at conversion. Kernels take FP8 and INT8 with a scale per tensor or row, MXFP4, MXFP8, NVFP4 and "
+    "symmetric INT4 in groups of 128 (`quantize_int4_group` then `dequantize_int4_group`); other integer "
+    "widths, groups and rows, asymmetric integers (AWQ's default), MXFP6, NF4 and L4Q's learned step sizes "
+    "have none. GPTQ is not listed: its error feedback quantises column by column inside its own algorithm, "
+    "with no format operation to dispatch; peer libraries' quantizers run their own code.",
+    "`qat`'s default (symmetric INT4 in groups of 128, `backend=auto`) runs torchao's QAT fake quantisation "
+    "where torchao is installed and the INT4 group kernels without it; both paths are listed, so this file "
+    "does not depend on the environment that renders it (`backend=suite` always takes the kernels).",
+)
+
+
 def markdown_methods(kernels: list[str] | None = None) -> str:
-    """The same as ``format_methods``, as the Markdown section of kernels/RESULTS.md."""
+    """The same as ``format_methods``, as the Markdown sections of kernels/RESULTS.md: who runs each
+    kernel, what no kernel serves, the configurations off the defaults that a kernel serves, and why
+    (``NOTES``), so a GPU render writes them from this one place."""
     from suite.registry import KERNELS
 
     by_kernel, found = kernel_methods()
@@ -195,4 +236,11 @@ def markdown_methods(kernels: list[str] | None = None) -> str:
             lines.append(f"- **{mk.method}**: a peer library's recipe (its own kernels)")
         elif mk.gaps:
             lines.append(f"- **{mk.method}**: " + "; ".join(mk.gaps))
+    lines += ["", "## Off the default configurations", "",
+              "Configurations a kernel serves that the defaults above do not run, with the kernels they run:", ""]
+    for spec, what in OFF_DEFAULT:
+        names = [n for names in method_kernels(spec).kernels.values() for n in names]
+        lines.append(f"- `{spec}`: {', '.join(f'`{n}`' for n in dict.fromkeys(names)) or 'no kernel'}. {what}.")
+    lines += ["", "## What the kernels serve, and why the remaining gaps have no kernel yet", ""]
+    lines += [f"- {note}" for note in NOTES]
     return "\n".join(lines) + "\n"
