@@ -1,8 +1,9 @@
 """Layers for quantisation-aware training on the shared formats.
 
 * ``FakeQuantLinear``: the weight (and optionally the input) fake-quantised in every
-  forward with ``formats.fake_quantize`` (through ``layers.fake_quantize``: a kernel where one serves), gradients passed straight through (Bengio et al.
-  2013; the STE every QAT recipe uses). ``convert()`` gives the ``QuantLinear`` a
+  forward with ``formats.fake_quantize`` (through ``layers.fake_quantize``: a kernel where
+  one serves), gradients passed straight through (Bengio et al. 2013; the STE every QAT
+  recipe uses). ``convert()`` gives the ``QuantLinear`` a
   post-training quantizer would install for the trained weight: the same function on the
   same tensor, so the converted model computes exactly what training saw.
 * ``L4QLinear``: L4Q (Jeon et al. 2024, arXiv:2402.04902): the LoRA update is inside the
