@@ -998,32 +998,39 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
         dx = dw = None
         with no_autocast(grad.device.type), compiled.emulation(ctx.fast):
             dy = grad.float()
+            # the wgrad contracts the tokens: its operands are dY^T and X^T, each made in one copy
             if recipe.from_forward:
                 xq, wq, mask_x, mask_w = ctx.saved_tensors
                 if ctx.needs_input_grad[0]:
-                    dx = _back_to_input_basis(state.gemm(dy, wq.t().contiguous(), recipe.dgrad),
+                    dx = _back_to_input_basis(state.gemm(dy, float_transposed(wq), recipe.dgrad),
                                               mask_x, ctx.block, ctx.k)
                 if ctx.needs_input_grad[1]:
-                    dw = _back_to_input_basis(state.gemm(dy.t().contiguous(), xq.t().contiguous(), recipe.wgrad),
+                    dw = _back_to_input_basis(state.gemm(float_transposed(grad), float_transposed(xq), recipe.wgrad),
                                               mask_w, ctx.block, ctx.k)
             else:
                 if ctx.x_fp8 is not None:
                     (weight,) = ctx.saved_tensors
-                    x = F.dequantize(ctx.x_fp8).float()
+                    x = F.dequantize(ctx.x_fp8)
                 else:
-                    x2, weight = ctx.saved_tensors
-                    x = x2.float()
-                w = weight.detach().float()
+                    x, weight = ctx.saved_tensors
                 amax_dy = state.delayed_amax("dy", dy) if recipe.dgrad.a.scaling == "delayed" else None
                 if ctx.needs_input_grad[0]:
-                    dx = state.gemm(dy, w.t().contiguous(), recipe.dgrad, (amax_dy, ctx.amax_w), ctx.x_dtype)
+                    dx = state.gemm(dy, float_transposed(weight.detach()), recipe.dgrad, (amax_dy, ctx.amax_w),
+                                    ctx.x_dtype)
                     dx = dx[:, :ctx.k]
                 if ctx.needs_input_grad[1]:
-                    dw = state.gemm(dy.t().contiguous(), x.t().contiguous(), recipe.wgrad, (amax_dy, ctx.amax_x),
+                    dw = state.gemm(float_transposed(grad), float_transposed(x), recipe.wgrad, (amax_dy, ctx.amax_x),
                                     ctx.w_dtype)
                     dw = dw[:, :ctx.k]
         return (dx.to(ctx.x_dtype) if dx is not None else None,
                 dw.to(ctx.w_dtype) if dw is not None else None, None, None)
+
+
+def float_transposed(t: torch.Tensor) -> torch.Tensor:
+    """``t^T`` as a contiguous float32 tensor, in one copy (the cast and the transpose together:
+    the backward's operands come in BF16 and lie along the wrong dimension)."""
+    out = torch.empty((t.shape[1], t.shape[0]), dtype=torch.float32, device=t.device)
+    return out.copy_(t.t())
 
 
 def _back_to_input_basis(grad: torch.Tensor, mask: torch.Tensor, block: int, k: int) -> torch.Tensor:
