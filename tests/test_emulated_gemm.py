@@ -18,15 +18,10 @@ from suite.methods.train.gemm import (
     LayerState,
     LinearRecipe,
     Operand,
-    Quantized,
     emulated_matmul,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def exact(t: torch.Tensor) -> Quantized:
-    return Quantized(t, bf16_exact=True)
 
 
 @pytest.mark.parametrize("k", [64, 512, 1000])
@@ -36,7 +31,7 @@ def test_a_bf16_result_is_accumulated_in_fp32_before_its_one_rounding(k):
     a = torch.ones(3, k)
     b = torch.full((5, k), 2.0 ** -9)
     b[:, 0] = 1.0
-    got = emulated_matmul(exact(a), exact(b), torch.bfloat16)
+    got = emulated_matmul(a, b, torch.bfloat16, bf16_operands=True)
     want = torch.tensor(1 + (k - 1) / 512).bfloat16()
     assert got.dtype == torch.bfloat16
     assert torch.equal(got, torch.full((3, 5), float(want), dtype=torch.bfloat16))
@@ -57,7 +52,7 @@ def test_a_bf16_result_equals_the_fp32_product_rounded_once(m, k, n):
         return values * signs * scales
 
     a, b = on_grid(m), on_grid(n)
-    got = emulated_matmul(exact(a), exact(b), torch.bfloat16)
+    got = emulated_matmul(a, b, torch.bfloat16, bf16_operands=True)
     rounded = (a.double() @ b.double().t()).float().bfloat16()  # the exact sum, rounded once
     ulp = (rounded.float().abs() * 2.0 ** -7).clamp_min(2.0 ** -133)
     assert ((got.float() - rounded.float()).abs() <= ulp).all()
@@ -69,8 +64,8 @@ def test_other_results_and_operands_take_the_fp32_product():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(9, 40, generator=g), torch.randn(6, 40, generator=g)
     fp32 = a @ b.t()
-    assert torch.equal(emulated_matmul(exact(a), exact(b)), fp32)
-    assert torch.equal(emulated_matmul(Quantized(a), exact(b), torch.bfloat16), fp32.bfloat16())
+    assert torch.equal(emulated_matmul(a, b, bf16_operands=True), fp32)
+    assert torch.equal(emulated_matmul(a, b, torch.bfloat16), fp32.bfloat16())
 
 
 SCALINGS = {"mxfp8": ("block", "rceil"), "mxfp8_e5m2": ("block", "rceil"), "mxfp4": ("block", "rceil", "quest")}
@@ -88,7 +83,7 @@ def test_operands_declared_bf16_exact_quantise_to_bf16_numbers(fmt, scaling, rou
     # QuEST's block variance squares the values: 2^60 keeps it finite in FP32
     t = torch.randn(16, 128, generator=g) * 2.0 ** torch.randint(-100, 60, (16, 1), generator=g).float()
     q = state.quantize(t, op)
-    assert q.bf16_exact
+    assert Gemm(op, op).bf16_operands
     assert torch.equal(q.values, q.values.bfloat16().float())
     assert not torch.equal(t, t.bfloat16().float())  # the input was not: the quantiser made them so
 
@@ -101,7 +96,7 @@ def test_operands_with_other_scales_are_not_declared_exact(op):
     state = LayerState("layer", LinearRecipe(Gemm(op, op), Gemm(op, op), Gemm(op, op)), seed=0)
     t = torch.randn(16, 128, generator=torch.Generator().manual_seed(2)) * 3.7
     q = state.quantize(t, op)
-    assert not q.bf16_exact and not torch.equal(q.values, q.values.bfloat16().float())
+    assert not Gemm(op, op).bf16_operands and not torch.equal(q.values, q.values.bfloat16().float())
 
 
 @pytest.mark.parametrize("spec,fmt", [("mxfp4-train", "mxfp4"), ("mxfp8-train:scale=floor", "mxfp8_e4m3")])

@@ -230,6 +230,11 @@ class Gemm:
     signs: str = "none"
     outer_hadamard: int = 0
 
+    @property
+    def bf16_operands(self) -> bool:
+        """Whether both operands' quantised values are BF16 numbers (``Operand.bf16_exact``)."""
+        return self.a.bf16_exact and self.b.bf16_exact
+
     def fused_rotation(self) -> int:
         """The block rotation along the contraction that both operands' quantisers apply in their
         dispatched calls (``Operand.takes_rotation``), else 0 (the rotation runs on its own)."""
@@ -312,7 +317,6 @@ class Quantized:
     mask: torch.Tensor | None = None  # QuEST: float32, 1 where the value was not clipped (its gradient passes)
     codes: torch.Tensor | None = None  # real FP8 codes (torch.float8_*) for torch._scaled_mm
     scale: torch.Tensor | None = None  # their dequantisation scale: a scalar or one per row
-    bf16_exact: bool = False  # every value is a BF16 number (Operand.bf16_exact)
 
 
 @dataclass
@@ -367,12 +371,6 @@ class LayerState:
                  real: bool = False, hadamard: int = 0, signs: torch.Tensor | None = None) -> Quantized:
         """``t`` (float32, [rows, contraction]) quantised as ``op`` says, scales along the last dim;
         ``hadamard`` (where ``op.takes_rotation``): rotated first, in the same dispatched call."""
-        q = self._quantize(t, op, amax, real, hadamard, signs)
-        q.bf16_exact = op.bf16_exact
-        return q
-
-    def _quantize(self, t: torch.Tensor, op: Operand, amax: torch.Tensor | None, real: bool,
-                  hadamard: int, signs: torch.Tensor | None) -> Quantized:
         rot: dict[str, Any] = {"hadamard": hadamard} if hadamard else {}
         if signs is not None:
             rot["signs"] = signs
@@ -443,7 +441,7 @@ class LayerState:
         use_real = self.real and g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
         qa, qb, _ = self.quantize_pair(a, b, g, amax, use_real)
         if not g.outer_hadamard:
-            return self.matmul(qa, qb, use_real, out_dtype)
+            return self.matmul(qa, qb, use_real, out_dtype, g.bf16_operands)
         c = self.matmul(qa, qb, use_real).t().contiguous()
         c = rotate_full(c, inverse=True) if g.outer_hadamard < 0 else rotate(c, g.outer_hadamard)
         return c.t()[:rows].to(out_dtype)
@@ -483,29 +481,31 @@ class LayerState:
             a, b = rotate(a, block, full), rotate(b, block, full)
         return a, b, block
 
-    def matmul(self, qa: Quantized, qb: Quantized, use_real: bool,
-               out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def matmul(self, qa: Quantized, qb: Quantized, use_real: bool, out_dtype: torch.dtype = torch.float32,
+               bf16_operands: bool = False) -> torch.Tensor:
         """The product of two quantised operands in ``out_dtype``: on FP8 tensor cores where
-        ``use_real`` and both have codes (BF16 out), else emulated; counted either way."""
+        ``use_real`` and both have codes (BF16 out), else emulated; counted either way.
+        ``bf16_operands``: both operands' values are BF16 numbers (``Gemm.bf16_operands``)."""
         if use_real and qa.codes is not None and qb.codes is not None:
             self.real_gemms += 1
             return scaled_mm(qa, qb).to(out_dtype)
         self.emulated_gemms += 1
-        return emulated_matmul(qa, qb, out_dtype)
+        return emulated_matmul(qa.values, qb.values, out_dtype, bf16_operands)
 
 
-def emulated_matmul(a: Quantized, b: Quantized, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def emulated_matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype = torch.float32,
+                    bf16_operands: bool = False) -> torch.Tensor:
     """``a @ b^T`` accumulated in FP32 and rounded once to ``out_dtype``.
 
-    For a BF16 result of two operands whose values are BF16 numbers (``Quantized.bf16_exact``),
-    a CPU multiplies them in a BF16 GEMM: it reads them unchanged and accumulates in FP32
-    before its one rounding to BF16, so it is the FP32 GEMM's product rounded, up to the order
-    of the additions, at BF16's speed. Elsewhere (other operands or results; GPUs, whose BF16
-    GEMMs may reduce in BF16) the FP32 product is rounded.
+    For a BF16 result of operands whose values are BF16 numbers (``bf16_operands``), a CPU
+    multiplies them in a BF16 GEMM: it reads them unchanged and accumulates in FP32 before its
+    one rounding to BF16, so it is the FP32 GEMM's product rounded, up to the order of the
+    additions, at BF16's speed. Elsewhere (other operands or results; GPUs, whose BF16 GEMMs
+    may reduce in BF16) the FP32 product is rounded.
     """
-    if out_dtype == torch.bfloat16 and a.bf16_exact and b.bf16_exact and a.values.device.type == "cpu":
-        return a.values.bfloat16() @ b.values.bfloat16().t()
-    return (a.values @ b.values.t()).to(out_dtype)
+    if out_dtype == torch.bfloat16 and bf16_operands and a.device.type == "cpu":
+        return a.bfloat16() @ b.bfloat16().t()
+    return (a @ b.t()).to(out_dtype)
 
 
 # -- numerics the formats module does not have as one call ---------------------------------------------
@@ -921,7 +921,8 @@ def _quest_mxfp4(t: torch.Tensor, ties: str) -> tuple[torch.Tensor, torch.Tensor
 
 def scaled_mm(qa: Quantized, qb: Quantized) -> torch.Tensor:
     """``A @ B^T`` on FP8 tensor cores: ``torch._scaled_mm`` with tensor or row scales, every
-    dimension zero-padded to a multiple of 16 (cuBLASLt's requirement); float32 result."""
+    dimension zero-padded to a multiple of 16 (cuBLASLt's requirement); the BF16 result
+    ``torch._scaled_mm`` gives, which the caller casts once to the dtype it keeps."""
     a, b = qa.codes, qb.codes
     rows_a, rows_b = a.shape[0], b.shape[0]
     a = pad_rows(_pad_codes(a), 16)
@@ -933,7 +934,7 @@ def scaled_mm(qa: Quantized, qb: Quantized) -> torch.Tensor:
     else:
         sa, sb = sa.reshape(()), sb.reshape(())
     out = torch._scaled_mm(a, b.t(), scale_a=sa.float(), scale_b=sb.float(), out_dtype=torch.bfloat16)
-    return out[:rows_a, :rows_b].float()
+    return out[:rows_a, :rows_b]
 
 
 def _pad_codes(codes: torch.Tensor) -> torch.Tensor:
@@ -973,7 +974,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
                 # the rotation is undone in the backward by the plain (sign-free) Hadamard
                 assert g.signs == "none", "a from_forward recipe rotates its forward without signs"
                 qx, qw, block = state.quantize_pair(x, w, g)
-                y = state.matmul(qx, qw, use_real=False, out_dtype=out_dtype)
+                y = state.matmul(qx, qw, use_real=False, out_dtype=out_dtype, bf16_operands=g.bf16_operands)
                 ctx.block = block
                 ctx.save_for_backward(qx.values, qw.values,
                                       qx.mask if qx.mask is not None else torch.empty(0),
