@@ -136,3 +136,71 @@ def test_a_layer_under_bf16_autocast_returns_the_fp32_products_rounded_once(spec
     want_dw = product(fq(dy.t()), fq(x.detach().t()))  # FP32 accumulation: its own rounding, no BF16's
     torch.testing.assert_close(layer.weight.grad.double(), want_dw, rtol=1e-5, atol=1e-6 * float(want_dw.abs().max()))
     assert not torch.equal(layer.weight.grad, layer.weight.grad.bfloat16().float())
+
+
+# -- operands that do not depend on their layout -------------------------------------------------------
+RECIPE_SPECS = ("fp8-train", "fp8-train:scaling=row", "fp8-train:scaling=delayed", "mxfp8-train", "mxfp4-train",
+                "nvfp4-train", "quartet-train", "halo-train", "coat-train", "mxfp8-train:scale=floor,grad_element=e5m2")
+
+
+def recipe_operands() -> list[Operand]:
+    """Every operand the registered recipes declare, each once (an enumeration of what runs)."""
+    from suite.app.sweep import parse_method_spec, resolve_method_spec
+
+    seen: dict[Operand, None] = {}
+    for spec in RECIPE_SPECS:
+        recipe = resolve_method_spec(parse_method_spec(spec))[0].instantiate().linear_recipe()
+        seen.update(dict.fromkeys(recipe.operands()))
+    return list(seen)
+
+
+def test_layout_free_operands_quantise_a_transpose_to_the_transpose():
+    """Declared ``layout_free``: quantising ``t^T`` (a contiguous copy, as the quantisers lay an
+    operand out) gives exactly the transpose of ``t`` quantised, so the backward may hand over
+    transposed views. Every other operand the recipes use gives something else, so the declaration
+    is as wide as it may be. A transposed view is quantised as it lies and comes back as a view."""
+    ops = recipe_operands()
+    assert {op.layout_free for op in ops} == {True, False}  # both kinds run
+    t = torch.randn(64, 96, generator=torch.Generator().manual_seed(4))
+    t[:, 5] *= 40  # an outlier column: row and block scales see it differently along the two dims
+    amax = t.abs().amax()
+    for op in ops:
+        state = LayerState("layer", LinearRecipe(Gemm(op, op), Gemm(op, op), Gemm(op, op)), seed=0)
+        given = amax if op.scaling == "delayed" else None
+        of_copy = state.quantize(t.t().contiguous(), op, given).values
+        transposed = state.quantize(t, op, given).values.t()
+        assert torch.equal(of_copy, transposed) == op.layout_free, op
+        if op.layout_free:
+            view = state.quantize(t.t(), op, given).values
+            assert torch.equal(view, of_copy) and view.stride() == (1, 96), op
+
+
+def test_the_backward_quantises_a_shared_output_gradient_once():
+    """fp8-train's dgrad and wgrad both take dY as E5M2 per tensor: one quantisation serves both
+    (its transpose for the wgrad), and each gradient still equals the GEMM of the operands
+    ``formats.fake_quantize`` makes from contiguous copies."""
+    from suite.app.sweep import parse_method_spec, resolve_method_spec
+    from suite.method import MethodContext
+    from suite.numerics import dispatch
+    from suite.numerics import formats as F
+    from suite.task import ModelBundle
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(48, 80, bias=False))
+    method = resolve_method_spec(parse_method_spec("fp8-train:real=false"))[0].instantiate()
+    method.apply(model, MethodContext(bundle=ModelBundle(model, new_modules=(model,)), seed=0))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 48, generator=g).requires_grad_(True)
+    dy = torch.randn(40, 80, generator=g) * 1e-3
+    y = model(x)
+    dispatch.reset_counts()
+    y.backward(dy)
+    grads = {k[1]: n for k, n in dispatch.calls().items() if k[0] == "fake_quantize"}
+    assert grads == {"fp8_e5m2": 1, "fp8_e4m3": 2}, dispatch.calls()  # dY once; W and X each once
+
+    def fq(t: torch.Tensor, fmt: str) -> torch.Tensor:
+        return F.fake_quantize(t.contiguous(), fmt, granularity="tensor")
+
+    w = model[0].weight.detach()
+    assert torch.equal(x.grad, fq(dy, "fp8_e5m2") @ fq(w.t(), "fp8_e4m3").t())
+    assert torch.equal(model[0].weight.grad, fq(dy.t(), "fp8_e5m2") @ fq(x.detach().t(), "fp8_e4m3").t())

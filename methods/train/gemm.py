@@ -28,9 +28,12 @@ operands FP8 with tensor or row scales go through ``torch._scaled_mm``; nothing 
 real kernel here. The layer counts which of its GEMMs ran how.
 
 The backward quantises the saved high-precision ``X`` and ``W`` along their new contraction
-dimension (what torchao and TransformerEngine do), except for recipes marked
-``from_forward`` (Quartet): they re-quantise the forward's quantised, rotated operands, get
-gradients in the rotated basis, mask them with the forward's clip masks and rotate back.
+dimension (what torchao and TransformerEngine do); an operand whose quantisation does not
+depend on the layout (``Operand.layout_free``: one scale per tensor, or square tiles) is
+quantised as it lies and multiplied as a transposed view, and a dY both backward GEMMs take
+alike is quantised once. Recipes marked ``from_forward`` (Quartet) instead re-quantise the
+forward's quantised, rotated operands, get gradients in the rotated basis, mask them with the
+forward's clip masks and rotate back.
 """
 
 from __future__ import annotations
@@ -205,6 +208,17 @@ class Operand:
                                       and self.scaling in POWER_OF_TWO_SCALINGS)
 
     @property
+    def layout_free(self) -> bool:
+        """Whether quantising ``t^T`` gives the transpose of ``t`` quantised: unchanged, BF16,
+        FP8/INT8 with one scale for the whole tensor, or NVFP4's square 16 x 16 tiles, each value
+        rounded to nearest on its own. The backward then quantises X, W or dY as they lie and
+        multiplies transposed views (a BLAS GEMM reads them in place) instead of transposed copies."""
+        if self.rounding != "nearest":
+            return self.fmt in ("fp32", "bf16")
+        return self.fmt in ("fp32", "bf16") or self.scaling == "tile" or (
+            self.fmt in (*FP8_ELEMENTS, "int8") and self.scaling in ("tensor", "delayed"))
+
+    @property
     def real_capable(self) -> bool:
         """FP8 with tensor, delayed or row scales: what ``torch._scaled_mm`` takes."""
         return self.fmt in FP8_ELEMENTS and self.scaling in ("tensor", "row", "delayed") \
@@ -234,6 +248,18 @@ class Gemm:
     def bf16_operands(self) -> bool:
         """Whether both operands' quantised values are BF16 numbers (``Operand.bf16_exact``)."""
         return self.a.bf16_exact and self.b.bf16_exact
+
+    def takes_view(self, side: str) -> bool:
+        """Whether operand ``side`` (``a`` or ``b``) may come as a transposed view: it is
+        ``Operand.layout_free`` and not rotated (a Hadamard runs along the dimension as laid out)."""
+        return getattr(self, side).layout_free and not self.hadamard and not (side == "a" and self.outer_hadamard)
+
+    @property
+    def contraction_multiple(self) -> int:
+        """What the contraction is zero-padded to a multiple of: whole blocks of both formats and of
+        the rotation."""
+        return math.lcm(max(self.hadamard, 0) or 1, BLOCK_OF.get(self.a.fmt, 1), BLOCK_OF.get(self.b.fmt, 1),
+                        16 if "tile" in (self.a.scaling, self.b.scaling) else 1)
 
     def fused_rotation(self) -> int:
         """The block rotation along the contraction that both operands' quantisers apply in their
@@ -318,6 +344,11 @@ class Quantized:
     codes: torch.Tensor | None = None  # real FP8 codes (torch.float8_*) for torch._scaled_mm
     scale: torch.Tensor | None = None  # their dequantisation scale: a scalar or one per row
 
+    def transposed(self) -> Quantized:
+        """The same operand transposed, as views (for a ``layout_free`` operand: one scale at most)."""
+        assert self.mask is None and (self.scale is None or self.scale.numel() == 1)
+        return Quantized(self.values.t(), codes=None if self.codes is None else self.codes.t(), scale=self.scale)
+
 
 @dataclass
 class LayerState:
@@ -370,7 +401,11 @@ class LayerState:
     def quantize(self, t: torch.Tensor, op: Operand, amax: torch.Tensor | None = None,
                  real: bool = False, hadamard: int = 0, signs: torch.Tensor | None = None) -> Quantized:
         """``t`` (float32, [rows, contraction]) quantised as ``op`` says, scales along the last dim;
-        ``hadamard`` (where ``op.takes_rotation``): rotated first, in the same dispatched call."""
+        ``hadamard`` (where ``op.takes_rotation``): rotated first, in the same dispatched call.
+        A transposed view of a ``layout_free`` operand is quantised as it lies in memory (the
+        quantisers read contiguous rows fastest) and handed back transposed."""
+        if op.layout_free and not hadamard and t.dim() == 2 and not t.is_contiguous() and t.t().is_contiguous():
+            return self.quantize(t.t(), op, amax, real, hadamard, signs).transposed()
         rot: dict[str, Any] = {"hadamard": hadamard} if hadamard else {}
         if signs is not None:
             rot["signs"] = signs
@@ -429,22 +464,32 @@ class LayerState:
 
     # -- one GEMM --------------------------------------------------------------------------------------
     def gemm(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None),
-             out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+             out_dtype: torch.dtype = torch.float32, given: Quantized | None = None) -> torch.Tensor:
         """``a @ b^T`` with ``g``'s rotations and quantisation, [rows(a), rows(b)], rounded once to
-        ``out_dtype`` (where the caller keeps it; after HALO's rotation of the rows is undone)."""
+        ``out_dtype`` (where the caller keeps it; after HALO's rotation of the rows is undone).
+        ``given``: ``a`` already quantised as ``g.a`` says (by ``quantize``, with ``real`` where
+        the GEMM may run real), an operand another GEMM shares; ``a`` then only gives its shape."""
         rows = a.shape[0]
         if g.outer_hadamard:
             # rows zero-padded to the rotation's size; the padded rows of the product are dropped
             size = next_hadamard_size(rows) if g.outer_hadamard < 0 else -(-rows // g.outer_hadamard) * g.outer_hadamard
             a = torch.nn.functional.pad(a.t(), (0, size - rows))
             a = (rotate_full(a) if g.outer_hadamard < 0 else rotate(a, g.outer_hadamard)).t()
-        use_real = self.real and g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
-        qa, qb, _ = self.quantize_pair(a, b, g, amax, use_real)
+        use_real = self.real_gemm(g)
+        if given is not None:
+            assert g.takes_view("a") and g.contraction_multiple == 1, "a shared operand is neither rotated nor padded"
+            qa, qb = given, self.quantize(b, g.b, amax[1], real=use_real)
+        else:
+            qa, qb, _ = self.quantize_pair(a, b, g, amax, use_real)
         if not g.outer_hadamard:
             return self.matmul(qa, qb, use_real, out_dtype, g.bf16_operands)
         c = self.matmul(qa, qb, use_real).t().contiguous()
         c = rotate_full(c, inverse=True) if g.outer_hadamard < 0 else rotate(c, g.outer_hadamard)
         return c.t()[:rows].to(out_dtype)
+
+    def real_gemm(self, g: Gemm) -> bool:
+        """Whether ``g`` runs on FP8 tensor cores: the layer runs real and both operands allow it."""
+        return self.real and g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
 
     def quantize_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None),
                       real: bool = False) -> tuple[Quantized, Quantized, int]:
@@ -463,9 +508,7 @@ class LayerState:
     @staticmethod
     def pad_pair(a: torch.Tensor, b: torch.Tensor, g: Gemm) -> tuple[torch.Tensor, torch.Tensor]:
         """Both operands zero-padded along the contraction to whole blocks of their formats and rotation."""
-        need = math.lcm(max(g.hadamard, 0) or 1, BLOCK_OF.get(g.a.fmt, 1), BLOCK_OF.get(g.b.fmt, 1),
-                        16 if "tile" in (g.a.scaling, g.b.scaling) else 1)
-        return pad_last(a, need), pad_last(b, need)
+        return pad_last(a, g.contraction_multiple), pad_last(b, g.contraction_multiple)
 
     def rotate_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Pad the contraction for the block formats and rotate both operands along it."""
@@ -1015,13 +1058,20 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
                 else:
                     x, weight = ctx.saved_tensors
                 amax_dy = state.delayed_amax("dy", dy) if recipe.dgrad.a.scaling == "delayed" else None
+                dgrad, wgrad = recipe.dgrad, recipe.wgrad
+                # dY quantised once where both GEMMs take it alike and as it lies (torchao does the same)
+                shared = None
+                if all(ctx.needs_input_grad[:2]) and dgrad.a == wgrad.a and all(
+                        g.takes_view("a") and g.contraction_multiple == 1 for g in (dgrad, wgrad)):
+                    shared = state.quantize(dy, dgrad.a, amax_dy, real=state.real_gemm(dgrad) or state.real_gemm(wgrad))
                 if ctx.needs_input_grad[0]:
-                    dx = state.gemm(dy, float_transposed(weight.detach()), recipe.dgrad, (amax_dy, ctx.amax_w),
-                                    ctx.x_dtype)
+                    dx = state.gemm(dy, transposed_operand(weight.detach(), dgrad.takes_view("b")), dgrad,
+                                    (amax_dy, ctx.amax_w), ctx.x_dtype, given=shared)
                     dx = dx[:, :ctx.k]
                 if ctx.needs_input_grad[1]:
-                    dw = state.gemm(float_transposed(grad), float_transposed(x), recipe.wgrad, (amax_dy, ctx.amax_x),
-                                    ctx.w_dtype)
+                    dy_t = dy.t() if wgrad.takes_view("a") else float_transposed(grad)
+                    dw = state.gemm(dy_t, transposed_operand(x, wgrad.takes_view("b")), wgrad, (amax_dy, ctx.amax_x),
+                                    ctx.w_dtype, given=None if shared is None else shared.transposed())
                     dw = dw[:, :ctx.k]
         return (dx.to(ctx.x_dtype) if dx is not None else None,
                 dw.to(ctx.w_dtype) if dw is not None else None, None, None)
@@ -1032,6 +1082,12 @@ def float_transposed(t: torch.Tensor) -> torch.Tensor:
     the backward's operands come in BF16 and lie along the wrong dimension)."""
     out = torch.empty((t.shape[1], t.shape[0]), dtype=torch.float32, device=t.device)
     return out.copy_(t.t())
+
+
+def transposed_operand(t: torch.Tensor, view: bool) -> torch.Tensor:
+    """``t^T`` in float32: a view where the GEMM takes one (``Gemm.takes_view``: its quantiser takes
+    it as it lies and the GEMM reads it in place), else a contiguous copy (``float_transposed``)."""
+    return t.float().t() if view else float_transposed(t)
 
 
 def _back_to_input_basis(grad: torch.Tensor, mask: torch.Tensor, block: int, k: int) -> torch.Tensor:
