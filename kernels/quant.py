@@ -715,6 +715,18 @@ def _timed_by_fake_quantize_stochastic(fmt: str, scaling: str = "block", *option
     return _timed_by_fp4(fmt, scaling, "stochastic", *options)
 
 
+def _triton_quantize_codes(x, fmt: str, granularity: str = "tensor"):
+    """INT8 codes and their one scale for a real integer GEMM: the per-tensor quantise kernel alone."""
+    from suite.kernels._quant_triton import quantize
+
+    q, scale = quantize(x.contiguous(), fmt, per_tensor=True)[:2]
+    return q, scale.float().reshape(())
+
+
+def _supports_quantize_codes(on_cpu_too: bool, x, fmt: str, granularity: str = "tensor") -> bool:
+    return fmt == "int8" and granularity == "tensor" and _kernel_input(on_cpu_too, x) and 0 < x.shape[1]
+
+
 def _register_dispatch() -> None:
     from suite.numerics import dispatch
 
@@ -726,6 +738,8 @@ def _register_dispatch() -> None:
                       timed_by=lambda ties="down", *options: _timed_by_fp4("mxfp4", "quest", "nearest", *options))
     dispatch.register("fake_quantize_tiles", "triton", _triton_fake_quantize_tiles, _supports_fake_quantize_tiles,
                       timed_by=lambda fmt: ("fake_quantize_nvfp4_tiles",) if fmt == "nvfp4" else ())
+    dispatch.register("quantize_codes", "triton", _triton_quantize_codes, _supports_quantize_codes,
+                      timed_by=lambda fmt, *options: tuple(_kernel_names(_Quantize, fmt=fmt, per_tensor=True)))
     dispatch.register("fake_quantize_mx_rceil", "triton", _triton_fake_quantize_mx_rceil,
                       _supports_fake_quantize_mx_rceil,
                       timed_by=lambda fmt: (f"fake_quantize_{fmt.removesuffix('_e4m3')}_rceil",))

@@ -197,6 +197,24 @@ def corpus(tmp_path_factory):
     return write_word_corpus(tmp_path_factory.mktemp("corpus"), n_train=40, n_valid=8)
 
 
+@pytest.mark.parametrize("shape", [(1, 32), (37, 64), (5, 100), (3, 7)])
+def test_the_int8_codes_kernel_equals_the_formats_module_bit_for_bit(shape):
+    """HALO's real INT8 operands (``quantize_codes``): the per-tensor quantise kernel's codes and
+    scale are ``formats.quantize``'s, at ragged widths, with an all-zero row and ten decades."""
+    from suite.methods.train.gemm import integer_codes
+
+    g = torch.Generator().manual_seed(sum(shape) + 1)
+    x = (torch.randn(shape, generator=g) * torch.logspace(-6, 4, shape[1])).to(DEVICE)
+    x[-1] = 0.0
+    dispatch.reset_counts()
+    with dispatch.kernels("triton"):
+        codes, scale = dispatch.call("quantize_codes", integer_codes, x, "int8", granularity="tensor")
+    assert dispatch.counts() == {("quantize_codes", "triton"): 1}
+    q = F.quantize(x, "int8", granularity="tensor")
+    assert codes.dtype == torch.int8 and torch.equal(codes, q.data)
+    assert scale.shape == () and torch.equal(scale, q.scale.float().reshape(()))
+
+
 def _run(store, kernels: str, method: str, corpus) -> None:
     from suite.app.cli import main
 
@@ -207,7 +225,7 @@ def _run(store, kernels: str, method: str, corpus) -> None:
 
 
 @pytest.mark.parametrize("method", ["mxfp4-train", "mxfp8-train", "nvfp4-train", "quartet-train", "fp8-train",
-                                    "fp8-train:scaling=delayed"])
+                                    "fp8-train:scaling=delayed", "halo-train"])
 def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_path, monkeypatch, method, corpus):
     """The recipe's forward, dgrad and wgrad operands through the kernels (interpreted) and through
     PyTorch: the same losses bit for bit, and each cell says which served it. NVFP4's gradients and
@@ -215,7 +233,8 @@ def test_a_recipe_trains_to_identical_losses_with_the_kernels_on_and_off(tmp_pat
     weights are quantised in 16 x 16 tiles and its weight gradient rotated with random signs in the
     same kernel pass; Quartet's forward is QuEST after a 32-point rotation, one pass too; fp8-train's
     operands are E4M3 and E5M2 per tensor (with delayed scaling: given the largest amax of earlier
-    steps, through the given-amax kernel)."""
+    steps, through the given-amax kernel); halo-train's INT8 codes come from the per-tensor quantise
+    kernel for its real integer GEMMs."""
     from suite.results.store import ResultStore
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

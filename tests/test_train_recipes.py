@@ -157,17 +157,55 @@ def test_mxfp8_e5m2_gradients_under_the_floor_scale():
     assert torch.equal(dw, mm(e5(dy.t()), e4(x.t())))
 
 
-def test_halo_int8_level2_rotations_match_numerics():
-    layer, _ = one_layer("halo-train")
+def int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A @ B^T as an INT8 GEMM forms it: ``formats.quantize``'s codes (one scale per tensor), their
+    products summed exactly in int64 here, then once times the two scales in FP32."""
+    qa, qb = (F.quantize(t.contiguous(), "int8", granularity="tensor") for t in (a, b))
+    return (qa.data.long() @ qb.data.long().t()).float() * (qa.scale * qb.scale)
+
+
+@pytest.mark.parametrize("real", ["false", "auto"])
+def test_halo_int8_level2_rotations_match_numerics(real):
+    """Emulated (real=false): the FP32 product of the fake-quantised operands. Real (the default,
+    on any device with torch._int_mm): the integer GEMM of their codes, scaled once."""
+    layer, _ = one_layer(f"halo-train:real={real}")
     x, dy = data()
     w = layer.weight.detach()
     y, dx, dw = run(layer, x, dy)
     q = {"granularity": "tensor"}
+
+    def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return mm(fq(a, "int8", **q), fq(b, "int8", **q)) if real == "false" else int8_product(a, b)
+
     xh, wh = apply_block_hadamard(x, K), apply_block_hadamard(w, K)  # largest power of two dividing K
-    assert torch.equal(y, mm(fq(xh, "int8", **q), fq(wh, "int8", **q)))
+    assert torch.equal(y, product(xh, wh))
     rot_m = lambda t: apply_block_hadamard(t.t().contiguous(), M).t()  # along the tokens # noqa: E731
-    assert torch.allclose(dx, rot_m(mm(fq(rot_m(dy), "int8", **q), fq(w.t(), "int8", **q))), rtol=1e-5, atol=1e-9)
-    assert torch.equal(dw, mm(fq(dy.t(), "int8", **q), fq(x.t(), "int8", **q)))
+    assert torch.allclose(dx, rot_m(product(rot_m(dy), w.t())), rtol=1e-5, atol=1e-9)
+    assert torch.equal(dw, product(dy.t(), x.t()))
+    assert layer.state.real == (real == "auto") and layer.state.real_gemms == (3 if real == "auto" else 0)
+
+
+def test_the_integer_gemm_is_the_exact_sum_scaled_once():
+    """``int8_mm`` against float64: the codes' products summed exactly, times both scales, is the
+    exact product of the dequantised operands; ours rounds it at most twice (the scales' product,
+    then the result), within 2 FP32 ulps. A contraction past INT32's range (closed form: 127^2 per
+    term) is summed in int64, exactly."""
+    from suite.methods.train.gemm import INT32_SAFE_TERMS, Quantized, int8_mm, integer_codes
+
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.randn(33, 200, generator=g) * 3, torch.randn(17, 200, generator=g) * 1e-3
+    (ca, sa), (cb, sb) = integer_codes(a), integer_codes(b)
+    got = int8_mm(Quantized(None, codes=ca, scale=sa), Quantized(None, codes=cb, scale=sb))
+    exact = (ca.double() @ cb.double().t()) * (sa.double() * sb.double())
+    q = F.quantize(a, "int8", granularity="tensor")
+    assert torch.equal(ca, q.data) and torch.equal(sa, q.scale)  # the formats module's codes and scale
+    ulp = exact.abs().float() * 2.0 ** -23
+    assert ((got.double() - exact).abs() <= 2 * ulp.double() + 1e-30).all()
+    k = INT32_SAFE_TERMS + 5
+    big = torch.full((2, k), 127, dtype=torch.int8)
+    one = torch.tensor(1.0)
+    out = int8_mm(Quantized(None, codes=big, scale=one), Quantized(None, codes=big, scale=one))
+    assert torch.equal(out, torch.full((2, 2), float(127 * 127 * k)))  # 2^31 exceeded: no wrap-around
 
 
 @pytest.mark.parametrize("spec,grad", [("coat-train:real=false", "fp8_e5m2"),
@@ -394,7 +432,8 @@ def test_recipes_compose_with_lora_and_fine_tune_the_smoke_task(tmp_path):
     params = frame[frame["metric"] == "trainable_params"].set_index("method")["value"]
     assert params["fp8-train+lora"] < params["halo-train"]  # LoRA chose its parameters
     emulated = frame[frame["metric"] == "train_gemm_emulated"].set_index("method")["value"]
-    assert emulated["fp8-train+lora"] == 1.0 and emulated["halo-train"] == 1.0
+    # on a CPU FP8 is emulated, while HALO's INT8 codes run in a real integer GEMM (torch._int_mm)
+    assert emulated["fp8-train+lora"] == 1.0 and emulated["halo-train"] == 0.0
 
 
 def test_real_fp8_on_a_cpu_is_refused_and_bad_shapes_are_named(monkeypatch):
@@ -408,8 +447,32 @@ def test_real_fp8_on_a_cpu_is_refused_and_bad_shapes_are_named(monkeypatch):
     odd = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 40))
     with pytest.raises(UserError, match=r"1 layer\(s\) are not: 1 \(40 x 64\)"):
         method("fp8-train:real=true").apply(odd, MethodContext(bundle=ModelBundle(odd, new_modules=(odd,))))
-    with pytest.raises(UserError, match="real=true needs every GEMM operand in FP8"):
-        method("halo-train:real=true").apply(odd, MethodContext(bundle=ModelBundle(odd, new_modules=(odd,))))
+    # operands neither FP8 (tensor or row scales) nor INT8 per tensor have no real GEMM
+    from suite.methods.train.gemm import Gemm, LinearRecipe, Operand
+
+    mixed = method("halo-train:real=true")
+    rows = Gemm(Operand("int8", "row"), Operand("int8", "row"))
+    monkeypatch.setattr(mixed, "linear_recipe", lambda: LinearRecipe(rows, rows, rows))
+    with pytest.raises(UserError, match="real=true needs every GEMM operand in FP8 .* or in INT8 per tensor"):
+        mixed.apply(odd, MethodContext(bundle=ModelBundle(odd, new_modules=(odd,))))
+
+
+def test_real_int8_runs_on_a_cpu_and_is_refused_where_the_integer_gemm_does_not_run(monkeypatch):
+    """HALO's INT8 GEMMs are real on a CPU (torch._int_mm), odd shapes included; a device whose
+    torch._int_mm fails the probe is named under real=true and emulated under real=auto."""
+    import suite.methods.quant.layers as qlayers
+
+    assert qlayers.int8_matmul_supported("cpu") == (True, "")
+    odd = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 40))
+    m = method("halo-train:real=true,block=32")
+    m.apply(odd, MethodContext(bundle=ModelBundle(odd, new_modules=(odd,))))
+    assert all(layer.state.real for layer in odd)
+    monkeypatch.setattr(qlayers, "int8_matmul_supported", lambda device: (False, "no INT8 GEMM here"))
+    fresh = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    with pytest.raises(UserError, match=r"real=true asks for INT8 GEMMs \(torch._int_mm\), but no INT8 GEMM here"):
+        method("halo-train:real=true").apply(fresh, MethodContext(bundle=ModelBundle(fresh, new_modules=(fresh,))))
+    method("halo-train").apply(fresh, MethodContext(bundle=ModelBundle(fresh, new_modules=(fresh,))))
+    assert not fresh[0].state.real
 
 
 def test_real_fp8_path_pads_and_scales_like_the_emulation(monkeypatch):

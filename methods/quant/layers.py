@@ -136,6 +136,20 @@ def fp8_matmul_supported(device: torch.device | str) -> tuple[bool, str]:
     return True, ""
 
 
+def int8_matmul_supported(device: torch.device | str) -> tuple[bool, str]:
+    """Whether ``torch._int_mm`` runs INT8 GEMMs on ``device`` (CPUs; CUDA GPUs whose build has
+    the kernel): tried once on a small product, so a platform without it is named, not hit mid-run."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return False, "INT8 matmuls on CUDA need a CUDA GPU, and none is available"
+    try:
+        a = torch.ones(32, 32, dtype=torch.int8, device=dev)
+        ok = int(torch._int_mm(a, a.t())[0, 0]) == 32
+    except (RuntimeError, NotImplementedError) as exc:
+        return False, f"torch._int_mm does not run on {dev} ({str(exc).splitlines()[0]})"
+    return (True, "") if ok else (False, f"torch._int_mm gave a wrong sum on {dev}")
+
+
 class PackedWeight:
     """A layer weight in real low-bit storage: ``qtensor`` (packed codes and scales), the
     column order it was quantised in (``perm``: GPTQ's act_order) and a per-input-channel

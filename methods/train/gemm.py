@@ -224,6 +224,12 @@ class Operand:
         return self.fmt in FP8_ELEMENTS and self.scaling in ("tensor", "row", "delayed") \
             and self.rounding == "nearest"
 
+    @property
+    def int8_capable(self) -> bool:
+        """INT8 with one scale per tensor, rounded to nearest: codes an integer GEMM multiplies
+        (``int8_mm``) with the scales applied once after the INT32 sum."""
+        return self.fmt == "int8" and self.scaling == "tensor" and self.rounding == "nearest"
+
 
 @dataclass(frozen=True)
 class Gemm:
@@ -243,6 +249,11 @@ class Gemm:
     hadamard: int = 0
     signs: str = "none"
     outer_hadamard: int = 0
+
+    @property
+    def int8_product(self) -> bool:
+        """Whether both operands are INT8 codes an integer GEMM may multiply (``Operand.int8_capable``)."""
+        return self.a.int8_capable and self.b.int8_capable
 
     @property
     def bf16_operands(self) -> bool:
@@ -339,15 +350,16 @@ class LinearRecipe:
 class Quantized:
     """An operand after quantisation: float32 values on the grid, and what else the GEMM needs."""
 
-    values: torch.Tensor
+    values: torch.Tensor | None  # None for INT8 codes a real integer GEMM takes (no float copy is made)
     mask: torch.Tensor | None = None  # QuEST: float32, 1 where the value was not clipped (its gradient passes)
-    codes: torch.Tensor | None = None  # real FP8 codes (torch.float8_*) for torch._scaled_mm
+    codes: torch.Tensor | None = None  # real codes: FP8 for torch._scaled_mm, INT8 for torch._int_mm
     scale: torch.Tensor | None = None  # their dequantisation scale: a scalar or one per row
 
     def transposed(self) -> Quantized:
         """The same operand transposed, as views (for a ``layout_free`` operand: one scale at most)."""
         assert self.mask is None and (self.scale is None or self.scale.numel() == 1)
-        return Quantized(self.values.t(), codes=None if self.codes is None else self.codes.t(), scale=self.scale)
+        return Quantized(None if self.values is None else self.values.t(),
+                         codes=None if self.codes is None else self.codes.t(), scale=self.scale)
 
 
 @dataclass
@@ -453,6 +465,9 @@ class LayerState:
         name = FORMAT_NAMES[op.fmt]
         if op.fmt in FP8_ELEMENTS or op.fmt == "int8":
             rnd["granularity"] = op.scaling
+        if real and op.int8_capable:  # a real integer GEMM's operand: its codes and scale only (a kernel may serve it)
+            codes, scale = dispatch.call("quantize_codes", integer_codes, t, "int8", granularity="tensor")
+            return Quantized(None, codes=codes, scale=scale)
         if real and op.real_capable:
             q = F.quantize(t, name, granularity=op.scaling)
             return Quantized(F.dequantize(q), codes=q.data, scale=q.scale.float())
@@ -488,8 +503,10 @@ class LayerState:
         return c.t()[:rows].to(out_dtype)
 
     def real_gemm(self, g: Gemm) -> bool:
-        """Whether ``g`` runs on FP8 tensor cores: the layer runs real and both operands allow it."""
-        return self.real and g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
+        """Whether ``g`` runs real (FP8 tensor cores, or an INT8 integer GEMM): the layer runs real
+        and both operands allow it."""
+        fp8 = g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
+        return self.real and (fp8 or g.int8_product)
 
     def quantize_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None),
                       real: bool = False) -> tuple[Quantized, Quantized, int]:
@@ -526,11 +543,14 @@ class LayerState:
 
     def matmul(self, qa: Quantized, qb: Quantized, use_real: bool, out_dtype: torch.dtype = torch.float32,
                bf16_operands: bool = False) -> torch.Tensor:
-        """The product of two quantised operands in ``out_dtype``: on FP8 tensor cores where
-        ``use_real`` and both have codes (BF16 out), else emulated; counted either way.
-        ``bf16_operands``: both operands' values are BF16 numbers (``Gemm.bf16_operands``)."""
+        """The product of two quantised operands in ``out_dtype``: real where ``use_real`` and both
+        have codes (FP8 tensor cores, BF16 out; INT8 codes in an integer GEMM, FP32 out), else
+        emulated; counted either way. ``bf16_operands``: both operands' values are BF16 numbers
+        (``Gemm.bf16_operands``)."""
         if use_real and qa.codes is not None and qb.codes is not None:
             self.real_gemms += 1
+            if qa.codes.dtype == torch.int8:
+                return int8_mm(qa, qb).to(out_dtype)
             return scaled_mm(qa, qb).to(out_dtype)
         self.emulated_gemms += 1
         return emulated_matmul(qa.values, qb.values, out_dtype, bf16_operands)
@@ -978,6 +998,44 @@ def scaled_mm(qa: Quantized, qb: Quantized) -> torch.Tensor:
         sa, sb = sa.reshape(()), sb.reshape(())
     out = torch._scaled_mm(a, b.t(), scale_a=sa.float(), scale_b=sb.float(), out_dtype=torch.bfloat16)
     return out[:rows_a, :rows_b]
+
+
+# |code| <= 127: an INT32 sum of this many products cannot overflow (2^31 - 1 >= 127^2 * INT32_SAFE_TERMS)
+INT32_SAFE_TERMS = (2**31 - 1) // 127**2
+
+
+@fused
+def integer_codes(t: torch.Tensor, fmt: str = "int8", granularity: str = "tensor") -> tuple[torch.Tensor, torch.Tensor]:
+    """``t``'s symmetric INT8 codes with one amax scale per tensor (``formats.quantize``'s), and that
+    scale as a scalar: the operand of ``int8_mm``, and the reference of the dispatched
+    ``quantize_codes`` (the only format and granularity it takes)."""
+    if fmt != "int8" or granularity != "tensor":
+        raise ValueError(f"integer codes are INT8 per tensor here, not {fmt} per {granularity}")
+    codes, scale = F.integer_codes(t, fmt, granularity=granularity)
+    return codes.to(torch.int8), scale.float().reshape(())
+
+
+def int8_mm(qa: Quantized, qb: Quantized) -> torch.Tensor:
+    """``A @ B^T`` as an INT8 GEMM computes it: the codes' products summed exactly in INT32
+    (``torch._int_mm``), converted to FP32 and multiplied once by the product of the two tensor
+    scales, which is HALO's INT8 kernel (IST-DASLab/HALO ``qllmt/nn/halo_helpers.py``: CUTLASS
+    with ``alpha = scale_a * scale_b``). Exact integer sums make the result the same on any
+    device. FP32 out. A contraction too long for INT32 is summed in chunks, in INT64; on CUDA
+    every dimension is zero-padded as cuBLASLt needs (zero codes add nothing)."""
+    a, b = qa.codes, qb.codes
+    rows_a, rows_b, k = a.shape[0], b.shape[0], a.shape[1]
+    if a.device.type == "cuda":  # cuBLASLt's INT8 GEMM: more than 16 rows, K and N multiples of 8
+        a, b = pad_rows(_pad_int8(a), 32), pad_rows(_pad_int8(b), 16)
+    if k <= INT32_SAFE_TERMS:
+        acc = torch._int_mm(a, b.t())
+    else:
+        acc = sum(torch._int_mm(a[:, i:i + INT32_SAFE_TERMS].contiguous(), b[:, i:i + INT32_SAFE_TERMS].t())
+                  .to(torch.int64) for i in range(0, k, INT32_SAFE_TERMS))
+    return acc[:rows_a, :rows_b].float() * (qa.scale * qb.scale)
+
+
+def _pad_int8(codes: torch.Tensor) -> torch.Tensor:
+    return pad_last(codes, 16).contiguous()
 
 
 def _pad_codes(codes: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,10 @@ Emulated or real: FP8 recipes with tensor or row scales (``fp8-train``, ``halo-t
 with ``format=fp8``, ``coat-train``) take ``real=auto|true|false``: ``auto`` (default)
 runs the GEMMs on FP8 tensor cores (``torch._scaled_mm``) where the GPU has them and
 emulates them elsewhere, saying so on a GPU; ``true`` refuses to run without them (and
-refuses layers whose shapes the FP8 GEMM cannot take); ``false`` always emulates. The
-MX, NVFP4 and INT8 recipes are always emulated here. Every cell stores
+refuses layers whose shapes the FP8 GEMM cannot take); ``false`` always emulates. INT8
+per tensor (``halo-train``'s default) takes the same switch: ``auto`` multiplies the codes
+in an integer GEMM (``torch._int_mm``, on CPUs and CUDA GPUs alike). The MX and NVFP4
+recipes are always emulated here. Every cell stores
 ``train_gemm_emulated`` (1: some GEMM ran emulated) and ``train_gemm_real_fraction``.
 
 ``operand_table`` writes every recipe's operand table (format, block, scale, rounding,
@@ -95,7 +97,8 @@ class TrainRecipe(Method):
                               f"position); nothing would train in low precision")
         self.check_layers(layers)
         real = self.use_real(ctx, layers, recipe)
-        bad = {entry.split(" ")[0] for entry in check_real_shapes(layers)}
+        integer = all(op.int8_capable for op in recipe.operands())  # torch._int_mm takes any shape (padded)
+        bad = set() if integer else {entry.split(" ")[0] for entry in check_real_shapes(layers)}
         history = getattr(self.config, "amax_history", 16)
         for index, (name, linear) in enumerate(layers.items()):
             state = LayerState(name, recipe, seed=ctx.seed * 1_000_003 + index,
@@ -103,7 +106,7 @@ class TrainRecipe(Method):
             set_module(model, name, LowPrecisionLinear.from_linear(linear, state))
         freeze_pretrained_embeddings(model, ctx)
         self.after_apply(model, ctx)
-        ctx.notes[f"{self.name}.gemm"] = "real FP8" if real else "emulated"
+        ctx.notes[f"{self.name}.gemm"] = ("real INT8" if integer else "real FP8") if real else "emulated"
         return model
 
     def after_apply(self, model: Any, ctx: MethodContext) -> None:
@@ -117,18 +120,27 @@ class TrainRecipe(Method):
         """Refuse layers the recipe cannot take (HALO's full-size rotation), with the reason."""
 
     def use_real(self, ctx: MethodContext, layers: dict, recipe: Any) -> bool:
-        """Whether the FP8 GEMMs run on tensor cores: ``real`` against the device and shapes."""
+        """Whether the GEMMs run real, FP8 on tensor cores or INT8 codes in an integer GEMM:
+        ``real`` against the device and shapes."""
         mode = getattr(self.config, "real", "false")
         if mode == "false":
             return False
-        from suite.methods.quant.layers import fp8_matmul_supported
+        from suite.methods.quant.layers import fp8_matmul_supported, int8_matmul_supported
         from suite.methods.train.gemm import check_real_shapes
 
+        if all(op.int8_capable for op in recipe.operands()):
+            ok, why = int8_matmul_supported(ctx.device)
+            if not ok and mode == "true":
+                raise UserError(f"{self.name}: real=true asks for INT8 GEMMs (torch._int_mm), but {why}; use "
+                                f"real=auto or real=false to emulate them (stored as train_gemm_emulated=1)")
+            if not ok:
+                print(f"{self.name}: {why}; the GEMMs run emulated (stored as train_gemm_emulated=1)", file=sys.stderr)
+            return ok
         if not all(op.real_capable for op in recipe.operands()):
             if mode == "true":
                 raise UserError(f"{self.name}: real=true needs every GEMM operand in FP8 with tensor or "
-                                f"row scales; this configuration has others, which run emulated here. "
-                                f"Drop real=true")
+                                f"row scales, or in INT8 per tensor; this configuration has others, which run "
+                                f"emulated here. Drop real=true")
             return False
         ok, why = fp8_matmul_supported(ctx.device)
         if not ok:
@@ -474,7 +486,8 @@ class HaloConfig(RealConfig):
 
 @register_method("halo-train", kind="train", source="suite",
                  summary="HALO: per-tensor INT8|FP8 E4M3 for all six operands; fwd X H x W H (full-size Hadamard "
-                         "on K), dgrad dY rotated along tokens x W (level 2), wgrad dY^T x X^T; emulated (fp8: real)",
+                         "on K), dgrad dY rotated along tokens x W (level 2), wgrad dY^T x X^T; real INT8 (torch._int_mm) "
+                         "or FP8 GEMMs where the device has them, else emulated",
                  paper="Ashkboos et al. 2025, HALO: Hadamard-Assisted Lower-Precision Optimization "
                        "(arXiv:2501.02625)")
 class HaloTrain(TrainRecipe):
@@ -497,11 +510,19 @@ class HaloTrain(TrainRecipe):
     44 x 8). A width without one is refused before any cell runs; ``block=b`` rotates in
     blocks of ``b`` instead. H_M: the same along the tokens of dY (zero-padded to the next
     size the construction takes), undone on dX. The backward reads the saved high-precision
-    X and W. ``real`` applies to ``format=fp8`` (INT8 is emulated).
+    X and W.
+
+    ``real`` (auto): INT8 codes are multiplied in an integer GEMM (``gemm.int8_mm``:
+    ``torch._int_mm``, CPUs and CUDA GPUs), the products summed exactly in INT32 and scaled
+    once by ``scale_a * scale_b`` in FP32, as HALO's INT8 kernel does; FP8 runs on tensor cores
+    where the GPU has them. ``real=false`` emulates either: the dequantised values multiplied
+    in FP32.
     """
 
     Config = HaloConfig
-    version = "2"  # 2: full-size rotations (were blocks of the largest power of two dividing K)
+    # 2: full-size rotations (were blocks of the largest power of two dividing K); 3: INT8 GEMMs
+    # real by default (exact INT32 sums, then the scales), were FP32 products of dequantised values
+    version = "3"
 
     def linear_recipe(self) -> Any:
         from suite.methods.train.gemm import Gemm, LinearRecipe, Operand

@@ -38,13 +38,20 @@ class MethodKernels:
     linear: bool = True  # False: the method declares no GEMM operands (a peer library's recipe)
 
 
-def declared(recipe) -> list[tuple[str, object, tuple | None]]:
+# The dispatch call that makes the INT8 codes of a real integer GEMM (``LayerState.quantize``)
+INT8_CODES_CALL = ("quantize_codes", "int8", "granularity=tensor")
+
+
+def declared(recipe, real_int8: bool = False) -> list[tuple[str, object, tuple | None]]:
     """(label, operand, dispatch key or None) for each of a ``LinearRecipe``'s six operands (the
-    key names the rotation where the operand's quantiser applies it: ``Gemm.dispatched``)."""
+    key names the rotation where the operand's quantiser applies it: ``Gemm.dispatched``).
+    ``real_int8``: the method multiplies INT8 codes in an integer GEMM where both operands allow it
+    (``Gemm.int8_product``); those operands are coded by ``quantize_codes``."""
     out = []
     for gemm, side, name in OPERANDS:
         g = getattr(recipe, gemm)
-        out.append((f"{gemm} {name}", getattr(g, side), g.dispatched(side)))
+        out.append((f"{gemm} {name}", getattr(g, side), INT8_CODES_CALL if real_int8 and g.int8_product
+                    else g.dispatched(side)))
     return out
 
 
@@ -107,7 +114,8 @@ def method_kernels(spec: str) -> MethodKernels:
         if recipe is None or not hasattr(recipe, "forward"):
             out.linear = False
             continue
-        _add_format_calls(out, [(label, op.describe(), call) for label, op, call in declared(recipe)
+        real_int8 = getattr(getattr(method, "config", None), "real", "false") != "false"
+        _add_format_calls(out, [(label, op.describe(), call) for label, op, call in declared(recipe, real_int8)
                                 if op.fmt not in NOT_QUANTISED])
         rotations: dict[str, list[str]] = {}
         for gemm in ("forward", "dgrad", "wgrad"):
@@ -181,6 +189,9 @@ OFF_DEFAULT = (
      "takes that scale (no amax pass), then the row dequantise kernel runs; on the emulated path only (real "
      "FP8 keeps PyTorch's cast, whose codes `torch._scaled_mm` takes)"),
     ("mxfp4-train:scale=rceil", "MX scales rounded up (RCEIL)"),
+    ("halo-train:real=false", "INT8 per tensor, emulated: the quantise and dequantise kernels, then an FP32 "
+     "product (by default the quantise kernel alone makes HALO's INT8 codes, which the real integer GEMM "
+     "`torch._int_mm` multiplies, on CPUs and CUDA GPUs)"),
     ("awq:sym=true", "Symmetric INT4 groups: the candidates of its scale search and its final weights"),
 )
 

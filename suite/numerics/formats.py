@@ -621,6 +621,17 @@ def _unpack(q: QTensor, spec: FormatSpec) -> torch.Tensor:
     return el.unpack_bits(d, elem.bits)
 
 
+def integer_codes(x: torch.Tensor, fmt: str, **opts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """An integer format's codes (int16, ``x``'s shape) and scale, as ``quantize`` stores them but
+    unpacked, and without its non-finite check, so that ``torch.compile`` traces it whole (an
+    integer GEMM's operand, ``methods.train.gemm.integer_codes``)."""
+    spec = resolve_format(fmt)
+    if spec.family != "int":
+        raise UserError(f"integer_codes takes an integer format, not '{spec.name}'")
+    enc = _encode(x, spec, _resolve_opts(spec, opts))
+    return enc.codes.reshape(x.shape), enc.scale
+
+
 def quantize(x: torch.Tensor, fmt: str, **opts: Any) -> QTensor:
     """Quantise ``x`` into packed storage (see the module docstring for the layouts)."""
     spec = resolve_format(fmt)
