@@ -498,7 +498,7 @@ class LayerState:
             qa, qb, _ = self.quantize_pair(a, b, g, amax, use_real)
         if not g.outer_hadamard:
             return self.matmul(qa, qb, use_real, out_dtype, g.bf16_operands)
-        c = self.matmul(qa, qb, use_real).t().contiguous()
+        c = self.matmul(qa, qb, use_real).t()  # a view: each rotation takes the layout it reads best
         c = rotate_full(c, inverse=True) if g.outer_hadamard < 0 else rotate(c, g.outer_hadamard)
         return c.t()[:rows].to(out_dtype)
 
@@ -588,8 +588,10 @@ def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inver
     if FAST_HADAMARD_ABOVE < block <= FUSED_BUTTERFLIES_UP_TO:
         return _butterflies(t.contiguous(), block, signs, inverse)
     if FUSED_BUTTERFLIES_UP_TO < block <= FUSED_BUTTERFLIES_UP_TO ** 2:
-        # as it lies: HALO's dY^T along the tokens is the transpose of a contiguous dY, which the
-        # butterflies read best (they run along the first dimension of t^T)
+        # as it lies: rows of ``t`` in memory take the radix passes along them; the transpose of a
+        # contiguous tensor (HALO's dY^T along the tokens) takes them along the first dimension of t^T
+        if t.is_contiguous():
+            return _butterflies_along_rows(t, block, signs, inverse)
         return _butterflies_in_two(t, block, signs, inverse)
     method = "fast" if block > FAST_HADAMARD_ABOVE else "dense"
     return apply_block_hadamard(t.contiguous(), block, signs=signs, inverse=inverse, method=method)
@@ -619,16 +621,37 @@ def _butterflies_in_two(t: torch.Tensor, block: int, signs: torch.Tensor | None,
     return u.t().contiguous().reshape(t.shape)
 
 
-def _butterflies_radix(u: torch.Tensor, block: int, radix: int = 8) -> torch.Tensor:
-    """``fwht`` along the first dimension of ``u`` ``[n, cols]`` (blocks of ``block`` rows): the
-    stages of strides 1, 2, ..., block/2 in that order, ``radix`` (a power of two) consecutive
-    stages per pass, each stage the pairs ``(a, b) -> (a + b, a - b)`` as ``fwht`` forms them."""
-    n, cols = u.shape
+@fused
+def _butterflies_along_rows(t: torch.Tensor, block: int, signs: torch.Tensor | None, inverse: bool) -> torch.Tensor:
+    """``_butterflies_in_two`` for a contiguous ``t``: the same radix passes (the same additions in
+    the same order, so equal bit for bit) along its rows, which it reads in order."""
+    n = t.shape[-1]
+    u = t.reshape(-1, n)
+    s = None if signs is None else signs.to(t.dtype)
+    if s is not None and not inverse:
+        u = u * s
+    u = _butterflies_radix(u, block, along_rows=True) * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
+    if s is not None and inverse:
+        u = u * s
+    return u.reshape(t.shape)
+
+
+def _butterflies_radix(u: torch.Tensor, block: int, radix: int = 8, along_rows: bool = False) -> torch.Tensor:
+    """``fwht`` along the first dimension of ``u`` ``[n, cols]`` (blocks of ``block`` rows), or
+    along its rows (``along_rows``: ``u`` is ``[rows, n]``): the stages of strides 1, 2, ...,
+    block/2 in that order, ``radix`` (a power of two) consecutive stages per pass, each stage the
+    pairs ``(a, b) -> (a + b, a - b)`` as ``fwht`` forms them."""
+    shape = u.shape
+    n = shape[-1] if along_rows else shape[0]
     step = 1
     while step < block:
         r = min(radix, block // step)
-        y = u.reshape(n // (r * step), r, step, cols)
-        xs = [y[:, i] for i in range(r)]
+        if along_rows:
+            y = u.reshape(shape[0], n // (r * step), r, step)
+            xs = [y[:, :, i] for i in range(r)]
+        else:
+            y = u.reshape(n // (r * step), r, step, shape[1])
+            xs = [y[:, i] for i in range(r)]
         stride = 1
         while stride < r:  # stage of stride ``step * stride`` on the pass's r values
             nxt = list(xs)
@@ -637,7 +660,7 @@ def _butterflies_radix(u: torch.Tensor, block: int, radix: int = 8) -> torch.Ten
                     nxt[i], nxt[i + stride] = xs[i] + xs[i + stride], xs[i] - xs[i + stride]
             xs = nxt
             stride *= 2
-        u = torch.stack(xs, dim=1).reshape(n, cols)
+        u = torch.stack(xs, dim=2 if along_rows else 1).reshape(shape)
         step *= r
     return u
 
