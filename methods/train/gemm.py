@@ -39,6 +39,7 @@ forward's clip masks and rotate back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -1106,7 +1107,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
             else:
                 y = state.gemm(x, w, g, amax, out_dtype)
                 if recipe.store_fp8_input:
-                    ctx.x_fp8 = F.quantize(x, "fp8_e4m3", granularity="tensor")
+                    ctx.x_fp8 = fp8_copy(x)
                     ctx.save_for_backward(weight)
                 else:
                     ctx.x_fp8 = None
@@ -1135,7 +1136,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
             else:
                 if ctx.x_fp8 is not None:
                     (weight,) = ctx.saved_tensors
-                    x = F.dequantize(ctx.x_fp8)
+                    x = fp8_copy_values(ctx.x_fp8.data, ctx.x_fp8.scale)
                 else:
                     x, weight = ctx.saved_tensors
                 amax_dy = state.delayed_amax("dy", dy) if recipe.dgrad.a.scaling == "delayed" else None
@@ -1156,6 +1157,31 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
                     dw = dw[:, :ctx.k]
         return (dx.to(ctx.x_dtype) if dx is not None else None,
                 dw.to(ctx.w_dtype) if dw is not None else None, None, None)
+
+
+def fp8_copy(t: torch.Tensor) -> F.QTensor:
+    """``formats.quantize(t, "fp8_e4m3", granularity="tensor")`` (COAT's FP8 copy of X for the
+    backward), its passes run as one fused function."""
+    data, scale = _fp8_tensor_codes(t)
+    return F.QTensor("fp8_e4m3", _fp8_tensor_opts(), tuple(t.shape), t.dtype, data, scale)
+
+
+@fused
+def _fp8_tensor_codes(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    q = F.quantize(t, "fp8_e4m3", granularity="tensor")
+    return q.data, q.scale
+
+
+@functools.cache
+def _fp8_tensor_opts() -> dict:
+    """The options ``formats.quantize`` stores with E4M3 codes of one scale per tensor."""
+    return F.quantize(torch.zeros(1, 1), "fp8_e4m3", granularity="tensor").opts
+
+
+@fused
+def fp8_copy_values(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``formats.dequantize`` of ``fp8_copy``'s codes: each E4M3 value times the tensor's scale."""
+    return data.float() * scale
 
 
 def float_transposed(t: torch.Tensor) -> torch.Tensor:
