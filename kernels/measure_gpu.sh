@@ -32,10 +32,12 @@ timeout 100 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2
 # 2b. the recipes the kernels serve with their number-format operations in PyTorch and through the
 #     Triton kernels (suite.numerics.dispatch, --kernels torch vs auto), same shape, interleaved;
 #     nvfp4-train's and quartet-train's gradients round stochastically (the SR kernel); Quartet's and
-#     NVFP4's rotations run inside their quantisers' kernel pass (rotate-and-quantise).
+#     NVFP4's rotations run inside their quantisers' kernel pass (rotate-and-quantise); halo-train's
+#     INT8 GEMMs are real (torch._int_mm), its codes from the INT8 quantise kernel (in blocks of 128:
+#     11008 has no full-size Hadamard).
 timeout 90 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \
   --steps 5 --warmup 2 --kernels torch,auto \
-  --recipes bf16-train,mxfp8-train,mxfp4-train,nvfp4-train,quartet-train,fp8-train \
+  --recipes bf16-train,mxfp8-train,mxfp4-train,nvfp4-train,quartet-train,fp8-train,halo-train:block=128 \
   --json "$OUT/train_step_kernels.json" 2>&1 | tee "$OUT/train_step_kernels.txt" \
   || echo "kernels on/off measurement failed" | tee -a "$OUT/train_step_kernels.txt"
 
