@@ -1039,16 +1039,17 @@ def integer_codes(t: torch.Tensor, fmt: str = "int8", granularity: str = "tensor
     return codes.to(torch.int8), scale.float().reshape(())
 
 
-def int8_mm(qa: Quantized, qb: Quantized) -> torch.Tensor:
+def int8_mm(qa: Quantized, qb: Quantized, pad: bool | None = None) -> torch.Tensor:
     """``A @ B^T`` as an INT8 GEMM computes it: the codes' products summed exactly in INT32
     (``torch._int_mm``), converted to FP32 and multiplied once by the product of the two tensor
     scales, which is HALO's INT8 kernel (IST-DASLab/HALO ``qllmt/nn/halo_helpers.py``: CUTLASS
     with ``alpha = scale_a * scale_b``). Exact integer sums make the result the same on any
-    device. FP32 out. A contraction too long for INT32 is summed in chunks, in INT64; on CUDA
-    every dimension is zero-padded as cuBLASLt needs (zero codes add nothing)."""
+    device. FP32 out. A contraction too long for INT32 is summed in chunks, in INT64. ``pad``
+    (default: on CUDA) zero-pads every dimension as cuBLASLt's INT8 GEMM needs (more than 16 rows,
+    K and N multiples of 8); zero codes add nothing."""
     a, b = qa.codes, qb.codes
     rows_a, rows_b, k = a.shape[0], b.shape[0], a.shape[1]
-    if a.device.type == "cuda":  # cuBLASLt's INT8 GEMM: more than 16 rows, K and N multiples of 8
+    if a.device.type == "cuda" if pad is None else pad:
         a, b = pad_rows(_pad_int8(a), 32), pad_rows(_pad_int8(b), 16)
     if k <= INT32_SAFE_TERMS:
         acc = torch._int_mm(a, b.t())
