@@ -23,9 +23,10 @@ layer keeps it in (the output's: BF16 under autocast; the input's for dX, the we
 dW), as torchao's emulation does. Where that is BF16 and both operands' values are BF16
 numbers (``Operand.bf16_exact``: the MX formats under power-of-two scales), a CPU multiplies
 them in a BF16 GEMM, which accumulates in FP32 too: the same product, up to the order of the
-additions, at BF16's speed (``emulated_matmul``). Real (FP8 on GPUs that have it): both
-operands FP8 with tensor or row scales go through ``torch._scaled_mm``; nothing else has a
-real kernel here. The layer counts which of its GEMMs ran how.
+additions, at BF16's speed (``emulated_matmul``). Real: both operands FP8 with tensor or row
+scales go through ``torch._scaled_mm`` (on GPUs that have FP8), both INT8 per tensor through
+``torch._int_mm`` (``int8_mm``: exact INT32 sums, then the scales; CPUs and CUDA GPUs); nothing
+else has a real kernel here. The layer counts which of its GEMMs ran how.
 
 The backward quantises the saved high-precision ``X`` and ``W`` along their new contraction
 dimension (what torchao and TransformerEngine do); an operand whose quantisation does not
@@ -370,7 +371,7 @@ class LayerState:
     name: str
     recipe: LinearRecipe
     seed: int
-    real: bool = False  # FP8 GEMMs through torch._scaled_mm where both operands allow it
+    real: bool = False  # real GEMMs where both operands allow it: FP8 (torch._scaled_mm), INT8 (torch._int_mm)
     amax_history: int = 16
     histories: dict[str, torch.Tensor] = field(default_factory=dict)  # per role: a ring of amaxes
     recorded: dict[str, int] = field(default_factory=dict)  # per role: amaxes recorded so far
@@ -1142,11 +1143,13 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
                     x, weight = ctx.saved_tensors
                 amax_dy = state.delayed_amax("dy", dy) if recipe.dgrad.a.scaling == "delayed" else None
                 dgrad, wgrad = recipe.dgrad, recipe.wgrad
-                # dY quantised once where both GEMMs take it alike and as it lies (torchao does the same)
+                # dY quantised once where both GEMMs take it alike, as it lies, and both run real or
+                # both emulated (torchao does the same)
                 shared = None
-                if all(ctx.needs_input_grad[:2]) and dgrad.a == wgrad.a and all(
+                real = state.real_gemm(dgrad)
+                if all(ctx.needs_input_grad[:2]) and dgrad.a == wgrad.a and real == state.real_gemm(wgrad) and all(
                         g.takes_view("a") and g.contraction_multiple == 1 for g in (dgrad, wgrad)):
-                    shared = state.quantize(dy, dgrad.a, amax_dy, real=state.real_gemm(dgrad) or state.real_gemm(wgrad))
+                    shared = state.quantize(dy, dgrad.a, amax_dy, real=real)
                 if ctx.needs_input_grad[0]:
                     dx = state.gemm(dy, transposed_operand(weight.detach(), dgrad.takes_view("b")), dgrad,
                                     (amax_dy, ctx.amax_w), ctx.x_dtype, given=shared)
