@@ -207,9 +207,9 @@ def test_the_backward_quantises_a_shared_output_gradient_once():
 
 
 def test_coats_fp8_copy_of_the_input_is_the_formats_modules_eager_and_compiled():
-    """The fused FP8 copy of X (``gemm.fp8_copy``) stores what ``formats.quantize`` stores, and its
+    """The fused FP8 copy of X (``coat.fp8_tensor_copy``) stores what ``formats.quantize`` stores, and its
     values are ``formats.dequantize``'s, run eager and compiled (values across twelve decades)."""
-    from suite.methods.train.gemm import fp8_copy, fp8_copy_values
+    from suite.methods.train.coat import fp8_tensor_copy, fp8_tensor_copy_decoded
     from suite.numerics import compiled
     from suite.numerics import formats as F
 
@@ -217,8 +217,8 @@ def test_coats_fp8_copy_of_the_input_is_the_formats_modules_eager_and_compiled()
     want = F.quantize(x, "fp8_e4m3", granularity="tensor")
     for mode in ("off", "on"):
         with compiled.emulation(mode):
-            got = fp8_copy(x)
-            values = fp8_copy_values(got.data, got.scale)
+            got = fp8_tensor_copy(x)
+            values = fp8_tensor_copy_decoded(got.data, got.scale)
         assert got.data.dtype == want.data.dtype and torch.equal(got.data.view(torch.uint8), want.data.view(torch.uint8))
         assert torch.equal(got.scale, want.scale) and got.opts == want.opts and got.shape == want.shape
         assert torch.equal(values, F.dequantize(want))

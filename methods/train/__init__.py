@@ -3,7 +3,7 @@
 ``recipes`` is the plugin module (it registers the ``*-train`` methods); ``gemm`` is the
 machinery every recipe shares (the quantised GEMMs of a linear layer's training step,
 custom autograd on ``suite.numerics``), ``layers`` chooses and swaps the linear layers,
-``coat`` holds COAT's FP8 optimizer and FP8-stored activations; ``torchao_peers``
-registers torchao's float8 and MXFP8 training as peers of the recipes. torch is imported lazily
-by the plugin module so ``suite list`` stays fast.
+``coat`` holds COAT's FP8 optimizer, FP8-stored activations and FP8 copy of the linear
+layers' inputs; ``torchao_peers`` registers torchao's float8 and MXFP8 training as peers of
+the recipes. torch is imported lazily by the plugin module so ``suite list`` stays fast.
 """

@@ -188,6 +188,19 @@ def _fp8_activation(x: torch.Tensor, group: int) -> F.QTensor:
     return F.QTensor("fp8_e4m3", _fp8_opts(granularity, group), tuple(data.shape), torch.float32, data, scale)
 
 
+def fp8_tensor_copy(x: torch.Tensor) -> F.QTensor:
+    """``x`` as FP8 E4M3 with one scale per tensor (``formats.quantize``, run as one fused function):
+    COAT's copy of a linear layer's input, kept for the backward (``gemm.LinearRecipe.store_fp8_input``)."""
+    data, scale = _fp8_rows(x, "tensor", GROUP)
+    return F.QTensor("fp8_e4m3", _fp8_opts("tensor", GROUP), tuple(x.shape), x.dtype, data, scale)
+
+
+@fused
+def fp8_tensor_copy_decoded(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``formats.dequantize`` of ``fp8_tensor_copy``'s codes: each E4M3 value times the tensor's scale."""
+    return data.float() * scale
+
+
 @functools.cache
 def _fp8_opts(granularity: str, group: int) -> dict:
     size = {"block_size": group} if granularity == "block" else {}

@@ -40,7 +40,6 @@ forward's clip masks and rotate back.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.methods.train import coat
 from suite.numerics import compiled, dispatch
 from suite.numerics import elements as el
 from suite.numerics import formats as F
@@ -253,6 +253,11 @@ class Gemm:
     outer_hadamard: int = 0
 
     @property
+    def fp8_product(self) -> bool:
+        """Whether both operands are FP8 codes ``torch._scaled_mm`` may multiply, with scales alike."""
+        return self.a.real_capable and self.b.real_capable and self.a.scaling == self.b.scaling
+
+    @property
     def int8_product(self) -> bool:
         """Whether both operands are INT8 codes an integer GEMM may multiply (``Operand.int8_capable``)."""
         return self.a.int8_capable and self.b.int8_capable
@@ -322,6 +327,11 @@ class LinearRecipe:
         return (f"forward Y = X W^T: {self.forward.describe('X', 'W')}; "
                 f"dgrad dX = dY W: {self.dgrad.describe('dY', 'W')}; "
                 f"wgrad dW = dY^T X: {self.wgrad.describe('dY', 'X')}")
+
+    @property
+    def int8_products(self) -> bool:
+        """Whether all three GEMMs may multiply INT8 codes (``Gemm.int8_product``): HALO's default."""
+        return all(g.int8_product for g in (self.forward, self.dgrad, self.wgrad))
 
     def operands(self) -> list[Operand]:
         return [g.a for g in (self.forward, self.dgrad, self.wgrad)] + \
@@ -507,8 +517,7 @@ class LayerState:
     def real_gemm(self, g: Gemm) -> bool:
         """Whether ``g`` runs real (FP8 tensor cores, or an INT8 integer GEMM): the layer runs real
         and both operands allow it."""
-        fp8 = g.a.real_capable and g.b.real_capable and g.a.scaling == g.b.scaling
-        return self.real and (fp8 or g.int8_product)
+        return self.real and (g.fp8_product or g.int8_product)
 
     def quantize_pair(self, a: torch.Tensor, b: torch.Tensor, g: Gemm, amax: tuple = (None, None),
                       real: bool = False) -> tuple[Quantized, Quantized, int]:
@@ -1051,7 +1060,7 @@ def int8_mm(qa: Quantized, qb: Quantized, pad: bool | None = None) -> torch.Tens
     a, b = qa.codes, qb.codes
     rows_a, rows_b, k = a.shape[0], b.shape[0], a.shape[1]
     if a.device.type == "cuda" if pad is None else pad:
-        a, b = pad_rows(_pad_int8(a), 32), pad_rows(_pad_int8(b), 16)
+        a, b = pad_rows(_pad_codes(a), 32), pad_rows(_pad_codes(b), 16)
     if k <= INT32_SAFE_TERMS:
         acc = torch._int_mm(a, b.t())
     else:
@@ -1060,17 +1069,13 @@ def int8_mm(qa: Quantized, qb: Quantized, pad: bool | None = None) -> torch.Tens
     return acc[:rows_a, :rows_b].float() * (qa.scale * qb.scale)
 
 
-def _pad_int8(codes: torch.Tensor) -> torch.Tensor:
-    return pad_last(codes, 16).contiguous()
-
-
 def _pad_codes(codes: torch.Tensor) -> torch.Tensor:
     extra = (-codes.shape[-1]) % 16
     if not extra:
         return codes.contiguous()
     padded = torch.zeros(codes.shape[0], codes.shape[1] + extra, dtype=torch.uint8, device=codes.device)
     padded[:, :codes.shape[1]] = codes.view(torch.uint8)
-    return padded.view(codes.dtype)  # code 0 is +0.0 in both FP8 formats
+    return padded.view(codes.dtype)  # byte 0 is +0.0 in both FP8 formats, and 0 in INT8
 
 
 @contextlib.contextmanager
@@ -1109,7 +1114,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
             else:
                 y = state.gemm(x, w, g, amax, out_dtype)
                 if recipe.store_fp8_input:
-                    ctx.x_fp8 = fp8_copy(x)
+                    ctx.x_fp8 = coat.fp8_tensor_copy(x)
                     ctx.save_for_backward(weight)
                 else:
                     ctx.x_fp8 = None
@@ -1126,7 +1131,8 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
         dx = dw = None
         with no_autocast(grad.device.type), compiled.emulation(ctx.fast):
             dy = grad.float()
-            # the wgrad contracts the tokens: its operands are dY^T and X^T, each made in one copy
+            # the wgrad contracts the tokens: where its quantisers need dY^T and X^T laid out so, each
+            # is made in one copy (float_transposed); elsewhere they are views (transposed_operand)
             if recipe.from_forward:
                 xq, wq, mask_x, mask_w = ctx.saved_tensors
                 if ctx.needs_input_grad[0]:
@@ -1138,7 +1144,7 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
             else:
                 if ctx.x_fp8 is not None:
                     (weight,) = ctx.saved_tensors
-                    x = fp8_copy_values(ctx.x_fp8.data, ctx.x_fp8.scale)
+                    x = coat.fp8_tensor_copy_decoded(ctx.x_fp8.data, ctx.x_fp8.scale)
                 else:
                     x, weight = ctx.saved_tensors
                 amax_dy = state.delayed_amax("dy", dy) if recipe.dgrad.a.scaling == "delayed" else None
@@ -1161,31 +1167,6 @@ class _LowPrecisionLinearFn(torch.autograd.Function):
                     dw = dw[:, :ctx.k]
         return (dx.to(ctx.x_dtype) if dx is not None else None,
                 dw.to(ctx.w_dtype) if dw is not None else None, None, None)
-
-
-def fp8_copy(t: torch.Tensor) -> F.QTensor:
-    """``formats.quantize(t, "fp8_e4m3", granularity="tensor")`` (COAT's FP8 copy of X for the
-    backward), its passes run as one fused function."""
-    data, scale = _fp8_tensor_codes(t)
-    return F.QTensor("fp8_e4m3", _fp8_tensor_opts(), tuple(t.shape), t.dtype, data, scale)
-
-
-@fused
-def _fp8_tensor_codes(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    q = F.quantize(t, "fp8_e4m3", granularity="tensor")
-    return q.data, q.scale
-
-
-@functools.cache
-def _fp8_tensor_opts() -> dict:
-    """The options ``formats.quantize`` stores with E4M3 codes of one scale per tensor."""
-    return F.quantize(torch.zeros(1, 1), "fp8_e4m3", granularity="tensor").opts
-
-
-@fused
-def fp8_copy_values(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``formats.dequantize`` of ``fp8_copy``'s codes: each E4M3 value times the tensor's scale."""
-    return data.float() * scale
 
 
 def float_transposed(t: torch.Tensor) -> torch.Tensor:

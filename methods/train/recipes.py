@@ -97,7 +97,7 @@ class TrainRecipe(Method):
                               f"position); nothing would train in low precision")
         self.check_layers(layers)
         real = self.use_real(ctx, layers, recipe)
-        integer = all(op.int8_capable for op in recipe.operands())  # torch._int_mm takes any shape (padded)
+        integer = recipe.int8_products  # torch._int_mm takes any shape (padded)
         bad = set() if integer else {entry.split(" ")[0] for entry in check_real_shapes(layers)}
         history = getattr(self.config, "amax_history", 16)
         for index, (name, linear) in enumerate(layers.items()):
@@ -128,7 +128,7 @@ class TrainRecipe(Method):
         from suite.methods.quant.layers import fp8_matmul_supported, int8_matmul_supported
         from suite.methods.train.gemm import check_real_shapes
 
-        if all(op.int8_capable for op in recipe.operands()):
+        if recipe.int8_products:
             ok, why = int8_matmul_supported(ctx.device)
             if not ok and mode == "true":
                 raise UserError(f"{self.name}: real=true asks for INT8 GEMMs (torch._int_mm), but {why}; use "
