@@ -56,6 +56,7 @@ from suite.numerics.counter_rng import counter_uniforms, new_key
 from suite.numerics.hadamard import (
     apply_block_hadamard,
     apply_hadamard,
+    butterfly_passes,
     fwht,
     is_power_of_two,
     next_hadamard_size,
@@ -617,7 +618,7 @@ def _butterflies(t: torch.Tensor, block: int, signs: torch.Tensor | None, invers
 def _butterflies_in_two(t: torch.Tensor, block: int, signs: torch.Tensor | None, inverse: bool) -> torch.Tensor:
     """``apply_block_hadamard(method="fast")`` of a block too large for one fused loop (HALO's
     rotation along the tokens), computed on the transpose ``[n, rows]``: each butterfly then adds
-    whole rows of ``rows`` values (vectorised, whatever the stride), and ``_butterflies_radix`` runs
+    whole rows of ``rows`` values (vectorised, whatever the stride), and ``butterfly_passes`` runs
     three stages per pass (each pass one loop of loads, additions and stores). The same additions
     in the same order as the fast transform (its stages from the smallest stride up), normalised
     once, so equal bit for bit; the result is contiguous ``[rows, n]`` like ``t``'s shape."""
@@ -626,7 +627,7 @@ def _butterflies_in_two(t: torch.Tensor, block: int, signs: torch.Tensor | None,
     s = None if signs is None else signs.to(t.dtype)[:, None]
     if s is not None and not inverse:
         u = u * s
-    u = _butterflies_radix(u, block) * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
+    u = butterfly_passes(u, block) * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
     if s is not None and inverse:
         u = u * s
     return u.t().contiguous().reshape(t.shape)
@@ -641,39 +642,10 @@ def _butterflies_along_rows(t: torch.Tensor, block: int, signs: torch.Tensor | N
     s = None if signs is None else signs.to(t.dtype)
     if s is not None and not inverse:
         u = u * s
-    u = _butterflies_radix(u, block, along_rows=True) * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
+    u = butterfly_passes(u, block, along_rows=True) * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
     if s is not None and inverse:
         u = u * s
     return u.reshape(t.shape)
-
-
-def _butterflies_radix(u: torch.Tensor, block: int, radix: int = 8, along_rows: bool = False) -> torch.Tensor:
-    """``fwht`` along the first dimension of ``u`` ``[n, cols]`` (blocks of ``block`` rows), or
-    along its rows (``along_rows``: ``u`` is ``[rows, n]``): the stages of strides 1, 2, ...,
-    block/2 in that order, ``radix`` (a power of two) consecutive stages per pass, each stage the
-    pairs ``(a, b) -> (a + b, a - b)`` as ``fwht`` forms them."""
-    shape = u.shape
-    n = shape[-1] if along_rows else shape[0]
-    step = 1
-    while step < block:
-        r = min(radix, block // step)
-        if along_rows:
-            y = u.reshape(shape[0], n // (r * step), r, step)
-            xs = [y[:, :, i] for i in range(r)]
-        else:
-            y = u.reshape(n // (r * step), r, step, shape[1])
-            xs = [y[:, i] for i in range(r)]
-        stride = 1
-        while stride < r:  # stage of stride ``step * stride`` on the pass's r values
-            nxt = list(xs)
-            for i in range(r):
-                if not i & stride:
-                    nxt[i], nxt[i + stride] = xs[i] + xs[i + stride], xs[i] - xs[i + stride]
-            xs = nxt
-            stride *= 2
-        u = torch.stack(xs, dim=2 if along_rows else 1).reshape(shape)
-        step *= r
-    return u
 
 
 def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:

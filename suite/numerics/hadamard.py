@@ -157,20 +157,44 @@ def fwht(x: torch.Tensor, block: int) -> torch.Tensor:
     Stages of stride 1, 2, ..., ``block``/2, each ``(a, b) -> (a + b, a - b)`` on pairs
     ``stride`` apart within groups of ``2 * stride``: per block this is ``x @ H_block``
     (Sylvester order), and the order of every addition is fixed, which the Triton
-    kernels repeat.
+    kernels repeat. The stages run a few per pass (``butterfly_passes``).
     """
     shape = x.shape
     n = shape[-1]
     _check_block(n, block)
-    x = x.reshape(-1, n)
-    rows = x.shape[0]
+    return butterfly_passes(x.reshape(-1, n), block, along_rows=True).reshape(shape)
+
+
+def butterfly_passes(u: torch.Tensor, block: int, radix: int = 8, along_rows: bool = False) -> torch.Tensor:
+    """``fwht`` along the first dimension of ``u`` ``[n, cols]`` (blocks of ``block`` rows), or
+    along its rows (``along_rows``: ``u`` is ``[rows, n]``): the stages of strides 1, 2, ...,
+    block/2 in that order, ``radix`` (a power of two) consecutive stages per pass, each stage the
+    pairs ``(a, b) -> (a + b, a - b)``. Why passes: a pass reads and writes the tensor once
+    (compiled, one loop of loads, additions and stores), where a stage at a time would write an
+    intermediate per stage; the additions and their order are the stages', so the result is the
+    same bit for bit."""
+    shape = u.shape
+    n = shape[-1] if along_rows else shape[0]
     step = 1
     while step < block:
-        y = x.reshape(rows, n // (2 * step), 2, step)
-        a, b = y[:, :, 0], y[:, :, 1]
-        x = torch.stack([a + b, a - b], dim=2).reshape(rows, n)
-        step *= 2
-    return x.reshape(shape)
+        r = min(radix, block // step)
+        if along_rows:
+            y = u.reshape(shape[0], n // (r * step), r, step)
+            xs = [y[:, :, i] for i in range(r)]
+        else:
+            y = u.reshape(n // (r * step), r, step, shape[1])
+            xs = [y[:, i] for i in range(r)]
+        stride = 1
+        while stride < r:  # stage of stride ``step * stride`` on the pass's r values
+            nxt = list(xs)
+            for i in range(r):
+                if not i & stride:
+                    nxt[i], nxt[i + stride] = xs[i] + xs[i + stride], xs[i] - xs[i + stride]
+            xs = nxt
+            stride *= 2
+        u = torch.stack(xs, dim=2 if along_rows else 1).reshape(shape)
+        step *= r
+    return u
 
 
 def apply_block_hadamard(x: torch.Tensor, block: int, *, signs: torch.Tensor | None = None,
