@@ -99,18 +99,37 @@ def adamw_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, e
     keeps them: GaLore's projected space, COAT's decoded FP32 copies of its FP8 codes, which it
     stores back. ``project_back`` maps the normalised update to the parameter's space, applied
     times ``scale`` (GaLore's alpha). ``lerp=False`` forms the first moment as b1 m + (1 - b1) g,
-    as COAT does, which rounds differently from torch's lerp.
+    as COAT does, which rounds differently from torch's lerp. The two halves are
+    ``adamw_moments`` and ``adamw_apply``: an optimizer may run the first over many parameters'
+    moments at once (COAT's, flat) and the second per parameter.
     """
+    denom = adamw_moments(grad, exp_avg, exp_avg_sq, step, betas=betas, eps=eps, lerp=lerp)
+    adamw_apply(param, exp_avg, denom, step, lr=lr, beta1=betas[0], weight_decay=weight_decay,
+                project_back=project_back, scale=scale)
+
+
+def adamw_moments(grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: int, *,
+                  betas: tuple[float, float], eps: float, lerp: bool = True) -> torch.Tensor:
+    """``adamw_step``'s moment updates (in place) and the update's denominator, the bias-corrected
+    square root of the second moment plus ``eps``: elementwise, so any slice of the result is
+    what the same call on that slice alone gives."""
     beta1, beta2 = betas
-    if weight_decay:
-        param.mul_(1 - lr * weight_decay)
     if lerp:
         exp_avg.lerp_(grad, 1 - beta1)
     else:
         exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    return (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step)).add_(eps)
+
+
+def adamw_apply(param: torch.Tensor, exp_avg: torch.Tensor, denom: torch.Tensor, step: int, *, lr: float,
+                beta1: float, weight_decay: float,
+                project_back: Callable[[torch.Tensor], torch.Tensor] | None = None, scale: float = 1.0) -> None:
+    """``adamw_step``'s change to ``param``: decoupled weight decay, then the bias-corrected first
+    moment over ``denom`` (``adamw_moments``) times ``-lr``."""
+    if weight_decay:
+        param.mul_(1 - lr * weight_decay)
     bias1 = 1 - beta1 ** step
-    denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** step)).add_(eps)
     if project_back is None:
         # the moments may be wider than the parameter (COAT's FP32 beside a bf16 weight)
         param.addcdiv_(exp_avg.to(param.dtype), denom.to(param.dtype), value=-lr / bias1)

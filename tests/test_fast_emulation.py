@@ -258,7 +258,7 @@ def _coat_reference(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     q = F.quantize(expanded, "fp8_e4m3", granularity="row")
     y = F.dequantize(q).float()
     decoded = (torch.sign(y) * y.abs() ** (1.0 / k) * centre).reshape(-1)[:x.numel()].reshape(x.shape)
-    return q.data.view(torch.uint8), q.scale, k, centre, decoded
+    return q.data.view(torch.uint8), q.scale.reshape(-1, 1), k, centre, decoded  # a scale per group
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

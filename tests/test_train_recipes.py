@@ -20,6 +20,7 @@ import torch
 from suite.app.sweep import parse_method_spec, resolve_method_spec
 from suite.errors import UserError
 from suite.method import MethodContext
+from suite.numerics import compiled
 from suite.numerics import elements as el
 from suite.numerics import formats as F
 from suite.numerics.hadamard import apply_block_hadamard
@@ -526,6 +527,52 @@ def test_coat_adamw_tracks_adamw():
         ref.step()
     moved = (b.detach() - torch.randn(64, 128, generator=torch.Generator().manual_seed(0))).norm()
     assert float((a - b).detach().norm()) < 0.05 * float(moved)
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_coat_adamw_steps_all_parameters_at_once_as_each_alone(mode):
+    """CoatAdamW runs its step over all parameters' groups together (one flat layout, each
+    parameter's last group padded; a batch per dtype and step count): each parameter and each of
+    its FP8 moments must come out as the step of that parameter alone gives them (its own
+    ``ExpandedFp8`` decoded, ``suite.optim.adamw_step``, encoded back), bit for bit."""
+    from suite.methods.train.coat import CoatAdamW, ExpandedFp8
+    from suite.optim import adamw_step
+
+    shapes = [(40, 7), (128,), (3, 128), (5,), (130, 2)]
+    g = torch.Generator().manual_seed(0)
+    init = [torch.randn(s, generator=g) for s in shapes]
+    dtypes = [torch.float32, torch.float32, torch.bfloat16, torch.float32, torch.float32]
+    ours = [torch.nn.Parameter(t.to(d)) for t, d in zip(init, dtypes, strict=True)]
+    ref = [torch.nn.Parameter(t.to(d)) for t, d in zip(init, dtypes, strict=True)]
+    hyper = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1}
+    optimizer = CoatAdamW(ours, **hyper)
+    moments: dict[int, list] = {}
+    with compiled.emulation(mode):
+        for step in range(4):
+            for i, (a, b) in enumerate(zip(ours, ref, strict=True)):
+                skip = step == 1 and i == 3  # one parameter without a gradient: its step count falls behind
+                grad = None if skip else (torch.randn(a.shape, generator=g) * 10.0 ** -i).to(a.dtype)
+                a.grad, b.grad = grad, None if grad is None else grad.clone()
+            optimizer.step()
+            with torch.no_grad():
+                for i, b in enumerate(ref):
+                    if b.grad is None:
+                        continue
+                    m_state, v_state, count = moments.setdefault(i, [ExpandedFp8(b), ExpandedFp8(b), 0])
+                    moments[i][2] = count = count + 1
+                    m, v = m_state.decode(), v_state.decode()
+                    adamw_step(b, b.grad.float(), m, v, count, lerp=False, **hyper)
+                    m_state.encode(m)
+                    v_state.encode(v)
+            for i, (a, b) in enumerate(zip(ours, ref, strict=True)):
+                assert torch.equal(a.detach(), b.detach()), (mode, step, i)
+                state = optimizer.state[a]
+                for name, want in zip(("exp_avg", "exp_avg_sq"), moments[i][:2], strict=True):
+                    got = state[name]
+                    assert torch.equal(got.data.view(torch.uint8), want.data.view(torch.uint8)), (mode, step, i, name)
+                    assert all(torch.equal(getattr(got, f), getattr(want, f)) for f in ("scale", "k", "centre"))
+                    assert torch.equal(got.decode(), want.decode()) and got.nbytes == want.nbytes
+    assert optimizer.state[ours[3]]["step"] == 3 and optimizer.state[ours[0]]["step"] == 4
 
 
 # -- the lm task ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ FP32 scale and its expansion. Dynamic range expansion maps a group ``x`` with
 ``R = max|x| / min|x|`` to ``sign(x) (|x| / c)^k`` with ``c = sqrt(max|x| min|x|)`` and
 ``k = floor(16 log2(R_E4M3) / log2(R)) / 16``, ``R_E4M3 = 448^2 / 2``, so that the group's
 range fills E4M3's before the cast; decoding inverts it. The update itself is AdamW in
-FP32 on the decoded moments (``suite.optim.adamw_step``, shared with GaLore). The codes and
+FP32 on the decoded moments (``suite.optim.adamw_step``'s halves, shared with GaLore). The codes and
 scales come from ``suite.numerics.formats`` (E4M3 with one amax scale per group): real FP8
 storage, on any device.
 
@@ -29,21 +29,23 @@ from torch import nn
 
 from suite.numerics import formats as F
 from suite.numerics.compiled import fused
-from suite.optim import adamw_step
+from suite.optim import adamw_apply, adamw_moments
 
 GROUP = 128
 EXPAND_STEPS = 16  # k is a multiple of 1/16
+BATCH_VALUES = {"cpu": 1 << 18}  # values per batch of CoatAdamW's step, by device type (none: no cap)
 E4M3_RANGE = 448.0 * 448.0 / 2
 
 
 class ExpandedFp8:
     """One moment tensor in FP8 E4M3 with dynamic range expansion, groups of ``GROUP`` values.
 
-    The passes over the values are fused functions (``suite.numerics.compiled``: compiled where
-    ``--fast-emulation`` allows, equal bit for bit to the same functions run eagerly): encoding is
-    the groups' range, a few eager operations on the per-group values, then the expansion and the
-    cast; decoding is one function. The optimizer step so runs six fused calls per parameter
-    instead of some eighty eager passes over each moment."""
+    ``data`` ``[groups, GROUP]`` (E4M3 codes), ``scale``, ``k`` and ``centre`` ``[groups, 1]``;
+    the last group is zero-padded. The passes over the values are fused functions
+    (``suite.numerics.compiled``: compiled where ``--fast-emulation`` allows, equal bit for bit to
+    the same functions run eagerly) over groups, so ``CoatAdamW`` runs them once over all its
+    parameters' groups (``encode_groups``, ``decode_groups``) and each state keeps views of the
+    result; a state's own ``encode`` and ``decode`` are the same calls on its groups alone."""
 
     def __init__(self, like: torch.Tensor):
         self.shape = like.shape
@@ -51,23 +53,32 @@ class ExpandedFp8:
         self.encode(torch.zeros_like(like, dtype=torch.float32))
 
     def encode(self, x: torch.Tensor) -> None:
-        flat, pad = x.detach().float().reshape(-1), (-self.numel) % GROUP
-        hi, lo = _group_range(flat, pad)
-        # eager: torch.log2 and torch.sqrt on the CPU round differently from inductor's code
-        # (MKL's vector functions), and these per-group values are small
-        ratio = hi / lo
-        k = torch.floor(math.log2(E4M3_RANGE) / torch.log2(ratio) * EXPAND_STEPS) / EXPAND_STEPS
-        self.k = torch.where(ratio > 1, k, torch.ones_like(k)).clamp(min=1.0 / EXPAND_STEPS)
-        self.centre = torch.sqrt(hi * lo)
-        data, scale, _ = _expand_and_encode(flat, pad, self.k, self.centre)
-        self.q = F.QTensor("fp8_e4m3", _row_opts(), tuple(data.shape), torch.float32, data, scale)
+        flat = x.detach().float().reshape(-1)
+        pad = (-self.numel) % GROUP
+        groups = torch.nn.functional.pad(flat, (0, pad)).reshape(-1, GROUP)
+        self.hold(*encode_groups(groups, group_counts([self.numel], flat.device)))
+
+    def hold(self, data: torch.Tensor, scale: torch.Tensor, k: torch.Tensor, centre: torch.Tensor) -> None:
+        """Keep these codes, scales and expansions (this state's groups: its own or views of a batch's)."""
+        self.data, self.scale, self.k, self.centre = data, scale, k, centre
 
     def decode(self) -> torch.Tensor:
-        return _decode_expanded(self.q.data, self.q.scale, self.k, self.centre, self.numel).reshape(self.shape)
+        groups = decode_groups(self.data, self.scale, self.k, self.centre)
+        return groups.reshape(-1)[:self.numel].reshape(self.shape)
+
+    @property
+    def groups(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def q(self) -> F.QTensor:
+        """The codes and their group scales as ``formats`` stores E4M3 with one scale per row."""
+        return F.QTensor("fp8_e4m3", _row_opts(), tuple(self.data.shape), torch.float32, self.data, self.scale)
 
     @property
     def nbytes(self) -> int:
-        return self.q.nbytes + (self.k.numel() + self.centre.numel()) * 4
+        return self.data.numel() * self.data.element_size() + (self.scale.numel() + self.k.numel()
+                                                                + self.centre.numel()) * 4
 
 
 @functools.cache
@@ -76,17 +87,37 @@ def _row_opts() -> dict:
     return F.quantize(torch.zeros(1, GROUP), "fp8_e4m3", granularity="row").opts
 
 
-def _groups(flat: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``flat`` zero-padded by ``pad`` to whole groups, ``[groups, GROUP]``, and where it is not padding."""
-    n = flat.numel()
-    valid = (torch.arange(n + pad, device=flat.device) < n).reshape(-1, GROUP)
-    return (torch.nn.functional.pad(flat, (0, pad)) if pad else flat).reshape(-1, GROUP), valid
+def group_counts(numels: list[int], device: torch.device) -> torch.Tensor:
+    """How many values of each group are real (the rest pad a tensor's last group), ``[groups, 1]``
+    int32, for tensors of ``numels`` values laid out one after another in whole groups."""
+    counts = []
+    for n in numels:
+        counts += [GROUP] * (n // GROUP) + ([n % GROUP] if n % GROUP else [])
+    return torch.tensor(counts, dtype=torch.int32, device=device).reshape(-1, 1)
+
+
+def encode_groups(groups: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Dynamic range expansion and E4M3 codes of ``groups`` ``[groups, GROUP]`` (the first
+    ``counts`` values of each real, the rest padding, left out): codes, scales, k, centres."""
+    hi, lo = _group_range(groups, counts)
+    # eager: torch.log2 and torch.sqrt on the CPU round differently from inductor's code
+    # (MKL's vector functions), and these per-group values are small
+    ratio = hi / lo
+    k = torch.floor(math.log2(E4M3_RANGE) / torch.log2(ratio) * EXPAND_STEPS) / EXPAND_STEPS
+    k = torch.where(ratio > 1, k, torch.ones_like(k)).clamp(min=1.0 / EXPAND_STEPS)
+    centre = torch.sqrt(hi * lo)
+    data, scale, _ = _expand_and_encode(groups, counts, k, centre)
+    return data, scale.reshape(-1, 1), k, centre  # formats gives a single row's scale as a scalar
+
+
+def _valid(groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    return torch.arange(GROUP, dtype=torch.int32, device=groups.device) < counts
 
 
 @fused
-def _group_range(flat: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _group_range(groups: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each group's largest and smallest magnitude (padding left out), plus 1e-20: ``[groups, 1]``."""
-    groups, valid = _groups(flat, pad)
+    valid = _valid(groups, counts)
     mag = groups.abs()
     hi = torch.where(valid, mag, torch.zeros_like(mag)).amax(-1, keepdim=True) + 1e-20
     lo = torch.where(valid, mag, torch.full_like(mag, float("inf"))).amin(-1, keepdim=True) + 1e-20
@@ -94,35 +125,59 @@ def _group_range(flat: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tens
 
 
 @fused
-def _expand_and_encode(flat: torch.Tensor, pad: int, k: torch.Tensor, centre: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Dynamic range expansion of ``flat``'s groups with their ``k`` and centre, then E4M3 codes
-    with one amax scale per group (``formats.quantize``, granularity ``row``): the codes
-    ``[groups, GROUP]``, their scales ``[groups, 1]``, and the expanded values (returned so that
-    the compiled code stores them once: else it computes the power twice, for the groups' amax and
-    again for the codes, at twice the cost)."""
-    groups, valid = _groups(flat, pad)
+def _expand_and_encode(groups: torch.Tensor, counts: torch.Tensor, k: torch.Tensor,
+                       centre: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Dynamic range expansion of the groups with their ``k`` and centre, then E4M3 codes with one
+    amax scale per group (``formats.quantize``, granularity ``row``): the codes ``[groups, GROUP]``,
+    their scales ``[groups, 1]``, and the expanded values (returned so that the compiled code
+    stores them once: else it computes the power twice, for the groups' amax and again for the
+    codes, at twice the cost)."""
     expanded = torch.sign(groups) * (groups.abs() / centre) ** k
-    expanded = torch.where(valid, expanded, torch.zeros_like(expanded))
+    expanded = torch.where(_valid(groups, counts), expanded, torch.zeros_like(expanded))
     q = F.quantize(expanded, "fp8_e4m3", granularity="row")
     return q.data, q.scale, expanded
 
 
 @fused
-def _decode_expanded(data: torch.Tensor, scale: torch.Tensor, k: torch.Tensor, centre: torch.Tensor,
-                     numel: int) -> torch.Tensor:
-    """``_expand_and_encode`` undone: the codes dequantised (``formats.dequantize``'s product of
-    the decoded E4M3 value and its group's scale), then the expansion inverted; flat, unpadded."""
+def decode_groups(data: torch.Tensor, scale: torch.Tensor, k: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """``encode_groups`` undone: the codes dequantised (``formats.dequantize``'s product of the
+    decoded E4M3 value and its group's scale), then the expansion inverted; ``[groups, GROUP]``
+    (padding decodes to zero)."""
     y = data.float() * scale
-    x = torch.sign(y) * y.abs() ** (1.0 / k) * centre
-    return x.reshape(-1)[:numel]
+    return torch.sign(y) * y.abs() ** (1.0 / k) * centre
+
+
+def _chunks(params: list[torch.Tensor], cap: int | None) -> list[list[torch.Tensor]]:
+    """``params`` in order, cut into runs of at most ``cap`` values (a larger one alone; None: one run)."""
+    if cap is None:
+        return [params]
+    runs: list[list[torch.Tensor]] = [[]]
+    size = 0
+    for p in params:
+        if runs[-1] and size + p.numel() > cap:
+            runs.append([])
+            size = 0
+        runs[-1].append(p)
+        size += p.numel()
+    return runs
 
 
 class CoatAdamW(torch.optim.Optimizer):
-    """AdamW (decoupled weight decay, bias correction) whose moments live as ``ExpandedFp8``."""
+    """AdamW (decoupled weight decay, bias correction) whose moments live as ``ExpandedFp8``.
+
+    A step decodes, updates and re-encodes the moments of parameters that share a device, dtype
+    and step count together, in one flat layout of whole groups (each parameter's last group
+    padded): the same values, group for group and element for element, as one parameter at a
+    time (the expansion is per group, AdamW per element), in a handful of fused calls per batch
+    instead of a handful per parameter (on a GPU, kernel launches). Each state then keeps views
+    of its batch's codes. On a CPU a batch holds at most ``BATCH_VALUES["cpu"]`` values: the
+    passes over one batch then stay in cache, where passes over a whole model's moments go to
+    memory each time and lose what the fewer calls save."""
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self._counts: dict[tuple, torch.Tensor] = {}  # group_counts per batch layout
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -131,6 +186,7 @@ class CoatAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            batches: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -140,12 +196,39 @@ class CoatAdamW(torch.optim.Optimizer):
                     state["exp_avg"] = ExpandedFp8(p)
                     state["exp_avg_sq"] = ExpandedFp8(p)
                 state["step"] += 1
-                m, v = state["exp_avg"].decode(), state["exp_avg_sq"].decode()  # FP32 working copies
-                adamw_step(p, p.grad.float(), m, v, state["step"], lr=group["lr"], betas=group["betas"],
-                           eps=group["eps"], weight_decay=group["weight_decay"], lerp=False)
-                state["exp_avg"].encode(m)
-                state["exp_avg_sq"].encode(v)
+                batches.setdefault((p.device, p.dtype, state["step"]), []).append(p)
+            for (device, _, step), params in batches.items():
+                for chunk in _chunks(params, BATCH_VALUES.get(device.type)):
+                    self._step_batch(chunk, group, step, device)
         return loss
+
+    def _step_batch(self, params: list[torch.Tensor], group: dict, step: int, device: torch.device) -> None:
+        layout = (device, *(p.numel() for p in params))
+        if layout not in self._counts:
+            self._counts[layout] = group_counts([p.numel() for p in params], device)
+        counts = self._counts[layout]
+        states = [(self.state[p]["exp_avg"], self.state[p]["exp_avg_sq"]) for p in params]
+        moments = []
+        for i in range(2):  # the first and second moments, decoded: flat FP32 working copies
+            parts = [s[i] for s in states]
+            moments.append(decode_groups(*(torch.cat([getattr(s, name) for s in parts])
+                                           for name in ("data", "scale", "k", "centre"))))
+        m, v = moments
+        grad = torch.zeros_like(m)
+        starts = [0]
+        for p, (state, _) in zip(params, states, strict=True):
+            grad.view(-1)[starts[-1]:starts[-1] + p.numel()].copy_(p.grad.reshape(-1))
+            starts.append(starts[-1] + state.groups * GROUP)
+        denom = adamw_moments(grad, m, v, step, betas=group["betas"], eps=group["eps"], lerp=False)
+        for p, start in zip(params, starts[:-1], strict=True):
+            part = slice(start, start + p.numel())
+            adamw_apply(p, m.view(-1)[part].view(p.shape), denom.view(-1)[part].view(p.shape), step,
+                        lr=group["lr"], beta1=group["betas"][0], weight_decay=group["weight_decay"])
+        for i, moment in enumerate((m, v)):
+            codes = encode_groups(moment, counts)
+            for state, start in zip(states, starts[:-1], strict=True):
+                rows = slice(start // GROUP, start // GROUP + state[i].groups)
+                state[i].hold(*(t[rows] for t in codes))
 
     def state_bytes(self) -> int:
         return sum(s[k].nbytes for s in self.state.values() for k in ("exp_avg", "exp_avg_sq") if k in s)
