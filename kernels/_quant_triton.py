@@ -35,18 +35,21 @@ from suite.kernels._tiling import autotuned, autotuning, configs, keep, launch
 from suite.numerics.hadamard import hadamard_scale
 
 # Format ids (constexpr switches).
-FP8 = 0  # fp8_e4m3, one float32 scale per row (or a given per-tensor scale)
-MXFP8 = 1  # OCP MX: E4M3 elements, blocks of 32, E8M0 scale
-MXFP4 = 2  # OCP MX: E2M1 elements, blocks of 32, E8M0 scale
-NVFP4 = 3  # E2M1, blocks of 16, E4M3 block scale, float32 tensor scale
-INT8 = 4  # symmetric int8, one float32 scale per row
-INT4 = 5  # symmetric int4, one float32 scale per group, packed two per byte
-FP8E5 = 6  # fp8_e5m2, one float32 scale per row (or a given per-tensor scale); round to nearest only
+# Format ids, read inside the kernels: compiled Triton lets a kernel read a module global only
+# when it is a ``tl.constexpr`` (the interpreter reads any), so they are constexprs; host code
+# keys its tables and launches by their ``.value``.
+FP8 = tl.constexpr(0)  # fp8_e4m3, one float32 scale per row (or a given per-tensor scale)
+MXFP8 = tl.constexpr(1)  # OCP MX: E4M3 elements, blocks of 32, E8M0 scale
+MXFP4 = tl.constexpr(2)  # OCP MX: E2M1 elements, blocks of 32, E8M0 scale
+NVFP4 = tl.constexpr(3)  # E2M1, blocks of 16, E4M3 block scale, float32 tensor scale
+INT8 = tl.constexpr(4)  # symmetric int8, one float32 scale per row
+INT4 = tl.constexpr(5)  # symmetric int4, one float32 scale per group, packed two per byte
+FP8E5 = tl.constexpr(6)  # fp8_e5m2, one float32 scale per row (or a given per-tensor scale); round to nearest only
 
-FORMAT_IDS = {"fp8_e4m3": FP8, "mxfp8_e4m3": MXFP8, "mxfp4": MXFP4, "nvfp4": NVFP4,
-              "int8": INT8, "int4": INT4, "fp8_e5m2": FP8E5}
-FP8_MAX = {FP8: 448.0, FP8E5: 57344.0, INT8: 127.0}  # per-tensor scale = amax / this
-PACKED = {MXFP4, NVFP4, INT4}
+FORMAT_IDS = {"fp8_e4m3": FP8.value, "mxfp8_e4m3": MXFP8.value, "mxfp4": MXFP4.value, "nvfp4": NVFP4.value,
+              "int8": INT8.value, "int4": INT4.value, "fp8_e5m2": FP8E5.value}
+FP8_MAX = {FP8.value: 448.0, FP8E5.value: 57344.0, INT8.value: 127.0}  # per-tensor scale = amax / this
+PACKED = {MXFP4.value, NVFP4.value, INT4.value}
 
 
 @triton.jit
@@ -496,7 +499,7 @@ def _dequant_kernel(q_ptr, s_ptr, ts_ptr, y_ptr, M, N,
     tl.store(y_ptr + rm[:, None] * N + cc[None, :], yv, mask=rmask & (cc[None, :] < N))
 
 
-BLOCK = {MXFP8: 32, MXFP4: 32, NVFP4: 16, INT4: 128}
+BLOCK = {MXFP8.value: 32, MXFP4.value: 32, NVFP4.value: 16, INT4.value: 128}
 
 # Autotune candidates (GPU only; see kernels/_tiling.py): (tile sizes..., num_warps,
 # num_stages). These kernels have no loop, so num_stages is Triton's default and unused.
@@ -671,9 +674,10 @@ def e4m3_soft_encode(x: torch.Tensor) -> torch.Tensor:
 
 # -- FP4 fake quantisation as the recipes run it, fused: optional block Hadamard first, then the block ----
 # format's scale and the element rounding, quantise and dequantise in registers (one read of X, one write)
-SCALE_OCP, SCALE_SR34, SCALE_QUEST = 0, 1, 2  # MXFP4's OCP scale (NVFP4: its own), over 3/4, QuEST's RMS
-ROUND_EVEN, ROUND_DOWN, ROUND_STOCHASTIC = 0, 1, 2  # nearest (ties to even / toward zero), stochastic
-QUEST_SCALE = 2.92247856 / 6.0  # gemm.QUEST_GAUSSIAN_SCALE (core may not import methods)
+# read inside the kernel, so constexprs (see the format ids)
+SCALE_OCP, SCALE_SR34, SCALE_QUEST = (tl.constexpr(i) for i in range(3))  # MXFP4's OCP scale (NVFP4: its own), over 3/4, QuEST's RMS
+ROUND_EVEN, ROUND_DOWN, ROUND_STOCHASTIC = (tl.constexpr(i) for i in range(3))  # nearest (ties to even / toward zero), stochastic
+QUEST_SCALE = tl.constexpr(2.92247856 / 6.0)  # gemm.QUEST_GAUSSIAN_SCALE (core may not import methods)
 
 
 @triton.jit
@@ -814,8 +818,8 @@ def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", roun
 
         ts = nvfp4_tensor_scale(tensor_amax(x, hadamard, had_scale, signs)).reshape(()).to(torch.float32)
     stochastic = rounding == "stochastic"
-    round_id = ROUND_STOCHASTIC if stochastic else (ROUND_DOWN if ties == "down" else ROUND_EVEN)
-    scale_id = {"block": SCALE_OCP, "sr34": SCALE_SR34, "quest": SCALE_QUEST}[scaling]
+    round_id = (ROUND_STOCHASTIC if stochastic else (ROUND_DOWN if ties == "down" else ROUND_EVEN)).value
+    scale_id = {"block": SCALE_OCP, "sr34": SCALE_SR34, "quest": SCALE_QUEST}[scaling].value
     BM, BN, grid = _value_tiles(M, N)
     keyed = stochastic and key is not None
     noise = (key.to(device=x.device, dtype=torch.int64).contiguous() if keyed else u.contiguous()) if stochastic else x

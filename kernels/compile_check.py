@@ -1,0 +1,186 @@
+"""Compile every Triton kernel for a GPU on a machine without one: what the interpreter cannot check.
+
+The CPU tests run the kernels in Triton's interpreter (``TRITON_INTERPRET=1``), which proves their
+arithmetic but not that Triton's compiler takes them: the interpreter runs the kernel as Python, so
+a construct the compiler refuses (a module global that is not a ``tl.constexpr``, a type the
+lowering rejects, a tile too large) passes there and fails on the first GPU launch. Here each launch
+goes through Triton's real NVIDIA backend for a chosen target (default ``sm_90``, Hopper: H100/H200)
+down to the cubin (``ptxas``, shipped with Triton), with no device: an inactive driver stands in,
+naming the target, and a launch compiles without running (its outputs stay unwritten).
+
+Two sources of launches, so that what the recipes launch is covered too:
+
+* every kernel of the registry (``suite.registry.KERNELS``) with a Triton implementation, once at a
+  small shape (the kernels' own launch path, fixed tiles where the autotuner would choose on a GPU);
+* one training step of each recipe whose format operations a kernel serves, with ``--kernels triton``
+  (``suite.numerics.dispatch``), so every specialisation a recipe launches (format, rounding,
+  rotation, signs, keys) compiles. Values are not checked: compile-only launches leave garbage.
+
+    python -m suite.kernels.compile_check                 # sm_90; exit 1 if any launch fails to compile
+    python -m suite.kernels.compile_check --arch 100 --recipes nvfp4-train:rht=false --json out.json
+
+Run it in a fresh process: ``TRITON_INTERPRET`` must be unset before Triton is imported (the
+command refuses otherwise). ``tests/test_kernels_compile.py`` runs it in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+# the recipes whose format operations the kernels serve (suite.bench.methods lists them per kernel)
+RECIPES = ("fp8-train", "fp8-train:scaling=row", "fp8-train:scaling=delayed", "mxfp8-train", "mxfp8-train:scale=rceil",
+           "mxfp4-train", "mxfp4-train:scale=rceil", "nvfp4-train", "quartet-train", "halo-train", "coat-train")
+
+
+@dataclass
+class Report:
+    """What compiled: per kernel of the registry and per recipe, the kernels launched and any failure."""
+
+    arch: int
+    kernels: dict[str, list[str]] = field(default_factory=dict)  # registry name -> jitted functions compiled
+    recipes: dict[str, list[str]] = field(default_factory=dict)  # recipe -> jitted functions compiled
+    specialisations: int = 0  # distinct compiled variants (a function under one set of constexprs)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class _TargetOnlyDriver:
+    """Triton's driver interface as far as a compile-only launch reads it: the target and a device
+    and stream id. Nothing runs, so nothing else is asked of it."""
+
+    def __init__(self, arch: int):
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget("cuda", arch, 32)
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device: int | None = None) -> int:
+        return 0
+
+    def is_active(self) -> bool:
+        return True
+
+
+def compile_only_launches(arch: int) -> list[tuple[str, str]]:
+    """From now on in this process, every Triton launch compiles for ``sm_<arch>`` down to the cubin
+    and returns without running; returns the list each compiled launch appends (function, variant
+    hash) to. Call it before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
+    if os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "yes", "on"}:
+        raise SystemExit("compile_check: unset TRITON_INTERPRET (the interpreter never compiles)")
+    from triton.runtime.driver import driver
+    from triton.runtime.jit import JITFunction
+
+    driver.set_active(_TargetOnlyDriver(arch))
+    seen: list[tuple[str, str]] = []
+    run = JITFunction.run
+
+    def compile_only(self, *args, grid, warmup, **kwargs):
+        kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
+        if kernel is None or "cubin" not in kernel.asm:
+            raise RuntimeError(f"{self.fn.__name__}: no cubin")
+        seen.append((self.fn.__name__, kernel.hash))
+        return kernel
+
+    JITFunction.run = compile_only
+    return seen
+
+
+def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES) -> Report:
+    """Compile the registry's Triton kernels and the recipes' launches for ``sm_<arch>``."""
+    seen = compile_only_launches(arch)
+    import torch
+
+    from suite.numerics import dispatch
+    from suite.registry import KERNELS
+
+    # CPU tensors go to the kernels as under the interpreter ("triton" mode), but compiled
+    dispatch.interpreted = lambda: True  # type: ignore[assignment]
+    report = Report(arch)
+    for name in KERNELS.names():
+        kernel = KERNELS.get(name).target()
+        impl = kernel.all_impls().get("triton")
+        if impl is None:
+            continue
+        shape = (64, 256) if getattr(kernel, "dual", False) else {
+            ("M", "N"): (70, 256), ("M", "N", "K", "R"): (70, 48, 80, 8), ("M", "N", "K"): (40, 96, 256)}[kernel.dims]
+        start = len(seen)
+        try:
+            impl.fn(*kernel.make_inputs(shape, kernel.dtypes[0], "cpu", torch.Generator().manual_seed(0)))
+        except Exception as exc:  # noqa: BLE001 - every kernel is tried; each failure is reported
+            report.failures.append(f"kernel {name}: {_first_line(exc)}")
+        report.kernels[name] = sorted({fn for fn, _ in seen[start:]})
+    for spec in recipes:
+        start = len(seen)
+        try:
+            _recipe_step(spec)
+        except Exception as exc:  # noqa: BLE001
+            report.failures.append(f"recipe {spec}: {_first_line(exc)}")
+        report.recipes[spec] = sorted({fn for fn, _ in seen[start:]})
+    report.specialisations = len(set(seen))
+    return report
+
+
+def _recipe_step(spec: str) -> None:
+    """One training step of ``spec`` on a tiny Llama, every format operation a kernel takes sent to it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from suite.bench import recipes
+    from suite.numerics import compiled, dispatch
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    entry = recipes.prepare(spec, LlamaForCausalLM(config), "cpu")
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    with dispatch.kernels("triton"), compiled.emulation("off"), entry["policy"].autocast("cpu"):
+        loss = entry["model"](input_ids=ids, labels=ids).loss
+        loss.backward()
+    with dispatch.kernels("triton"), compiled.emulation("off"):
+        entry["optimizer"].step()
+    served = Counter(impl for (_, impl), n in dispatch.counts().items() for _ in range(n))
+    if not served or set(served) == {dispatch.REFERENCE}:
+        raise RuntimeError("no format operation went to a kernel")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    # a CompilationError names the source position first and the cause last
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:400]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10 (90: Hopper)")
+    p.add_argument("--recipes", nargs="*", default=list(RECIPES), help="recipe specs, each one argument (none: none)")
+    p.add_argument("--json", default="", help="also write the report here")
+    args = p.parse_args(argv)
+    report = check(args.arch, tuple(args.recipes))
+    for name, fns in {**report.kernels, **{f"recipe {k}": v for k, v in report.recipes.items()}}.items():
+        print(f"  {name:40s} {', '.join(fns) or '-'}")
+    print(f"sm_{report.arch}: {report.specialisations} kernel variants compiled to cubin, "
+          f"{len(report.failures)} failures")
+    for failure in report.failures:
+        print(f"FAILED {failure}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({**asdict(report), "ok": report.ok}, fh, indent=2)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
