@@ -8,13 +8,16 @@ goes through Triton's real NVIDIA backend for a chosen target (default ``sm_90``
 down to the cubin (``ptxas``, shipped with Triton), with no device: an inactive driver stands in,
 naming the target, and a launch compiles without running (its outputs stay unwritten).
 
-Two sources of launches, so that what the recipes launch is covered too:
+Three sources of launches, so that what the recipes launch and what the tuner tries are covered too:
 
 * every kernel of the registry (``suite.registry.KERNELS``) with a Triton implementation, once at a
   small shape (the kernels' own launch path, fixed tiles where the autotuner would choose on a GPU);
 * one training step of each recipe whose format operations a kernel serves, with ``--kernels triton``
   (``suite.numerics.dispatch``), so every specialisation a recipe launches (format, rounding,
-  rotation, signs, keys) compiles. Values are not checked: compile-only launches leave garbage.
+  rotation, signs, keys) compiles. Values are not checked: compile-only launches leave garbage;
+* every autotune candidate the tuner keeps, at each kernel's first GPU shape: the launches take the
+  autotuned path a GPU takes, with a stand-in timer that launches each candidate once
+  (``--no-candidates`` skips this, the slow part: a few minutes on two cores).
 
     python -m suite.kernels.compile_check                 # sm_90; exit 1 if any launch fails to compile
     python -m suite.kernels.compile_check --arch 100 --recipes nvfp4-train:rht=false --json out.json
@@ -44,6 +47,7 @@ class Report:
     arch: int
     kernels: dict[str, list[str]] = field(default_factory=dict)  # registry name -> jitted functions compiled
     recipes: dict[str, list[str]] = field(default_factory=dict)  # recipe -> jitted functions compiled
+    candidates: dict[str, int] = field(default_factory=dict)  # autotuner -> candidate tiles compiled
     specialisations: int = 0  # distinct compiled variants (a function under one set of constexprs)
     failures: list[str] = field(default_factory=list)
 
@@ -98,8 +102,9 @@ def compile_only_launches(arch: int) -> list[tuple[str, str]]:
     return seen
 
 
-def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES) -> Report:
-    """Compile the registry's Triton kernels and the recipes' launches for ``sm_<arch>``."""
+def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES, candidates: bool = True) -> Report:
+    """Compile the registry's Triton kernels and the recipes' launches for ``sm_<arch>``, and with
+    ``candidates`` every autotune candidate the tuner keeps at each kernel's first GPU shape."""
     seen = compile_only_launches(arch)
     import torch
 
@@ -129,8 +134,49 @@ def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES) -> Report:
         except Exception as exc:  # noqa: BLE001
             report.failures.append(f"recipe {spec}: {_first_line(exc)}")
         report.recipes[spec] = sorted({fn for fn, _ in seen[start:]})
+    if candidates:
+        _every_candidate(report, KERNELS)
     report.specialisations = len(set(seen))
     return report
+
+
+def _every_candidate(report: Report, kernels) -> None:
+    """Each kernel's Triton implementations at its first GPU shape through the autotuned launch
+    path a GPU takes (``_tiling.autotuning``), with a stand-in timer that launches each candidate
+    once, so every candidate tile the prune keeps compiles (the interpreter tests run the same
+    path at small shapes, where the prune keeps fewer)."""
+    import torch
+    from triton.runtime.autotuner import Autotuner
+
+    from suite.kernels import _lora_triton, _quant_triton, _tiling, _w4a16_triton
+
+    _tiling.autotuning = _quant_triton.autotuning = lambda device: True  # type: ignore[assignment]
+    for module in (_quant_triton, _lora_triton, _w4a16_triton):
+        for name, tuner in vars(module).items():
+            if not isinstance(tuner, Autotuner):
+                continue
+            # do_bench is a cached property whose getter asks the driver for a timer: set the value
+            vars(tuner)["do_bench"] = lambda call, quantiles=None: (call(), [1.0] * 3)[1]
+
+            def bench(*args, config, _real=tuner._bench, _name=name, **meta):
+                times = _real(*args, config=config, **meta)  # a compile error comes back as inf
+                if times[0] == float("inf"):
+                    report.failures.append(f"autotune {_name} {config}: did not compile")
+                else:
+                    report.candidates[_name] = report.candidates.get(_name, 0) + 1
+                return times
+
+            tuner._bench = bench
+    for name in kernels.names():
+        kernel = kernels.get(name).target()
+        shape = kernel.default_shapes("cuda")[0]
+        for impl_name, impl in kernel.all_impls().items():
+            if not impl_name.startswith("triton"):
+                continue
+            try:
+                impl.fn(*kernel.make_inputs(shape, kernel.dtypes[0], "cpu", torch.Generator().manual_seed(0)))
+            except Exception as exc:  # noqa: BLE001
+                report.failures.append(f"autotuned {name} ({impl_name}): {_first_line(exc)}")
 
 
 def _recipe_step(spec: str) -> None:
@@ -167,11 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10 (90: Hopper)")
     p.add_argument("--recipes", nargs="*", default=list(RECIPES), help="recipe specs, each one argument (none: none)")
+    p.add_argument("--no-candidates", action="store_true", help="skip compiling every autotune candidate")
     p.add_argument("--json", default="", help="also write the report here")
     args = p.parse_args(argv)
-    report = check(args.arch, tuple(args.recipes))
+    report = check(args.arch, tuple(args.recipes), candidates=not args.no_candidates)
     for name, fns in {**report.kernels, **{f"recipe {k}": v for k, v in report.recipes.items()}}.items():
         print(f"  {name:40s} {', '.join(fns) or '-'}")
+    for name, n in report.candidates.items():
+        print(f"  autotune {name:31s} {n} candidates")
     print(f"sm_{report.arch}: {report.specialisations} kernel variants compiled to cubin, "
           f"{len(report.failures)} failures")
     for failure in report.failures:
