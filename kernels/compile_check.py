@@ -36,6 +36,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 # the recipes whose format operations the kernels serve (suite.bench.methods lists them per kernel)
+# bytes of shared memory a block may use (opt-in maximum) per compute capability x 10: a kernel above
+# it compiles but fails to load (OutOfResources); the autotuner skips such a candidate
+SHARED_MEMORY = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 RECIPES = ("fp8-train", "fp8-train:scaling=row", "fp8-train:scaling=delayed", "mxfp8-train", "mxfp8-train:scale=rceil",
            "mxfp4-train", "mxfp4-train:scale=rceil", "nvfp4-train", "quartet-train", "halo-train", "coat-train")
 
@@ -48,6 +51,7 @@ class Report:
     kernels: dict[str, list[str]] = field(default_factory=dict)  # registry name -> jitted functions compiled
     recipes: dict[str, list[str]] = field(default_factory=dict)  # recipe -> jitted functions compiled
     candidates: dict[str, int] = field(default_factory=dict)  # autotuner -> candidate tiles compiled
+    oversized: dict[str, int] = field(default_factory=dict)  # autotuner -> candidates over the shared memory
     specialisations: int = 0  # distinct compiled variants (a function under one set of constexprs)
     failures: list[str] = field(default_factory=list)
 
@@ -78,24 +82,24 @@ class _TargetOnlyDriver:
         return True
 
 
-def compile_only_launches(arch: int) -> list[tuple[str, str]]:
+def compile_only_launches(arch: int) -> list[tuple[str, str, int]]:
     """From now on in this process, every Triton launch compiles for ``sm_<arch>`` down to the cubin
     and returns without running; returns the list each compiled launch appends (function, variant
-    hash) to. Call it before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
+    hash, bytes of shared memory) to. Call it before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
     if os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "yes", "on"}:
         raise SystemExit("compile_check: unset TRITON_INTERPRET (the interpreter never compiles)")
     from triton.runtime.driver import driver
     from triton.runtime.jit import JITFunction
 
     driver.set_active(_TargetOnlyDriver(arch))
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, str, int]] = []
     run = JITFunction.run
 
     def compile_only(self, *args, grid, warmup, **kwargs):
         kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
         if kernel is None or "cubin" not in kernel.asm:
             raise RuntimeError(f"{self.fn.__name__}: no cubin")
-        seen.append((self.fn.__name__, kernel.hash))
+        seen.append((self.fn.__name__, kernel.hash, kernel.metadata.shared))
         return kernel
 
     JITFunction.run = compile_only
@@ -126,47 +130,65 @@ def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES, candidates: bool =
             impl.fn(*kernel.make_inputs(shape, kernel.dtypes[0], "cpu", torch.Generator().manual_seed(0)))
         except Exception as exc:  # noqa: BLE001 - every kernel is tried; each failure is reported
             report.failures.append(f"kernel {name}: {_first_line(exc)}")
-        report.kernels[name] = sorted({fn for fn, _ in seen[start:]})
+        report.kernels[name] = sorted({fn for fn, *_ in seen[start:]})
     for spec in recipes:
         start = len(seen)
         try:
             _recipe_step(spec)
         except Exception as exc:  # noqa: BLE001
             report.failures.append(f"recipe {spec}: {_first_line(exc)}")
-        report.recipes[spec] = sorted({fn for fn, _ in seen[start:]})
+        report.recipes[spec] = sorted({fn for fn, *_ in seen[start:]})
+    limit = SHARED_MEMORY.get(arch)
+    tuned = _autotuned_functions()
+    for fn, _, shared in seen:
+        if limit is not None and shared > limit and fn not in tuned:
+            report.failures.append(f"{fn}: {shared} bytes of shared memory, more than sm_{arch}'s {limit}")
     if candidates:
-        _every_candidate(report, KERNELS)
+        _every_candidate(report, KERNELS, seen, limit)
     report.specialisations = len(set(seen))
     return report
 
 
-def _every_candidate(report: Report, kernels) -> None:
+def _autotuners() -> dict[str, object]:
+    """The autotuned kernels of the Triton modules, by name."""
+    from triton.runtime.autotuner import Autotuner
+
+    from suite.kernels import _lora_triton, _quant_triton, _w4a16_triton
+
+    return {name: obj for module in (_quant_triton, _lora_triton, _w4a16_triton)
+            for name, obj in vars(module).items() if isinstance(obj, Autotuner)}
+
+
+def _autotuned_functions() -> set[str]:
+    """The jitted functions that launch through an autotuner on a GPU (their fixed tile never runs there)."""
+    return {tuner.base_fn.__name__ for tuner in _autotuners().values()}
+
+
+def _every_candidate(report: Report, kernels, seen: list, limit: int | None) -> None:
     """Each kernel's Triton implementations at its first GPU shape through the autotuned launch
     path a GPU takes (``_tiling.autotuning``), with a stand-in timer that launches each candidate
     once, so every candidate tile the prune keeps compiles (the interpreter tests run the same
     path at small shapes, where the prune keeps fewer)."""
     import torch
-    from triton.runtime.autotuner import Autotuner
 
-    from suite.kernels import _lora_triton, _quant_triton, _tiling, _w4a16_triton
+    from suite.kernels import _quant_triton, _tiling
 
     _tiling.autotuning = _quant_triton.autotuning = lambda device: True  # type: ignore[assignment]
-    for module in (_quant_triton, _lora_triton, _w4a16_triton):
-        for name, tuner in vars(module).items():
-            if not isinstance(tuner, Autotuner):
-                continue
-            # do_bench is a cached property whose getter asks the driver for a timer: set the value
-            vars(tuner)["do_bench"] = lambda call, quantiles=None: (call(), [1.0] * 3)[1]
+    for name, tuner in _autotuners().items():
+        # do_bench is a cached property whose getter asks the driver for a timer: set the value
+        vars(tuner)["do_bench"] = lambda call, quantiles=None: (call(), [1.0] * 3)[1]
 
-            def bench(*args, config, _real=tuner._bench, _name=name, **meta):
-                times = _real(*args, config=config, **meta)  # a compile error comes back as inf
-                if times[0] == float("inf"):
-                    report.failures.append(f"autotune {_name} {config}: did not compile")
-                else:
-                    report.candidates[_name] = report.candidates.get(_name, 0) + 1
-                return times
+        def bench(*args, config, _real=tuner._bench, _name=name, **meta):
+            times = _real(*args, config=config, **meta)  # a compile error comes back as inf
+            if times[0] == float("inf"):
+                report.failures.append(f"autotune {_name} {config}: did not compile")
+            elif limit is not None and seen[-1][2] > limit:  # a GPU's tuner skips it (OutOfResources)
+                report.oversized[_name] = report.oversized.get(_name, 0) + 1
+            else:
+                report.candidates[_name] = report.candidates.get(_name, 0) + 1
+            return times
 
-            tuner._bench = bench
+        tuner._bench = bench
     for name in kernels.names():
         kernel = kernels.get(name).target()
         shape = kernel.default_shapes("cuda")[0]
@@ -220,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, fns in {**report.kernels, **{f"recipe {k}": v for k, v in report.recipes.items()}}.items():
         print(f"  {name:40s} {', '.join(fns) or '-'}")
     for name, n in report.candidates.items():
-        print(f"  autotune {name:31s} {n} candidates")
+        over = report.oversized.get(name, 0)
+        print(f"  autotune {name:31s} {n} candidates" + (f" (+{over} over the shared memory)" if over else ""))
     print(f"sm_{report.arch}: {report.specialisations} kernel variants compiled to cubin, "
           f"{len(report.failures)} failures")
     for failure in report.failures:
