@@ -50,6 +50,10 @@ FORMAT_IDS = {"fp8_e4m3": FP8.value, "mxfp8_e4m3": MXFP8.value, "mxfp4": MXFP4.v
               "int8": INT8.value, "int4": INT4.value, "fp8_e5m2": FP8E5.value}
 FP8_MAX = {FP8.value: 448.0, FP8E5.value: 57344.0, INT8.value: 127.0}  # per-tensor scale = amax / this
 PACKED = {MXFP4.value, NVFP4.value, INT4.value}
+# Launch option of every value kernel here: each operation rounds on its own, as in the PyTorch
+# reference. Compiled Triton contracts a * b + c into one fused multiply-add by default (one
+# rounding instead of two); the interpreter never does, so only a GPU would differ.
+NO_FMA = {"enable_fp_fusion": False}
 
 
 @triton.jit
@@ -445,7 +449,7 @@ def tensor_amax(x: torch.Tensor, hadamard: int = 0, had_scale: float = 1.0,
         partial = torch.zeros(triton.cdiv(n, smallest), device=x.device, dtype=torch.float32)
     launch(_AMAX, lambda meta: (triton.cdiv(n, meta["BLOCK"]),), fixed, x.device,
            x, partial, n, HAD=hadamard, had_scale=had_scale, signs_ptr=x if signs is None else signs,
-           SIGNS=signs is not None)
+           SIGNS=signs is not None, **NO_FMA)
     return partial.max()
 
 
@@ -630,7 +634,7 @@ def quantize(x: torch.Tensor, fmt: str, *, dual: bool = False, rounding: str = "
     launch(kernel, _grid(M, N), fixed, dev,
            x, bits(q), bits(s), bits(qt), bits(st), ts if ts is not None else x, u, seed, M, N,
            FMT=fmt_id, G=G, DUAL=dual, SR=sr, HAS_TS=ts is not None, SOFT=triton_interpreted(),
-           HAD=hadamard, had_scale=had_scale, **tile_args)
+           HAD=hadamard, had_scale=had_scale, **tile_args, **NO_FMA)
     if per_tensor:
         out = (q, ts)
         return out + (qt, ts) if dual else out
@@ -653,7 +657,7 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, fmt: str, shape: tuple[int,
     launch(kernel, _grid(M, N), fixed, q.device,
            qb, sb, tensor_scale if tensor_scale is not None else sb,
            y.view(torch.int16) if soft else y, M, N,
-           FMT=fmt_id, G=G, BF16_SOFT=soft, **tile_args)
+           FMT=fmt_id, G=G, BF16_SOFT=soft, **tile_args, **NO_FMA)
     return y
 
 
@@ -668,7 +672,7 @@ def e4m3_soft_encode(x: torch.Tensor) -> torch.Tensor:
     """float32 -> E4M3 bits (uint8) through the integer encoder (tested against torch)."""
     x = x.contiguous().float()
     y = torch.empty(x.numel(), dtype=torch.uint8, device=x.device)
-    _e4m3_soft_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+    _e4m3_soft_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024, **NO_FMA)
     return y.reshape(x.shape)
 
 
@@ -826,8 +830,7 @@ def fake_quantize_fp4(x: torch.Tensor, fmt: str, *, scaling: str = "block", roun
     _fp4_fake_kernel[grid](x, noise, y, keep, ts, signs if signs is not None else x,
                            M, N, had_scale, FMT=fmt_id, G=G, SCALE=scale_id, ROUND=round_id, HAD=hadamard,
                            SIGNS=signs is not None, KEYED=keyed, SOFT=triton_interpreted(), BM=BM, BN=BN,
-                           num_warps=4,
-                           enable_fp_fusion=False)  # no FMA: QuEST's mean, variance and spread round as eager
+                           num_warps=4, **NO_FMA)  # QuEST's mean, variance and spread round as eager
     return y, (keep if quest else None)
 
 
@@ -871,7 +874,7 @@ def fake_quantize_nvfp4_tiles(x: torch.Tensor) -> torch.Tensor:
     ts = nvfp4_tensor_scale(tensor_amax(x)).reshape(()).to(torch.float32)
     BN = 128 if triton_interpreted() else 256
     grid = (triton.cdiv(M, 16) * triton.cdiv(N, BN),)
-    _nvfp4_tile_kernel[grid](x, y, ts, M, N, SOFT=triton_interpreted(), BN=BN, num_warps=4)
+    _nvfp4_tile_kernel[grid](x, y, ts, M, N, SOFT=triton_interpreted(), BN=BN, num_warps=4, **NO_FMA)
     return y
 
 
@@ -919,5 +922,5 @@ def fake_quantize_mx_rceil(x: torch.Tensor, fmt: str) -> torch.Tensor:
     y = torch.empty_like(x)
     BM, BN, grid = _value_tiles(M, N)
     _mx_rceil_kernel[grid](x, y, M, N, FP4=fp4, EMAX=6.0 if fp4 else 448.0, SOFT=triton_interpreted(),
-                           BM=BM, BN=BN, num_warps=4)
+                           BM=BM, BN=BN, num_warps=4, **NO_FMA)
     return y

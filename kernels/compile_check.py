@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 # bytes of shared memory a block may use (opt-in maximum) per compute capability x 10: a kernel above
 # it compiles but fails to load (OutOfResources); the autotuner skips such a candidate
 SHARED_MEMORY = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
+# modules of value kernels, which must equal their PyTorch reference bit for bit: no contracted a * b + c
+VALUE_MODULES = ("_quant_triton",)
 RECIPES = ("fp8-train", "fp8-train:scaling=row", "fp8-train:scaling=delayed", "mxfp8-train", "mxfp8-train:scale=rceil",
            "mxfp4-train", "mxfp4-train:scale=rceil", "nvfp4-train", "quartet-train", "halo-train", "coat-train")
 
@@ -82,24 +84,25 @@ class _TargetOnlyDriver:
         return True
 
 
-def compile_only_launches(arch: int) -> list[tuple[str, str, int]]:
+def compile_only_launches(arch: int) -> list[tuple[str, str, int, int, str]]:
     """From now on in this process, every Triton launch compiles for ``sm_<arch>`` down to the cubin
     and returns without running; returns the list each compiled launch appends (function, variant
-    hash, bytes of shared memory) to. Call it before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
+    hash, bytes of shared memory, fused multiply-adds in its PTX, module) to. Call it before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
     if os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "yes", "on"}:
         raise SystemExit("compile_check: unset TRITON_INTERPRET (the interpreter never compiles)")
     from triton.runtime.driver import driver
     from triton.runtime.jit import JITFunction
 
     driver.set_active(_TargetOnlyDriver(arch))
-    seen: list[tuple[str, str, int]] = []
+    seen: list[tuple[str, str, int, int, str]] = []
     run = JITFunction.run
 
     def compile_only(self, *args, grid, warmup, **kwargs):
         kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
         if kernel is None or "cubin" not in kernel.asm:
             raise RuntimeError(f"{self.fn.__name__}: no cubin")
-        seen.append((self.fn.__name__, kernel.hash, kernel.metadata.shared))
+        fused = kernel.asm["ptx"].count("fma.rn")  # fused multiply-adds of any float type
+        seen.append((self.fn.__name__, kernel.hash, kernel.metadata.shared, fused, self.fn.__module__))
         return kernel
 
     JITFunction.run = compile_only
@@ -140,11 +143,15 @@ def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES, candidates: bool =
         report.recipes[spec] = sorted({fn for fn, *_ in seen[start:]})
     limit = SHARED_MEMORY.get(arch)
     tuned = _autotuned_functions()
-    for fn, _, shared in seen:
+    for fn, _, shared, _, _ in set(seen):
         if limit is not None and shared > limit and fn not in tuned:
             report.failures.append(f"{fn}: {shared} bytes of shared memory, more than sm_{arch}'s {limit}")
     if candidates:
         _every_candidate(report, KERNELS, seen, limit)
+    for fn, variant, _, fused, module in set(seen):
+        if fused and module.rsplit(".", 1)[-1] in VALUE_MODULES:
+            report.failures.append(f"{fn} ({variant[:8]}): {fused} fused multiply-adds, where the reference "
+                                   f"rounds the product and the sum apart (launch it with NO_FMA)")
     report.specialisations = len(set(seen))
     return report
 
