@@ -17,8 +17,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
   | tee "$OUT/versions.txt"
 
-# 1. correctness at full shapes (tests marked gpu)
-timeout 60 python -m pytest tests/test_kernels_correctness.py -q -m gpu 2>&1 | tee "$OUT/correctness.txt" \
+# 1. correctness at full shapes (tests marked gpu), and fast emulation on CUDA: inductor's Triton code
+#    for the recipes' quantisers equal to eager bit for bit (compiled.EAGER_NUMERICS)
+timeout 85 python -m pytest tests/test_kernels_correctness.py tests/test_fast_emulation.py -q -m gpu 2>&1 \
+  | tee "$OUT/correctness.txt" \
   || echo "correctness run failed or timed out" | tee -a "$OUT/correctness.txt"
 
 # 2. FP8 vs BF16 training step time where GEMMs dominate (a 2-layer Llama of width 4096, 8192
@@ -35,7 +37,7 @@ timeout 100 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2
 #     NVFP4's rotations run inside their quantisers' kernel pass (rotate-and-quantise); halo-train's
 #     INT8 GEMMs are real (torch._int_mm), its codes from the INT8 quantise kernel (in blocks of 128:
 #     11008 has no full-size Hadamard).
-timeout 90 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \
+timeout 80 python benchmarks/bench_train_recipes.py --device cuda --size 4096,2,32,11008 --batch 4 --seq 2048 \
   --steps 5 --warmup 2 --kernels torch,auto \
   --recipes bf16-train,mxfp8-train,mxfp4-train,nvfp4-train,quartet-train,fp8-train,halo-train:block=128 \
   --json "$OUT/train_step_kernels.json" 2>&1 | tee "$OUT/train_step_kernels.txt" \
@@ -46,7 +48,7 @@ timeout 90 suite bench kernels --store "$OUT/store" --save "gpu-$(date +%Y%m%d)"
   || echo "kernel benchmark failed or timed out" | tee -a "$OUT/bench.txt"
 
 # 4. the same run twice more, compared with the first (noise check of the gate on a GPU)
-timeout 40 suite bench kernels --store "$OUT/store" --compare "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/gate.txt" || true
+timeout 25 suite bench kernels --store "$OUT/store" --compare "gpu-$(date +%Y%m%d)" 2>&1 | tee "$OUT/gate.txt" || true
 
 # 4b. the recipe half of the gate: a training step of each recipe the kernels serve (and bf16-train),
 #     kernels off and on, saved as a recipe baseline, then a second run compared with it. CI on a GPU

@@ -56,9 +56,15 @@ def _edge_values(rows: int = 40, cols: int = 64) -> torch.Tensor:
     return x
 
 
+ON_CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                          reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", ON_CUDA])
 @pytest.mark.parametrize("name", list(OPERANDS))
-def test_every_fused_quantiser_equals_its_eager_form_bit_for_bit(name):
-    op, x = OPERANDS[name], _edge_values()
+def test_every_fused_quantiser_equals_its_eager_form_bit_for_bit(name, device):
+    """On CUDA, inductor's Triton code keeps eager's rounding only with ``compiled.EAGER_NUMERICS``."""
+    op, x = OPERANDS[name], _edge_values().to(device)
     out = {}
     for mode in ("off", "on"):
         state = G.LayerState("layer", None, seed=7)  # the same generator: the same uniforms
@@ -81,12 +87,13 @@ ROTATED = {
 }
 
 
+@pytest.mark.parametrize("device", ["cpu", ON_CUDA])
 @pytest.mark.parametrize("name", list(ROTATED))
-def test_every_fused_rotate_and_quantise_equals_its_eager_form_bit_for_bit(name):
+def test_every_fused_rotate_and_quantise_equals_its_eager_form_bit_for_bit(name, device):
     """The rotation and the quantiser compiled as one function (what the recipes' rotating operands
     run where no kernel serves) against the same eager."""
-    (op, block, signed), x = ROTATED[name], _edge_values()
-    signs = (torch.arange(block) % 3 == 0).float() * 2 - 1 if signed else None
+    (op, block, signed), x = ROTATED[name], _edge_values().to(device)
+    signs = (torch.arange(block, device=device) % 3 == 0).float() * 2 - 1 if signed else None
     out = {}
     for mode in ("off", "on"):
         state = G.LayerState("layer", None, seed=7)
@@ -242,7 +249,7 @@ def _coat_reference(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
     flat = x.detach().float().reshape(-1)
     pad = (-flat.numel()) % GROUP
-    valid = torch.ones(flat.numel() + pad, dtype=torch.bool)
+    valid = torch.ones(flat.numel() + pad, dtype=torch.bool, device=flat.device)
     if pad:
         valid[flat.numel():] = False
         flat = torch.nn.functional.pad(flat, (0, pad))
@@ -265,12 +272,13 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.int32) if t.dtype == torch.float32 else t
 
 
-def test_coats_fused_fp8_states_equal_the_formats_reference_eager_and_compiled():
+@pytest.mark.parametrize("device", ["cpu", ON_CUDA])
+def test_coats_fused_fp8_states_equal_the_formats_reference_eager_and_compiled(device):
     """``ExpandedFp8`` (fused range, expansion and cast, decode) against the same arithmetic through
     ``formats.quantize`` / ``dequantize``, bit for bit (signed zeros included) in both modes."""
     from suite.methods.train.coat import ExpandedFp8
 
-    for x in _coat_moments():
+    for x in (m.to(device) for m in _coat_moments()):
         ref = _coat_reference(x)
         for mode in ("off", "on"):
             compiled.reset_counts()

@@ -16,8 +16,12 @@ A fused function must be pure tensor arithmetic (no generator: a stochastic quan
 uniforms as a tensor drawn eagerly from the layer's generator, so the random stream is the same
 in both modes), and its compiled form must equal the eager one bit for bit:
 ``tests/test_fast_emulation.py`` holds every fused quantiser and a few training steps of the
-recipes to it. Inductor keeps IEEE semantics for these operations (no reassociation, no FMA
-contraction of the elementwise code; ``round`` is half to even), which is what makes that hold.
+recipes to it. Inductor's C++ code for the CPU keeps IEEE semantics for these operations (no
+reassociation, no FMA contraction of the elementwise code; ``round`` is half to even), which is
+what makes that hold. Its Triton code for CUDA does not by default (approximate division,
+contracted multiply-adds, denormals flushed, Triton's own libdevice), so on CUDA a function is
+compiled with ``EAGER_NUMERICS``, inductor's settings that keep eager's rounding; no GPU has run
+the equality test yet.
 
 Shapes: each function is compiled with ``dynamic=False`` (one specialised loop nest per operand
 shape, about ten per model: the fastest code), and the recompile limit is raised to
@@ -48,6 +52,10 @@ from suite.numerics.switch import ModeSwitch
 MODES = ("auto", "on", "off")
 RECOMPILE_LIMIT = 64  # operand shapes per fused function (a model has about ten)
 AUTO_MIN_NUMEL = 1 << 16  # auto: smaller operands stay eager (see the module docstring)
+# inductor options for CUDA: IEEE division, no FMA contraction (emulate_precision_casts, which also
+# takes PyTorch's libdevice for transcendental functions), no flush of denormals to zero
+EAGER_NUMERICS = {"emulate_precision_casts": True, "eager_numerics.division_rounding": True,
+                  "eager_numerics.disable_ftz": True}
 
 _SWITCH = ModeSwitch("--fast-emulation", MODES)
 check_mode = _SWITCH.check
@@ -87,7 +95,7 @@ def active(device_type: str, mode: str | None = None) -> bool:
 def fused(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` (tensors in, tensors out, no generator) compiled where the mode allows, else as is.
     Compiled lazily at the first compiled call; ``.eager`` is the plain function."""
-    compiled: list[Callable[..., Any]] = []
+    compiled: dict[str, Callable[..., Any]] = {}  # by device type
     failed: list[str] = []  # auto: why this function could not be compiled (then it runs eager)
     name = getattr(fn, "__qualname__", repr(fn))
 
@@ -103,14 +111,16 @@ def fused(fn: Callable[..., Any]) -> Callable[..., Any]:
         if first is None or small or (failed and mode == "auto") or not active(first.device.type, mode):
             _COUNTS[(name, "eager")] += 1
             return fn(*args, **kwargs)
-        if not compiled:
+        device_type = first.device.type
+        if device_type not in compiled:
             import torch._dynamo
 
             limit = torch._dynamo.config.recompile_limit
             torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
-            compiled.append(torch.compile(fn, dynamic=False, fullgraph=True))
+            options = EAGER_NUMERICS if device_type == "cuda" else None
+            compiled[device_type] = torch.compile(fn, dynamic=False, fullgraph=True, options=options)
         try:
-            out = compiled[0](*args, **kwargs)
+            out = compiled[device_type](*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - auto falls back to the same function, eager
             if mode != "auto":
                 raise
