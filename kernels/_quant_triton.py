@@ -767,8 +767,8 @@ def _fp4_fake_kernel(x_ptr, u_ptr, y_ptr, keep_ptr, ts_ptr, signs_ptr, M, N, had
         ub = xb
     if FMT == MXFP4:
         if SCALE == SCALE_QUEST:
-            mean = _block_sum32(xb, BM, NB) / 32.0
-            var = _block_sum32(xb * xb, BM, NB) / 32.0 - mean * mean
+            mean = tl.math.div_rn(_block_sum32(xb, BM, NB), 32.0)  # `/` compiles to approximate division
+            var = tl.math.div_rn(_block_sum32(xb * xb, BM, NB), 32.0) - mean * mean
             var = tl.where(var < 0.0, 0.0, var)  # NaN stays NaN, as the reference's clamp
             spread = QUEST_SCALE * tl.sqrt_rn(var) + 1e-8
             exponent = ((spread.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127

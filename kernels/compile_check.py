@@ -39,8 +39,12 @@ from dataclasses import asdict, dataclass, field
 # bytes of shared memory a block may use (opt-in maximum) per compute capability x 10: a kernel above
 # it compiles but fails to load (OutOfResources); the autotuner skips such a candidate
 SHARED_MEMORY = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
-# modules of value kernels, which must equal their PyTorch reference bit for bit: no contracted a * b + c
+# modules of value kernels, which must equal their PyTorch reference bit for bit, and the PTX that
+# would round otherwise: a contracted a * b + c (one rounding where the reference rounds twice) and
+# the approximate division, reciprocal, square root and exponentials (`/` on floats compiles to one)
 VALUE_MODULES = ("_quant_triton",)
+INEXACT_PTX = ("fma.rn", "div.approx", "div.full", "rcp.approx", "sqrt.approx", "rsqrt.approx", "ex2.approx",
+               "lg2.approx")
 RECIPES = ("fp8-train", "fp8-train:scaling=row", "fp8-train:scaling=delayed", "mxfp8-train", "mxfp8-train:scale=rceil",
            "mxfp4-train", "mxfp4-train:scale=rceil", "nvfp4-train", "quartet-train", "halo-train", "coat-train")
 
@@ -87,7 +91,7 @@ class _TargetOnlyDriver:
 def compile_only_launches(arch: int) -> list[tuple[str, str, int, int, str]]:
     """From now on in this process, every Triton launch compiles for ``sm_<arch>`` down to the cubin
     and returns without running; returns the list each compiled launch appends (function, variant
-    hash, bytes of shared memory, fused multiply-adds in its PTX, module) to. Call it before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
+    hash, bytes of shared memory, instructions of ``INEXACT_PTX`` in its PTX, module) to. Call it before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
     if os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "yes", "on"}:
         raise SystemExit("compile_check: unset TRITON_INTERPRET (the interpreter never compiles)")
     from triton.runtime.driver import driver
@@ -101,8 +105,9 @@ def compile_only_launches(arch: int) -> list[tuple[str, str, int, int, str]]:
         kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
         if kernel is None or "cubin" not in kernel.asm:
             raise RuntimeError(f"{self.fn.__name__}: no cubin")
-        fused = kernel.asm["ptx"].count("fma.rn")  # fused multiply-adds of any float type
-        seen.append((self.fn.__name__, kernel.hash, kernel.metadata.shared, fused, self.fn.__module__))
+        ptx = kernel.asm["ptx"]
+        inexact = sum(ptx.count(op) for op in INEXACT_PTX)
+        seen.append((self.fn.__name__, kernel.hash, kernel.metadata.shared, inexact, self.fn.__module__))
         return kernel
 
     JITFunction.run = compile_only
@@ -148,10 +153,11 @@ def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES, candidates: bool =
             report.failures.append(f"{fn}: {shared} bytes of shared memory, more than sm_{arch}'s {limit}")
     if candidates:
         _every_candidate(report, KERNELS, seen, limit)
-    for fn, variant, _, fused, module in set(seen):
-        if fused and module.rsplit(".", 1)[-1] in VALUE_MODULES:
-            report.failures.append(f"{fn} ({variant[:8]}): {fused} fused multiply-adds, where the reference "
-                                   f"rounds the product and the sum apart (launch it with NO_FMA)")
+    for fn, variant, _, inexact, module in set(seen):
+        if inexact and module.rsplit(".", 1)[-1] in VALUE_MODULES:
+            report.failures.append(f"{fn} ({variant[:8]}): {inexact} instructions that round otherwise than the "
+                                   f"reference (fused multiply-adds: launch with NO_FMA; approximate division "
+                                   f"or roots: use tl.math.div_rn, tl.sqrt_rn)")
     report.specialisations = len(set(seen))
     return report
 
