@@ -19,6 +19,12 @@ Three sources of launches, so that what the recipes launch and what the tuner tr
   autotuned path a GPU takes, with a stand-in timer that launches each candidate once
   (``--no-candidates`` skips this, the slow part: a few minutes on two cores).
 
+Each compiled variant's PTX and metadata are read too: a value kernel (quantise, dequantise: equal
+to its PyTorch reference bit for bit) fails where it holds an instruction that rounds otherwise
+(``INEXACT_PTX``: a fused multiply-add, approximate division or roots, flushed subnormals), and a
+kernel launched with a fixed tile fails where its shared memory exceeds the target's
+(``SHARED_MEMORY``).
+
     python -m suite.kernels.compile_check                 # sm_90; exit 1 if any launch fails to compile
     python -m suite.kernels.compile_check --arch 100 --recipes nvfp4-train:rht=false --json out.json
 
@@ -35,7 +41,6 @@ import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-# the recipes whose format operations the kernels serve (suite.bench.methods lists them per kernel)
 # bytes of shared memory a block may use (opt-in maximum) per compute capability x 10: a kernel above
 # it compiles but fails to load (OutOfResources); the autotuner skips such a candidate
 SHARED_MEMORY = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
@@ -46,6 +51,7 @@ SHARED_MEMORY = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100
 VALUE_MODULES = ("_quant_triton",)
 INEXACT_PTX = ("fma.rn", "div.approx", "div.full", "rcp.approx", "sqrt.approx", "rsqrt.approx", "ex2.approx",
                "lg2.approx", ".ftz")  # .ftz: subnormals flushed to zero, which PyTorch keeps
+# the recipes whose format operations the kernels serve (suite.bench.methods lists them per kernel)
 RECIPES = ("fp8-train", "fp8-train:scaling=row", "fp8-train:scaling=delayed", "mxfp8-train", "mxfp8-train:scale=rceil",
            "mxfp4-train", "mxfp4-train:scale=rceil", "nvfp4-train", "quartet-train", "halo-train", "coat-train")
 
