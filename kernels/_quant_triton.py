@@ -34,7 +34,6 @@ from suite.kernel import triton_interpreted
 from suite.kernels._tiling import autotuned, autotuning, configs, keep, launch
 from suite.numerics.hadamard import hadamard_scale
 
-# Format ids (constexpr switches).
 # Format ids, read inside the kernels: compiled Triton lets a kernel read a module global only
 # when it is a ``tl.constexpr`` (the interpreter reads any), so they are constexprs; host code
 # keys its tables and launches by their ``.value``.
