@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import sys
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 # bytes of shared memory a block may use (opt-in maximum) per compute capability x 10: a kernel above
@@ -91,14 +90,12 @@ class _TargetOnlyDriver:
     def get_current_stream(self, device: int | None = None) -> int:
         return 0
 
-    def is_active(self) -> bool:
-        return True
-
 
 def compile_only_launches(arch: int) -> list[tuple[str, str, int, int, str]]:
     """From now on in this process, every Triton launch compiles for ``sm_<arch>`` down to the cubin
     and returns without running; returns the list each compiled launch appends (function, variant
-    hash, bytes of shared memory, instructions of ``INEXACT_PTX`` in its PTX, module) to. Call it before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
+    hash, bytes of shared memory, instructions of ``INEXACT_PTX`` in its PTX, module) to. Call it
+    before any kernel launches (a fresh process, ``TRITON_INTERPRET`` unset)."""
     if os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "yes", "on"}:
         raise SystemExit("compile_check: unset TRITON_INTERPRET (the interpreter never compiles)")
     from triton.runtime.driver import driver
@@ -138,6 +135,7 @@ def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES, candidates: bool =
         impl = kernel.all_impls().get("triton")
         if impl is None:
             continue
+        # ragged rows, as the interpreter tests use: Triton compiles sizes not divisible by 16 apart
         shape = (64, 256) if getattr(kernel, "dual", False) else {
             ("M", "N"): (70, 256), ("M", "N", "K", "R"): (70, 48, 80, 8), ("M", "N", "K"): (40, 96, 256)}[kernel.dims]
         start = len(seen)
@@ -154,13 +152,12 @@ def check(arch: int = 90, recipes: tuple[str, ...] = RECIPES, candidates: bool =
             report.failures.append(f"recipe {spec}: {_first_line(exc)}")
         report.recipes[spec] = sorted({fn for fn, *_ in seen[start:]})
     limit = SHARED_MEMORY.get(arch)
-    tuned = _autotuned_functions()
-    for fn, _, shared, _, _ in set(seen):
-        if limit is not None and shared > limit and fn not in tuned:
-            report.failures.append(f"{fn}: {shared} bytes of shared memory, more than sm_{arch}'s {limit}")
     if candidates:
         _every_candidate(report, KERNELS, seen, limit)
-    for fn, variant, _, inexact, module in set(seen):
+    tuned = _autotuned_functions()  # a GPU's tuner skips a candidate too large to load: counted apart
+    for fn, variant, shared, inexact, module in set(seen):
+        if limit is not None and shared > limit and fn not in tuned:
+            report.failures.append(f"{fn}: {shared} bytes of shared memory, more than sm_{arch}'s {limit}")
         if inexact and module.rsplit(".", 1)[-1] in VALUE_MODULES:
             report.failures.append(f"{fn} ({variant[:8]}): {inexact} instructions that round otherwise than the "
                                    f"reference (fused multiply-adds: launch with NO_FMA; approximate division "
@@ -234,13 +231,13 @@ def _recipe_step(spec: str) -> None:
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
     entry = recipes.prepare(spec, LlamaForCausalLM(config), "cpu")
     ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    dispatch.reset_counts()  # this recipe's operations only
     with dispatch.kernels("triton"), compiled.emulation("off"), entry["policy"].autocast("cpu"):
         loss = entry["model"](input_ids=ids, labels=ids).loss
         loss.backward()
     with dispatch.kernels("triton"), compiled.emulation("off"):
         entry["optimizer"].step()
-    served = Counter(impl for (_, impl), n in dispatch.counts().items() for _ in range(n))
-    if not served or set(served) == {dispatch.REFERENCE}:
+    if not dispatch.kernel_fraction(dispatch.counts()):
         raise RuntimeError("no format operation went to a kernel")
 
 
