@@ -597,14 +597,13 @@ def pad_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def rotate(t: torch.Tensor, block: int, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
     """The normalised block Hadamard of ``suite.numerics.hadamard`` along the last dimension."""
-    if FAST_HADAMARD_ABOVE < block <= FUSED_BUTTERFLIES_UP_TO:
+    if FAST_HADAMARD_ABOVE < block <= FUSED_BUTTERFLIES_UP_TO ** 2:
+        # as it lies: rows of ``t`` in memory take the passes along them (``fwht``); the transpose of a
+        # contiguous tensor with a block too large for one loop (HALO's dY^T along the tokens) takes
+        # them along the first dimension of t^T
+        if block > FUSED_BUTTERFLIES_UP_TO and not t.is_contiguous():
+            return _butterflies_in_two(t, block, signs, inverse)
         return _butterflies(t.contiguous(), block, signs, inverse)
-    if FUSED_BUTTERFLIES_UP_TO < block <= FUSED_BUTTERFLIES_UP_TO ** 2:
-        # as it lies: rows of ``t`` in memory take the radix passes along them; the transpose of a
-        # contiguous tensor (HALO's dY^T along the tokens) takes them along the first dimension of t^T
-        if t.is_contiguous():
-            return _butterflies_along_rows(t, block, signs, inverse)
-        return _butterflies_in_two(t, block, signs, inverse)
     method = "fast" if block > FAST_HADAMARD_ABOVE else "dense"
     return apply_block_hadamard(t.contiguous(), block, signs=signs, inverse=inverse, method=method)
 
@@ -631,21 +630,6 @@ def _butterflies_in_two(t: torch.Tensor, block: int, signs: torch.Tensor | None,
     if s is not None and inverse:
         u = u * s
     return u.t().contiguous().reshape(t.shape)
-
-
-@fused
-def _butterflies_along_rows(t: torch.Tensor, block: int, signs: torch.Tensor | None, inverse: bool) -> torch.Tensor:
-    """``_butterflies_in_two`` for a contiguous ``t``: the same radix passes (the same additions in
-    the same order, so equal bit for bit) along its rows, which it reads in order."""
-    n = t.shape[-1]
-    u = t.reshape(-1, n)
-    s = None if signs is None else signs.to(t.dtype)
-    if s is not None and not inverse:
-        u = u * s
-    u = butterfly_passes(u, block, along_rows=True) * torch.tensor(block ** -0.5, dtype=t.dtype, device=t.device)
-    if s is not None and inverse:
-        u = u * s
-    return u.reshape(t.shape)
 
 
 def rotate_full(t: torch.Tensor, signs: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
