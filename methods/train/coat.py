@@ -77,8 +77,7 @@ class ExpandedFp8:
 
     @property
     def nbytes(self) -> int:
-        return self.data.numel() * self.data.element_size() + (self.scale.numel() + self.k.numel()
-                                                                + self.centre.numel()) * 4
+        return self.q.nbytes + (self.k.numel() + self.centre.numel()) * 4
 
 
 @functools.cache
